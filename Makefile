@@ -1,0 +1,38 @@
+# Inlet — the two commands a newcomer needs: `make dev` (local stack) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+export VENV
+CARGO ?= cargo
+DEV_CONFIG ?= infra/dev/inlet.toml
+
+.PHONY: test dev venv fmt lint unit features template build clean
+
+## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
+## a moto server this target starts on a free loopback port), template guardrails.
+test: venv fmt lint features
+	infra/scripts/with-moto $(CARGO) test --workspace --locked
+	$(VENV)/bin/python -m pytest -q tests/template
+
+## The whole pipeline locally on SQLite: POST http://127.0.0.1:8787/webhooks/{source}.
+dev:
+	$(CARGO) run --locked -p inlet-cli --bin inlet -- dev --config $(DEV_CONFIG)
+
+## Project-local Python tools (moto, cfn-lint, pytest), pinned in infra/requirements.lock.
+venv:
+	infra/scripts/venv
+
+fmt:
+	$(CARGO) fmt --all --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Lambdas stay lean: no SQLite in a function, no AWS SDK in the CLI.
+features:
+	infra/scripts/check-features
+
+build:
+	$(CARGO) build --workspace --locked
+
+clean:
+	rm -rf target .inlet

@@ -1,0 +1,16 @@
+//! Ingest Lambda (API Gateway HTTP API v2 or Function URL): verify, enqueue, answer.
+
+use inlet::lambda::http::{to_lambda_response, to_webhook_request};
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    // Built once per cold start; warm invocations reuse the clients and the config.
+    let ingest = inlet::bootstrap::ingest().await?;
+    let ingest = &ingest;
+    run(service_fn(move |req: Request| async move {
+        let resp = ingest.handle(to_webhook_request(&req)).await;
+        Ok::<_, Error>(to_lambda_response(resp))
+    }))
+    .await
+}

@@ -1,0 +1,45 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use inlet::config::Config;
+use inlet::local::LocalStack;
+use inlet::ports::SystemClock;
+use inlet_cli::server;
+use tokio::sync::watch;
+
+pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), String> {
+    inlet::telemetry::init_json_logs(true);
+    let stack = Arc::new(
+        LocalStack::open(cfg, data_dir, Arc::new(SystemClock)).map_err(|e| e.to_string())?,
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // One line on stdout a script can wait for. A closed stdout must not stop the stack,
+    // so write errors are ignored rather than panicking like println! would.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "inlet dev listening on http://{addr} (data in {})",
+            data_dir.display()
+        );
+        for id in stack.config.sources.keys() {
+            let _ = writeln!(out, "  POST http://{addr}/webhooks/{id}");
+        }
+        let _ = out.flush();
+    }
+    let (tx, rx) = watch::channel(false);
+    let worker = tokio::spawn(server::worker_loop(stack.clone(), rx.clone()));
+    let http = tokio::spawn(server::serve(stack, listener, rx));
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = tx.send(true);
+    let _ = worker.await;
+    match http.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("http server: {e}")),
+        Err(e) => Err(format!("http server task: {e}")),
+    }
+}

@@ -1,0 +1,134 @@
+//! `inlet`: the operator CLI. `inlet dev` runs the whole pipeline locally on the embedded
+//! (SQLite) adapters with the same code the Lambdas run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod dev;
+mod events;
+mod sign;
+
+#[derive(Parser)]
+#[command(
+    name = "inlet",
+    version,
+    about = "Inlet: verified, deduplicated, exactly-once webhooks and polls"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and print what it defines.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run ingest, queue, worker, ledger and targets in one process on SQLite.
+    Dev {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: String,
+        /// Where the SQLite store lives (default: settings.data_dir beside the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print (or send) a correctly signed request for a configured source.
+    Sign {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
+        /// Body file (default: a sample event for the provider).
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// POST it to this base URL (e.g. http://127.0.0.1:8787) and print the answer.
+        #[arg(long)]
+        send: Option<String>,
+    },
+    /// The event trail of the local store: accepted, refused, dispatched, duplicate, failed, dead.
+    Events {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn load(config: &Path) -> Result<inlet::config::Config, String> {
+    let env = inlet::config::ProcessEnv::load().map_err(|e| e.to_string())?;
+    inlet::config::load_file(config, &env).map_err(|e| format!("{}: {e}", config.display()))
+}
+
+fn data_dir(cfg: &inlet::config::Config, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| cfg.resolve_path(&cfg.settings.data_dir))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => load(&config).map(|cfg| {
+            println!("{}: ok", config.display());
+            for (id, s) in &cfg.sources {
+                let targets = cfg.targets_for(id, None);
+                println!(
+                    "  source {id}: provider {}, POST /webhooks/{id} → {}",
+                    s.provider.name(),
+                    targets.join(", ")
+                );
+            }
+        }),
+        Command::Dev {
+            config,
+            listen,
+            data_dir: dir,
+        } => match load(&config) {
+            Ok(cfg) => {
+                let dir = data_dir(&cfg, dir);
+                dev::run(cfg, &listen, &dir).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Sign {
+            config,
+            source,
+            body,
+            send,
+        } => match load(&config) {
+            Ok(cfg) => sign::run(&cfg, &source, body.as_deref(), send.as_deref()).await,
+            Err(e) => Err(e),
+        },
+        Command::Events {
+            config,
+            source,
+            json,
+            limit,
+            data_dir: dir,
+        } => match load(&config) {
+            Ok(cfg) => {
+                let dir = data_dir(&cfg, dir);
+                events::run(&dir, source, json, limit).await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("inlet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! `Ledger` over one DynamoDB table: dedupe records and trail entries side by side.
+//!
+//! # Table schema
+//! (created by [`create_table`] for tests and `inlet`; the SAM template declares the same)
+//!
+//! | what | attribute | type | value |
+//! |---|---|---|---|
+//! | partition key (no sort key) | `pk` | S | `dedupe#<key>` for a dedupe record, `trail#<id>` for a trail entry |
+//! | GSI `by_source`, partition | `gsi1pk` | S | the source |
+//! | GSI `by_source`, sort | `gsi1sk` | S | `received_at_ms` / `at_ms` zero-padded to 15 digits, `#`, `pk` |
+//! | TTL attribute | `ttl` | N | epoch **seconds** = `expires_at_ms / 1000`, on completed records only |
+//!
+//! The GSI projects ALL attributes, so `list` by source is one Query. Billing is on demand.
+//! DynamoDB deletes expired items lazily (up to about two days late), so `begin` compares
+//! `expires_at_ms` itself and never trusts that an expired item is gone.
+//!
+//! A dedupe record has one attribute per [`DedupeRecord`] field: `key`, `source`, `status`
+//! (`IN_PROGRESS`|`COMPLETED`|`FAILED`), `body_sha256`, `provider_event_id`?, `event_type`?,
+//! `via`, `received_at_ms` N, `updated_at_ms` N, `lease_until_ms` N, `expires_at_ms`? N,
+//! `attempts` N, `last_error`?, `dead` BOOL. A trail entry has `id`, `at_ms` N, `source`,
+//! `status` (`refused`|`duplicate`|`conflict`), `dedupe_key`?, `provider_event_id`?,
+//! `event_type`?, `reason`?, `source_ip`?. (`?` = absent when `None`.)
+//!
+//! Items with any other `pk` prefix (other components may share the table) are ignored by
+//! `list`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, IndexStatus,
+    KeySchemaElement, KeyType, Projection, ProjectionType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+
+use crate::ports::{
+    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, Ledger, LedgerError, TrailEntry,
+    TrailQuery, TrailRow, TrailStatus,
+};
+
+/// The partition key attribute (the table has no sort key).
+pub const KEY_ATTRIBUTE: &str = "pk";
+/// The global secondary index that lists a source's rows newest first.
+pub const SOURCE_INDEX: &str = "by_source";
+pub const SOURCE_INDEX_PARTITION_KEY: &str = "gsi1pk";
+pub const SOURCE_INDEX_SORT_KEY: &str = "gsi1sk";
+/// The TTL attribute, in epoch seconds.
+pub const TTL_ATTRIBUTE: &str = "ttl";
+
+const DEDUPE_PREFIX: &str = "dedupe#";
+const TRAIL_PREFIX: &str = "trail#";
+
+/// How long [`create_table`] waits for the table and its index to become ACTIVE.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn from_conf(config: &SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(config), table)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Create the ledger table (schema in the module docs), wait until it and its index are
+/// ACTIVE, then turn on TTL (DynamoDB refuses `UpdateTimeToLive` on a table still CREATING).
+pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError> {
+    let string_attribute = |attribute: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(attribute)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| backend("CreateTable", e))
+    };
+    let key = |attribute: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(attribute)
+            .key_type(key_type)
+            .build()
+            .map_err(|e| backend("CreateTable", e))
+    };
+    let by_source = GlobalSecondaryIndex::builder()
+        .index_name(SOURCE_INDEX)
+        .key_schema(key(SOURCE_INDEX_PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key(SOURCE_INDEX_SORT_KEY, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(|e| backend("CreateTable", e))?;
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string_attribute(KEY_ATTRIBUTE)?)
+        .attribute_definitions(string_attribute(SOURCE_INDEX_PARTITION_KEY)?)
+        .attribute_definitions(string_attribute(SOURCE_INDEX_SORT_KEY)?)
+        .key_schema(key(KEY_ATTRIBUTE, KeyType::Hash)?)
+        .global_secondary_indexes(by_source)
+        .send()
+        .await
+        .map_err(|e| backend("CreateTable", e))?;
+
+    // Awaiting a condition with a bound: moto answers ACTIVE at once, AWS in seconds.
+    let deadline = tokio::time::Instant::now() + CREATE_TIMEOUT;
+    loop {
+        let described = client
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| backend("DescribeTable", e))?;
+        let active = described.table().is_some_and(|t| {
+            t.table_status() == Some(&TableStatus::Active)
+                && t.global_secondary_indexes()
+                    .iter()
+                    .all(|i| i.index_status().is_none_or(|s| *s == IndexStatus::Active))
+        });
+        if active {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(LedgerError::Backend(format!(
+                "DynamoDB table {name} not ACTIVE after {} s",
+                CREATE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(TTL_ATTRIBUTE)
+                .build()
+                .map_err(|e| backend("UpdateTimeToLive", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| backend("UpdateTimeToLive", e))?;
+    Ok(())
+}
+
+fn backend(operation: &str, err: impl std::error::Error) -> LedgerError {
+    LedgerError::Backend(format!(
+        "DynamoDB {operation}: {}",
+        DisplayErrorContext(err)
+    ))
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn dedupe_pk(key: &str) -> String {
+    format!("{DEDUPE_PREFIX}{key}")
+}
+
+/// The GSI sort key: time first (fixed width so strings sort as numbers), then `pk` so two
+/// rows of the same millisecond never collide and sort the same way on every read.
+fn source_sort_key(at_ms: i64, pk: &str) -> String {
+    format!("{:015}#{pk}", at_ms.max(0))
+}
+
+/// `begin`'s condition, exactly the port's contract: the key is free, or expired, or — for
+/// the same body — failed or held under a lapsed lease.
+const BEGIN_CONDITION: &str = "attribute_not_exists(pk) OR expires_at_ms < :now OR \
+     (body_sha256 = :h AND (#s = :failed OR (#s = :inprog AND lease_until_ms < :now)))";
+
+#[async_trait]
+impl Ledger for DynamoLedger {
+    /// One UpdateItem (an UpdateItem rather than a PutItem so `attempts` can count up in the
+    /// same write). On a failed condition the holding record comes back inside the
+    /// ConditionalCheckFailedException (`ReturnValuesOnConditionCheckFailure=ALL_OLD`): no
+    /// second read, and a failed conditional write costs one write unit like any other.
+    ///
+    /// `attempts` keeps counting when the key is re-taken after its record expired (an
+    /// expression cannot branch on which disjunct of the condition held); after an expiry
+    /// the count is "attempts ever", not "attempts since the last completion".
+    async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError> {
+        let pk = dedupe_pk(&req.key);
+        let mut set = vec![
+            "#key = :key",
+            "#source = :source",
+            "body_sha256 = :h",
+            "#via = :via",
+            "received_at_ms = :received",
+            "updated_at_ms = :now",
+            "lease_until_ms = :lease",
+            "#s = :inprog",
+            "attempts = if_not_exists(attempts, :zero) + :one",
+            "dead = :false",
+            "gsi1pk = :source",
+            "gsi1sk = :gsi1sk",
+        ];
+        let mut remove = vec!["expires_at_ms", "last_error", "#ttl"];
+        let mut values: Item = HashMap::from([
+            (":key".to_owned(), s(&req.key)),
+            (":source".to_owned(), s(&req.source)),
+            (":h".to_owned(), s(&req.body_sha256)),
+            (":via".to_owned(), s(&req.via)),
+            (":received".to_owned(), n(req.received_at_ms)),
+            (":now".to_owned(), n(req.now_ms)),
+            (":lease".to_owned(), n(req.lease_until_ms)),
+            (":inprog".to_owned(), s(DedupeStatus::InProgress.as_str())),
+            (":failed".to_owned(), s(DedupeStatus::Failed.as_str())),
+            (":zero".to_owned(), n(0)),
+            (":one".to_owned(), n(1)),
+            (":false".to_owned(), AttributeValue::Bool(false)),
+            (
+                ":gsi1sk".to_owned(),
+                s(source_sort_key(req.received_at_ms, &pk)),
+            ),
+        ]);
+        match &req.provider_event_id {
+            Some(id) => {
+                set.push("provider_event_id = :peid");
+                values.insert(":peid".to_owned(), s(id));
+            }
+            None => remove.push("provider_event_id"),
+        }
+        match &req.event_type {
+            Some(t) => {
+                set.push("event_type = :etype");
+                values.insert(":etype".to_owned(), s(t));
+            }
+            None => remove.push("event_type"),
+        }
+
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, s(&pk))
+            .update_expression(format!(
+                "SET {} REMOVE {}",
+                set.join(", "),
+                remove.join(", ")
+            ))
+            .condition_expression(BEGIN_CONDITION)
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_names("#source", "source")
+            .expression_attribute_names("#via", "via")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let attributes = out.attributes.unwrap_or_default();
+                let attempts = Fields::new(&pk, &attributes).u32("attempts")?;
+                Ok(BeginOutcome::Acquired { attempts })
+            }
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
+                    Some(item) => Ok(BeginOutcome::Held(decode_record(&pk, item)?)),
+                    None => Err(LedgerError::Backend(format!(
+                        "DynamoDB UpdateItem: condition failed on {pk} but the old item was not returned \
+                         (the endpoint ignores ReturnValuesOnConditionCheckFailure)"
+                    ))),
+                },
+                _ => Err(backend("UpdateItem", err)),
+            },
+        }
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let values = HashMap::from([
+            (":completed".to_owned(), s(DedupeStatus::Completed.as_str())),
+            (":now".to_owned(), n(now_ms)),
+            (":exp".to_owned(), n(expires_at_ms)),
+            // TTL is in seconds; the item may outlive `expires_at_ms` by < 1 s plus
+            // DynamoDB's lazy deletion, which is why readers compare `expires_at_ms`.
+            (":ttl".to_owned(), n(expires_at_ms.div_euclid(1000))),
+        ]);
+        self.update_existing(
+            key,
+            "SET #s = :completed, updated_at_ms = :now, expires_at_ms = :exp, #ttl = :ttl",
+            &[("#s", "status"), ("#ttl", TTL_ATTRIBUTE)],
+            values,
+        )
+        .await
+    }
+
+    async fn fail(
+        &self,
+        key: &str,
+        now_ms: i64,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), LedgerError> {
+        let values = HashMap::from([
+            (":failed".to_owned(), s(DedupeStatus::Failed.as_str())),
+            (":now".to_owned(), n(now_ms)),
+            (":err".to_owned(), s(error)),
+            (":dead".to_owned(), AttributeValue::Bool(dead)),
+        ]);
+        self.update_existing(
+            key,
+            "SET #s = :failed, updated_at_ms = :now, last_error = :err, dead = :dead",
+            &[("#s", "status")],
+            values,
+        )
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<DedupeRecord>, LedgerError> {
+        let pk = dedupe_pk(key);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, s(&pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        out.item.map(|item| decode_record(&pk, &item)).transpose()
+    }
+
+    async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
+        let pk = format!("{TRAIL_PREFIX}{}", entry.id);
+        let mut item: Item = HashMap::from([
+            (
+                SOURCE_INDEX_SORT_KEY.to_owned(),
+                s(source_sort_key(entry.at_ms, &pk)),
+            ),
+            (KEY_ATTRIBUTE.to_owned(), s(pk)),
+            ("id".to_owned(), s(&entry.id)),
+            ("at_ms".to_owned(), n(entry.at_ms)),
+            ("source".to_owned(), s(&entry.source)),
+            ("status".to_owned(), s(entry.status.as_str())),
+            (SOURCE_INDEX_PARTITION_KEY.to_owned(), s(&entry.source)),
+        ]);
+        let optional = [
+            ("dedupe_key", &entry.dedupe_key),
+            ("provider_event_id", &entry.provider_event_id),
+            ("event_type", &entry.event_type),
+            ("reason", &entry.reason),
+            ("source_ip", &entry.source_ip),
+        ];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                item.insert(name.to_owned(), s(v));
+            }
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
+    }
+
+    /// With a source: one Query of the `by_source` index, newest first, `limit` rows (paged
+    /// only past 1 MB). Without one: a full Scan sorted here — for operators (`inlet
+    /// events`), never on the event path. A `limit` of 0 means no limit.
+    async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError> {
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit
+        };
+        let mut rows: Vec<(String, TrailRow)> = Vec::new();
+        let mut start: Option<Item> = None;
+        match &query.source {
+            Some(source) => loop {
+                // Limit bounds the items read, which with a key condition only are the rows.
+                let page =
+                    (query.limit > 0).then(|| (limit - rows.len()).min(i32::MAX as usize) as i32);
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(SOURCE_INDEX)
+                    .key_condition_expression("gsi1pk = :source")
+                    .expression_attribute_values(":source", s(source))
+                    .scan_index_forward(false)
+                    .set_limit(page)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| backend("Query", e))?;
+                for item in out.items() {
+                    if let Some(row) = decode_row(item)? {
+                        rows.push(row);
+                    }
+                }
+                start = out.last_evaluated_key;
+                if start.is_none() || rows.len() >= limit {
+                    break;
+                }
+            },
+            None => {
+                loop {
+                    let out = self
+                        .client
+                        .scan()
+                        .table_name(&self.table)
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(|e| backend("Scan", e))?;
+                    for item in out.items() {
+                        if let Some(row) = decode_row(item)? {
+                            rows.push(row);
+                        }
+                    }
+                    start = out.last_evaluated_key;
+                    if start.is_none() {
+                        break;
+                    }
+                }
+                // The index's order: time, then pk, both descending.
+                rows.sort_by(|(pk_a, a), (pk_b, b)| {
+                    b.at_ms().cmp(&a.at_ms()).then_with(|| pk_b.cmp(pk_a))
+                });
+            }
+        }
+        rows.truncate(limit);
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
+    }
+}
+
+impl DynamoLedger {
+    /// An UpdateItem on an existing dedupe record; a missing record is `NotFound`.
+    async fn update_existing(
+        &self,
+        key: &str,
+        expression: &str,
+        names: &[(&str, &str)],
+        values: Item,
+    ) -> Result<(), LedgerError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, s(dedupe_pk(key)))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_values(Some(values));
+        for (placeholder, name) in names {
+            request = request.expression_attribute_names(*placeholder, *name);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(e) if e.is_conditional_check_failed_exception() => {
+                    Err(LedgerError::NotFound(key.to_owned()))
+                }
+                _ => Err(backend("UpdateItem", err)),
+            },
+        }
+    }
+}
+
+/// Typed, defensive access to an item's attributes: a missing or ill-typed attribute is
+/// `Corrupt`, naming the item and the attribute.
+struct Fields<'a> {
+    pk: &'a str,
+    item: &'a Item,
+}
+
+impl<'a> Fields<'a> {
+    fn new(pk: &'a str, item: &'a Item) -> Self {
+        Self { pk, item }
+    }
+
+    fn corrupt(&self, attribute: &str, expected: &str) -> LedgerError {
+        LedgerError::Corrupt(format!(
+            "{}: attribute {attribute} is missing or not {expected}",
+            self.pk
+        ))
+    }
+
+    fn string(&self, attribute: &str) -> Result<String, LedgerError> {
+        match self.item.get(attribute) {
+            Some(AttributeValue::S(v)) => Ok(v.clone()),
+            _ => Err(self.corrupt(attribute, "a string")),
+        }
+    }
+
+    /// Absent (or NULL) is `None`; present with another type is corrupt.
+    fn optional_string(&self, attribute: &str) -> Result<Option<String>, LedgerError> {
+        match self.item.get(attribute) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+            Some(_) => Err(self.corrupt(attribute, "a string")),
+        }
+    }
+
+    fn i64(&self, attribute: &str) -> Result<i64, LedgerError> {
+        match self.item.get(attribute) {
+            Some(AttributeValue::N(v)) => {
+                v.parse().map_err(|_| self.corrupt(attribute, "an integer"))
+            }
+            _ => Err(self.corrupt(attribute, "a number")),
+        }
+    }
+
+    fn optional_i64(&self, attribute: &str) -> Result<Option<i64>, LedgerError> {
+        match self.item.get(attribute) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(_) => self.i64(attribute).map(Some),
+        }
+    }
+
+    fn u32(&self, attribute: &str) -> Result<u32, LedgerError> {
+        u32::try_from(self.i64(attribute)?).map_err(|_| self.corrupt(attribute, "a count"))
+    }
+
+    fn bool(&self, attribute: &str) -> Result<bool, LedgerError> {
+        match self.item.get(attribute) {
+            Some(AttributeValue::Bool(v)) => Ok(*v),
+            _ => Err(self.corrupt(attribute, "a boolean")),
+        }
+    }
+}
+
+fn decode_record(pk: &str, item: &Item) -> Result<DedupeRecord, LedgerError> {
+    let f = Fields::new(pk, item);
+    let status = f.string("status")?;
+    Ok(DedupeRecord {
+        key: f.string("key")?,
+        source: f.string("source")?,
+        status: DedupeStatus::parse(&status)
+            .ok_or_else(|| f.corrupt("status", "a dedupe status"))?,
+        body_sha256: f.string("body_sha256")?,
+        provider_event_id: f.optional_string("provider_event_id")?,
+        event_type: f.optional_string("event_type")?,
+        via: f.string("via")?,
+        received_at_ms: f.i64("received_at_ms")?,
+        updated_at_ms: f.i64("updated_at_ms")?,
+        lease_until_ms: f.i64("lease_until_ms")?,
+        expires_at_ms: f.optional_i64("expires_at_ms")?,
+        attempts: f.u32("attempts")?,
+        last_error: f.optional_string("last_error")?,
+        dead: f.bool("dead")?,
+    })
+}
+
+fn decode_entry(pk: &str, item: &Item) -> Result<TrailEntry, LedgerError> {
+    let f = Fields::new(pk, item);
+    let status = f.string("status")?;
+    Ok(TrailEntry {
+        id: f.string("id")?,
+        at_ms: f.i64("at_ms")?,
+        source: f.string("source")?,
+        status: TrailStatus::parse(&status).ok_or_else(|| f.corrupt("status", "a trail status"))?,
+        dedupe_key: f.optional_string("dedupe_key")?,
+        provider_event_id: f.optional_string("provider_event_id")?,
+        event_type: f.optional_string("event_type")?,
+        reason: f.optional_string("reason")?,
+        source_ip: f.optional_string("source_ip")?,
+    })
+}
+
+/// A listed item as a row with its `pk` (for ordering), or `None` for items of other kinds.
+fn decode_row(item: &Item) -> Result<Option<(String, TrailRow)>, LedgerError> {
+    let pk = match item.get(KEY_ATTRIBUTE) {
+        Some(AttributeValue::S(pk)) => pk.clone(),
+        _ => {
+            return Err(LedgerError::Corrupt(format!(
+                "item without a string {KEY_ATTRIBUTE}"
+            )))
+        }
+    };
+    let row = if pk.starts_with(DEDUPE_PREFIX) {
+        TrailRow::Record(decode_record(&pk, item)?)
+    } else if pk.starts_with(TRAIL_PREFIX) {
+        TrailRow::Entry(decode_entry(&pk, item)?)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((pk, row)))
+}

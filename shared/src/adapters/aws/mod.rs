@@ -1,0 +1,38 @@
+//! AWS adapters for the ports: SQS (`Queue`), DynamoDB (`Ledger`), EventBridge (`EventBus`),
+//! and the SDK configuration they share.
+//!
+//! A Lambda builds one [`aws_config::SdkConfig`] at start-up with [`sdk_config_from_env`]
+//! (outside the handler, so warm invocations reuse the clients) and hands it to each
+//! adapter's `from_conf`. Tests and `inlet` against an emulator use
+//! [`sdk_config_for_endpoint`], which never consults the environment for credentials and so
+//! never reaches the instance metadata service.
+
+pub mod dynamodb;
+pub mod eventbridge;
+pub mod sqs;
+
+pub use dynamodb::{create_table, DynamoLedger};
+pub use eventbridge::EventBridgeBus;
+pub use sqs::SqsQueue;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::config::Credentials;
+
+/// The SDK configuration of the environment: the standard credential chain and region,
+/// and `AWS_ENDPOINT_URL` (or the per-service `AWS_ENDPOINT_URL_SQS`, …) when set, so the
+/// same binary runs against AWS or any AWS-compatible endpoint.
+pub async fn sdk_config_from_env() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// An SDK configuration for an explicit endpoint (moto, a local emulator) with static dummy
+/// credentials (`test`/`test`) and an explicit region. Nothing here falls back to the
+/// credential chain, so it never calls the instance metadata service.
+pub async fn sdk_config_for_endpoint(endpoint: &str, region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(Credentials::new("test", "test", None, None, "inlet-static"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}

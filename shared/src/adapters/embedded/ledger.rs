@@ -1,0 +1,663 @@
+//! `Ledger` on two tables: `dedupe_records` (one row per key) and `trail_entries`
+//! (append-only). `begin` is DynamoDB's conditional write, done as a read and a write inside
+//! one `BEGIN IMMEDIATE` transaction, so two workers (threads or processes on the same file)
+//! can never both take a key. Time is the caller's (`now_ms` in every request), as with the
+//! AWS adapter.
+//!
+//! Where this differs from the DynamoDB adapter, deliberately:
+//! - `attempts` starts over at 1 when a key is re-taken after its record expired (a new
+//!   event under an old key); DynamoDB keeps counting because one update expression cannot
+//!   tell which disjunct of the condition held.
+//! - Rows are listed in the same order as the DynamoDB index (time, then `dedupe#key` /
+//!   `trail#id`, both descending), and `limit: 0` means no limit, as there.
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+
+use super::{count_u32, EmbeddedError, EmbeddedStore};
+use crate::ports::{
+    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, Ledger, LedgerError, TrailEntry,
+    TrailQuery, TrailRow, TrailStatus,
+};
+
+const RECORD_COLUMNS: &str =
+    "key, source, status, body_sha256, provider_event_id, event_type, via, received_at_ms, \
+     updated_at_ms, lease_until_ms, expires_at_ms, attempts, last_error, dead";
+
+const ENTRY_COLUMNS: &str =
+    "id, at_ms, source, status, dedupe_key, provider_event_id, event_type, reason, source_ip";
+
+/// A handle on the store's ledger; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteLedger {
+    store: EmbeddedStore,
+}
+
+impl SqliteLedger {
+    pub(super) fn new(store: EmbeddedStore) -> Self {
+        Self { store }
+    }
+}
+
+/// What `begin` does with a key held by `old`: take it (`Acquired`, with the attempt number
+/// to record) or leave it to its holder (`Held`). The port's condition, word for word: the
+/// key is free, or expired, or — for the same body — failed or held under a lapsed lease.
+fn decide(old: Option<DedupeRecord>, req: &BeginRequest) -> BeginOutcome {
+    let now = req.now_ms;
+    match old {
+        None => BeginOutcome::Acquired { attempts: 1 },
+        Some(r) if r.expires_at_ms.is_some_and(|at| at < now) => {
+            BeginOutcome::Acquired { attempts: 1 }
+        }
+        Some(r)
+            if r.body_sha256 == req.body_sha256
+                && (r.status == DedupeStatus::Failed
+                    || (r.status == DedupeStatus::InProgress && r.lease_until_ms < now)) =>
+        {
+            BeginOutcome::Acquired {
+                attempts: r.attempts.saturating_add(1),
+            }
+        }
+        Some(holder) => BeginOutcome::Held(holder),
+    }
+}
+
+fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<DedupeRecord>, EmbeddedError> {
+    tx.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM dedupe_records WHERE key = ?1"
+    ))?
+    .query_row([key], raw_record)
+    .optional()?
+    .map(RawRecord::decode)
+    .transpose()
+}
+
+fn write_taken(
+    tx: &Transaction<'_>,
+    req: &BeginRequest,
+    attempts: u32,
+) -> Result<(), EmbeddedError> {
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO dedupe_records ({RECORD_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, NULL, 0)"
+    ))?
+    .execute(params![
+        req.key,
+        req.source,
+        DedupeStatus::InProgress.as_str(),
+        req.body_sha256,
+        req.provider_event_id,
+        req.event_type,
+        req.via,
+        req.received_at_ms,
+        req.now_ms,
+        req.lease_until_ms,
+        i64::from(attempts),
+    ])?;
+    Ok(())
+}
+
+/// A record as stored, before its text and counts are checked.
+struct RawRecord {
+    key: String,
+    source: String,
+    status: String,
+    body_sha256: String,
+    provider_event_id: Option<String>,
+    event_type: Option<String>,
+    via: String,
+    received_at_ms: i64,
+    updated_at_ms: i64,
+    lease_until_ms: i64,
+    expires_at_ms: Option<i64>,
+    attempts: i64,
+    last_error: Option<String>,
+    dead: bool,
+}
+
+fn raw_record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        key: row.get(0)?,
+        source: row.get(1)?,
+        status: row.get(2)?,
+        body_sha256: row.get(3)?,
+        provider_event_id: row.get(4)?,
+        event_type: row.get(5)?,
+        via: row.get(6)?,
+        received_at_ms: row.get(7)?,
+        updated_at_ms: row.get(8)?,
+        lease_until_ms: row.get(9)?,
+        expires_at_ms: row.get(10)?,
+        attempts: row.get(11)?,
+        last_error: row.get(12)?,
+        dead: row.get(13)?,
+    })
+}
+
+impl RawRecord {
+    fn decode(self) -> Result<DedupeRecord, EmbeddedError> {
+        let status = DedupeStatus::parse(&self.status).ok_or_else(|| {
+            EmbeddedError::Corrupt(format!(
+                "dedupe record {}: status {:?} is not a dedupe status",
+                self.key, self.status
+            ))
+        })?;
+        let attempts = count_u32(
+            self.attempts,
+            &format!("dedupe record {}: attempts", self.key),
+        )?;
+        Ok(DedupeRecord {
+            key: self.key,
+            source: self.source,
+            status,
+            body_sha256: self.body_sha256,
+            provider_event_id: self.provider_event_id,
+            event_type: self.event_type,
+            via: self.via,
+            received_at_ms: self.received_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            lease_until_ms: self.lease_until_ms,
+            expires_at_ms: self.expires_at_ms,
+            attempts,
+            last_error: self.last_error,
+            dead: self.dead,
+        })
+    }
+}
+
+struct RawEntry {
+    entry: TrailEntry,
+    status: String,
+}
+
+fn raw_entry(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
+    Ok(RawEntry {
+        status: row.get(3)?,
+        entry: TrailEntry {
+            id: row.get(0)?,
+            at_ms: row.get(1)?,
+            source: row.get(2)?,
+            // Replaced by the decoded `status` column.
+            status: TrailStatus::Refused,
+            dedupe_key: row.get(4)?,
+            provider_event_id: row.get(5)?,
+            event_type: row.get(6)?,
+            reason: row.get(7)?,
+            source_ip: row.get(8)?,
+        },
+    })
+}
+
+impl RawEntry {
+    fn decode(self) -> Result<TrailEntry, EmbeddedError> {
+        let status = TrailStatus::parse(&self.status).ok_or_else(|| {
+            EmbeddedError::Corrupt(format!(
+                "trail entry {}: status {:?} is not a trail status",
+                self.entry.id, self.status
+            ))
+        })?;
+        Ok(TrailEntry {
+            status,
+            ..self.entry
+        })
+    }
+}
+
+/// The newest `limit` rows of one table (optionally of one source), decoded, with the sort
+/// key the DynamoDB index uses.
+fn newest<R>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    source: Option<&str>,
+    limit: i64,
+    read: fn(&Row<'_>) -> rusqlite::Result<R>,
+    decode: fn(R) -> Result<(String, TrailRow), EmbeddedError>,
+) -> Result<Vec<(String, TrailRow)>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![source, limit], read)?;
+    rows.map(|raw| decode(raw?)).collect()
+}
+
+#[async_trait]
+impl Ledger for SqliteLedger {
+    async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError> {
+        Ok(self.store.write(|tx| {
+            let outcome = decide(read_record(tx, &req.key)?, req);
+            if let BeginOutcome::Acquired { attempts } = outcome {
+                write_taken(tx, req, attempts)?;
+            }
+            Ok(outcome)
+        })?)
+    }
+
+    /// Like the DynamoDB adapter, any existing record is completed (the domain only
+    /// completes what it holds); a missing one is `NotFound`.
+    async fn complete(
+        &self,
+        key: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let updated = self.store.write(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, expires_at_ms = ?4 WHERE key = ?1",
+                )?
+                .execute(params![key, DedupeStatus::Completed.as_str(), now_ms, expires_at_ms])?)
+        })?;
+        if updated == 0 {
+            return Err(LedgerError::NotFound(key.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        key: &str,
+        now_ms: i64,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), LedgerError> {
+        let updated = self.store.write(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, last_error = ?4, dead = ?5 \
+                     WHERE key = ?1",
+                )?
+                .execute(params![key, DedupeStatus::Failed.as_str(), now_ms, error, dead])?)
+        })?;
+        if updated == 0 {
+            return Err(LedgerError::NotFound(key.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<DedupeRecord>, LedgerError> {
+        Ok(self.store.with_conn(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM dedupe_records WHERE key = ?1"
+            ))?
+            .query_row([key], raw_record)
+            .optional()?
+            .map(RawRecord::decode)
+            .transpose()
+        })?)
+    }
+
+    /// An entry with an id already present replaces it (DynamoDB `PutItem`).
+    async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
+        self.store.write(|tx| {
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO trail_entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![
+                entry.id,
+                entry.at_ms,
+                entry.source,
+                entry.status.as_str(),
+                entry.dedupe_key,
+                entry.provider_event_id,
+                entry.event_type,
+                entry.reason,
+                entry.source_ip,
+            ])?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The newest `limit` of each table, merged and cut to `limit` (0: every row).
+    async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError> {
+        // SQLite reads a negative LIMIT as "no limit".
+        let limit = if query.limit == 0 {
+            -1
+        } else {
+            i64::try_from(query.limit).unwrap_or(i64::MAX)
+        };
+        let source = query.source.as_deref();
+        // `?1 IS NULL OR source = ?1`: one statement for both cases; with a source, SQLite
+        // still uses the (source, time) index.
+        let records_sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM dedupe_records WHERE ?1 IS NULL OR source = ?1 \
+             ORDER BY received_at_ms DESC, key DESC LIMIT ?2"
+        );
+        let entries_sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM trail_entries WHERE ?1 IS NULL OR source = ?1 \
+             ORDER BY at_ms DESC, id DESC LIMIT ?2"
+        );
+        let mut rows = self.store.with_conn(|conn| {
+            let mut rows = newest(conn, &records_sql, source, limit, raw_record, |raw| {
+                let r = raw.decode()?;
+                Ok((format!("dedupe#{}", r.key), TrailRow::Record(r)))
+            })?;
+            rows.extend(newest(
+                conn,
+                &entries_sql,
+                source,
+                limit,
+                raw_entry,
+                |raw| {
+                    let e = raw.decode()?;
+                    Ok((format!("trail#{}", e.id), TrailRow::Entry(e)))
+                },
+            )?);
+            Ok(rows)
+        })?;
+        rows.sort_by(|(pk_a, a), (pk_b, b)| b.at_ms().cmp(&a.at_ms()).then_with(|| pk_b.cmp(pk_a)));
+        if query.limit > 0 {
+            rows.truncate(query.limit);
+        }
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::adapters::embedded::tests::TempDb;
+    use crate::ports::ManualClock;
+
+    const T0: i64 = 1_700_000_000_000;
+    const LEASE: i64 = 30_000;
+
+    fn ledger() -> SqliteLedger {
+        EmbeddedStore::open_in_memory(Arc::new(ManualClock::new(T0)))
+            .expect("open")
+            .ledger()
+    }
+
+    fn req(key: &str, hash: &str, now_ms: i64) -> BeginRequest {
+        BeginRequest {
+            key: key.into(),
+            source: "stripe".into(),
+            body_sha256: hash.into(),
+            provider_event_id: Some("evt_1".into()),
+            event_type: Some("charge.succeeded".into()),
+            via: "webhook".into(),
+            received_at_ms: now_ms,
+            now_ms,
+            lease_until_ms: now_ms + LEASE,
+        }
+    }
+
+    fn held(outcome: BeginOutcome) -> DedupeRecord {
+        match outcome {
+            BeginOutcome::Held(r) => r,
+            other => panic!("expected Held, got {other:?}"),
+        }
+    }
+
+    async fn record(l: &SqliteLedger, key: &str) -> DedupeRecord {
+        l.get(key).await.expect("get").expect("record exists")
+    }
+
+    #[tokio::test]
+    async fn begin_on_a_new_key_acquires_the_first_attempt_and_writes_every_field() {
+        let l = ledger();
+        let r = req("k", "h1", T0);
+        assert_eq!(
+            l.begin(&r).await.expect("begin"),
+            BeginOutcome::Acquired { attempts: 1 }
+        );
+        assert_eq!(
+            record(&l, "k").await,
+            DedupeRecord {
+                key: "k".into(),
+                source: "stripe".into(),
+                status: DedupeStatus::InProgress,
+                body_sha256: "h1".into(),
+                provider_event_id: Some("evt_1".into()),
+                event_type: Some("charge.succeeded".into()),
+                via: "webhook".into(),
+                received_at_ms: T0,
+                updated_at_ms: T0,
+                lease_until_ms: T0 + LEASE,
+                expires_at_ms: None,
+                attempts: 1,
+                last_error: None,
+                dead: false,
+            }
+        );
+        assert_eq!(l.get("other").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn begin_on_a_completed_key_is_held_until_it_expires() {
+        let l = ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        l.complete("k", T0 + 1_000, T0 + 100_000)
+            .await
+            .expect("complete");
+
+        // Its lease has long lapsed: only the expiry frees a completed key.
+        let r = held(
+            l.begin(&req("k", "h1", T0 + 2 * LEASE))
+                .await
+                .expect("begin"),
+        );
+        assert_eq!(
+            (r.status, r.expires_at_ms, r.updated_at_ms),
+            (DedupeStatus::Completed, Some(T0 + 100_000), T0 + 1_000)
+        );
+        held(
+            l.begin(&req("k", "h1", T0 + 100_000))
+                .await
+                .expect("at the instant of expiry"),
+        );
+    }
+
+    #[tokio::test]
+    async fn begin_on_an_expired_key_acquires_whatever_the_body_and_starts_counting_again() {
+        let l = ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        l.fail("k", T0 + 500, "503", false).await.expect("fail");
+        l.begin(&req("k", "h1", T0 + 600)).await.expect("retry");
+        l.complete("k", T0 + 1_000, T0 + 5_000)
+            .await
+            .expect("complete");
+        assert_eq!(record(&l, "k").await.attempts, 2);
+
+        let outcome = l
+            .begin(&req("k", "h2", T0 + 5_001))
+            .await
+            .expect("after expiry");
+        assert_eq!(outcome, BeginOutcome::Acquired { attempts: 1 });
+        let r = record(&l, "k").await;
+        assert_eq!(
+            (r.status, r.body_sha256.as_str(), r.expires_at_ms),
+            (DedupeStatus::InProgress, "h2", None)
+        );
+    }
+
+    #[tokio::test]
+    async fn begin_on_a_failed_key_with_the_same_body_acquires_the_next_attempt() {
+        let l = ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        l.fail("k", T0 + 1_000, "target answered 503", true)
+            .await
+            .expect("fail");
+        let r = record(&l, "k").await;
+        assert_eq!(
+            (r.status, r.last_error.as_deref(), r.dead),
+            (DedupeStatus::Failed, Some("target answered 503"), true)
+        );
+        assert_eq!(r.updated_at_ms, T0 + 1_000);
+
+        assert_eq!(
+            l.begin(&req("k", "h1", T0 + 2_000)).await.expect("retry"),
+            BeginOutcome::Acquired { attempts: 2 }
+        );
+        let r = record(&l, "k").await;
+        assert_eq!(
+            (r.status, r.last_error, r.dead),
+            (DedupeStatus::InProgress, None, false)
+        );
+        assert_eq!(r.lease_until_ms, T0 + 2_000 + LEASE);
+    }
+
+    #[tokio::test]
+    async fn begin_after_the_lease_lapsed_acquires_the_next_attempt() {
+        let l = ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        held(
+            l.begin(&req("k", "h1", T0 + LEASE))
+                .await
+                .expect("at the lease's end"),
+        );
+        assert_eq!(
+            l.begin(&req("k", "h1", T0 + LEASE + 1))
+                .await
+                .expect("after it"),
+            BeginOutcome::Acquired { attempts: 2 }
+        );
+    }
+
+    #[tokio::test]
+    async fn begin_while_the_lease_is_live_is_held_unchanged() {
+        let l = ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        let before = record(&l, "k").await;
+        let r = held(
+            l.begin(&req("k", "h1", T0 + 1_000))
+                .await
+                .expect("begin again"),
+        );
+        assert_eq!(r, before);
+        assert_eq!(record(&l, "k").await, before, "a held begin writes nothing");
+    }
+
+    #[tokio::test]
+    async fn begin_with_a_different_body_is_held_even_when_failed_or_lapsed() {
+        let l = ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        assert_eq!(
+            held(l.begin(&req("k", "h2", T0 + 1)).await.expect("live")).body_sha256,
+            "h1"
+        );
+        let r = held(
+            l.begin(&req("k", "h2", T0 + 2 * LEASE))
+                .await
+                .expect("lapsed"),
+        );
+        assert_eq!(
+            (r.body_sha256.as_str(), r.status),
+            ("h1", DedupeStatus::InProgress)
+        );
+        l.fail("k", T0 + 1_000, "boom", false).await.expect("fail");
+        let r = held(l.begin(&req("k", "h2", T0 + 2_000)).await.expect("failed"));
+        assert_eq!(
+            (r.body_sha256.as_str(), r.status),
+            ("h1", DedupeStatus::Failed)
+        );
+    }
+
+    #[tokio::test]
+    async fn complete_or_fail_on_a_missing_key_is_not_found_and_creates_nothing() {
+        let l = ledger();
+        assert!(
+            matches!(l.complete("nope", T0, T0).await, Err(LedgerError::NotFound(k)) if k == "nope")
+        );
+        assert!(
+            matches!(l.fail("nope", T0, "x", false).await, Err(LedgerError::NotFound(k)) if k == "nope")
+        );
+        assert_eq!(l.get("nope").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_status_reads_as_corrupt_not_a_panic() {
+        let store = EmbeddedStore::open_in_memory(Arc::new(ManualClock::new(T0))).expect("open");
+        let l = store.ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        store
+            .with_conn(|c| Ok(c.execute("UPDATE dedupe_records SET status = 'WEIRD'", [])?))
+            .expect("corrupt it");
+        assert!(matches!(l.get("k").await, Err(LedgerError::Corrupt(_))));
+        assert!(matches!(
+            l.begin(&req("k", "h1", T0)).await,
+            Err(LedgerError::Corrupt(_))
+        ));
+    }
+
+    fn entry(id: &str, source: &str, at_ms: i64) -> TrailEntry {
+        TrailEntry {
+            id: id.into(),
+            at_ms,
+            source: source.into(),
+            status: TrailStatus::Conflict,
+            dedupe_key: Some(format!("{source}#{id}")),
+            provider_event_id: Some(id.into()),
+            event_type: None,
+            reason: Some("different body".into()),
+            source_ip: Some("203.0.113.7".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn list_merges_records_and_entries_newest_first_filtered_and_limited() {
+        let l = ledger();
+        l.append(&entry("e1", "shop", T0 + 1_000))
+            .await
+            .expect("append");
+        l.append(&entry("e3", "shop", T0 + 3_000))
+            .await
+            .expect("append");
+        l.append(&entry("e4", "other", T0 + 4_000))
+            .await
+            .expect("append");
+        let mut r = req("shop#2", "h", T0 + 2_000);
+        r.source = "shop".into();
+        l.begin(&r).await.expect("begin");
+
+        let shop = |limit| TrailQuery {
+            source: Some("shop".into()),
+            limit,
+        };
+        let rows = l.list(&shop(2)).await.expect("list");
+        assert_eq!(
+            rows.iter().map(TrailRow::at_ms).collect::<Vec<_>>(),
+            [T0 + 3_000, T0 + 2_000]
+        );
+        assert_eq!(
+            rows[0],
+            TrailRow::Entry(entry("e3", "shop", T0 + 3_000)),
+            "an entry reads back as written"
+        );
+        assert!(matches!(&rows[1], TrailRow::Record(rec) if rec.key == "shop#2"));
+
+        assert_eq!(
+            l.list(&shop(0)).await.expect("list").len(),
+            3,
+            "0 is no limit, and only the source's rows"
+        );
+        let all = l
+            .list(&TrailQuery {
+                source: None,
+                limit: 10,
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            all.iter().map(TrailRow::at_ms).collect::<Vec<_>>(),
+            [T0 + 4_000, T0 + 3_000, T0 + 2_000, T0 + 1_000]
+        );
+    }
+
+    #[tokio::test]
+    async fn records_and_entries_survive_reopening_the_store() {
+        let db = TempDb::new();
+        let clock = Arc::new(ManualClock::new(T0));
+        {
+            let l = EmbeddedStore::open(&db.0, clock.clone())
+                .expect("open")
+                .ledger();
+            l.begin(&req("k", "h1", T0)).await.expect("begin");
+            l.complete("k", T0 + 1, T0 + 100).await.expect("complete");
+            l.append(&entry("e1", "shop", T0)).await.expect("append");
+        }
+        let l = EmbeddedStore::open(&db.0, clock).expect("reopen").ledger();
+        assert_eq!(record(&l, "k").await.status, DedupeStatus::Completed);
+        assert_eq!(l.list(&TrailQuery::default()).await.expect("list").len(), 2);
+    }
+}

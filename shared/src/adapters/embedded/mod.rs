@@ -1,0 +1,330 @@
+//! Embedded adapters for the ports, on one SQLite database: the queue (SQS semantics), the
+//! ledger (DynamoDB conditional writes) and the event bus (EventBridge `PutEvents`). `inlet
+//! dev` and the tests run the pipeline on these; they are not mocks — state is durable and
+//! the semantics are the AWS services' (see each module), so the conformance suite in
+//! `tests/it/conformance.rs` runs unchanged against both backends.
+//!
+//! One [`EmbeddedStore`] owns one connection behind a mutex; the handles it gives out
+//! ([`SqliteQueue`], [`SqliteLedger`], [`SqliteBus`]) are cheap clones of it. Every operation
+//! is one short transaction under the mutex: SQLite calls block, which is acceptable for a
+//! local store (each critical section is a few statements on indexed rows).
+//!
+//! Time comes only from the injected [`Clock`] (queue visibility, delays, sent times, bus
+//! event times) or from the caller (`now_ms` in ledger requests), never from `SystemTime`, so
+//! tests move a `ManualClock` instead of sleeping. The one exception is a receive's `wait`,
+//! which is real time by the port's definition.
+//!
+//! Durability: a file store runs in WAL mode with `synchronous=NORMAL`; a committed
+//! transaction survives the process being killed (it may be lost only on an OS crash or
+//! power loss before the next checkpoint, <https://www.sqlite.org/pragma.html#pragma_synchronous>).
+
+mod bus;
+mod ledger;
+mod queue;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::Notify;
+
+use crate::ports::{BusError, Clock, LedgerError, QueueError};
+
+pub use bus::SqliteBus;
+pub use ledger::SqliteLedger;
+pub use queue::{QueueCounts, SqliteQueue};
+
+/// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
+/// version is refused rather than misread.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another connection (another `inlet` process on the same
+/// file) to release its lock before failing with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    queue            TEXT    NOT NULL,
+    id               TEXT    NOT NULL,
+    body             TEXT    NOT NULL,
+    sent_at_ms       INTEGER NOT NULL,
+    visible_at_ms    INTEGER NOT NULL,
+    receive_count    INTEGER NOT NULL DEFAULT 0,
+    -- The handle of the latest receive; NULL until the first one (and after a redrive).
+    receipt_handle   TEXT,
+    group_id         TEXT,
+    deduplication_id TEXT,
+    PRIMARY KEY (queue, id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at_ms);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt_handle);
+
+CREATE TABLE IF NOT EXISTS dedupe_records (
+    key               TEXT    PRIMARY KEY NOT NULL,
+    source            TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    body_sha256       TEXT    NOT NULL,
+    provider_event_id TEXT,
+    event_type        TEXT,
+    via               TEXT    NOT NULL,
+    received_at_ms    INTEGER NOT NULL,
+    updated_at_ms     INTEGER NOT NULL,
+    lease_until_ms    INTEGER NOT NULL,
+    expires_at_ms     INTEGER,
+    attempts          INTEGER NOT NULL,
+    last_error        TEXT,
+    dead              INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dedupe_records_by_source ON dedupe_records (source, received_at_ms);
+CREATE INDEX IF NOT EXISTS dedupe_records_by_time ON dedupe_records (received_at_ms);
+
+CREATE TABLE IF NOT EXISTS trail_entries (
+    id                TEXT    PRIMARY KEY NOT NULL,
+    at_ms             INTEGER NOT NULL,
+    source            TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    dedupe_key        TEXT,
+    provider_event_id TEXT,
+    event_type        TEXT,
+    reason            TEXT,
+    source_ip         TEXT
+);
+CREATE INDEX IF NOT EXISTS trail_entries_by_source ON trail_entries (source, at_ms);
+CREATE INDEX IF NOT EXISTS trail_entries_by_time ON trail_entries (at_ms);
+
+CREATE TABLE IF NOT EXISTS bus_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    bus         TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL UNIQUE,
+    source      TEXT    NOT NULL,
+    detail_type TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    time_ms     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bus_events_by_bus ON bus_events (bus, seq);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A thread panicked while holding the connection; its transaction was rolled back by
+    /// SQLite, but this process stops trusting the connection.
+    #[error("the embedded store's lock is poisoned (a thread panicked while using it)")]
+    Poisoned,
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("the store at {path} has schema version {found}; this inlet understands up to {SCHEMA_VERSION}")]
+    NewerSchema { path: String, found: i64 },
+}
+
+impl From<EmbeddedError> for QueueError {
+    fn from(e: EmbeddedError) -> Self {
+        QueueError::Backend(format!("embedded queue: {e}"))
+    }
+}
+
+impl From<EmbeddedError> for LedgerError {
+    fn from(e: EmbeddedError) -> Self {
+        match e {
+            EmbeddedError::Corrupt(what) => LedgerError::Corrupt(what),
+            other => LedgerError::Backend(format!("embedded ledger: {other}")),
+        }
+    }
+}
+
+impl From<EmbeddedError> for BusError {
+    fn from(e: EmbeddedError) -> Self {
+        BusError::Backend(format!("embedded bus: {e}"))
+    }
+}
+
+/// A queue's redrive policy: after `max_receive_count` receives, the next receive moves the
+/// message to `dead_letter_queue` (a queue name in the same store) instead of returning it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redrive {
+    pub dead_letter_queue: String,
+    pub max_receive_count: u32,
+}
+
+/// One SQLite database holding every queue, the ledger and every bus.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
+    /// Woken after any write that may make a message visible, so a waiting receive
+    /// returns as soon as there is something to return (SQS long polling).
+    changed: Arc<Notify>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Open (creating if needed) the store at `path`. Reopening a path sees everything a
+    /// previous store committed there.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, EmbeddedError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers never block the writer, and a commit is one append. journal_mode
+        // answers with the mode in force, hence the query rather than an update.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode; using its journal mode instead");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::init(conn, clock, &path.display().to_string())
+    }
+
+    /// A store that lives as long as this value and its clones (tests, throwaway runs).
+    pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self, EmbeddedError> {
+        Self::init(Connection::open_in_memory()?, clock, ":memory:")
+    }
+
+    fn init(
+        mut conn: Connection,
+        clock: Arc<dyn Clock>,
+        path: &str,
+    ) -> Result<Self, EmbeddedError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(EmbeddedError::NewerSchema {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            clock,
+            changed: Arc::new(Notify::new()),
+        })
+    }
+
+    /// A handle on the queue `name` (queues need no creation: a name is a queue). The
+    /// redrive policy belongs to the handle, as SQS's belongs to the queue: open a queue
+    /// with the same policy everywhere it is received from.
+    pub fn queue(&self, name: &str, redrive: Option<Redrive>) -> SqliteQueue {
+        SqliteQueue::new(self.clone(), name.to_owned(), redrive)
+    }
+
+    pub fn ledger(&self) -> SqliteLedger {
+        SqliteLedger::new(self.clone())
+    }
+
+    pub fn bus(&self, name: &str) -> SqliteBus {
+        SqliteBus::new(self.clone(), name.to_owned())
+    }
+
+    /// How many messages the queue `name` holds, by state, at the clock's now.
+    pub fn queue_counts(&self, name: &str) -> Result<QueueCounts, EmbeddedError> {
+        queue::counts(self, name)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Run `f` on the connection under the mutex. Keep `f` short: every handle of the
+    /// store waits on it.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, EmbeddedError>,
+    ) -> Result<T, EmbeddedError> {
+        let mut guard: MutexGuard<'_, Connection> =
+            self.conn.lock().map_err(|_| EmbeddedError::Poisoned)?;
+        f(&mut guard)
+    }
+
+    /// Run `f` in one `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so a
+    /// read-then-write inside `f` cannot be raced by another connection on the same file).
+    /// Commits when `f` returns `Ok`, rolls back otherwise.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, EmbeddedError>,
+    ) -> Result<T, EmbeddedError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn notify_changed(&self) {
+        self.changed.notify_waiters();
+    }
+}
+
+/// A column read as an unsigned count; a negative or oversized value is corruption.
+fn count_u32(value: i64, what: &str) -> Result<u32, EmbeddedError> {
+    u32::try_from(value)
+        .map_err(|_| EmbeddedError::Corrupt(format!("{what} is {value}, not a count")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::ManualClock;
+
+    /// A file path no other test uses, removed (with its WAL files) on drop.
+    pub(super) struct TempDb(pub std::path::PathBuf);
+
+    impl TempDb {
+        pub fn new() -> Self {
+            Self(std::env::temp_dir().join(format!(
+                "inlet-embedded-{}.db",
+                uuid::Uuid::new_v4().simple()
+            )))
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.0.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    #[test]
+    fn open_creates_the_file_in_wal_mode() {
+        let db = TempDb::new();
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("open");
+        assert!(db.0.exists());
+        let mode: String = store
+            .with_conn(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
+            .expect("journal mode");
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn reopening_an_existing_store_keeps_its_schema() {
+        let db = TempDb::new();
+        drop(EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("open"));
+        EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("reopen");
+    }
+
+    #[test]
+    fn a_store_from_a_newer_schema_is_refused() {
+        let db = TempDb::new();
+        {
+            let conn = Connection::open(&db.0).expect("sqlite");
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .expect("version");
+        }
+        let err =
+            EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect_err("newer schema");
+        assert!(matches!(err, EmbeddedError::NewerSchema { .. }), "{err:?}");
+    }
+}

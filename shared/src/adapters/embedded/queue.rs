@@ -1,0 +1,924 @@
+//! `Queue` on the `messages` table with SQS standard-queue semantics: a receive hides a
+//! message for the visibility timeout and counts the receive; an undeleted message shows
+//! again when the timeout ends; a message already received `max_receive_count` times is
+//! moved to the dead-letter queue by the receive that would have returned it (SQS's
+//! redrive policy); `delay_seconds` hides a new message for its delay.
+//!
+//! Limits and rounding are SQS's, as the AWS adapter applies them
+//! (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html>):
+//! ≤ 10 entries a batch, a body of 1 character to 1 MiB of XML-legal characters (a batch
+//! ≤ 1 MiB in total), visibility rounded up to whole seconds and capped at 12 h, delay capped
+//! at 900 s, wait capped at 20 s.
+//!
+//! Receipt handles: each receive issues a fresh handle and only the latest one is honoured.
+//! An older handle (or one whose message was deleted or redriven) is refused with
+//! `QueueError::Rejected("ReceiptHandleIsInvalid …")` and changes nothing. SQS never acts on
+//! a stale handle either, but is looser in how it says so (`DeleteMessage` with a stale handle
+//! may answer success without deleting); failing loudly here lets tests catch a worker that
+//! deletes with the wrong handle.
+//!
+//! Not emulated: FIFO ordering and deduplication (`group_id` and `deduplication_id` are
+//! stored, not honoured) and message retention (messages never expire).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Transaction};
+
+use super::{count_u32, EmbeddedError, EmbeddedStore, Redrive};
+use crate::ports::{OutboundMessage, Queue, QueueError, ReceivedMessage};
+
+const MAX_BATCH: usize = 10;
+/// SQS's message size limit, also the limit on a batch's total payload.
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
+const MAX_DELAY_SECS: u32 = 900;
+const MAX_WAIT: Duration = Duration::from_secs(20);
+
+/// How many messages a queue holds, by state (SQS's `ApproximateNumberOfMessages`,
+/// `…NotVisible` and `…Delayed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Receivable now.
+    pub visible: u64,
+    /// Received and hidden for their visibility timeout.
+    pub in_flight: u64,
+    /// Never received and hidden for their delay.
+    pub delayed: u64,
+}
+
+/// A handle on one named queue of an [`EmbeddedStore`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteQueue {
+    store: EmbeddedStore,
+    name: String,
+    redrive: Option<Redrive>,
+}
+
+impl SqliteQueue {
+    pub(super) fn new(store: EmbeddedStore, name: String, redrive: Option<Redrive>) -> Self {
+        Self {
+            store,
+            name,
+            redrive,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn redrive(&self) -> Option<&Redrive> {
+        self.redrive.as_ref()
+    }
+
+    pub fn counts(&self) -> Result<QueueCounts, EmbeddedError> {
+        counts(&self.store, &self.name)
+    }
+
+    /// One receive attempt without waiting: the received messages, and when none could be
+    /// received, the instant (clock ms) the next hidden message of this queue shows.
+    fn receive_now(
+        &self,
+        max: usize,
+        visibility_ms: i64,
+    ) -> Result<(Vec<ReceivedMessage>, Option<i64>), EmbeddedError> {
+        let (received, next_visible_at, redriven) = self.store.write(|tx| {
+            let now = self.store.now_ms();
+            let mut received = Vec::new();
+            let mut redriven = false;
+            // Walk the visible messages oldest first, by (sent_at_ms, rowid). A cursor rather
+            // than re-querying from the start: with visibility 0 a received message stays
+            // visible and must not be returned twice by one receive.
+            let mut after = (i64::MIN, i64::MIN);
+            loop {
+                let want = max - received.len();
+                let page = visible_page(tx, &self.name, now, after, want)?;
+                for c in &page {
+                    after = (c.sent_at_ms, c.rowid);
+                    if let Some(dlq) = self.redrive_of(c.receive_count) {
+                        redrive(tx, &self.name, &c.id, dlq, now)?;
+                        redriven = true;
+                        continue;
+                    }
+                    received.push(take(tx, &self.name, c, now, visibility_ms)?);
+                }
+                if received.len() >= max || page.len() < want {
+                    break;
+                }
+            }
+            let next_visible_at = if received.is_empty() {
+                tx.query_row(
+                    "SELECT MIN(visible_at_ms) FROM messages WHERE queue = ?1 AND visible_at_ms > ?2",
+                    params![self.name, now],
+                    |row| row.get::<_, Option<i64>>(0),
+                )?
+            } else {
+                None
+            };
+            Ok((received, next_visible_at, redriven))
+        })?;
+        if redriven {
+            // A receive waiting on the dead-letter queue has something now.
+            self.store.notify_changed();
+        }
+        Ok((received, next_visible_at))
+    }
+
+    /// The dead-letter queue a message goes to instead of being received this time, if any:
+    /// SQS redrives when the receive count already reached `maxReceiveCount`.
+    fn redrive_of(&self, receive_count: u32) -> Option<&str> {
+        self.redrive
+            .as_ref()
+            // SQS's minimum maxReceiveCount is 1; 0 would dead-letter unreceived messages.
+            .filter(|r| receive_count >= r.max_receive_count.max(1))
+            .map(|r| r.dead_letter_queue.as_str())
+    }
+}
+
+struct Candidate {
+    rowid: i64,
+    id: String,
+    body: String,
+    sent_at_ms: i64,
+    receive_count: u32,
+}
+
+fn visible_page(
+    tx: &Transaction<'_>,
+    queue: &str,
+    now: i64,
+    after: (i64, i64),
+    limit: usize,
+) -> Result<Vec<Candidate>, EmbeddedError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT rowid, id, body, sent_at_ms, receive_count FROM messages \
+         WHERE queue = ?1 AND visible_at_ms <= ?2 AND (sent_at_ms, rowid) > (?3, ?4) \
+         ORDER BY sent_at_ms, rowid LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(params![queue, now, after.0, after.1, limit as i64], |row| {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get::<_, i64>(4)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (rowid, id, body, sent_at_ms, receive_count) = row?;
+        Ok(Candidate {
+            rowid,
+            id,
+            body,
+            sent_at_ms,
+            receive_count: count_u32(receive_count, "receive_count")?,
+        })
+    })
+    .collect()
+}
+
+/// Receive one message: count it, hide it, and issue a new receipt handle (which makes any
+/// earlier one stale).
+fn take(
+    tx: &Transaction<'_>,
+    queue: &str,
+    c: &Candidate,
+    now: i64,
+    visibility_ms: i64,
+) -> Result<ReceivedMessage, EmbeddedError> {
+    let receipt_handle = uuid::Uuid::new_v4().to_string();
+    let receive_count = c.receive_count.saturating_add(1);
+    tx.prepare_cached(
+        "UPDATE messages SET receive_count = ?3, visible_at_ms = ?4, receipt_handle = ?5 \
+         WHERE queue = ?1 AND id = ?2",
+    )?
+    .execute(params![
+        queue,
+        c.id,
+        i64::from(receive_count),
+        now.saturating_add(visibility_ms),
+        receipt_handle
+    ])?;
+    Ok(ReceivedMessage {
+        message_id: c.id.clone(),
+        receipt_handle,
+        body: c.body.clone(),
+        receive_count,
+        sent_at_ms: c.sent_at_ms,
+    })
+}
+
+/// Move a message to the dead-letter queue as SQS does: same id, body and sent time,
+/// visible at once, its receive count starting over, no valid receipt handle.
+fn redrive(
+    tx: &Transaction<'_>,
+    queue: &str,
+    id: &str,
+    dead_letter_queue: &str,
+    now: i64,
+) -> Result<(), EmbeddedError> {
+    tracing::debug!(
+        queue,
+        dead_letter_queue,
+        message_id = id,
+        "redriving a message past its max receive count"
+    );
+    tx.prepare_cached(
+        "UPDATE messages SET queue = ?3, receive_count = 0, visible_at_ms = ?4, receipt_handle = NULL \
+         WHERE queue = ?1 AND id = ?2",
+    )?
+    .execute(params![queue, id, dead_letter_queue, now])?;
+    Ok(())
+}
+
+fn insert(
+    tx: &Transaction<'_>,
+    queue: &str,
+    message: &OutboundMessage,
+    now: i64,
+) -> Result<String, EmbeddedError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let delay_ms = i64::from(message.delay_seconds.min(MAX_DELAY_SECS)) * 1000;
+    tx.prepare_cached(
+        "INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms, receive_count, group_id, deduplication_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+    )?
+    .execute(params![
+        queue,
+        id,
+        message.body,
+        now,
+        now.saturating_add(delay_ms),
+        message.group_id,
+        message.deduplication_id
+    ])?;
+    Ok(id)
+}
+
+pub(super) fn counts(store: &EmbeddedStore, queue: &str) -> Result<QueueCounts, EmbeddedError> {
+    let now = store.now_ms();
+    let (visible, in_flight, delayed): (i64, i64, i64) = store.with_conn(|conn| {
+        Ok(conn.query_row(
+            "SELECT COALESCE(SUM(visible_at_ms <= ?2), 0), \
+                    COALESCE(SUM(visible_at_ms > ?2 AND receive_count > 0), 0), \
+                    COALESCE(SUM(visible_at_ms > ?2 AND receive_count = 0), 0) \
+             FROM messages WHERE queue = ?1",
+            params![queue, now],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?)
+    })?;
+    let count = |n: i64| {
+        u64::try_from(n).map_err(|_| EmbeddedError::Corrupt(format!("negative message count {n}")))
+    };
+    Ok(QueueCounts {
+        visible: count(visible)?,
+        in_flight: count(in_flight)?,
+        delayed: count(delayed)?,
+    })
+}
+
+/// Whether SQS would accept this body: 1 character to 1 MiB, of the characters SQS allows
+/// (`#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`; a Rust string holds
+/// no surrogates, so only the other control characters and U+FFFE/U+FFFF can be wrong).
+fn check_body(body: &str) -> Result<(), QueueError> {
+    if body.is_empty() {
+        return Err(QueueError::Rejected(
+            "InvalidParameterValue: the message body is empty".into(),
+        ));
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(QueueError::Rejected(format!(
+            "InvalidParameterValue: the message body is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
+            body.len()
+        )));
+    }
+    let illegal = |c: char| {
+        (c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    };
+    if let Some(c) = body.chars().find(|&c| illegal(c)) {
+        return Err(QueueError::Rejected(format!(
+            "InvalidMessageContents: the body contains U+{:04X}, which SQS does not allow",
+            u32::from(c)
+        )));
+    }
+    Ok(())
+}
+
+/// Whole seconds in milliseconds, rounded up (a sub-second visibility must still hide the
+/// message) and capped, as the AWS adapter sends them to SQS.
+fn ceil_secs_ms(d: Duration, max_secs: u64) -> i64 {
+    let secs = d
+        .as_secs()
+        .saturating_add(u64::from(d.subsec_nanos() > 0))
+        .min(max_secs);
+    secs as i64 * 1000
+}
+
+fn invalid_receipt(queue: &str, receipt_handle: &str) -> QueueError {
+    QueueError::Rejected(format!(
+        "ReceiptHandleIsInvalid: {receipt_handle:?} is not the latest receipt of a message in queue {queue}"
+    ))
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn send(&self, message: &OutboundMessage) -> Result<String, QueueError> {
+        check_body(&message.body)?;
+        let id = self
+            .store
+            .write(|tx| insert(tx, &self.name, message, self.store.now_ms()))?;
+        self.store.notify_changed();
+        Ok(id)
+    }
+
+    /// Entries that SQS would refuse (the body) fail alone; the others are committed
+    /// together. A storage error fails the whole call, with nothing sent.
+    async fn send_batch(
+        &self,
+        messages: &[OutboundMessage],
+    ) -> Result<Vec<Result<String, QueueError>>, QueueError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        if messages.len() > MAX_BATCH {
+            return Err(QueueError::Rejected(format!(
+                "SendMessageBatch takes at most {MAX_BATCH} messages, got {}",
+                messages.len()
+            )));
+        }
+        let total: usize = messages.iter().map(|m| m.body.len()).sum();
+        if total > MAX_MESSAGE_BYTES {
+            return Err(QueueError::Rejected(format!(
+                "BatchRequestTooLong: the batch is {total} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"
+            )));
+        }
+        let results = self.store.write(|tx| {
+            let now = self.store.now_ms();
+            messages
+                .iter()
+                .map(|m| match check_body(&m.body) {
+                    Ok(()) => insert(tx, &self.name, m, now).map(Ok),
+                    Err(refused) => Ok(Err(refused)),
+                })
+                .collect::<Result<Vec<_>, EmbeddedError>>()
+        })?;
+        self.store.notify_changed();
+        Ok(results)
+    }
+
+    /// Waits (real time, up to 20 s like SQS) only while nothing is receivable; it wakes on
+    /// any write to the store that may make a message visible, and when the next hidden
+    /// message of this queue is due by the store's clock.
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let max = max.clamp(1, MAX_BATCH as u32) as usize;
+        let visibility_ms = ceil_secs_ms(visibility, MAX_VISIBILITY_SECS);
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        loop {
+            // Registered before looking, so a send between the look and the wait still wakes us.
+            let changed = self.store.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+
+            let (received, next_visible_at) = self.receive_now(max, visibility_ms)?;
+            if !received.is_empty() {
+                return Ok(received);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(received);
+            }
+            let mut nap = deadline - now;
+            if let Some(at) = next_visible_at {
+                let due = u64::try_from(at.saturating_sub(self.store.now_ms())).unwrap_or(0);
+                nap = nap.min(Duration::from_millis(due.max(1)));
+            }
+            // Either way, look again: a timeout only means the wait (or the nap) is over.
+            let _ = tokio::time::timeout(nap, changed).await;
+        }
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let deleted = self.store.write(|tx| {
+            Ok(tx
+                .prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt_handle = ?2")?
+                .execute(params![self.name, receipt_handle])?)
+        })?;
+        if deleted == 0 {
+            return Err(invalid_receipt(&self.name, receipt_handle));
+        }
+        Ok(())
+    }
+
+    /// Hides the message until now + `visibility` (0: visible now), whether or not its
+    /// previous timeout had ended.
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        let visibility_ms = ceil_secs_ms(visibility, MAX_VISIBILITY_SECS);
+        let changed = self.store.write(|tx| {
+            let visible_at = self.store.now_ms().saturating_add(visibility_ms);
+            Ok(tx
+                .prepare_cached("UPDATE messages SET visible_at_ms = ?3 WHERE queue = ?1 AND receipt_handle = ?2")?
+                .execute(params![self.name, receipt_handle, visible_at])?)
+        })?;
+        if changed == 0 {
+            return Err(invalid_receipt(&self.name, receipt_handle));
+        }
+        if visibility_ms == 0 {
+            self.store.notify_changed();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::adapters::embedded::tests::TempDb;
+    use crate::ports::ManualClock;
+
+    const T0: i64 = 1_700_000_000_000;
+    const NOW: Duration = Duration::ZERO;
+    const HIDDEN: Duration = Duration::from_secs(30);
+
+    fn store() -> (EmbeddedStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(T0));
+        (
+            EmbeddedStore::open_in_memory(clock.clone()).expect("open"),
+            clock,
+        )
+    }
+
+    fn with_dlq(store: &EmbeddedStore, max_receive_count: u32) -> (SqliteQueue, SqliteQueue) {
+        let main = store.queue(
+            "main",
+            Some(Redrive {
+                dead_letter_queue: "main-dlq".into(),
+                max_receive_count,
+            }),
+        );
+        (main, store.queue("main-dlq", None))
+    }
+
+    async fn receive_one(q: &SqliteQueue, visibility: Duration) -> Option<ReceivedMessage> {
+        let mut got = q
+            .receive(1, visibility, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert!(got.len() <= 1);
+        got.pop()
+    }
+
+    #[tokio::test]
+    async fn received_message_is_hidden_for_its_visibility_then_reappears() {
+        let (store, clock) = store();
+        let q = store.queue("q", None);
+        let id = q
+            .send(&OutboundMessage::new("hide me"))
+            .await
+            .expect("send");
+
+        let first = receive_one(&q, Duration::from_secs(2))
+            .await
+            .expect("visible");
+        assert_eq!(
+            (first.message_id.as_str(), first.body.as_str()),
+            (id.as_str(), "hide me")
+        );
+        assert_eq!(first.sent_at_ms, T0);
+
+        clock.advance_ms(1_999);
+        assert_eq!(
+            receive_one(&q, HIDDEN).await,
+            None,
+            "hidden until the timeout ends"
+        );
+        clock.advance_ms(1);
+        let again = receive_one(&q, HIDDEN).await.expect("visible again");
+        assert_eq!((again.message_id, again.receive_count), (id, 2));
+    }
+
+    #[tokio::test]
+    async fn sub_second_visibility_rounds_up_to_a_whole_second_like_sqs() {
+        let (store, clock) = store();
+        let q = store.queue("q", None);
+        q.send(&OutboundMessage::new("m")).await.expect("send");
+        receive_one(&q, Duration::from_millis(10))
+            .await
+            .expect("visible");
+        clock.advance_ms(999);
+        assert_eq!(receive_one(&q, HIDDEN).await, None);
+        clock.advance_ms(1);
+        assert!(receive_one(&q, HIDDEN).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn receive_count_grows_with_each_receive() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        q.send(&OutboundMessage::new("count me"))
+            .await
+            .expect("send");
+        for expected in 1..=5 {
+            assert_eq!(
+                receive_one(&q, NOW).await.expect("visible").receive_count,
+                expected
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn receive_returns_the_oldest_messages_first_up_to_max() {
+        let (store, clock) = store();
+        let q = store.queue("q", None);
+        for body in ["1", "2", "3"] {
+            q.send(&OutboundMessage::new(body)).await.expect("send");
+            clock.advance_ms(1);
+        }
+        let bodies = |ms: Vec<ReceivedMessage>| ms.into_iter().map(|m| m.body).collect::<Vec<_>>();
+        assert_eq!(
+            bodies(q.receive(2, HIDDEN, NOW).await.expect("receive")),
+            ["1", "2"]
+        );
+        assert_eq!(
+            bodies(q.receive(10, HIDDEN, NOW).await.expect("receive")),
+            ["3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn one_receive_never_returns_a_message_twice_even_with_visibility_zero() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        q.send(&OutboundMessage::new("once")).await.expect("send");
+        assert_eq!(q.receive(10, NOW, NOW).await.expect("receive").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn message_moves_to_the_dlq_on_the_receive_after_max_receive_count() {
+        let (store, clock) = store();
+        let (main, dlq) = with_dlq(&store, 3);
+        let id = main
+            .send(&OutboundMessage::new("poison"))
+            .await
+            .expect("send");
+        clock.advance_ms(5_000);
+        for expected in 1..=3 {
+            assert_eq!(
+                receive_one(&main, NOW)
+                    .await
+                    .expect("visible")
+                    .receive_count,
+                expected
+            );
+        }
+        assert_eq!(
+            receive_one(&main, NOW).await,
+            None,
+            "the fourth receive redrives instead"
+        );
+        assert_eq!(
+            store.queue_counts("main").expect("counts"),
+            QueueCounts::default()
+        );
+
+        let dead = receive_one(&dlq, HIDDEN).await.expect("in the DLQ");
+        assert_eq!(dead.message_id, id, "SQS keeps the message id");
+        assert_eq!(dead.body, "poison");
+        assert_eq!(dead.receive_count, 1, "the count starts over in the DLQ");
+        assert_eq!(dead.sent_at_ms, T0, "the original sent time is kept");
+    }
+
+    #[tokio::test]
+    async fn redriven_messages_do_not_take_the_place_of_receivable_ones() {
+        let (store, clock) = store();
+        let (main, dlq) = with_dlq(&store, 1);
+        main.send(&OutboundMessage::new("poison"))
+            .await
+            .expect("send");
+        receive_one(&main, NOW).await.expect("first receive");
+        clock.advance_ms(1);
+        main.send(&OutboundMessage::new("fresh"))
+            .await
+            .expect("send");
+
+        let got = main.receive(1, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(
+            got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            ["fresh"]
+        );
+        assert_eq!(
+            receive_one(&dlq, HIDDEN).await.expect("dead").body,
+            "poison"
+        );
+    }
+
+    #[tokio::test]
+    async fn delayed_message_is_invisible_until_its_delay_passes() {
+        let (store, clock) = store();
+        let q = store.queue("q", None);
+        let msg = OutboundMessage {
+            delay_seconds: 10,
+            ..OutboundMessage::new("later")
+        };
+        q.send(&msg).await.expect("send");
+        assert_eq!(
+            store.queue_counts("q").expect("counts"),
+            QueueCounts {
+                delayed: 1,
+                ..Default::default()
+            }
+        );
+        clock.advance_ms(9_999);
+        assert_eq!(receive_one(&q, HIDDEN).await, None);
+        clock.advance_ms(1);
+        assert_eq!(receive_one(&q, HIDDEN).await.expect("due").body, "later");
+        assert_eq!(
+            store.queue_counts("q").expect("counts"),
+            QueueCounts {
+                in_flight: 1,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn delay_is_capped_at_the_sqs_maximum_of_900_seconds() {
+        let (store, clock) = store();
+        let q = store.queue("q", None);
+        q.send(&OutboundMessage {
+            delay_seconds: 3_600,
+            ..OutboundMessage::new("m")
+        })
+        .await
+        .expect("send");
+        clock.advance_ms(900_000);
+        assert!(receive_one(&q, HIDDEN).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn delete_with_the_latest_receipt_removes_the_message() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        q.send(&OutboundMessage::new("m")).await.expect("send");
+        let m = receive_one(&q, NOW).await.expect("visible");
+        q.delete(&m.receipt_handle).await.expect("delete");
+        assert_eq!(receive_one(&q, NOW).await, None);
+        assert!(
+            q.delete(&m.receipt_handle).await.is_err(),
+            "a second delete finds nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn stale_receipt_handle_neither_deletes_nor_changes_the_message() {
+        let (store, clock) = store();
+        let q = store.queue("q", None);
+        q.send(&OutboundMessage::new("m")).await.expect("send");
+        let first = receive_one(&q, NOW).await.expect("visible");
+        let second = receive_one(&q, Duration::from_secs(10))
+            .await
+            .expect("visible again");
+        assert_ne!(first.receipt_handle, second.receipt_handle);
+
+        let err = q
+            .delete(&first.receipt_handle)
+            .await
+            .expect_err("stale delete");
+        assert!(
+            matches!(err, QueueError::Rejected(ref m) if m.contains("ReceiptHandleIsInvalid")),
+            "{err:?}"
+        );
+        let err = q
+            .change_visibility(&first.receipt_handle, NOW)
+            .await
+            .expect_err("stale change");
+        assert!(matches!(err, QueueError::Rejected(_)), "{err:?}");
+
+        assert_eq!(
+            receive_one(&q, NOW).await,
+            None,
+            "still hidden by the second receive"
+        );
+        clock.advance_ms(10_000);
+        assert_eq!(
+            receive_one(&q, NOW)
+                .await
+                .expect("not deleted")
+                .receive_count,
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn a_receipt_handle_of_another_queue_is_rejected() {
+        let (store, _) = store();
+        let (a, b) = (store.queue("a", None), store.queue("b", None));
+        a.send(&OutboundMessage::new("m")).await.expect("send");
+        let m = receive_one(&a, HIDDEN).await.expect("visible");
+        assert!(b.delete(&m.receipt_handle).await.is_err());
+        a.delete(&m.receipt_handle).await.expect("its own queue");
+    }
+
+    #[tokio::test]
+    async fn change_visibility_to_zero_makes_the_message_visible_now() {
+        let (store, clock) = store();
+        let q = store.queue("q", None);
+        q.send(&OutboundMessage::new("m")).await.expect("send");
+        let m = receive_one(&q, HIDDEN).await.expect("visible");
+        q.change_visibility(&m.receipt_handle, NOW)
+            .await
+            .expect("change");
+        let again = receive_one(&q, HIDDEN).await.expect("visible now");
+
+        // And a longer one stretches it from now, not from the receive.
+        clock.advance_ms(20_000);
+        q.change_visibility(&again.receipt_handle, Duration::from_secs(60))
+            .await
+            .expect("stretch");
+        clock.advance_ms(59_999);
+        assert_eq!(receive_one(&q, HIDDEN).await, None);
+        clock.advance_ms(1);
+        assert!(receive_one(&q, HIDDEN).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn messages_receive_counts_and_hidden_state_survive_reopening_the_store() {
+        let db = TempDb::new();
+        let clock = Arc::new(ManualClock::new(T0));
+        let id = {
+            let store = EmbeddedStore::open(&db.0, clock.clone()).expect("open");
+            let q = store.queue("q", None);
+            let id = q
+                .send(&OutboundMessage::new("durable"))
+                .await
+                .expect("send");
+            q.send(&OutboundMessage::new("deleted"))
+                .await
+                .expect("send");
+            let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+            q.delete(&got[1].receipt_handle).await.expect("delete");
+            id
+        };
+        let store = EmbeddedStore::open(&db.0, clock.clone()).expect("reopen");
+        let q = store.queue("q", None);
+        assert_eq!(
+            receive_one(&q, HIDDEN).await,
+            None,
+            "still hidden after the reopen"
+        );
+        clock.advance_ms(30_000);
+        let m = receive_one(&q, HIDDEN).await.expect("visible");
+        assert_eq!(
+            (m.message_id, m.body.as_str(), m.receive_count),
+            (id, "durable", 2)
+        );
+        assert_eq!(
+            receive_one(&q, NOW).await,
+            None,
+            "the deleted one stays deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn send_batch_returns_one_result_per_entry_in_order() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        let batch = [
+            OutboundMessage::new("a"),
+            OutboundMessage::new(""),
+            OutboundMessage::new("c"),
+        ];
+        let results = q.send_batch(&batch).await.expect("send_batch");
+        assert_eq!(results.len(), 3);
+        assert!(
+            matches!(results[1], Err(QueueError::Rejected(_))),
+            "{:?}",
+            results[1]
+        );
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        let ids: Vec<_> = got
+            .iter()
+            .map(|m| (m.message_id.clone(), m.body.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (results[0].as_ref().expect("a").clone(), "a"),
+                (results[2].as_ref().expect("c").clone(), "c")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn send_batch_of_more_than_ten_is_rejected() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        let batch: Vec<_> = (0..11)
+            .map(|i| OutboundMessage::new(i.to_string()))
+            .collect();
+        assert!(matches!(
+            q.send_batch(&batch).await,
+            Err(QueueError::Rejected(_))
+        ));
+        assert!(q.send_batch(&[]).await.expect("empty").is_empty());
+        assert_eq!(
+            store.queue_counts("q").expect("counts"),
+            QueueCounts::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_sqs_refuses_are_rejected() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        for body in [
+            String::new(),
+            "nul\u{0}".into(),
+            "x".repeat(MAX_MESSAGE_BYTES + 1),
+        ] {
+            let err = q
+                .send(&OutboundMessage::new(body))
+                .await
+                .expect_err("refused");
+            assert!(matches!(err, QueueError::Rejected(_)), "{err:?}");
+        }
+        q.send(&OutboundMessage::new("tab\tnewline\n\u{1F600}"))
+            .await
+            .expect("legal characters");
+    }
+
+    #[tokio::test]
+    async fn receive_with_no_wait_returns_at_once_when_empty() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        let got = tokio::time::timeout(Duration::from_secs(5), q.receive(10, HIDDEN, NOW))
+            .await
+            .expect("no wait");
+        assert!(got.expect("receive").is_empty());
+    }
+
+    #[tokio::test]
+    async fn waiting_receive_wakes_up_when_a_message_is_sent() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.receive(10, HIDDEN, Duration::from_secs(20)).await })
+        };
+        // Let the waiter look, find nothing and start waiting.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        q.send(&OutboundMessage::new("wake")).await.expect("send");
+        let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken by the send, well before its 20 s wait")
+            .expect("task")
+            .expect("receive");
+        assert_eq!(
+            got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            ["wake"]
+        );
+    }
+
+    #[tokio::test]
+    async fn queue_counts_split_visible_in_flight_and_delayed() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        q.send(&OutboundMessage::new("taken")).await.expect("send");
+        receive_one(&q, HIDDEN).await.expect("visible");
+        q.send(&OutboundMessage::new("waiting"))
+            .await
+            .expect("send");
+        q.send(&OutboundMessage {
+            delay_seconds: 60,
+            ..OutboundMessage::new("delayed")
+        })
+        .await
+        .expect("send");
+        store
+            .queue("other", None)
+            .send(&OutboundMessage::new("x"))
+            .await
+            .expect("send");
+        assert_eq!(
+            store.queue_counts("q").expect("counts"),
+            QueueCounts {
+                visible: 1,
+                in_flight: 1,
+                delayed: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! Building a Lambda's parts from its environment, once per cold start: one helper for
+//! all three functions instead of the same set-up in every `main.rs`.
+
+use std::sync::Arc;
+
+use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus, SqsQueue};
+use crate::config::{self, Config, ProcessEnv};
+use crate::ingest::Ingest;
+use crate::ports::{EventBus, SystemClock};
+use crate::targets::build_targets;
+use crate::worker::Worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("config: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    #[error("{0}")]
+    Target(#[from] crate::targets::TargetBuildError),
+}
+
+fn require(name: &'static str) -> Result<String, BootError> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(BootError::MissingEnv(name))
+}
+
+/// Log format, EMF metrics on, config validated.
+pub fn load_config() -> Result<Arc<Config>, BootError> {
+    crate::telemetry::init_json_logs(false);
+    crate::metrics::enable(true);
+    let env = ProcessEnv::load()?;
+    Ok(Arc::new(config::load_from_env(&env)?))
+}
+
+/// Ingest: `INLET_QUEUE_URL` for envelopes, `INLET_TABLE` for the refusal trail.
+pub async fn ingest() -> Result<Ingest, BootError> {
+    let config = load_config()?;
+    let sdk = sdk_config_from_env().await;
+    let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
+    let ledger = DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?);
+    Ok(Ingest::new(
+        config,
+        Arc::new(queue),
+        Arc::new(ledger),
+        Arc::new(SystemClock),
+    ))
+}
+
+/// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus.
+pub async fn worker() -> Result<Worker, BootError> {
+    let config = load_config()?;
+    let sdk = sdk_config_from_env().await;
+    let ledger = DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?);
+    let default_bus = std::env::var("INLET_BUS_NAME")
+        .ok()
+        .filter(|b| !b.is_empty());
+    let bus_for = |name: Option<&str>| -> Result<Arc<dyn EventBus>, String> {
+        let bus = name
+            .map(str::to_string)
+            .or_else(|| default_bus.clone())
+            .ok_or("no bus_name and INLET_BUS_NAME is not set")?;
+        Ok(Arc::new(EventBridgeBus::from_conf(&sdk, bus)))
+    };
+    let targets = build_targets(&config, &bus_for)?;
+    Ok(Worker::new(
+        config,
+        Arc::new(ledger),
+        targets,
+        Arc::new(SystemClock),
+    ))
+}

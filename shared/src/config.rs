@@ -1,0 +1,814 @@
+//! The one typed config document: sources, targets, routes and settings. TOML (JSON
+//! accepted), validated at start with errors that name the field.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::providers::{self, Provider};
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid {format}: {message}")]
+    Parse {
+        format: &'static str,
+        message: String,
+    },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("no config: set INLET_CONFIG (inline TOML or JSON) or INLET_CONFIG_FILE")]
+    Missing,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// `local` allows literal secrets in the file; `deployed` (the default) refuses them so a
+/// production config can only point at secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Local,
+    #[default]
+    Deployed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub environment: Environment,
+    /// Larger bodies are refused with 413 before verification.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long an IN_PROGRESS dedupe record holds its key; must be ≥ the worker's run time
+    /// and ≤ the queue visibility timeout, or a live worker's record could be taken over.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+    #[serde(default = "default_visibility")]
+    pub visibility_timeout_seconds: u64,
+    /// Receives before the queue moves a message to the DLQ (SQS allows 1–1000).
+    #[serde(default = "default_max_receive")]
+    pub max_receive_count: u32,
+    /// Where `inlet dev` keeps its SQLite store, relative to the config file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_max_body() -> usize {
+    256 * 1024
+}
+fn default_lease() -> u64 {
+    60
+}
+fn default_visibility() -> u64 {
+    180
+}
+fn default_max_receive() -> u32 {
+    5
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".inlet")
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            environment: Environment::default(),
+            max_body_bytes: default_max_body(),
+            lease_seconds: default_lease(),
+            visibility_timeout_seconds: default_visibility(),
+            max_receive_count: default_max_receive(),
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+/// A secret reference: `env:NAME`, or `literal:VALUE` (local configs only); or a table
+/// with an id (recorded in the trail when it matches) and an optional `not_after`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSpec {
+    Ref(String),
+    Full {
+        id: String,
+        value: String,
+        #[serde(default)]
+        not_after: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub id: String,
+    pub provider: String,
+    #[serde(default)]
+    pub secrets: Vec<SecretSpec>,
+    /// CIDR allow-list of caller addresses; empty allows every address.
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
+    /// How long a completed event keeps deduplicating; defaults per provider (its retry horizon).
+    #[serde(default)]
+    pub dedupe_window_seconds: Option<u64>,
+    /// Extra request headers kept in the envelope besides the built-in allow-list.
+    #[serde(default)]
+    pub keep_headers: Vec<String>,
+    /// Provider-specific options, checked by the provider.
+    #[serde(default)]
+    pub options: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetKind {
+    /// EventBridge `PutEvents`. Without `bus_name` the deployed bus from `INLET_BUS_NAME` is used.
+    Eventbridge {
+        #[serde(default)]
+        bus_name: Option<String>,
+    },
+    /// One JSON envelope per line, for local use. Relative paths are relative to the config file.
+    Jsonl { path: PathBuf },
+}
+
+// No deny_unknown_fields here: serde does not support it beside `flatten`; the flattened
+// `TargetKind` refuses unknown fields instead.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TargetSpec {
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: TargetKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Source ids, or `*` for all.
+    pub sources: Vec<String>,
+    /// Event type patterns: exact, `prefix.*`, or `*` (the default).
+    #[serde(default = "all_types")]
+    pub types: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+fn all_types() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDoc {
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub sources: Vec<SourceSpec>,
+    #[serde(default)]
+    pub targets: Vec<TargetSpec>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A source ready to take requests.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub id: String,
+    pub provider: Arc<dyn Provider>,
+    pub allow: Vec<IpNet>,
+    pub dedupe_window_ms: i64,
+    pub keep_headers: Vec<String>,
+}
+
+impl Source {
+    pub fn ip_allowed(&self, ip: Option<IpAddr>) -> bool {
+        if self.allow.is_empty() {
+            return true;
+        }
+        // An allow-list with no known caller address fails closed.
+        ip.is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip)))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub sources: Vec<String>,
+    pub types: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+impl Route {
+    pub fn matches(&self, source: &str, event_type: Option<&str>) -> bool {
+        let source_ok = self.sources.iter().any(|s| s == "*" || s == source);
+        let type_ok = self.types.iter().any(|p| type_matches(p, event_type));
+        source_ok && type_ok
+    }
+}
+
+fn type_matches(pattern: &str, event_type: Option<&str>) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let Some(t) = event_type else { return false };
+    match pattern.strip_suffix('*') {
+        Some(prefix) => t.starts_with(prefix),
+        None => t == pattern,
+    }
+}
+
+/// The validated config. Built once at start (cold start in a Lambda).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub sources: BTreeMap<String, Source>,
+    pub targets: Vec<TargetSpec>,
+    pub routes: Vec<Route>,
+    /// Directory relative paths in the config resolve against.
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    pub fn source(&self, id: &str) -> Option<&Source> {
+        self.sources.get(id)
+    }
+
+    /// Target ids for an event, deduplicated, in route order.
+    pub fn targets_for(&self, source: &str, event_type: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in self.routes.iter().filter(|r| r.matches(source, event_type)) {
+            for t in &r.targets {
+                if !out.contains(t) {
+                    out.push(t.clone());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn lease_ms(&self) -> i64 {
+        self.settings.lease_seconds as i64 * 1000
+    }
+}
+
+/// Where secret references are looked up: the process environment, then the JSON object
+/// in `INLET_SECRETS_JSON` (how the SAM template passes its NoEcho secrets parameter).
+pub trait SecretEnv {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+#[derive(Debug, Default)]
+pub struct ProcessEnv {
+    json: BTreeMap<String, String>,
+}
+
+impl ProcessEnv {
+    pub fn load() -> Result<Self, ConfigError> {
+        let json = match std::env::var("INLET_SECRETS_JSON") {
+            Ok(s) if !s.trim().is_empty() => serde_json::from_str(&s).map_err(|e| {
+                invalid(
+                    "INLET_SECRETS_JSON",
+                    format!("must be a JSON object of strings: {e}"),
+                )
+            })?,
+            _ => BTreeMap::new(),
+        };
+        Ok(Self { json })
+    }
+}
+
+impl SecretEnv for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .or_else(|| self.json.get(name).cloned())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> SecretEnv for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+impl ConfigDoc {
+    pub fn parse(text: &str, hint: Option<&str>) -> Result<Self, ConfigError> {
+        let json_first = match hint {
+            Some("json") => true,
+            Some(_) => false,
+            None => text.trim_start().starts_with('{'),
+        };
+        if json_first {
+            serde_json::from_str(text).map_err(|e| ConfigError::Parse {
+                format: "JSON",
+                message: e.to_string(),
+            })
+        } else {
+            toml::from_str(text).map_err(|e| ConfigError::Parse {
+                format: "TOML",
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+/// Read a config file; relative paths in it resolve against its folder.
+fn read_file(path: &Path) -> Result<(ConfigDoc, PathBuf), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let hint = path.extension().and_then(|e| e.to_str());
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok((ConfigDoc::parse(&text, hint)?, base))
+}
+
+/// Load and validate a config file.
+pub fn load_file(path: &Path, env: &dyn SecretEnv) -> Result<Config, ConfigError> {
+    let (doc, base) = read_file(path)?;
+    validate(doc, base, env)
+}
+
+/// Load from `INLET_CONFIG` (inline) or `INLET_CONFIG_FILE`: how a Lambda gets its config.
+/// The deployment owns the queue and lease settings, so `INLET_MAX_RECEIVE_COUNT`,
+/// `INLET_LEASE_SECONDS` and `INLET_VISIBILITY_TIMEOUT_SECONDS` (set by the template from
+/// the same parameters that configure the queue) override the document's `settings`.
+pub fn load_from_env(env: &dyn SecretEnv) -> Result<Config, ConfigError> {
+    let (mut doc, base) =
+        if let Some(inline) = env.var("INLET_CONFIG").filter(|s| !s.trim().is_empty()) {
+            (ConfigDoc::parse(&inline, None)?, PathBuf::from("."))
+        } else if let Some(file) = env.var("INLET_CONFIG_FILE") {
+            read_file(Path::new(&file))?
+        } else {
+            return Err(ConfigError::Missing);
+        };
+    let number = |name: &str| -> Result<Option<u64>, ConfigError> {
+        env.var(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| invalid(name, format!("{v:?} is not a whole number")))
+            })
+            .transpose()
+    };
+    if let Some(n) = number("INLET_MAX_RECEIVE_COUNT")? {
+        doc.settings.max_receive_count = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if let Some(n) = number("INLET_LEASE_SECONDS")? {
+        doc.settings.lease_seconds = n;
+    }
+    if let Some(n) = number("INLET_VISIBILITY_TIMEOUT_SECONDS")? {
+        doc.settings.visibility_timeout_seconds = n;
+    }
+    validate(doc, base, env)
+}
+
+/// Default dedupe window per provider: its retry horizon with margin (DESIGN.md).
+fn default_window_seconds(provider: &str) -> u64 {
+    const DAY: u64 = 86_400;
+    match provider {
+        // 30-day event list plus 3 days of retries.
+        "stripe" => 35 * DAY,
+        "telegram" => 2 * DAY,
+        _ => 7 * DAY,
+    }
+}
+
+fn resolve_secret(
+    field: &str,
+    reference: &str,
+    environment: Environment,
+    env: &dyn SecretEnv,
+) -> Result<String, ConfigError> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        return env.var(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            invalid(
+                field,
+                format!("environment variable {name} is not set (nor a key in INLET_SECRETS_JSON)"),
+            )
+        });
+    }
+    if let Some(value) = reference.strip_prefix("literal:") {
+        if environment != Environment::Local {
+            return Err(invalid(
+                field,
+                "literal secrets are only allowed with settings.environment = \"local\"; use env:NAME",
+            ));
+        }
+        return Ok(value.to_string());
+    }
+    Err(invalid(
+        field,
+        "a secret must be a reference: env:NAME (or literal:VALUE in a local config)",
+    ))
+}
+
+fn parse_not_after(field: &str, s: &str) -> Result<i64, ConfigError> {
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| invalid(field, format!("not an RFC 3339 time: {e}")))
+        .and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .map_err(|_| invalid(field, "before 1970"))
+        })
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Validate a parsed document: every error names its field.
+pub fn validate(
+    doc: ConfigDoc,
+    base_dir: PathBuf,
+    env: &dyn SecretEnv,
+) -> Result<Config, ConfigError> {
+    let s = &doc.settings;
+    if s.max_body_bytes == 0 || s.max_body_bytes > 700 * 1024 {
+        // The envelope carries the body (base64 for binary) and must fit an SQS message (1 MiB).
+        return Err(invalid(
+            "settings.max_body_bytes",
+            "must be between 1 and 716800 (the envelope must fit one 1 MiB SQS message)",
+        ));
+    }
+    if !(1..=1000).contains(&s.max_receive_count) {
+        return Err(invalid(
+            "settings.max_receive_count",
+            "must be 1–1000 (SQS limit)",
+        ));
+    }
+    if s.visibility_timeout_seconds == 0 || s.visibility_timeout_seconds > 43_200 {
+        return Err(invalid(
+            "settings.visibility_timeout_seconds",
+            "must be 1–43200 (SQS limit: 12 h)",
+        ));
+    }
+    if s.lease_seconds == 0 || s.lease_seconds > s.visibility_timeout_seconds {
+        return Err(invalid(
+            "settings.lease_seconds",
+            "must be ≥ 1 and ≤ settings.visibility_timeout_seconds, so a redelivered message never finds a live lease of a dead worker",
+        ));
+    }
+
+    let mut sources = BTreeMap::new();
+    for (i, src) in doc.sources.iter().enumerate() {
+        let f = format!("sources[{i}]");
+        if !valid_id(&src.id) {
+            return Err(invalid(
+                format!("{f}.id"),
+                format!("{:?} must be 1–64 chars of a-z 0-9 - _", src.id),
+            ));
+        }
+        if sources.contains_key(&src.id) {
+            return Err(invalid(
+                format!("{f}.id"),
+                format!("duplicate source id {:?}", src.id),
+            ));
+        }
+        let mut secrets = Vec::new();
+        for (j, spec) in src.secrets.iter().enumerate() {
+            let sf = format!("{f}.secrets[{j}]");
+            let secret = match spec {
+                SecretSpec::Ref(r) => Secret::new(
+                    j.to_string(),
+                    resolve_secret(&sf, r, s.environment, env)?,
+                    None,
+                ),
+                SecretSpec::Full {
+                    id,
+                    value,
+                    not_after,
+                } => {
+                    let na = not_after
+                        .as_deref()
+                        .map(|t| parse_not_after(&format!("{sf}.not_after"), t))
+                        .transpose()?;
+                    Secret::new(
+                        id.clone(),
+                        resolve_secret(&format!("{sf}.value"), value, s.environment, env)?,
+                        na,
+                    )
+                }
+            };
+            secrets.push(secret);
+        }
+        let options = src.options.clone().unwrap_or(serde_json::Value::Null);
+        let provider = providers::build(&src.provider, &options, secrets).map_err(|e| {
+            let field = if providers::PROVIDERS.contains(&src.provider.as_str()) {
+                format!("{f} ({})", src.provider)
+            } else {
+                format!("{f}.provider")
+            };
+            invalid(field, e.0)
+        })?;
+        let mut allow = Vec::new();
+        for (j, c) in src.allow_cidrs.iter().enumerate() {
+            let net = c
+                .parse::<IpNet>()
+                .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        format!("{f}.allow_cidrs[{j}]"),
+                        format!("{c:?} is not a CIDR"),
+                    )
+                })?;
+            allow.push(net);
+        }
+        let window = src
+            .dedupe_window_seconds
+            .unwrap_or_else(|| default_window_seconds(&src.provider));
+        if window == 0 {
+            return Err(invalid(format!("{f}.dedupe_window_seconds"), "must be > 0"));
+        }
+        sources.insert(
+            src.id.clone(),
+            Source {
+                id: src.id.clone(),
+                provider,
+                allow,
+                dedupe_window_ms: window as i64 * 1000,
+                keep_headers: src
+                    .keep_headers
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+            },
+        );
+    }
+
+    let mut target_ids = HashSet::new();
+    for (i, t) in doc.targets.iter().enumerate() {
+        if !valid_id(&t.id) {
+            return Err(invalid(
+                format!("targets[{i}].id"),
+                format!("{:?} must be 1–64 chars of a-z 0-9 - _", t.id),
+            ));
+        }
+        if !target_ids.insert(t.id.clone()) {
+            return Err(invalid(
+                format!("targets[{i}].id"),
+                format!("duplicate target id {:?}", t.id),
+            ));
+        }
+    }
+
+    let mut routes = Vec::new();
+    for (i, r) in doc.routes.iter().enumerate() {
+        for (j, sid) in r.sources.iter().enumerate() {
+            if sid != "*" && !sources.contains_key(sid) {
+                return Err(invalid(
+                    format!("routes[{i}].sources[{j}]"),
+                    format!("no source {sid:?}"),
+                ));
+            }
+        }
+        if r.targets.is_empty() {
+            return Err(invalid(
+                format!("routes[{i}].targets"),
+                "must name at least one target",
+            ));
+        }
+        for (j, tid) in r.targets.iter().enumerate() {
+            if !target_ids.contains(tid) {
+                return Err(invalid(
+                    format!("routes[{i}].targets[{j}]"),
+                    format!("no target {tid:?}"),
+                ));
+            }
+        }
+        routes.push(Route {
+            sources: r.sources.clone(),
+            types: r.types.clone(),
+            targets: r.targets.clone(),
+        });
+    }
+
+    // An event that matches no route would be acknowledged and dropped: refuse the config.
+    for (i, src) in doc.sources.iter().enumerate() {
+        let routed = routes.iter().any(|r| {
+            r.sources.iter().any(|s| s == "*" || s == &src.id) && r.types.iter().any(|t| t == "*")
+        });
+        if !routed {
+            return Err(invalid(
+                format!("sources[{i}]"),
+                format!(
+                    "source {:?} has no catch-all route (types = [\"*\"]); some of its events would be dropped",
+                    src.id
+                ),
+            ));
+        }
+    }
+
+    Ok(Config {
+        settings: doc.settings,
+        sources,
+        targets: doc.targets,
+        routes,
+        base_dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    const BASE: &str = r#"
+        [[sources]]
+        id = "gh"
+        provider = "github"
+        secrets = ["env:GH_SECRET"]
+        [[targets]]
+        id = "bus"
+        kind = "eventbridge"
+        [[routes]]
+        sources = ["*"]
+        targets = ["bus"]
+    "#;
+
+    fn check(text: &str, env: &dyn SecretEnv) -> Result<Config, ConfigError> {
+        validate(
+            ConfigDoc::parse(text, Some("toml"))?,
+            PathBuf::from("."),
+            env,
+        )
+    }
+
+    fn field_of(r: Result<Config, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn env_secret_resolves_and_defaults_apply() {
+        let cfg = check(BASE, &env_of(&[("GH_SECRET", "s3cret")])).expect("valid");
+        let src = cfg.source("gh").expect("source");
+        assert_eq!(src.provider.name(), "github");
+        assert_eq!(src.dedupe_window_ms, 7 * 86_400_000);
+        assert_eq!(cfg.targets_for("gh", Some("push")), vec!["bus".to_string()]);
+    }
+
+    #[test]
+    fn missing_env_secret_names_the_field() {
+        assert_eq!(field_of(check(BASE, &env_of(&[]))), "sources[0].secrets[0]");
+    }
+
+    #[test]
+    fn literal_secret_is_refused_outside_local_configs() {
+        let text = BASE.replace("env:GH_SECRET", "literal:abc");
+        assert_eq!(
+            field_of(check(&text, &env_of(&[]))),
+            "sources[0].secrets[0]"
+        );
+        let local = format!("[settings]\nenvironment = \"local\"\n{text}");
+        assert!(check(&local, &env_of(&[])).is_ok());
+    }
+
+    #[test]
+    fn unknown_field_is_a_parse_error_naming_it() {
+        let text = BASE.replace(
+            "provider = \"github\"",
+            "provider = \"github\"\nsecretz = []",
+        );
+        match check(&text, &env_of(&[("GH_SECRET", "x")])) {
+            Err(ConfigError::Parse { message, .. }) => {
+                assert!(message.contains("secretz"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn misspelt_target_field_is_refused() {
+        let text = BASE.replace(
+            "kind = \"eventbridge\"",
+            "kind = \"eventbridge\"\nbus_nam = \"x\"",
+        );
+        assert!(matches!(
+            check(&text, &env_of(&[("GH_SECRET", "x")])),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn route_to_a_missing_target_names_the_field() {
+        let text = BASE.replace("targets = [\"bus\"]", "targets = [\"nope\"]");
+        assert_eq!(
+            field_of(check(&text, &env_of(&[("GH_SECRET", "x")]))),
+            "routes[0].targets[0]"
+        );
+    }
+
+    #[test]
+    fn a_source_without_a_catch_all_route_is_refused() {
+        let text = BASE.replace(
+            "targets = [\"bus\"]",
+            "types = [\"push\"]\ntargets = [\"bus\"]",
+        );
+        assert_eq!(
+            field_of(check(&text, &env_of(&[("GH_SECRET", "x")]))),
+            "sources[0]"
+        );
+    }
+
+    #[test]
+    fn lease_longer_than_visibility_is_refused() {
+        let text =
+            format!("[settings]\nlease_seconds = 300\nvisibility_timeout_seconds = 100\n{BASE}");
+        assert_eq!(
+            field_of(check(&text, &env_of(&[("GH_SECRET", "x")]))),
+            "settings.lease_seconds"
+        );
+    }
+
+    #[test]
+    fn bad_cidr_and_unknown_provider_name_their_fields() {
+        let text = BASE.replace("secrets =", "allow_cidrs = [\"10.0.0.0/33\"]\nsecrets =");
+        assert_eq!(
+            field_of(check(&text, &env_of(&[("GH_SECRET", "x")]))),
+            "sources[0].allow_cidrs[0]"
+        );
+        let text = BASE.replace("\"github\"", "\"gitbub\"");
+        assert_eq!(
+            field_of(check(&text, &env_of(&[("GH_SECRET", "x")]))),
+            "sources[0].provider"
+        );
+    }
+
+    #[test]
+    fn deployment_env_overrides_queue_settings() {
+        let env = env_of(&[
+            ("INLET_CONFIG", BASE),
+            ("GH_SECRET", "x"),
+            ("INLET_MAX_RECEIVE_COUNT", "9"),
+            ("INLET_LEASE_SECONDS", "40"),
+            ("INLET_VISIBILITY_TIMEOUT_SECONDS", "200"),
+        ]);
+        let cfg = load_from_env(&env).expect("valid");
+        assert_eq!(
+            (
+                cfg.settings.max_receive_count,
+                cfg.settings.lease_seconds,
+                cfg.settings.visibility_timeout_seconds
+            ),
+            (9, 40, 200)
+        );
+        let bad = env_of(&[
+            ("INLET_CONFIG", BASE),
+            ("GH_SECRET", "x"),
+            ("INLET_LEASE_SECONDS", "soon"),
+        ]);
+        assert_eq!(field_of(load_from_env(&bad)), "INLET_LEASE_SECONDS");
+    }
+
+    #[test]
+    fn ip_allow_list_fails_closed_without_an_address() {
+        let text = BASE.replace(
+            "secrets =",
+            "allow_cidrs = [\"10.0.0.0/8\", \"192.0.2.7\"]\nsecrets =",
+        );
+        let cfg = check(&text, &env_of(&[("GH_SECRET", "x")])).expect("valid");
+        let src = cfg.source("gh").expect("source");
+        assert!(src.ip_allowed(Some("10.1.2.3".parse().expect("ip"))));
+        assert!(src.ip_allowed(Some("192.0.2.7".parse().expect("ip"))));
+        assert!(!src.ip_allowed(Some("127.0.0.1".parse().expect("ip"))));
+        assert!(!src.ip_allowed(None));
+    }
+}

@@ -1,0 +1,46 @@
+//! SQS event ↔ the worker, with partial batch responses.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+
+use crate::worker::{BatchResult, WorkerRecord};
+
+/// Records the worker can process. A record without a message id cannot be named in
+/// `batchItemFailures`, so it is left out and counted: the caller fails the whole
+/// invocation when `missing_ids` is non-zero, and SQS redelivers the batch.
+pub struct Records {
+    pub records: Vec<WorkerRecord>,
+    pub missing_ids: usize,
+}
+
+pub fn to_records(event: SqsEvent) -> Records {
+    let mut records = Vec::with_capacity(event.records.len());
+    let mut missing_ids = 0;
+    for r in event.records {
+        let Some(message_id) = r.message_id else {
+            missing_ids += 1;
+            continue;
+        };
+        let receive_count = r
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        records.push(WorkerRecord {
+            message_id,
+            body: r.body.unwrap_or_default(),
+            receive_count,
+        });
+    }
+    Records {
+        records,
+        missing_ids,
+    }
+}
+
+pub fn to_batch_response(result: &BatchResult) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    for id in result.failed_message_ids() {
+        resp.add_failure(id);
+    }
+    resp
+}

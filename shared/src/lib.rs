@@ -1,0 +1,20 @@
+//! Inlet core. Domain logic (verification, envelopes, dedupe, routing) over small ports;
+//! no AWS type appears outside `adapters::aws` and `lambda`.
+
+pub mod adapters;
+#[cfg(feature = "aws")]
+pub mod bootstrap;
+pub mod config;
+pub mod envelope;
+pub mod ingest;
+pub mod lambda;
+#[cfg(feature = "embedded")]
+pub mod local;
+pub mod metrics;
+pub mod ports;
+pub mod providers;
+pub mod request;
+pub mod secret;
+pub mod targets;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,126 @@
+//! The local stack: the same ingest and worker over the embedded adapters, as `inlet dev`
+//! and the end-to-end tests run it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::adapters::embedded::{EmbeddedStore, Redrive, SqliteQueue};
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::ports::{Clock, EventBus, Queue};
+use crate::targets::build_targets;
+use crate::worker::{BatchResult, Worker, WorkerRecord};
+
+pub const MAIN_QUEUE: &str = "events";
+pub const DEAD_LETTER_QUEUE: &str = "events-dlq";
+pub const BUS: &str = "default";
+pub const DB_FILE: &str = "inlet.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("store: {0}")]
+    Store(String),
+    #[error("{0}")]
+    Target(#[from] crate::targets::TargetBuildError),
+}
+
+pub struct LocalStack {
+    pub config: Arc<Config>,
+    pub store: EmbeddedStore,
+    pub queue: SqliteQueue,
+    pub dlq: SqliteQueue,
+    pub ingest: Ingest,
+    pub worker: Worker,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl LocalStack {
+    pub fn open(
+        config: Config,
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LocalError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| LocalError::Store(format!("{}: {e}", data_dir.display())))?;
+        let store = EmbeddedStore::open(&data_dir.join(DB_FILE), clock.clone())
+            .map_err(|e| LocalError::Store(e.to_string()))?;
+        Self::with_store(config, store, clock)
+    }
+
+    pub fn with_store(
+        config: Config,
+        store: EmbeddedStore,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LocalError> {
+        let config = Arc::new(config);
+        let queue = store.queue(
+            MAIN_QUEUE,
+            Some(Redrive {
+                dead_letter_queue: DEAD_LETTER_QUEUE.to_string(),
+                max_receive_count: config.settings.max_receive_count,
+            }),
+        );
+        let dlq = store.queue(DEAD_LETTER_QUEUE, None);
+        let ledger = Arc::new(store.ledger());
+        let bus_store = store.clone();
+        let bus_for = move |name: Option<&str>| -> Result<Arc<dyn EventBus>, String> {
+            Ok(Arc::new(bus_store.bus(name.unwrap_or(BUS))))
+        };
+        let targets = build_targets(&config, &bus_for)?;
+        let ingest = Ingest::new(
+            config.clone(),
+            Arc::new(queue.clone()),
+            ledger.clone(),
+            clock.clone(),
+        );
+        let worker = Worker::new(config.clone(), ledger, targets, clock.clone());
+        Ok(Self {
+            config,
+            store,
+            queue,
+            dlq,
+            ingest,
+            worker,
+            clock,
+        })
+    }
+
+    fn visibility(&self) -> Duration {
+        Duration::from_secs(self.config.settings.visibility_timeout_seconds)
+    }
+
+    /// Receive one batch (waiting up to `wait`), process it, delete what succeeded — the
+    /// Lambda event source mapping's job. Failed records stay and reappear after the
+    /// visibility timeout; the queue moves them to the DLQ after `max_receive_count`.
+    pub async fn work_once(&self, wait: Duration) -> Result<BatchResult, LocalError> {
+        let msgs = self
+            .queue
+            .receive(10, self.visibility(), wait)
+            .await
+            .map_err(|e| LocalError::Store(e.to_string()))?;
+        if msgs.is_empty() {
+            return Ok(BatchResult::default());
+        }
+        let records: Vec<WorkerRecord> = msgs
+            .iter()
+            .map(|m| WorkerRecord {
+                message_id: m.message_id.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+            })
+            .collect();
+        let result = self.worker.process(&records).await;
+        let failed = result.failed_message_ids();
+        for m in &msgs {
+            if !failed.contains(&m.message_id) {
+                if let Err(e) = self.queue.delete(&m.receipt_handle).await {
+                    warn!(message_id = %m.message_id, error = %e, "delete failed; the message will be redelivered and deduplicated");
+                }
+            }
+        }
+        Ok(result)
+    }
+}

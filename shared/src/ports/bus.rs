@@ -1,0 +1,36 @@
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("event bus backend: {0}")]
+    Backend(String),
+}
+
+/// One event for the bus (EventBridge `PutEventsRequestEntry` without AWS types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusEvent {
+    pub source: String,
+    pub detail_type: String,
+    /// JSON text.
+    pub detail: String,
+    pub time_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishResult {
+    Published { event_id: String },
+    Failed { code: String, message: String },
+}
+
+impl PublishResult {
+    pub fn is_published(&self) -> bool {
+        matches!(self, PublishResult::Published { .. })
+    }
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Up to 10 events per call (the PutEvents limit); one result per event, in order.
+    /// A per-entry failure is a `PublishResult::Failed`, not an `Err`.
+    async fn publish(&self, events: &[BusEvent]) -> Result<Vec<PublishResult>, BusError>;
+}

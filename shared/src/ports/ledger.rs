@@ -1,0 +1,182 @@
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger backend: {0}")]
+    Backend(String),
+    #[error("no dedupe record for {0}")]
+    NotFound(String),
+    #[error("corrupt ledger item: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DedupeStatus {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl DedupeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DedupeStatus::InProgress => "IN_PROGRESS",
+            DedupeStatus::Completed => "COMPLETED",
+            DedupeStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "IN_PROGRESS" => Some(DedupeStatus::InProgress),
+            "COMPLETED" => Some(DedupeStatus::Completed),
+            "FAILED" => Some(DedupeStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One dedupe record per key. It is also the trail record of an accepted event (who,
+/// when, which event, with what result), so an accepted event costs two writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupeRecord {
+    pub key: String,
+    pub source: String,
+    pub status: DedupeStatus,
+    pub body_sha256: String,
+    pub provider_event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub via: String,
+    pub received_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub lease_until_ms: i64,
+    /// Set on completion: the record stops deduplicating after this instant. Backends may
+    /// delete lazily (DynamoDB TTL), so readers always compare it themselves.
+    pub expires_at_ms: Option<i64>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// The last failure happened on the final receive: the message went to the DLQ.
+    pub dead: bool,
+}
+
+/// Everything `begin` writes when it takes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeginRequest {
+    pub key: String,
+    pub source: String,
+    pub body_sha256: String,
+    pub provider_event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub via: String,
+    pub received_at_ms: i64,
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+}
+
+// The large variant is the common duplicate path's payload; boxing it would only add an
+// allocation to every duplicate.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeginOutcome {
+    /// The conditional write succeeded: the caller holds the key until `lease_until_ms`.
+    /// `attempts` counts this one.
+    Acquired { attempts: u32 },
+    /// The condition failed; this is the record that holds the key (read in the same call).
+    Held(DedupeRecord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrailStatus {
+    Refused,
+    Duplicate,
+    Conflict,
+}
+
+impl TrailStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrailStatus::Refused => "refused",
+            TrailStatus::Duplicate => "duplicate",
+            TrailStatus::Conflict => "conflict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "refused" => Some(TrailStatus::Refused),
+            "duplicate" => Some(TrailStatus::Duplicate),
+            "conflict" => Some(TrailStatus::Conflict),
+            _ => None,
+        }
+    }
+}
+
+/// An append-only trail entry for what has no dedupe record of its own: refusals,
+/// duplicates, conflicts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrailEntry {
+    pub id: String,
+    pub at_ms: i64,
+    pub source: String,
+    pub status: TrailStatus,
+    pub dedupe_key: Option<String>,
+    pub provider_event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub reason: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrailQuery {
+    pub source: Option<String>,
+    pub limit: usize,
+}
+
+/// A line of `inlet events`: either a dedupe record or a trail entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrailRow {
+    Record(DedupeRecord),
+    Entry(TrailEntry),
+}
+
+impl TrailRow {
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            TrailRow::Record(r) => r.received_at_ms,
+            TrailRow::Entry(e) => e.at_ms,
+        }
+    }
+}
+
+/// Dedupe records and the event trail. The state machine's decisions live in the domain
+/// (`dedupe`); adapters only implement the conditional writes.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Conditionally take the key. The write succeeds when no record exists, or it expired
+    /// (`expires_at < now`), or — with the same `body_sha256` — it is FAILED or IN_PROGRESS
+    /// with a lapsed lease. Otherwise returns the holding record, read in the same call.
+    async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError>;
+
+    /// IN_PROGRESS → COMPLETED, deduplicating until `expires_at_ms`.
+    async fn complete(&self, key: &str, now_ms: i64, expires_at_ms: i64)
+        -> Result<(), LedgerError>;
+
+    /// IN_PROGRESS → FAILED with the error; `dead` when this was the last attempt.
+    async fn fail(
+        &self,
+        key: &str,
+        now_ms: i64,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), LedgerError>;
+
+    async fn get(&self, key: &str) -> Result<Option<DedupeRecord>, LedgerError>;
+
+    async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError>;
+
+    /// Newest first, records and entries merged.
+    async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError>;
+}

@@ -1,0 +1,16 @@
+//! The ports: the only ways the domain touches the world. Each has an AWS adapter
+//! (`adapters::aws`) and an embedded SQLite adapter (`adapters::embedded`) with the same
+//! semantics; `tests/it/conformance.rs` runs one suite against both.
+
+pub mod bus;
+pub mod clock;
+pub mod ledger;
+pub mod queue;
+
+pub use bus::{BusError, BusEvent, EventBus, PublishResult};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use ledger::{
+    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, Ledger, LedgerError, TrailEntry,
+    TrailQuery, TrailRow, TrailStatus,
+};
+pub use queue::{OutboundMessage, Queue, QueueError, ReceivedMessage};

@@ -1,0 +1,94 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue backend: {0}")]
+    Backend(String),
+    #[error("message rejected: {0}")]
+    Rejected(String),
+}
+
+/// A message to enqueue. `group_id` and `deduplication_id` only matter on FIFO queues.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboundMessage {
+    pub body: String,
+    /// SQS caps this at 900 seconds.
+    pub delay_seconds: u32,
+    pub group_id: Option<String>,
+    pub deduplication_id: Option<String>,
+}
+
+impl OutboundMessage {
+    pub fn new(body: impl Into<String>) -> Self {
+        Self {
+            body: body.into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    /// Opaque handle for `delete` and `change_visibility`, valid for this receive only.
+    pub receipt_handle: String,
+    pub body: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+    pub sent_at_ms: i64,
+}
+
+/// An at-least-once queue with SQS semantics: a received message is hidden for the
+/// visibility timeout, reappears unless deleted, and after `max_receive_count` receives
+/// is moved to the dead-letter queue by the queue itself (redrive policy).
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Returns the message id once the message is durably stored.
+    async fn send(&self, message: &OutboundMessage) -> Result<String, QueueError>;
+
+    /// Up to 10 messages; one result per entry, in order.
+    async fn send_batch(
+        &self,
+        messages: &[OutboundMessage],
+    ) -> Result<Vec<Result<String, QueueError>>, QueueError>;
+
+    /// Up to `max` (≤ 10) messages, waiting up to `wait` for the first one.
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Move up to `max` messages from this queue (a DLQ) to `target`: receive, send, then
+    /// delete — so an interrupted move re-sends at most the in-flight batch, which dedupe
+    /// absorbs. Returns how many moved.
+    async fn move_to(&self, target: &dyn Queue, max: usize) -> Result<usize, QueueError> {
+        let mut moved = 0;
+        while moved < max {
+            let want = (max - moved).min(10) as u32;
+            let batch = self
+                .receive(want, Duration::from_secs(30), Duration::ZERO)
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for m in batch {
+                target.send(&OutboundMessage::new(m.body.clone())).await?;
+                self.delete(&m.receipt_handle).await?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+}

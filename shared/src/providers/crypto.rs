@@ -1,0 +1,581 @@
+//! What every provider shares: HMAC, signature decoding, constant-time comparison, timestamp
+//! freshness, options parsing and the key ring that tries each live secret in turn.
+//! Providers keep only their wire format; everything security-relevant lives here once.
+
+use base64::engine::general_purpose::{
+    STANDARD, STANDARD_PAD_INDIFFERENT, URL_SAFE_NO_PAD, URL_SAFE_PAD_INDIFFERENT,
+};
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use sha2::Digest;
+use subtle::ConstantTimeEq;
+
+use super::{ProviderConfigError, VerifyError};
+use crate::request::Headers;
+use crate::secret::Secret;
+
+/// HMAC hash function, as written in config (`"sha1"`, `"sha256"`, `"sha512"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    Sha1,
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+impl HmacAlgorithm {
+    /// HMAC of the concatenation of `parts` (so callers never build `"{t}.{body}"` copies).
+    pub fn compute(self, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, ProviderConfigError> {
+        let tag = match self {
+            HmacAlgorithm::Sha1 => mac::<Hmac<sha1::Sha1>>(key, parts).map(finish),
+            HmacAlgorithm::Sha256 => mac::<Hmac<sha2::Sha256>>(key, parts).map(finish),
+            HmacAlgorithm::Sha512 => mac::<Hmac<sha2::Sha512>>(key, parts).map(finish),
+        };
+        tag.ok_or_else(|| ProviderConfigError("HMAC refused the key".into()))
+    }
+
+    /// Constant-time check of a presented (already decoded) tag; a wrong length never matches.
+    pub fn verify(self, key: &[u8], parts: &[&[u8]], presented: &[u8]) -> bool {
+        fn check<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]], presented: &[u8]) -> bool {
+            mac::<M>(key, parts).is_some_and(|m| m.verify_slice(presented).is_ok())
+        }
+        match self {
+            HmacAlgorithm::Sha1 => check::<Hmac<sha1::Sha1>>(key, parts, presented),
+            HmacAlgorithm::Sha256 => check::<Hmac<sha2::Sha256>>(key, parts, presented),
+            HmacAlgorithm::Sha512 => check::<Hmac<sha2::Sha512>>(key, parts, presented),
+        }
+    }
+
+    /// Scheme name recorded in [`super::Verified`].
+    pub fn scheme(self) -> &'static str {
+        match self {
+            HmacAlgorithm::Sha1 => "hmac_sha1",
+            HmacAlgorithm::Sha256 => "hmac_sha256",
+            HmacAlgorithm::Sha512 => "hmac_sha512",
+        }
+    }
+}
+
+/// HMAC accepts keys of any length, so `new_from_slice` cannot fail; `None` keeps that
+/// invariant from ever becoming a panic.
+fn mac<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Option<M> {
+    let mut m = <M as KeyInit>::new_from_slice(key).ok()?;
+    for part in parts {
+        m.update(part);
+    }
+    Some(m)
+}
+
+fn finish<M: Mac>(m: M) -> Vec<u8> {
+    m.finalize().into_bytes().to_vec()
+}
+
+/// How a signature is written on the wire. Decoding is lenient where senders differ (hex case,
+/// base64 padding) because we compare decoded bytes, never strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    #[default]
+    Hex,
+    Base64,
+    Base64url,
+}
+
+impl SignatureEncoding {
+    /// Decoded signature bytes; empty or undecodable text is `None` (never a signature).
+    pub fn decode(self, text: &str) -> Option<Vec<u8>> {
+        if text.is_empty() {
+            return None;
+        }
+        match self {
+            SignatureEncoding::Hex => hex::decode(text).ok(),
+            SignatureEncoding::Base64 => decode_base64(text),
+            SignatureEncoding::Base64url => URL_SAFE_PAD_INDIFFERENT.decode(text).ok(),
+        }
+    }
+
+    /// Canonical form for signing: lowercase hex, padded standard base64, unpadded base64url.
+    pub fn encode(self, bytes: &[u8]) -> String {
+        match self {
+            SignatureEncoding::Hex => hex::encode(bytes),
+            SignatureEncoding::Base64 => STANDARD.encode(bytes),
+            SignatureEncoding::Base64url => URL_SAFE_NO_PAD.encode(bytes),
+        }
+    }
+}
+
+/// Standard-alphabet base64 with or without padding (the Standard Webhooks Python lib also
+/// tolerates unpadded secrets and signatures).
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    STANDARD_PAD_INDIFFERENT.decode(text).ok()
+}
+
+/// Constant-time equality of two byte strings of possibly different lengths (static tokens).
+/// Both sides are hashed first so neither the content nor the length of the secret leaks.
+pub fn token_eq(presented: &[u8], expected: &[u8]) -> bool {
+    let a = sha2::Sha256::digest(presented);
+    let b = sha2::Sha256::digest(expected);
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+/// Resolution of a timestamp as the provider sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    #[default]
+    Seconds,
+    Milliseconds,
+}
+
+impl TimeUnit {
+    fn per_second(self) -> i64 {
+        match self {
+            TimeUnit::Seconds => 1,
+            TimeUnit::Milliseconds => 1000,
+        }
+    }
+
+    /// `now_ms` in this unit, truncated like the SDKs do (`Math.floor(Date.now() / 1000)`).
+    pub fn from_ms(self, now_ms: i64) -> i64 {
+        now_ms.div_euclid(1000 / self.per_second())
+    }
+
+    pub fn to_ms(self, value: i64) -> Option<i64> {
+        value.checked_mul(1000 / self.per_second())
+    }
+}
+
+/// Accepted clock skew, separately for the past and the future; `None` means no limit.
+/// Separate because some SDKs (Stripe, Slack Bolt) reject only stale timestamps while others
+/// (Standard Webhooks) reject both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tolerance {
+    pub past_s: Option<i64>,
+    pub future_s: Option<i64>,
+}
+
+impl Tolerance {
+    pub fn both(past_s: u32, future_s: u32) -> Self {
+        Self {
+            past_s: Some(i64::from(past_s)),
+            future_s: Some(i64::from(future_s)),
+        }
+    }
+
+    /// Refuse `ts` (in `unit`) if it is further from `now_ms` than allowed. The boundary itself
+    /// is accepted, as in the SDKs (`now - ts > tolerance` fails).
+    pub fn check(&self, ts: i64, unit: TimeUnit, now_ms: i64) -> Result<(), VerifyError> {
+        let per_s = unit.per_second();
+        let age = unit.from_ms(now_ms).saturating_sub(ts);
+        if let Some(past_s) = self.past_s {
+            if age > past_s.saturating_mul(per_s) {
+                return Err(VerifyError::TimestampTooOld {
+                    age_s: age / per_s,
+                    tolerance_s: past_s,
+                });
+            }
+        }
+        if let Some(future_s) = self.future_s {
+            let ahead = age.saturating_neg();
+            if ahead > future_s.saturating_mul(per_s) {
+                return Err(VerifyError::TimestampInFuture {
+                    ahead_s: ahead / per_s,
+                    tolerance_s: future_s,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A unix timestamp as sent: ASCII digits only (no sign, no spaces, no fraction), so the
+/// string that was signed and the number that is checked cannot disagree.
+pub fn parse_unix(text: &str) -> Result<i64, VerifyError> {
+    let malformed = || VerifyError::MalformedSignature("timestamp is not a unix time".into());
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    text.parse().map_err(|_| malformed())
+}
+
+/// A header every request must carry; absent (or blank) is `MissingSignature(name)`.
+pub fn required_header<'h>(headers: &'h Headers, name: &str) -> Result<&'h str, VerifyError> {
+    headers
+        .get(name)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| VerifyError::MissingSignature(name.to_ascii_lowercase()))
+}
+
+/// Deserialize a provider's options table; `Null` means "all defaults". Unknown and misspelt
+/// fields are refused by the options type (`deny_unknown_fields`) and named in the error.
+pub fn parse_options<T: DeserializeOwned>(
+    provider: &str,
+    options: &serde_json::Value,
+) -> Result<T, ProviderConfigError> {
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let table = if options.is_null() { &empty } else { options };
+    T::deserialize(table).map_err(|e| ProviderConfigError(format!("{provider} options: {e}")))
+}
+
+/// The body as a JSON object, if it is one.
+pub fn json_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_slice(body).ok()? {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// A provider's secrets, already decoded into key bytes, in configured order. The decoded keys
+/// stay inside [`Secret`] so `Debug` keeps redacting them.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    keys: Vec<Secret>,
+}
+
+impl Keyring {
+    /// Keys used exactly as configured (UTF-8 secrets such as Stripe's or GitHub's).
+    pub fn new(provider: &str, secrets: Vec<Secret>) -> Result<Self, ProviderConfigError> {
+        Self::decoded(provider, secrets, |raw| Ok(raw.to_vec()))
+    }
+
+    /// Keys decoded once at config time. `decode`'s error must describe the problem without
+    /// quoting the secret; the secret's id is added here.
+    pub fn decoded(
+        provider: &str,
+        secrets: Vec<Secret>,
+        decode: impl Fn(&[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<Self, ProviderConfigError> {
+        if secrets.is_empty() {
+            return Err(ProviderConfigError(format!(
+                "{provider}: at least one secret is required"
+            )));
+        }
+        let keys = secrets
+            .into_iter()
+            .map(|s| match decode(s.expose()) {
+                Ok(key) if !key.is_empty() => Ok(Secret::new(s.id, key, s.not_after_ms)),
+                Ok(_) => Err(ProviderConfigError(format!(
+                    "{provider}: secret {:?} is empty",
+                    s.id
+                ))),
+                Err(why) => Err(ProviderConfigError(format!(
+                    "{provider}: secret {:?} {why}",
+                    s.id
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { keys })
+    }
+
+    /// Id of the first live key (in configured order) for which `matches` holds.
+    /// No live key at all is `NoLiveKey`; live keys that all fail is `SignatureMismatch`.
+    pub fn first_match(
+        &self,
+        now_ms: i64,
+        mut matches: impl FnMut(&[u8]) -> bool,
+    ) -> Result<String, VerifyError> {
+        let mut any_live = false;
+        for key in self.keys.iter().filter(|k| k.is_live(now_ms)) {
+            any_live = true;
+            if matches(key.expose()) {
+                return Ok(key.id.clone());
+            }
+        }
+        Err(if any_live {
+            VerifyError::SignatureMismatch
+        } else {
+            VerifyError::NoLiveKey
+        })
+    }
+
+    /// The key `sign` uses: the first one live at `now_ms`.
+    pub fn signing_key(&self, now_ms: i64) -> Result<&[u8], ProviderConfigError> {
+        self.keys
+            .iter()
+            .find(|k| k.is_live(now_ms))
+            .map(Secret::expose)
+            .ok_or_else(|| ProviderConfigError("no live key to sign with".into()))
+    }
+}
+
+/// Test support: the shared vectors from `providers.md`, and request builders.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use serde::Deserialize;
+
+    use crate::request::{Headers, InboundRequest};
+    use crate::secret::Secret;
+
+    const VECTORS: &str = include_str!("../../testdata/vectors.json");
+
+    /// Clock for vectors that carry no `now` (no freshness check applies): 2026-01-01.
+    pub const DEFAULT_NOW_MS: i64 = 1_767_225_600_000;
+
+    #[derive(Debug, Deserialize)]
+    pub struct Vector {
+        pub id: String,
+        pub provider: String,
+        pub secret: Option<String>,
+        pub now: Option<i64>,
+        /// The configured notification URL (Square, Twilio).
+        pub url: Option<String>,
+        pub body: String,
+        pub headers: serde_json::Map<String, serde_json::Value>,
+        pub expected: Expected,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Expected {
+        pub valid: bool,
+    }
+
+    impl Vector {
+        pub fn headers(&self) -> Headers {
+            self.headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        }
+
+        pub fn header(&self, name: &str) -> &str {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("vector {} has no header {name}", self.id))
+        }
+
+        pub fn now_ms(&self) -> i64 {
+            self.now.map_or(DEFAULT_NOW_MS, |s| s * 1000)
+        }
+
+        pub fn secret(&self) -> Secret {
+            let value = self.secret.as_deref().expect("vector has a secret");
+            Secret::new(format!("{}-key", self.id), value.as_bytes(), None)
+        }
+    }
+
+    pub fn vectors() -> Vec<Vector> {
+        serde_json::from_str(VECTORS).expect("testdata/vectors.json parses")
+    }
+
+    pub fn vector(id: &str) -> Vector {
+        vectors()
+            .into_iter()
+            .find(|v| v.id == id)
+            .unwrap_or_else(|| panic!("no vector {id}"))
+    }
+
+    pub fn vectors_for(providers: &[&str]) -> Vec<Vector> {
+        let found: Vec<Vector> = vectors()
+            .into_iter()
+            .filter(|v| providers.contains(&v.provider.as_str()))
+            .collect();
+        assert!(!found.is_empty(), "no vectors for {providers:?}");
+        found
+    }
+
+    pub fn request<'a>(headers: &'a Headers, body: &'a [u8]) -> InboundRequest<'a> {
+        InboundRequest {
+            method: "POST",
+            headers,
+            query: &[],
+            body,
+        }
+    }
+
+    pub fn secret(id: &str, value: &str) -> Secret {
+        Secret::new(id, value.as_bytes(), None)
+    }
+
+    pub fn expiring_secret(id: &str, value: &str, not_after_ms: i64) -> Secret {
+        Secret::new(id, value.as_bytes(), Some(not_after_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::secret;
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2_for_every_algorithm_family() {
+        // RFC 4231 test case 2 (SHA-256/512) and RFC 2202 test case 2 (SHA-1).
+        let parts: &[&[u8]] = &[b"what do ya want ", b"for nothing?"];
+        let cases = [
+            (
+                HmacAlgorithm::Sha1,
+                "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+            ),
+            (
+                HmacAlgorithm::Sha256,
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                HmacAlgorithm::Sha512,
+                concat!(
+                    "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554",
+                    "9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+                ),
+            ),
+        ];
+        for (alg, expected) in cases {
+            let tag = alg.compute(b"Jefe", parts).unwrap();
+            assert_eq!(hex::encode(&tag), expected, "{alg:?}");
+            assert!(alg.verify(b"Jefe", parts, &tag));
+            assert!(!alg.verify(b"Jefe", parts, &tag[..tag.len() - 1]));
+            assert!(!alg.verify(b"Jefe", parts, &[]));
+        }
+    }
+
+    #[test]
+    fn signature_decoding_ignores_hex_case_and_base64_padding() {
+        assert_eq!(
+            SignatureEncoding::Hex.decode("aB0f"),
+            Some(vec![0xab, 0x0f])
+        );
+        assert_eq!(SignatureEncoding::Hex.decode("xyz"), None);
+        assert_eq!(SignatureEncoding::Base64.decode("/w=="), Some(vec![0xff]));
+        assert_eq!(SignatureEncoding::Base64.decode("/w"), Some(vec![0xff]));
+        assert_eq!(SignatureEncoding::Base64url.decode("_w"), Some(vec![0xff]));
+        assert_eq!(
+            SignatureEncoding::Base64url.decode("_w=="),
+            Some(vec![0xff])
+        );
+        assert_eq!(SignatureEncoding::Base64.decode("_w"), None);
+        assert_eq!(SignatureEncoding::Hex.decode(""), None);
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_identical() {
+        assert!(token_eq(b"abc", b"abc"));
+        assert!(!token_eq(b"abc", b"abd"));
+        assert!(!token_eq(b"abc", b"abcd"));
+        assert!(!token_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn timestamp_tolerances_are_separate_for_past_and_future() {
+        let tol = Tolerance {
+            past_s: Some(300),
+            future_s: Some(10),
+        };
+        let now_ms = 1_000_000_000;
+        assert_eq!(
+            tol.check(1_000_000 - 300, TimeUnit::Seconds, now_ms),
+            Ok(())
+        );
+        assert_eq!(
+            tol.check(1_000_000 - 301, TimeUnit::Seconds, now_ms),
+            Err(VerifyError::TimestampTooOld {
+                age_s: 301,
+                tolerance_s: 300
+            })
+        );
+        assert_eq!(tol.check(1_000_000 + 10, TimeUnit::Seconds, now_ms), Ok(()));
+        assert_eq!(
+            tol.check(1_000_000 + 11, TimeUnit::Seconds, now_ms),
+            Err(VerifyError::TimestampInFuture {
+                ahead_s: 11,
+                tolerance_s: 10
+            })
+        );
+        assert_eq!(
+            tol.check(now_ms + 10_001, TimeUnit::Milliseconds, now_ms),
+            Err(VerifyError::TimestampInFuture {
+                ahead_s: 10,
+                tolerance_s: 10
+            })
+        );
+        let past_only = Tolerance {
+            past_s: Some(300),
+            future_s: None,
+        };
+        assert_eq!(past_only.check(i64::MAX, TimeUnit::Seconds, now_ms), Ok(()));
+        assert!(past_only
+            .check(i64::MIN, TimeUnit::Seconds, now_ms)
+            .is_err());
+    }
+
+    #[test]
+    fn unix_timestamps_are_plain_digits() {
+        assert_eq!(parse_unix("1767225600"), Ok(1_767_225_600));
+        for bad in ["", "+1", "-1", " 1", "1.5", "1e9", "99999999999999999999"] {
+            assert!(parse_unix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keyring_returns_the_first_live_matching_key() {
+        let ring = Keyring::new(
+            "test",
+            vec![
+                Secret::new("old", b"a".to_vec(), Some(1000)),
+                secret("new", "b"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ring.first_match(0, |k| k == b"a"), Ok("old".into()));
+        assert_eq!(
+            ring.first_match(1001, |k| k == b"a"),
+            Err(VerifyError::SignatureMismatch)
+        );
+        assert_eq!(ring.first_match(1001, |k| k == b"b"), Ok("new".into()));
+        assert_eq!(ring.signing_key(1001).unwrap(), b"b");
+    }
+
+    #[test]
+    fn keyring_with_only_expired_keys_reports_no_live_key() {
+        let ring =
+            Keyring::new("test", vec![Secret::new("old", b"a".to_vec(), Some(1000))]).unwrap();
+        assert_eq!(
+            ring.first_match(1001, |_| true),
+            Err(VerifyError::NoLiveKey)
+        );
+        assert!(ring.signing_key(1001).is_err());
+    }
+
+    #[test]
+    fn keyring_refuses_no_secrets_and_names_undecodable_ones_without_their_value() {
+        let err = Keyring::new("stripe", vec![]).unwrap_err();
+        assert!(err.0.contains("at least one secret"), "{err}");
+        let err = Keyring::decoded("x", vec![secret("k1", "hunter2")], |_| {
+            Err("is not base64".into())
+        })
+        .unwrap_err();
+        assert!(err.0.contains("\"k1\" is not base64"), "{err}");
+        assert!(!err.0.contains("hunter2"));
+        assert!(
+            !format!("{:?}", Keyring::new("x", vec![secret("k1", "hunter2")])).contains("hunter2")
+        );
+    }
+
+    #[test]
+    fn null_options_mean_defaults_and_unknown_fields_are_named() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct Opts {
+            tolerance_seconds: u32,
+        }
+        impl Default for Opts {
+            fn default() -> Self {
+                Self {
+                    tolerance_seconds: 300,
+                }
+            }
+        }
+        let o: Opts = parse_options("p", &serde_json::Value::Null).unwrap();
+        assert_eq!(o.tolerance_seconds, 300);
+        let err =
+            parse_options::<Opts>("p", &serde_json::json!({"tolerance_secs": 1})).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("p options: unknown field `tolerance_secs`"),
+            "{err}"
+        );
+    }
+}

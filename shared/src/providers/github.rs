@@ -1,0 +1,344 @@
+//! GitHub: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 over the raw body with the hook
+//! secret as UTF-8. No timestamp is signed: replay protection is the dedupe on
+//! `X-GitHub-Delivery`. Source: docs.github.com "Validating webhook deliveries".
+
+use serde::Deserialize;
+
+use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
+use super::{
+    ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified, VerifyError,
+};
+use crate::request::{Headers, InboundRequest};
+use crate::secret::Secret;
+
+const SIGNATURE_256: &str = "x-hub-signature-256";
+/// Sent by GitHub "only for legacy purposes" next to the SHA-256 one.
+const SIGNATURE_SHA1: &str = "x-hub-signature";
+const DELIVERY: &str = "x-github-delivery";
+const EVENT: &str = "x-github-event";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct GitHubOptions {
+    /// Accept `X-Hub-Signature: sha1=` when no SHA-256 header is present (GitHub Enterprise
+    /// Server versions and proxies that only forward the legacy header).
+    allow_sha1_fallback: bool,
+}
+
+#[derive(Debug)]
+pub struct GitHub {
+    keys: Keyring,
+    allow_sha1_fallback: bool,
+}
+
+impl GitHub {
+    pub fn from_config(
+        options: &serde_json::Value,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, ProviderConfigError> {
+        let opts: GitHubOptions = crypto::parse_options("github", options)?;
+        Ok(Self {
+            keys: Keyring::new("github", secrets)?,
+            allow_sha1_fallback: opts.allow_sha1_fallback,
+        })
+    }
+
+    /// Which header and algorithm this request is checked with. When the SHA-256 header is
+    /// present it decides alone: falling back to SHA-1 after a SHA-256 mismatch would let a
+    /// forger pick the weaker scheme.
+    fn scheme<'h>(
+        &self,
+        headers: &'h Headers,
+    ) -> Result<(HmacAlgorithm, &'static str, &'h str), VerifyError> {
+        match crypto::required_header(headers, SIGNATURE_256) {
+            Ok(value) => Ok((HmacAlgorithm::Sha256, "sha256=", value)),
+            Err(missing) if self.allow_sha1_fallback => {
+                match crypto::required_header(headers, SIGNATURE_SHA1) {
+                    Ok(value) => Ok((HmacAlgorithm::Sha1, "sha1=", value)),
+                    Err(_) => Err(missing),
+                }
+            }
+            Err(missing) => Err(missing),
+        }
+    }
+}
+
+impl Provider for GitHub {
+    fn name(&self) -> &'static str {
+        "github"
+    }
+
+    fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
+        let (algorithm, prefix, value) = self.scheme(req.headers)?;
+        let sig = value
+            .strip_prefix(prefix)
+            .and_then(|hex| SignatureEncoding::Hex.decode(hex))
+            .ok_or_else(|| VerifyError::MalformedSignature(format!("expected {prefix}<hex>")))?;
+        let key_id = self
+            .keys
+            .first_match(now_ms, |key| algorithm.verify(key, &[req.body], &sig))?;
+        Ok(Verified {
+            scheme: match algorithm {
+                HmacAlgorithm::Sha1 => "github_sha1",
+                _ => "github_sha256",
+            },
+            key_id: Some(key_id),
+        })
+    }
+
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError> {
+        let delivery = crypto::required_header(req.headers, DELIVERY)
+            .map_err(|_| ExtractError("missing X-GitHub-Delivery header".into()))?;
+        // `pull_request` + body `"action": "opened"` → `pull_request.opened`, so routes can
+        // match on the action without parsing the body again.
+        let event_type = req
+            .headers
+            .get(EVENT)
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|event| {
+                let action = crypto::json_object(req.body).and_then(|body| {
+                    body.get("action")
+                        .and_then(|a| a.as_str())
+                        .map(str::to_string)
+                });
+                match action {
+                    Some(action) => format!("{event}.{action}"),
+                    None => event.to_string(),
+                }
+            });
+        Ok(Extracted {
+            event_id: Some(delivery.to_string()),
+            event_type,
+            occurred_at_ms: None,
+        })
+    }
+
+    /// Always `X-GitHub-Event: push`: the event header is not signed and only feeds routing,
+    /// and `push` is the most common real event (a `ping` would be dropped by most routes).
+    fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
+        let key = self.keys.signing_key(input.now_ms)?;
+        let sig = HmacAlgorithm::Sha256.compute(key, &[input.body])?;
+        Ok(Headers::from_iter([
+            (SIGNATURE_256, format!("sha256={}", hex::encode(sig))),
+            (DELIVERY, input.delivery_id.to_string()),
+            (EVENT, "push".to_string()),
+        ]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::crypto::testkit::{self, expiring_secret, request, secret};
+
+    fn github(secrets: Vec<Secret>) -> GitHub {
+        GitHub::from_config(&serde_json::Value::Null, secrets).unwrap()
+    }
+
+    const NOW_MS: i64 = testkit::DEFAULT_NOW_MS;
+
+    fn signed(alg: HmacAlgorithm, secret: &str, body: &[u8]) -> String {
+        hex::encode(alg.compute(secret.as_bytes(), &[body]).unwrap())
+    }
+
+    #[test]
+    fn every_github_vector_gets_its_expected_verdict() {
+        for v in testkit::vectors_for(&["github"]) {
+            let h = v.headers();
+            let got = github(vec![v.secret()]).verify(&request(&h, v.body.as_bytes()), v.now_ms());
+            assert_eq!(got.is_ok(), v.expected.valid, "{}: {got:?}", v.id);
+        }
+    }
+
+    #[test]
+    fn meta_vector_verifies_because_it_uses_the_same_header_format() {
+        let v = testkit::vector("meta-whatsapp");
+        let h = v.headers();
+        let got = github(vec![v.secret()]).verify(&request(&h, v.body.as_bytes()), v.now_ms());
+        assert!(got.is_ok(), "{got:?}");
+    }
+
+    #[test]
+    fn tampered_github_body_is_refused() {
+        let v = testkit::vector("github-docs");
+        let h = v.headers();
+        let got = github(vec![v.secret()]).verify(&request(&h, b"Hello, World?"), NOW_MS);
+        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+    }
+
+    #[test]
+    fn wrong_github_secret_is_refused() {
+        let v = testkit::vector("github-docs");
+        let h = v.headers();
+        let got =
+            github(vec![secret("k", "not it")]).verify(&request(&h, v.body.as_bytes()), NOW_MS);
+        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+    }
+
+    #[test]
+    fn missing_github_signature_is_refused() {
+        let h = Headers::from_iter([("X-GitHub-Delivery", "d")]);
+        let got = github(vec![secret("k", "s")]).verify(&request(&h, b"x"), NOW_MS);
+        assert_eq!(
+            got,
+            Err(VerifyError::MissingSignature("x-hub-signature-256".into()))
+        );
+    }
+
+    #[test]
+    fn malformed_github_signatures_are_refused() {
+        let p = github(vec![secret("k", "s")]);
+        let good = signed(HmacAlgorithm::Sha256, "s", b"x");
+        for value in [
+            good.clone(),
+            format!("sha1={good}"),
+            "sha256=zz".into(),
+            "sha256".into(),
+        ] {
+            let h = Headers::from_iter([("X-Hub-Signature-256", value.as_str())]);
+            let got = p.verify(&request(&h, b"x"), NOW_MS);
+            assert!(
+                matches!(got, Err(VerifyError::MalformedSignature(_))),
+                "{value}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uppercase_hex_github_signature_is_accepted() {
+        let value = format!(
+            "sha256={}",
+            signed(HmacAlgorithm::Sha256, "s", b"x").to_uppercase()
+        );
+        let h = Headers::from_iter([("X-Hub-Signature-256", value.as_str())]);
+        assert!(github(vec![secret("k", "s")])
+            .verify(&request(&h, b"x"), NOW_MS)
+            .is_ok());
+    }
+
+    #[test]
+    fn legacy_sha1_github_signature_is_refused_by_default() {
+        let v = testkit::vector("intercom-ping");
+        let h = v.headers();
+        let got = github(vec![v.secret()]).verify(&request(&h, v.body.as_bytes()), NOW_MS);
+        assert_eq!(
+            got,
+            Err(VerifyError::MissingSignature("x-hub-signature-256".into()))
+        );
+    }
+
+    #[test]
+    fn legacy_sha1_github_signature_is_accepted_when_fallback_is_enabled() {
+        // Intercom uses GitHub's legacy `X-Hub-Signature: sha1=` format byte for byte.
+        let v = testkit::vector("intercom-ping");
+        let h = v.headers();
+        let p = GitHub::from_config(
+            &serde_json::json!({"allow_sha1_fallback": true}),
+            vec![v.secret()],
+        )
+        .unwrap();
+        let got = p.verify(&request(&h, v.body.as_bytes()), NOW_MS).unwrap();
+        assert_eq!(got.scheme, "github_sha1");
+    }
+
+    #[test]
+    fn sha1_fallback_is_not_used_when_the_sha256_header_is_wrong() {
+        let p = GitHub::from_config(
+            &serde_json::json!({"allow_sha1_fallback": true}),
+            vec![secret("k", "s")],
+        )
+        .unwrap();
+        let h = Headers::from_iter([
+            ("X-Hub-Signature-256", format!("sha256={}", "00".repeat(32))),
+            (
+                "X-Hub-Signature",
+                format!("sha1={}", signed(HmacAlgorithm::Sha1, "s", b"x")),
+            ),
+        ]);
+        assert_eq!(
+            p.verify(&request(&h, b"x"), NOW_MS),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn rotated_github_secret_reports_the_key_that_matched() {
+        let value = format!("sha256={}", signed(HmacAlgorithm::Sha256, "new", b"x"));
+        let h = Headers::from_iter([("X-Hub-Signature-256", value.as_str())]);
+        let p = github(vec![secret("old", "old"), secret("new", "new")]);
+        let got = p.verify(&request(&h, b"x"), NOW_MS).unwrap();
+        assert_eq!(got.key_id.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn github_secret_past_not_after_is_not_accepted() {
+        let value = format!("sha256={}", signed(HmacAlgorithm::Sha256, "old", b"x"));
+        let h = Headers::from_iter([("X-Hub-Signature-256", value.as_str())]);
+        let p = github(vec![
+            expiring_secret("old", "old", NOW_MS - 1),
+            secret("new", "new"),
+        ]);
+        assert_eq!(
+            p.verify(&request(&h, b"x"), NOW_MS),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn github_event_type_includes_the_body_action() {
+        let h = Headers::from_iter([
+            ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            ("X-GitHub-Event", "pull_request"),
+        ]);
+        let p = github(vec![secret("k", "s")]);
+        let got = p
+            .extract(&request(&h, br#"{"action":"opened","number":1}"#))
+            .unwrap();
+        assert_eq!(
+            got,
+            Extracted {
+                event_id: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
+                event_type: Some("pull_request.opened".into()),
+                occurred_at_ms: None,
+            }
+        );
+        let got = p.extract(&request(&h, b"payload=%7B%7D")).unwrap();
+        assert_eq!(got.event_type.as_deref(), Some("pull_request"));
+    }
+
+    #[test]
+    fn github_delivery_without_delivery_id_is_an_extract_error() {
+        let h = Headers::from_iter([("X-GitHub-Event", "push")]);
+        assert!(github(vec![secret("k", "s")])
+            .extract(&request(&h, b"{}"))
+            .is_err());
+    }
+
+    #[test]
+    fn github_sign_then_verify_round_trips() {
+        let p = github(vec![secret("k", "s")]);
+        let input = SignInput {
+            body: br#"{"ref":"refs/heads/main"}"#,
+            now_ms: NOW_MS,
+            delivery_id: "d-1",
+        };
+        let h = p.sign(&input).unwrap();
+        let req = request(&h, input.body);
+        assert!(p.verify(&req, NOW_MS).is_ok());
+        let got = p.extract(&req).unwrap();
+        assert_eq!(got.event_id.as_deref(), Some("d-1"));
+        assert_eq!(got.event_type.as_deref(), Some("push"));
+    }
+
+    #[test]
+    fn github_config_refuses_unknown_options_and_no_secrets() {
+        let err = GitHub::from_config(
+            &serde_json::json!({"allow_sha1": true}),
+            vec![secret("k", "s")],
+        )
+        .unwrap_err();
+        assert!(err.0.contains("unknown field `allow_sha1`"), "{err}");
+        assert!(GitHub::from_config(&serde_json::Value::Null, vec![]).is_err());
+    }
+}

@@ -1,0 +1,547 @@
+//! Standard Webhooks and Svix (Clerk, Resend, other Svix senders; GitLab signing tokens):
+//! `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64> [v1,<base64> …]`, or the
+//! same three as `svix-*`. HMAC-SHA256 over `"{id}.{timestamp}.{body}"`, keyed with the
+//! base64-decoded part of `whsec_<base64>`.
+//! Source: spec `standard-webhooks/standard-webhooks` `spec/standard-webhooks.md`, and the
+//! `standardwebhooks`/`svix` libraries.
+
+use serde::Deserialize;
+
+use super::crypto::{self, HmacAlgorithm, Keyring, TimeUnit, Tolerance};
+use super::{
+    ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified, VerifyError,
+};
+use crate::request::{Headers, InboundRequest};
+use crate::secret::Secret;
+
+const STANDARD_WEBHOOKS: &str = "standard_webhooks";
+const SVIX: &str = "svix";
+const SECRET_PREFIX: &[u8] = b"whsec_";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StandardWebhooksOptions {
+    /// The libraries refuse timestamps more than 5 minutes off in either direction.
+    tolerance_seconds: u32,
+    future_tolerance_seconds: u32,
+}
+
+impl Default for StandardWebhooksOptions {
+    fn default() -> Self {
+        Self {
+            tolerance_seconds: 300,
+            future_tolerance_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StandardWebhooks {
+    /// `standard_webhooks` or `svix`: the name it was configured under, which also picks the
+    /// header family `sign` emits.
+    name: &'static str,
+    keys: Keyring,
+    tolerance: Tolerance,
+}
+
+/// Which header family a request uses. Like the svix library, `svix-*` wins when present.
+struct Names {
+    id: &'static str,
+    timestamp: &'static str,
+    signature: &'static str,
+}
+
+const WEBHOOK_NAMES: Names = Names {
+    id: "webhook-id",
+    timestamp: "webhook-timestamp",
+    signature: "webhook-signature",
+};
+
+const SVIX_NAMES: Names = Names {
+    id: "svix-id",
+    timestamp: "svix-timestamp",
+    signature: "svix-signature",
+};
+
+fn names_in(headers: &Headers) -> &'static Names {
+    if headers.get(SVIX_NAMES.id).is_some() {
+        &SVIX_NAMES
+    } else {
+        &WEBHOOK_NAMES
+    }
+}
+
+impl StandardWebhooks {
+    /// Built as `standard_webhooks`; see [`StandardWebhooks::from_config_as`] for `svix`.
+    pub fn from_config(
+        options: &serde_json::Value,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, ProviderConfigError> {
+        Self::from_config_as(STANDARD_WEBHOOKS, options, secrets)
+    }
+
+    /// `name` is the configured provider name, `standard_webhooks` or `svix`.
+    pub fn from_config_as(
+        name: &str,
+        options: &serde_json::Value,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, ProviderConfigError> {
+        let name = match name {
+            STANDARD_WEBHOOKS => STANDARD_WEBHOOKS,
+            SVIX => SVIX,
+            other => {
+                return Err(ProviderConfigError(format!(
+                    "{other:?} is not a Standard Webhooks provider name"
+                )))
+            }
+        };
+        let opts: StandardWebhooksOptions = crypto::parse_options(name, options)?;
+        Ok(Self {
+            name,
+            keys: Keyring::decoded(name, secrets, decode_secret)?,
+            tolerance: Tolerance::both(opts.tolerance_seconds, opts.future_tolerance_seconds),
+        })
+    }
+
+    fn sign_names(&self) -> &'static Names {
+        if self.name == SVIX {
+            &SVIX_NAMES
+        } else {
+            &WEBHOOK_NAMES
+        }
+    }
+}
+
+/// `whsec_<base64>` → key bytes. A secret without the prefix is taken as bare base64 (some
+/// dashboards show it that way). Using the `whsec_…` string itself as the key is the classic
+/// mistake this avoids.
+fn decode_secret(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let b64 = raw.strip_prefix(SECRET_PREFIX).unwrap_or(raw);
+    std::str::from_utf8(b64)
+        .ok()
+        .and_then(crypto::decode_base64)
+        .ok_or_else(|| "is not whsec_<base64> (or bare base64)".to_string())
+}
+
+/// The spec forbids `.` in the id and timestamp: they are `.`-joined into the signed bytes.
+fn no_dot<'a>(value: &'a str, header: &str) -> Result<&'a str, VerifyError> {
+    if value.contains('.') {
+        return Err(VerifyError::MalformedSignature(format!(
+            "{header} contains '.'"
+        )));
+    }
+    Ok(value)
+}
+
+impl Provider for StandardWebhooks {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
+        let names = names_in(req.headers);
+        let id = no_dot(crypto::required_header(req.headers, names.id)?, names.id)?;
+        let ts_text = no_dot(
+            crypto::required_header(req.headers, names.timestamp)?,
+            names.timestamp,
+        )?;
+        let ts = crypto::parse_unix(ts_text)?;
+        let signature = crypto::required_header(req.headers, names.signature)?;
+        // Space-separated `version,signature` entries. Only `v1` (HMAC) is checked; `v1a`
+        // (Ed25519) and unknown versions are skipped, as the spec requires.
+        let sigs: Vec<Vec<u8>> = signature
+            .split_ascii_whitespace()
+            .filter_map(|entry| entry.split_once(','))
+            .filter(|(version, _)| *version == "v1")
+            .filter_map(|(_, sig)| crypto::SignatureEncoding::Base64.decode(sig))
+            .collect();
+        if sigs.is_empty() {
+            return Err(VerifyError::MalformedSignature(format!(
+                "{} has no v1,<base64> entry",
+                names.signature
+            )));
+        }
+        let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts_text.as_bytes(), b".", req.body];
+        let key_id = self.keys.first_match(now_ms, |key| {
+            sigs.iter()
+                .any(|sig| HmacAlgorithm::Sha256.verify(key, &parts, sig))
+        })?;
+        self.tolerance.check(ts, TimeUnit::Seconds, now_ms)?;
+        Ok(Verified {
+            scheme: "standard_webhooks_v1",
+            key_id: Some(key_id),
+        })
+    }
+
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError> {
+        let names = names_in(req.headers);
+        let id = crypto::required_header(req.headers, names.id)
+            .map_err(|_| ExtractError(format!("missing {} header", names.id)))?;
+        let event_type = crypto::json_object(req.body).and_then(|body| {
+            body.get("type")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        });
+        let occurred_at_ms = req
+            .headers
+            .get(names.timestamp)
+            .and_then(|ts| crypto::parse_unix(ts.trim()).ok())
+            .and_then(|s| TimeUnit::Seconds.to_ms(s));
+        Ok(Extracted {
+            event_id: Some(id.to_string()),
+            event_type,
+            occurred_at_ms,
+        })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
+        if input.delivery_id.contains('.') {
+            return Err(ProviderConfigError(
+                "message id must not contain '.'".into(),
+            ));
+        }
+        let key = self.keys.signing_key(input.now_ms)?;
+        let ts = TimeUnit::Seconds.from_ms(input.now_ms).to_string();
+        let id = input.delivery_id.as_bytes();
+        let sig =
+            HmacAlgorithm::Sha256.compute(key, &[id, b".", ts.as_bytes(), b".", input.body])?;
+        let names = self.sign_names();
+        Ok(Headers::from_iter([
+            (names.id, input.delivery_id.to_string()),
+            (names.timestamp, ts),
+            (
+                names.signature,
+                format!("v1,{}", crypto::SignatureEncoding::Base64.encode(&sig)),
+            ),
+        ]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::crypto::testkit::{self, expiring_secret, request, secret};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const TS: i64 = 1_614_265_330;
+    const BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn provider(name: &str, secrets: Vec<Secret>) -> StandardWebhooks {
+        StandardWebhooks::from_config_as(name, &serde_json::Value::Null, secrets).unwrap()
+    }
+
+    fn sw(secrets: Vec<Secret>) -> StandardWebhooks {
+        provider(STANDARD_WEBHOOKS, secrets)
+    }
+
+    fn headers(id: &str, ts: &str, sig: &str) -> Headers {
+        Headers::from_iter([
+            ("webhook-id", id),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+        ])
+    }
+
+    fn spec_headers() -> Headers {
+        headers(ID, &TS.to_string(), SIG)
+    }
+
+    fn sign_with(secret_b64: &str, id: &str, ts: i64, body: &[u8]) -> String {
+        let key = crypto::decode_base64(secret_b64).unwrap();
+        let ts = ts.to_string();
+        let sig = HmacAlgorithm::Sha256
+            .compute(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body])
+            .unwrap();
+        format!("v1,{}", crypto::SignatureEncoding::Base64.encode(&sig))
+    }
+
+    #[test]
+    fn every_hmac_standard_webhooks_and_svix_vector_gets_its_expected_verdict() {
+        let vectors = testkit::vectors_for(&["standard-webhooks", "svix"]);
+        let mut checked = 0;
+        // `v1a` (Ed25519) has no symmetric secret and is out of scope here.
+        for v in vectors.iter().filter(|v| v.secret.is_some()) {
+            let name = if v.provider == "svix" {
+                SVIX
+            } else {
+                STANDARD_WEBHOOKS
+            };
+            let h = v.headers();
+            let got = provider(name, vec![v.secret()])
+                .verify(&request(&h, v.body.as_bytes()), v.now_ms());
+            assert_eq!(got.is_ok(), v.expected.valid, "{}: {got:?}", v.id);
+            checked += 1;
+        }
+        assert_eq!(checked, 6);
+    }
+
+    #[test]
+    fn stale_and_future_standard_webhooks_vectors_fail_for_the_right_reason() {
+        let v = testkit::vector("standardwebhooks-neg-stale");
+        let h = v.headers();
+        let got = sw(vec![v.secret()]).verify(&request(&h, v.body.as_bytes()), v.now_ms());
+        assert!(
+            matches!(got, Err(VerifyError::TimestampTooOld { .. })),
+            "{got:?}"
+        );
+        let v = testkit::vector("standardwebhooks-neg-future");
+        let h = v.headers();
+        let got = sw(vec![v.secret()]).verify(&request(&h, v.body.as_bytes()), v.now_ms());
+        assert!(
+            matches!(got, Err(VerifyError::TimestampInFuture { .. })),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn svix_headers_verify_under_either_name_and_win_over_webhook_headers() {
+        let v = testkit::vector("svix-headers");
+        let mut h = v.headers();
+        // A decoy webhook-* set must be ignored when svix-* is present.
+        h.insert("webhook-id", "other");
+        h.insert("webhook-timestamp", "1");
+        h.insert("webhook-signature", "v1,AAAA");
+        for name in [SVIX, STANDARD_WEBHOOKS] {
+            let got = provider(name, vec![v.secret()])
+                .verify(&request(&h, v.body.as_bytes()), v.now_ms());
+            assert!(got.is_ok(), "{name}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn v1a_entries_are_skipped_and_do_not_fail_a_matching_v1() {
+        let v = testkit::vector("standardwebhooks-asymmetric-v1a");
+        let v1a = v.header("webhook-signature");
+        let h = headers(ID, &TS.to_string(), &format!("{v1a} v2,xyz {SIG}"));
+        assert!(sw(vec![secret("k", SECRET)])
+            .verify(&request(&h, BODY), TS * 1000)
+            .is_ok());
+        let only_v1a = headers(ID, &TS.to_string(), v1a);
+        assert!(matches!(
+            sw(vec![secret("k", SECRET)]).verify(&request(&only_v1a, BODY), TS * 1000),
+            Err(VerifyError::MalformedSignature(_))
+        ));
+    }
+
+    #[test]
+    fn tampered_standard_webhooks_body_is_refused() {
+        let h = spec_headers();
+        let got = sw(vec![secret("k", SECRET)])
+            .verify(&request(&h, br#"{"test": 2432232315}"#), TS * 1000);
+        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+    }
+
+    #[test]
+    fn undecoded_whsec_string_as_key_does_not_verify() {
+        // What a verifier that forgot to base64-decode would have signed with.
+        let key = SECRET.as_bytes();
+        let ts = TS.to_string();
+        let sig = HmacAlgorithm::Sha256
+            .compute(key, &[ID.as_bytes(), b".", ts.as_bytes(), b".", BODY])
+            .unwrap();
+        let h = headers(
+            ID,
+            &ts,
+            &format!("v1,{}", crypto::SignatureEncoding::Base64.encode(&sig)),
+        );
+        let got = sw(vec![secret("k", SECRET)]).verify(&request(&h, BODY), TS * 1000);
+        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+    }
+
+    #[test]
+    fn secrets_are_accepted_without_prefix_and_without_padding() {
+        let h = spec_headers();
+        for s in ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", SECRET] {
+            assert!(
+                sw(vec![secret("k", s)])
+                    .verify(&request(&h, BODY), TS * 1000)
+                    .is_ok(),
+                "{s}"
+            );
+        }
+        // 32-byte secret: its padded form ends in `=`; the unpadded form must decode too.
+        let padded = "whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC0zMmJ5dGU=";
+        let sig = sign_with("d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC0zMmJ5dGU", ID, TS, BODY);
+        let h = headers(ID, &TS.to_string(), &sig);
+        for s in [padded, padded.trim_end_matches('=')] {
+            assert!(
+                sw(vec![secret("k", s)])
+                    .verify(&request(&h, BODY), TS * 1000)
+                    .is_ok(),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn undecodable_secret_is_a_config_error_naming_the_secret_not_its_value() {
+        let err = StandardWebhooks::from_config(
+            &serde_json::Value::Null,
+            vec![secret("primary", "whsec_!!not-base64!!")],
+        )
+        .unwrap_err();
+        assert!(err.0.contains("\"primary\""), "{err}");
+        assert!(!err.0.contains("not-base64"), "{err}");
+    }
+
+    #[test]
+    fn missing_standard_webhooks_headers_are_refused() {
+        let p = sw(vec![secret("k", SECRET)]);
+        let ts = TS.to_string();
+        for (h, missing) in [
+            (
+                Headers::from_iter([
+                    ("webhook-timestamp", ts.as_str()),
+                    ("webhook-signature", SIG),
+                ]),
+                "webhook-id",
+            ),
+            (
+                Headers::from_iter([("webhook-id", ID), ("webhook-signature", SIG)]),
+                "webhook-timestamp",
+            ),
+            (
+                Headers::from_iter([("webhook-id", ID), ("webhook-timestamp", ts.as_str())]),
+                "webhook-signature",
+            ),
+        ] {
+            assert_eq!(
+                p.verify(&request(&h, BODY), TS * 1000),
+                Err(VerifyError::MissingSignature(missing.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_standard_webhooks_headers_are_refused() {
+        let p = sw(vec![secret("k", SECRET)]);
+        let ts = TS.to_string();
+        for (id, ts, sig) in [
+            (
+                ID,
+                ts.as_str(),
+                "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+            (ID, ts.as_str(), "v1,***"),
+            (
+                ID,
+                ts.as_str(),
+                "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+            (ID, "1614265330.5", SIG),
+            (ID, "soon", SIG),
+            ("msg.1", ts.as_str(), SIG),
+        ] {
+            let h = headers(id, ts, sig);
+            let got = p.verify(&request(&h, BODY), TS * 1000);
+            assert!(
+                matches!(got, Err(VerifyError::MalformedSignature(_))),
+                "{id} {ts} {sig}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_standard_webhooks_timestamp_is_refused() {
+        let h = spec_headers();
+        let p = sw(vec![secret("k", SECRET)]);
+        assert!(p.verify(&request(&h, BODY), (TS + 300) * 1000).is_ok());
+        assert!(matches!(
+            p.verify(&request(&h, BODY), (TS + 301) * 1000),
+            Err(VerifyError::TimestampTooOld { .. })
+        ));
+    }
+
+    #[test]
+    fn future_standard_webhooks_timestamp_is_refused() {
+        let h = spec_headers();
+        let p = sw(vec![secret("k", SECRET)]);
+        assert!(p.verify(&request(&h, BODY), (TS - 300) * 1000).is_ok());
+        assert!(matches!(
+            p.verify(&request(&h, BODY), (TS - 301) * 1000),
+            Err(VerifyError::TimestampInFuture { .. })
+        ));
+    }
+
+    #[test]
+    fn rotation_accepts_any_listed_signature_and_reports_the_matching_key() {
+        let other = "whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC0zMmJ5dGU=";
+        let other_sig = sign_with("d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC0zMmJ5dGU=", ID, TS, BODY);
+        let h = headers(ID, &TS.to_string(), &format!("{other_sig} {SIG}"));
+        let p = sw(vec![secret("old", other), secret("new", SECRET)]);
+        let got = p.verify(&request(&h, BODY), TS * 1000).unwrap();
+        assert_eq!(got.key_id.as_deref(), Some("old"));
+        let h = spec_headers();
+        let got = p.verify(&request(&h, BODY), TS * 1000).unwrap();
+        assert_eq!(got.key_id.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn standard_webhooks_secret_past_not_after_is_not_accepted() {
+        let h = spec_headers();
+        let p = sw(vec![expiring_secret("old", SECRET, TS * 1000 - 1)]);
+        assert_eq!(
+            p.verify(&request(&h, BODY), TS * 1000),
+            Err(VerifyError::NoLiveKey)
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_extract_takes_id_timestamp_and_body_type() {
+        let h = spec_headers();
+        let p = sw(vec![secret("k", SECRET)]);
+        let got = p
+            .extract(&request(&h, br#"{"type":"user.created","data":{}}"#))
+            .unwrap();
+        assert_eq!(
+            got,
+            Extracted {
+                event_id: Some(ID.into()),
+                event_type: Some("user.created".into()),
+                occurred_at_ms: Some(TS * 1000),
+            }
+        );
+        assert_eq!(
+            p.extract(&request(&h, b"not json")).unwrap().event_type,
+            None
+        );
+        assert!(p.extract(&request(&Headers::new(), BODY)).is_err());
+    }
+
+    #[test]
+    fn sign_then_verify_round_trips_under_both_names() {
+        for (name, id_header) in [(STANDARD_WEBHOOKS, "webhook-id"), (SVIX, "svix-id")] {
+            let p = provider(name, vec![secret("k", SECRET)]);
+            assert_eq!(p.name(), name);
+            let input = SignInput {
+                body: BODY,
+                now_ms: TS * 1000 + 500,
+                delivery_id: "msg_1",
+            };
+            let h = p.sign(&input).unwrap();
+            assert_eq!(h.get(id_header), Some("msg_1"), "{name}");
+            let req = request(&h, BODY);
+            assert!(p.verify(&req, TS * 1000).is_ok(), "{name}");
+            assert_eq!(p.extract(&req).unwrap().event_id.as_deref(), Some("msg_1"));
+        }
+    }
+
+    #[test]
+    fn standard_webhooks_config_errors_are_clear() {
+        let err = StandardWebhooks::from_config(
+            &serde_json::json!({"tolerance": 1}),
+            vec![secret("k", SECRET)],
+        )
+        .unwrap_err();
+        assert!(err.0.contains("unknown field `tolerance`"), "{err}");
+        assert!(StandardWebhooks::from_config(&serde_json::Value::Null, vec![]).is_err());
+        assert!(StandardWebhooks::from_config_as(
+            "stripe",
+            &serde_json::Value::Null,
+            vec![secret("k", SECRET)]
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! Telegram Bot API: `X-Telegram-Bot-Api-Secret-Token` carries the `secret_token` given to
+//! `setWebhook`, compared by constant-time equality. Nothing is signed: the body is not
+//! authenticated, so restricting source IPs to Telegram's ranges is worth adding upstream.
+//! Source: <https://core.telegram.org/bots/api#setwebhook>
+
+use serde::Deserialize;
+
+use super::crypto::{self, Keyring, TimeUnit};
+use super::{
+    ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified, VerifyError,
+};
+use crate::request::{Headers, InboundRequest};
+use crate::secret::Secret;
+
+const HEADER: &str = "x-telegram-bot-api-secret-token";
+
+/// Telegram takes no options; the empty table still refuses misspelt ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelegramOptions {}
+
+#[derive(Debug)]
+pub struct Telegram {
+    keys: Keyring,
+}
+
+/// `setWebhook` accepts only 1–256 characters of `A-Z a-z 0-9 _ -`; anything else can never
+/// arrive, so it is a configuration mistake.
+fn check_token(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-';
+    if raw.is_empty() || raw.len() > 256 || !raw.iter().all(allowed) {
+        return Err(
+            "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's secret_token rule)"
+                .into(),
+        );
+    }
+    Ok(raw.to_vec())
+}
+
+impl Telegram {
+    pub fn from_config(
+        options: &serde_json::Value,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, ProviderConfigError> {
+        let TelegramOptions {} = crypto::parse_options("telegram", options)?;
+        Ok(Self {
+            keys: Keyring::decoded("telegram", secrets, check_token)?,
+        })
+    }
+}
+
+impl Provider for Telegram {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
+        let presented = crypto::required_header(req.headers, HEADER)?;
+        let key_id = self.keys.first_match(now_ms, |token| {
+            crypto::token_eq(presented.as_bytes(), token)
+        })?;
+        Ok(Verified {
+            scheme: "telegram_secret_token",
+            key_id: Some(key_id),
+        })
+    }
+
+    /// `update_id` is the dedupe key. The update kind is its one other field: the Bot API
+    /// says at most one optional field is present per update (`message`, `callback_query`, …).
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError> {
+        let update = crypto::json_object(req.body)
+            .ok_or_else(|| ExtractError("telegram update is not a JSON object".into()))?;
+        let update_id = update
+            .get("update_id")
+            .and_then(serde_json::Value::as_i64)
+            .ok_or_else(|| ExtractError("telegram update has no integer \"update_id\"".into()))?;
+        let kind = update.iter().find(|(key, _)| key.as_str() != "update_id");
+        let occurred_at_ms = kind
+            .and_then(|(_, payload)| payload.get("date"))
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|s| TimeUnit::Seconds.to_ms(s));
+        Ok(Extracted {
+            event_id: Some(update_id.to_string()),
+            event_type: kind.map(|(key, _)| key.clone()),
+            occurred_at_ms,
+        })
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
+        let token = self.keys.signing_key(input.now_ms)?;
+        // Checked to be ASCII at config time.
+        let token = String::from_utf8_lossy(token).into_owned();
+        Ok(Headers::from_iter([(HEADER, token)]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::crypto::testkit::{self, expiring_secret, request, secret};
+
+    const NOW_MS: i64 = testkit::DEFAULT_NOW_MS;
+    const TOKEN: &str = "S3cr3t_T0ken-abc";
+
+    fn telegram(secrets: Vec<Secret>) -> Telegram {
+        Telegram::from_config(&serde_json::Value::Null, secrets).unwrap()
+    }
+
+    fn headers(token: &str) -> Headers {
+        Headers::from_iter([("X-Telegram-Bot-Api-Secret-Token", token)])
+    }
+
+    #[test]
+    fn every_telegram_vector_gets_its_expected_verdict() {
+        for v in testkit::vectors_for(&["telegram"]) {
+            let h = v.headers();
+            let got =
+                telegram(vec![v.secret()]).verify(&request(&h, v.body.as_bytes()), v.now_ms());
+            assert_eq!(got.is_ok(), v.expected.valid, "{}: {got:?}", v.id);
+        }
+    }
+
+    #[test]
+    fn telegram_vector_extracts_update_id_kind_and_date() {
+        let v = testkit::vector("telegram-secret-token");
+        let h = v.headers();
+        let got = telegram(vec![v.secret()])
+            .extract(&request(&h, v.body.as_bytes()))
+            .unwrap();
+        assert_eq!(
+            got,
+            Extracted {
+                event_id: Some("10000".into()),
+                event_type: Some("message".into()),
+                occurred_at_ms: Some(1_767_225_600_000),
+            }
+        );
+    }
+
+    #[test]
+    fn callback_query_without_date_has_no_occurred_at() {
+        let h = Headers::new();
+        let body = br#"{"update_id":7,"callback_query":{"id":"1","data":"x"}}"#;
+        let got = telegram(vec![secret("k", TOKEN)])
+            .extract(&request(&h, body))
+            .unwrap();
+        assert_eq!(got.event_type.as_deref(), Some("callback_query"));
+        assert_eq!(got.occurred_at_ms, None);
+    }
+
+    #[test]
+    fn telegram_update_without_integer_update_id_is_an_extract_error() {
+        let p = telegram(vec![secret("k", TOKEN)]);
+        let h = Headers::new();
+        for body in [
+            &b"nope"[..],
+            b"[1]",
+            br#"{"message":{}}"#,
+            br#"{"update_id":"1"}"#,
+        ] {
+            assert!(p.extract(&request(&h, body)).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_telegram_token_is_refused() {
+        let p = telegram(vec![secret("k", TOKEN)]);
+        for presented in [
+            "S3cr3t_T0ken-abd",
+            "S3cr3t_T0ken-ab",
+            "S3cr3t_T0ken-abcd",
+            "s3cr3t_t0ken-abc",
+        ] {
+            let h = headers(presented);
+            assert_eq!(
+                p.verify(&request(&h, b"{}"), NOW_MS),
+                Err(VerifyError::SignatureMismatch),
+                "{presented}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_telegram_token_is_refused() {
+        let got =
+            telegram(vec![secret("k", TOKEN)]).verify(&request(&Headers::new(), b"{}"), NOW_MS);
+        assert_eq!(got, Err(VerifyError::MissingSignature(HEADER.into())));
+    }
+
+    #[test]
+    fn body_is_not_authenticated_by_the_telegram_token() {
+        let h = headers(TOKEN);
+        assert!(telegram(vec![secret("k", TOKEN)])
+            .verify(&request(&h, b"anything"), NOW_MS)
+            .is_ok());
+    }
+
+    #[test]
+    fn rotated_telegram_token_reports_the_key_that_matched() {
+        let h = headers("new-token");
+        let got = telegram(vec![secret("old", TOKEN), secret("new", "new-token")])
+            .verify(&request(&h, b"{}"), NOW_MS)
+            .unwrap();
+        assert_eq!(got.key_id.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn telegram_token_past_not_after_is_not_accepted() {
+        let h = headers(TOKEN);
+        let p = telegram(vec![
+            expiring_secret("old", TOKEN, NOW_MS - 1),
+            secret("new", "new-token"),
+        ]);
+        assert_eq!(
+            p.verify(&request(&h, b"{}"), NOW_MS),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn telegram_sign_then_verify_round_trips() {
+        let p = telegram(vec![secret("k", TOKEN)]);
+        let input = SignInput {
+            body: br#"{"update_id":1}"#,
+            now_ms: NOW_MS,
+            delivery_id: "unused",
+        };
+        let h = p.sign(&input).unwrap();
+        assert!(p.verify(&request(&h, input.body), NOW_MS).is_ok());
+    }
+
+    #[test]
+    fn telegram_tokens_outside_the_setwebhook_alphabet_are_config_errors() {
+        let long = "a".repeat(257);
+        for bad in ["", "has space", "dot.ted", "ünïcode", long.as_str()] {
+            let err = Telegram::from_config(&serde_json::Value::Null, vec![secret("tok", bad)])
+                .unwrap_err();
+            assert!(
+                err.0.contains("\"tok\"") && err.0.contains("1-256"),
+                "{err}"
+            );
+        }
+        assert!(Telegram::from_config(
+            &serde_json::Value::Null,
+            vec![secret("tok", &"a".repeat(256))]
+        )
+        .is_ok());
+        assert!(Telegram::from_config(&serde_json::Value::Null, vec![]).is_err());
+        let err = Telegram::from_config(
+            &serde_json::json!({"ip_allowlist": []}),
+            vec![secret("k", TOKEN)],
+        )
+        .unwrap_err();
+        assert!(err.0.contains("unknown field `ip_allowlist`"), "{err}");
+    }
+}

@@ -1,0 +1,330 @@
+//! The worker: per record decode the envelope, take its dedupe key, dispatch to the routed
+//! targets, then complete or fail. Failures are reported per record so only they retry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::envelope::Envelope;
+use crate::metrics;
+use crate::ports::{
+    BeginOutcome, BeginRequest, Clock, DedupeRecord, DedupeStatus, Ledger, TrailEntry, TrailStatus,
+};
+use crate::targets::{DispatchError, Target};
+
+/// A queue message as the worker sees it (from an SQS event or the embedded queue).
+#[derive(Debug, Clone)]
+pub struct WorkerRecord {
+    pub message_id: String,
+    pub body: String,
+    pub receive_count: u32,
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Dispatched {
+        dedupe_key: String,
+    },
+    /// Already completed under the same key and body: acknowledged, not dispatched.
+    Duplicate {
+        dedupe_key: String,
+    },
+    /// Same key, different body: recorded and alarmed, never dispatched.
+    Conflict {
+        dedupe_key: String,
+    },
+    /// Another worker holds a live lease: retry later.
+    Busy {
+        dedupe_key: String,
+    },
+    /// Dispatch or ledger failure: retry (or DLQ after the last receive).
+    Failed {
+        dedupe_key: Option<String>,
+        error: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the message must stay on the queue (a batch item failure).
+    pub fn retry(&self) -> bool {
+        matches!(self, Outcome::Busy { .. } | Outcome::Failed { .. })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BatchResult {
+    pub outcomes: Vec<(String, Outcome)>,
+}
+
+impl BatchResult {
+    /// Message ids to report as `batchItemFailures`.
+    pub fn failed_message_ids(&self) -> Vec<String> {
+        self.outcomes
+            .iter()
+            .filter(|(_, o)| o.retry())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+pub struct Worker {
+    config: Arc<Config>,
+    ledger: Arc<dyn Ledger>,
+    targets: BTreeMap<String, Arc<dyn Target>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The dedupe decision for a key someone else holds.
+fn held_outcome(key: &str, body_sha256: &str, rec: &DedupeRecord) -> Outcome {
+    if rec.body_sha256 != body_sha256 {
+        return Outcome::Conflict {
+            dedupe_key: key.into(),
+        };
+    }
+    match rec.status {
+        DedupeStatus::Completed => Outcome::Duplicate {
+            dedupe_key: key.into(),
+        },
+        // A live lease (or, by the begin condition, nothing else can hold the key).
+        DedupeStatus::InProgress | DedupeStatus::Failed => Outcome::Busy {
+            dedupe_key: key.into(),
+        },
+    }
+}
+
+impl Worker {
+    pub fn new(
+        config: Arc<Config>,
+        ledger: Arc<dyn Ledger>,
+        targets: BTreeMap<String, Arc<dyn Target>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            config,
+            ledger,
+            targets,
+            clock,
+        }
+    }
+
+    pub async fn process(&self, records: &[WorkerRecord]) -> BatchResult {
+        let mut result = BatchResult::default();
+        // Envelopes whose key we now hold, to be dispatched together.
+        let mut taken: Vec<(usize, Envelope, u32)> = Vec::new();
+        // Later copies of a key already taken in this batch (a provider retry that arrived
+        // before the first copy was processed): they follow the first copy's outcome without
+        // a ledger call of their own.
+        let mut followers: Vec<(usize, usize)> = Vec::new();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+
+        for (i, rec) in records.iter().enumerate() {
+            let env = match Envelope::from_json(&rec.body) {
+                Ok(e) => e,
+                Err(e) => {
+                    error!(message_id = %rec.message_id, error = %e, "undecodable envelope");
+                    outcomes[i] = Some(Outcome::Failed {
+                        dedupe_key: None,
+                        error: format!("undecodable envelope: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if let Some(leader) = taken.iter().position(|(_, t, _)| {
+                t.dedupe_key == env.dedupe_key && t.body_sha256 == env.body_sha256
+            }) {
+                followers.push((i, leader));
+                continue;
+            }
+            match self.begin(&env).await {
+                Ok(BeginOutcome::Acquired { .. }) => taken.push((i, env, rec.receive_count)),
+                Ok(BeginOutcome::Held(held)) => {
+                    let o = held_outcome(&env.dedupe_key, &env.body_sha256, &held);
+                    self.note_held(&env, &o).await;
+                    outcomes[i] = Some(o);
+                }
+                Err(e) => {
+                    warn!(dedupe_key = %env.dedupe_key, error = %e, "dedupe begin failed");
+                    outcomes[i] = Some(Outcome::Failed {
+                        dedupe_key: Some(env.dedupe_key.clone()),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+
+        let dispatch = self.dispatch(&taken).await;
+        for ((i, env, receive_count), res) in taken.iter().zip(dispatch) {
+            outcomes[*i] = Some(self.finish(env, *receive_count, res).await);
+        }
+        for (i, leader) in followers {
+            let env = &taken[leader].1;
+            let o = match &outcomes[taken[leader].0] {
+                Some(Outcome::Dispatched { .. }) => Outcome::Duplicate {
+                    dedupe_key: env.dedupe_key.clone(),
+                },
+                // The first copy failed and will be retried; so is this one, and dedupe
+                // decides between them next time.
+                _ => Outcome::Busy {
+                    dedupe_key: env.dedupe_key.clone(),
+                },
+            };
+            self.note_held(env, &o).await;
+            outcomes[i] = Some(o);
+        }
+
+        for (rec, o) in records.iter().zip(outcomes) {
+            let o = o.unwrap_or(Outcome::Failed {
+                dedupe_key: None,
+                error: "not processed".into(),
+            });
+            result.outcomes.push((rec.message_id.clone(), o));
+        }
+        result
+    }
+
+    async fn begin(&self, env: &Envelope) -> Result<BeginOutcome, crate::ports::LedgerError> {
+        let now = self.clock.now_ms();
+        self.ledger
+            .begin(&BeginRequest {
+                key: env.dedupe_key.clone(),
+                source: env.source.clone(),
+                body_sha256: env.body_sha256.clone(),
+                provider_event_id: env.provider_event_id.clone(),
+                event_type: env.event_type.clone(),
+                via: env.via.as_str().to_string(),
+                received_at_ms: env.received_at_ms(),
+                now_ms: now,
+                lease_until_ms: now + self.config.lease_ms(),
+            })
+            .await
+    }
+
+    async fn note_held(&self, env: &Envelope, outcome: &Outcome) {
+        let now = self.clock.now_ms();
+        let status = match outcome {
+            Outcome::Duplicate { .. } => {
+                info!(source = %env.source, dedupe_key = %env.dedupe_key, "duplicate acknowledged");
+                metrics::count(now, "duplicates", &env.source);
+                TrailStatus::Duplicate
+            }
+            Outcome::Conflict { .. } => {
+                error!(source = %env.source, dedupe_key = %env.dedupe_key, "payload conflict: same key, different body");
+                metrics::count(now, "conflicts", &env.source);
+                TrailStatus::Conflict
+            }
+            _ => return,
+        };
+        let entry = TrailEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            at_ms: now,
+            source: env.source.clone(),
+            status,
+            dedupe_key: Some(env.dedupe_key.clone()),
+            provider_event_id: env.provider_event_id.clone(),
+            event_type: env.event_type.clone(),
+            reason: (status == TrailStatus::Conflict)
+                .then(|| format!("body_sha256 {}", env.body_sha256)),
+            source_ip: None,
+        };
+        if let Err(e) = self.ledger.append(&entry).await {
+            warn!(dedupe_key = %env.dedupe_key, error = %e, "could not record trail entry");
+        }
+    }
+
+    /// Group envelopes by target and deliver; an envelope succeeds when all its targets do.
+    async fn dispatch(&self, taken: &[(usize, Envelope, u32)]) -> Vec<Result<(), DispatchError>> {
+        let mut results: Vec<Result<(), DispatchError>> = vec![Ok(()); taken.len()];
+        let mut per_target: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (n, (_, env, _)) in taken.iter().enumerate() {
+            let ids = self
+                .config
+                .targets_for(&env.source, env.event_type.as_deref());
+            if ids.is_empty() {
+                results[n] = Err(DispatchError::Permanent(format!(
+                    "no route for source {}",
+                    env.source
+                )));
+            }
+            for id in ids {
+                per_target.entry(id).or_default().push(n);
+            }
+        }
+        for (target_id, idx) in per_target {
+            let Some(target) = self.targets.get(&target_id) else {
+                for n in idx {
+                    results[n] = Err(DispatchError::Permanent(format!(
+                        "target {target_id} is not configured"
+                    )));
+                }
+                continue;
+            };
+            let batch: Vec<&Envelope> = idx.iter().map(|&n| &taken[n].1).collect();
+            let delivered = target.deliver(&batch).await;
+            for (n, r) in idx.into_iter().zip(delivered) {
+                if let Err(e) = r {
+                    if results[n].is_ok() {
+                        results[n] = Err(e);
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    async fn finish(
+        &self,
+        env: &Envelope,
+        receive_count: u32,
+        res: Result<(), DispatchError>,
+    ) -> Outcome {
+        let now = self.clock.now_ms();
+        let key = env.dedupe_key.clone();
+        match res {
+            Ok(()) => {
+                let window = self
+                    .config
+                    .source(&env.source)
+                    .map(|s| s.dedupe_window_ms)
+                    .unwrap_or(7 * 86_400_000);
+                if let Err(e) = self.ledger.complete(&key, now, now + window).await {
+                    // Dispatched but not recorded: the retry finds the lease and waits for
+                    // it to lapse, then dispatches again. Targets absorb that (JSONL keeps keys;
+                    // EventBridge consumers see the same dedupe_key).
+                    warn!(dedupe_key = %key, error = %e, "dispatched but could not complete");
+                    return Outcome::Failed {
+                        dedupe_key: Some(key),
+                        error: e.to_string(),
+                    };
+                }
+                metrics::count(now, "dispatched", &env.source);
+                let latency = (now - env.received_at_ms()).max(0) as f64;
+                metrics::emit(
+                    now,
+                    "end_to_end_latency",
+                    metrics::Unit::Milliseconds,
+                    latency,
+                    &env.source,
+                    None,
+                );
+                info!(source = %env.source, dedupe_key = %key, "dispatched");
+                Outcome::Dispatched { dedupe_key: key }
+            }
+            Err(e) => {
+                let dead = receive_count >= self.config.settings.max_receive_count;
+                let msg = e.to_string();
+                warn!(source = %env.source, dedupe_key = %key, error = %msg, dead, "dispatch failed");
+                metrics::count(now, "dispatch_failures", &env.source);
+                if let Err(le) = self.ledger.fail(&key, now, &msg, dead).await {
+                    warn!(dedupe_key = %key, error = %le, "could not record failure");
+                }
+                Outcome::Failed {
+                    dedupe_key: Some(key),
+                    error: msg,
+                }
+            }
+        }
+    }
+}

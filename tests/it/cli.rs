@@ -1,0 +1,280 @@
+//! The real `inlet` binary: `check`, `sign`, `events`, and `inlet dev` killed with SIGKILL
+//! after it acknowledged events, then restarted: every acknowledged event is dispatched
+//! exactly once.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use inlet::ports::{Clock, SystemClock};
+
+use crate::pipeline::{jsonl_keys, sample_body, signed_headers, DEV_CONFIG};
+
+const INLET: &str = env!("CARGO_BIN_EXE_inlet");
+
+/// The dev config with its files in `dir`; short visibility and lease so a killed worker's
+/// message comes back within seconds of real time.
+fn write_config(dir: &Path) -> PathBuf {
+    let text = DEV_CONFIG
+        .replace(
+            "data_dir = \"../../.inlet\"",
+            &format!("data_dir = {:?}", dir.join("data")),
+        )
+        .replace(
+            "path = \"../../.inlet/events.jsonl\"",
+            &format!("path = {:?}", dir.join("events.jsonl")),
+        )
+        .replace("lease_seconds = 60", "lease_seconds = 1")
+        .replace(
+            "visibility_timeout_seconds = 180",
+            "visibility_timeout_seconds = 2",
+        );
+    let path = dir.join("inlet.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn inlet(args: &[&str]) -> std::process::Output {
+    Command::new(INLET).args(args).output().expect("run inlet")
+}
+
+struct Dev {
+    child: Child,
+    base: String,
+}
+
+impl Dev {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(INLET)
+            .args(["dev", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn inlet dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut first = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("read banner");
+        let base = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_string();
+        Self { child, base }
+    }
+
+    fn kill(mut self) {
+        // SIGKILL: no chance to flush or finish anything.
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(base: &str, cfg: &inlet::config::Config, source: &str, body: &[u8]) -> (u16, String) {
+    let headers = signed_headers(
+        cfg,
+        source,
+        body,
+        SystemClock.now_ms(),
+        &uuid::Uuid::new_v4().to_string(),
+    );
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/webhooks/{source}"))
+        .body(body.to_vec());
+    for (k, v) in headers.iter() {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.expect("post");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+fn key_of(answer: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(answer).expect("json answer");
+    v["dedupe_key"].as_str().expect("dedupe_key").to_string()
+}
+
+async fn wait_for_keys(jsonl: &Path, want: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while jsonl_keys(jsonl).len() < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {want} events dispatched",
+            jsonl_keys(jsonl).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn killing_inlet_dev_after_acknowledgement_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let jsonl = dir.path().join("events.jsonl");
+    let mut acknowledged = Vec::new();
+
+    // Three rounds: acknowledge a burst, SIGKILL at once (the worker is mid-batch or idle),
+    // restart. Every source takes part.
+    for round in 0..3u64 {
+        let dev = Dev::start(&config_path);
+        for n in 0..10u64 {
+            let source = crate::pipeline::SOURCES[(n % 5) as usize];
+            let (status, answer) = post(
+                &dev.base,
+                &cfg,
+                source,
+                &sample_body(source, round * 100 + n),
+            )
+            .await;
+            assert_eq!(status, 200, "{source}: {answer}");
+            acknowledged.push(key_of(&answer));
+        }
+        dev.kill();
+    }
+    let dev = Dev::start(&config_path);
+    wait_for_keys(&jsonl, acknowledged.len()).await;
+    let mut written = jsonl_keys(&jsonl);
+    written.sort();
+    acknowledged.sort();
+    assert_eq!(
+        written, acknowledged,
+        "every acknowledged event exactly once"
+    );
+    drop(dev);
+}
+
+#[tokio::test]
+async fn events_shows_dispatched_duplicate_and_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let jsonl = dir.path().join("events.jsonl");
+    let dev = Dev::start(&config_path);
+    let body = sample_body("stripe", 9);
+    let headers = signed_headers(&cfg, "stripe", &body, SystemClock.now_ms(), "d");
+    for _ in 0..2 {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/webhooks/stripe", dev.base))
+            .body(body.clone());
+        for (k, v) in headers.iter() {
+            req = req.header(k, v);
+        }
+        assert_eq!(req.send().await.expect("post").status().as_u16(), 200);
+    }
+    let mut tampered = body.clone();
+    tampered.push(b' ');
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/webhooks/stripe", dev.base))
+        .body(tampered);
+    for (k, v) in headers.iter() {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.expect("post").status().as_u16(), 401);
+    wait_for_keys(&jsonl, 1).await;
+
+    // Wait until the worker has seen the second delivery too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let statuses = loop {
+        let out = inlet(&[
+            "events",
+            "--json",
+            "--config",
+            config_path.to_str().expect("utf8"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let statuses: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                v["status"].as_str().expect("status").to_string()
+            })
+            .collect();
+        if statuses.iter().any(|s| s == "duplicate") || tokio::time::Instant::now() > deadline {
+            break statuses;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(statuses.contains(&"dispatched".to_string()), "{statuses:?}");
+    assert!(statuses.contains(&"duplicate".to_string()), "{statuses:?}");
+    assert!(
+        statuses.contains(&"refused (signature_mismatch)".to_string()),
+        "{statuses:?}"
+    );
+    assert_eq!(jsonl_keys(&jsonl).len(), 1);
+}
+
+#[test]
+fn check_accepts_the_example_and_names_the_broken_field() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/dev/inlet.toml");
+    let ok = inlet(&["check", "--config", example]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("source stripe"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        DEV_CONFIG.replace("id = \"file\"", "id = \"files\""),
+    )
+    .expect("write");
+    let bad = inlet(&["check", "--config", broken.to_str().expect("utf8")]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("routes[0].targets[0]"), "{err}");
+}
+
+#[test]
+fn sign_prints_a_request_that_verifies() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/dev/inlet.toml");
+    for source in crate::pipeline::SOURCES {
+        let out = inlet(&["sign", "--config", example, "--source", source]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let req: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(req["path"], format!("/webhooks/{source}"));
+        let cfg = inlet::config::load_file(Path::new(example), &|_: &str| None).expect("config");
+        let headers: inlet::request::Headers = req["headers"]
+            .as_object()
+            .expect("headers")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("str").to_string()))
+            .collect();
+        let body = req["body"].as_str().expect("body").as_bytes().to_vec();
+        let inbound = inlet::request::InboundRequest {
+            method: "POST",
+            headers: &headers,
+            query: &[],
+            body: &body,
+        };
+        let provider = &cfg.source(source).expect("source").provider;
+        provider
+            .verify(&inbound, SystemClock.now_ms())
+            .unwrap_or_else(|e| panic!("{source}: {e}"));
+        provider
+            .extract(&inbound)
+            .unwrap_or_else(|e| panic!("{source}: {e}"));
+    }
+}

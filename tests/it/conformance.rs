@@ -1,0 +1,913 @@
+//! One suite, two backends: every case is a plain async fn over the ports (`Queue`,
+//! `Ledger`, `EventBus`), run once on the embedded SQLite adapters (`embedded_*`) and once on
+//! the AWS adapters against moto (`aws_*`). A case that passes on one and fails on the other
+//! is a parity bug in an adapter, not a flaky test.
+//!
+//! Time: the embedded backend runs on a `ManualClock` the case advances; moto runs on the
+//! wall clock, so there a case long-polls until the condition holds, within a bound. No case
+//! sleeps a fixed time. Ledger cases pass time explicitly (`now_ms`), like the domain does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use inlet::ports::{
+    BeginOutcome, BeginRequest, BusEvent, DedupeStatus, EventBus, Ledger, LedgerError, ManualClock,
+    OutboundMessage, PublishResult, Queue, ReceivedMessage, TrailEntry, TrailQuery, TrailRow,
+    TrailStatus,
+};
+
+use crate::support::{aws, embedded};
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+/// How time passes for a backend.
+#[derive(Clone)]
+pub enum Time {
+    /// moto: the wall clock. Waiting is a bounded series of 1 s long polls.
+    Wall,
+    /// embedded: a clock that moves only when the case says so.
+    Manual(Arc<ManualClock>),
+}
+
+impl Time {
+    /// The `wait` for a receive that waits on a condition.
+    fn poll_wait(&self) -> Duration {
+        match self {
+            Time::Wall => Duration::from_secs(1),
+            Time::Manual(_) => Duration::ZERO,
+        }
+    }
+
+    /// How many polls before a condition counts as never reached (≈ 15 s on the wall).
+    fn polls(&self) -> usize {
+        match self {
+            Time::Wall => 15,
+            Time::Manual(_) => 10,
+        }
+    }
+
+    /// Let `d` pass: advance the manual clock; the wall clock moves on its own.
+    fn pass(&self, d: Duration) {
+        if let Time::Manual(clock) = self {
+            clock.advance_ms(d.as_millis() as i64);
+        }
+    }
+}
+
+/// A main queue that redrives to `dlq` after `MAX_RECEIVES` receives.
+pub struct Queues {
+    pub main: Box<dyn Queue>,
+    pub dlq: Box<dyn Queue>,
+    pub time: Time,
+}
+
+const MAX_RECEIVES: u32 = 3;
+
+async fn aws_queues() -> Queues {
+    let q = aws::queues_with_dlq(MAX_RECEIVES).await;
+    Queues {
+        main: Box::new(q.main),
+        dlq: Box::new(q.dlq),
+        time: Time::Wall,
+    }
+}
+
+fn embedded_queues() -> Queues {
+    let clock = Arc::new(ManualClock::new(T0));
+    let (main, dlq) = embedded::queues_with_dlq(clock.clone(), MAX_RECEIVES);
+    Queues {
+        main,
+        dlq,
+        time: Time::Manual(clock),
+    }
+}
+
+async fn aws_ledger() -> Box<dyn Ledger> {
+    Box::new(aws::ledger().await)
+}
+
+fn embedded_ledger() -> Box<dyn Ledger> {
+    embedded::ledger(Arc::new(ManualClock::new(T0)))
+}
+
+async fn aws_bus() -> Box<dyn EventBus> {
+    Box::new(aws::bus().await)
+}
+
+fn embedded_bus() -> Box<dyn EventBus> {
+    embedded::bus(Arc::new(ManualClock::new(T0)))
+}
+
+/// Any fixed instant: ledger cases pass time explicitly.
+const T0: i64 = 1_700_000_000_000;
+const LEASE_MS: i64 = 30_000;
+const VISIBLE_NOW: Duration = Duration::ZERO;
+const HIDDEN: Duration = Duration::from_secs(30);
+
+/// Receive until a message comes, letting `step` pass between empty polls.
+async fn receive_eventually(
+    queue: &dyn Queue,
+    time: &Time,
+    visibility: Duration,
+    step: Duration,
+) -> ReceivedMessage {
+    for _ in 0..time.polls() {
+        let mut got = queue
+            .receive(1, visibility, time.poll_wait())
+            .await
+            .expect("receive");
+        if let Some(m) = got.pop() {
+            assert!(got.is_empty(), "receive(1) returned more than one message");
+            return m;
+        }
+        time.pass(step);
+    }
+    panic!("no message became visible within {} polls", time.polls());
+}
+
+/// Receive until `n` messages have come (hidden for `HIDDEN` once received).
+async fn receive_all(queue: &dyn Queue, time: &Time, n: usize) -> Vec<ReceivedMessage> {
+    let mut all = Vec::new();
+    for _ in 0..time.polls() {
+        all.extend(
+            queue
+                .receive(10, HIDDEN, time.poll_wait())
+                .await
+                .expect("receive"),
+        );
+        if all.len() >= n {
+            assert_eq!(all.len(), n, "more messages than were sent");
+            return all;
+        }
+    }
+    panic!("only {} of {n} messages arrived", all.len());
+}
+
+async fn assert_empty(queue: &dyn Queue, time: &Time, visibility: Duration) {
+    let got = queue
+        .receive(10, visibility, time.poll_wait())
+        .await
+        .expect("receive");
+    assert!(got.is_empty(), "expected no visible message, got {got:?}");
+}
+
+fn ok_ids(results: Vec<Result<String, inlet::ports::QueueError>>) -> Vec<String> {
+    results
+        .into_iter()
+        .map(|r| r.expect("entry accepted"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Queue
+
+async fn send_receive_delete(q: &Queues) {
+    let id = q
+        .main
+        .send(&OutboundMessage::new(r#"{"n":1}"#))
+        .await
+        .expect("send");
+
+    // Visibility 0: were the delete to fail, the message would be visible again at once.
+    let m = receive_eventually(&*q.main, &q.time, VISIBLE_NOW, Duration::ZERO).await;
+    assert_eq!(m.message_id, id);
+    assert_eq!(m.body, r#"{"n":1}"#);
+    assert_eq!(m.receive_count, 1);
+    assert!(
+        m.sent_at_ms > 0,
+        "sent_at_ms is a unix time: {}",
+        m.sent_at_ms
+    );
+    assert!(!m.receipt_handle.is_empty());
+
+    q.main.delete(&m.receipt_handle).await.expect("delete");
+    assert_empty(&*q.main, &q.time, VISIBLE_NOW).await;
+}
+
+async fn send_batch_returns_one_id_per_entry(q: &Queues) {
+    let bodies = ["a", "b", "c"];
+    let messages: Vec<_> = bodies.iter().map(|b| OutboundMessage::new(*b)).collect();
+    let ids = ok_ids(q.main.send_batch(&messages).await.expect("send_batch"));
+    assert_eq!(ids.len(), 3);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        3,
+        "ids are distinct: {ids:?}"
+    );
+
+    let received: HashMap<String, String> = receive_all(&*q.main, &q.time, 3)
+        .await
+        .into_iter()
+        .map(|m| (m.message_id, m.body))
+        .collect();
+    for (id, body) in ids.iter().zip(bodies) {
+        assert_eq!(
+            received.get(id).map(String::as_str),
+            Some(body),
+            "entry {body} maps to id {id}"
+        );
+    }
+}
+
+async fn send_batch_of_more_than_ten_is_refused(q: &Queues) {
+    let messages: Vec<_> = (0..11)
+        .map(|i| OutboundMessage::new(i.to_string()))
+        .collect();
+    assert!(q.main.send_batch(&messages).await.is_err());
+    assert!(q
+        .main
+        .send_batch(&[])
+        .await
+        .expect("an empty batch")
+        .is_empty());
+}
+
+async fn received_message_is_hidden_then_reappears(q: &Queues) {
+    let id = q
+        .main
+        .send(&OutboundMessage::new("hide me"))
+        .await
+        .expect("send");
+    let visibility = Duration::from_secs(2);
+
+    let first = receive_eventually(&*q.main, &q.time, visibility, Duration::ZERO).await;
+    assert_eq!(first.message_id, id);
+    let hidden = q
+        .main
+        .receive(10, visibility, Duration::ZERO)
+        .await
+        .expect("receive");
+    assert!(
+        hidden.is_empty(),
+        "hidden during its visibility timeout: {hidden:?}"
+    );
+
+    let again = receive_eventually(&*q.main, &q.time, visibility, Duration::from_secs(1)).await;
+    assert_eq!(again.message_id, id);
+    assert_eq!(again.receive_count, 2);
+}
+
+async fn receive_count_increments(q: &Queues) {
+    q.main
+        .send(&OutboundMessage::new("count me"))
+        .await
+        .expect("send");
+    for expected in 1..=MAX_RECEIVES {
+        let m = receive_eventually(&*q.main, &q.time, VISIBLE_NOW, Duration::ZERO).await;
+        assert_eq!(m.receive_count, expected);
+    }
+}
+
+async fn message_moves_to_dlq_after_max_receives(q: &Queues) {
+    let id = q
+        .main
+        .send(&OutboundMessage::new("poison"))
+        .await
+        .expect("send");
+    for expected in 1..=MAX_RECEIVES {
+        let m = receive_eventually(&*q.main, &q.time, VISIBLE_NOW, Duration::ZERO).await;
+        assert_eq!(
+            (m.message_id.as_str(), m.receive_count),
+            (id.as_str(), expected)
+        );
+    }
+    // The receive after the last allowed one finds it over the limit and redrives it.
+    assert_empty(&*q.main, &q.time, VISIBLE_NOW).await;
+
+    let dead = receive_eventually(&*q.dlq, &q.time, HIDDEN, Duration::ZERO).await;
+    assert_eq!(dead.body, "poison");
+    assert_empty(&*q.main, &q.time, VISIBLE_NOW).await;
+}
+
+async fn change_visibility_to_zero_makes_it_visible(q: &Queues) {
+    let id = q
+        .main
+        .send(&OutboundMessage::new("retry now"))
+        .await
+        .expect("send");
+    let m = receive_eventually(&*q.main, &q.time, HIDDEN, Duration::ZERO).await;
+    let hidden = q
+        .main
+        .receive(10, HIDDEN, Duration::ZERO)
+        .await
+        .expect("receive");
+    assert!(hidden.is_empty(), "hidden for 30 s: {hidden:?}");
+
+    q.main
+        .change_visibility(&m.receipt_handle, Duration::ZERO)
+        .await
+        .expect("change_visibility");
+    let again = receive_eventually(&*q.main, &q.time, HIDDEN, Duration::ZERO).await;
+    assert_eq!(again.message_id, id);
+}
+
+async fn move_to_moves_dead_letters_back(q: &Queues) {
+    for body in ["d1", "d2", "d3"] {
+        q.dlq
+            .send(&OutboundMessage::new(body))
+            .await
+            .expect("send to the DLQ");
+    }
+    let moved = q.dlq.move_to(&*q.main, 10).await.expect("move_to");
+    assert_eq!(moved, 3);
+
+    let mut bodies: Vec<_> = receive_all(&*q.main, &q.time, 3)
+        .await
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["d1", "d2", "d3"]);
+    // Deleted from the DLQ, not merely hidden: with visibility 0 they would show at once.
+    assert_empty(&*q.dlq, &q.time, VISIBLE_NOW).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Ledger
+
+fn begin_request(key: &str, body_sha256: &str, now_ms: i64) -> BeginRequest {
+    BeginRequest {
+        key: key.to_owned(),
+        source: "stripe-live".to_owned(),
+        body_sha256: body_sha256.to_owned(),
+        provider_event_id: Some("evt_1".to_owned()),
+        event_type: Some("payment_intent.succeeded".to_owned()),
+        via: "webhook".to_owned(),
+        received_at_ms: now_ms,
+        now_ms,
+        lease_until_ms: now_ms + LEASE_MS,
+    }
+}
+
+fn held(outcome: BeginOutcome) -> inlet::ports::DedupeRecord {
+    match outcome {
+        BeginOutcome::Held(record) => record,
+        other => panic!("expected Held, got {other:?}"),
+    }
+}
+
+async fn begin_new_key_acquires_first_attempt(ledger: &dyn Ledger) {
+    let req = begin_request("stripe-live#evt_1", "h1", T0);
+    assert_eq!(
+        ledger.begin(&req).await.expect("begin"),
+        BeginOutcome::Acquired { attempts: 1 }
+    );
+
+    let r = ledger
+        .get(&req.key)
+        .await
+        .expect("get")
+        .expect("the record exists");
+    assert_eq!(r.key, req.key);
+    assert_eq!(r.source, req.source);
+    assert_eq!(r.status, DedupeStatus::InProgress);
+    assert_eq!(r.body_sha256, "h1");
+    assert_eq!(r.provider_event_id, req.provider_event_id);
+    assert_eq!(r.event_type, req.event_type);
+    assert_eq!(r.via, "webhook");
+    assert_eq!(r.received_at_ms, T0);
+    assert_eq!(r.updated_at_ms, T0);
+    assert_eq!(r.lease_until_ms, T0 + LEASE_MS);
+    assert_eq!(r.expires_at_ms, None);
+    assert_eq!(r.attempts, 1);
+    assert_eq!(r.last_error, None);
+    assert!(!r.dead);
+
+    assert_eq!(
+        ledger.get("stripe-live#evt_unknown").await.expect("get"),
+        None
+    );
+}
+
+async fn begin_while_lease_is_live_is_held_in_progress(ledger: &dyn Ledger) {
+    let key = "k-live-lease";
+    ledger
+        .begin(&begin_request(key, "h1", T0))
+        .await
+        .expect("begin");
+    let r = held(
+        ledger
+            .begin(&begin_request(key, "h1", T0 + 1_000))
+            .await
+            .expect("begin again"),
+    );
+    assert_eq!(r.status, DedupeStatus::InProgress);
+    assert_eq!(r.body_sha256, "h1");
+    assert_eq!(r.lease_until_ms, T0 + LEASE_MS);
+    assert_eq!(r.attempts, 1);
+}
+
+async fn begin_after_complete_is_held_completed(ledger: &dyn Ledger) {
+    let key = "k-completed";
+    ledger
+        .begin(&begin_request(key, "h1", T0))
+        .await
+        .expect("begin");
+    ledger
+        .complete(key, T0 + 1_000, T0 + 86_400_000)
+        .await
+        .expect("complete");
+
+    // Even once the lease has lapsed: a completed record deduplicates until it expires.
+    let r = held(
+        ledger
+            .begin(&begin_request(key, "h1", T0 + 2 * LEASE_MS))
+            .await
+            .expect("begin again"),
+    );
+    assert_eq!(r.status, DedupeStatus::Completed);
+    assert_eq!(r.expires_at_ms, Some(T0 + 86_400_000));
+    assert_eq!(r.updated_at_ms, T0 + 1_000);
+}
+
+async fn begin_with_other_body_is_held_with_the_holders_hash(ledger: &dyn Ledger) {
+    let key = "k-conflict";
+    ledger
+        .begin(&begin_request(key, "h1", T0))
+        .await
+        .expect("begin");
+    let r = held(
+        ledger
+            .begin(&begin_request(key, "h2", T0 + 1_000))
+            .await
+            .expect("live lease"),
+    );
+    assert_eq!(r.body_sha256, "h1");
+
+    // A lapsed lease or a failure frees the key only for the same body.
+    let r = held(
+        ledger
+            .begin(&begin_request(key, "h2", T0 + 2 * LEASE_MS))
+            .await
+            .expect("lapsed lease"),
+    );
+    assert_eq!(
+        (r.body_sha256.as_str(), r.status),
+        ("h1", DedupeStatus::InProgress)
+    );
+    ledger
+        .fail(key, T0 + 1_000, "boom", false)
+        .await
+        .expect("fail");
+    let r = held(
+        ledger
+            .begin(&begin_request(key, "h2", T0 + 2_000))
+            .await
+            .expect("failed"),
+    );
+    assert_eq!(
+        (r.body_sha256.as_str(), r.status),
+        ("h1", DedupeStatus::Failed)
+    );
+}
+
+async fn begin_after_expiry_acquires(ledger: &dyn Ledger) {
+    let key = "k-expired";
+    ledger
+        .begin(&begin_request(key, "h1", T0))
+        .await
+        .expect("begin");
+    ledger
+        .complete(key, T0 + 1_000, T0 + 5_000)
+        .await
+        .expect("complete");
+
+    // Not yet expired at the instant itself (expires_at < now is the rule).
+    held(
+        ledger
+            .begin(&begin_request(key, "h1", T0 + 5_000))
+            .await
+            .expect("at expiry"),
+    );
+    // Past it the key is free, whatever the body.
+    let outcome = ledger
+        .begin(&begin_request(key, "h2", T0 + 5_001))
+        .await
+        .expect("after expiry");
+    assert!(
+        matches!(outcome, BeginOutcome::Acquired { .. }),
+        "{outcome:?}"
+    );
+
+    let r = ledger.get(key).await.expect("get").expect("exists");
+    assert_eq!(r.status, DedupeStatus::InProgress);
+    assert_eq!(r.body_sha256, "h2");
+    assert_eq!(r.expires_at_ms, None, "a re-taken key no longer expires");
+}
+
+async fn begin_after_failure_with_same_body_acquires_second_attempt(ledger: &dyn Ledger) {
+    let key = "k-failed";
+    ledger
+        .begin(&begin_request(key, "h1", T0))
+        .await
+        .expect("begin");
+    ledger
+        .fail(key, T0 + 1_000, "target answered 503", false)
+        .await
+        .expect("fail");
+
+    let r = ledger.get(key).await.expect("get").expect("exists");
+    assert_eq!(r.status, DedupeStatus::Failed);
+    assert_eq!(r.last_error.as_deref(), Some("target answered 503"));
+    assert_eq!(r.updated_at_ms, T0 + 1_000);
+    assert!(!r.dead);
+
+    let outcome = ledger
+        .begin(&begin_request(key, "h1", T0 + 2_000))
+        .await
+        .expect("retry");
+    assert_eq!(outcome, BeginOutcome::Acquired { attempts: 2 });
+    let r = ledger.get(key).await.expect("get").expect("exists");
+    assert_eq!(r.status, DedupeStatus::InProgress);
+    assert_eq!(r.last_error, None);
+    assert_eq!(r.lease_until_ms, T0 + 2_000 + LEASE_MS);
+}
+
+async fn begin_after_lapsed_lease_acquires(ledger: &dyn Ledger) {
+    let key = "k-lapsed";
+    ledger
+        .begin(&begin_request(key, "h1", T0))
+        .await
+        .expect("begin");
+    let outcome = ledger
+        .begin(&begin_request(key, "h1", T0 + LEASE_MS + 1))
+        .await
+        .expect("after the lease");
+    assert_eq!(outcome, BeginOutcome::Acquired { attempts: 2 });
+}
+
+async fn fail_on_last_attempt_marks_dead(ledger: &dyn Ledger) {
+    let key = "k-dead";
+    ledger
+        .begin(&begin_request(key, "h1", T0))
+        .await
+        .expect("begin");
+    ledger
+        .fail(key, T0 + 1_000, "gave up", true)
+        .await
+        .expect("fail");
+    let r = ledger.get(key).await.expect("get").expect("exists");
+    assert!(r.dead);
+    assert_eq!(r.status, DedupeStatus::Failed);
+}
+
+async fn complete_or_fail_on_missing_key_is_not_found(ledger: &dyn Ledger) {
+    let err = ledger
+        .complete("k-missing", T0, T0 + 1)
+        .await
+        .expect_err("complete");
+    assert!(
+        matches!(err, LedgerError::NotFound(ref k) if k == "k-missing"),
+        "{err:?}"
+    );
+    let err = ledger
+        .fail("k-missing", T0, "x", false)
+        .await
+        .expect_err("fail");
+    assert!(
+        matches!(err, LedgerError::NotFound(ref k) if k == "k-missing"),
+        "{err:?}"
+    );
+    assert_eq!(
+        ledger.get("k-missing").await.expect("get"),
+        None,
+        "neither creates a record"
+    );
+}
+
+fn trail_entry(id: &str, source: &str, at_ms: i64) -> TrailEntry {
+    TrailEntry {
+        id: id.to_owned(),
+        at_ms,
+        source: source.to_owned(),
+        status: TrailStatus::Refused,
+        dedupe_key: None,
+        provider_event_id: None,
+        event_type: None,
+        reason: Some("bad_signature".to_owned()),
+        source_ip: Some("203.0.113.7".to_owned()),
+    }
+}
+
+fn row_at(row: &TrailRow) -> (i64, &'static str) {
+    match row {
+        TrailRow::Record(_) => (row.at_ms(), "record"),
+        TrailRow::Entry(_) => (row.at_ms(), "entry"),
+    }
+}
+
+async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
+    let full = TrailEntry {
+        id: "t-full".to_owned(),
+        at_ms: T0 + 2_000,
+        source: "shop".to_owned(),
+        status: TrailStatus::Duplicate,
+        dedupe_key: Some("shop#1".to_owned()),
+        provider_event_id: Some("1".to_owned()),
+        event_type: Some("orders/create".to_owned()),
+        reason: None,
+        source_ip: None,
+    };
+    ledger
+        .append(&trail_entry("t-old", "shop", T0 + 1_000))
+        .await
+        .expect("append");
+    ledger
+        .append(&trail_entry("t-new", "shop", T0 + 3_000))
+        .await
+        .expect("append");
+    ledger.append(&full).await.expect("append");
+    ledger
+        .append(&trail_entry("t-other", "other", T0 + 4_000))
+        .await
+        .expect("append");
+    let mut req = begin_request("shop#2", "h", T0 + 2_500);
+    req.source = "shop".to_owned();
+    ledger.begin(&req).await.expect("begin");
+
+    let shop = |limit| TrailQuery {
+        source: Some("shop".to_owned()),
+        limit,
+    };
+    let rows = ledger.list(&shop(3)).await.expect("list");
+    assert_eq!(
+        rows.iter().map(row_at).collect::<Vec<_>>(),
+        [
+            (T0 + 3_000, "entry"),
+            (T0 + 2_500, "record"),
+            (T0 + 2_000, "entry")
+        ]
+    );
+    assert_eq!(
+        rows[2],
+        TrailRow::Entry(full),
+        "an entry reads back as written"
+    );
+    match &rows[1] {
+        TrailRow::Record(r) => assert_eq!((r.key.as_str(), r.source.as_str()), ("shop#2", "shop")),
+        other => panic!("expected the dedupe record, got {other:?}"),
+    }
+
+    let rows = ledger.list(&shop(10)).await.expect("list");
+    assert_eq!(rows.len(), 4, "only the source's rows: {rows:?}");
+    assert_eq!(
+        rows[3],
+        TrailRow::Entry(trail_entry("t-old", "shop", T0 + 1_000))
+    );
+
+    let all = ledger
+        .list(&TrailQuery {
+            source: None,
+            limit: 2,
+        })
+        .await
+        .expect("list all");
+    assert_eq!(
+        all.iter().map(row_at).collect::<Vec<_>>(),
+        [(T0 + 4_000, "entry"), (T0 + 3_000, "entry")]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Event bus
+
+fn bus_event(detail: &str) -> BusEvent {
+    BusEvent {
+        source: "inlet.stripe-live".to_owned(),
+        detail_type: "payment.succeeded".to_owned(),
+        detail: detail.to_owned(),
+        time_ms: Some(T0),
+    }
+}
+
+async fn publish_two_events_publishes_both(bus: &dyn EventBus) {
+    let results = bus
+        .publish(&[bus_event(r#"{"n":1}"#), bus_event(r#"{"n":2}"#)])
+        .await
+        .expect("publish");
+    assert_eq!(results.len(), 2);
+    let ids: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            PublishResult::Published { event_id } => event_id.clone(),
+            other => panic!("expected Published, got {other:?}"),
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+    assert!(ids.iter().all(|id| !id.is_empty()));
+}
+
+async fn non_json_detail_fails_only_that_entry(bus: &dyn EventBus) {
+    let results = bus
+        .publish(&[bus_event("not json"), bus_event(r#"{"ok":true}"#)])
+        .await
+        .expect("a per-entry failure is not an Err");
+    assert_eq!(results.len(), 2);
+    match &results[0] {
+        PublishResult::Failed { code, .. } => assert_eq!(code, "MalformedDetail"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(results[1].is_published(), "{:?}", results[1]);
+}
+
+async fn publish_more_than_ten_is_refused(bus: &dyn EventBus) {
+    let events: Vec<_> = (0..11)
+        .map(|i| bus_event(&format!(r#"{{"n":{i}}}"#)))
+        .collect();
+    assert!(bus.publish(&events).await.is_err());
+    assert!(bus.publish(&[]).await.expect("an empty publish").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// The cases on each backend
+
+#[tokio::test]
+async fn embedded_send_receive_delete() {
+    send_receive_delete(&embedded_queues()).await;
+}
+#[tokio::test]
+async fn aws_send_receive_delete() {
+    send_receive_delete(&aws_queues().await).await;
+}
+
+#[tokio::test]
+async fn embedded_send_batch_returns_one_id_per_entry() {
+    send_batch_returns_one_id_per_entry(&embedded_queues()).await;
+}
+#[tokio::test]
+async fn aws_send_batch_returns_one_id_per_entry() {
+    send_batch_returns_one_id_per_entry(&aws_queues().await).await;
+}
+
+#[tokio::test]
+async fn embedded_send_batch_of_more_than_ten_is_refused() {
+    send_batch_of_more_than_ten_is_refused(&embedded_queues()).await;
+}
+#[tokio::test]
+async fn aws_send_batch_of_more_than_ten_is_refused() {
+    send_batch_of_more_than_ten_is_refused(&aws_queues().await).await;
+}
+
+#[tokio::test]
+async fn embedded_received_message_is_hidden_then_reappears() {
+    received_message_is_hidden_then_reappears(&embedded_queues()).await;
+}
+#[tokio::test]
+async fn aws_received_message_is_hidden_then_reappears() {
+    received_message_is_hidden_then_reappears(&aws_queues().await).await;
+}
+
+#[tokio::test]
+async fn embedded_receive_count_increments() {
+    receive_count_increments(&embedded_queues()).await;
+}
+#[tokio::test]
+async fn aws_receive_count_increments() {
+    receive_count_increments(&aws_queues().await).await;
+}
+
+#[tokio::test]
+async fn embedded_message_moves_to_dlq_after_max_receives() {
+    message_moves_to_dlq_after_max_receives(&embedded_queues()).await;
+}
+#[tokio::test]
+async fn aws_message_moves_to_dlq_after_max_receives() {
+    message_moves_to_dlq_after_max_receives(&aws_queues().await).await;
+}
+
+#[tokio::test]
+async fn embedded_change_visibility_to_zero_makes_it_visible() {
+    change_visibility_to_zero_makes_it_visible(&embedded_queues()).await;
+}
+#[tokio::test]
+async fn aws_change_visibility_to_zero_makes_it_visible() {
+    change_visibility_to_zero_makes_it_visible(&aws_queues().await).await;
+}
+
+#[tokio::test]
+async fn embedded_move_to_moves_dead_letters_back() {
+    move_to_moves_dead_letters_back(&embedded_queues()).await;
+}
+#[tokio::test]
+async fn aws_move_to_moves_dead_letters_back() {
+    move_to_moves_dead_letters_back(&aws_queues().await).await;
+}
+
+#[tokio::test]
+async fn embedded_begin_new_key_acquires_first_attempt() {
+    begin_new_key_acquires_first_attempt(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_begin_new_key_acquires_first_attempt() {
+    begin_new_key_acquires_first_attempt(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_begin_while_lease_is_live_is_held_in_progress() {
+    begin_while_lease_is_live_is_held_in_progress(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_begin_while_lease_is_live_is_held_in_progress() {
+    begin_while_lease_is_live_is_held_in_progress(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_begin_after_complete_is_held_completed() {
+    begin_after_complete_is_held_completed(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_begin_after_complete_is_held_completed() {
+    begin_after_complete_is_held_completed(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_begin_with_other_body_is_held_with_the_holders_hash() {
+    begin_with_other_body_is_held_with_the_holders_hash(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_begin_with_other_body_is_held_with_the_holders_hash() {
+    begin_with_other_body_is_held_with_the_holders_hash(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_begin_after_expiry_acquires() {
+    begin_after_expiry_acquires(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_begin_after_expiry_acquires() {
+    begin_after_expiry_acquires(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_begin_after_failure_with_same_body_acquires_second_attempt() {
+    begin_after_failure_with_same_body_acquires_second_attempt(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_begin_after_failure_with_same_body_acquires_second_attempt() {
+    begin_after_failure_with_same_body_acquires_second_attempt(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_begin_after_lapsed_lease_acquires() {
+    begin_after_lapsed_lease_acquires(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_begin_after_lapsed_lease_acquires() {
+    begin_after_lapsed_lease_acquires(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_fail_on_last_attempt_marks_dead() {
+    fail_on_last_attempt_marks_dead(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_fail_on_last_attempt_marks_dead() {
+    fail_on_last_attempt_marks_dead(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_complete_or_fail_on_missing_key_is_not_found() {
+    complete_or_fail_on_missing_key_is_not_found(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_complete_or_fail_on_missing_key_is_not_found() {
+    complete_or_fail_on_missing_key_is_not_found(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_list_by_source_is_newest_first_and_limited() {
+    list_by_source_is_newest_first_and_limited(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_list_by_source_is_newest_first_and_limited() {
+    list_by_source_is_newest_first_and_limited(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_publish_two_events_publishes_both() {
+    publish_two_events_publishes_both(&*embedded_bus()).await;
+}
+#[tokio::test]
+async fn aws_publish_two_events_publishes_both() {
+    publish_two_events_publishes_both(&*aws_bus().await).await;
+}
+
+#[tokio::test]
+async fn embedded_non_json_detail_fails_only_that_entry() {
+    non_json_detail_fails_only_that_entry(&*embedded_bus()).await;
+}
+#[tokio::test]
+async fn aws_non_json_detail_fails_only_that_entry() {
+    non_json_detail_fails_only_that_entry(&*aws_bus().await).await;
+}
+
+#[tokio::test]
+async fn embedded_publish_more_than_ten_is_refused() {
+    publish_more_than_ten_is_refused(&*embedded_bus()).await;
+}
+#[tokio::test]
+async fn aws_publish_more_than_ten_is_refused() {
+    publish_more_than_ten_is_refused(&*aws_bus().await).await;
+}

@@ -1,0 +1,7 @@
+//! The one integration-test binary (each binary links the AWS SDK again; see TOOLCHAIN.md).
+
+mod cli;
+mod conformance;
+mod lambda;
+mod pipeline;
+mod support;

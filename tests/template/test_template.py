@@ -1,0 +1,554 @@
+"""Guardrail tests for template.yaml (the SAM deployment template).
+
+cfn-lint validates shapes, but a misspelt SAM event property (e.g.
+`FunctionResponseType` without the `s`) passes it silently and turns off partial
+batch responses. These tests assert the properties that Inlet's correctness,
+cost and security rest on. Each check is a plain function that raises
+AssertionError; the `test_guard_*` tests at the end feed each one a broken copy
+of the template to prove it can fail.
+
+Run: .venv/bin/python -m pytest -q tests/template
+Another template: INLET_TEMPLATE=path/to/template.yaml (same command).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode  # YAML loader that understands !Ref/!GetAtt/!Sub...
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = Path(os.environ.get("INLET_TEMPLATE", ROOT / "template.yaml"))
+
+# logical id -> cargo binary built by cargo-lambda
+FUNCTIONS = {
+    "IngestFunction": "ingest",
+    "WorkerFunction": "worker",
+    "PollerFunction": "poller",
+}
+
+# Environment each function needs (more is allowed).
+REQUIRED_ENV = {
+    "IngestFunction": {"INLET_CONFIG", "INLET_SECRETS_JSON", "INLET_QUEUE_URL", "INLET_TABLE"},
+    "WorkerFunction": {
+        "INLET_CONFIG",
+        "INLET_TABLE",
+        "INLET_BUS_NAME",
+        "INLET_MAX_RECEIVE_COUNT",
+        "INLET_LEASE_SECONDS",
+        "INLET_QUEUE_URL",
+    },
+    "PollerFunction": {"INLET_CONFIG", "INLET_QUEUE_URL", "INLET_TABLE"},
+}
+
+# Least privilege: per role, action -> the only resources it may name. Anything
+# else (a new action, a wider resource) fails until this table is updated too.
+ALLOWED_GRANTS = {
+    "IngestRole": {
+        "logs:CreateLogStream": {"IngestLogGroup"},
+        "logs:PutLogEvents": {"IngestLogGroup"},
+        "sqs:SendMessage": {"EventsQueue"},
+        "dynamodb:PutItem": {"LedgerTable"},
+    },
+    "WorkerRole": {
+        "logs:CreateLogStream": {"WorkerLogGroup"},
+        "logs:PutLogEvents": {"WorkerLogGroup"},
+        "sqs:ReceiveMessage": {"EventsQueue"},
+        "sqs:DeleteMessage": {"EventsQueue"},
+        "sqs:GetQueueAttributes": {"EventsQueue"},
+        "sqs:ChangeMessageVisibility": {"EventsQueue"},
+        "sqs:SendMessage": {"DeadLetterQueue"},
+        "dynamodb:GetItem": {"LedgerTable"},
+        "dynamodb:PutItem": {"LedgerTable"},
+        "dynamodb:UpdateItem": {"LedgerTable"},
+        "events:PutEvents": {"EventBus"},
+    },
+    "PollerRole": {
+        "logs:CreateLogStream": {"PollerLogGroup"},
+        "logs:PutLogEvents": {"PollerLogGroup"},
+        "sqs:SendMessage": {"EventsQueue"},
+        "dynamodb:GetItem": {"LedgerTable"},
+        "dynamodb:PutItem": {"LedgerTable"},
+        "dynamodb:UpdateItem": {"LedgerTable"},
+    },
+}
+
+# Every property SAM accepts on an SQS event source: anything else is a typo
+# that SAM would reject at deploy time and the linters do not see.
+SAM_SQS_EVENT_PROPERTIES = {
+    "Queue",
+    "BatchSize",
+    "Enabled",
+    "FilterCriteria",
+    "FunctionResponseTypes",
+    "KmsKeyArn",
+    "MaximumBatchingWindowInSeconds",
+    "MetricsConfig",
+    "ProvisionedPollerConfig",
+    "ScalingConfig",
+}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def load_template(path: Path = TEMPLATE) -> dict:
+    template, matches = decode(str(path))
+    assert not matches, f"{path} does not parse: {[str(m) for m in matches]}"
+    # Plain dicts/lists/strs (cfn-lint's node classes carry line marks).
+    return json.loads(json.dumps(template))
+
+
+@pytest.fixture(scope="module")
+def tpl() -> dict:
+    return load_template()
+
+
+def resources(t: dict, rtype: str | None = None) -> dict:
+    res = t.get("Resources", {})
+    return {k: v for k, v in res.items() if rtype is None or v.get("Type") == rtype}
+
+
+def resource(t: dict, name: str, rtype: str) -> dict:
+    res = t.get("Resources", {}).get(name)
+    assert res is not None, f"resource {name} missing"
+    assert res.get("Type") == rtype, f"{name} is {res.get('Type')}, expected {rtype}"
+    return res
+
+
+def props(t: dict, name: str, rtype: str) -> dict:
+    return resource(t, name, rtype).get("Properties", {})
+
+
+def function_props(t: dict, name: str) -> dict:
+    """A function's properties with Globals.Function merged in, the way SAM does."""
+    merged = copy.deepcopy(t.get("Globals", {}).get("Function", {}))
+    own = props(t, name, "AWS::Serverless::Function")
+    for key, value in own.items():
+        if key == "Environment":
+            vars_ = merged.get("Environment", {}).get("Variables", {})
+            vars_.update(value.get("Variables", {}))
+            merged["Environment"] = {"Variables": vars_}
+        else:
+            merged[key] = value
+    return merged
+
+
+def param_default(t: dict, name: str) -> int:
+    p = t.get("Parameters", {}).get(name)
+    assert p is not None, f"parameter {name} missing"
+    assert "Default" in p, f"parameter {name} has no Default"
+    return int(p["Default"])
+
+
+def ref(value) -> str | None:
+    return value.get("Ref") if isinstance(value, dict) and len(value) == 1 else None
+
+
+def getatt(value) -> tuple[str, str] | None:
+    if isinstance(value, dict) and list(value) == ["Fn::GetAtt"]:
+        target = value["Fn::GetAtt"]
+        if isinstance(target, str):
+            target = target.split(".", 1)
+        return tuple(target)
+    return None
+
+
+def iam_statements(node, path="$"):
+    """Yield (path, statement) for every IAM policy statement anywhere in the template."""
+    if isinstance(node, dict):
+        if "Effect" in node and ("Action" in node or "NotAction" in node):
+            yield path, node
+        for k, v in node.items():
+            yield from iam_statements(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from iam_statements(v, f"{path}[{i}]")
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def worker_sqs_events(t: dict) -> list[tuple[str, dict]]:
+    events = function_props(t, "WorkerFunction").get("Events", {})
+    return [(n, e) for n, e in events.items() if e.get("Type") == "SQS"]
+
+
+# ------------------------------------------------------------------- checks
+
+
+def check_worker_reports_batch_item_failures(t: dict) -> None:
+    sqs = worker_sqs_events(t)
+    assert len(sqs) == 1, f"worker needs exactly one SQS event source, has {len(sqs)}"
+    name, event = sqs[0]
+    p = event.get("Properties", {})
+    unknown = set(p) - SAM_SQS_EVENT_PROPERTIES
+    assert not unknown, f"worker event {name}: unknown SQS event properties {sorted(unknown)} (typo?)"
+    assert p.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], (
+        f"worker event {name} must set FunctionResponseTypes: [ReportBatchItemFailures]"
+    )
+    assert getatt(p.get("Queue")) == ("EventsQueue", "Arn"), "worker must consume EventsQueue"
+    assert p.get("BatchSize") == 10
+    assert p.get("MaximumBatchingWindowInSeconds") == 1
+
+
+def check_visibility_covers_worker_timeout(t: dict) -> None:
+    q = props(t, "EventsQueue", "AWS::SQS::Queue")
+    assert ref(q.get("VisibilityTimeout")) == "QueueVisibilityTimeoutSeconds"
+    assert ref(function_props(t, "WorkerFunction").get("Timeout")) == "WorkerTimeoutSeconds"
+    vis = param_default(t, "QueueVisibilityTimeoutSeconds")
+    timeout = param_default(t, "WorkerTimeoutSeconds")
+    assert vis >= 6 * timeout, f"default visibility {vis}s < 6 x worker timeout {timeout}s"
+    assert vis <= 43_200, "SQS visibility timeout maximum is 12 h"
+
+
+def check_lease_between_timeout_and_visibility(t: dict) -> None:
+    lease = param_default(t, "LeaseSeconds")
+    timeout = param_default(t, "WorkerTimeoutSeconds")
+    vis = param_default(t, "QueueVisibilityTimeoutSeconds")
+    assert timeout <= lease <= vis, f"need worker timeout {timeout} <= lease {lease} <= visibility {vis}"
+    env = function_props(t, "WorkerFunction")["Environment"]["Variables"]
+    assert ref(env.get("INLET_LEASE_SECONDS")) == "LeaseSeconds"
+    assert ref(env.get("INLET_MAX_RECEIVE_COUNT")) == "MaxReceiveCount"
+
+
+def check_dead_letter_queue(t: dict) -> None:
+    q = props(t, "EventsQueue", "AWS::SQS::Queue")
+    redrive = q.get("RedrivePolicy")
+    assert isinstance(redrive, dict), "EventsQueue needs a RedrivePolicy"
+    assert getatt(redrive.get("deadLetterTargetArn")) == ("DeadLetterQueue", "Arn")
+    assert ref(redrive.get("maxReceiveCount")) == "MaxReceiveCount"
+    assert 1 <= param_default(t, "MaxReceiveCount") <= 1000
+    dlq = props(t, "DeadLetterQueue", "AWS::SQS::Queue")
+    assert int(dlq.get("MessageRetentionPeriod", 0)) == 1_209_600, "DLQ keeps messages 14 days"
+    # A message keeps its original enqueue time in a standard DLQ: the DLQ must outlive the source.
+    assert int(dlq["MessageRetentionPeriod"]) > int(q.get("MessageRetentionPeriod", 345_600))
+
+
+def check_functions_build_as_rust_arm64(t: dict) -> None:
+    declared = set(resources(t, "AWS::Serverless::Function"))
+    assert declared == set(FUNCTIONS), f"functions {sorted(declared)} != {sorted(FUNCTIONS)}"
+    for name, binary in FUNCTIONS.items():
+        p = function_props(t, name)
+        assert p.get("Runtime") == "provided.al2023", f"{name} runtime"
+        assert p.get("Architectures") == ["arm64"], f"{name} architectures"
+        assert p.get("Handler") == "bootstrap", f"{name} handler"
+        assert p.get("CodeUri") == ".", f"{name} CodeUri (the workspace root)"
+        meta = resource(t, name, "AWS::Serverless::Function").get("Metadata", {})
+        assert meta.get("BuildMethod") == "rust-cargolambda", f"{name} BuildMethod"
+        assert meta.get("BuildProperties", {}).get("Binary") == binary, f"{name} Binary"
+
+
+def check_environment(t: dict) -> None:
+    for name, required in REQUIRED_ENV.items():
+        env = function_props(t, name).get("Environment", {}).get("Variables", {})
+        missing = required - set(env)
+        assert not missing, f"{name} lacks env {sorted(missing)}"
+        assert ref(env["INLET_CONFIG"]) == "InletConfig"
+        assert ref(env["INLET_QUEUE_URL"]) == "EventsQueue"
+        if "INLET_TABLE" in required:
+            assert ref(env["INLET_TABLE"]) == "LedgerTable"
+    ingest = function_props(t, "IngestFunction")["Environment"]["Variables"]
+    assert ref(ingest["INLET_SECRETS_JSON"]) == "WebhookSecrets"
+    assert t["Parameters"]["WebhookSecrets"].get("NoEcho") is True
+    worker = function_props(t, "WorkerFunction")["Environment"]["Variables"]
+    assert ref(worker["INLET_BUS_NAME"]) == "EventBus"
+
+
+def check_ledger_table(t: dict) -> None:
+    p = props(t, "LedgerTable", "AWS::DynamoDB::Table")
+    assert p.get("BillingMode") == "PAY_PER_REQUEST"
+    attrs = {a["AttributeName"]: a["AttributeType"] for a in p.get("AttributeDefinitions", [])}
+    assert attrs == {"pk": "S", "gsi1pk": "S", "gsi1sk": "S"}, attrs
+    assert p.get("KeySchema") == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    gsis = {g["IndexName"]: g for g in p.get("GlobalSecondaryIndexes", [])}
+    assert "by_source" in gsis, "GSI by_source missing"
+    g = gsis["by_source"]
+    assert g["KeySchema"] == [
+        {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+        {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+    ]
+    assert g["Projection"] == {"ProjectionType": "ALL"}
+    assert p.get("TimeToLiveSpecification") == {"AttributeName": "ttl", "Enabled": True}
+    assert p.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled") is True
+
+
+def check_log_groups(t: dict) -> None:
+    for name in FUNCTIONS:
+        logging = function_props(t, name).get("LoggingConfig", {})
+        assert logging.get("LogFormat") == "JSON", f"{name} should log JSON"
+        group = ref(logging.get("LogGroup"))
+        assert group, f"{name} has no LoggingConfig.LogGroup: Ref to its log group"
+        lg = props(t, group, "AWS::Logs::LogGroup")
+        assert lg.get("RetentionInDays"), f"{group} has no retention"
+        days = lg["RetentionInDays"]
+        if ref(days):
+            days = param_default(t, ref(days))
+        assert 1 <= int(days) <= 3653
+
+
+def check_no_wildcard_iam(t: dict) -> None:
+    statements = list(iam_statements(t))
+    assert statements, "no IAM statements found (the roles moved?)"
+    for path, st in statements:
+        assert "NotResource" not in st and "NotAction" not in st, f"{path}: Not* grants are too wide"
+        if st.get("Effect") != "Allow" or "Principal" in st:
+            continue  # trust policies name a principal, not a resource
+        assert "Resource" in st, f"{path}: Allow without Resource"
+        for r in as_list(st["Resource"]):
+            assert r != "*", f'{path}: Resource "*"'
+            if isinstance(r, str):
+                assert "*" not in r, f"{path}: wildcard resource {r!r}"
+        for a in as_list(st["Action"]):
+            assert isinstance(a, str) and "*" not in a, f"{path}: wildcard action {a!r}"
+
+
+def check_functions_use_explicit_roles(t: dict) -> None:
+    # Without Role, SAM generates one and attaches AWS managed policies granting on "*".
+    for name in FUNCTIONS:
+        p = function_props(t, name)
+        assert getatt(p.get("Role")) == (name.replace("Function", "Role"), "Arn"), f"{name} Role"
+        assert "Policies" not in p, f"{name}: Policies is ignored when Role is set"
+    for name, role in resources(t, "AWS::IAM::Role").items():
+        assert not role.get("Properties", {}).get("ManagedPolicyArns"), f"{name}: managed policies"
+
+
+def check_least_privilege(t: dict) -> None:
+    for role_name, allowed in ALLOWED_GRANTS.items():
+        role = props(t, role_name, "AWS::IAM::Role")
+        granted: dict[str, set[str]] = {}
+        for _, st in iam_statements(role.get("Policies", [])):
+            assert st.get("Effect") == "Allow"
+            targets = set()
+            for r in as_list(st["Resource"]):
+                target = getatt(r) or (ref(r),)
+                assert target[0], f"{role_name}: resource {r!r} is not a GetAtt/Ref of a stack resource"
+                targets.add(target[0])
+            for a in as_list(st["Action"]):
+                granted.setdefault(a, set()).update(targets)
+        assert granted == allowed, f"{role_name} grants {granted}, expected {allowed}"
+
+
+def check_http_api(t: dict) -> None:
+    api = props(t, "HttpApi", "AWS::Serverless::HttpApi")
+    throttle = api.get("DefaultRouteSettings", {})
+    assert "ThrottlingBurstLimit" in throttle and "ThrottlingRateLimit" in throttle
+    events = function_props(t, "IngestFunction").get("Events", {})
+    routes = set()
+    for e in events.values():
+        assert e.get("Type") == "HttpApi", "ingest is reached through the HTTP API only"
+        p = e["Properties"]
+        assert ref(p.get("ApiId")) == "HttpApi"
+        routes.add((p.get("Method"), p.get("Path")))
+    # POST is the route; ANY lets other methods reach ingest for a 405 instead of API GW's 404.
+    assert routes == {("POST", "/webhooks/{source}"), ("ANY", "/webhooks/{source}")}, routes
+
+
+def check_outputs(t: dict) -> None:
+    outputs = t.get("Outputs", {})
+    for name in ("WebhookBaseUrl", "QueueUrl", "DeadLetterQueueUrl", "TableName", "EventBusName"):
+        assert name in outputs, f"output {name} missing"
+    url = outputs["WebhookBaseUrl"]["Value"]["Fn::Sub"]
+    assert re.fullmatch(r"https://\$\{HttpApi\}\.execute-api\.\$\{AWS::Region\}\.\$\{AWS::URLSuffix\}/webhooks/", url), url
+
+
+PSEUDO_PARAMETERS = {
+    "AWS::AccountId",
+    "AWS::NoValue",
+    "AWS::NotificationARNs",
+    "AWS::Partition",
+    "AWS::Region",
+    "AWS::StackId",
+    "AWS::StackName",
+    "AWS::URLSuffix",
+}
+# Resources SAM generates that the template may refer to (add here when used).
+SAM_GENERATED: set[str] = set()
+
+
+def _references(node, path="$"):
+    """Yield (path, kind, name) for every Ref, GetAtt and ${Name} in a Sub."""
+    if isinstance(node, dict):
+        if len(node) == 1:
+            (key, value), = node.items()
+            if key == "Ref" and isinstance(value, str):
+                yield path, "Ref", value
+            elif key == "Fn::GetAtt":
+                target = getatt(node)
+                if target:
+                    yield path, "GetAtt", target[0]
+            elif key == "Fn::Sub":
+                text, local = (value, {}) if isinstance(value, str) else (value[0], value[1])
+                for name in re.findall(r"\$\{([^!}][^}]*)\}", text):
+                    if name not in local:
+                        yield path, "Sub", name.split(".", 1)[0] if "::" not in name else name
+        for k, v in node.items():
+            yield from _references(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _references(v, f"{path}[{i}]")
+
+
+def check_references_resolve(t: dict) -> None:
+    # cfn-lint 1.58 validates SAM resources without the SAM transform and does not
+    # check Refs inside a Serverless::Function's Environment, so check them all here.
+    resources_ = set(t.get("Resources", {})) | SAM_GENERATED
+    names = resources_ | set(t.get("Parameters", {})) | PSEUDO_PARAMETERS
+    for path, kind, name in _references(t):
+        known = resources_ if kind == "GetAtt" else names
+        assert name in known, f"{path}: {kind} to unknown {name!r}"
+
+
+CHECKS = [
+    check_references_resolve,
+    check_worker_reports_batch_item_failures,
+    check_visibility_covers_worker_timeout,
+    check_lease_between_timeout_and_visibility,
+    check_dead_letter_queue,
+    check_functions_build_as_rust_arm64,
+    check_environment,
+    check_ledger_table,
+    check_log_groups,
+    check_no_wildcard_iam,
+    check_functions_use_explicit_roles,
+    check_least_privilege,
+    check_http_api,
+    check_outputs,
+]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+def test_template(tpl, check):
+    check(tpl)
+
+
+def test_binaries_exist_in_workspace():
+    """Each Binary names a package under functions/ (cargo-lambda builds it by name)."""
+    for binary in FUNCTIONS.values():
+        cargo = ROOT / "functions" / binary / "Cargo.toml"
+        assert cargo.is_file(), f"{cargo} missing"
+        assert re.search(rf'^name\s*=\s*"{binary}"', cargo.read_text(), re.M), f"{cargo} is not package {binary}"
+
+
+def test_cfn_lint_clean():
+    """cfn-lint (the venv's, offline) reports nothing at all on the template."""
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"  # the one installed with this interpreter
+    assert cfn_lint.is_file(), f"{cfn_lint} missing: run infra/scripts/venv"
+    proc = subprocess.run(
+        [str(cfn_lint), "--format", "parseable", "--", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and not proc.stdout.strip(), (
+        f"cfn-lint exit {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+    )
+
+
+# ------------------------------------------------- the guards can fail
+
+
+def _rename_key(d: dict, old: str, new: str) -> None:
+    d[new] = d.pop(old)
+
+
+def _worker_queue_event(t: dict) -> dict:
+    return worker_sqs_events(t)[0][1]["Properties"]
+
+
+MUTATIONS = {
+    "misspelt FunctionResponseTypes": (
+        check_worker_reports_batch_item_failures,
+        lambda t: _rename_key(_worker_queue_event(t), "FunctionResponseTypes", "FunctionResponseType"),
+    ),
+    "batch item failures off": (
+        check_worker_reports_batch_item_failures,
+        lambda t: _worker_queue_event(t).pop("FunctionResponseTypes"),
+    ),
+    "visibility < 6x timeout": (
+        check_visibility_covers_worker_timeout,
+        lambda t: t["Parameters"]["QueueVisibilityTimeoutSeconds"].update(Default=179),
+    ),
+    "lease > visibility": (
+        check_lease_between_timeout_and_visibility,
+        lambda t: t["Parameters"]["LeaseSeconds"].update(Default=181),
+    ),
+    "lease < worker timeout": (
+        check_lease_between_timeout_and_visibility,
+        lambda t: t["Parameters"]["LeaseSeconds"].update(Default=29),
+    ),
+    "maxReceiveCount hard-coded": (
+        check_dead_letter_queue,
+        lambda t: t["Resources"]["EventsQueue"]["Properties"]["RedrivePolicy"].update(maxReceiveCount=5),
+    ),
+    "x86_64 worker": (
+        check_functions_build_as_rust_arm64,
+        lambda t: t["Resources"]["WorkerFunction"]["Properties"].update(Architectures=["x86_64"]),
+    ),
+    "wrong Binary": (
+        check_functions_build_as_rust_arm64,
+        lambda t: t["Resources"]["PollerFunction"]["Metadata"]["BuildProperties"].update(Binary="worker"),
+    ),
+    "no TTL": (
+        check_ledger_table,
+        lambda t: t["Resources"]["LedgerTable"]["Properties"].pop("TimeToLiveSpecification"),
+    ),
+    "log group without retention": (
+        check_log_groups,
+        lambda t: t["Resources"]["IngestLogGroup"]["Properties"].pop("RetentionInDays"),
+    ),
+    'Resource "*"': (
+        check_no_wildcard_iam,
+        lambda t: t["Resources"]["IngestRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][1].update(
+            Resource="*"
+        ),
+    ),
+    "SAM-generated role": (
+        check_functions_use_explicit_roles,
+        lambda t: t["Resources"]["WorkerFunction"]["Properties"].pop("Role"),
+    ),
+    "ingest reads the table": (
+        check_least_privilege,
+        lambda t: t["Resources"]["IngestRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(
+            {"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": {"Fn::GetAtt": ["LedgerTable", "Arn"]}}
+        ),
+    ),
+    "no throttling": (
+        check_http_api,
+        lambda t: _rename_key(
+            t["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"], "ThrottlingBurstLimit", "ThrotlingBurstLimit"
+        ),
+    ),
+    "Ref to a missing resource": (
+        check_references_resolve,
+        lambda t: t["Resources"]["WorkerFunction"]["Properties"]["Environment"]["Variables"].update(
+            INLET_TABLE={"Ref": "LedgerTabel"}
+        ),
+    ),
+    "Sub of a missing parameter": (
+        check_references_resolve,
+        lambda t: t["Resources"]["EventBus"]["Properties"].update(Name={"Fn::Sub": "${StackNam}-events"}),
+    ),
+    "missing env": (
+        check_environment,
+        lambda t: t["Resources"]["WorkerFunction"]["Properties"]["Environment"]["Variables"].pop("INLET_BUS_NAME"),
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_guard_catches(tpl, mutation):
+    check, mutate = MUTATIONS[mutation]
+    broken = copy.deepcopy(tpl)
+    mutate(broken)
+    with pytest.raises(AssertionError):
+        check(broken)
