@@ -85,13 +85,13 @@ pub async fn run(
         return Ok(());
     }
     println!(
-        "{:<24}  {:<10}  {:<44}  {:<28}  {:<8}  STATUS",
-        "RECEIVED_AT", "SOURCE", "DEDUPE_KEY", "TYPE", "ATTEMPTS"
+        "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  STATUS",
+        "RECEIVED_AT", "SOURCE", "DEDUPE_KEY", "PROVIDER_EVENT_ID", "TYPE", "ATTEMPTS"
     );
     for l in &lines {
         println!(
-            "{:<24}  {:<10}  {:<44}  {:<28}  {:<8}  {}",
-            l.at, l.source, l.key, l.event_type, l.attempts, l.status
+            "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {}",
+            l.at, l.source, l.key, l.event_id, l.event_type, l.attempts, l.status
         );
     }
     let main = store.queue_counts(MAIN_QUEUE).map_err(|e| e.to_string())?;
