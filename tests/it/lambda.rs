@@ -54,6 +54,17 @@ fn http_event(
     ev.to_string()
 }
 
+/// The dev config with every source routed to one EventBridge target `bus`.
+fn eventbridge_config(dir: &std::path::Path) -> inlet::config::Config {
+    dev_config(dir, |doc| {
+        doc.targets = vec![inlet::config::TargetSpec {
+            id: "bus".into(),
+            kind: inlet::config::TargetKind::Eventbridge { bus_name: None },
+        }];
+        doc.routes[0].targets = vec!["bus".into()];
+    })
+}
+
 /// SQS event records for received messages, in the event source mapping's shape.
 fn sqs_event(messages: &[(String, String, u32)]) -> SqsEvent {
     let mut ev: serde_json::Value = serde_json::from_str(SQS_EVENT).expect("fixture");
@@ -187,13 +198,7 @@ async fn observe_bus(bus_name: &str) -> SqsQueue {
 #[tokio::test]
 async fn aws_webhook_goes_through_sqs_dynamodb_and_eventbridge_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = Arc::new(dev_config(dir.path(), |doc| {
-        doc.targets = vec![inlet::config::TargetSpec {
-            id: "bus".into(),
-            kind: inlet::config::TargetKind::Eventbridge { bus_name: None },
-        }];
-        doc.routes[0].targets = vec!["bus".into()];
-    }));
+    let cfg = Arc::new(eventbridge_config(dir.path()));
     let queues = support::aws::queues_with_dlq(5).await;
     let ledger = Arc::new(support::aws::ledger().await);
     let bus = Arc::new(support::aws::bus().await);
@@ -308,13 +313,7 @@ impl EventBus for SpoilOne {
 #[tokio::test]
 async fn aws_put_events_entry_failure_fails_only_that_record() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = Arc::new(dev_config(dir.path(), |doc| {
-        doc.targets = vec![inlet::config::TargetSpec {
-            id: "bus".into(),
-            kind: inlet::config::TargetKind::Eventbridge { bus_name: None },
-        }];
-        doc.routes[0].targets = vec!["bus".into()];
-    }));
+    let cfg = Arc::new(eventbridge_config(dir.path()));
     let ledger = Arc::new(support::aws::ledger().await);
     let bus: Arc<dyn EventBus> = Arc::new(SpoilOne {
         inner: Arc::new(support::aws::bus().await),

@@ -6,6 +6,19 @@ pub enum BusError {
     Backend(String),
 }
 
+/// EventBridge `PutEvents` takes at most 10 entries per call.
+pub const MAX_ENTRIES: usize = 10;
+
+/// The entry-count rule both adapters enforce.
+pub fn check_entries_len(len: usize) -> Result<(), BusError> {
+    if len > MAX_ENTRIES {
+        return Err(BusError::Backend(format!(
+            "PutEvents takes at most {MAX_ENTRIES} entries per call, got {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// One event for the bus (EventBridge `PutEventsRequestEntry` without AWS types).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusEvent {

@@ -10,6 +10,20 @@ pub enum QueueError {
     Rejected(String),
 }
 
+/// SQS `SendMessageBatch` and `ReceiveMessage` take at most 10 messages.
+pub const MAX_BATCH: usize = 10;
+
+/// The batch-size rule both adapters enforce, so an oversized batch fails the same way
+/// locally and on AWS.
+pub fn check_batch_len(len: usize) -> Result<(), QueueError> {
+    if len > MAX_BATCH {
+        return Err(QueueError::Rejected(format!(
+            "SendMessageBatch takes at most {MAX_BATCH} messages, got {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// A message to enqueue. `group_id` and `deduplication_id` only matter on FIFO queues.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboundMessage {

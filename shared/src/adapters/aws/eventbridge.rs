@@ -7,11 +7,8 @@ use aws_sdk_eventbridge::primitives::DateTime;
 use aws_sdk_eventbridge::types::{PutEventsRequestEntry, PutEventsResultEntry};
 use aws_sdk_eventbridge::Client;
 
+use crate::ports::bus::check_entries_len;
 use crate::ports::{BusError, BusEvent, EventBus, PublishResult};
-
-/// `PutEvents` takes at most 10 entries
-/// (<https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutEvents.html>).
-const MAX_ENTRIES: usize = 10;
 
 #[derive(Debug, Clone)]
 pub struct EventBridgeBus {
@@ -50,12 +47,7 @@ impl EventBus for EventBridgeBus {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        if events.len() > MAX_ENTRIES {
-            return Err(BusError::Backend(format!(
-                "EventBridge PutEvents takes at most {MAX_ENTRIES} entries, got {}",
-                events.len()
-            )));
-        }
+        check_entries_len(events.len())?;
         let entries = events
             .iter()
             .map(|e| {

@@ -11,10 +11,10 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 
+use crate::ports::queue::{check_batch_len, MAX_BATCH};
 use crate::ports::{OutboundMessage, Queue, QueueError, ReceivedMessage};
 
 /// SQS limits (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html>).
-const MAX_BATCH: usize = 10;
 const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
 const MAX_WAIT_SECS: u64 = 20;
 const MAX_DELAY_SECS: u32 = 900;
@@ -92,12 +92,7 @@ impl Queue for SqsQueue {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        if messages.len() > MAX_BATCH {
-            return Err(QueueError::Rejected(format!(
-                "SQS SendMessageBatch takes at most {MAX_BATCH} messages, got {}",
-                messages.len()
-            )));
-        }
+        check_batch_len(messages.len())?;
         // Entry ids are the positions, so results map back by id whatever order SQS uses.
         let entries = messages
             .iter()

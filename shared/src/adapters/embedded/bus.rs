@@ -13,9 +13,8 @@ use async_trait::async_trait;
 use rusqlite::params;
 
 use super::{EmbeddedError, EmbeddedStore};
+use crate::ports::bus::check_entries_len;
 use crate::ports::{BusError, BusEvent, EventBus, PublishResult};
-
-const MAX_ENTRIES: usize = 10;
 
 /// A handle on one named bus of an [`EmbeddedStore`]; cheap to clone.
 #[derive(Debug, Clone)]
@@ -77,12 +76,7 @@ impl EventBus for SqliteBus {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        if events.len() > MAX_ENTRIES {
-            return Err(BusError::Backend(format!(
-                "PutEvents takes at most {MAX_ENTRIES} entries per call, got {}",
-                events.len()
-            )));
-        }
+        check_entries_len(events.len())?;
         Ok(self.store.write(|tx| {
             let now = self.store.now_ms();
             let mut insert = tx.prepare_cached(

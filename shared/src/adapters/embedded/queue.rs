@@ -26,9 +26,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Transaction};
 
 use super::{count_u32, EmbeddedError, EmbeddedStore, Redrive};
+use crate::ports::queue::{check_batch_len, MAX_BATCH};
 use crate::ports::{OutboundMessage, Queue, QueueError, ReceivedMessage};
 
-const MAX_BATCH: usize = 10;
 /// SQS's message size limit, also the limit on a batch's total payload.
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
@@ -341,12 +341,7 @@ impl Queue for SqliteQueue {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        if messages.len() > MAX_BATCH {
-            return Err(QueueError::Rejected(format!(
-                "SendMessageBatch takes at most {MAX_BATCH} messages, got {}",
-                messages.len()
-            )));
-        }
+        check_batch_len(messages.len())?;
         let total: usize = messages.iter().map(|m| m.body.len()).sum();
         if total > MAX_MESSAGE_BYTES {
             return Err(QueueError::Rejected(format!(
