@@ -3,12 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus, SqsQueue};
 use crate::config::{self, Config, ProcessEnv};
-use crate::ingest::Ingest;
-use crate::ports::{EventBus, SystemClock};
-use crate::targets::build_targets;
-use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -20,6 +15,11 @@ pub enum BootError {
     Target(#[from] crate::targets::TargetBuildError),
 }
 
+#[cfg(any(
+    feature = "aws-sqs",
+    feature = "aws-dynamodb",
+    feature = "aws-eventbridge"
+))]
 fn require(name: &'static str) -> Result<String, BootError> {
     std::env::var(name)
         .ok()
@@ -36,7 +36,12 @@ pub fn load_config() -> Result<Arc<Config>, BootError> {
 }
 
 /// Ingest: `INLET_QUEUE_URL` for envelopes, `INLET_TABLE` for the refusal trail.
-pub async fn ingest() -> Result<Ingest, BootError> {
+#[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb"))]
+pub async fn ingest() -> Result<crate::ingest::Ingest, BootError> {
+    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
+    use crate::ingest::Ingest;
+    use crate::ports::SystemClock;
+
     let config = load_config()?;
     let sdk = sdk_config_from_env().await;
     let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
@@ -50,7 +55,13 @@ pub async fn ingest() -> Result<Ingest, BootError> {
 }
 
 /// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus.
-pub async fn worker() -> Result<Worker, BootError> {
+#[cfg(all(feature = "aws-dynamodb", feature = "aws-eventbridge"))]
+pub async fn worker() -> Result<crate::worker::Worker, BootError> {
+    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus};
+    use crate::ports::{EventBus, SystemClock};
+    use crate::targets::build_targets;
+    use crate::worker::Worker;
+
     let config = load_config()?;
     let sdk = sdk_config_from_env().await;
     let ledger = DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?);

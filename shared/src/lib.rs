@@ -2,7 +2,6 @@
 //! no AWS type appears outside `adapters::aws` and `lambda`.
 
 pub mod adapters;
-#[cfg(feature = "aws")]
 pub mod bootstrap;
 pub mod config;
 pub mod envelope;

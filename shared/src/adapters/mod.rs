@@ -1,7 +1,11 @@
 //! Adapters for the ports: AWS services (`aws`) and SQLite (`embedded`), selected by
 //! Cargo features so a Lambda never links SQLite and the CLI never needs the AWS SDK.
 
-#[cfg(feature = "aws")]
+#[cfg(any(
+    feature = "aws-sqs",
+    feature = "aws-dynamodb",
+    feature = "aws-eventbridge"
+))]
 pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod embedded;

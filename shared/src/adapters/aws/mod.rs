@@ -7,16 +7,22 @@
 //! [`sdk_config_for_endpoint`], which never consults the environment for credentials and so
 //! never reaches the instance metadata service.
 
+#[cfg(feature = "aws-dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "aws-eventbridge")]
 pub mod eventbridge;
+#[cfg(feature = "aws-sqs")]
 pub mod sqs;
 
+#[cfg(feature = "aws-dynamodb")]
 pub use dynamodb::{create_table, DynamoLedger};
+#[cfg(feature = "aws-eventbridge")]
 pub use eventbridge::EventBridgeBus;
+#[cfg(feature = "aws-sqs")]
 pub use sqs::SqsQueue;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_sqs::config::Credentials;
+use aws_credential_types::Credentials;
 
 /// The SDK configuration of the environment: the standard credential chain and region,
 /// and `AWS_ENDPOINT_URL` (or the per-service `AWS_ENDPOINT_URL_SQS`, …) when set, so the
