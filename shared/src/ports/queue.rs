@@ -90,7 +90,7 @@ pub trait Queue: Send + Sync {
     async fn move_to(&self, target: &dyn Queue, max: usize) -> Result<usize, QueueError> {
         let mut moved = 0;
         while moved < max {
-            let want = (max - moved).min(10) as u32;
+            let want = (max - moved).min(MAX_BATCH) as u32;
             let batch = self
                 .receive(want, Duration::from_secs(30), Duration::ZERO)
                 .await?;

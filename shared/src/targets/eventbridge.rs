@@ -4,9 +4,10 @@ use async_trait::async_trait;
 
 use super::{DispatchError, Target};
 use crate::envelope::Envelope;
+use crate::ports::bus::MAX_ENTRIES;
 use crate::ports::{BusEvent, EventBus, PublishResult};
 
-/// `PutEvents` in chunks of 10 (the API limit): Source `inlet.<source>`, DetailType the
+/// `PutEvents` in chunks of `MAX_ENTRIES` (the API limit): Source `inlet.<source>`, DetailType the
 /// event type, Detail the envelope. Every entry's result is checked, so one failed entry
 /// fails only its own envelope.
 pub struct EventBridgeTarget {
@@ -40,7 +41,7 @@ impl Target for EventBridgeTarget {
 
     async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
         let mut results = Vec::with_capacity(envelopes.len());
-        for chunk in envelopes.chunks(10) {
+        for chunk in envelopes.chunks(MAX_ENTRIES) {
             let events: Vec<BusEvent> = chunk.iter().map(|e| bus_event(e)).collect();
             match self.bus.publish(&events).await {
                 Ok(per_entry) if per_entry.len() == events.len() => {
