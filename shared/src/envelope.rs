@@ -71,6 +71,17 @@ pub struct Envelope {
     pub body: String,
     pub body_encoding: BodyEncoding,
     pub body_sha256: String,
+    /// Set when the request carried several events: `body` is then this event's slice and
+    /// `request_sha256` ties it back to the whole request as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartOf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartOf {
+    pub index: usize,
+    pub count: usize,
+    pub request_sha256: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +206,7 @@ mod tests {
             body: b,
             body_encoding: enc,
             body_sha256: sha256_hex(body),
+            part: None,
         }
     }
 

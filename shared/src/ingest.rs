@@ -8,9 +8,14 @@ use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
 use crate::config::{Config, Source};
-use crate::envelope::{self, Envelope, VerifiedBy, Via, BASE_HEADER_ALLOW_LIST, ENVELOPE_VERSION};
+use crate::envelope::{
+    self, Envelope, PartOf, VerifiedBy, Via, BASE_HEADER_ALLOW_LIST, ENVELOPE_VERSION,
+};
 use crate::metrics;
-use crate::ports::{Clock, Ledger, OutboundMessage, Queue, TrailEntry, TrailStatus};
+use crate::ports::{
+    queue::MAX_BATCH, Clock, Ledger, OutboundMessage, Queue, QueueError, TrailEntry, TrailStatus,
+};
+use crate::providers::{Extracted, HandshakeReply, Verified, VerifyError};
 use crate::request::{Headers, InboundRequest};
 
 /// An HTTP request as the ingest path needs it, whatever carried it (API Gateway, a
@@ -56,9 +61,28 @@ pub enum Refusal {
     UnknownSource,
     MethodNotAllowed,
     IpNotAllowed,
-    TooLarge { limit: usize },
-    Unverified { reason: &'static str },
-    Malformed { message: String },
+    TooLarge {
+        limit: usize,
+    },
+    Unverified {
+        reason: &'static str,
+    },
+    /// Verification could not run on our side (certificate fetch): the sender must retry.
+    VerifierUnavailable,
+    Malformed {
+        message: String,
+    },
+}
+
+impl From<VerifyError> for Refusal {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Unavailable(_) => Refusal::VerifierUnavailable,
+            other => Refusal::Unverified {
+                reason: other.reason(),
+            },
+        }
+    }
 }
 
 impl Refusal {
@@ -69,6 +93,7 @@ impl Refusal {
             Refusal::IpNotAllowed => 403,
             Refusal::TooLarge { .. } => 413,
             Refusal::Unverified { .. } => 401,
+            Refusal::VerifierUnavailable => 503,
             Refusal::Malformed { .. } => 400,
         }
     }
@@ -81,6 +106,7 @@ impl Refusal {
             Refusal::IpNotAllowed => "ip_not_allowed",
             Refusal::TooLarge { .. } => "body_too_large",
             Refusal::Unverified { reason } => reason,
+            Refusal::VerifierUnavailable => "verifier_unavailable",
             Refusal::Malformed { .. } => "malformed",
         }
     }
@@ -94,6 +120,7 @@ impl Refusal {
             Refusal::TooLarge { limit } => format!("body larger than {limit} bytes"),
             // Deliberately vague: which check failed is in our trail, not in the answer.
             Refusal::Unverified { .. } => "signature verification failed".into(),
+            Refusal::VerifierUnavailable => "temporarily unavailable, retry".into(),
             Refusal::Malformed { message } => message.clone(),
         }
     }
@@ -178,15 +205,32 @@ impl Ingest {
         let now = self.clock.now_ms();
         let source_id = source_from_path(&req.path).unwrap_or("").to_string();
         match self.accept(&req, now).await {
-            Ok(Accepted::Enqueued {
-                dedupe_key,
-                message_id,
-            }) => {
-                metrics::count(now, "enqueued", &source_id);
-                WebhookResponse::json(
-                    200,
-                    serde_json::json!({"status": "accepted", "dedupe_key": dedupe_key, "message_id": message_id}),
-                )
+            Ok(Accepted::Enqueued(sent)) => {
+                let n = sent.len();
+                for _ in 0..n {
+                    metrics::count(now, "enqueued", &source_id);
+                }
+                let body = match sent.as_slice() {
+                    [(dedupe_key, message_id)] => serde_json::json!({
+                        "status": "accepted", "events": 1,
+                        "dedupe_key": dedupe_key, "message_id": message_id,
+                    }),
+                    many => serde_json::json!({
+                        "status": "accepted", "events": n,
+                        "dedupe_keys": many.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                    }),
+                };
+                WebhookResponse::json(200, body)
+            }
+            Ok(Accepted::Handshake(reply)) => {
+                info!(source = %source_id, request_id = ?req.request_id, "handshake answered");
+                metrics::count(now, "handshake", &source_id);
+                WebhookResponse {
+                    status: reply.status,
+                    content_type: reply.content_type,
+                    body: reply.body,
+                    headers: Vec::new(),
+                }
             }
             Ok(Accepted::QueueDown { error }) => {
                 // The provider must retry: nothing was stored, so nothing is acknowledged.
@@ -217,9 +261,6 @@ impl Ingest {
             .config
             .source(source_id)
             .ok_or(Refusal::UnknownSource)?;
-        if !req.method.eq_ignore_ascii_case("POST") {
-            return Err(Refusal::MethodNotAllowed);
-        }
         if !source.ip_allowed(req.source_ip) {
             return Err(Refusal::IpNotAllowed);
         }
@@ -233,38 +274,77 @@ impl Ingest {
             query: &req.query,
             body: &req.body,
         };
-        let verified = source
-            .provider
-            .verify(&inbound, now)
-            .map_err(|e| Refusal::Unverified { reason: e.reason() })?;
-        let extracted = source
+        // Endpoint checks come first and for any method (Meta's is a GET); they are answered
+        // here and never enqueued.
+        if let Some(answer) = source.provider.handshake(&inbound, now) {
+            return Ok(Accepted::Handshake(answer?));
+        }
+        if !req.method.eq_ignore_ascii_case("POST") {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        source.provider.prepare(&inbound).await?;
+        let verified = source.provider.verify(&inbound, now)?;
+        let events = source
             .provider
             .extract(&inbound)
             .map_err(|e| Refusal::Malformed { message: e.0 })?;
 
-        let envelope = build_envelope(source, req, now, verified, extracted);
-        let dedupe_key = envelope.dedupe_key.clone();
-        info!(
-            source = %source.id,
-            dedupe_key = %dedupe_key,
-            event_type = envelope.event_type.as_deref().unwrap_or(""),
-            key_id = envelope.verified.key_id.as_deref().unwrap_or(""),
-            request_id = ?req.request_id,
-            "verified"
-        );
-        match self
-            .queue
-            .send(&OutboundMessage::new(envelope.to_json()))
-            .await
-        {
-            Ok(message_id) => Ok(Accepted::Enqueued {
-                dedupe_key,
-                message_id,
-            }),
+        let count = events.len();
+        let request_sha256 = envelope::sha256_hex(&req.body);
+        let envelopes: Vec<Envelope> = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let part = (count > 1 || event.part.is_some()).then(|| PartOf {
+                    index,
+                    count,
+                    request_sha256: request_sha256.clone(),
+                });
+                build_envelope(source, req, now, &verified, event, part)
+            })
+            .collect();
+        for env in &envelopes {
+            info!(
+                source = %source.id,
+                dedupe_key = %env.dedupe_key,
+                event_type = env.event_type.as_deref().unwrap_or(""),
+                canonical_type = env.canonical_type.as_deref().unwrap_or(""),
+                key_id = env.verified.key_id.as_deref().unwrap_or(""),
+                request_id = ?req.request_id,
+                "verified"
+            );
+        }
+        match self.enqueue(&envelopes).await {
+            Ok(sent) => Ok(Accepted::Enqueued(sent)),
             Err(e) => Ok(Accepted::QueueDown {
                 error: e.to_string(),
             }),
         }
+    }
+
+    /// Put every envelope of one request on the queue, or report that not all of them got
+    /// there — in which case the request is answered 503 and the provider's retry re-sends
+    /// all of them; the ones already queued are then absorbed by dedupe.
+    async fn enqueue(&self, envelopes: &[Envelope]) -> Result<Vec<(String, String)>, QueueError> {
+        if let [only] = envelopes {
+            let id = self
+                .queue
+                .send(&OutboundMessage::new(only.to_json()))
+                .await?;
+            return Ok(vec![(only.dedupe_key.clone(), id)]);
+        }
+        let mut sent = Vec::with_capacity(envelopes.len());
+        for chunk in batches(envelopes) {
+            let messages: Vec<OutboundMessage> = chunk
+                .iter()
+                .map(|e| OutboundMessage::new(e.to_json()))
+                .collect();
+            let results = self.queue.send_batch(&messages).await?;
+            for (env, result) in chunk.iter().zip(results) {
+                sent.push((env.dedupe_key.clone(), result?));
+            }
+        }
+        Ok(sent)
     }
 
     async fn record_refusal(
@@ -313,11 +393,33 @@ impl Ingest {
     }
 }
 
+/// SQS caps one `SendMessageBatch` at 1 MiB in total; stay under it with room for the
+/// request framing.
+const MAX_BATCH_BYTES: usize = 900 * 1024;
+
+/// Consecutive runs of at most [`MAX_BATCH`] envelopes and [`MAX_BATCH_BYTES`] of JSON (an
+/// envelope larger than that on its own goes alone, and the queue says whether it fits).
+fn batches(envelopes: &[Envelope]) -> Vec<&[Envelope]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, env) in envelopes.iter().enumerate() {
+        let size = env.body.len() + 1024;
+        if i > start && (i - start == MAX_BATCH || bytes + size > MAX_BATCH_BYTES) {
+            out.push(&envelopes[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < envelopes.len() {
+        out.push(&envelopes[start..]);
+    }
+    out
+}
+
 enum Accepted {
-    Enqueued {
-        dedupe_key: String,
-        message_id: String,
-    },
+    /// `(dedupe_key, message_id)` per event, in body order; empty for an empty batch.
+    Enqueued(Vec<(String, String)>),
+    Handshake(HandshakeReply),
     QueueDown {
         error: String,
     },
@@ -327,11 +429,13 @@ fn build_envelope(
     source: &Source,
     req: &WebhookRequest,
     now: i64,
-    verified: crate::providers::Verified,
-    extracted: crate::providers::Extracted,
+    verified: &Verified,
+    extracted: Extracted,
+    part: Option<PartOf>,
 ) -> Envelope {
-    let body_sha256 = envelope::sha256_hex(&req.body);
-    let (body, body_encoding) = envelope::encode_body(&req.body);
+    let bytes = extracted.part.as_deref().unwrap_or(&req.body);
+    let body_sha256 = envelope::sha256_hex(bytes);
+    let (body, body_encoding) = envelope::encode_body(bytes);
     let mut headers = BTreeMap::new();
     for (k, v) in req.headers.iter() {
         if BASE_HEADER_ALLOW_LIST.contains(&k) || source.keep_headers.iter().any(|h| h == k) {
@@ -346,20 +450,21 @@ fn build_envelope(
         dedupe_key: envelope::dedupe_key(&source.id, extracted.event_id.as_deref(), &body_sha256),
         provider_event_id: extracted.event_id,
         event_type: extracted.event_type,
-        canonical_type: None,
-        entity: None,
-        amount: None,
-        currency: None,
+        canonical_type: extracted.canonical_type.map(str::to_string),
+        entity: extracted.entity,
+        amount: extracted.amount,
+        currency: extracted.currency,
         occurred_at: extracted.occurred_at_ms.map(envelope::rfc3339_ms),
         received_at: envelope::rfc3339_ms(now),
         verified: VerifiedBy {
             scheme: verified.scheme.to_string(),
-            key_id: verified.key_id,
+            key_id: verified.key_id.clone(),
         },
         headers,
         body,
         body_encoding,
         body_sha256,
+        part,
     }
 }
 

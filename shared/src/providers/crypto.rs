@@ -20,6 +20,9 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HmacAlgorithm {
+    /// Broken as a hash, still used by some legacy iGaming senders; a config must opt in
+    /// explicitly (see the generic scheme's `allow_weak`).
+    Md5,
     Sha1,
     #[default]
     Sha256,
@@ -30,6 +33,7 @@ impl HmacAlgorithm {
     /// HMAC of the concatenation of `parts` (so callers never build `"{t}.{body}"` copies).
     pub fn compute(self, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, ProviderConfigError> {
         let tag = match self {
+            HmacAlgorithm::Md5 => mac::<Hmac<md5::Md5>>(key, parts).map(finish),
             HmacAlgorithm::Sha1 => mac::<Hmac<sha1::Sha1>>(key, parts).map(finish),
             HmacAlgorithm::Sha256 => mac::<Hmac<sha2::Sha256>>(key, parts).map(finish),
             HmacAlgorithm::Sha512 => mac::<Hmac<sha2::Sha512>>(key, parts).map(finish),
@@ -43,6 +47,7 @@ impl HmacAlgorithm {
             mac::<M>(key, parts).is_some_and(|m| m.verify_slice(presented).is_ok())
         }
         match self {
+            HmacAlgorithm::Md5 => check::<Hmac<md5::Md5>>(key, parts, presented),
             HmacAlgorithm::Sha1 => check::<Hmac<sha1::Sha1>>(key, parts, presented),
             HmacAlgorithm::Sha256 => check::<Hmac<sha2::Sha256>>(key, parts, presented),
             HmacAlgorithm::Sha512 => check::<Hmac<sha2::Sha512>>(key, parts, presented),
@@ -52,6 +57,7 @@ impl HmacAlgorithm {
     /// Scheme name recorded in [`super::Verified`].
     pub fn scheme(self) -> &'static str {
         match self {
+            HmacAlgorithm::Md5 => "hmac_md5",
             HmacAlgorithm::Sha1 => "hmac_sha1",
             HmacAlgorithm::Sha256 => "hmac_sha256",
             HmacAlgorithm::Sha512 => "hmac_sha512",
@@ -201,13 +207,151 @@ pub fn parse_unix(text: &str) -> Result<i64, VerifyError> {
     text.parse().map_err(|_| malformed())
 }
 
-/// A header every request must carry; absent (or blank) is `MissingSignature(name)`.
+/// The header that carries the signature; absent (or blank) is `MissingSignature(name)`.
 pub fn required_header<'h>(headers: &'h Headers, name: &str) -> Result<&'h str, VerifyError> {
     headers
         .get(name)
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| VerifyError::MissingSignature(name.to_ascii_lowercase()))
+}
+
+/// Another header the scheme needs (timestamp, message id); absent is `MissingHeader`, so
+/// `inlet verify` can say which one.
+pub fn needed_header<'h>(headers: &'h Headers, name: &str) -> Result<&'h str, VerifyError> {
+    headers
+        .get(name)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| VerifyError::MissingHeader(name.to_ascii_lowercase()))
+}
+
+/// The signed message as one buffer, for schemes that cannot stream it (Ed25519, ECDSA, RSA).
+pub fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// An Ed25519 public key (Discord, Standard Webhooks `whpk_`), checked once at config time.
+#[derive(Debug, Clone)]
+pub struct Ed25519Key(ed25519_dalek::VerifyingKey);
+
+impl Ed25519Key {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let raw: &[u8; 32] = bytes
+            .try_into()
+            .map_err(|_| format!("is {} bytes, an Ed25519 public key is 32", bytes.len()))?;
+        ed25519_dalek::VerifyingKey::from_bytes(raw)
+            .map(Self)
+            .map_err(|_| "is not a valid Ed25519 public key".into())
+    }
+
+    /// Strict verification (no malleable or small-order signatures) over the concatenated parts.
+    pub fn verify(&self, parts: &[&[u8]], signature: &[u8]) -> bool {
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
+            return false;
+        };
+        self.0.verify_strict(&concat(parts), &sig).is_ok()
+    }
+}
+
+/// An ECDSA P-256 public key (SendGrid), from base64 DER SubjectPublicKeyInfo (what the
+/// SendGrid dashboard shows), PEM, or hex SEC1 point.
+#[derive(Debug, Clone)]
+pub struct P256Key(p256::ecdsa::VerifyingKey);
+
+impl P256Key {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use p256::pkcs8::DecodePublicKey;
+        let text = text.trim();
+        let key = if text.starts_with("-----BEGIN") {
+            p256::ecdsa::VerifyingKey::from_public_key_pem(text).ok()
+        } else if let Some(der) = decode_base64(text) {
+            p256::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
+        } else {
+            hex::decode(text)
+                .ok()
+                .and_then(|sec1| p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok())
+        };
+        key.map(Self).ok_or_else(|| {
+            "is not a P-256 public key (base64 DER SubjectPublicKeyInfo, PEM or hex SEC1)".into()
+        })
+    }
+
+    /// ECDSA-SHA256 over the concatenated parts; the signature may be ASN.1 DER (SendGrid)
+    /// or raw `r‖s` (64 bytes).
+    pub fn verify(&self, parts: &[&[u8]], signature: &[u8]) -> bool {
+        use p256::ecdsa::signature::Verifier;
+        let sig = p256::ecdsa::Signature::from_der(signature)
+            .or_else(|_| p256::ecdsa::Signature::from_slice(signature));
+        match sig {
+            Ok(sig) => self.0.verify(&concat(parts), &sig).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// An X.509 certificate's RSA key and validity window (PayPal's signing certificate).
+#[derive(Debug, Clone)]
+pub struct RsaCertificate {
+    key: rsa::pkcs1v15::VerifyingKey<sha2::Sha256>,
+    pub not_before_ms: i64,
+    pub not_after_ms: i64,
+    pub subject: String,
+}
+
+impl RsaCertificate {
+    /// The first certificate in a PEM bundle (the leaf).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+        use rsa::pkcs8::DecodePublicKey;
+        use x509_cert::der::{DecodePem, Encode};
+        let text = std::str::from_utf8(pem).map_err(|_| "certificate is not PEM text")?;
+        let end = "-----END CERTIFICATE-----";
+        let first = text
+            .find(end)
+            .map(|at| &text[..at + end.len()])
+            .ok_or("no PEM certificate found")?;
+        let cert = x509_cert::Certificate::from_pem(first)
+            .map_err(|e| format!("certificate does not parse: {e}"))?;
+        let tbs = cert.tbs_certificate();
+        let spki = tbs
+            .subject_public_key_info()
+            .to_der()
+            .map_err(|e| format!("certificate key does not encode: {e}"))?;
+        let public =
+            rsa::PublicKey::from_public_key_der(&spki).map_err(|_| "certificate key is not RSA")?;
+        let validity = tbs.validity();
+        let ms = |t: x509_cert::time::Time| {
+            i64::try_from(t.to_unix_duration().as_millis()).unwrap_or(i64::MAX)
+        };
+        Ok(Self {
+            key: rsa::pkcs1v15::VerifyingKey::new(public),
+            not_before_ms: ms(validity.not_before),
+            not_after_ms: ms(validity.not_after),
+            subject: tbs.subject().to_string(),
+        })
+    }
+
+    pub fn is_valid_at(&self, now_ms: i64) -> bool {
+        self.not_before_ms <= now_ms && now_ms <= self.not_after_ms
+    }
+
+    /// RSA PKCS#1 v1.5 with SHA-256 over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        use rsa::signature::Verifier;
+        match rsa::pkcs1v15::Signature::try_from(signature) {
+            Ok(sig) => self.key.verify(message, &sig).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// CRC-32 (IEEE) of the body as PayPal signs it.
+pub fn crc32(body: &[u8]) -> u32 {
+    crc32fast::hash(body)
 }
 
 /// Deserialize a provider's options table; `Null` means "all defaults". Unknown and misspelt
@@ -278,15 +422,15 @@ impl Keyring {
         now_ms: i64,
         mut matches: impl FnMut(&[u8]) -> bool,
     ) -> Result<String, VerifyError> {
-        let mut any_live = false;
+        let mut keys_tried = 0;
         for key in self.keys.iter().filter(|k| k.is_live(now_ms)) {
-            any_live = true;
+            keys_tried += 1;
             if matches(key.expose()) {
                 return Ok(key.id.clone());
             }
         }
-        Err(if any_live {
-            VerifyError::SignatureMismatch
+        Err(if keys_tried > 0 {
+            VerifyError::SignatureMismatch { keys_tried }
         } else {
             VerifyError::NoLiveKey
         })
@@ -522,7 +666,7 @@ mod tests {
         assert_eq!(ring.first_match(0, |k| k == b"a"), Ok("old".into()));
         assert_eq!(
             ring.first_match(1001, |k| k == b"a"),
-            Err(VerifyError::SignatureMismatch)
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
         assert_eq!(ring.first_match(1001, |k| k == b"b"), Ok("new".into()));
         assert_eq!(ring.signing_key(1001).unwrap(), b"b");

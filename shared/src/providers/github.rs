@@ -63,6 +63,7 @@ impl GitHub {
     }
 }
 
+#[async_trait::async_trait]
 impl Provider for GitHub {
     fn name(&self) -> &'static str {
         "github"
@@ -86,7 +87,7 @@ impl Provider for GitHub {
         })
     }
 
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError> {
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let delivery = crypto::required_header(req.headers, DELIVERY)
             .map_err(|_| ExtractError("missing X-GitHub-Delivery header".into()))?;
         // `pull_request` + body `"action": "opened"` → `pull_request.opened`, so routes can
@@ -107,11 +108,12 @@ impl Provider for GitHub {
                     None => event.to_string(),
                 }
             });
-        Ok(Extracted {
+        Ok(vec![Extracted {
             event_id: Some(delivery.to_string()),
             event_type,
             occurred_at_ms: None,
-        })
+            ..Default::default()
+        }])
     }
 
     /// Always `X-GitHub-Event: push`: the event header is not signed and only feeds routing,
@@ -164,7 +166,7 @@ mod tests {
         let v = testkit::vector("github-docs");
         let h = v.headers();
         let got = github(vec![v.secret()]).verify(&request(&h, b"Hello, World?"), NOW_MS);
-        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+        assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
     }
 
     #[test]
@@ -173,7 +175,7 @@ mod tests {
         let h = v.headers();
         let got =
             github(vec![secret("k", "not it")]).verify(&request(&h, v.body.as_bytes()), NOW_MS);
-        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+        assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
     }
 
     #[test]
@@ -258,7 +260,7 @@ mod tests {
         ]);
         assert_eq!(
             p.verify(&request(&h, b"x"), NOW_MS),
-            Err(VerifyError::SignatureMismatch)
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
     }
 
@@ -281,7 +283,7 @@ mod tests {
         ]);
         assert_eq!(
             p.verify(&request(&h, b"x"), NOW_MS),
-            Err(VerifyError::SignatureMismatch)
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
     }
 
@@ -294,16 +296,21 @@ mod tests {
         let p = github(vec![secret("k", "s")]);
         let got = p
             .extract(&request(&h, br#"{"action":"opened","number":1}"#))
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(
             got,
             Extracted {
                 event_id: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
                 event_type: Some("pull_request.opened".into()),
                 occurred_at_ms: None,
+                ..Default::default()
             }
         );
-        let got = p.extract(&request(&h, b"payload=%7B%7D")).unwrap();
+        let got = p
+            .extract(&request(&h, b"payload=%7B%7D"))
+            .unwrap()
+            .remove(0);
         assert_eq!(got.event_type.as_deref(), Some("pull_request"));
     }
 
@@ -326,7 +333,7 @@ mod tests {
         let h = p.sign(&input).unwrap();
         let req = request(&h, input.body);
         assert!(p.verify(&req, NOW_MS).is_ok());
-        let got = p.extract(&req).unwrap();
+        let got = p.extract(&req).unwrap().remove(0);
         assert_eq!(got.event_id.as_deref(), Some("d-1"));
         assert_eq!(got.event_type.as_deref(), Some("push"));
     }

@@ -64,6 +64,9 @@ struct HmacOptions {
     header: String,
     #[serde(default)]
     algorithm: HmacAlgorithm,
+    /// MD5 is accepted only with this set: a few legacy iGaming senders still use it.
+    #[serde(default)]
+    allow_weak: bool,
     #[serde(default)]
     encoding: SignatureEncoding,
     /// Literal in front of the signature (`sha256=`, `v0=`), matched case-insensitively.
@@ -207,6 +210,12 @@ impl GenericHmac {
     ) -> Result<Self, ProviderConfigError> {
         let o: HmacOptions = crypto::parse_options(NAME, options)?;
         let invalid = |why: String| ProviderConfigError(format!("{NAME} options: {why}"));
+        if o.algorithm == HmacAlgorithm::Md5 && !o.allow_weak {
+            return Err(invalid(
+                "algorithm \"md5\" is weak; set allow_weak = true if the sender offers nothing else"
+                    .into(),
+            ));
+        }
         let header = check_header("header", Some(o.header))
             .map_err(invalid)?
             .unwrap_or_default();
@@ -287,6 +296,7 @@ fn header_value(headers: &Headers, name: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
+#[async_trait::async_trait]
 impl Provider for GenericHmac {
     fn name(&self) -> &'static str {
         NAME
@@ -326,7 +336,7 @@ impl Provider for GenericHmac {
         })
     }
 
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError> {
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let wants_body = self.id_pointer.is_some()
             || self.type_pointer.is_some()
             || self.occurred_at_pointer.is_some();
@@ -352,12 +362,13 @@ impl Provider for GenericHmac {
             }
             (None, None, None) => None,
         };
-        Ok(Extracted {
+        Ok(vec![Extracted {
             event_id,
             event_type: header_value(req.headers, self.type_header.as_deref())
                 .or_else(|| at(self.type_pointer.as_deref()).and_then(scalar)),
             occurred_at_ms: at(self.occurred_at_pointer.as_deref()).and_then(unix_seconds_to_ms),
-        })
+            ..Default::default()
+        }])
     }
 
     /// `{header:NAME}` can only be signed when NAME is the `id_header` (given the delivery id)
@@ -464,7 +475,7 @@ mod tests {
         assert_eq!(got.scheme, "hmac_sha256");
         assert_eq!(
             p.verify(&request(&h, b"Hello, World?"), v.now_ms()),
-            Err(VerifyError::SignatureMismatch)
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
     }
 
@@ -489,7 +500,7 @@ mod tests {
         );
         let req = request(&h, v.body.as_bytes());
         assert!(p.verify(&req, v.now_ms()).is_ok());
-        let got = p.extract(&req).unwrap();
+        let got = p.extract(&req).unwrap().remove(0);
         assert_eq!(got.event_id.as_deref(), Some("evt_test_webhook"));
         assert_eq!(got.event_type.as_deref(), Some("payment_intent.succeeded"));
         assert!(matches!(
@@ -537,7 +548,10 @@ mod tests {
             ("x-request-signature", sig.trim_end_matches('=')),
         ]);
         assert!(p.verify(&request(&unpadded, body), NOW_MS).is_ok());
-        assert_eq!(p.extract(&req).unwrap().event_id.as_deref(), Some("req-7"));
+        assert_eq!(
+            p.extract(&req).unwrap().remove(0).event_id.as_deref(),
+            Some("req-7")
+        );
         let other_id = Headers::from_iter([
             ("x-request-id", "req-8"),
             ("x-request-time", ts.as_str()),
@@ -545,7 +559,7 @@ mod tests {
         ]);
         assert_eq!(
             p.verify(&request(&other_id, body), NOW_MS),
-            Err(VerifyError::SignatureMismatch)
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
         assert!(matches!(
             p.verify(&req, NOW_MS + 300_000 + 1234 + 1),
@@ -656,7 +670,10 @@ mod tests {
             vec![v.secret()],
         );
         let h = v.headers();
-        let got = p.extract(&request(&h, v.body.as_bytes())).unwrap();
+        let got = p
+            .extract(&request(&h, v.body.as_bytes()))
+            .unwrap()
+            .remove(0);
         assert_eq!(
             got.event_id.as_deref(),
             Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")
@@ -678,18 +695,21 @@ mod tests {
                 &none,
                 br#"{"data":{"id":820982911946154508},"kind":"order","at":1767225600}"#,
             ))
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(
             got,
             Extracted {
                 event_id: Some("820982911946154508".into()),
                 event_type: Some("order".into()),
                 occurred_at_ms: Some(1_767_225_600_000),
+                ..Default::default()
             }
         );
         let got = p
             .extract(&request(&none, br#"{"data":{"id":"a"},"at":1767225600.5}"#))
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(got.occurred_at_ms, Some(1_767_225_600_500));
         assert_eq!(got.event_type, None);
     }
@@ -715,7 +735,10 @@ mod tests {
     #[test]
     fn generic_without_id_source_leaves_dedupe_to_the_body_hash() {
         let p = generic(json!({"header": "X-Sig"}), vec![secret("k", "s")]);
-        let got = p.extract(&request(&Headers::new(), b"anything")).unwrap();
+        let got = p
+            .extract(&request(&Headers::new(), b"anything"))
+            .unwrap()
+            .remove(0);
         assert_eq!(got, Extracted::default());
     }
 
@@ -733,7 +756,7 @@ mod tests {
         let h = timestamped_headers("s", NOW_S, "{}");
         let got =
             generic(timestamped(), vec![secret("k", "s")]).verify(&request(&h, b"{ }"), NOW_MS);
-        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+        assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
     }
 
     #[test]
@@ -741,7 +764,7 @@ mod tests {
         let h = timestamped_headers("other", NOW_S, "{}");
         let got =
             generic(timestamped(), vec![secret("k", "s")]).verify(&request(&h, b"{}"), NOW_MS);
-        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+        assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
     }
 
     #[test]
@@ -858,7 +881,7 @@ mod tests {
         );
         assert_eq!(
             p.verify(&request(&h, b"{}"), NOW_MS),
-            Err(VerifyError::SignatureMismatch)
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
     }
 
@@ -892,7 +915,10 @@ mod tests {
             assert_eq!(h.get("x-ts"), Some(NOW_MS.to_string().as_str()));
             let req = request(&h, input.body);
             assert!(p.verify(&req, NOW_MS).is_ok(), "{encoding}: {h:?}");
-            assert_eq!(p.extract(&req).unwrap().event_id.as_deref(), Some("d-9"));
+            assert_eq!(
+                p.extract(&req).unwrap().remove(0).event_id.as_deref(),
+                Some("d-9")
+            );
         }
     }
 
@@ -955,7 +981,7 @@ mod tests {
             ),
             (
                 json!({"header": "X-Sig", "algorithm": "md5"}),
-                "unknown variant `md5`",
+                "algorithm \"md5\" is weak; set allow_weak = true",
             ),
             (
                 json!({"header": "X-Sig", "encoding": "base32"}),

@@ -6,22 +6,40 @@ use std::sync::Arc;
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
 
+pub mod canonical;
 pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
+pub mod money;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
 
-/// Why a request failed verification. Each maps to a 401 and a stable trail reason.
+/// Why a request failed verification. Each maps to a 401 (503 for `Unavailable`) and a
+/// stable trail reason; the message is for `inlet verify` and logs, never for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
-    #[error("missing signature header {0}")]
+    /// The header (or body field, or query parameter) that carries the signature is absent.
+    #[error("missing signature: no {0}")]
     MissingSignature(String),
+    /// Another value the scheme needs (timestamp, message id, certificate URL…) is absent.
+    #[error("missing {0}, which the scheme signs or checks")]
+    MissingHeader(String),
     #[error("malformed signature: {0}")]
     MalformedSignature(String),
-    #[error("no signature matched any live key")]
-    SignatureMismatch,
+    #[error("the signature matched none of {keys_tried} live key(s)")]
+    SignatureMismatch { keys_tried: usize },
+    /// A digest the sender put beside the signature disagrees with the body (Twilio `bodySHA256`).
+    #[error("body digest mismatch: {0}")]
+    BodyDigestMismatch(String),
+    /// The key material the request points at is refused (PayPal certificate URL off the
+    /// allow-list, expired certificate).
+    #[error("certificate refused: {0}")]
+    CertificateRefused(String),
+    /// Verification could not run for a reason on our side (certificate fetch failed): the
+    /// sender should retry, so this answers 503, not 401.
+    #[error("verification unavailable: {0}")]
+    Unavailable(String),
     #[error("timestamp too old: {age_s}s past, tolerance {tolerance_s}s")]
     TimestampTooOld { age_s: i64, tolerance_s: i64 },
     #[error("timestamp in the future: {ahead_s}s ahead, tolerance {tolerance_s}s")]
@@ -35,8 +53,12 @@ impl VerifyError {
     pub fn reason(&self) -> &'static str {
         match self {
             VerifyError::MissingSignature(_) => "missing_signature",
+            VerifyError::MissingHeader(_) => "missing_header",
             VerifyError::MalformedSignature(_) => "malformed_signature",
-            VerifyError::SignatureMismatch => "signature_mismatch",
+            VerifyError::SignatureMismatch { .. } => "signature_mismatch",
+            VerifyError::BodyDigestMismatch(_) => "body_digest_mismatch",
+            VerifyError::CertificateRefused(_) => "certificate_refused",
+            VerifyError::Unavailable(_) => "verifier_unavailable",
             VerifyError::TimestampTooOld { .. } => "timestamp_too_old",
             VerifyError::TimestampInFuture { .. } => "timestamp_in_future",
             VerifyError::NoLiveKey => "no_live_key",
@@ -56,14 +78,55 @@ pub struct Verified {
 #[error("{0}")]
 pub struct ExtractError(pub String);
 
-/// What the envelope needs from the provider's event.
+/// What the envelope needs from one of the provider's events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extracted {
     /// The provider's own event id; the dedupe key is `source#event_id` (body hash if none).
     pub event_id: Option<String>,
+    /// The provider's type, as it names it (`payment_intent.succeeded`, `orders/create`).
     pub event_type: Option<String>,
+    /// The provider-neutral type from [`canonical`] (`payment.succeeded`), where one fits.
+    pub canonical_type: Option<&'static str>,
     /// Unix milliseconds.
     pub occurred_at_ms: Option<i64>,
+    /// Who or what the event is about: customer, player, wallet, chat, message…
+    pub entity: Option<String>,
+    /// Money the event carries, in minor units of `currency` (see [`money::to_minor`]).
+    pub amount: Option<i64>,
+    /// ISO 4217, upper case.
+    pub currency: Option<String>,
+    /// When one request carries several events (SendGrid arrays, Meta `entry[]`, Adyen
+    /// `notificationItems[]`): this event's exact bytes, sliced from the body, never
+    /// re-serialised. `None` means the event is the whole body.
+    pub part: Option<Vec<u8>>,
+}
+
+/// A synchronous answer to a provider's endpoint check (Meta GET, Slack `url_verification`,
+/// Zoom `endpoint.url_validation`, Twitch `webhook_callback_verification`, Discord PING).
+/// Handshakes are answered by the ingest path and never enqueued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl HandshakeReply {
+    pub fn json(body: serde_json::Value) -> Self {
+        Self {
+            status: 200,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
+    }
+
+    pub fn text(body: impl Into<String>) -> Self {
+        Self {
+            status: 200,
+            content_type: "text/plain",
+            body: body.into(),
+        }
+    }
 }
 
 /// Inputs for producing a correctly signed request (the `inlet sign` loop and tests).
@@ -79,6 +142,7 @@ pub struct SignInput<'a> {
 #[error("{0}")]
 pub struct ProviderConfigError(pub String);
 
+#[async_trait::async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Provider name as written in config (`stripe`, `github`, …).
     fn name(&self) -> &'static str;
@@ -86,8 +150,26 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Verify the exact request bytes against the live keys, in constant time.
     fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError>;
 
-    /// Pull the event id, type and time out of a verified request.
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError>;
+    /// Load what `verify` needs from the network (PayPal's certificate), into the
+    /// provider's own cache. Called before `verify` on every request; most providers need
+    /// nothing.
+    async fn prepare(&self, _req: &InboundRequest<'_>) -> Result<(), VerifyError> {
+        Ok(())
+    }
+
+    /// If this request is an endpoint check, its answer (after whatever verification the
+    /// check implies); `None` for an ordinary event. Runs before `verify`, for every method.
+    fn handshake(
+        &self,
+        _req: &InboundRequest<'_>,
+        _now_ms: i64,
+    ) -> Option<Result<HandshakeReply, VerifyError>> {
+        None
+    }
+
+    /// The events in a verified request: usually one; several when the provider batches
+    /// them (each gets its own envelope and dedupe key); none for an empty batch.
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError>;
 
     /// Headers that make `input.body` verify with the first live key (for `inlet sign`).
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError>;

@@ -133,6 +133,7 @@ fn no_dot<'a>(value: &'a str, header: &str) -> Result<&'a str, VerifyError> {
     Ok(value)
 }
 
+#[async_trait::async_trait]
 impl Provider for StandardWebhooks {
     fn name(&self) -> &'static str {
         self.name
@@ -173,7 +174,7 @@ impl Provider for StandardWebhooks {
         })
     }
 
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError> {
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let names = names_in(req.headers);
         let id = crypto::required_header(req.headers, names.id)
             .map_err(|_| ExtractError(format!("missing {} header", names.id)))?;
@@ -187,11 +188,12 @@ impl Provider for StandardWebhooks {
             .get(names.timestamp)
             .and_then(|ts| crypto::parse_unix(ts.trim()).ok())
             .and_then(|s| TimeUnit::Seconds.to_ms(s));
-        Ok(Extracted {
+        Ok(vec![Extracted {
             event_id: Some(id.to_string()),
             event_type,
             occurred_at_ms,
-        })
+            ..Default::default()
+        }])
     }
 
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
@@ -330,7 +332,7 @@ mod tests {
         let h = spec_headers();
         let got = sw(vec![secret("k", SECRET)])
             .verify(&request(&h, br#"{"test": 2432232315}"#), TS * 1000);
-        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+        assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
     }
 
     #[test]
@@ -347,7 +349,7 @@ mod tests {
             &format!("v1,{}", crypto::SignatureEncoding::Base64.encode(&sig)),
         );
         let got = sw(vec![secret("k", SECRET)]).verify(&request(&h, BODY), TS * 1000);
-        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+        assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
     }
 
     #[test]
@@ -494,17 +496,22 @@ mod tests {
         let p = sw(vec![secret("k", SECRET)]);
         let got = p
             .extract(&request(&h, br#"{"type":"user.created","data":{}}"#))
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(
             got,
             Extracted {
                 event_id: Some(ID.into()),
                 event_type: Some("user.created".into()),
                 occurred_at_ms: Some(TS * 1000),
+                ..Default::default()
             }
         );
         assert_eq!(
-            p.extract(&request(&h, b"not json")).unwrap().event_type,
+            p.extract(&request(&h, b"not json"))
+                .unwrap()
+                .remove(0)
+                .event_type,
             None
         );
         assert!(p.extract(&request(&Headers::new(), BODY)).is_err());
@@ -524,7 +531,10 @@ mod tests {
             assert_eq!(h.get(id_header), Some("msg_1"), "{name}");
             let req = request(&h, BODY);
             assert!(p.verify(&req, TS * 1000).is_ok(), "{name}");
-            assert_eq!(p.extract(&req).unwrap().event_id.as_deref(), Some("msg_1"));
+            assert_eq!(
+                p.extract(&req).unwrap().remove(0).event_id.as_deref(),
+                Some("msg_1")
+            );
         }
     }
 

@@ -88,6 +88,7 @@ fn parse_header(value: &str) -> Result<SignatureHeader<'_>, VerifyError> {
     Ok(SignatureHeader { t, v1 })
 }
 
+#[async_trait::async_trait]
 impl Provider for Stripe {
     fn name(&self) -> &'static str {
         "stripe"
@@ -112,7 +113,7 @@ impl Provider for Stripe {
         })
     }
 
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError> {
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let event = crypto::json_object(req.body)
             .ok_or_else(|| ExtractError("stripe event body is not a JSON object".into()))?;
         let id = event
@@ -120,7 +121,7 @@ impl Provider for Stripe {
             .and_then(|v| v.as_str())
             .filter(|id| !id.is_empty())
             .ok_or_else(|| ExtractError("stripe event has no string \"id\"".into()))?;
-        Ok(Extracted {
+        Ok(vec![Extracted {
             event_id: Some(id.to_string()),
             event_type: event
                 .get("type")
@@ -130,7 +131,8 @@ impl Provider for Stripe {
                 .get("created")
                 .and_then(serde_json::Value::as_i64)
                 .and_then(|s| TimeUnit::Seconds.to_ms(s)),
-        })
+            ..Default::default()
+        }])
     }
 
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
@@ -186,7 +188,8 @@ mod tests {
         let h = v.headers();
         let got = stripe(vec![v.secret()])
             .extract(&request(&h, v.body.as_bytes()))
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(got.event_id.as_deref(), Some("evt_test_webhook"));
         assert_eq!(got.event_type.as_deref(), Some("payment_intent.succeeded"));
         assert_eq!(got.occurred_at_ms, None);
@@ -198,7 +201,8 @@ mod tests {
         let h = Headers::new();
         let got = stripe(vec![secret("k", SECRET)])
             .extract(&request(&h, body))
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(got.occurred_at_ms, Some(1_767_225_600_000));
     }
 
@@ -217,7 +221,7 @@ mod tests {
         let h = v.headers();
         let body = v.body.replace("2000", "2001");
         let got = stripe(vec![v.secret()]).verify(&request(&h, body.as_bytes()), v.now_ms());
-        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+        assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
     }
 
     #[test]
@@ -226,7 +230,7 @@ mod tests {
         let h = v.headers();
         let got = stripe(vec![secret("other", "whsec_other")])
             .verify(&request(&h, v.body.as_bytes()), v.now_ms());
-        assert_eq!(got, Err(VerifyError::SignatureMismatch));
+        assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
     }
 
     #[test]
@@ -331,7 +335,7 @@ mod tests {
         ]);
         assert_eq!(
             p.verify(&request(&h, b"{}"), T * 1000),
-            Err(VerifyError::SignatureMismatch)
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
         let only_expired = stripe(vec![expiring_secret("old", SECRET, T * 1000 - 1)]);
         assert_eq!(

@@ -49,6 +49,7 @@ impl Telegram {
     }
 }
 
+#[async_trait::async_trait]
 impl Provider for Telegram {
     fn name(&self) -> &'static str {
         "telegram"
@@ -67,7 +68,7 @@ impl Provider for Telegram {
 
     /// `update_id` is the dedupe key. The update kind is its one other field: the Bot API
     /// says at most one optional field is present per update (`message`, `callback_query`, …).
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Extracted, ExtractError> {
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let update = crypto::json_object(req.body)
             .ok_or_else(|| ExtractError("telegram update is not a JSON object".into()))?;
         let update_id = update
@@ -79,11 +80,12 @@ impl Provider for Telegram {
             .and_then(|(_, payload)| payload.get("date"))
             .and_then(serde_json::Value::as_i64)
             .and_then(|s| TimeUnit::Seconds.to_ms(s));
-        Ok(Extracted {
+        Ok(vec![Extracted {
             event_id: Some(update_id.to_string()),
             event_type: kind.map(|(key, _)| key.clone()),
             occurred_at_ms,
-        })
+            ..Default::default()
+        }])
     }
 
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
@@ -126,13 +128,15 @@ mod tests {
         let h = v.headers();
         let got = telegram(vec![v.secret()])
             .extract(&request(&h, v.body.as_bytes()))
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(
             got,
             Extracted {
                 event_id: Some("10000".into()),
                 event_type: Some("message".into()),
                 occurred_at_ms: Some(1_767_225_600_000),
+                ..Default::default()
             }
         );
     }
@@ -143,7 +147,8 @@ mod tests {
         let body = br#"{"update_id":7,"callback_query":{"id":"1","data":"x"}}"#;
         let got = telegram(vec![secret("k", TOKEN)])
             .extract(&request(&h, body))
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(got.event_type.as_deref(), Some("callback_query"));
         assert_eq!(got.occurred_at_ms, None);
     }
@@ -174,7 +179,7 @@ mod tests {
             let h = headers(presented);
             assert_eq!(
                 p.verify(&request(&h, b"{}"), NOW_MS),
-                Err(VerifyError::SignatureMismatch),
+                Err(VerifyError::SignatureMismatch { keys_tried: 1 }),
                 "{presented}"
             );
         }
@@ -213,7 +218,7 @@ mod tests {
         ]);
         assert_eq!(
             p.verify(&request(&h, b"{}"), NOW_MS),
-            Err(VerifyError::SignatureMismatch)
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
     }
 
