@@ -118,6 +118,13 @@ impl Provider for GitHub {
 
     /// Always `X-GitHub-Event: push`: the event header is not signed and only feeds routing,
     /// and `push` is the most common real event (a `ping` would be dropped by most routes).
+    fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
+        let now_s = now_ms / 1000;
+        serde_json::json!({"zen": "Keep it logically awesome.", "hook_id": 1, "id": id, "created": now_s})
+        .to_string()
+        .into_bytes()
+    }
+
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
         let key = self.keys.signing_key(input.now_ms)?;
         let sig = HmacAlgorithm::Sha256.compute(key, &[input.body])?;

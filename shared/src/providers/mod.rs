@@ -172,7 +172,16 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError>;
 
     /// Headers that make `input.body` verify with the first live key (for `inlet sign`).
+    /// Public-key schemes cannot sign with what the receiver holds and say so.
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError>;
+
+    /// A plausible event body for `inlet sign` with no file: `id` is fresh for each call, so
+    /// each sample is a new event to dedupe.
+    fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
+        serde_json::json!({"id": id, "type": "test.event", "created": now_ms / 1000})
+            .to_string()
+            .into_bytes()
+    }
 }
 
 /// The names `build` accepts, for error messages and `inlet check`.

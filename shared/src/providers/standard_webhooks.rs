@@ -196,6 +196,13 @@ impl Provider for StandardWebhooks {
         }])
     }
 
+    fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
+        let now_s = now_ms / 1000;
+        serde_json::json!({"type": "invoice.paid", "data": {"id": id}, "created": now_s})
+            .to_string()
+            .into_bytes()
+    }
+
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
         if input.delivery_id.contains('.') {
             return Err(ProviderConfigError(

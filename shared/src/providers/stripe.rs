@@ -135,6 +135,17 @@ impl Provider for Stripe {
         }])
     }
 
+    fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
+        let now_s = now_ms / 1000;
+        serde_json::json!({
+            "id": format!("evt_{}", id.get(..24).unwrap_or(id)), "object": "event", "api_version": "2024-06-20",
+            "created": now_s, "type": "payment_intent.succeeded",
+            "data": {"object": {"id": format!("pi_{}", id.get(..24).unwrap_or(id)), "object": "payment_intent", "amount": 2000, "currency": "usd"}}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
         let key = self.keys.signing_key(input.now_ms)?;
         let t = TimeUnit::Seconds.from_ms(input.now_ms).to_string();

@@ -88,6 +88,16 @@ impl Provider for Telegram {
         }])
     }
 
+    fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
+        let now_s = now_ms / 1000;
+        serde_json::json!({
+            "update_id": now_s,
+            "message": {"message_id": 1, "date": now_s, "chat": {"id": 1111111, "type": "private"}, "text": format!("/start {id}")}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
         let token = self.keys.signing_key(input.now_ms)?;
         // Checked to be ASCII at config time.
