@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::metrics;
 use crate::ports::{
-    BeginOutcome, BeginRequest, Clock, DedupeRecord, DedupeStatus, Ledger, TrailEntry, TrailStatus,
+    BeginOutcome, BeginRequest, Clock, DedupeRecord, DedupeStatus, EventSummary, Ledger,
+    TrailEntry, TrailStatus,
 };
 use crate::targets::{DispatchError, Target};
 
@@ -198,6 +199,13 @@ impl Worker {
                 received_at_ms: env.received_at_ms(),
                 now_ms: now,
                 lease_until_ms: now + self.config.lease_ms(),
+                summary: EventSummary {
+                    canonical_type: env.canonical_type.clone(),
+                    entity: env.entity.clone(),
+                    amount: env.amount,
+                    currency: env.currency.clone(),
+                    key_id: env.verified.key_id.clone(),
+                },
             })
             .await
     }

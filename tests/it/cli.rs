@@ -278,3 +278,128 @@ fn sign_prints_a_request_that_verifies() {
             .unwrap_or_else(|e| panic!("{source}: {e}"));
     }
 }
+
+/// One vector of `shared/testdata/vectors.json` (the providers.md vectors).
+fn vector(id: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata/vectors.json"
+    ))
+    .expect("vectors");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).expect("vectors json");
+    all.into_iter()
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no vector {id}"))
+}
+
+/// `inlet verify` on a vector: its body in a file, its headers as flags, extra args after.
+fn verify_vector(v: &serde_json::Value, dir: &Path, extra: &[&str]) -> (i32, String) {
+    let body = dir.join("body");
+    std::fs::write(&body, v["body"].as_str().expect("body")).expect("write body");
+    let mut cmd = Command::new(INLET);
+    cmd.args([
+        "verify",
+        "--provider",
+        v["provider"].as_str().expect("provider"),
+    ]);
+    cmd.arg("--body-file").arg(&body);
+    for (name, value) in v["headers"].as_object().expect("headers") {
+        cmd.arg("--header")
+            .arg(format!("{name}: {}", value.as_str().expect("header")));
+    }
+    cmd.args(extra);
+    let out = cmd.output().expect("run inlet verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().expect("exit code"), text)
+}
+
+#[test]
+fn verify_gives_the_verdict_and_the_precise_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v = vector("stripe-valid");
+    let secret = v["secret"].as_str().expect("secret");
+    let now = v["now"].as_i64().expect("now").to_string();
+
+    let (code, out) = verify_vector(&v, dir.path(), &["--secret", secret, "--now", &now]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verdict: VALID"), "{out}");
+    assert!(out.contains("\"event_id\":\"evt_test_webhook\""), "{out}");
+
+    // Rotation: the second of two keys matches, and is named.
+    let (code, out) = verify_vector(
+        &v,
+        dir.path(),
+        &["--secret", "whsec_old", "--secret", secret, "--now", &now],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("matched key: key2"), "{out}");
+
+    let (code, out) = verify_vector(
+        &v,
+        dir.path(),
+        &["--secret", "whsec_a", "--secret", "whsec_b", "--now", &now],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("matched none of 2 live key(s)"), "{out}");
+
+    // 400 s after the signature: past Stripe's 300 s tolerance by the amount we say.
+    let late = (v["timestamp"].as_i64().expect("ts") + 400).to_string();
+    let (code, out) = verify_vector(&v, dir.path(), &["--secret", secret, "--now", &late]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("timestamp_too_old") && out.contains("400s past, tolerance 300s"),
+        "{out}"
+    );
+
+    let mut unsigned = v.clone();
+    unsigned["headers"] = serde_json::json!({});
+    let (code, out) = verify_vector(&unsigned, dir.path(), &["--secret", secret]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no stripe-signature"), "{out}");
+
+    // Usage errors are 2: no key, an unknown provider, a header without a colon.
+    assert_eq!(verify_vector(&v, dir.path(), &[]).0, 2);
+    let mut unknown = v.clone();
+    unknown["provider"] = "nope".into();
+    let (code, out) = verify_vector(&unknown, dir.path(), &["--secret", secret]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unknown provider"), "{out}");
+    assert_eq!(
+        verify_vector(&v, dir.path(), &["--secret", secret, "--header", "nocolon"]).0,
+        2
+    );
+}
+
+#[test]
+fn verify_uses_a_configured_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let cfg = inlet::config::load_file(&config, &|_: &str| None).expect("config");
+    let body = sample_body("github", 7);
+    let headers = signed_headers(&cfg, "github", &body, SystemClock.now_ms(), "delivery-7");
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, &body).expect("write body");
+    let run = |body_file: &Path| {
+        let mut cmd = Command::new(INLET);
+        cmd.args(["verify", "--source", "github", "--config"])
+            .arg(&config)
+            .arg("--body-file")
+            .arg(body_file);
+        for (name, value) in headers.iter() {
+            cmd.arg("--header").arg(format!("{name}: {value}"));
+        }
+        cmd.output().expect("run inlet verify")
+    };
+    let out = run(&body_file);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut tampered = body.clone();
+    tampered.push(b' ');
+    std::fs::write(&body_file, tampered).expect("tamper");
+    let out = run(&body_file);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signature_mismatch"));
+}

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inlet::ports::{
-    BeginOutcome, BeginRequest, BusEvent, DedupeStatus, EventBus, Ledger, LedgerError, ManualClock,
-    OutboundMessage, PublishResult, Queue, ReceivedMessage, TrailEntry, TrailQuery, TrailRow,
-    TrailStatus,
+    BeginOutcome, BeginRequest, BusEvent, DedupeStatus, EventBus, EventSummary, Ledger,
+    LedgerError, ManualClock, OutboundMessage, PublishResult, Queue, ReceivedMessage, TrailEntry,
+    TrailQuery, TrailRow, TrailStatus,
 };
 
 use crate::support::{aws, embedded};
@@ -338,6 +338,17 @@ fn begin_request(key: &str, body_sha256: &str, now_ms: i64) -> BeginRequest {
         received_at_ms: now_ms,
         now_ms,
         lease_until_ms: now_ms + LEASE_MS,
+        summary: summary(),
+    }
+}
+
+fn summary() -> EventSummary {
+    EventSummary {
+        canonical_type: Some("payment.succeeded".to_owned()),
+        entity: Some("cus_42".to_owned()),
+        amount: Some(2000),
+        currency: Some("USD".to_owned()),
+        key_id: Some("current".to_owned()),
     }
 }
 
@@ -364,6 +375,7 @@ async fn begin_new_key_acquires_first_attempt(ledger: &dyn Ledger) {
     assert_eq!(r.source, req.source);
     assert_eq!(r.status, DedupeStatus::InProgress);
     assert_eq!(r.body_sha256, "h1");
+    assert_eq!(r.summary, summary(), "the trail summary round-trips");
     assert_eq!(r.provider_event_id, req.provider_event_id);
     assert_eq!(r.event_type, req.event_type);
     assert_eq!(r.via, "webhook");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use inlet::adapters::embedded::EmbeddedStore;
 use inlet::envelope::rfc3339_ms;
 use inlet::local::{DB_FILE, DEAD_LETTER_QUEUE, MAIN_QUEUE};
-use inlet::ports::{DedupeStatus, Ledger, SystemClock, TrailQuery, TrailRow};
+use inlet::ports::{DedupeStatus, EventSummary, Ledger, SystemClock, TrailQuery, TrailRow};
 
 struct Line {
     at: String,
@@ -14,6 +14,24 @@ struct Line {
     event_type: String,
     status: String,
     attempts: String,
+    summary: EventSummary,
+}
+
+/// "Who, which payment": the canonical type, entity and amount in one column.
+fn what(s: &EventSummary) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = &s.canonical_type {
+        parts.push(c.clone());
+    }
+    if let Some(e) = &s.entity {
+        parts.push(e.clone());
+    }
+    match (s.amount, &s.currency) {
+        (Some(a), Some(c)) => parts.push(format!("{a} {c} (minor units)")),
+        (Some(a), None) => parts.push(a.to_string()),
+        _ => {}
+    }
+    parts.join(" ")
 }
 
 fn line(row: &TrailRow) -> Line {
@@ -35,6 +53,7 @@ fn line(row: &TrailRow) -> Line {
                 }
             },
             attempts: r.attempts.to_string(),
+            summary: r.summary.clone(),
         },
         TrailRow::Entry(e) => Line {
             at: rfc3339_ms(e.at_ms),
@@ -49,6 +68,7 @@ fn line(row: &TrailRow) -> Line {
                 _ => e.status.as_str().to_string(),
             },
             attempts: String::new(),
+            summary: EventSummary::default(),
         },
     }
 }
@@ -79,19 +99,29 @@ pub async fn run(
                 "received_at": l.at, "source": l.source, "dedupe_key": l.key,
                 "provider_event_id": l.event_id, "type": l.event_type,
                 "status": l.status, "attempts": l.attempts,
+                "canonical_type": l.summary.canonical_type, "entity": l.summary.entity,
+                "amount": l.summary.amount, "currency": l.summary.currency,
+                "key_id": l.summary.key_id,
             });
             println!("{v}");
         }
         return Ok(());
     }
     println!(
-        "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  STATUS",
-        "RECEIVED_AT", "SOURCE", "DEDUPE_KEY", "PROVIDER_EVENT_ID", "TYPE", "ATTEMPTS"
+        "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {:<24}  WHAT",
+        "RECEIVED_AT", "SOURCE", "DEDUPE_KEY", "PROVIDER_EVENT_ID", "TYPE", "ATTEMPTS", "STATUS"
     );
     for l in &lines {
         println!(
-            "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {}",
-            l.at, l.source, l.key, l.event_id, l.event_type, l.attempts, l.status
+            "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {:<24}  {}",
+            l.at,
+            l.source,
+            l.key,
+            l.event_id,
+            l.event_type,
+            l.attempts,
+            l.status,
+            what(&l.summary)
         );
     }
     let main = store.queue_counts(MAIN_QUEUE).map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod dev;
 mod events;
 mod sign;
+mod verify;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,9 @@ enum Command {
         #[arg(long)]
         send: Option<String>,
     },
+    /// Diagnose a captured request: verdict and the precise reason. Exits 0 valid, 1 invalid,
+    /// 2 on usage errors.
+    Verify(verify::VerifyArgs),
     /// The event trail of the local store: accepted, refused, dispatched, duplicate, failed, dead.
     Events {
         #[arg(long, short)]
@@ -79,6 +83,7 @@ fn data_dir(cfg: &inlet::config::Config, flag: Option<PathBuf>) -> PathBuf {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Verify(args) => return verify::run(args).await,
         Command::Check { config } => load(&config).map(|cfg| {
             println!("{}: ok", config.display());
             for (id, s) in &cfg.sources {

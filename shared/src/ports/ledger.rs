@@ -40,6 +40,42 @@ impl DedupeStatus {
 
 /// One dedupe record per key. It is also the trail record of an accepted event (who,
 /// when, which event, with what result), so an accepted event costs two writes.
+/// What the trail shows about an event beyond its id and type: who, which payment, which
+/// key verified it. Stored as one JSON attribute so adding a field needs no migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canonical_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// Minor units of `currency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Id of the secret that verified the request (never the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+impl EventSummary {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// The stored form: `None` when there is nothing to store.
+    pub fn to_json(&self) -> Option<String> {
+        (!self.is_empty()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// Read back the stored form; text that is not a summary reads as an empty one rather
+    /// than hiding the record it belongs to.
+    pub fn from_json(text: Option<&str>) -> Self {
+        text.and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DedupeRecord {
     pub key: String,
@@ -59,6 +95,7 @@ pub struct DedupeRecord {
     pub last_error: Option<String>,
     /// The last failure happened on the final receive: the message went to the DLQ.
     pub dead: bool,
+    pub summary: EventSummary,
 }
 
 /// Everything `begin` writes when it takes the key.
@@ -73,6 +110,7 @@ pub struct BeginRequest {
     pub received_at_ms: i64,
     pub now_ms: i64,
     pub lease_until_ms: i64,
+    pub summary: EventSummary,
 }
 
 // The large variant is the common duplicate path's payload; boxing it would only add an

@@ -10,7 +10,7 @@ pub mod queue;
 pub use bus::{BusError, BusEvent, EventBus, PublishResult};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ledger::{
-    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, Ledger, LedgerError, TrailEntry,
-    TrailQuery, TrailRow, TrailStatus,
+    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
+    TrailEntry, TrailQuery, TrailRow, TrailStatus,
 };
 pub use queue::{OutboundMessage, Queue, QueueError, ReceivedMessage};

@@ -17,7 +17,7 @@
 //! A dedupe record has one attribute per [`DedupeRecord`] field: `key`, `source`, `status`
 //! (`IN_PROGRESS`|`COMPLETED`|`FAILED`), `body_sha256`, `provider_event_id`?, `event_type`?,
 //! `via`, `received_at_ms` N, `updated_at_ms` N, `lease_until_ms` N, `expires_at_ms`? N,
-//! `attempts` N, `last_error`?, `dead` BOOL. A trail entry has `id`, `at_ms` N, `source`,
+//! `attempts` N, `last_error`?, `dead` BOOL, `summary`? (JSON [`EventSummary`]). A trail entry has `id`, `at_ms` N, `source`,
 //! `status` (`refused`|`duplicate`|`conflict`), `dedupe_key`?, `provider_event_id`?,
 //! `event_type`?, `reason`?, `source_ip`?. (`?` = absent when `None`.)
 //!
@@ -39,8 +39,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use crate::ports::{
-    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, Ledger, LedgerError, TrailEntry,
-    TrailQuery, TrailRow, TrailStatus,
+    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
+    TrailEntry, TrailQuery, TrailRow, TrailStatus,
 };
 
 /// The partition key attribute (the table has no sort key).
@@ -259,6 +259,13 @@ impl Ledger for DynamoLedger {
                 values.insert(":etype".to_owned(), s(t));
             }
             None => remove.push("event_type"),
+        }
+        match req.summary.to_json() {
+            Some(summary) => {
+                set.push("summary = :summary");
+                values.insert(":summary".to_owned(), s(summary));
+            }
+            None => remove.push("summary"),
         }
 
         let result = self
@@ -580,6 +587,7 @@ fn decode_record(pk: &str, item: &Item) -> Result<DedupeRecord, LedgerError> {
         attempts: f.u32("attempts")?,
         last_error: f.optional_string("last_error")?,
         dead: f.bool("dead")?,
+        summary: EventSummary::from_json(f.optional_string("summary")?.as_deref()),
     })
 }
 

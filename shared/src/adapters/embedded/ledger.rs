@@ -16,13 +16,13 @@ use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::{count_u32, EmbeddedError, EmbeddedStore};
 use crate::ports::{
-    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, Ledger, LedgerError, TrailEntry,
-    TrailQuery, TrailRow, TrailStatus,
+    BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
+    TrailEntry, TrailQuery, TrailRow, TrailStatus,
 };
 
 const RECORD_COLUMNS: &str =
     "key, source, status, body_sha256, provider_event_id, event_type, via, received_at_ms, \
-     updated_at_ms, lease_until_ms, expires_at_ms, attempts, last_error, dead";
+     updated_at_ms, lease_until_ms, expires_at_ms, attempts, last_error, dead, summary";
 
 const ENTRY_COLUMNS: &str =
     "id, at_ms, source, status, dedupe_key, provider_event_id, event_type, reason, source_ip";
@@ -79,7 +79,7 @@ fn write_taken(
 ) -> Result<(), EmbeddedError> {
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO dedupe_records ({RECORD_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, NULL, 0)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, NULL, 0, ?12)"
     ))?
     .execute(params![
         req.key,
@@ -93,6 +93,7 @@ fn write_taken(
         req.now_ms,
         req.lease_until_ms,
         i64::from(attempts),
+        req.summary.to_json(),
     ])?;
     Ok(())
 }
@@ -113,6 +114,7 @@ struct RawRecord {
     attempts: i64,
     last_error: Option<String>,
     dead: bool,
+    summary: Option<String>,
 }
 
 fn raw_record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
@@ -131,6 +133,7 @@ fn raw_record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
         attempts: row.get(11)?,
         last_error: row.get(12)?,
         dead: row.get(13)?,
+        summary: row.get(14)?,
     })
 }
 
@@ -161,6 +164,7 @@ impl RawRecord {
             attempts,
             last_error: self.last_error,
             dead: self.dead,
+            summary: EventSummary::from_json(self.summary.as_deref()),
         })
     }
 }
@@ -379,6 +383,7 @@ mod tests {
             received_at_ms: now_ms,
             now_ms,
             lease_until_ms: now_ms + LEASE,
+            summary: EventSummary::default(),
         }
     }
 
@@ -418,6 +423,7 @@ mod tests {
                 attempts: 1,
                 last_error: None,
                 dead: false,
+                summary: EventSummary::default(),
             }
         );
         assert_eq!(l.get("other").await.expect("get"), None);

@@ -38,7 +38,7 @@ pub use queue::{QueueCounts, SqliteQueue};
 
 /// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
 /// version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection (another `inlet` process on the same
 /// file) to release its lock before failing with `SQLITE_BUSY`.
@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS dedupe_records (
     expires_at_ms     INTEGER,
     attempts          INTEGER NOT NULL,
     last_error        TEXT,
-    dead              INTEGER NOT NULL
+    dead              INTEGER NOT NULL,
+    summary           TEXT
 );
 CREATE INDEX IF NOT EXISTS dedupe_records_by_source ON dedupe_records (source, received_at_ms);
 CREATE INDEX IF NOT EXISTS dedupe_records_by_time ON dedupe_records (received_at_ms);
@@ -200,6 +201,10 @@ impl EmbeddedStore {
             });
         }
         tx.execute_batch(SCHEMA)?;
+        // Version 1 stores (from before the trail summary) gain the column; new ones have it.
+        if found == 1 {
+            tx.execute_batch("ALTER TABLE dedupe_records ADD COLUMN summary TEXT;")?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
         Ok(Self {
@@ -313,6 +318,50 @@ mod tests {
         let db = TempDb::new();
         drop(EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("open"));
         EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("reopen");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_gains_the_trail_summary_and_keeps_its_records() {
+        use crate::ports::{BeginRequest, EventSummary, Ledger};
+        let db = TempDb::new();
+        {
+            let conn = Connection::open(&db.0).expect("sqlite");
+            conn.execute_batch(&SCHEMA.replace(",\n    summary           TEXT", ""))
+                .expect("v1 schema");
+            conn.execute(
+                "INSERT INTO dedupe_records VALUES ('old', 's', 'COMPLETED', 'h', NULL, NULL, \
+                 'webhook', 1, 1, 1, NULL, 1, NULL, 0)",
+                [],
+            )
+            .expect("v1 row");
+            conn.pragma_update(None, "user_version", 1)
+                .expect("version");
+        }
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("migrates");
+        let ledger = store.ledger();
+        let old = ledger.get("old").await.expect("get").expect("kept");
+        assert_eq!(old.summary, EventSummary::default());
+        let summary = EventSummary {
+            entity: Some("player-7".into()),
+            ..Default::default()
+        };
+        ledger
+            .begin(&BeginRequest {
+                key: "new".into(),
+                source: "s".into(),
+                body_sha256: "h".into(),
+                provider_event_id: None,
+                event_type: None,
+                via: "webhook".into(),
+                received_at_ms: 2,
+                now_ms: 2,
+                lease_until_ms: 100,
+                summary: summary.clone(),
+            })
+            .await
+            .expect("begin");
+        let new = ledger.get("new").await.expect("get").expect("stored");
+        assert_eq!(new.summary, summary);
     }
 
     #[test]
