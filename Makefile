@@ -5,7 +5,7 @@ export VENV
 CARGO ?= cargo
 DEV_CONFIG ?= infra/dev/inlet.toml
 
-.PHONY: test dev venv fmt lint unit features template build clean
+.PHONY: test dev venv fmt lint unit features template build fuzz clean
 
 ## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), template guardrails.
@@ -34,5 +34,11 @@ features:
 build:
 	$(CARGO) build --workspace --locked
 
+## Every cargo-fuzz target (provider verifiers, handshakes and body parsers; envelopes;
+## configs) for FUZZ_SECONDS each. Needs rustup's nightly; not part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz:
+	infra/scripts/fuzz $(FUZZ_SECONDS)
+
 clean:
-	rm -rf target .inlet
+	rm -rf target .inlet fuzz/target fuzz/corpus fuzz/artifacts
