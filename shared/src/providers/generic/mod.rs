@@ -262,7 +262,7 @@ impl Condition {
             CondAt::JsonPointer(p) => ctx.json_at(p) == Some(&self.equals),
             CondAt::Header(h) => ctx.header(h).is_some_and(|v| match &self.equals {
                 serde_json::Value::String(s) => s == v,
-                other => other.to_string() == v,
+                other => serde_json::from_str::<serde_json::Value>(v).ok().as_ref() == Some(other),
             }),
         }
     }
@@ -460,9 +460,11 @@ impl Generic {
         });
         let format = match o.format.unwrap_or(FormatSpec::Plain) {
             FormatSpec::Plain => Format::Plain,
-            _ if symmetric_token => return Err(invalid(format!(
+            _ if symmetric_token => {
+                return Err(invalid(format!(
                 "format does not apply to scheme {scheme_name} (the whole value is the credential)"
-            ))),
+            )))
+            }
             FormatSpec::KvList {
                 item_separator,
                 kv_separator,
@@ -574,13 +576,13 @@ impl Generic {
                 .map_err(invalid)?,
         };
         if !symmetric_token && !message.iter().any(Part::is_body_derived) {
-            return Err(invalid(format!(
+            return Err(invalid(
                 "message signs no request content: include body or a body-derived part \
                  (json_field, form_field, sha256_hex(body), crc32_dec(body), twilio_form, \
                  sorted_flat_json_values); without it anyone could replay a captured \
-                 signature with a body of their choosing (message must include {{body}} or \
-                 another body part)"
-            )));
+                 signature with a body of their choosing"
+                    .into(),
+            ));
         }
         if message.contains(&Part::Timestamp) && timestamp.is_none() {
             return Err(invalid(
