@@ -8,8 +8,8 @@ use crate::secret::Secret;
 
 pub mod canonical;
 pub mod crypto;
+pub mod generic;
 pub mod github;
-pub mod hmac_generic;
 pub mod money;
 pub mod standard_webhooks;
 pub mod stripe;
@@ -191,6 +191,7 @@ pub const PROVIDERS: &[&str] = &[
     "standard_webhooks",
     "svix",
     "telegram",
+    "generic",
     "hmac",
 ];
 
@@ -208,8 +209,9 @@ pub fn build(
             standard_webhooks::StandardWebhooks::from_config_as(name, options, secrets)?,
         )),
         "telegram" => Ok(Arc::new(telegram::Telegram::from_config(options, secrets)?)),
-        "hmac" => Ok(Arc::new(hmac_generic::GenericHmac::from_config(
-            options, secrets,
+        // `hmac` is the generic scheme's former name: existing configs keep working.
+        "generic" | "hmac" => Ok(Arc::new(generic::Generic::from_config_as(
+            name, options, secrets,
         )?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",

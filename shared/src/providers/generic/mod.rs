@@ -1,0 +1,1487 @@
+//! `generic` (alias `hmac`): a declarative verification scheme for senders without a
+//! dedicated provider. One options table says which scheme (HMAC, static token, Basic auth,
+//! Ed25519, ECDSA P-256), where the signature is (header, query, form field, JSON body
+//! field) and in what shape (prefix, `k=v` lists, versioned lists, encoding), which bytes are
+//! signed (an ordered list of message parts), where the timestamp is and how fresh it must
+//! be, how to pull ids, types, money and batches out of the body, and which endpoint checks
+//! to answer. Most named providers are presets of it: `shared/testdata/presets.toml`, proved
+//! against every vector in `presets.rs`. Reference: `docs/generic-scheme.md`.
+//!
+//! ```toml
+//! [sources.options]
+//! signature = { header = "X-Slack-Signature" }
+//! prefix = "v0="
+//! timestamp = { header = "X-Slack-Request-Timestamp" }
+//! message = "v0:{timestamp}:{body}"
+//! ```
+
+mod options;
+#[cfg(test)]
+mod presets;
+mod template;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
+use super::crypto::{
+    self, Ed25519Key, HmacAlgorithm, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance,
+};
+use super::{
+    canonical, money, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
+    SignInput, Verified, VerifyError,
+};
+use crate::request::{Headers, InboundRequest};
+use crate::secret::Secret;
+
+use options::{
+    either, AmountUnit, FormatSpec, GenericOptions, HandshakeSpec, KeyEncoding, Location,
+    MessageSpec, SchemeKind, TsUnit, When,
+};
+use template::{ConfiguredUrl, Ctx, Part};
+
+const GENERIC: &str = "generic";
+/// The former name; existing configs keep working unchanged.
+const HMAC_ALIAS: &str = "hmac";
+
+/// The scheme and its keys, decoded once at config time.
+#[derive(Debug)]
+enum Scheme {
+    Hmac {
+        algorithm: HmacAlgorithm,
+        keys: Keyring,
+    },
+    TokenEquals {
+        keys: Keyring,
+    },
+    BasicAuth {
+        keys: Keyring,
+    },
+    /// Keys are 32 raw public-key bytes.
+    Ed25519 {
+        keys: Keyring,
+    },
+    /// Keys are the configured text (base64 DER SPKI, PEM or hex SEC1), validated at config.
+    EcdsaP256 {
+        keys: Keyring,
+    },
+}
+
+impl Scheme {
+    fn keys(&self) -> &Keyring {
+        match self {
+            Scheme::Hmac { keys, .. }
+            | Scheme::TokenEquals { keys }
+            | Scheme::BasicAuth { keys }
+            | Scheme::Ed25519 { keys }
+            | Scheme::EcdsaP256 { keys } => keys,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Scheme::Hmac { algorithm, .. } => algorithm.scheme(),
+            Scheme::TokenEquals { .. } => "token_equals",
+            Scheme::BasicAuth { .. } => "basic_auth",
+            Scheme::Ed25519 { .. } => "ed25519",
+            Scheme::EcdsaP256 { .. } => "ecdsa_p256_sha256",
+        }
+    }
+
+    /// A checker for one key, built once per key rather than once per signature.
+    fn checker<'k>(&self, key: &'k [u8]) -> Checker<'k> {
+        match self {
+            Scheme::Hmac { algorithm, .. } => Checker::Hmac(*algorithm, key),
+            Scheme::Ed25519 { .. } => Checker::Ed25519(Ed25519Key::from_bytes(key).ok()),
+            Scheme::EcdsaP256 { .. } => Checker::P256(
+                std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|text| P256Key::parse(text).ok()),
+            ),
+            Scheme::TokenEquals { .. } | Scheme::BasicAuth { .. } => Checker::None,
+        }
+    }
+}
+
+enum Checker<'k> {
+    Hmac(HmacAlgorithm, &'k [u8]),
+    Ed25519(Option<Ed25519Key>),
+    P256(Option<P256Key>),
+    None,
+}
+
+impl Checker<'_> {
+    fn check(&self, parts: &[&[u8]], signature: &[u8]) -> bool {
+        match self {
+            Checker::Hmac(algorithm, key) => algorithm.verify(key, parts, signature),
+            Checker::Ed25519(key) => key.as_ref().is_some_and(|k| k.verify(parts, signature)),
+            Checker::P256(key) => key.as_ref().is_some_and(|k| k.verify(parts, signature)),
+            Checker::None => false,
+        }
+    }
+}
+
+/// The carrier value's shape (after the prefix).
+#[derive(Debug)]
+enum Format {
+    Plain,
+    KvList {
+        item_separator: String,
+        kv_separator: String,
+        timestamp_key: Option<String>,
+        signature_key: String,
+    },
+    VersionedList {
+        versions: Vec<String>,
+        version_separator: String,
+    },
+}
+
+impl Format {
+    /// The candidate signatures (any may match) and the listed timestamp, if the list has one.
+    fn split<'v>(
+        &self,
+        value: &'v str,
+        carrier: &str,
+    ) -> Result<(Vec<&'v str>, Option<&'v str>), VerifyError> {
+        let malformed = |why: String| VerifyError::MalformedSignature(format!("{carrier} {why}"));
+        match self {
+            Format::Plain => Ok((vec![value.trim()], None)),
+            Format::KvList {
+                item_separator,
+                kv_separator,
+                timestamp_key,
+                signature_key,
+            } => {
+                let mut signatures = Vec::new();
+                let mut timestamp = None;
+                for item in value.split(item_separator.as_str()) {
+                    let Some((key, val)) = item.split_once(kv_separator.as_str()) else {
+                        continue;
+                    };
+                    let (key, val) = (key.trim(), val.trim());
+                    if key == signature_key {
+                        signatures.push(val);
+                    } else if timestamp_key.as_deref() == Some(key) {
+                        if timestamp.is_some() {
+                            return Err(malformed(format!("has more than one {key}")));
+                        }
+                        timestamp = Some(val);
+                    }
+                }
+                if signatures.is_empty() {
+                    return Err(malformed(format!(
+                        "has no {signature_key}{kv_separator}<signature> entry"
+                    )));
+                }
+                Ok((signatures, timestamp))
+            }
+            Format::VersionedList {
+                versions,
+                version_separator,
+            } => {
+                let signatures: Vec<&str> = value
+                    .split_ascii_whitespace()
+                    .filter_map(|entry| entry.split_once(version_separator.as_str()))
+                    .filter(|(version, _)| versions.iter().any(|v| v == version))
+                    .map(|(_, sig)| sig)
+                    .collect();
+                if signatures.is_empty() {
+                    return Err(malformed(format!(
+                        "has no {}{version_separator}<signature> entry",
+                        versions.join("|")
+                    )));
+                }
+                Ok((signatures, None))
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum TimestampSource {
+    At(Location),
+    /// The `timestamp_key` entry of a `kv_list` signature value (Stripe `t`, Paddle `ts`).
+    ListKey(String),
+}
+
+/// What `extract` reads. Each `Vec<Location>` alternative is a composite id joined with `#`
+/// (`pspReference#eventCode`); the first alternative fully present wins.
+#[derive(Debug, Default)]
+struct Extraction {
+    event_id: Vec<Vec<Location>>,
+    event_type: Vec<Location>,
+    occurred_at: Vec<Location>,
+    occurred_at_unit: TsUnit,
+    entity: Option<Location>,
+    amount: Option<Location>,
+    amount_unit: AmountUnit,
+    currency: Option<Location>,
+    canonical: BTreeMap<String, &'static str>,
+}
+
+#[derive(Debug)]
+enum CondAt {
+    JsonPointer(String),
+    Header(String),
+}
+
+#[derive(Debug)]
+struct Condition {
+    at: CondAt,
+    equals: serde_json::Value,
+}
+
+impl Condition {
+    fn compile(when: When) -> Result<Self, String> {
+        let at = match (when.json_pointer, when.header) {
+            (Some(p), None) if p.starts_with('/') => CondAt::JsonPointer(p),
+            (Some(p), None) => {
+                return Err(format!(
+                    "handshake.when.json_pointer must start with '/', got {p:?}"
+                ))
+            }
+            (None, Some(h)) if !h.trim().is_empty() => CondAt::Header(h.trim().to_string()),
+            _ => {
+                return Err(
+                    "handshake.when needs exactly one of json_pointer or header, and equals".into(),
+                )
+            }
+        };
+        Ok(Self {
+            at,
+            equals: when.equals,
+        })
+    }
+
+    fn matches(&self, ctx: &Ctx<'_>) -> bool {
+        match &self.at {
+            CondAt::JsonPointer(p) => ctx.json_at(p) == Some(&self.equals),
+            CondAt::Header(h) => ctx.header(h).is_some_and(|v| match &self.equals {
+                serde_json::Value::String(s) => s == v,
+                other => serde_json::from_str::<serde_json::Value>(v).ok().as_ref() == Some(other),
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Handshake {
+    EchoQueryParam {
+        mode_param: String,
+        mode: String,
+        token_param: String,
+        challenge_param: String,
+        token: Secret,
+    },
+    EchoJsonField {
+        when: Condition,
+        field: String,
+        key: String,
+    },
+    EchoText {
+        when: Condition,
+        field: String,
+    },
+    HmacJsonResponse {
+        when: Condition,
+        field: String,
+        plain_key: String,
+        encrypted_key: String,
+    },
+    StaticJson {
+        when: Condition,
+        body: serde_json::Value,
+    },
+}
+
+#[derive(Debug)]
+pub struct Generic {
+    /// `generic` or `hmac`: the name it was configured under.
+    name: &'static str,
+    scheme: Scheme,
+    signature: Location,
+    prefix: String,
+    format: Format,
+    encoding: SignatureEncoding,
+    message: Vec<Part>,
+    separator: String,
+    urls: Vec<ConfiguredUrl>,
+    timestamp: Option<TimestampSource>,
+    timestamp_unit: TsUnit,
+    tolerance: Tolerance,
+    extraction: Extraction,
+    items_pointer: Option<String>,
+    /// The signature is inside each item of `items_pointer`: every item is verified alone.
+    per_item: bool,
+    handshake: Option<Handshake>,
+}
+
+fn check_pointer(field: &str, pointer: &str) -> Result<(), String> {
+    if pointer.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be a JSON pointer starting with '/' (RFC 6901), got {pointer:?}"
+        ))
+    }
+}
+
+fn checked(field: &str, location: Location) -> Result<Location, String> {
+    location.check(field)?;
+    Ok(location.trimmed())
+}
+
+fn shorthand_header(field: &str, name: Option<String>) -> Result<Option<Location>, String> {
+    match name {
+        Some(h) if h.trim().is_empty() => Err(format!("{field} must not be empty")),
+        Some(h) => Ok(Some(Location::Header(h.trim().to_string()))),
+        None => Ok(None),
+    }
+}
+
+fn shorthand_pointer(field: &str, pointer: Option<String>) -> Result<Option<Location>, String> {
+    match pointer {
+        Some(p) => {
+            check_pointer(field, &p)?;
+            Ok(Some(Location::JsonPointer(p)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `user:pass` secrets for `basic_auth`; the error never quotes the secret.
+fn basic_credentials(raw: &[u8]) -> Result<Vec<u8>, String> {
+    if raw.contains(&b':') {
+        Ok(raw.to_vec())
+    } else {
+        Err("is not user:pass (scheme basic_auth)".into())
+    }
+}
+
+fn decode_key(encoding: KeyEncoding, raw: &[u8]) -> Result<Vec<u8>, String> {
+    let text = || std::str::from_utf8(raw).ok().map(str::trim);
+    match encoding {
+        KeyEncoding::Utf8 => Ok(raw.to_vec()),
+        KeyEncoding::Hex => text()
+            .and_then(|t| hex::decode(t).ok())
+            .ok_or_else(|| "is not hex (key_encoding = \"hex\")".into()),
+        KeyEncoding::Base64 => text()
+            .and_then(crypto::decode_base64)
+            .ok_or_else(|| "is not base64 (key_encoding = \"base64\")".into()),
+        KeyEncoding::Whsec => text()
+            .map(|t| {
+                t.strip_prefix("whsec_")
+                    .or_else(|| t.strip_prefix("whpk_"))
+                    .unwrap_or(t)
+            })
+            .and_then(crypto::decode_base64)
+            .ok_or_else(|| "is not whsec_<base64> (key_encoding = \"whsec\")".into()),
+    }
+}
+
+impl Generic {
+    /// Built as `generic`.
+    pub fn from_config(
+        options: &serde_json::Value,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, ProviderConfigError> {
+        Self::from_config_as(GENERIC, options, secrets)
+    }
+
+    /// `name` is the configured provider name, `generic` or its alias `hmac`.
+    pub fn from_config_as(
+        name: &str,
+        options: &serde_json::Value,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, ProviderConfigError> {
+        let name = match name {
+            GENERIC => GENERIC,
+            HMAC_ALIAS => HMAC_ALIAS,
+            other => {
+                return Err(ProviderConfigError(format!(
+                    "{other:?} is not a name of the generic provider"
+                )))
+            }
+        };
+        let o: GenericOptions = crypto::parse_options(name, options)?;
+        Self::compile(name, o, secrets)
+    }
+
+    fn compile(
+        name: &'static str,
+        o: GenericOptions,
+        mut secrets: Vec<Secret>,
+    ) -> Result<Self, ProviderConfigError> {
+        let invalid = |why: String| ProviderConfigError(format!("{name} options: {why}"));
+        let kind = o.scheme;
+        let symmetric_token = matches!(kind, SchemeKind::TokenEquals | SchemeKind::BasicAuth);
+        let scheme_name = match kind {
+            SchemeKind::Hmac => "hmac",
+            SchemeKind::TokenEquals => "token_equals",
+            SchemeKind::BasicAuth => "basic_auth",
+            SchemeKind::Ed25519 => "ed25519",
+            SchemeKind::EcdsaP256 => "ecdsa_p256",
+        };
+        if kind == SchemeKind::Hmac && o.algorithm == HmacAlgorithm::Md5 && !o.allow_weak {
+            return Err(invalid(
+                "algorithm \"md5\" is weak; set allow_weak = true if the sender offers nothing else"
+                    .into(),
+            ));
+        }
+
+        // Where the signature is and how it is written.
+        let signature = either(
+            ("signature", o.signature),
+            (
+                "header",
+                shorthand_header("header", o.header).map_err(invalid)?,
+            ),
+        )
+        .map_err(invalid)?;
+        let signature = match (signature, kind) {
+            (Some(location), _) => checked("signature", location).map_err(invalid)?,
+            (None, SchemeKind::BasicAuth) => Location::Header("Authorization".into()),
+            (None, _) => {
+                return Err(invalid(
+                    "signature is required, e.g. signature = { header = \"X-Signature\" } (or header = \"X-Signature\")".into(),
+                ))
+            }
+        };
+        let prefix = o.prefix.unwrap_or_else(|| {
+            if kind == SchemeKind::BasicAuth {
+                "Basic ".into()
+            } else {
+                String::new()
+            }
+        });
+        let format = match o.format.unwrap_or(FormatSpec::Plain) {
+            FormatSpec::Plain => Format::Plain,
+            _ if symmetric_token => {
+                return Err(invalid(format!(
+                "format does not apply to scheme {scheme_name} (the whole value is the credential)"
+            )))
+            }
+            FormatSpec::KvList {
+                item_separator,
+                kv_separator,
+                timestamp_key,
+                signature_key,
+            } => {
+                if item_separator.is_empty() || kv_separator.is_empty() {
+                    return Err(invalid(
+                        "format.item_separator and format.kv_separator must not be empty".into(),
+                    ));
+                }
+                if signature_key.trim().is_empty() {
+                    return Err(invalid("format.signature_key must not be empty".into()));
+                }
+                Format::KvList {
+                    item_separator,
+                    kv_separator,
+                    timestamp_key: timestamp_key.map(|k| k.trim().to_string()),
+                    signature_key: signature_key.trim().to_string(),
+                }
+            }
+            FormatSpec::VersionedList {
+                versions,
+                version_separator,
+            } => {
+                if versions.is_empty() || versions.iter().any(|v| v.trim().is_empty()) {
+                    return Err(invalid(
+                        "format.versions must list the accepted versions, e.g. [\"v1\"]".into(),
+                    ));
+                }
+                if version_separator.is_empty() {
+                    return Err(invalid("format.version_separator must not be empty".into()));
+                }
+                Format::VersionedList {
+                    versions,
+                    version_separator,
+                }
+            }
+        };
+        let encoding = match (o.encoding, kind) {
+            (Some(_), _) if symmetric_token => {
+                return Err(invalid(format!(
+                    "encoding does not apply to scheme {scheme_name}"
+                )))
+            }
+            (Some(e), _) => e,
+            (None, SchemeKind::EcdsaP256) => SignatureEncoding::Base64,
+            (None, _) => SignatureEncoding::Hex,
+        };
+
+        // The timestamp.
+        let listed_key = match &format {
+            Format::KvList { timestamp_key, .. } => timestamp_key.clone(),
+            _ => None,
+        };
+        let located = either(
+            ("timestamp", o.timestamp),
+            (
+                "timestamp_header",
+                shorthand_header("timestamp_header", o.timestamp_header).map_err(invalid)?,
+            ),
+        )
+        .map_err(invalid)?;
+        let timestamp = match (located, listed_key) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "the timestamp comes from format.timestamp_key; remove timestamp".into(),
+                ))
+            }
+            (Some(l), None) => Some(TimestampSource::At(
+                checked("timestamp", l).map_err(invalid)?,
+            )),
+            (None, Some(key)) => Some(TimestampSource::ListKey(key)),
+            (None, None) => None,
+        };
+        if timestamp.is_some() && symmetric_token {
+            return Err(invalid(format!(
+                "scheme {scheme_name} signs nothing, so a timestamp would not be authenticated; remove it"
+            )));
+        }
+        if timestamp.is_none()
+            && (o.tolerance_seconds.is_some() || o.future_tolerance_seconds.is_some())
+        {
+            return Err(invalid(
+                "tolerance_seconds/future_tolerance_seconds need a timestamp (timestamp = { header = … }, timestamp_header or format.timestamp_key)".into(),
+            ));
+        }
+        let tolerance = Tolerance {
+            past_s: o.tolerance_seconds.map_or(Some(300), |w| w.0),
+            future_s: o.future_tolerance_seconds.map_or(Some(300), |w| w.0),
+        };
+
+        // The signed message.
+        let message = match (o.message, symmetric_token) {
+            (Some(_), true) => {
+                return Err(invalid(format!(
+                    "message does not apply to scheme {scheme_name}: it compares the credential, it signs nothing"
+                )))
+            }
+            (None, true) => Vec::new(),
+            (None, false) => vec![Part::Body],
+            (Some(MessageSpec::Template(t)), false) => {
+                template::parse_template(&t).map_err(invalid)?
+            }
+            (Some(MessageSpec::Parts(list)), false) => list
+                .iter()
+                .map(|p| template::parse_part(p))
+                .collect::<Result<_, _>>()
+                .map_err(invalid)?,
+        };
+        if !symmetric_token && !message.iter().any(Part::is_body_derived) {
+            return Err(invalid(
+                "message signs no request content: include body or a body-derived part \
+                 (json_field, form_field, sha256_hex(body), crc32_dec(body), twilio_form, \
+                 sorted_flat_json_values); without it anyone could replay a captured \
+                 signature with a body of their choosing"
+                    .into(),
+            ));
+        }
+        if message.contains(&Part::Timestamp) && timestamp.is_none() {
+            return Err(invalid(
+                "message part timestamp needs a timestamp source: timestamp = { header = … }, timestamp_header or format.timestamp_key".into(),
+            ));
+        }
+        let urls: Vec<ConfiguredUrl> = o
+            .url
+            .map(|u| u.into_vec())
+            .unwrap_or_default()
+            .iter()
+            .map(|u| ConfiguredUrl::parse(u.trim()))
+            .collect::<Result<_, _>>()
+            .map_err(invalid)?;
+        let uses_url = message.iter().any(Part::needs_url);
+        if uses_url && urls.is_empty() {
+            return Err(invalid(
+                "message parts url/path/query need url = \"https://…\" (the public URL the sender signs)".into(),
+            ));
+        }
+        if !uses_url && !urls.is_empty() {
+            return Err(invalid(
+                "url is set but the message has no url, path or query part".into(),
+            ));
+        }
+
+        // Batches.
+        if let Some(p) = &o.items_pointer {
+            if !p.is_empty() {
+                check_pointer("items_pointer", p).map_err(invalid)?;
+            }
+        }
+        let per_item = o.items_pointer.is_some() && matches!(signature, Location::JsonPointer(_));
+
+        // Extraction.
+        let extraction = Self::compile_extraction(
+            o.event_id,
+            o.id_header,
+            o.id_pointer,
+            o.event_type,
+            o.type_header,
+            o.type_pointer,
+            o.occurred_at,
+            o.occurred_at_pointer,
+            o.occurred_at_unit,
+            o.entity,
+            o.amount,
+            o.amount_unit,
+            o.currency,
+            o.canonical,
+        )
+        .map_err(invalid)?;
+
+        // Handshake (takes the verify-token secret out of the signing keys).
+        let handshake = match o.handshake {
+            None => None,
+            Some(spec) => Some(Self::compile_handshake(spec, kind, &mut secrets).map_err(invalid)?),
+        };
+
+        let key_encoding = o.key_encoding;
+        let refuse_encoding = |enc: Option<KeyEncoding>| {
+            match enc {
+            None | Some(KeyEncoding::Utf8) => Ok(()),
+            Some(_) => Err(invalid(format!(
+                "key_encoding does not apply to scheme {scheme_name}: secrets are compared as written"
+            ))),
+        }
+        };
+        let scheme = match kind {
+            SchemeKind::Hmac => {
+                let enc = key_encoding.unwrap_or(KeyEncoding::Utf8);
+                Scheme::Hmac {
+                    algorithm: o.algorithm,
+                    keys: Keyring::decoded(name, secrets, |raw| decode_key(enc, raw))?,
+                }
+            }
+            SchemeKind::TokenEquals => {
+                refuse_encoding(key_encoding)?;
+                Scheme::TokenEquals {
+                    keys: Keyring::new(name, secrets)?,
+                }
+            }
+            SchemeKind::BasicAuth => {
+                refuse_encoding(key_encoding)?;
+                Scheme::BasicAuth {
+                    keys: Keyring::decoded(name, secrets, basic_credentials)?,
+                }
+            }
+            SchemeKind::Ed25519 => {
+                let enc = match key_encoding.unwrap_or(KeyEncoding::Hex) {
+                    KeyEncoding::Utf8 => {
+                        return Err(invalid(
+                            "scheme ed25519 needs key_encoding hex, base64 or whsec (public keys are binary)".into(),
+                        ))
+                    }
+                    other => other,
+                };
+                Scheme::Ed25519 {
+                    keys: Keyring::decoded(name, secrets, |raw| {
+                        let key = decode_key(enc, raw)?;
+                        Ed25519Key::from_bytes(&key)?;
+                        Ok(key)
+                    })?,
+                }
+            }
+            SchemeKind::EcdsaP256 => {
+                if key_encoding.is_some() {
+                    return Err(invalid(
+                        "key_encoding does not apply to scheme ecdsa_p256: keys are base64 DER SubjectPublicKeyInfo, PEM or hex SEC1".into(),
+                    ));
+                }
+                Scheme::EcdsaP256 {
+                    keys: Keyring::decoded(name, secrets, |raw| {
+                        let text = std::str::from_utf8(raw).map_err(|_| "is not text")?;
+                        P256Key::parse(text)?;
+                        Ok(raw.to_vec())
+                    })?,
+                }
+            }
+        };
+        if matches!(handshake, Some(Handshake::HmacJsonResponse { .. }))
+            && !matches!(scheme, Scheme::Hmac { .. })
+        {
+            return Err(invalid(
+                "handshake hmac_json_response needs scheme hmac (it answers with an HMAC of the token)".into(),
+            ));
+        }
+
+        Ok(Self {
+            name,
+            scheme,
+            signature,
+            prefix,
+            format,
+            encoding,
+            message,
+            separator: o.message_separator,
+            urls,
+            timestamp,
+            timestamp_unit: o.timestamp_unit,
+            tolerance,
+            extraction,
+            items_pointer: o.items_pointer,
+            per_item,
+            handshake,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn compile_extraction(
+        event_id: Option<options::OneOrMany<Location>>,
+        id_header: Option<String>,
+        id_pointer: Option<String>,
+        event_type: Option<Location>,
+        type_header: Option<String>,
+        type_pointer: Option<String>,
+        occurred_at: Option<Location>,
+        occurred_at_pointer: Option<String>,
+        occurred_at_unit: TsUnit,
+        entity: Option<Location>,
+        amount: Option<Location>,
+        amount_unit: AmountUnit,
+        currency: Option<Location>,
+        canonical_map: BTreeMap<String, String>,
+    ) -> Result<Extraction, String> {
+        let legacy = |header: Option<Location>, pointer: Option<Location>| -> Vec<Location> {
+            header.into_iter().chain(pointer).collect()
+        };
+        let id_legacy = legacy(
+            shorthand_header("id_header", id_header)?,
+            shorthand_pointer("id_pointer", id_pointer)?,
+        );
+        let event_id: Vec<Vec<Location>> = match event_id {
+            Some(_) if !id_legacy.is_empty() => {
+                return Err("give event_id or its shorthands id_header/id_pointer, not both".into())
+            }
+            Some(composite) => {
+                let parts = composite.into_vec();
+                if parts.is_empty() {
+                    return Err("event_id must name at least one location".into());
+                }
+                vec![parts
+                    .into_iter()
+                    .map(|l| checked("event_id", l))
+                    .collect::<Result<_, _>>()?]
+            }
+            // Legacy: the header, else the pointer (alternatives, not a composite).
+            None => id_legacy.into_iter().map(|l| vec![l]).collect(),
+        };
+        let type_legacy = legacy(
+            shorthand_header("type_header", type_header)?,
+            shorthand_pointer("type_pointer", type_pointer)?,
+        );
+        let event_type = match event_type {
+            Some(_) if !type_legacy.is_empty() => {
+                return Err(
+                    "give event_type or its shorthands type_header/type_pointer, not both".into(),
+                )
+            }
+            Some(l) => vec![checked("event_type", l)?],
+            None => type_legacy,
+        };
+        let occurred_at = either(
+            ("occurred_at", occurred_at),
+            (
+                "occurred_at_pointer",
+                shorthand_pointer("occurred_at_pointer", occurred_at_pointer)?,
+            ),
+        )?
+        .map(|l| checked("occurred_at", l))
+        .transpose()?
+        .into_iter()
+        .collect();
+        let entity = entity.map(|l| checked("entity", l)).transpose()?;
+        let amount = amount.map(|l| checked("amount", l)).transpose()?;
+        let currency = currency.map(|l| checked("currency", l)).transpose()?;
+        if amount.is_some() && amount_unit == AmountUnit::Major && currency.is_none() {
+            return Err(
+                "amount_unit = \"major\" needs currency (the number of minor digits depends on it)"
+                    .into(),
+            );
+        }
+        if !canonical_map.is_empty() && event_type.is_empty() {
+            return Err("canonical maps event types: configure event_type too".into());
+        }
+        let mut canonical_types = BTreeMap::new();
+        for (provider_type, canonical_name) in canonical_map {
+            let Some(known) = canonical::lookup(&canonical_name) else {
+                return Err(format!(
+                    "canonical[{provider_type:?}] = {canonical_name:?} is not a canonical type; known: {}",
+                    canonical::ALL.join(", ")
+                ));
+            };
+            canonical_types.insert(provider_type, known);
+        }
+        Ok(Extraction {
+            event_id,
+            event_type,
+            occurred_at,
+            occurred_at_unit,
+            entity,
+            amount,
+            amount_unit,
+            currency,
+            canonical: canonical_types,
+        })
+    }
+
+    fn compile_handshake(
+        spec: HandshakeSpec,
+        kind: SchemeKind,
+        secrets: &mut Vec<Secret>,
+    ) -> Result<Handshake, String> {
+        let pointer = |field: &str, p: String| -> Result<String, String> {
+            check_pointer(field, &p)?;
+            Ok(p)
+        };
+        Ok(match spec {
+            HandshakeSpec::EchoQueryParam {
+                mode_param,
+                mode,
+                token_param,
+                challenge_param,
+                verify_token_secret,
+            } => {
+                let at = secrets
+                    .iter()
+                    .position(|s| s.id == verify_token_secret)
+                    .ok_or_else(|| {
+                        format!(
+                            "handshake echo_query_param needs a secret with id {verify_token_secret:?} \
+                             (the verify token), e.g. secrets = [{{ id = \"{verify_token_secret}\", value = \"env:VERIFY_TOKEN\" }}, …]"
+                        )
+                    })?;
+                let token = secrets.remove(at);
+                if token.expose().is_empty() {
+                    return Err(format!("secret {verify_token_secret:?} is empty"));
+                }
+                Handshake::EchoQueryParam {
+                    mode_param,
+                    mode,
+                    token_param,
+                    challenge_param,
+                    token,
+                }
+            }
+            HandshakeSpec::EchoJsonField { when, field } => {
+                let field = pointer("handshake.field", field)?;
+                let key = field
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .replace("~1", "/")
+                    .replace("~0", "~");
+                Handshake::EchoJsonField {
+                    when: Condition::compile(when)?,
+                    field,
+                    key,
+                }
+            }
+            HandshakeSpec::EchoText { when, field } => Handshake::EchoText {
+                when: Condition::compile(when)?,
+                field: pointer("handshake.field", field)?,
+            },
+            HandshakeSpec::HmacJsonResponse {
+                when,
+                field,
+                plain_key,
+                encrypted_key,
+            } => {
+                if kind != SchemeKind::Hmac {
+                    return Err(
+                        "handshake hmac_json_response needs scheme hmac (it answers with an HMAC of the token)".into(),
+                    );
+                }
+                Handshake::HmacJsonResponse {
+                    when: Condition::compile(when)?,
+                    field: pointer("handshake.field", field)?,
+                    plain_key,
+                    encrypted_key,
+                }
+            }
+            HandshakeSpec::StaticJson { when, body } => Handshake::StaticJson {
+                when: Condition::compile(when)?,
+                body,
+            },
+        })
+    }
+
+    /// Verify, and return the matching HMAC key (for the Zoom-style handshake answer).
+    fn verify_keyed(
+        &self,
+        req: &InboundRequest<'_>,
+        now_ms: i64,
+    ) -> Result<(Verified, Option<Vec<u8>>), VerifyError> {
+        let Some(pointer) = self.items_pointer.as_deref().filter(|_| self.per_item) else {
+            let ctx = Ctx::new(req.method, req.headers, req.query, req.body);
+            return self.verify_one(&ctx, now_ms);
+        };
+        let items = raw_items(req.body, pointer).map_err(|why| {
+            VerifyError::MissingSignature(format!("items at {pointer:?} ({why})"))
+        })?;
+        let mut first = None;
+        for item in items {
+            let ctx = Ctx::new(req.method, req.headers, req.query, item);
+            let verified = self.verify_one(&ctx, now_ms)?;
+            first.get_or_insert(verified);
+        }
+        first.ok_or_else(|| {
+            VerifyError::MissingSignature(format!("items at {pointer:?} (the list is empty)"))
+        })
+    }
+
+    /// Verify the signature found in `ctx` (the request, or one item of a batch).
+    fn verify_one(
+        &self,
+        ctx: &Ctx<'_>,
+        now_ms: i64,
+    ) -> Result<(Verified, Option<Vec<u8>>), VerifyError> {
+        let carrier = self.signature.describe();
+        let raw = ctx
+            .lookup(&self.signature)
+            .ok_or_else(|| VerifyError::MissingSignature(carrier.clone()))?;
+        let value = strip_prefix(raw.trim(), &self.prefix).ok_or_else(|| {
+            VerifyError::MalformedSignature(format!(
+                "{carrier} does not start with {:?}",
+                self.prefix
+            ))
+        })?;
+        let keys = self.scheme.keys();
+        let verified = |key_id: String| Verified {
+            scheme: self.scheme.name(),
+            key_id: Some(key_id),
+        };
+        match &self.scheme {
+            Scheme::TokenEquals { .. } => {
+                let id = keys.first_match(now_ms, |key| crypto::token_eq(value.as_bytes(), key))?;
+                return Ok((verified(id), None));
+            }
+            Scheme::BasicAuth { .. } => {
+                let presented = crypto::decode_base64(value.trim()).ok_or_else(|| {
+                    VerifyError::MalformedSignature(format!("{carrier} is not Basic <base64>"))
+                })?;
+                let id = keys.first_match(now_ms, |key| crypto::token_eq(&presented, key))?;
+                return Ok((verified(id), None));
+            }
+            _ => {}
+        }
+        let (candidates, listed_timestamp) = self.format.split(value, &carrier)?;
+        let signatures: Vec<Vec<u8>> = candidates
+            .iter()
+            .filter_map(|c| self.encoding.decode(c.trim()))
+            .collect();
+        if signatures.is_empty() {
+            return Err(VerifyError::MalformedSignature(format!(
+                "{carrier} is not {:?}-encoded",
+                self.encoding
+            )));
+        }
+        let timestamp_text: Option<String> = match &self.timestamp {
+            None => None,
+            Some(TimestampSource::ListKey(key)) => Some(
+                listed_timestamp
+                    .ok_or_else(|| VerifyError::MissingHeader(format!("{key}= in {carrier}")))?
+                    .to_string(),
+            ),
+            Some(TimestampSource::At(location)) => Some(
+                ctx.lookup(location)
+                    .ok_or_else(|| VerifyError::MissingHeader(location.describe()))?,
+            ),
+        };
+        let timestamp = timestamp_text
+            .as_deref()
+            .map(|t| parse_timestamp(t, self.timestamp_unit))
+            .transpose()?;
+        let url_variants: Vec<Option<&ConfiguredUrl>> = if self.urls.is_empty() {
+            vec![None]
+        } else {
+            self.urls.iter().map(Some).collect()
+        };
+        let messages: Vec<Vec<Cow<'_, [u8]>>> = url_variants
+            .into_iter()
+            .map(|url| {
+                template::render(
+                    &self.message,
+                    &self.separator,
+                    ctx,
+                    timestamp_text.as_deref(),
+                    url,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        let views: Vec<Vec<&[u8]>> = messages
+            .iter()
+            .map(|m| m.iter().map(AsRef::as_ref).collect())
+            .collect();
+        let mut matched_key = None;
+        let key_id = keys.first_match(now_ms, |key| {
+            let checker = self.scheme.checker(key);
+            let hit = views
+                .iter()
+                .any(|parts| signatures.iter().any(|sig| checker.check(parts, sig)));
+            if hit {
+                matched_key = Some(key.to_vec());
+            }
+            hit
+        })?;
+        // Freshness after the signature: a forger learns nothing about our clock.
+        if let Some((value, unit)) = timestamp {
+            self.tolerance.check(value, unit, now_ms)?;
+        }
+        let key = matches!(self.scheme, Scheme::Hmac { .. })
+            .then_some(matched_key)
+            .flatten();
+        Ok((verified(key_id), key))
+    }
+
+    fn extract_one(&self, ctx: &Ctx<'_>, part: Option<Vec<u8>>) -> Result<Extracted, ExtractError> {
+        let x = &self.extraction;
+        let event_id = if x.event_id.is_empty() {
+            None
+        } else {
+            let found = x.event_id.iter().find_map(|composite| {
+                composite
+                    .iter()
+                    .map(|l| id_text(ctx, l))
+                    .collect::<Option<Vec<String>>>()
+                    .map(|parts| parts.join("#"))
+            });
+            let described = || {
+                x.event_id
+                    .iter()
+                    .map(|c| {
+                        c.iter()
+                            .map(Location::describe)
+                            .collect::<Vec<_>>()
+                            .join(" + ")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            };
+            Some(found.ok_or_else(|| {
+                ExtractError(format!(
+                    "no event id: {} is absent or not a string or integer",
+                    described()
+                ))
+            })?)
+        };
+        let event_type = x.event_type.iter().find_map(|l| id_text(ctx, l));
+        let canonical_type = event_type
+            .as_deref()
+            .and_then(|t| x.canonical.get(t).copied());
+        let occurred_at_ms = x
+            .occurred_at
+            .iter()
+            .find_map(|l| ctx.lookup(l))
+            .and_then(|t| time_to_ms(&t, x.occurred_at_unit));
+        let currency = x
+            .currency
+            .as_ref()
+            .and_then(|l| ctx.lookup(l))
+            .and_then(|c| money::currency(&c));
+        let amount = x
+            .amount
+            .as_ref()
+            .and_then(|l| ctx.lookup(l))
+            .and_then(|text| match x.amount_unit {
+                AmountUnit::Minor => text.trim().parse::<i64>().ok(),
+                AmountUnit::Major => money::to_minor(&text, currency.as_deref()?),
+            });
+        Ok(Extracted {
+            event_id,
+            event_type,
+            canonical_type,
+            occurred_at_ms,
+            entity: x.entity.as_ref().and_then(|l| ctx.lookup(l)),
+            amount,
+            currency,
+            part,
+        })
+    }
+
+    fn sign_header(&self) -> Result<&str, ProviderConfigError> {
+        match &self.signature {
+            Location::Header(name) => Ok(name),
+            other => Err(ProviderConfigError(format!(
+                "cannot sign: the signature goes in the {}, and inlet sign only sets headers",
+                other.describe()
+            ))),
+        }
+    }
+}
+
+/// `value` without `prefix` (ASCII case-insensitive); `None` when it does not start with it.
+fn strip_prefix<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
+    match value.get(..prefix.len()) {
+        Some(p) if p.eq_ignore_ascii_case(prefix) => value.get(prefix.len()..),
+        _ => None,
+    }
+}
+
+/// A received timestamp as the value and unit `Tolerance::check` takes.
+fn parse_timestamp(text: &str, unit: TsUnit) -> Result<(i64, TimeUnit), VerifyError> {
+    match unit {
+        TsUnit::Seconds => Ok((crypto::parse_unix(text)?, TimeUnit::Seconds)),
+        TsUnit::Milliseconds => Ok((crypto::parse_unix(text)?, TimeUnit::Milliseconds)),
+        TsUnit::Rfc3339 => options::parse_rfc3339_ms(text)
+            .map(|ms| (ms, TimeUnit::Milliseconds))
+            .ok_or_else(|| VerifyError::MalformedSignature("timestamp is not RFC 3339".into())),
+    }
+}
+
+/// An occurrence time as sent → unix milliseconds; seconds may carry a fraction
+/// (Mailgun `1767225598.5`).
+fn time_to_ms(text: &str, unit: TsUnit) -> Option<i64> {
+    match unit {
+        TsUnit::Seconds => crypto::parse_unix(text)
+            .ok()
+            .and_then(|s| TimeUnit::Seconds.to_ms(s))
+            .or_else(|| {
+                text.parse::<f64>()
+                    .ok()
+                    .map(|s| s * 1000.0)
+                    .filter(|ms| ms.is_finite() && ms.abs() < 9.0e15)
+                    .map(|ms| ms.round() as i64)
+            }),
+        TsUnit::Milliseconds => crypto::parse_unix(text).ok(),
+        TsUnit::Rfc3339 => options::parse_rfc3339_ms(text),
+    }
+}
+
+/// An id or type: a header/field value, or a JSON string or integer (never a float, bool or
+/// object: `1.5` as an id is a sender bug, not a key).
+fn id_text(ctx: &Ctx<'_>, location: &Location) -> Option<String> {
+    match location {
+        Location::JsonPointer(p) => match ctx.json_at(p)? {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            _ => None,
+        },
+        other => ctx.lookup(other),
+    }
+}
+
+/// The exact bytes of each item of the array at `pointer` (`""`: the body is the array),
+/// sliced from the body, never re-serialised.
+fn raw_items<'b>(body: &'b [u8], pointer: &str) -> Result<Vec<&'b [u8]>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8 JSON".to_string())?;
+    let mut current: &'b RawValue =
+        serde_json::from_str(text).map_err(|_| "the body is not JSON".to_string())?;
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let inner: &'b str = current.get();
+        current = match inner.as_bytes().first() {
+            Some(b'{') => {
+                let map: BTreeMap<String, &'b RawValue> =
+                    serde_json::from_str(inner).map_err(|_| "the body is not JSON".to_string())?;
+                map.get(&token)
+                    .copied()
+                    .ok_or_else(|| format!("no {token:?} on the way to {pointer:?}"))?
+            }
+            Some(b'[') => {
+                let list: Vec<&'b RawValue> =
+                    serde_json::from_str(inner).map_err(|_| "the body is not JSON".to_string())?;
+                token
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| list.get(i).copied())
+                    .ok_or_else(|| format!("no item {token:?} on the way to {pointer:?}"))?
+            }
+            _ => return Err(format!("{pointer:?} passes through a scalar")),
+        };
+    }
+    let list: Vec<&'b RawValue> = serde_json::from_str(current.get())
+        .map_err(|_| format!("the value at {pointer:?} is not an array"))?;
+    Ok(list.into_iter().map(|r| r.get().as_bytes()).collect())
+}
+
+/// Put `value` at `pointer` in `root`, creating objects on the way (for sample bodies).
+fn set_pointer(root: &mut serde_json::Value, pointer: &str, value: serde_json::Value) {
+    let mut current = root;
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        if !current.is_object() {
+            *current = serde_json::json!({});
+        }
+        let serde_json::Value::Object(map) = current else {
+            return;
+        };
+        current = map.entry(token).or_insert(serde_json::Value::Null);
+    }
+    *current = value;
+}
+
+#[async_trait::async_trait]
+impl Provider for Generic {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
+        self.verify_keyed(req, now_ms).map(|(verified, _)| verified)
+    }
+
+    fn handshake(
+        &self,
+        req: &InboundRequest<'_>,
+        now_ms: i64,
+    ) -> Option<Result<HandshakeReply, VerifyError>> {
+        let ctx = Ctx::new(req.method, req.headers, req.query, req.body);
+        let text_at = |pointer: &str| ctx.json_at(pointer).and_then(template::json_text);
+        let missing = |pointer: &str| VerifyError::MissingHeader(format!("body field {pointer}"));
+        match self.handshake.as_ref()? {
+            Handshake::EchoQueryParam {
+                mode_param,
+                mode,
+                token_param,
+                challenge_param,
+                token,
+            } => {
+                if !req.method.eq_ignore_ascii_case("GET") {
+                    return None;
+                }
+                let presented_mode = ctx.query_param(mode_param)?;
+                let token_ok = ctx
+                    .query_param(token_param)
+                    .is_some_and(|t| crypto::token_eq(t.as_bytes(), token.expose()));
+                if presented_mode != mode || !token_ok {
+                    return Some(Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
+                }
+                Some(
+                    ctx.query_param(challenge_param)
+                        .map(HandshakeReply::text)
+                        .ok_or_else(|| {
+                            VerifyError::MissingHeader(format!("query parameter {challenge_param}"))
+                        }),
+                )
+            }
+            Handshake::EchoJsonField { when, field, key } => {
+                if !when.matches(&ctx) {
+                    return None;
+                }
+                Some(self.verify(req, now_ms).and_then(|_| {
+                    let value = text_at(field).ok_or_else(|| missing(field))?;
+                    let mut reply = serde_json::Map::new();
+                    reply.insert(key.clone(), serde_json::Value::String(value));
+                    Ok(HandshakeReply::json(serde_json::Value::Object(reply)))
+                }))
+            }
+            Handshake::EchoText { when, field } => {
+                if !when.matches(&ctx) {
+                    return None;
+                }
+                Some(self.verify(req, now_ms).and_then(|_| {
+                    text_at(field)
+                        .map(HandshakeReply::text)
+                        .ok_or_else(|| missing(field))
+                }))
+            }
+            Handshake::HmacJsonResponse {
+                when,
+                field,
+                plain_key,
+                encrypted_key,
+            } => {
+                if !when.matches(&ctx) {
+                    return None;
+                }
+                Some(self.verify_keyed(req, now_ms).and_then(|(_, key)| {
+                    let plain = text_at(field).ok_or_else(|| missing(field))?;
+                    let Scheme::Hmac { algorithm, .. } = &self.scheme else {
+                        return Err(VerifyError::NoLiveKey);
+                    };
+                    let key = key.ok_or(VerifyError::NoLiveKey)?;
+                    let tag = algorithm
+                        .compute(&key, &[plain.as_bytes()])
+                        .map_err(|e| VerifyError::Unavailable(e.0))?;
+                    let mut reply = serde_json::Map::new();
+                    reply.insert(plain_key.clone(), serde_json::Value::String(plain));
+                    reply.insert(
+                        encrypted_key.clone(),
+                        serde_json::Value::String(hex::encode(tag)),
+                    );
+                    Ok(HandshakeReply::json(serde_json::Value::Object(reply)))
+                }))
+            }
+            Handshake::StaticJson { when, body } => {
+                if !when.matches(&ctx) {
+                    return None;
+                }
+                Some(
+                    self.verify(req, now_ms)
+                        .map(|_| HandshakeReply::json(body.clone())),
+                )
+            }
+        }
+    }
+
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
+        let Some(pointer) = self.items_pointer.as_deref() else {
+            let ctx = Ctx::new(req.method, req.headers, req.query, req.body);
+            return Ok(vec![self.extract_one(&ctx, None)?]);
+        };
+        raw_items(req.body, pointer)
+            .map_err(|why| ExtractError(format!("items_pointer: {why}")))?
+            .into_iter()
+            .map(|item| {
+                let ctx = Ctx::new(req.method, req.headers, req.query, item);
+                self.extract_one(&ctx, Some(item.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Signs with the first live key. Header parts can be signed when they are the event id
+    /// header (given the delivery id) or the timestamp header; other header values are the
+    /// sender's to know.
+    fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
+        let keys = self.scheme.keys();
+        let mut out = Headers::new();
+        let algorithm = match &self.scheme {
+            Scheme::Ed25519 { .. } | Scheme::EcdsaP256 { .. } => {
+                return Err(ProviderConfigError(format!(
+                    "scheme {} signs with a private key the receiver does not hold",
+                    self.scheme.name()
+                )))
+            }
+            Scheme::TokenEquals { .. } => {
+                let header = self.sign_header()?;
+                let token = std::str::from_utf8(keys.signing_key(input.now_ms)?)
+                    .map_err(|_| ProviderConfigError("the token is not text".into()))?;
+                out.insert(header, format!("{}{token}", self.prefix));
+                return Ok(out);
+            }
+            Scheme::BasicAuth { .. } => {
+                let header = self.sign_header()?;
+                let credentials = keys.signing_key(input.now_ms)?;
+                out.insert(
+                    header,
+                    format!(
+                        "{}{}",
+                        self.prefix,
+                        SignatureEncoding::Base64.encode(credentials)
+                    ),
+                );
+                return Ok(out);
+            }
+            Scheme::Hmac { algorithm, .. } => *algorithm,
+        };
+        let header = self.sign_header()?;
+        let key = keys.signing_key(input.now_ms)?;
+        // The delivery id goes in the id header (when the id is one header).
+        if let Some([Location::Header(id_header)]) =
+            self.extraction.event_id.first().map(Vec::as_slice)
+        {
+            out.insert(id_header, input.delivery_id.to_string());
+        }
+        let generated = match self.timestamp_unit {
+            TsUnit::Seconds => TimeUnit::Seconds.from_ms(input.now_ms).to_string(),
+            TsUnit::Milliseconds => input.now_ms.to_string(),
+            TsUnit::Rfc3339 => {
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(u64::try_from(input.now_ms).unwrap_or(0));
+                humantime::format_rfc3339_millis(at).to_string()
+            }
+        };
+        let timestamp = match &self.timestamp {
+            None => None,
+            Some(TimestampSource::ListKey(_)) => Some(generated),
+            Some(TimestampSource::At(Location::Header(name))) => {
+                out.insert(name, generated.clone());
+                Some(generated)
+            }
+            Some(TimestampSource::At(location)) => {
+                let no_headers = Headers::new();
+                let body_ctx = Ctx::new("POST", &no_headers, &[], input.body);
+                Some(body_ctx.lookup(location).ok_or_else(|| {
+                    ProviderConfigError(format!(
+                        "cannot sign: the timestamp is read from the {}, which this body lacks",
+                        location.describe()
+                    ))
+                })?)
+            }
+        };
+        let ctx = Ctx::new("POST", &out, &[], input.body);
+        let message = template::render(
+            &self.message,
+            &self.separator,
+            &ctx,
+            timestamp.as_deref(),
+            self.urls.first(),
+        )
+        .map_err(|e| match e {
+            VerifyError::MissingHeader(name) => ProviderConfigError(format!(
+                "cannot sign: message uses header {name}, whose value only the sender knows"
+            )),
+            other => ProviderConfigError(format!("cannot sign: {other}")),
+        })?;
+        let parts: Vec<&[u8]> = message.iter().map(AsRef::as_ref).collect();
+        let sig = self.encoding.encode(&algorithm.compute(key, &parts)?);
+        let value = match &self.format {
+            Format::Plain => sig,
+            Format::KvList {
+                item_separator,
+                kv_separator,
+                timestamp_key,
+                signature_key,
+            } => {
+                match (timestamp_key, &timestamp) {
+                    (Some(tk), Some(ts)) => {
+                        format!("{tk}{kv_separator}{ts}{item_separator}{signature_key}{kv_separator}{sig}")
+                    }
+                    _ => format!("{signature_key}{kv_separator}{sig}"),
+                }
+            }
+            Format::VersionedList {
+                versions,
+                version_separator,
+            } => format!(
+                "{}{version_separator}{sig}",
+                versions.first().map(String::as_str).unwrap_or_default()
+            ),
+        };
+        out.insert(header, format!("{}{value}", self.prefix));
+        Ok(out)
+    }
+
+    /// A JSON event with the configured id, type and time pointers filled in, wrapped in the
+    /// batch array when `items_pointer` is set.
+    fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
+        let now_s = now_ms / 1000;
+        let mut item = serde_json::json!({"id": id, "type": "test.event", "created": now_s});
+        let x = &self.extraction;
+        if let Some([Location::JsonPointer(p)]) = x.event_id.first().map(Vec::as_slice) {
+            set_pointer(&mut item, p, serde_json::json!(id));
+        }
+        if let Some(Location::JsonPointer(p)) = x.event_type.first() {
+            set_pointer(&mut item, p, serde_json::json!("test.event"));
+        }
+        if let Some(Location::JsonPointer(p)) = x.occurred_at.first() {
+            let at = match x.occurred_at_unit {
+                TsUnit::Seconds => serde_json::json!(now_s),
+                TsUnit::Milliseconds => serde_json::json!(now_ms),
+                TsUnit::Rfc3339 => {
+                    let at = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
+                    serde_json::json!(humantime::format_rfc3339_millis(at).to_string())
+                }
+            };
+            set_pointer(&mut item, p, at);
+        }
+        let body = match self.items_pointer.as_deref() {
+            None => item,
+            Some("") => serde_json::json!([item]),
+            Some(p) => {
+                let mut root = serde_json::json!({});
+                set_pointer(&mut root, p, serde_json::json!([item]));
+                root
+            }
+        };
+        body.to_string().into_bytes()
+    }
+}
