@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
 
+pub mod adyen;
 pub mod canonical;
 pub mod crypto;
 pub mod github;
@@ -192,6 +193,7 @@ pub const PROVIDERS: &[&str] = &[
     "svix",
     "telegram",
     "hmac",
+    "adyen",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -211,6 +213,7 @@ pub fn build(
         "hmac" => Ok(Arc::new(hmac_generic::GenericHmac::from_config(
             options, secrets,
         )?)),
+        "adyen" => Ok(Arc::new(adyen::Adyen::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
