@@ -38,6 +38,7 @@ pub enum PaidSignal {
     /// `CAPTURE` later only for delayed/manual capture, and mapping both would emit two
     /// `payment.succeeded` for one payment). `CAPTURE` keeps its own type, no canonical one.
     #[default]
+    #[serde(alias = "authorization")]
     Authorisation,
     /// Manual capture: `AUTHORISATION` success=true is `payment.pending`, `CAPTURE`
     /// success=true is `payment.succeeded`, a failed capture (`CAPTURE` false,

@@ -8,6 +8,7 @@ use crate::secret::Secret;
 
 pub mod adyen;
 pub mod canonical;
+pub mod checkout;
 pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
@@ -194,6 +195,7 @@ pub const PROVIDERS: &[&str] = &[
     "telegram",
     "hmac",
     "adyen",
+    "checkout",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -214,6 +216,7 @@ pub fn build(
             options, secrets,
         )?)),
         "adyen" => Ok(Arc::new(adyen::Adyen::from_config(options, secrets)?)),
+        "checkout" => Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
