@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
 pub mod money;
+pub mod razorpay;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
@@ -196,6 +197,7 @@ pub const PROVIDERS: &[&str] = &[
     "hmac",
     "adyen",
     "checkout",
+    "razorpay",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -217,6 +219,7 @@ pub fn build(
         )?)),
         "adyen" => Ok(Arc::new(adyen::Adyen::from_config(options, secrets)?)),
         "checkout" => Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?)),
+        "razorpay" => Ok(Arc::new(razorpay::Razorpay::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
