@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
 pub mod money;
+pub mod paypal;
 pub mod razorpay;
 pub mod standard_webhooks;
 pub mod stripe;
@@ -198,6 +199,7 @@ pub const PROVIDERS: &[&str] = &[
     "adyen",
     "checkout",
     "razorpay",
+    "paypal",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -220,6 +222,7 @@ pub fn build(
         "adyen" => Ok(Arc::new(adyen::Adyen::from_config(options, secrets)?)),
         "checkout" => Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?)),
         "razorpay" => Ok(Arc::new(razorpay::Razorpay::from_config(options, secrets)?)),
+        "paypal" => Ok(Arc::new(paypal::PayPal::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
