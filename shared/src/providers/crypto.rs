@@ -467,6 +467,12 @@ pub(crate) mod testkit {
         pub now: Option<i64>,
         /// The configured notification URL (Square, Twilio).
         pub url: Option<String>,
+        /// PayPal: the webhook id the vector was signed for.
+        #[serde(default)]
+        pub webhook_id: Option<String>,
+        /// PayPal: the (test-only) signing certificate, PEM.
+        #[serde(default)]
+        pub cert_pem: Option<String>,
         pub body: String,
         pub headers: serde_json::Map<String, serde_json::Value>,
         pub expected: Expected,

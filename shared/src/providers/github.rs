@@ -6,7 +6,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
 use super::{
-    ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified, VerifyError,
+    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -90,28 +91,44 @@ impl Provider for GitHub {
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let delivery = crypto::required_header(req.headers, DELIVERY)
             .map_err(|_| ExtractError("missing X-GitHub-Delivery header".into()))?;
-        // `pull_request` + body `"action": "opened"` → `pull_request.opened`, so routes can
-        // match on the action without parsing the body again.
-        let event_type = req
+        let event = req
             .headers
             .get(EVENT)
             .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(|event| {
-                let action = crypto::json_object(req.body).and_then(|body| {
-                    body.get("action")
-                        .and_then(|a| a.as_str())
-                        .map(str::to_string)
-                });
-                match action {
-                    Some(action) => format!("{event}.{action}"),
-                    None => event.to_string(),
-                }
-            });
+            .filter(|e| !e.is_empty());
+        // Form-encoded deliveries (`payload=…`) are not parsed: type from the header only.
+        let body = crypto::json_object(req.body);
+        let text = |pointer: &str| {
+            body.as_ref()
+                .and_then(|b| b.get(pointer))
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+        };
+        // `pull_request` + body `"action": "opened"` → `pull_request.opened`, so routes can
+        // match on the action without parsing the body again.
+        let event_type = event.map(|event| match text("action") {
+            Some(action) => format!("{event}.{action}"),
+            None => event.to_string(),
+        });
+        let canonical_type = event.and_then(|event| match event {
+            "push" => Some(canonical::CODE_PUSHED),
+            "issues" => Some(canonical::ISSUE_CHANGED),
+            "ping" => Some(canonical::WEBHOOK_PING),
+            _ => None,
+        });
+        // The repository the event is about; org-level events (`organization`, `member`…)
+        // carry none.
+        let entity = body
+            .as_ref()
+            .and_then(|b| b.get("repository"))
+            .and_then(|r| r.get("full_name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_string);
         Ok(vec![Extracted {
             event_id: Some(delivery.to_string()),
             event_type,
-            occurred_at_ms: None,
+            canonical_type,
+            entity,
             ..Default::default()
         }])
     }
@@ -319,6 +336,31 @@ mod tests {
             .unwrap()
             .remove(0);
         assert_eq!(got.event_type.as_deref(), Some("pull_request"));
+    }
+
+    #[test]
+    fn github_push_issues_and_ping_map_to_canonical_types_with_the_repository() {
+        let p = github(vec![secret("k", "s")]);
+        let body = br#"{"ref":"refs/heads/main","repository":{"id":1,"full_name":"octo/hello"}}"#;
+        for (event, expected) in [
+            ("push", Some(canonical::CODE_PUSHED)),
+            ("issues", Some(canonical::ISSUE_CHANGED)),
+            ("ping", Some(canonical::WEBHOOK_PING)),
+            ("release", None),
+        ] {
+            let h = Headers::from_iter([("X-GitHub-Delivery", "d"), ("X-GitHub-Event", event)]);
+            let got = p.extract(&request(&h, body)).unwrap().remove(0);
+            assert_eq!(got.canonical_type, expected, "{event}");
+            assert_eq!(got.entity.as_deref(), Some("octo/hello"), "{event}");
+        }
+        let h = Headers::from_iter([("X-GitHub-Delivery", "d"), ("X-GitHub-Event", "issues")]);
+        let got = p
+            .extract(&request(&h, br#"{"action":"closed","issue":{"number":1}}"#))
+            .unwrap()
+            .remove(0);
+        assert_eq!(got.event_type.as_deref(), Some("issues.closed"));
+        assert_eq!(got.canonical_type, Some(canonical::ISSUE_CHANGED));
+        assert_eq!(got.entity, None);
     }
 
     #[test]

@@ -6,11 +6,15 @@ use std::sync::Arc;
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
 
+pub mod adyen;
 pub mod canonical;
+pub mod checkout;
 pub mod crypto;
 pub mod generic;
 pub mod github;
 pub mod money;
+pub mod paypal;
+pub mod razorpay;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
@@ -193,6 +197,10 @@ pub const PROVIDERS: &[&str] = &[
     "telegram",
     "generic",
     "hmac",
+    "adyen",
+    "checkout",
+    "razorpay",
+    "paypal",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -213,6 +221,10 @@ pub fn build(
         "generic" | "hmac" => Ok(Arc::new(generic::Generic::from_config_as(
             name, options, secrets,
         )?)),
+        "adyen" => Ok(Arc::new(adyen::Adyen::from_config(options, secrets)?)),
+        "checkout" => Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?)),
+        "razorpay" => Ok(Arc::new(razorpay::Razorpay::from_config(options, secrets)?)),
+        "paypal" => Ok(Arc::new(paypal::PayPal::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")

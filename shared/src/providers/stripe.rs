@@ -6,7 +6,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, TimeUnit, Tolerance};
 use super::{
-    ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified, VerifyError,
+    canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -88,6 +89,47 @@ fn parse_header(value: &str) -> Result<SignatureHeader<'_>, VerifyError> {
     Ok(SignatureHeader { t, v1 })
 }
 
+/// Stripe's types on the canonical catalogue. One Stripe payment can raise
+/// `payment_intent.succeeded`, `charge.succeeded` and `checkout.session.completed`: each maps to
+/// `payment.succeeded`, so an endpoint subscribed to several sees it once per type (the
+/// envelope's entity and amount let a handler correlate them).
+fn canonical_type(event_type: &str, object: Option<&serde_json::Value>) -> Option<&'static str> {
+    use canonical::*;
+    let paid = || {
+        object
+            .and_then(|o| o.get("payment_status"))
+            .and_then(|s| s.as_str())
+            == Some("paid")
+    };
+    match event_type {
+        "payment_intent.succeeded"
+        | "charge.succeeded"
+        | "checkout.session.async_payment_succeeded" => Some(PAYMENT_SUCCEEDED),
+        // Delayed payment methods complete the session unpaid and report later.
+        "checkout.session.completed" => paid().then_some(PAYMENT_SUCCEEDED),
+        "payment_intent.payment_failed"
+        | "charge.failed"
+        | "checkout.session.async_payment_failed" => Some(PAYMENT_FAILED),
+        "payment_intent.processing" => Some(PAYMENT_PENDING),
+        "charge.refunded" => Some(PAYMENT_REFUNDED),
+        "charge.dispute.created" => Some(PAYMENT_DISPUTED),
+        "payment_intent.canceled" => Some(PAYMENT_CANCELED),
+        "customer.subscription.created" => Some(SUBSCRIPTION_CREATED),
+        "customer.subscription.updated" => Some(SUBSCRIPTION_UPDATED),
+        "customer.subscription.deleted" => Some(SUBSCRIPTION_CANCELED),
+        "payout.paid" => Some(PAYOUT_PAID),
+        "payout.failed" => Some(PAYOUT_FAILED),
+        "identity.verification_session.verified" => Some(KYC_VERIFIED),
+        // `requires_input`: a verification check failed (document unreadable, selfie mismatch…);
+        // the user may try again, which starts a new cycle with its own events.
+        "identity.verification_session.requires_input" => Some(KYC_REJECTED),
+        "identity.verification_session.processing" => Some(KYC_PENDING),
+        "customer.created" => Some(ACCOUNT_REGISTERED),
+        "customer.updated" => Some(ACCOUNT_UPDATED),
+        _ => None,
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for Stripe {
     fn name(&self) -> &'static str {
@@ -113,6 +155,10 @@ impl Provider for Stripe {
         })
     }
 
+    /// Money and the customer come from `data.object`: `amount` (already minor units), or
+    /// `amount_total` (Checkout Session), `amount_refunded` (`charge.refunded`), `amount_paid`
+    /// (invoice); the entity is its `customer` (id, or expanded object's id), else the
+    /// object's own id (a Customer is its own entity).
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let event = crypto::json_object(req.body)
             .ok_or_else(|| ExtractError("stripe event body is not a JSON object".into()))?;
@@ -121,17 +167,43 @@ impl Provider for Stripe {
             .and_then(|v| v.as_str())
             .filter(|id| !id.is_empty())
             .ok_or_else(|| ExtractError("stripe event has no string \"id\"".into()))?;
+        let event_type = event.get("type").and_then(|v| v.as_str());
+        let object = event.get("data").and_then(|d| d.get("object"));
+        let field = |name: &str| object.and_then(|o| o.get(name));
+        let text = |name: &str| {
+            field(name)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+        };
+        let amount_field = match (text("object"), event_type) {
+            (Some("checkout.session"), _) => "amount_total",
+            (_, Some("charge.refunded")) => "amount_refunded",
+            (Some("invoice"), _) => "amount_paid",
+            _ => "amount",
+        };
+        let currency = text("currency").and_then(money::currency);
+        let entity = text("customer")
+            .or_else(|| {
+                field("customer")
+                    .and_then(|c| c.get("id"))
+                    .and_then(|v| v.as_str())
+            })
+            .or_else(|| text("id"));
         Ok(vec![Extracted {
             event_id: Some(id.to_string()),
-            event_type: event
-                .get("type")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
+            event_type: event_type.map(str::to_string),
+            canonical_type: event_type.and_then(|t| canonical_type(t, object)),
             occurred_at_ms: event
                 .get("created")
                 .and_then(serde_json::Value::as_i64)
                 .and_then(|s| TimeUnit::Seconds.to_ms(s)),
-            ..Default::default()
+            entity: entity.map(str::to_string),
+            amount: currency
+                .as_ref()
+                .and(field(amount_field))
+                .and_then(money::minor_from_json),
+            currency,
+            part: None,
         }])
     }
 
@@ -201,9 +273,101 @@ mod tests {
             .extract(&request(&h, v.body.as_bytes()))
             .unwrap()
             .remove(0);
-        assert_eq!(got.event_id.as_deref(), Some("evt_test_webhook"));
-        assert_eq!(got.event_type.as_deref(), Some("payment_intent.succeeded"));
-        assert_eq!(got.occurred_at_ms, None);
+        assert_eq!(
+            got,
+            Extracted {
+                event_id: Some("evt_test_webhook".into()),
+                event_type: Some("payment_intent.succeeded".into()),
+                canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
+                occurred_at_ms: None,
+                entity: Some("pi_123".into()),
+                amount: Some(2000),
+                currency: Some("USD".into()),
+                part: None,
+            }
+        );
+    }
+
+    fn extract_one(body: serde_json::Value) -> Extracted {
+        let body = body.to_string();
+        stripe(vec![secret("k", SECRET)])
+            .extract(&request(&Headers::new(), body.as_bytes()))
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn stripe_customer_is_the_entity_whether_an_id_or_expanded() {
+        let e = extract_one(
+            serde_json::json!({"id": "evt_1", "type": "charge.succeeded",
+            "data": {"object": {"id": "ch_1", "object": "charge", "amount": 500, "currency": "eur", "customer": "cus_1"}}}),
+        );
+        assert_eq!(e.entity.as_deref(), Some("cus_1"));
+        assert_eq!((e.amount, e.currency.as_deref()), (Some(500), Some("EUR")));
+        let e = extract_one(
+            serde_json::json!({"id": "evt_2", "type": "charge.succeeded",
+            "data": {"object": {"id": "ch_1", "customer": {"id": "cus_2", "object": "customer"}}}}),
+        );
+        assert_eq!(e.entity.as_deref(), Some("cus_2"));
+        assert_eq!((e.amount, e.currency), (None, None));
+        let e = extract_one(
+            serde_json::json!({"id": "evt_3", "type": "customer.created",
+            "data": {"object": {"id": "cus_3", "object": "customer", "customer": null}}}),
+        );
+        assert_eq!(e.entity.as_deref(), Some("cus_3"));
+        assert_eq!(e.canonical_type, Some(canonical::ACCOUNT_REGISTERED));
+    }
+
+    #[test]
+    fn stripe_amount_field_follows_the_object() {
+        let e = extract_one(
+            serde_json::json!({"id": "evt_1", "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_1", "object": "checkout.session", "amount_total": 1999,
+                                "currency": "jpy", "payment_status": "paid", "customer": "cus_1"}}}),
+        );
+        assert_eq!((e.amount, e.currency.as_deref()), (Some(1999), Some("JPY")));
+        assert_eq!(e.canonical_type, Some(canonical::PAYMENT_SUCCEEDED));
+        let e = extract_one(serde_json::json!({"id": "evt_2", "type": "charge.refunded",
+            "data": {"object": {"id": "ch_1", "object": "charge", "amount": 1000, "amount_refunded": 400, "currency": "usd"}}}));
+        assert_eq!(e.amount, Some(400));
+        assert_eq!(e.canonical_type, Some(canonical::PAYMENT_REFUNDED));
+    }
+
+    #[test]
+    fn unpaid_checkout_session_is_not_payment_succeeded() {
+        let e = extract_one(
+            serde_json::json!({"id": "evt_1", "type": "checkout.session.completed",
+            "data": {"object": {"object": "checkout.session", "payment_status": "unpaid"}}}),
+        );
+        assert_eq!(e.canonical_type, None);
+    }
+
+    #[test]
+    fn stripe_types_map_to_canonical_ones() {
+        use canonical::*;
+        for (t, expected) in [
+            ("payment_intent.succeeded", Some(PAYMENT_SUCCEEDED)),
+            ("charge.succeeded", Some(PAYMENT_SUCCEEDED)),
+            ("payment_intent.payment_failed", Some(PAYMENT_FAILED)),
+            ("charge.failed", Some(PAYMENT_FAILED)),
+            ("charge.refunded", Some(PAYMENT_REFUNDED)),
+            ("charge.dispute.created", Some(PAYMENT_DISPUTED)),
+            ("payment_intent.canceled", Some(PAYMENT_CANCELED)),
+            ("customer.subscription.created", Some(SUBSCRIPTION_CREATED)),
+            ("customer.subscription.updated", Some(SUBSCRIPTION_UPDATED)),
+            ("customer.subscription.deleted", Some(SUBSCRIPTION_CANCELED)),
+            ("payout.paid", Some(PAYOUT_PAID)),
+            ("payout.failed", Some(PAYOUT_FAILED)),
+            ("identity.verification_session.verified", Some(KYC_VERIFIED)),
+            (
+                "identity.verification_session.requires_input",
+                Some(KYC_REJECTED),
+            ),
+            ("customer.created", Some(ACCOUNT_REGISTERED)),
+            ("invoice.created", None),
+        ] {
+            assert_eq!(canonical_type(t, None), expected, "{t}");
+        }
     }
 
     #[test]

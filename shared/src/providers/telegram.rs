@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, Keyring, TimeUnit};
 use super::{
-    ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified, VerifyError,
+    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -76,14 +77,33 @@ impl Provider for Telegram {
             .and_then(serde_json::Value::as_i64)
             .ok_or_else(|| ExtractError("telegram update has no integer \"update_id\"".into()))?;
         let kind = update.iter().find(|(key, _)| key.as_str() != "update_id");
-        let occurred_at_ms = kind
-            .and_then(|(_, payload)| payload.get("date"))
+        let payload = kind.map(|(_, payload)| payload);
+        let occurred_at_ms = payload
+            .and_then(|p| p.get("date"))
             .and_then(serde_json::Value::as_i64)
             .and_then(|s| TimeUnit::Seconds.to_ms(s));
+        let canonical_type = kind.and_then(|(key, _)| match key.as_str() {
+            "message" | "edited_message" | "channel_post" | "edited_channel_post" => {
+                Some(canonical::CHAT_MESSAGE)
+            }
+            "callback_query" => Some(canonical::CHAT_INTERACTION),
+            _ => None,
+        });
+        // The chat (a message's, or the message a callback button sat on), else the user.
+        let id_at = |pointer: &str| {
+            payload
+                .and_then(|p| p.pointer(pointer))
+                .and_then(serde_json::Value::as_i64)
+        };
+        let entity = id_at("/chat/id")
+            .or_else(|| id_at("/message/chat/id"))
+            .or_else(|| id_at("/from/id"));
         Ok(vec![Extracted {
             event_id: Some(update_id.to_string()),
             event_type: kind.map(|(key, _)| key.clone()),
+            canonical_type,
             occurred_at_ms,
+            entity: entity.map(|id| id.to_string()),
             ..Default::default()
         }])
     }
@@ -145,7 +165,9 @@ mod tests {
             Extracted {
                 event_id: Some("10000".into()),
                 event_type: Some("message".into()),
+                canonical_type: Some(canonical::CHAT_MESSAGE),
                 occurred_at_ms: Some(1_767_225_600_000),
+                entity: Some("1111111".into()),
                 ..Default::default()
             }
         );
@@ -161,6 +183,24 @@ mod tests {
             .remove(0);
         assert_eq!(got.event_type.as_deref(), Some("callback_query"));
         assert_eq!(got.occurred_at_ms, None);
+        assert_eq!(got.canonical_type, Some(canonical::CHAT_INTERACTION));
+    }
+
+    #[test]
+    fn telegram_entity_is_the_chat_else_the_user() {
+        let p = telegram(vec![secret("k", TOKEN)]);
+        let h = Headers::new();
+        let callback = br#"{"update_id":8,"callback_query":{"id":"1","from":{"id":42},"message":{"message_id":5,"chat":{"id":-100123}},"data":"x"}}"#;
+        let got = p.extract(&request(&h, callback)).unwrap().remove(0);
+        assert_eq!(got.entity.as_deref(), Some("-100123"));
+        let inline = br#"{"update_id":9,"inline_query":{"id":"1","from":{"id":42},"query":"q"}}"#;
+        let got = p.extract(&request(&h, inline)).unwrap().remove(0);
+        assert_eq!(got.entity.as_deref(), Some("42"));
+        assert_eq!(got.canonical_type, None);
+        let post = br#"{"update_id":10,"channel_post":{"message_id":1,"date":1767225600,"chat":{"id":-1001}}}"#;
+        let got = p.extract(&request(&h, post)).unwrap().remove(0);
+        assert_eq!(got.entity.as_deref(), Some("-1001"));
+        assert_eq!(got.canonical_type, Some(canonical::CHAT_MESSAGE));
     }
 
     #[test]
