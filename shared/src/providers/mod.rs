@@ -14,6 +14,7 @@ pub mod money;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
+pub mod twilio;
 
 /// Why a request failed verification. Each maps to a 401 (503 for `Unavailable`) and a
 /// stable trail reason; the message is for `inlet verify` and logs, never for the caller.
@@ -192,6 +193,7 @@ pub const PROVIDERS: &[&str] = &[
     "svix",
     "telegram",
     "hmac",
+    "twilio",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -211,6 +213,7 @@ pub fn build(
         "hmac" => Ok(Arc::new(hmac_generic::GenericHmac::from_config(
             options, secrets,
         )?)),
+        "twilio" => Ok(Arc::new(twilio::Twilio::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
