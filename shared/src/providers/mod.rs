@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
 pub mod money;
+pub mod sendgrid;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
@@ -194,6 +195,7 @@ pub const PROVIDERS: &[&str] = &[
     "telegram",
     "hmac",
     "twilio",
+    "sendgrid",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -214,6 +216,7 @@ pub fn build(
             options, secrets,
         )?)),
         "twilio" => Ok(Arc::new(twilio::Twilio::from_config(options, secrets)?)),
+        "sendgrid" => Ok(Arc::new(sendgrid::SendGrid::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
