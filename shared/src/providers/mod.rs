@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
+pub mod mailgun;
 pub mod money;
 pub mod sendgrid;
 pub mod standard_webhooks;
@@ -196,6 +197,7 @@ pub const PROVIDERS: &[&str] = &[
     "hmac",
     "twilio",
     "sendgrid",
+    "mailgun",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -217,6 +219,7 @@ pub fn build(
         )?)),
         "twilio" => Ok(Arc::new(twilio::Twilio::from_config(options, secrets)?)),
         "sendgrid" => Ok(Arc::new(sendgrid::SendGrid::from_config(options, secrets)?)),
+        "mailgun" => Ok(Arc::new(mailgun::Mailgun::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
