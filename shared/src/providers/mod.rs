@@ -12,6 +12,7 @@ pub mod github;
 pub mod hmac_generic;
 pub mod mailgun;
 pub mod money;
+pub mod postmark;
 pub mod sendgrid;
 pub mod standard_webhooks;
 pub mod stripe;
@@ -198,6 +199,7 @@ pub const PROVIDERS: &[&str] = &[
     "twilio",
     "sendgrid",
     "mailgun",
+    "postmark",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -220,6 +222,7 @@ pub fn build(
         "twilio" => Ok(Arc::new(twilio::Twilio::from_config(options, secrets)?)),
         "sendgrid" => Ok(Arc::new(sendgrid::SendGrid::from_config(options, secrets)?)),
         "mailgun" => Ok(Arc::new(mailgun::Mailgun::from_config(options, secrets)?)),
+        "postmark" => Ok(Arc::new(postmark::Postmark::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
