@@ -12,6 +12,7 @@ pub mod github;
 pub mod hmac_generic;
 pub mod mailgun;
 pub mod money;
+pub mod paddle;
 pub mod postmark;
 pub mod sendgrid;
 pub mod standard_webhooks;
@@ -200,6 +201,7 @@ pub const PROVIDERS: &[&str] = &[
     "sendgrid",
     "mailgun",
     "postmark",
+    "paddle",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -223,6 +225,7 @@ pub fn build(
         "sendgrid" => Ok(Arc::new(sendgrid::SendGrid::from_config(options, secrets)?)),
         "mailgun" => Ok(Arc::new(mailgun::Mailgun::from_config(options, secrets)?)),
         "postmark" => Ok(Arc::new(postmark::Postmark::from_config(options, secrets)?)),
+        "paddle" => Ok(Arc::new(paddle::Paddle::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
