@@ -15,6 +15,7 @@ pub mod money;
 pub mod paddle;
 pub mod postmark;
 pub mod sendgrid;
+pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
@@ -202,6 +203,7 @@ pub const PROVIDERS: &[&str] = &[
     "mailgun",
     "postmark",
     "paddle",
+    "square",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -226,6 +228,7 @@ pub fn build(
         "mailgun" => Ok(Arc::new(mailgun::Mailgun::from_config(options, secrets)?)),
         "postmark" => Ok(Arc::new(postmark::Postmark::from_config(options, secrets)?)),
         "paddle" => Ok(Arc::new(paddle::Paddle::from_config(options, secrets)?)),
+        "square" => Ok(Arc::new(square::Square::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
