@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
+pub mod intercom;
 pub mod mailgun;
 pub mod money;
 pub mod paddle;
@@ -204,6 +205,7 @@ pub const PROVIDERS: &[&str] = &[
     "postmark",
     "paddle",
     "square",
+    "intercom",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -229,6 +231,7 @@ pub fn build(
         "postmark" => Ok(Arc::new(postmark::Postmark::from_config(options, secrets)?)),
         "paddle" => Ok(Arc::new(paddle::Paddle::from_config(options, secrets)?)),
         "square" => Ok(Arc::new(square::Square::from_config(options, secrets)?)),
+        "intercom" => Ok(Arc::new(intercom::Intercom::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
