@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
 pub mod intercom;
+pub mod linear;
 pub mod mailgun;
 pub mod money;
 pub mod paddle;
@@ -206,6 +207,7 @@ pub const PROVIDERS: &[&str] = &[
     "paddle",
     "square",
     "intercom",
+    "linear",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -232,6 +234,7 @@ pub fn build(
         "paddle" => Ok(Arc::new(paddle::Paddle::from_config(options, secrets)?)),
         "square" => Ok(Arc::new(square::Square::from_config(options, secrets)?)),
         "intercom" => Ok(Arc::new(intercom::Intercom::from_config(options, secrets)?)),
+        "linear" => Ok(Arc::new(linear::Linear::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
