@@ -9,6 +9,7 @@ use crate::secret::Secret;
 pub mod canonical;
 pub mod crypto;
 pub mod github;
+pub mod gitlab;
 pub mod hmac_generic;
 pub mod intercom;
 pub mod linear;
@@ -208,6 +209,7 @@ pub const PROVIDERS: &[&str] = &[
     "square",
     "intercom",
     "linear",
+    "gitlab",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -235,6 +237,7 @@ pub fn build(
         "square" => Ok(Arc::new(square::Square::from_config(options, secrets)?)),
         "intercom" => Ok(Arc::new(intercom::Intercom::from_config(options, secrets)?)),
         "linear" => Ok(Arc::new(linear::Linear::from_config(options, secrets)?)),
+        "gitlab" => Ok(Arc::new(gitlab::GitLab::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
