@@ -473,6 +473,12 @@ pub(crate) mod testkit {
         /// PayPal: the (test-only) signing certificate, PEM.
         #[serde(default)]
         pub cert_pem: Option<String>,
+        /// HTTP method when it matters (Twilio signs GET requests over the URL only).
+        #[serde(default)]
+        pub method: Option<String>,
+        /// A public verification key (SendGrid's base64 DER SPKI).
+        #[serde(default)]
+        pub public_key: Option<String>,
         pub body: String,
         pub headers: serde_json::Map<String, serde_json::Value>,
         pub expected: Expected,

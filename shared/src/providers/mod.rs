@@ -12,12 +12,21 @@ pub mod checkout;
 pub mod crypto;
 pub mod generic;
 pub mod github;
+pub mod gitlab;
+pub mod intercom;
+pub mod linear;
+pub mod mailgun;
 pub mod money;
+pub mod paddle;
 pub mod paypal;
+pub mod postmark;
 pub mod razorpay;
+pub mod sendgrid;
+pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
+pub mod twilio;
 
 /// Why a request failed verification. Each maps to a 401 (503 for `Unavailable`) and a
 /// stable trail reason; the message is for `inlet verify` and logs, never for the caller.
@@ -201,6 +210,15 @@ pub const PROVIDERS: &[&str] = &[
     "checkout",
     "razorpay",
     "paypal",
+    "twilio",
+    "sendgrid",
+    "mailgun",
+    "postmark",
+    "paddle",
+    "square",
+    "intercom",
+    "linear",
+    "gitlab",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -225,6 +243,15 @@ pub fn build(
         "checkout" => Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?)),
         "razorpay" => Ok(Arc::new(razorpay::Razorpay::from_config(options, secrets)?)),
         "paypal" => Ok(Arc::new(paypal::PayPal::from_config(options, secrets)?)),
+        "twilio" => Ok(Arc::new(twilio::Twilio::from_config(options, secrets)?)),
+        "sendgrid" => Ok(Arc::new(sendgrid::SendGrid::from_config(options, secrets)?)),
+        "mailgun" => Ok(Arc::new(mailgun::Mailgun::from_config(options, secrets)?)),
+        "postmark" => Ok(Arc::new(postmark::Postmark::from_config(options, secrets)?)),
+        "paddle" => Ok(Arc::new(paddle::Paddle::from_config(options, secrets)?)),
+        "square" => Ok(Arc::new(square::Square::from_config(options, secrets)?)),
+        "intercom" => Ok(Arc::new(intercom::Intercom::from_config(options, secrets)?)),
+        "linear" => Ok(Arc::new(linear::Linear::from_config(options, secrets)?)),
+        "gitlab" => Ok(Arc::new(gitlab::GitLab::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")

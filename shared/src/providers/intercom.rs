@@ -1,0 +1,308 @@
+//! Intercom: `X-Hub-Signature: sha1=<hex>`, HMAC-**SHA1** over the raw body, keyed with the
+//! app's `client_secret` as UTF-8 (GitHub's legacy header format). No timestamp is signed:
+//! replay protection is the dedupe on the notification `id`. The `ping` topic Intercom sends
+//! on setup is an ordinary signed notification and is enqueued like any other.
+//! Source: <https://developers.intercom.com/docs/webhooks/setting-up-webhooks> (no SDK helper).
+
+use serde::Deserialize;
+
+use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit};
+use super::{
+    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    VerifyError,
+};
+use crate::request::{Headers, InboundRequest};
+use crate::secret::Secret;
+
+const HEADER: &str = "x-hub-signature";
+
+/// Intercom takes no options; the empty table still refuses misspelt ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntercomOptions {}
+
+#[derive(Debug)]
+pub struct Intercom {
+    keys: Keyring,
+}
+
+impl Intercom {
+    pub fn from_config(
+        options: &serde_json::Value,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, ProviderConfigError> {
+        let IntercomOptions {} = crypto::parse_options("intercom", options)?;
+        Ok(Self {
+            keys: Keyring::new("intercom", secrets)?,
+        })
+    }
+}
+
+fn text<'a>(value: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(value, |v, key| v.get(key))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+}
+
+fn canonical_for(topic: &str) -> Option<&'static str> {
+    match topic {
+        "ping" => Some(canonical::WEBHOOK_PING),
+        "conversation.user.created" | "conversation.user.replied" => Some(canonical::CHAT_MESSAGE),
+        "contact.user.created" | "user.created" => Some(canonical::ACCOUNT_REGISTERED),
+        _ => None,
+    }
+}
+
+/// The contact the notification is about: the item itself for contact/user topics, the
+/// conversation's first contact (or its author) for conversations.
+fn entity(item: &serde_json::Value) -> Option<&str> {
+    match text(item, &["type"]) {
+        Some("contact" | "user" | "lead") => text(item, &["id"]),
+        Some("conversation") => item
+            .get("contacts")
+            .and_then(|c| c.get("contacts"))
+            .and_then(|c| c.get(0))
+            .and_then(|c| text(c, &["id"]))
+            .or_else(|| text(item, &["source", "author", "id"])),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Intercom {
+    fn name(&self) -> &'static str {
+        "intercom"
+    }
+
+    fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
+        let value = crypto::required_header(req.headers, HEADER)?;
+        let sig = value
+            .strip_prefix("sha1=")
+            .and_then(|hex| SignatureEncoding::Hex.decode(hex))
+            .ok_or_else(|| VerifyError::MalformedSignature("expected sha1=<hex>".into()))?;
+        let key_id = self.keys.first_match(now_ms, |key| {
+            HmacAlgorithm::Sha1.verify(key, &[req.body], &sig)
+        })?;
+        Ok(Verified {
+            scheme: "intercom_hmac_sha1",
+            key_id: Some(key_id),
+        })
+    }
+
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
+        let note: serde_json::Value = crypto::json_object(req.body)
+            .map(serde_json::Value::Object)
+            .ok_or_else(|| ExtractError("intercom notification is not a JSON object".into()))?;
+        let id = text(&note, &["id"])
+            .ok_or_else(|| ExtractError("intercom notification has no string \"id\"".into()))?;
+        let topic = text(&note, &["topic"]);
+        let null = serde_json::Value::Null;
+        let item = note
+            .get("data")
+            .and_then(|d| d.get("item"))
+            .unwrap_or(&null);
+        Ok(vec![Extracted {
+            event_id: Some(id.to_string()),
+            event_type: topic.map(str::to_string),
+            canonical_type: topic.and_then(canonical_for),
+            occurred_at_ms: note
+                .get("created_at")
+                .and_then(serde_json::Value::as_i64)
+                .and_then(|s| TimeUnit::Seconds.to_ms(s)),
+            entity: entity(item).map(str::to_string),
+            ..Default::default()
+        }])
+    }
+
+    fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
+        let now_s = now_ms / 1000;
+        serde_json::json!({
+            "type": "notification_event", "app_id": "abc123", "id": format!("notif_{id}"),
+            "topic": "contact.user.created", "created_at": now_s, "delivery_attempts": 1,
+            "data": {"type": "notification_event_data", "item": {
+                "type": "contact", "id": "6762f0b21bb69f9f2193bb6e", "role": "user", "email": "alice@example.com"}}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
+        let key = self.keys.signing_key(input.now_ms)?;
+        let sig = HmacAlgorithm::Sha1.compute(key, &[input.body])?;
+        Ok(Headers::from_iter([(
+            HEADER,
+            format!("sha1={}", hex::encode(sig)),
+        )]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::crypto::testkit::{self, expiring_secret, request, secret};
+
+    const NOW_MS: i64 = testkit::DEFAULT_NOW_MS;
+
+    fn intercom(secrets: Vec<Secret>) -> Intercom {
+        Intercom::from_config(&serde_json::Value::Null, secrets).unwrap()
+    }
+
+    fn signed(key: &str, body: &[u8]) -> Headers {
+        let sig = HmacAlgorithm::Sha1
+            .compute(key.as_bytes(), &[body])
+            .unwrap();
+        Headers::from_iter([(HEADER, format!("sha1={}", hex::encode(sig)))])
+    }
+
+    #[test]
+    fn every_intercom_vector_gets_its_expected_verdict() {
+        for v in testkit::vectors_for(&["intercom"]) {
+            let h = v.headers();
+            let got =
+                intercom(vec![v.secret()]).verify(&request(&h, v.body.as_bytes()), v.now_ms());
+            assert_eq!(got.is_ok(), v.expected.valid, "{}: {got:?}", v.id);
+            if let Ok(verified) = got {
+                assert_eq!(verified.key_id, Some(format!("{}-key", v.id)));
+            }
+        }
+    }
+
+    #[test]
+    fn intercom_ping_is_an_ordinary_event_with_the_ping_canonical_type() {
+        let v = testkit::vector("intercom-ping");
+        let h = v.headers();
+        let p = intercom(vec![v.secret()]);
+        let req = request(&h, v.body.as_bytes());
+        assert_eq!(p.handshake(&req, NOW_MS), None);
+        assert_eq!(
+            p.extract(&req).unwrap(),
+            vec![Extracted {
+                event_id: Some("notif_1".into()),
+                event_type: Some("ping".into()),
+                canonical_type: Some(canonical::WEBHOOK_PING),
+                ..Default::default()
+            }]
+        );
+    }
+
+    #[test]
+    fn intercom_conversation_and_contact_topics_name_the_contact() {
+        let p = intercom(vec![secret("k", "s")]);
+        let conversation = br#"{"id":"n2","topic":"conversation.user.created","created_at":1767225600,"data":{"item":{"type":"conversation","contacts":{"contacts":[{"type":"contact","id":"c9"}]}}}}"#;
+        let got = p
+            .extract(&request(&Headers::new(), conversation))
+            .unwrap()
+            .remove(0);
+        assert_eq!(got.canonical_type, Some(canonical::CHAT_MESSAGE));
+        assert_eq!(got.entity.as_deref(), Some("c9"));
+        assert_eq!(got.occurred_at_ms, Some(1_767_225_600_000));
+        let contact = br#"{"id":"n3","topic":"contact.user.created","data":{"item":{"type":"contact","id":"c7"}}}"#;
+        let got = p
+            .extract(&request(&Headers::new(), contact))
+            .unwrap()
+            .remove(0);
+        assert_eq!(got.canonical_type, Some(canonical::ACCOUNT_REGISTERED));
+        assert_eq!(got.entity.as_deref(), Some("c7"));
+    }
+
+    #[test]
+    fn intercom_notification_without_id_is_an_extract_error() {
+        let p = intercom(vec![secret("k", "s")]);
+        for body in [&b"[]"[..], b"x", br#"{"topic":"ping"}"#] {
+            assert!(
+                p.extract(&request(&Headers::new(), body)).is_err(),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tampered_intercom_body_and_wrong_secret_are_refused() {
+        let v = testkit::vector("intercom-ping");
+        let h = v.headers();
+        let body = v.body.replace("notif_1", "notif_2");
+        assert_eq!(
+            intercom(vec![v.secret()]).verify(&request(&h, body.as_bytes()), NOW_MS),
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
+        );
+        assert_eq!(
+            intercom(vec![secret("k", "other")]).verify(&request(&h, v.body.as_bytes()), NOW_MS),
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
+        );
+    }
+
+    #[test]
+    fn missing_and_garbled_intercom_signatures_are_refused() {
+        let p = intercom(vec![secret("k", "s")]);
+        assert_eq!(
+            p.verify(&request(&Headers::new(), b"{}"), NOW_MS),
+            Err(VerifyError::MissingSignature(HEADER.into()))
+        );
+        let good = hex::encode(HmacAlgorithm::Sha1.compute(b"s", &[b"{}"]).unwrap());
+        for value in [
+            good.clone(),
+            format!("sha256={good}"),
+            "sha1=zz".into(),
+            "sha1=".into(),
+        ] {
+            let h = Headers::from_iter([(HEADER, value.as_str())]);
+            let got = p.verify(&request(&h, b"{}"), NOW_MS);
+            assert!(
+                matches!(got, Err(VerifyError::MalformedSignature(_))),
+                "{value}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rotated_intercom_secret_reports_the_key_that_matched() {
+        let h = signed("new", b"{}");
+        let got = intercom(vec![secret("old", "old"), secret("new", "new")])
+            .verify(&request(&h, b"{}"), NOW_MS)
+            .unwrap();
+        assert_eq!(got.key_id.as_deref(), Some("new"));
+        assert_eq!(got.scheme, "intercom_hmac_sha1");
+    }
+
+    #[test]
+    fn intercom_secret_past_not_after_is_not_accepted() {
+        let h = signed("old", b"{}");
+        let p = intercom(vec![
+            expiring_secret("old", "old", NOW_MS - 1),
+            secret("new", "new"),
+        ]);
+        assert_eq!(
+            p.verify(&request(&h, b"{}"), NOW_MS),
+            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
+        );
+    }
+
+    #[test]
+    fn intercom_sign_then_verify_round_trips_with_the_sample_body() {
+        let p = intercom(vec![secret("k", "intercom_client_secret_abc")]);
+        let body = p.sample_body("41", NOW_MS);
+        let h = p
+            .sign(&SignInput {
+                body: &body,
+                now_ms: NOW_MS,
+                delivery_id: "d",
+            })
+            .unwrap();
+        let req = request(&h, &body);
+        assert!(p.verify(&req, NOW_MS).is_ok());
+        assert_eq!(
+            p.extract(&req).unwrap().remove(0).event_id.as_deref(),
+            Some("notif_41")
+        );
+    }
+
+    #[test]
+    fn intercom_config_refuses_unknown_options_and_no_secrets() {
+        let err =
+            Intercom::from_config(&serde_json::json!({"sha256": true}), vec![secret("k", "s")])
+                .unwrap_err();
+        assert!(err.0.contains("unknown field `sha256`"), "{err}");
+        assert!(Intercom::from_config(&serde_json::Value::Null, vec![]).is_err());
+    }
+}
