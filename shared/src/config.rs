@@ -386,17 +386,6 @@ pub fn load_from_env(env: &dyn SecretEnv) -> Result<Config, ConfigError> {
     validate(doc, base, env)
 }
 
-/// Default dedupe window per provider: its retry horizon with margin (DESIGN.md).
-fn default_window_seconds(provider: &str) -> u64 {
-    const DAY: u64 = 86_400;
-    match provider {
-        // 30-day event list plus 3 days of retries.
-        "stripe" => 35 * DAY,
-        "telegram" => 2 * DAY,
-        _ => 7 * DAY,
-    }
-}
-
 fn resolve_secret(
     field: &str,
     reference: &str,
@@ -543,7 +532,7 @@ pub fn validate(
         }
         let window = src
             .dedupe_window_seconds
-            .unwrap_or_else(|| default_window_seconds(&src.provider));
+            .unwrap_or_else(|| provider.default_dedupe_window_seconds());
         if window == 0 {
             return Err(invalid(format!("{f}.dedupe_window_seconds"), "must be > 0"));
         }

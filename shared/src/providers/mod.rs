@@ -188,6 +188,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Public-key schemes cannot sign with what the receiver holds and say so.
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError>;
 
+    /// How long a delivered event id is remembered: the provider's retry horizon with margin
+    /// (DESIGN.md). A source's `dedupe_window_seconds` overrides it.
+    fn default_dedupe_window_seconds(&self) -> u64 {
+        7 * 86_400
+    }
+
     /// A plausible event body for `inlet sign` with no file: `id` is fresh for each call, so
     /// each sample is a new event to dedupe.
     fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {

@@ -207,6 +207,11 @@ impl Provider for Stripe {
         }])
     }
 
+    /// Stripe lists events for 30 days (a reconciliation poll can still find one) and retries for 3.
+    fn default_dedupe_window_seconds(&self) -> u64 {
+        35 * 86_400
+    }
+
     fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
         let now_s = now_ms / 1000;
         serde_json::json!({

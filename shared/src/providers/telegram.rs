@@ -108,6 +108,11 @@ impl Provider for Telegram {
         }])
     }
 
+    /// Telegram keeps undelivered updates for 24 hours.
+    fn default_dedupe_window_seconds(&self) -> u64 {
+        2 * 86_400
+    }
+
     fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
         let now_s = now_ms / 1000;
         serde_json::json!({
