@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
 pub mod money;
+pub mod shopify;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
@@ -192,6 +193,7 @@ pub const PROVIDERS: &[&str] = &[
     "svix",
     "telegram",
     "hmac",
+    "shopify",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -211,6 +213,7 @@ pub fn build(
         "hmac" => Ok(Arc::new(hmac_generic::GenericHmac::from_config(
             options, secrets,
         )?)),
+        "shopify" => Ok(Arc::new(shopify::Shopify::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
