@@ -12,6 +12,7 @@ pub mod github;
 pub mod hmac_generic;
 pub mod money;
 pub mod shopify;
+pub mod slack;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
@@ -194,6 +195,7 @@ pub const PROVIDERS: &[&str] = &[
     "telegram",
     "hmac",
     "shopify",
+    "slack",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -214,6 +216,7 @@ pub fn build(
             options, secrets,
         )?)),
         "shopify" => Ok(Arc::new(shopify::Shopify::from_config(options, secrets)?)),
+        "slack" => Ok(Arc::new(slack::Slack::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
