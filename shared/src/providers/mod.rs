@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod crypto;
 pub mod github;
 pub mod hmac_generic;
+pub mod meta;
 pub mod money;
 pub mod shopify;
 pub mod slack;
@@ -196,6 +197,7 @@ pub const PROVIDERS: &[&str] = &[
     "hmac",
     "shopify",
     "slack",
+    "meta",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -217,6 +219,7 @@ pub fn build(
         )?)),
         "shopify" => Ok(Arc::new(shopify::Shopify::from_config(options, secrets)?)),
         "slack" => Ok(Arc::new(slack::Slack::from_config(options, secrets)?)),
+        "meta" => Ok(Arc::new(meta::Meta::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
