@@ -17,6 +17,7 @@ pub mod slack;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
+pub mod zoom;
 
 /// Why a request failed verification. Each maps to a 401 (503 for `Unavailable`) and a
 /// stable trail reason; the message is for `inlet verify` and logs, never for the caller.
@@ -198,6 +199,7 @@ pub const PROVIDERS: &[&str] = &[
     "shopify",
     "slack",
     "meta",
+    "zoom",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -220,6 +222,7 @@ pub fn build(
         "shopify" => Ok(Arc::new(shopify::Shopify::from_config(options, secrets)?)),
         "slack" => Ok(Arc::new(slack::Slack::from_config(options, secrets)?)),
         "meta" => Ok(Arc::new(meta::Meta::from_config(options, secrets)?)),
+        "zoom" => Ok(Arc::new(zoom::Zoom::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
