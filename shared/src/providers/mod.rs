@@ -17,6 +17,7 @@ pub mod slack;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
+pub mod twitch;
 pub mod zoom;
 
 /// Why a request failed verification. Each maps to a 401 (503 for `Unavailable`) and a
@@ -200,6 +201,7 @@ pub const PROVIDERS: &[&str] = &[
     "slack",
     "meta",
     "zoom",
+    "twitch",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -223,6 +225,7 @@ pub fn build(
         "slack" => Ok(Arc::new(slack::Slack::from_config(options, secrets)?)),
         "meta" => Ok(Arc::new(meta::Meta::from_config(options, secrets)?)),
         "zoom" => Ok(Arc::new(zoom::Zoom::from_config(options, secrets)?)),
+        "twitch" => Ok(Arc::new(twitch::Twitch::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
