@@ -467,6 +467,9 @@ pub(crate) mod testkit {
         pub now: Option<i64>,
         /// The configured notification URL (Square, Twilio).
         pub url: Option<String>,
+        /// Public key of asymmetric schemes (Discord hex, Standard Webhooks `whpk_…`).
+        #[serde(default)]
+        pub public_key: Option<String>,
         pub body: String,
         pub headers: serde_json::Map<String, serde_json::Value>,
         pub expected: Expected,

@@ -8,6 +8,7 @@ use crate::secret::Secret;
 
 pub mod canonical;
 pub mod crypto;
+pub mod discord;
 pub mod github;
 pub mod hmac_generic;
 pub mod meta;
@@ -202,6 +203,7 @@ pub const PROVIDERS: &[&str] = &[
     "meta",
     "zoom",
     "twitch",
+    "discord",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -226,6 +228,7 @@ pub fn build(
         "meta" => Ok(Arc::new(meta::Meta::from_config(options, secrets)?)),
         "zoom" => Ok(Arc::new(zoom::Zoom::from_config(options, secrets)?)),
         "twitch" => Ok(Arc::new(twitch::Twitch::from_config(options, secrets)?)),
+        "discord" => Ok(Arc::new(discord::Discord::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
