@@ -476,7 +476,8 @@ pub(crate) mod testkit {
         /// HTTP method when it matters (Twilio signs GET requests over the URL only).
         #[serde(default)]
         pub method: Option<String>,
-        /// A public verification key (SendGrid's base64 DER SPKI).
+        /// Public key of asymmetric schemes (SendGrid base64 DER SPKI, Discord hex,
+        /// Standard Webhooks `whpk_…`).
         #[serde(default)]
         pub public_key: Option<String>,
         pub body: String,

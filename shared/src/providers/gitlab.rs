@@ -340,7 +340,7 @@ mod tests {
         let token_only = Headers::from_iter([("X-Gitlab-Token", SIGNING)]);
         assert_eq!(
             p.verify(&request(&token_only, body), NOW_MS),
-            Err(VerifyError::MissingSignature("webhook-id".into()))
+            Err(VerifyError::MissingSignature("webhook-signature".into()))
         );
     }
 

@@ -10,23 +10,29 @@ pub mod adyen;
 pub mod canonical;
 pub mod checkout;
 pub mod crypto;
+pub mod discord;
 pub mod generic;
 pub mod github;
 pub mod gitlab;
 pub mod intercom;
 pub mod linear;
 pub mod mailgun;
+pub mod meta;
 pub mod money;
 pub mod paddle;
 pub mod paypal;
 pub mod postmark;
 pub mod razorpay;
 pub mod sendgrid;
+pub mod shopify;
+pub mod slack;
 pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod telegram;
 pub mod twilio;
+pub mod twitch;
+pub mod zoom;
 
 /// Why a request failed verification. Each maps to a 401 (503 for `Unavailable`) and a
 /// stable trail reason; the message is for `inlet verify` and logs, never for the caller.
@@ -225,6 +231,12 @@ pub const PROVIDERS: &[&str] = &[
     "intercom",
     "linear",
     "gitlab",
+    "shopify",
+    "slack",
+    "meta",
+    "zoom",
+    "twitch",
+    "discord",
 ];
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
@@ -258,6 +270,12 @@ pub fn build(
         "intercom" => Ok(Arc::new(intercom::Intercom::from_config(options, secrets)?)),
         "linear" => Ok(Arc::new(linear::Linear::from_config(options, secrets)?)),
         "gitlab" => Ok(Arc::new(gitlab::GitLab::from_config(options, secrets)?)),
+        "shopify" => Ok(Arc::new(shopify::Shopify::from_config(options, secrets)?)),
+        "slack" => Ok(Arc::new(slack::Slack::from_config(options, secrets)?)),
+        "meta" => Ok(Arc::new(meta::Meta::from_config(options, secrets)?)),
+        "zoom" => Ok(Arc::new(zoom::Zoom::from_config(options, secrets)?)),
+        "twitch" => Ok(Arc::new(twitch::Twitch::from_config(options, secrets)?)),
+        "discord" => Ok(Arc::new(discord::Discord::from_config(options, secrets)?)),
         other => Err(ProviderConfigError(format!(
             "unknown provider {other:?}; known: {}",
             PROVIDERS.join(", ")
