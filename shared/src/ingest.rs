@@ -54,6 +54,17 @@ impl WebhookResponse {
     }
 }
 
+impl From<HandshakeReply> for WebhookResponse {
+    fn from(reply: HandshakeReply) -> Self {
+        Self {
+            status: reply.status,
+            content_type: reply.content_type,
+            body: reply.body,
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// Why a request was refused. The status code and the trail reason come from here only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -205,10 +216,13 @@ impl Ingest {
         let now = self.clock.now_ms();
         let source_id = source_from_path(&req.path).unwrap_or("").to_string();
         match self.accept(&req, now).await {
-            Ok(Accepted::Enqueued(sent)) => {
+            Ok(Accepted::Enqueued { sent, ack }) => {
                 let n = sent.len();
                 for _ in 0..n {
                     metrics::count(now, "enqueued", &source_id);
+                }
+                if let Some(reply) = ack {
+                    return WebhookResponse::from(reply);
                 }
                 let body = match sent.as_slice() {
                     [(dedupe_key, message_id)] => serde_json::json!({
@@ -225,12 +239,7 @@ impl Ingest {
             Ok(Accepted::Handshake(reply)) => {
                 info!(source = %source_id, request_id = ?req.request_id, "handshake answered");
                 metrics::count(now, "handshake", &source_id);
-                WebhookResponse {
-                    status: reply.status,
-                    content_type: reply.content_type,
-                    body: reply.body,
-                    headers: Vec::new(),
-                }
+                WebhookResponse::from(reply)
             }
             Ok(Accepted::QueueDown { error }) => {
                 // The provider must retry: nothing was stored, so nothing is acknowledged.
@@ -315,7 +324,10 @@ impl Ingest {
             );
         }
         match self.enqueue(&envelopes).await {
-            Ok(sent) => Ok(Accepted::Enqueued(sent)),
+            Ok(sent) => Ok(Accepted::Enqueued {
+                sent,
+                ack: source.provider.acknowledgement(&inbound),
+            }),
             Err(e) => Ok(Accepted::QueueDown {
                 error: e.to_string(),
             }),
@@ -417,8 +429,12 @@ fn batches(envelopes: &[Envelope]) -> Vec<&[Envelope]> {
 }
 
 enum Accepted {
-    /// `(dedupe_key, message_id)` per event, in body order; empty for an empty batch.
-    Enqueued(Vec<(String, String)>),
+    Enqueued {
+        /// `(dedupe_key, message_id)` per event, in body order; empty for an empty batch.
+        sent: Vec<(String, String)>,
+        /// The provider's own 2xx answer, if it expects one.
+        ack: Option<HandshakeReply>,
+    },
     Handshake(HandshakeReply),
     QueueDown {
         error: String,

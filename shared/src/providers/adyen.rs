@@ -8,8 +8,8 @@
 //! `is_valid_hmac_payload`), `@adyen/api-library` `HmacValidator`; docs.adyen.com "Verify HMAC
 //! signatures".
 //!
-//! Adyen's older integrations expect the response body `[accepted]`; ingest answers JSON with a
-//! 2xx, which current Adyen accepts (the `[accepted]` requirement is *unverified here*, see
+//! Adyen's older integrations expect the response body `[accepted]`, and any 2xx satisfies the
+//! current ones, so the acknowledgement is `[accepted]` (the requirement is *unverified here*, see
 //! providers.md §17).
 
 use std::borrow::Cow;
@@ -19,8 +19,8 @@ use serde_json::value::RawValue;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
 use super::{
-    canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
-    VerifyError,
+    canonical, money, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
+    SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -466,6 +466,10 @@ impl Provider for Adyen {
         })
     }
 
+    fn acknowledgement(&self, _req: &InboundRequest<'_>) -> Option<HandshakeReply> {
+        Some(HandshakeReply::text("[accepted]"))
+    }
+
     /// One event per notification item, `part` = the `NotificationRequestItem` object's exact
     /// bytes. A Platform/Management webhook (no `notificationItems`) is one event typed by its
     /// `type`, deduplicated by body hash (it carries no event id).
@@ -590,6 +594,17 @@ mod tests {
 
     fn adyen_with(options: serde_json::Value, secrets: Vec<Secret>) -> Adyen {
         Adyen::from_config(&options, secrets).unwrap()
+    }
+
+    #[test]
+    fn adyen_deliveries_are_acknowledged_with_accepted() {
+        let v = testkit::vector("adyen-standard-notification");
+        let p = adyen(vec![secret("hmac", v.secret.as_deref().expect("key"))]);
+        let h = v.headers();
+        assert_eq!(
+            p.acknowledgement(&request(&h, v.body.as_bytes())),
+            Some(HandshakeReply::text("[accepted]"))
+        );
     }
 
     fn sig_b64(hex_key: &str, message: &str) -> String {

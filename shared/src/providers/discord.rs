@@ -150,6 +150,28 @@ impl Provider for Discord {
         Some(self.verify(req, now_ms).map(|_| reply))
     }
 
+    /// Discord wants an interaction callback within 3 s, before any handler has run: a
+    /// deferred one, so the handler answers later through the interaction's webhook.
+    /// Commands and modal submits get "thinking…" (type 5), components a silent deferred
+    /// update (type 6), autocomplete an empty choice list (it cannot be deferred); Webhook
+    /// Events only need a 204.
+    fn acknowledgement(&self, req: &InboundRequest<'_>) -> Option<HandshakeReply> {
+        let envelope: Envelope = serde_json::from_slice(req.body).ok()?;
+        if envelope.event.is_some() {
+            return Some(HandshakeReply {
+                status: 204,
+                content_type: "text/plain",
+                body: String::new(),
+            });
+        }
+        let reply = match envelope.kind? {
+            3 => serde_json::json!({"type": 6}),
+            4 => serde_json::json!({"type": 8, "data": {"choices": []}}),
+            _ => serde_json::json!({"type": 5}),
+        };
+        Some(HandshakeReply::json(reply))
+    }
+
     /// Interactions: the interaction `id` (a snowflake, which also dates it). Webhook Events
     /// carry no id: `{event type}#{data.id}` when the data has one (entitlements), else the
     /// body hash (a retry resends the same body).
@@ -266,6 +288,27 @@ mod tests {
     }
 
     const COMMAND: &[u8] = br#"{"application_id":"123456789012345678","id":"1455999425728512000","token":"tok","type":2,"data":{"name":"blep"},"member":{"user":{"id":"53908232506183680"}}}"#;
+
+    #[test]
+    fn discord_interactions_are_acknowledged_with_a_deferred_callback() {
+        let p = discord(vec![key_secret("app", &test_key())]);
+        let h = Headers::new();
+        let ack = |body: &[u8]| p.acknowledgement(&request(&h, body)).expect("an ack");
+        assert_eq!(
+            ack(COMMAND),
+            HandshakeReply::json(serde_json::json!({"type": 5}))
+        );
+        assert_eq!(
+            ack(br#"{"id":"1","type":3,"data":{"custom_id":"b"}}"#),
+            HandshakeReply::json(serde_json::json!({"type": 6}))
+        );
+        assert_eq!(
+            ack(br#"{"id":"1","type":4}"#),
+            HandshakeReply::json(serde_json::json!({"type": 8, "data": {"choices": []}}))
+        );
+        assert_eq!(ack(br#"{"type":1,"event":{"type":"X"}}"#).status, 204);
+        assert_eq!(p.acknowledgement(&request(&h, b"not json")), None);
+    }
 
     #[test]
     fn every_discord_vector_gets_its_expected_verdict() {

@@ -186,6 +186,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The 2xx answer once this request's events are durably queued, for providers that
+    /// expect a particular one (Discord needs an interaction callback within 3 s; Adyen's
+    /// classic integrations `[accepted]`). `None`: Inlet's JSON receipt.
+    fn acknowledgement(&self, _req: &InboundRequest<'_>) -> Option<HandshakeReply> {
+        None
+    }
+
     /// The events in a verified request: usually one; several when the provider batches
     /// them (each gets its own envelope and dedupe key); none for an empty batch.
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError>;
