@@ -9,3 +9,5 @@
 pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "http-fetch")]
+pub mod https;

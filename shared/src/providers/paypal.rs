@@ -83,6 +83,29 @@ struct PayPalOptions {
     /// tests). The URL must still be an allow-listed PayPal one.
     #[serde(default)]
     certificates: BTreeMap<String, String>,
+    /// Fetch certificates that are not pinned (needs a build with the `http-fetch` feature,
+    /// as the ingest Lambda and the `inlet` CLI are). `false`: pinned certificates only.
+    #[serde(default = "default_fetch")]
+    fetch_certificates: bool,
+}
+
+fn default_fetch() -> bool {
+    true
+}
+
+/// The fetcher this build provides: HTTPS with TLS verification where the `http-fetch`
+/// feature is on, none otherwise (then only pinned certificates verify).
+fn built_in_fetcher() -> Option<Arc<dyn CertFetcher>> {
+    #[cfg(feature = "http-fetch")]
+    {
+        crate::adapters::https::HttpsFetcher::new()
+            .ok()
+            .map(|f| Arc::new(f) as Arc<dyn CertFetcher>)
+    }
+    #[cfg(not(feature = "http-fetch"))]
+    {
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -190,7 +213,11 @@ impl PayPal {
             cache_max_age_ms: i64::from(opts.cache_max_age_seconds) * 1000,
             pinned,
             cache: Mutex::new(HashMap::new()),
-            fetcher: None,
+            fetcher: if opts.fetch_certificates {
+                built_in_fetcher()
+            } else {
+                None
+            },
         })
     }
 
@@ -274,8 +301,8 @@ impl PayPal {
             return Ok(Arc::clone(&cached.cert));
         }
         Err(VerifyError::Unavailable(if self.fetcher.is_none() {
-            "paypal certificate fetching is not enabled in this build; pin the certificate with \
-             options.certificates"
+            "paypal certificate fetching is off (fetch_certificates = false, or a build without \
+             the http-fetch feature); pin the certificate with options.certificates"
                 .into()
         } else {
             "paypal certificate is not loaded".into()
@@ -461,15 +488,21 @@ mod tests {
         PayPal::from_config(
             &serde_json::json!({
                 "webhook_id": v.webhook_id.as_deref().unwrap(),
-                "certificates": {url: v.cert_pem.as_deref().unwrap()}
+                "certificates": {url: v.cert_pem.as_deref().unwrap()},
+                "fetch_certificates": false
             }),
             vec![],
         )
         .unwrap()
     }
 
+    /// No built-in fetcher: tests never reach the network; they attach a fake one.
     fn unpinned(webhook_id: &str) -> PayPal {
-        PayPal::from_config(&serde_json::json!({"webhook_id": webhook_id}), vec![]).unwrap()
+        PayPal::from_config(
+            &serde_json::json!({"webhook_id": webhook_id, "fetch_certificates": false}),
+            vec![],
+        )
+        .unwrap()
     }
 
     #[derive(Debug)]
@@ -591,7 +624,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_a_fetcher_only_pinned_certificates_work() {
+    async fn with_fetching_off_only_pinned_certificates_work() {
         let v = vector();
         let p = unpinned(v.webhook_id.as_deref().unwrap());
         let h = v.headers();
@@ -599,7 +632,7 @@ mod tests {
         p.prepare(&req).await.unwrap();
         let got = p.verify(&req, NOW_MS);
         assert!(
-            matches!(got, Err(VerifyError::Unavailable(ref m)) if m.contains("not enabled in this build")),
+            matches!(got, Err(VerifyError::Unavailable(ref m)) if m.contains("fetching is off")),
             "{got:?}"
         );
     }
