@@ -119,8 +119,11 @@ impl Running {
     ) -> (u16, serde_json::Value) {
         let mut req = reqwest::Client::new()
             .post(format!("http://{}/webhooks/{source}", self.addr))
-            .header("content-type", "application/json")
             .body(body.to_vec());
+        // A provider that signs a form (Twilio, Slack commands) brings its own content type.
+        if headers.get("content-type").is_none() {
+            req = req.header("content-type", "application/json");
+        }
         for (k, v) in headers.iter() {
             req = req.header(k, v);
         }

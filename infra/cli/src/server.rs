@@ -40,16 +40,14 @@ async fn handle(
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         );
     }
+    // Decoded like API Gateway's queryStringParameters, so both transports hand providers
+    // the same values (Meta's hub.verify_token may carry any character).
     let query = parts
         .uri
         .query()
         .map(|q| {
-            q.split('&')
-                .filter(|kv| !kv.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k.to_string(), v.to_string())
-                })
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect()
         })
         .unwrap_or_default();
