@@ -115,6 +115,46 @@ fn function_url_event_is_understood_too() {
     assert_eq!(w.path, "/webhooks/github");
 }
 
+#[tokio::test]
+async fn metas_get_check_is_answered_by_the_ingest_lambda_and_nothing_is_queued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Arc::new(dev_config(dir.path(), |_| {}));
+    let store = inlet::adapters::embedded::EmbeddedStore::open_in_memory(Arc::new(SystemClock))
+        .expect("store");
+    let queue = store.queue("main", None);
+    let ingest = Ingest::new(
+        cfg,
+        Arc::new(queue.clone()),
+        Arc::new(store.ledger()),
+        Arc::new(SystemClock),
+    );
+    let mut ev: serde_json::Value = serde_json::from_str(APIGW_V2).expect("fixture");
+    ev["rawPath"] = "/webhooks/meta".into();
+    ev["requestContext"]["http"]["method"] = "GET".into();
+    ev["requestContext"]["http"]["path"] = "/webhooks/meta".into();
+    ev["rawQueryString"] =
+        "hub.mode=subscribe&hub.verify_token=inlet-dev-meta-verify-token&hub.challenge=1158201444"
+            .into();
+    ev["queryStringParameters"] = serde_json::json!({
+        "hub.mode": "subscribe",
+        "hub.verify_token": "inlet-dev-meta-verify-token",
+        "hub.challenge": "1158201444",
+    });
+    ev["body"] = serde_json::Value::Null;
+    let req = lambda_http::request::from_str(&ev.to_string()).expect("parses");
+    let resp = to_lambda_response(ingest.handle(to_webhook_request(&req)).await);
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(resp.body(), &lambda_http::Body::Text("1158201444".into()));
+    assert_eq!(
+        queue
+            .receive(10, Duration::from_secs(1), Duration::ZERO)
+            .await
+            .expect("receive"),
+        vec![]
+    );
+}
+
 #[test]
 fn worker_reports_only_the_failed_records() {
     let event = sqs_event(&[
