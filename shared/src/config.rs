@@ -210,21 +210,22 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn matches(&self, source: &str, event_type: Option<&str>) -> bool {
+    /// `types` are the event's names: its provider type and its canonical type, so a route
+    /// can say `payment.*` whichever PSP the payment came from.
+    pub fn matches(&self, source: &str, types: &[&str]) -> bool {
         let source_ok = self.sources.iter().any(|s| s == "*" || s == source);
-        let type_ok = self.types.iter().any(|p| type_matches(p, event_type));
+        let type_ok = self
+            .types
+            .iter()
+            .any(|p| p == "*" || types.iter().any(|t| type_matches(p, t)));
         source_ok && type_ok
     }
 }
 
-fn type_matches(pattern: &str, event_type: Option<&str>) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    let Some(t) = event_type else { return false };
+fn type_matches(pattern: &str, event_type: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) => t.starts_with(prefix),
-        None => t == pattern,
+        Some(prefix) => event_type.starts_with(prefix),
+        None => event_type == pattern,
     }
 }
 
@@ -245,9 +246,9 @@ impl Config {
     }
 
     /// Target ids for an event, deduplicated, in route order.
-    pub fn targets_for(&self, source: &str, event_type: Option<&str>) -> Vec<String> {
+    pub fn targets_for(&self, source: &str, types: &[&str]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for r in self.routes.iter().filter(|r| r.matches(source, event_type)) {
+        for r in self.routes.iter().filter(|r| r.matches(source, types)) {
             for t in &r.targets {
                 if !out.contains(t) {
                     out.push(t.clone());
@@ -671,7 +672,26 @@ mod tests {
         let src = cfg.source("gh").expect("source");
         assert_eq!(src.provider.name(), "github");
         assert_eq!(src.dedupe_window_ms, 7 * 86_400_000);
-        assert_eq!(cfg.targets_for("gh", Some("push")), vec!["bus".to_string()]);
+        assert_eq!(cfg.targets_for("gh", &["push"]), vec!["bus".to_string()]);
+    }
+
+    #[test]
+    fn routes_match_the_provider_type_or_the_canonical_type() {
+        let text = format!(
+            "{BASE}\n[[targets]]\nid = \"payments\"\nkind = \"jsonl\"\npath = \"p.jsonl\"\n\
+             [[routes]]\nsources = [\"*\"]\ntypes = [\"payment.*\"]\ntargets = [\"payments\"]\n"
+        );
+        let cfg = check(&text, &env_of(&[("GH_SECRET", "s")])).expect("valid");
+        let both = vec!["bus".to_string(), "payments".to_string()];
+        assert_eq!(
+            cfg.targets_for("gh", &["payment_intent.succeeded", "payment.succeeded"]),
+            both
+        );
+        assert_eq!(
+            cfg.targets_for("gh", &["payment_intent.succeeded"]),
+            vec!["bus".to_string()]
+        );
+        assert_eq!(cfg.targets_for("gh", &[]), vec!["bus".to_string()]);
     }
 
     #[test]

@@ -79,6 +79,14 @@ pub struct Worker {
 }
 
 /// The dedupe decision for a key someone else holds.
+/// The names a route's `types` can match: the provider's type and the canonical type.
+fn event_names(env: &Envelope) -> Vec<&str> {
+    [env.event_type.as_deref(), env.canonical_type.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 fn held_outcome(key: &str, body_sha256: &str, rec: &DedupeRecord) -> Outcome {
     if rec.body_sha256 != body_sha256 {
         return Outcome::Conflict {
@@ -247,9 +255,7 @@ impl Worker {
         let mut results: Vec<Result<(), DispatchError>> = vec![Ok(()); taken.len()];
         let mut per_target: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (n, (_, env, _)) in taken.iter().enumerate() {
-            let ids = self
-                .config
-                .targets_for(&env.source, env.event_type.as_deref());
+            let ids = self.config.targets_for(&env.source, &event_names(env));
             if ids.is_empty() {
                 results[n] = Err(DispatchError::Permanent(format!(
                     "no route for source {}",

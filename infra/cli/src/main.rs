@@ -87,7 +87,7 @@ async fn main() -> ExitCode {
         Command::Check { config } => load(&config).map(|cfg| {
             println!("{}: ok", config.display());
             for (id, s) in &cfg.sources {
-                let targets = cfg.targets_for(id, None);
+                let targets = cfg.targets_for(id, &[]);
                 println!(
                     "  source {id}: provider {}, POST /webhooks/{id} → {}",
                     s.provider.name(),
