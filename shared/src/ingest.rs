@@ -218,9 +218,15 @@ impl Ingest {
         match self.accept(&req, now).await {
             Ok(Accepted::Enqueued { sent, ack }) => {
                 let n = sent.len();
-                for _ in 0..n {
-                    metrics::count(now, "enqueued", &source_id);
-                }
+                // One metric line per request, counting every event it carried.
+                metrics::emit(
+                    now,
+                    "enqueued",
+                    metrics::Unit::Count,
+                    n as f64,
+                    &source_id,
+                    None,
+                );
                 if let Some(reply) = ack {
                     return WebhookResponse::from(reply);
                 }
