@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inlet::ports::{
-    BeginOutcome, BeginRequest, BusEvent, DedupeStatus, EventBus, EventSummary, Ledger,
-    LedgerError, ManualClock, OutboundMessage, PublishResult, Queue, ReceivedMessage, TrailEntry,
-    TrailQuery, TrailRow, TrailStatus,
+    Acquire, BeginOutcome, BeginRequest, BusEvent, DedupeStatus, EventBus, EventSummary, Ledger,
+    LedgerError, ManualClock, OutboundMessage, PollStore, PollStoreError, PublishResult, Queue,
+    ReceivedMessage, TrailEntry, TrailQuery, TrailRow, TrailStatus,
 };
 
 use crate::support::{aws, embedded};
@@ -90,6 +90,14 @@ async fn aws_ledger() -> Box<dyn Ledger> {
 
 fn embedded_ledger() -> Box<dyn Ledger> {
     embedded::ledger(Arc::new(ManualClock::new(T0)))
+}
+
+async fn aws_poll_store() -> Box<dyn PollStore> {
+    Box::new(aws::ledger().await)
+}
+
+fn embedded_poll_store() -> Box<dyn PollStore> {
+    Box::new(embedded::store(Arc::new(ManualClock::new(T0))).ledger())
 }
 
 async fn aws_bus() -> Box<dyn EventBus> {
@@ -922,4 +930,189 @@ async fn embedded_publish_more_than_ten_is_refused() {
 #[tokio::test]
 async fn aws_publish_more_than_ten_is_refused() {
     publish_more_than_ten_is_refused(&*aws_bus().await).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Poll cursors and leases
+
+const POLL_LEASE_MS: i64 = 30_000;
+
+fn acquired(outcome: Acquire) -> inlet::ports::PollState {
+    match outcome {
+        Acquire::Acquired(state) => state,
+        held => panic!("expected the lease, got {held:?}"),
+    }
+}
+
+fn lost(result: Result<u64, PollStoreError>) -> String {
+    match result {
+        Err(PollStoreError::LeaseLost { why, .. }) => why,
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+}
+
+async fn a_second_poller_is_refused_while_the_first_holds_the_lease(p: &dyn PollStore) {
+    let first = acquired(
+        p.acquire("src", "run-a", T0, T0 + POLL_LEASE_MS)
+            .await
+            .expect("a"),
+    );
+    assert_eq!((first.cursor.as_deref(), first.version), (None, 0));
+    assert_eq!(
+        p.acquire("src", "run-b", T0 + 1, T0 + 1 + POLL_LEASE_MS)
+            .await
+            .expect("b"),
+        Acquire::Held {
+            holder: "run-a".into(),
+            until_ms: T0 + POLL_LEASE_MS
+        }
+    );
+    // Another source is independent.
+    acquired(
+        p.acquire("other", "run-b", T0, T0 + POLL_LEASE_MS)
+            .await
+            .expect("other"),
+    );
+    // The holder renews its own lease.
+    let renewed = acquired(
+        p.acquire("src", "run-a", T0 + 2, T0 + 2 + POLL_LEASE_MS)
+            .await
+            .expect("renew"),
+    );
+    assert_eq!(renewed.lease_until_ms, T0 + 2 + POLL_LEASE_MS);
+}
+
+async fn a_lapsed_or_released_lease_can_be_taken(p: &dyn PollStore) {
+    acquired(
+        p.acquire("src", "run-a", T0, T0 + POLL_LEASE_MS)
+            .await
+            .expect("a"),
+    );
+    let later = T0 + POLL_LEASE_MS + 1;
+    let b = acquired(
+        p.acquire("src", "run-b", later, later + POLL_LEASE_MS)
+            .await
+            .expect("b"),
+    );
+    assert_eq!(b.lease_holder.as_deref(), Some("run-b"));
+    // The old holder's release does not free the new holder's lease.
+    p.release("src", "run-a").await.expect("stale release");
+    assert!(matches!(
+        p.acquire("src", "run-c", later + 1, later + 1 + POLL_LEASE_MS)
+            .await
+            .expect("c"),
+        Acquire::Held { .. }
+    ));
+    p.release("src", "run-b").await.expect("release");
+    acquired(
+        p.acquire("src", "run-c", later + 2, later + 2 + POLL_LEASE_MS)
+            .await
+            .expect("after release"),
+    );
+}
+
+async fn the_cursor_moves_only_under_a_live_lease_from_the_version_read(p: &dyn PollStore) {
+    let s = acquired(
+        p.acquire("src", "run-a", T0, T0 + POLL_LEASE_MS)
+            .await
+            .expect("a"),
+    );
+    let v1 = p
+        .advance(
+            "src",
+            "run-a",
+            s.version,
+            r#"{"after":"evt_1"}"#,
+            T0 + 10,
+            T0 + POLL_LEASE_MS,
+        )
+        .await
+        .expect("advance");
+    assert_eq!(v1, s.version + 1);
+    // A stale version (a second writer that read before us) is refused.
+    let why = lost(
+        p.advance(
+            "src",
+            "run-a",
+            s.version,
+            r#"{"after":"evt_x"}"#,
+            T0 + 11,
+            T0 + POLL_LEASE_MS,
+        )
+        .await,
+    );
+    assert!(why.contains("version"), "{why}");
+    // Someone who does not hold the lease cannot write.
+    assert!(lost(
+        p.advance(
+            "src",
+            "run-b",
+            v1,
+            r#"{"after":"evt_y"}"#,
+            T0 + 12,
+            T0 + POLL_LEASE_MS
+        )
+        .await
+    )
+    .contains("held by run-a"));
+    // Nor can the holder once its lease lapsed (the next run may already be polling).
+    let why = lost(
+        p.advance(
+            "src",
+            "run-a",
+            v1,
+            r#"{"after":"evt_z"}"#,
+            T0 + POLL_LEASE_MS + 1,
+            T0 + 2 * POLL_LEASE_MS,
+        )
+        .await,
+    );
+    assert!(why.contains("lapsed"), "{why}");
+    let state = p.state("src").await.expect("state").expect("row");
+    assert_eq!(
+        (state.cursor.as_deref(), state.version),
+        (Some(r#"{"after":"evt_1"}"#), v1)
+    );
+    // The next run starts from the stored cursor.
+    let next = acquired(
+        p.acquire(
+            "src",
+            "run-b",
+            T0 + POLL_LEASE_MS + 5,
+            T0 + 3 * POLL_LEASE_MS,
+        )
+        .await
+        .expect("b"),
+    );
+    assert_eq!(next.cursor.as_deref(), Some(r#"{"after":"evt_1"}"#));
+    assert_eq!(next.version, v1);
+    assert!(p.state("never").await.expect("state").is_none());
+    assert!(lost(p.advance("never", "run-a", 0, "{}", T0, T0 + 1).await).contains("never acquired"));
+}
+
+#[tokio::test]
+async fn embedded_a_second_poller_is_refused_while_the_first_holds_the_lease() {
+    a_second_poller_is_refused_while_the_first_holds_the_lease(&*embedded_poll_store()).await;
+}
+#[tokio::test]
+async fn aws_a_second_poller_is_refused_while_the_first_holds_the_lease() {
+    a_second_poller_is_refused_while_the_first_holds_the_lease(&*aws_poll_store().await).await;
+}
+
+#[tokio::test]
+async fn embedded_a_lapsed_or_released_lease_can_be_taken() {
+    a_lapsed_or_released_lease_can_be_taken(&*embedded_poll_store()).await;
+}
+#[tokio::test]
+async fn aws_a_lapsed_or_released_lease_can_be_taken() {
+    a_lapsed_or_released_lease_can_be_taken(&*aws_poll_store().await).await;
+}
+
+#[tokio::test]
+async fn embedded_the_cursor_moves_only_under_a_live_lease_from_the_version_read() {
+    the_cursor_moves_only_under_a_live_lease_from_the_version_read(&*embedded_poll_store()).await;
+}
+#[tokio::test]
+async fn aws_the_cursor_moves_only_under_a_live_lease_from_the_version_read() {
+    the_cursor_moves_only_under_a_live_lease_from_the_version_read(&*aws_poll_store().await).await;
 }

@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod clock;
 pub mod ledger;
+pub mod poll;
 pub mod queue;
 
 pub use bus::{BusError, BusEvent, EventBus, PublishResult};
@@ -13,4 +14,5 @@ pub use ledger::{
     BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
     TrailEntry, TrailQuery, TrailRow, TrailStatus,
 };
+pub use poll::{Acquire, PollState, PollStore, PollStoreError};
 pub use queue::{OutboundMessage, Queue, QueueError, ReceivedMessage};

@@ -9,7 +9,7 @@ pub mod embedded {
     use inlet::adapters::embedded::{EmbeddedStore, Redrive};
     use inlet::ports::{Clock, EventBus, Ledger, Queue};
 
-    fn store(clock: Arc<dyn Clock>) -> EmbeddedStore {
+    pub fn store(clock: Arc<dyn Clock>) -> EmbeddedStore {
         EmbeddedStore::open_in_memory(clock).expect("open an in-memory store")
     }
 

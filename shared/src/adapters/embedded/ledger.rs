@@ -37,6 +37,10 @@ impl SqliteLedger {
     pub(super) fn new(store: EmbeddedStore) -> Self {
         Self { store }
     }
+
+    pub(super) fn store(&self) -> &EmbeddedStore {
+        &self.store
+    }
 }
 
 /// What `begin` does with a key held by `old`: take it (`Acquired`, with the attempt number

@@ -20,6 +20,7 @@
 
 mod bus;
 mod ledger;
+mod poll;
 mod queue;
 
 use std::fmt;
@@ -30,7 +31,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::Notify;
 
-use crate::ports::{BusError, Clock, LedgerError, QueueError};
+use crate::ports::{BusError, Clock, LedgerError, PollStoreError, QueueError};
 
 pub use bus::SqliteBus;
 pub use ledger::SqliteLedger;
@@ -95,6 +96,15 @@ CREATE TABLE IF NOT EXISTS trail_entries (
 CREATE INDEX IF NOT EXISTS trail_entries_by_source ON trail_entries (source, at_ms);
 CREATE INDEX IF NOT EXISTS trail_entries_by_time ON trail_entries (at_ms);
 
+CREATE TABLE IF NOT EXISTS poll_state (
+    source         TEXT    PRIMARY KEY NOT NULL,
+    cursor         TEXT,
+    version        INTEGER NOT NULL,
+    lease_holder   TEXT,
+    lease_until_ms INTEGER NOT NULL,
+    updated_at_ms  INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS bus_events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     bus         TEXT    NOT NULL,
@@ -132,6 +142,15 @@ impl From<EmbeddedError> for LedgerError {
         match e {
             EmbeddedError::Corrupt(what) => LedgerError::Corrupt(what),
             other => LedgerError::Backend(format!("embedded ledger: {other}")),
+        }
+    }
+}
+
+impl From<EmbeddedError> for PollStoreError {
+    fn from(e: EmbeddedError) -> Self {
+        match e {
+            EmbeddedError::Corrupt(what) => PollStoreError::Corrupt(what),
+            other => PollStoreError::Backend(format!("embedded poll store: {other}")),
         }
     }
 }

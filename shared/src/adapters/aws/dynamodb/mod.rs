@@ -38,6 +38,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
+mod poll;
+
 use crate::ports::{
     BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
     TrailEntry, TrailQuery, TrailRow, TrailStatus,
