@@ -1,53 +1,43 @@
-//! HTTPS fetching of key material a request points at (PayPal's signing certificate). The
-//! URL has already passed the provider's allow-list; this adapter adds what makes fetching
-//! a caller-chosen URL safe on a hot path: TLS only, no redirects (a redirect could leave
-//! the allow-listed host), a short timeout, and a size cap.
+//! PayPal's certificate fetcher on the `HttpClient` adapter. The URL has already passed the
+//! provider's allow-list; fetching a caller-chosen URL on the hot path is made safe here: TLS
+//! only, no redirects (a redirect could leave the allow-listed host), a short timeout, a
+//! size cap.
 
 use std::time::Duration;
 
+use super::http_client::ReqwestHttp;
+use crate::ports::http::{HttpClient, HttpRequest};
 use crate::providers::paypal::CertFetcher;
 
 /// Certificates are a few KiB; anything larger is not one.
 const MAX_BYTES: usize = 64 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone)]
 pub struct HttpsFetcher {
-    client: reqwest_tls::Client,
+    http: ReqwestHttp,
 }
 
 impl HttpsFetcher {
     pub fn new() -> Result<Self, String> {
-        reqwest_tls::Client::builder()
-            .https_only(true)
-            .redirect(reqwest_tls::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(4))
-            .build()
-            .map(|client| Self { client })
-            .map_err(|e| format!("HTTPS client: {e}"))
+        Ok(Self {
+            http: ReqwestHttp::https_only(MAX_BYTES)?,
+        })
     }
 }
 
 #[async_trait::async_trait]
 impl CertFetcher for HttpsFetcher {
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
-        let mut resp = self
-            .client
-            .get(url)
-            .send()
+        let resp = self
+            .http
+            .send(HttpRequest::get(url, TIMEOUT))
             .await
             .map_err(|e| format!("GET {url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
+        if !(200..300).contains(&resp.status) {
+            return Err(format!("GET {url}: HTTP {}", resp.status));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
-            if body.len() + chunk.len() > MAX_BYTES {
-                return Err(format!("GET {url}: larger than {MAX_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        Ok(resp.body)
     }
 }
 
@@ -57,7 +47,7 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_is_never_fetched() {
-        // A listener that would answer anything: the client must not even send.
+        // A listener that would answer anything: the client must not even connect.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/cert.pem", listener.local_addr().expect("addr"));
         let fetcher = HttpsFetcher::new().expect("client");

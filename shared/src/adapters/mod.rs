@@ -10,4 +10,6 @@ pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 #[cfg(feature = "http-fetch")]
+pub mod http_client;
+#[cfg(feature = "http-fetch")]
 pub mod https;

@@ -4,12 +4,14 @@
 
 pub mod bus;
 pub mod clock;
+pub mod http;
 pub mod ledger;
 pub mod poll;
 pub mod queue;
 
 pub use bus::{BusError, BusEvent, EventBus, PublishResult};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 pub use ledger::{
     BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
     TrailEntry, TrailQuery, TrailRow, TrailStatus,
