@@ -10,6 +10,7 @@ pub mod lambda;
 #[cfg(feature = "embedded")]
 pub mod local;
 pub mod metrics;
+pub mod poll;
 pub mod ports;
 pub mod providers;
 pub mod request;

@@ -1,0 +1,18 @@
+//! Poll kinds: one file each behind [`PollKind`]. The registry in [`build`] is the only line
+//! a new kind adds outside its own file.
+
+use std::sync::Arc;
+
+use super::PollKind;
+
+/// The names `build` accepts, for error messages and `inlet check`.
+pub const KINDS: &[&str] = &[];
+
+/// Build a poll kind from its name and its `poll.options` table (kind-specific, unknown
+/// fields refused).
+pub fn build(kind: &str, _options: &serde_json::Value) -> Result<Arc<dyn PollKind>, String> {
+    Err(format!(
+        "unknown poll kind {kind:?}; known: {}",
+        KINDS.join(", ")
+    ))
+}
