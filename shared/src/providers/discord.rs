@@ -189,7 +189,7 @@ impl Provider for Discord {
                 event_id: event_type.zip(data_id).map(|(t, id)| format!("{t}#{id}")),
                 event_type: event_type.map(str::to_string),
                 occurred_at_ms: fields::str_at(event, "/timestamp")
-                    .and_then(crate::envelope::parse_rfc3339_ms),
+                    .and_then(fields::rfc3339_ms_utc_if_unzoned),
                 entity: fields::str_at(event, "/data/user/id")
                     .or_else(|| fields::str_at(event, "/data/user_id"))
                     .map(str::to_string),

@@ -131,7 +131,7 @@ impl Provider for Linear {
             event_type,
             canonical_type: (kind == Some("Issue")).then_some(canonical::ISSUE_CHANGED),
             occurred_at_ms: fields::str_at(&event, "/createdAt")
-                .and_then(crate::envelope::parse_rfc3339_ms)
+                .and_then(fields::rfc3339_ms_utc_if_unzoned)
                 .or(timestamp),
             entity: fields::str_at(&event, "/data/id").map(str::to_string),
             ..Default::default()

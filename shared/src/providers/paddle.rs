@@ -157,7 +157,7 @@ impl Provider for Paddle {
             occurred_at_ms: event
                 .get("occurred_at")
                 .and_then(|v| v.as_str())
-                .and_then(crate::envelope::parse_rfc3339_ms),
+                .and_then(fields::rfc3339_ms_utc_if_unzoned),
             entity: fields::str_at(data, "/customer_id").map(str::to_string),
             amount: amount.filter(|_| currency.is_some()),
             currency: currency.filter(|_| amount.is_some()),

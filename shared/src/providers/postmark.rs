@@ -131,7 +131,7 @@ impl Provider for Postmark {
             occurred_at_ms: TIME_FIELDS
                 .iter()
                 .find_map(|f| text(f))
-                .and_then(crate::envelope::parse_rfc3339_ms),
+                .and_then(fields::rfc3339_ms_utc_if_unzoned),
             entity: text("Recipient")
                 .or_else(|| text("Email"))
                 .map(str::to_string),

@@ -163,7 +163,7 @@ impl Provider for Shopify {
             event_type: topic.map(str::to_string),
             canonical_type: topic.and_then(canonical_type),
             occurred_at_ms: fields::header(req.headers, names.triggered_at)
-                .and_then(crate::envelope::parse_rfc3339_ms),
+                .and_then(fields::rfc3339_ms_utc_if_unzoned),
             entity,
             currency: amount.and(currency),
             amount,

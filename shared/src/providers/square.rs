@@ -149,7 +149,7 @@ impl Provider for Square {
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(|t| canonical_for(t, object)),
             occurred_at_ms: fields::str_at(&event, "/created_at")
-                .and_then(crate::envelope::parse_rfc3339_ms),
+                .and_then(fields::rfc3339_ms_utc_if_unzoned),
             entity: entity.map(str::to_string),
             amount: amount.filter(|_| currency.is_some()),
             currency: currency.filter(|_| amount.is_some()),

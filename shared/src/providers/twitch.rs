@@ -99,7 +99,7 @@ impl Provider for Twitch {
         let value = crypto::required_header(req.headers, SIGNATURE)?;
         let id = crypto::needed_header(req.headers, ID)?;
         let ts_text = crypto::needed_header(req.headers, TIMESTAMP)?;
-        let ts_ms = crate::envelope::parse_rfc3339_ms(ts_text).ok_or_else(|| {
+        let ts_ms = fields::rfc3339_ms_utc_if_unzoned(ts_text).ok_or_else(|| {
             VerifyError::MalformedSignature(format!("{TIMESTAMP} is not an RFC3339 time"))
         })?;
         let sig = value
@@ -151,7 +151,7 @@ impl Provider for Twitch {
             .filter(Value::is_object)
             .ok_or_else(|| ExtractError("twitch message body is not a JSON object".into()))?;
         let occurred_at_ms =
-            fields::header(req.headers, TIMESTAMP).and_then(crate::envelope::parse_rfc3339_ms);
+            fields::header(req.headers, TIMESTAMP).and_then(fields::rfc3339_ms_utc_if_unzoned);
         if message_type == REVOCATION {
             return Ok(vec![Extracted {
                 event_id: Some(id.to_string()),
