@@ -118,12 +118,11 @@ pub fn rfc3339_ms(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// An RFC 3339 time → unix ms, applying its UTC offset (`…+02:00`, with or without a
+/// fraction); a time without a zone is UTC. See
+/// [`crate::providers::fields::rfc3339_ms_utc_if_unzoned`].
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    humantime::parse_rfc3339_weak(s)
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as i64)
+    crate::providers::fields::rfc3339_ms_utc_if_unzoned(s)
 }
 
 /// `source#event_id`, or `source#sha256:<body hash>` when the provider gives no id.

@@ -17,7 +17,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
+use super::crypto::{
+    self, split_named_secrets, HmacAlgorithm, Keyring, SecretIds, SignatureEncoding,
+};
+use super::fields::{self, rfc3339_ms};
 use super::{
     canonical, money, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
     SignInput, Verified, VerifyError,
@@ -46,23 +49,6 @@ pub enum PaidSignal {
     Capture,
 }
 
-/// One secret id, or several (so a credential can be rotated like the HMAC keys).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum SecretIds {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl SecretIds {
-    fn ids(&self) -> Vec<&str> {
-        match self {
-            SecretIds::One(id) => vec![id.as_str()],
-            SecretIds::Many(ids) => ids.iter().map(String::as_str).collect(),
-        }
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct AdyenOptions {
@@ -84,68 +70,6 @@ pub struct Adyen {
     paid_signal: PaidSignal,
 }
 
-/// Split the source's secrets into the ones named by `ids` and the rest. Every named id must
-/// exist: a typo would otherwise turn a credential into an HMAC key and disable the check.
-pub(crate) fn split_named_secrets(
-    provider: &str,
-    option: &str,
-    ids: Option<&SecretIds>,
-    secrets: Vec<Secret>,
-) -> Result<(Vec<Secret>, Vec<Secret>), ProviderConfigError> {
-    let Some(ids) = ids else {
-        return Ok((Vec::new(), secrets));
-    };
-    let ids = ids.ids();
-    if ids.is_empty() {
-        return Err(ProviderConfigError(format!(
-            "{provider} options: {option} names no secret"
-        )));
-    }
-    if let Some(missing) = ids.iter().find(|id| !secrets.iter().any(|s| s.id == **id)) {
-        return Err(ProviderConfigError(format!(
-            "{provider} options: {option} names secret {missing:?}, which the source does not have"
-        )));
-    }
-    Ok(secrets
-        .into_iter()
-        .partition(|s| ids.contains(&s.id.as_str())))
-}
-
-/// An RFC 3339 time with any UTC offset (`2019-05-06T17:15:34.121+02:00`, `…Z`) in unix ms.
-/// humantime alone ignores a non-zero offset after a fraction, hence the offset handling here.
-pub(crate) fn rfc3339_ms(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if !text.is_ascii() {
-        return None;
-    }
-    let (naive, offset_s) = if let Some(naive) = text.strip_suffix(['Z', 'z']) {
-        (naive, 0)
-    } else {
-        let at = text.len().checked_sub(6)?;
-        let (naive, offset) = (text.get(..at)?, text.get(at..)?.as_bytes());
-        let sign = match offset.first()? {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
-        };
-        if offset.get(3) != Some(&b':') || naive.len() < 19 {
-            return None;
-        }
-        let two = |i: usize| -> Option<i64> {
-            let d = |b: &u8| b.is_ascii_digit().then(|| i64::from(b - b'0'));
-            Some(d(offset.get(i)?)? * 10 + d(offset.get(i + 1)?)?)
-        };
-        let (hours, minutes) = (two(1)?, two(4)?);
-        if hours > 23 || minutes > 59 {
-            return None;
-        }
-        (naive, sign * (hours * 3600 + minutes * 60))
-    };
-    let utc = humantime::parse_rfc3339_weak(&format!("{naive}Z")).ok()?;
-    let ms = i64::try_from(utc.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()?;
-    ms.checked_sub(offset_s.checked_mul(1000)?)
-}
-
 impl Adyen {
     pub fn from_config(
         options: &serde_json::Value,
@@ -162,7 +86,7 @@ impl Adyen {
             None
         } else {
             Some(Keyring::decoded("adyen basic_auth_secret", basic, |raw| {
-                if raw.contains(&b':') {
+                if fields::is_user_pass(raw, false) {
                     Ok(raw.to_vec())
                 } else {
                     Err("must be user:pass".into())
@@ -243,7 +167,7 @@ impl Adyen {
             return Ok(());
         };
         let value = crypto::needed_header(headers, AUTHORIZATION)?;
-        let credentials = basic_credentials(value).ok_or_else(|| {
+        let credentials = fields::basic_credentials(value).map_err(|_| {
             VerifyError::MalformedSignature("authorization: expected Basic <base64>".into())
         })?;
         ring.first_match(now_ms, |expected| crypto::token_eq(&credentials, expected))?;
@@ -283,15 +207,6 @@ fn decode_hex_key(raw: &[u8]) -> Result<Vec<u8>, String> {
         .map(str::trim)
         .and_then(|text| hex::decode(text).ok())
         .ok_or_else(|| "is not a hex HMAC key (Adyen shows 64 hex characters)".into())
-}
-
-/// `Basic <base64(user:pass)>` → the decoded `user:pass` bytes.
-fn basic_credentials(value: &str) -> Option<Vec<u8>> {
-    let (scheme, rest) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    crypto::decode_base64(rest.trim())
 }
 
 #[derive(Deserialize)]
@@ -427,15 +342,6 @@ fn parse_items(body: &[u8]) -> Result<Vec<Item<'_>>, ItemsError> {
         .collect()
 }
 
-/// Minor units as Adyen writes them: an integer, possibly as a string.
-fn minor_units(text: &str) -> Option<i64> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
-
 #[async_trait::async_trait]
 impl Provider for Adyen {
     fn name(&self) -> &'static str {
@@ -518,7 +424,9 @@ impl Provider for Adyen {
                     canonical_type: self.item_canonical(event_code, succeeded, item),
                     occurred_at_ms: item.event_date.as_deref().and_then(rfc3339_ms),
                     entity: (!merchant_ref.is_empty()).then(|| merchant_ref.to_string()),
-                    amount: currency.as_ref().and_then(|_| minor_units(value)),
+                    amount: currency
+                        .as_ref()
+                        .and_then(|_| money::minor_from_text(value)),
                     currency,
                     part: Some(item.raw.as_bytes().to_vec()),
                 })

@@ -7,8 +7,11 @@
 
 use serde::Deserialize;
 
-use super::adyen::{rfc3339_ms, split_named_secrets, PaidSignal, SecretIds};
-use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
+use super::adyen::PaidSignal;
+use super::crypto::{
+    self, split_named_secrets, HmacAlgorithm, Keyring, SecretIds, SignatureEncoding,
+};
+use super::fields::rfc3339_ms;
 use super::{
     canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,

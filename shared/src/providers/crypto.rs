@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
-use super::{ProviderConfigError, VerifyError};
+use super::{fields, ProviderConfigError, VerifyError};
 use crate::request::Headers;
 use crate::secret::Secret;
 
@@ -209,21 +209,120 @@ pub fn parse_unix(text: &str) -> Result<i64, VerifyError> {
 
 /// The header that carries the signature; absent (or blank) is `MissingSignature(name)`.
 pub fn required_header<'h>(headers: &'h Headers, name: &str) -> Result<&'h str, VerifyError> {
-    headers
-        .get(name)
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    fields::header(headers, name)
         .ok_or_else(|| VerifyError::MissingSignature(name.to_ascii_lowercase()))
 }
 
 /// Another header the scheme needs (timestamp, message id); absent is `MissingHeader`, so
 /// `inlet verify` can say which one.
 pub fn needed_header<'h>(headers: &'h Headers, name: &str) -> Result<&'h str, VerifyError> {
-    headers
-        .get(name)
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    fields::header(headers, name)
         .ok_or_else(|| VerifyError::MissingHeader(name.to_ascii_lowercase()))
+}
+
+/// The SHA-256 `X-Hub-Signature-256: sha256=<hex>` header (GitHub, Meta).
+pub const X_HUB_SIGNATURE_256: &str = "x-hub-signature-256";
+/// The legacy SHA-1 `X-Hub-Signature: sha1=<hex>` header (GitHub, Meta fallback; Intercom).
+pub const X_HUB_SIGNATURE: &str = "x-hub-signature";
+
+/// The decoded tag of an `X-Hub-Signature` value: `sha256=<hex>` or `sha1=<hex>` for
+/// `algorithm`; anything else is `MalformedSignature("expected sha…=<hex>")`.
+pub fn hub_signature_tag(value: &str, algorithm: HmacAlgorithm) -> Result<Vec<u8>, VerifyError> {
+    let prefix = hub_signature_prefix(algorithm);
+    value
+        .strip_prefix(prefix)
+        .and_then(|hex| SignatureEncoding::Hex.decode(hex))
+        .ok_or_else(|| VerifyError::MalformedSignature(format!("expected {prefix}<hex>")))
+}
+
+/// The header value that carries `tag`: `sha256=<hex>` or `sha1=<hex>` (for `sign`).
+pub fn hub_signature_value(algorithm: HmacAlgorithm, tag: &[u8]) -> String {
+    format!("{}{}", hub_signature_prefix(algorithm), hex::encode(tag))
+}
+
+/// `sha256=` for SHA-256, `sha1=` for SHA-1 (the only two X-Hub algorithms).
+pub fn hub_signature_prefix(algorithm: HmacAlgorithm) -> &'static str {
+    match algorithm {
+        HmacAlgorithm::Sha1 => "sha1=",
+        _ => "sha256=",
+    }
+}
+
+/// Which X-Hub header and algorithm a request is checked with, and its decoded tag. When
+/// `X-Hub-Signature-256` is present it decides alone (even if malformed): falling back to
+/// SHA-1 after a SHA-256 failure would let a forger pick the weaker scheme. Only with
+/// `allow_sha1_fallback` and no SHA-256 header is `X-Hub-Signature` read; with neither, the
+/// SHA-256 header is the one reported missing.
+pub fn x_hub_signature(
+    headers: &Headers,
+    allow_sha1_fallback: bool,
+) -> Result<(HmacAlgorithm, Vec<u8>), VerifyError> {
+    let (algorithm, value) = match required_header(headers, X_HUB_SIGNATURE_256) {
+        Ok(value) => (HmacAlgorithm::Sha256, value),
+        Err(missing) if allow_sha1_fallback => match required_header(headers, X_HUB_SIGNATURE) {
+            Ok(value) => (HmacAlgorithm::Sha1, value),
+            Err(_) => return Err(missing),
+        },
+        Err(missing) => return Err(missing),
+    };
+    Ok((algorithm, hub_signature_tag(value, algorithm)?))
+}
+
+/// One secret id, or several (so a credential can be rotated like the HMAC keys).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretIds {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl SecretIds {
+    fn ids(&self) -> Vec<&str> {
+        match self {
+            SecretIds::One(id) => vec![id.as_str()],
+            SecretIds::Many(ids) => ids.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Take every secret whose id is in `ids` out of `secrets`: `(named, rest)`, in configured
+/// order. A named secret (a Basic-auth credential, a verify token) is never a signing key.
+/// Every id must exist: a typo would otherwise leave the credential among the signing keys
+/// and its check disabled. `Err` is the first id the source does not have.
+pub fn take_named_secrets<'i>(
+    ids: &[&'i str],
+    secrets: Vec<Secret>,
+) -> Result<(Vec<Secret>, Vec<Secret>), &'i str> {
+    if let Some(missing) = ids.iter().find(|id| !secrets.iter().any(|s| s.id == **id)) {
+        return Err(missing);
+    }
+    Ok(secrets
+        .into_iter()
+        .partition(|s| ids.contains(&s.id.as_str())))
+}
+
+/// [`take_named_secrets`] for an options field `option` of `provider` (`None`: no secret is
+/// named, all are signing keys), with config errors that name the field.
+pub fn split_named_secrets(
+    provider: &str,
+    option: &str,
+    ids: Option<&SecretIds>,
+    secrets: Vec<Secret>,
+) -> Result<(Vec<Secret>, Vec<Secret>), ProviderConfigError> {
+    let Some(ids) = ids else {
+        return Ok((Vec::new(), secrets));
+    };
+    let ids = ids.ids();
+    if ids.is_empty() {
+        return Err(ProviderConfigError(format!(
+            "{provider} options: {option} names no secret"
+        )));
+    }
+    take_named_secrets(&ids, secrets).map_err(|missing| {
+        ProviderConfigError(format!(
+            "{provider} options: {option} names secret {missing:?}, which the source does not have"
+        ))
+    })
 }
 
 /// The signed message as one buffer, for schemes that cannot stream it (Ed25519, ECDSA, RSA).

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use super::crypto::{self, Ed25519Key, Keyring, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError, SignInput,
-    Verified, VerifyError,
+    canonical, fields, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
+    SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -80,13 +80,6 @@ struct Envelope {
     kind: Option<i64>,
     /// Present on Webhook Events (`type` 0 PING / 1 event), absent on interactions.
     event: Option<serde::de::IgnoredAny>,
-}
-
-fn str_at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
 }
 
 fn interaction_type(kind: i64) -> String {
@@ -190,15 +183,15 @@ impl Provider for Discord {
                     "discord webhook event PING is answered by the handshake".into(),
                 ));
             }
-            let event_type = str_at(event, "/type");
-            let data_id = str_at(event, "/data/id");
+            let event_type = fields::str_at(event, "/type");
+            let data_id = fields::str_at(event, "/data/id");
             return Ok(vec![Extracted {
                 event_id: event_type.zip(data_id).map(|(t, id)| format!("{t}#{id}")),
                 event_type: event_type.map(str::to_string),
-                occurred_at_ms: str_at(event, "/timestamp")
-                    .and_then(crate::envelope::parse_rfc3339_ms),
-                entity: str_at(event, "/data/user/id")
-                    .or_else(|| str_at(event, "/data/user_id"))
+                occurred_at_ms: fields::str_at(event, "/timestamp")
+                    .and_then(fields::rfc3339_ms_utc_if_unzoned),
+                entity: fields::str_at(event, "/data/user/id")
+                    .or_else(|| fields::str_at(event, "/data/user_id"))
                     .map(str::to_string),
                 ..Default::default()
             }]);
@@ -208,7 +201,7 @@ impl Provider for Discord {
                 "discord interaction PING is answered by the handshake".into(),
             ));
         }
-        let id = str_at(&body, "/id")
+        let id = fields::str_at(&body, "/id")
             .ok_or_else(|| ExtractError("discord interaction has no string \"id\"".into()))?;
         Ok(vec![Extracted {
             event_id: Some(id.to_string()),
@@ -216,8 +209,8 @@ impl Provider for Discord {
             canonical_type: Some(canonical::CHAT_INTERACTION),
             occurred_at_ms: snowflake_ms(id),
             // In a guild the user is under `member`, in a DM at the top level.
-            entity: str_at(&body, "/member/user/id")
-                .or_else(|| str_at(&body, "/user/id"))
+            entity: fields::str_at(&body, "/member/user/id")
+                .or_else(|| fields::str_at(&body, "/user/id"))
                 .map(str::to_string),
             ..Default::default()
         }])

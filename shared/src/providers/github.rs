@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
+use super::crypto::{self, HmacAlgorithm, Keyring};
 use super::{
     canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
@@ -12,9 +12,9 @@ use super::{
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
 
-const SIGNATURE_256: &str = "x-hub-signature-256";
-/// Sent by GitHub "only for legacy purposes" next to the SHA-256 one.
-const SIGNATURE_SHA1: &str = "x-hub-signature";
+/// `X-Hub-Signature` (SHA-1) is sent by GitHub "only for legacy purposes" next to the SHA-256
+/// one: see [`crypto::x_hub_signature`].
+const SIGNATURE_256: &str = crypto::X_HUB_SIGNATURE_256;
 const DELIVERY: &str = "x-github-delivery";
 const EVENT: &str = "x-github-event";
 
@@ -43,25 +43,6 @@ impl GitHub {
             allow_sha1_fallback: opts.allow_sha1_fallback,
         })
     }
-
-    /// Which header and algorithm this request is checked with. When the SHA-256 header is
-    /// present it decides alone: falling back to SHA-1 after a SHA-256 mismatch would let a
-    /// forger pick the weaker scheme.
-    fn scheme<'h>(
-        &self,
-        headers: &'h Headers,
-    ) -> Result<(HmacAlgorithm, &'static str, &'h str), VerifyError> {
-        match crypto::required_header(headers, SIGNATURE_256) {
-            Ok(value) => Ok((HmacAlgorithm::Sha256, "sha256=", value)),
-            Err(missing) if self.allow_sha1_fallback => {
-                match crypto::required_header(headers, SIGNATURE_SHA1) {
-                    Ok(value) => Ok((HmacAlgorithm::Sha1, "sha1=", value)),
-                    Err(_) => Err(missing),
-                }
-            }
-            Err(missing) => Err(missing),
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -71,11 +52,7 @@ impl Provider for GitHub {
     }
 
     fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
-        let (algorithm, prefix, value) = self.scheme(req.headers)?;
-        let sig = value
-            .strip_prefix(prefix)
-            .and_then(|hex| SignatureEncoding::Hex.decode(hex))
-            .ok_or_else(|| VerifyError::MalformedSignature(format!("expected {prefix}<hex>")))?;
+        let (algorithm, sig) = crypto::x_hub_signature(req.headers, self.allow_sha1_fallback)?;
         let key_id = self
             .keys
             .first_match(now_ms, |key| algorithm.verify(key, &[req.body], &sig))?;
@@ -146,7 +123,10 @@ impl Provider for GitHub {
         let key = self.keys.signing_key(input.now_ms)?;
         let sig = HmacAlgorithm::Sha256.compute(key, &[input.body])?;
         Ok(Headers::from_iter([
-            (SIGNATURE_256, format!("sha256={}", hex::encode(sig))),
+            (
+                SIGNATURE_256,
+                crypto::hub_signature_value(HmacAlgorithm::Sha256, &sig),
+            ),
             (DELIVERY, input.delivery_id.to_string()),
             (EVENT, "push".to_string()),
         ]))

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::crypto::{self, Keyring};
 use super::standard_webhooks::StandardWebhooks;
 use super::{
-    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
@@ -71,10 +71,6 @@ impl GitLab {
     }
 }
 
-fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
-    headers.get(name).map(str::trim).filter(|v| !v.is_empty())
-}
-
 fn canonical_for(event: &str) -> Option<&'static str> {
     match event {
         "Push Hook" | "push" => Some(canonical::CODE_PUSHED),
@@ -120,7 +116,7 @@ impl Provider for GitLab {
                 .and_then(|v| v.as_str())
                 .filter(|s| !s.is_empty())
         };
-        let event_type = header(req.headers, EVENT).or_else(|| text("object_kind"));
+        let event_type = fields::header(req.headers, EVENT).or_else(|| text("object_kind"));
         let entity = body
             .get("project")
             .and_then(|p| p.get("path_with_namespace"))
@@ -129,7 +125,7 @@ impl Provider for GitLab {
         Ok(vec![Extracted {
             event_id: [IDEMPOTENCY_KEY, EVENT_UUID, WEBHOOK_ID]
                 .iter()
-                .find_map(|name| header(req.headers, name))
+                .find_map(|name| fields::header(req.headers, name))
                 .map(str::to_string),
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(canonical_for),

@@ -6,15 +6,16 @@
 
 use serde::Deserialize;
 
-use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit};
+use super::crypto::{self, HmacAlgorithm, Keyring};
 use super::{
-    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
 
-const HEADER: &str = "x-hub-signature";
+/// `X-Hub-Signature: sha1=<hex>`, SHA-1 only.
+const HEADER: &str = crypto::X_HUB_SIGNATURE;
 
 /// Intercom takes no options; the empty table still refuses misspelt ones.
 #[derive(Debug, Default, Deserialize)]
@@ -38,13 +39,6 @@ impl Intercom {
     }
 }
 
-fn text<'a>(value: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(value, |v, key| v.get(key))
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-}
-
 fn canonical_for(topic: &str) -> Option<&'static str> {
     match topic {
         "ping" => Some(canonical::WEBHOOK_PING),
@@ -57,14 +51,14 @@ fn canonical_for(topic: &str) -> Option<&'static str> {
 /// The contact the notification is about: the item itself for contact/user topics, the
 /// conversation's first contact (or its author) for conversations.
 fn entity(item: &serde_json::Value) -> Option<&str> {
-    match text(item, &["type"]) {
-        Some("contact" | "user" | "lead") => text(item, &["id"]),
+    match fields::str_at(item, "/type") {
+        Some("contact" | "user" | "lead") => fields::str_at(item, "/id"),
         Some("conversation") => item
             .get("contacts")
             .and_then(|c| c.get("contacts"))
             .and_then(|c| c.get(0))
-            .and_then(|c| text(c, &["id"]))
-            .or_else(|| text(item, &["source", "author", "id"])),
+            .and_then(|c| fields::str_at(c, "/id"))
+            .or_else(|| fields::str_at(item, "/source/author/id")),
         _ => None,
     }
 }
@@ -77,10 +71,7 @@ impl Provider for Intercom {
 
     fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
         let value = crypto::required_header(req.headers, HEADER)?;
-        let sig = value
-            .strip_prefix("sha1=")
-            .and_then(|hex| SignatureEncoding::Hex.decode(hex))
-            .ok_or_else(|| VerifyError::MalformedSignature("expected sha1=<hex>".into()))?;
+        let sig = crypto::hub_signature_tag(value, HmacAlgorithm::Sha1)?;
         let key_id = self.keys.first_match(now_ms, |key| {
             HmacAlgorithm::Sha1.verify(key, &[req.body], &sig)
         })?;
@@ -94,9 +85,9 @@ impl Provider for Intercom {
         let note: serde_json::Value = crypto::json_object(req.body)
             .map(serde_json::Value::Object)
             .ok_or_else(|| ExtractError("intercom notification is not a JSON object".into()))?;
-        let id = text(&note, &["id"])
+        let id = fields::str_at(&note, "/id")
             .ok_or_else(|| ExtractError("intercom notification has no string \"id\"".into()))?;
-        let topic = text(&note, &["topic"]);
+        let topic = fields::str_at(&note, "/topic");
         let null = serde_json::Value::Null;
         let item = note
             .get("data")
@@ -106,10 +97,7 @@ impl Provider for Intercom {
             event_id: Some(id.to_string()),
             event_type: topic.map(str::to_string),
             canonical_type: topic.and_then(canonical_for),
-            occurred_at_ms: note
-                .get("created_at")
-                .and_then(serde_json::Value::as_i64)
-                .and_then(|s| TimeUnit::Seconds.to_ms(s)),
+            occurred_at_ms: fields::unix_seconds_ms(note.get("created_at")),
             entity: entity(item).map(str::to_string),
             ..Default::default()
         }])
@@ -132,7 +120,7 @@ impl Provider for Intercom {
         let sig = HmacAlgorithm::Sha1.compute(key, &[input.body])?;
         Ok(Headers::from_iter([(
             HEADER,
-            format!("sha1={}", hex::encode(sig)),
+            crypto::hub_signature_value(HmacAlgorithm::Sha1, &sig),
         )]))
     }
 }
@@ -152,7 +140,10 @@ mod tests {
         let sig = HmacAlgorithm::Sha1
             .compute(key.as_bytes(), &[body])
             .unwrap();
-        Headers::from_iter([(HEADER, format!("sha1={}", hex::encode(sig)))])
+        Headers::from_iter([(
+            HEADER,
+            crypto::hub_signature_value(HmacAlgorithm::Sha1, &sig),
+        )])
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
@@ -71,13 +71,6 @@ fn webhook_timestamp(body: &[u8]) -> Result<i64, VerifyError> {
     }
 }
 
-fn text<'a>(value: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(value, |v, key| v.get(key))
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-}
-
 #[async_trait::async_trait]
 impl Provider for Linear {
     fn name(&self) -> &'static str {
@@ -113,7 +106,13 @@ impl Provider for Linear {
         let event_id = crypto::required_header(req.headers, DELIVERY)
             .ok()
             .map(str::to_string)
-            .or_else(|| Some(format!("{}#{}", text(&event, &["webhookId"])?, timestamp?)))
+            .or_else(|| {
+                Some(format!(
+                    "{}#{}",
+                    fields::str_at(&event, "/webhookId")?,
+                    timestamp?
+                ))
+            })
             .ok_or_else(|| {
                 ExtractError(
                     "linear webhook has neither a Linear-Delivery header nor webhookId and \
@@ -121,8 +120,8 @@ impl Provider for Linear {
                         .into(),
                 )
             })?;
-        let kind = text(&event, &["type"]);
-        let event_type = match (kind, text(&event, &["action"])) {
+        let kind = fields::str_at(&event, "/type");
+        let event_type = match (kind, fields::str_at(&event, "/action")) {
             (Some(kind), Some(action)) => Some(format!("{kind}.{action}")),
             (Some(kind), None) => Some(kind.to_string()),
             _ => None,
@@ -131,10 +130,10 @@ impl Provider for Linear {
             event_id: Some(event_id),
             event_type,
             canonical_type: (kind == Some("Issue")).then_some(canonical::ISSUE_CHANGED),
-            occurred_at_ms: text(&event, &["createdAt"])
-                .and_then(crate::envelope::parse_rfc3339_ms)
+            occurred_at_ms: fields::str_at(&event, "/createdAt")
+                .and_then(fields::rfc3339_ms_utc_if_unzoned)
                 .or(timestamp),
-            entity: text(&event, &["data", "id"]).map(str::to_string),
+            entity: fields::str_at(&event, "/data/id").map(str::to_string),
             ..Default::default()
         }])
     }

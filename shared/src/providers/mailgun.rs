@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
@@ -110,12 +110,10 @@ fn canonical_for(event: &str, severity: Option<&str>) -> Option<&'static str> {
 
 /// `event-data.timestamp` is float seconds (`1767225598.5`); legacy forms send a string.
 fn seconds_to_ms(value: &serde_json::Value) -> Option<i64> {
-    let seconds = match value {
+    fields::fractional_seconds_ms(match value {
         serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
         other => other.as_f64()?,
-    };
-    let ms = (seconds * 1000.0).round();
-    (ms.is_finite() && ms.abs() < 9.0e15).then_some(ms as i64)
+    })
 }
 
 #[async_trait::async_trait]
@@ -168,11 +166,7 @@ impl Provider for Mailgun {
                     .ok_or_else(|| {
                         ExtractError("mailgun body has no \"event-data\" object".into())
                     })?;
-                let text = |name: &str| {
-                    data.get(name)
-                        .and_then(|v| v.as_str())
-                        .filter(|s| !s.is_empty())
-                };
+                let text = |name: &str| fields::text(data.get(name));
                 let kind = text("event");
                 Extracted {
                     event_id: text("id").map(str::to_string).or(token),
@@ -184,13 +178,7 @@ impl Provider for Mailgun {
                 }
             }
             Body::Form(pairs) => {
-                let text = |name: &str| {
-                    pairs
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.as_str())
-                        .filter(|s| !s.is_empty())
-                };
+                let text = |name: &str| fields::pair(pairs, name);
                 let kind = text("event");
                 Extracted {
                     event_id: token,

@@ -20,16 +20,15 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit};
+use super::crypto::{self, HmacAlgorithm, Keyring, TimeUnit};
 use super::{
-    canonical, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError, SignInput,
-    Verified, VerifyError,
+    canonical, fields, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
+    SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
 
-const SIGNATURE_256: &str = "x-hub-signature-256";
-const SIGNATURE_SHA1: &str = "x-hub-signature";
+const SIGNATURE_256: &str = crypto::X_HUB_SIGNATURE_256;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,17 +53,20 @@ impl Meta {
         secrets: Vec<Secret>,
     ) -> Result<Self, ProviderConfigError> {
         let opts: MetaOptions = crypto::parse_options("meta", options)?;
-        let (tokens, app_secrets): (Vec<Secret>, Vec<Secret>) = secrets
-            .into_iter()
-            .partition(|s| opts.verify_token_secret.as_deref() == Some(s.id.as_str()));
-        let verify_tokens = match &opts.verify_token_secret {
-            Some(id) if tokens.is_empty() => {
-                return Err(ProviderConfigError(format!(
-                    "meta options: verify_token_secret names {id:?}, which is not one of the source's secrets"
-                )))
+        let (verify_tokens, app_secrets) = match opts.verify_token_secret.as_deref() {
+            Some(id) => {
+                let (tokens, app_secrets) = crypto::take_named_secrets(&[id], secrets)
+                    .map_err(|id| {
+                        ProviderConfigError(format!(
+                            "meta options: verify_token_secret names {id:?}, which is not one of the source's secrets"
+                        ))
+                    })?;
+                (
+                    Some(Keyring::new("meta verify token", tokens)?),
+                    app_secrets,
+                )
             }
-            Some(_) => Some(Keyring::new("meta verify token", tokens)?),
-            None => None,
+            None => (None, secrets),
         };
         if app_secrets.is_empty() {
             return Err(ProviderConfigError(
@@ -78,24 +80,6 @@ impl Meta {
         })
     }
 
-    /// Which header and algorithm this request is checked with. When the SHA-256 header is
-    /// present it decides alone, so a forger cannot pick the weaker scheme.
-    fn scheme<'h>(
-        &self,
-        headers: &'h Headers,
-    ) -> Result<(HmacAlgorithm, &'static str, &'h str), VerifyError> {
-        match crypto::required_header(headers, SIGNATURE_256) {
-            Ok(value) => Ok((HmacAlgorithm::Sha256, "sha256=", value)),
-            Err(missing) if self.allow_sha1_fallback => {
-                match crypto::required_header(headers, SIGNATURE_SHA1) {
-                    Ok(value) => Ok((HmacAlgorithm::Sha1, "sha1=", value)),
-                    Err(_) => Err(missing),
-                }
-            }
-            Err(missing) => Err(missing),
-        }
-    }
-
     /// The GET subscription check. A wrong token is a `VerifyError` (ingest answers 401; Meta
     /// only needs "not 200" to fail the check, its docs say 403).
     fn subscription_check(
@@ -104,13 +88,7 @@ impl Meta {
         mode: &str,
         now_ms: i64,
     ) -> Result<HandshakeReply, VerifyError> {
-        let param = |name: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .filter(|v| !v.is_empty())
-        };
+        let param = |name: &str| fields::pair(query, name);
         if mode != "subscribe" {
             return Err(VerifyError::MalformedSignature(
                 "hub.mode is not \"subscribe\"".into(),
@@ -134,35 +112,11 @@ struct Notification<'a> {
     entry: Vec<&'a RawValue>,
 }
 
-fn id_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn str_at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 fn array<'v>(value: &'v Value, key: &str) -> &'v [Value] {
     value
         .get(key)
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice)
-}
-
-/// WhatsApp timestamps are unix seconds as strings.
-fn seconds_text_ms(value: Option<&Value>) -> Option<i64> {
-    let s = match value? {
-        Value::String(s) => crypto::parse_unix(s).ok()?,
-        other => other.as_i64()?,
-    };
-    TimeUnit::Seconds.to_ms(s)
 }
 
 /// Messenger stamps entries and events in milliseconds, other Graph objects in seconds.
@@ -220,7 +174,7 @@ fn entry_events(raw: &RawValue) -> Result<Vec<Extracted>, ExtractError> {
         return Err(ExtractError("meta entry is not a JSON object".into()));
     }
     let part = || Some(raw.get().as_bytes().to_vec());
-    let entry_id = entry.get("id").and_then(id_text);
+    let entry_id = entry.get("id").and_then(fields::id_text);
     let entry_time = entry.get("time");
     let mut events = Vec::new();
 
@@ -228,30 +182,33 @@ fn entry_events(raw: &RawValue) -> Result<Vec<Extracted>, ExtractError> {
         let value = change.get("value").unwrap_or(&Value::Null);
         // WhatsApp inbound messages: the `wamid…` is the dedupe key.
         for message in array(value, "messages") {
-            let Some(id) = str_at(message, "/id") else {
+            let Some(id) = fields::str_at(message, "/id") else {
                 continue;
             };
             events.push(Extracted {
                 event_id: Some(id.to_string()),
                 event_type: Some("messages".into()),
                 canonical_type: Some(canonical::CHAT_MESSAGE),
-                occurred_at_ms: seconds_text_ms(message.get("timestamp")),
-                entity: str_at(message, "/from").map(str::to_string),
+                occurred_at_ms: fields::unix_seconds_int_or_text_ms(message.get("timestamp")),
+                entity: fields::str_at(message, "/from").map(str::to_string),
                 part: part(),
                 ..Default::default()
             });
         }
         // WhatsApp delivery receipts: one per message and status, so `id#status`.
         for status in array(value, "statuses") {
-            let (Some(id), Some(state)) = (str_at(status, "/id"), str_at(status, "/status")) else {
+            let (Some(id), Some(state)) = (
+                fields::str_at(status, "/id"),
+                fields::str_at(status, "/status"),
+            ) else {
                 continue;
             };
             events.push(Extracted {
                 event_id: Some(format!("{id}#{state}")),
                 event_type: Some(format!("statuses.{state}")),
                 canonical_type: status_canonical(state),
-                occurred_at_ms: seconds_text_ms(status.get("timestamp")),
-                entity: str_at(status, "/recipient_id").map(str::to_string),
+                occurred_at_ms: fields::unix_seconds_int_or_text_ms(status.get("timestamp")),
+                entity: fields::str_at(status, "/recipient_id").map(str::to_string),
                 part: part(),
                 ..Default::default()
             });
@@ -271,17 +228,17 @@ fn entry_events(raw: &RawValue) -> Result<Vec<Extracted>, ExtractError> {
             .unwrap_or(false);
         // Echoes are the page's own messages: the person is the recipient.
         let person = if is_echo {
-            str_at(item, "/recipient/id")
+            fields::str_at(item, "/recipient/id")
         } else {
-            str_at(item, "/sender/id")
+            fields::str_at(item, "/sender/id")
         };
-        let event_id = match (kind, str_at(item, "/message/mid")) {
+        let event_id = match (kind, fields::str_at(item, "/message/mid")) {
             ("message", Some(mid)) => Some(mid.to_string()),
-            _ => timestamp.and_then(id_text).map(|t| {
+            _ => timestamp.and_then(fields::id_text).map(|t| {
                 format!(
                     "{}#{}#{t}#{kind}",
                     entry_id.as_deref().unwrap_or(""),
-                    str_at(item, "/sender/id").unwrap_or("")
+                    fields::str_at(item, "/sender/id").unwrap_or("")
                 )
             }),
         };
@@ -301,9 +258,9 @@ fn entry_events(raw: &RawValue) -> Result<Vec<Extracted>, ExtractError> {
         // event, named after its first change's field.
         let field = array(&entry, "changes")
             .iter()
-            .find_map(|c| str_at(c, "/field"))
+            .find_map(|c| fields::str_at(c, "/field"))
             .unwrap_or("entry");
-        let event_id = match (&entry_id, entry_time.and_then(id_text)) {
+        let event_id = match (&entry_id, entry_time.and_then(fields::id_text)) {
             (Some(id), Some(time)) => Some(format!("{id}#{time}")),
             _ => None,
         };
@@ -326,11 +283,7 @@ impl Provider for Meta {
     }
 
     fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
-        let (algorithm, prefix, value) = self.scheme(req.headers)?;
-        let sig = value
-            .strip_prefix(prefix)
-            .and_then(|hex| SignatureEncoding::Hex.decode(hex))
-            .ok_or_else(|| VerifyError::MalformedSignature(format!("expected {prefix}<hex>")))?;
+        let (algorithm, sig) = crypto::x_hub_signature(req.headers, self.allow_sha1_fallback)?;
         let key_id = self
             .keys
             .first_match(now_ms, |key| algorithm.verify(key, &[req.body], &sig))?;
@@ -392,7 +345,7 @@ impl Provider for Meta {
         let sig = HmacAlgorithm::Sha256.compute(key, &[input.body])?;
         Ok(Headers::from_iter([(
             SIGNATURE_256,
-            format!("sha256={}", hex::encode(sig)),
+            crypto::hub_signature_value(HmacAlgorithm::Sha256, &sig),
         )]))
     }
 }

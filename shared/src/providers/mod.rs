@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod checkout;
 pub mod crypto;
 pub mod discord;
+pub mod fields;
 pub mod generic;
 pub mod github;
 pub mod gitlab;

@@ -55,6 +55,17 @@ pub fn to_minor(decimal: &str, currency: &str) -> Option<i64> {
     Some(if negative { -minor } else { minor })
 }
 
+/// An amount already in minor units, written as text (Adyen's `amount.value` as signed, Paddle's
+/// `"1099"`): an optional `-` and ASCII digits only (no `+`, spaces or fraction); overflow is
+/// `None`.
+pub fn minor_from_text(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// A JSON amount that is already in minor units (Stripe, Adyen, Checkout.com, Razorpay).
 pub fn minor_from_json(value: &serde_json::Value) -> Option<i64> {
     value.as_i64()
@@ -63,6 +74,29 @@ pub fn minor_from_json(value: &serde_json::Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minor_amounts_as_text_are_plain_integers() {
+        assert_eq!(minor_from_text("1099"), Some(1099));
+        assert_eq!(minor_from_text("-5"), Some(-5));
+        assert_eq!(minor_from_text("0"), Some(0));
+        assert_eq!(minor_from_text("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(minor_from_text("-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            "",
+            "-",
+            "+5",
+            " 5",
+            "5 ",
+            "1.0",
+            "1e3",
+            "--5",
+            "١٢",
+            "9223372036854775808",
+        ] {
+            assert_eq!(minor_from_text(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn decimal_amounts_become_minor_units_of_their_currency() {

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
-    VerifyError,
+    canonical, fields, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput,
+    Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -87,16 +87,6 @@ fn parse_header(value: &str) -> Result<(&str, Vec<Vec<u8>>), VerifyError> {
 
 type Object = serde_json::Map<String, serde_json::Value>;
 
-fn at<'a>(value: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
-    path.iter().try_fold(value, |v, key| v.get(key))
-}
-
-fn text<'a>(value: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
-    at(value, path)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-}
-
 fn canonical_for(event_type: &str, data: &serde_json::Value) -> Option<&'static str> {
     match event_type {
         "transaction.completed" | "transaction.paid" => Some(canonical::PAYMENT_SUCCEEDED),
@@ -108,7 +98,10 @@ fn canonical_for(event_type: &str, data: &serde_json::Value) -> Option<&'static 
         // `pending_approval` and is money back only once `approved` (on `created` for
         // auto-approved ones, else on the `updated` that approves it).
         "adjustment.created" | "adjustment.updated" => {
-            match (text(data, &["action"]), text(data, &["status"])) {
+            match (
+                fields::str_at(data, "/action"),
+                fields::str_at(data, "/status"),
+            ) {
                 (Some("refund"), Some("approved")) => Some(canonical::PAYMENT_REFUNDED),
                 (Some("chargeback"), _) if event_type == "adjustment.created" => {
                     Some(canonical::PAYMENT_DISPUTED)
@@ -118,15 +111,6 @@ fn canonical_for(event_type: &str, data: &serde_json::Value) -> Option<&'static 
         }
         _ => None,
     }
-}
-
-/// Paddle amounts are strings in minor units (`"1099"`).
-fn minor_units(value: &str) -> Option<i64> {
-    let digits = value.strip_prefix('-').unwrap_or(value);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse().ok()
 }
 
 #[async_trait::async_trait]
@@ -162,10 +146,10 @@ impl Provider for Paddle {
         let null = serde_json::Value::Null;
         let data = event.get("data").unwrap_or(&null);
         // Transactions total in `details.totals`, adjustments in `totals`.
-        let amount = text(data, &["details", "totals", "total"])
-            .or_else(|| text(data, &["totals", "total"]))
-            .and_then(minor_units);
-        let currency = text(data, &["currency_code"]).and_then(money::currency);
+        let amount = fields::str_at(data, "/details/totals/total")
+            .or_else(|| fields::str_at(data, "/totals/total"))
+            .and_then(money::minor_from_text);
+        let currency = fields::str_at(data, "/currency_code").and_then(money::currency);
         Ok(vec![Extracted {
             event_id: Some(event_id.to_string()),
             event_type: event_type.map(str::to_string),
@@ -173,8 +157,8 @@ impl Provider for Paddle {
             occurred_at_ms: event
                 .get("occurred_at")
                 .and_then(|v| v.as_str())
-                .and_then(crate::envelope::parse_rfc3339_ms),
-            entity: text(data, &["customer_id"]).map(str::to_string),
+                .and_then(fields::rfc3339_ms_utc_if_unzoned),
+            entity: fields::str_at(data, "/customer_id").map(str::to_string),
             amount: amount.filter(|_| currency.is_some()),
             currency: currency.filter(|_| amount.is_some()),
             part: None,

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::adyen::rfc3339_ms;
 use super::crypto::{self, RsaCertificate, SignatureEncoding, TimeUnit, Tolerance};
+use super::fields::rfc3339_ms;
 use super::{
     canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,

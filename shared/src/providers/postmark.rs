@@ -10,11 +10,12 @@ use serde::Deserialize;
 
 use super::crypto::{self, Keyring};
 use super::{
-    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use fields::BasicError;
 
 const AUTHORIZATION: &str = "authorization";
 
@@ -30,9 +31,10 @@ pub struct Postmark {
 
 /// `user:pass`: a user id cannot contain `:` in Basic auth (RFC 7617), so one is required.
 fn check_credentials(raw: &[u8]) -> Result<Vec<u8>, String> {
-    match raw.iter().position(|b| *b == b':') {
-        Some(colon) if colon > 0 => Ok(raw.to_vec()),
-        _ => Err("must be user:password (the credentials in the webhook URL)".into()),
+    if fields::is_user_pass(raw, true) {
+        Ok(raw.to_vec())
+    } else {
+        Err("must be user:password (the credentials in the webhook URL)".into())
     }
 }
 
@@ -48,21 +50,17 @@ impl Postmark {
     }
 }
 
-/// The decoded `user:pass` of an `Authorization: Basic …` value.
+/// The decoded `user:pass` of an `Authorization: Basic …` value; empty is not base64.
 fn basic_credentials(value: &str) -> Result<Vec<u8>, VerifyError> {
-    let (scheme, encoded) = value
-        .split_once(' ')
-        .ok_or_else(|| VerifyError::MalformedSignature("authorization is not Basic".into()))?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(VerifyError::MalformedSignature(
+    match fields::basic_credentials(value) {
+        Err(BasicError::NotBasic) => Err(VerifyError::MalformedSignature(
             "authorization is not Basic".into(),
-        ));
+        )),
+        Ok(c) if !c.is_empty() => Ok(c),
+        Err(BasicError::NotBase64) | Ok(_) => Err(VerifyError::MalformedSignature(
+            "authorization Basic credentials are not base64".into(),
+        )),
     }
-    crypto::decode_base64(encoded.trim())
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            VerifyError::MalformedSignature("authorization Basic credentials are not base64".into())
-        })
 }
 
 fn canonical_for(
@@ -133,7 +131,7 @@ impl Provider for Postmark {
             occurred_at_ms: TIME_FIELDS
                 .iter()
                 .find_map(|f| text(f))
-                .and_then(crate::envelope::parse_rfc3339_ms),
+                .and_then(fields::rfc3339_ms_utc_if_unzoned),
             entity: text("Recipient")
                 .or_else(|| text("Email"))
                 .map(str::to_string),

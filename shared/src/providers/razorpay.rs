@@ -8,10 +8,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit};
+use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
 use super::{
-    canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
-    VerifyError,
+    canonical, fields, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput,
+    Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -64,10 +64,6 @@ fn entity<'a>(payload: Option<&'a Value>, name: &str) -> Option<&'a Value> {
     payload?.get(name)?.get("entity")
 }
 
-fn string<'a>(value: Option<&'a Value>, field: &str) -> Option<&'a str> {
-    value?.get(field)?.as_str().filter(|s| !s.is_empty())
-}
-
 #[async_trait::async_trait]
 impl Provider for Razorpay {
     fn name(&self) -> &'static str {
@@ -111,25 +107,29 @@ impl Provider for Razorpay {
             .or(payment);
         let event_id = match crypto::required_header(req.headers, EVENT_ID) {
             Ok(id) => Some(id.to_string()),
-            Err(_) => string(main, "id").map(|id| format!("{id}#{event}")),
+            Err(_) => {
+                fields::text(main.and_then(|v| v.get("id"))).map(|id| format!("{id}#{event}"))
+            }
         };
         let money_from = [main, payment]
             .into_iter()
             .flatten()
             .find(|e| e.get("amount").and_then(Value::as_i64).is_some());
-        let currency = string(money_from, "currency").and_then(money::currency);
+        let currency =
+            fields::text(money_from.and_then(|v| v.get("currency"))).and_then(money::currency);
         let who = [payment, main]
             .into_iter()
-            .find_map(|e| string(e, "customer_id"))
-            .or_else(|| [payment, main].into_iter().find_map(|e| string(e, "email")));
+            .find_map(|e| fields::text(e.and_then(|v| v.get("customer_id"))))
+            .or_else(|| {
+                [payment, main]
+                    .into_iter()
+                    .find_map(|e| fields::text(e.and_then(|v| v.get("email"))))
+            });
         Ok(vec![Extracted {
             event_id,
             event_type: Some(event.to_string()),
             canonical_type: canonical_type(event),
-            occurred_at_ms: body
-                .get("created_at")
-                .and_then(Value::as_i64)
-                .and_then(|s| TimeUnit::Seconds.to_ms(s)),
+            occurred_at_ms: fields::unix_seconds_ms(body.get("created_at")),
             entity: who.map(str::to_string),
             amount: currency
                 .as_ref()

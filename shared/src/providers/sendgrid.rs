@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use super::crypto::{self, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
@@ -90,16 +90,6 @@ impl SendGrid {
     }
 }
 
-fn str_field<'a>(
-    event: &'a serde_json::Map<String, serde_json::Value>,
-    name: &str,
-) -> Option<&'a str> {
-    event
-        .get(name)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-}
-
 fn canonical_for(event: &str) -> Option<&'static str> {
     match event {
         "processed" => Some(canonical::MESSAGE_SENT),
@@ -154,16 +144,13 @@ impl Provider for SendGrid {
                     serde_json::from_str(raw.get()).map_err(|_| {
                         ExtractError(format!("sendgrid event {i} is not a JSON object"))
                     })?;
-                let kind = str_field(&event, "event");
+                let kind = fields::text(event.get("event"));
                 Ok(Extracted {
-                    event_id: str_field(&event, "sg_event_id").map(str::to_string),
+                    event_id: fields::text(event.get("sg_event_id")).map(str::to_string),
                     event_type: kind.map(str::to_string),
                     canonical_type: kind.and_then(canonical_for),
-                    occurred_at_ms: event
-                        .get("timestamp")
-                        .and_then(serde_json::Value::as_i64)
-                        .and_then(|s| TimeUnit::Seconds.to_ms(s)),
-                    entity: str_field(&event, "email").map(str::to_string),
+                    occurred_at_ms: fields::unix_seconds_ms(event.get("timestamp")),
+                    entity: fields::text(event.get("email")).map(str::to_string),
                     part: Some(raw.get().as_bytes().to_vec()),
                     ..Default::default()
                 })

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
 use super::{
-    canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
-    VerifyError,
+    canonical, fields, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput,
+    Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -46,11 +46,14 @@ const EVENTS_NAMES: Names = Names {
 
 /// The family whose HMAC header is present; the classic one when both or neither are.
 fn names_in(headers: &Headers) -> &'static Names {
-    if headers.get(WEBHOOK_NAMES.hmac).is_none() && headers.get(EVENTS_NAMES.hmac).is_some() {
-        &EVENTS_NAMES
-    } else {
-        &WEBHOOK_NAMES
-    }
+    fields::header_family(
+        headers,
+        &[
+            (WEBHOOK_NAMES.hmac, &WEBHOOK_NAMES),
+            (EVENTS_NAMES.hmac, &EVENTS_NAMES),
+        ],
+        &WEBHOOK_NAMES,
+    )
 }
 
 /// Shopify topics with a canonical meaning. Anything else keeps only its own topic.
@@ -93,18 +96,6 @@ impl Shopify {
     }
 }
 
-fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
-    headers.get(name).map(str::trim).filter(|v| !v.is_empty())
-}
-
-fn id_text(value: &serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 #[async_trait::async_trait]
 impl Provider for Shopify {
     fn name(&self) -> &'static str {
@@ -134,11 +125,11 @@ impl Provider for Shopify {
     /// is absent (older API versions).
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let names = names_in(req.headers);
-        let topic = header(req.headers, names.topic);
-        let event_id = match (header(req.headers, names.event_id), topic) {
+        let topic = fields::header(req.headers, names.topic);
+        let event_id = match (fields::header(req.headers, names.event_id), topic) {
             (Some(event), Some(topic)) => format!("{event}#{topic}"),
             (Some(event), None) => event.to_string(),
-            (None, _) => header(req.headers, names.webhook_id)
+            (None, _) => fields::header(req.headers, names.webhook_id)
                 .ok_or_else(|| {
                     ExtractError(format!(
                         "shopify delivery has neither {} nor {}",
@@ -151,14 +142,14 @@ impl Provider for Shopify {
             .ok_or_else(|| ExtractError("shopify webhook body is not a JSON object".into()))?;
         // The customer when the payload names one (orders, customers/*), else the shop.
         let customer = match topic {
-            Some(t) if t.starts_with("customers/") => body.get("id").and_then(id_text),
+            Some(t) if t.starts_with("customers/") => body.get("id").and_then(fields::id_text),
             _ => body
                 .get("customer")
                 .and_then(|c| c.get("id"))
-                .and_then(id_text),
+                .and_then(fields::id_text),
         };
         let entity =
-            customer.or_else(|| header(req.headers, names.shop_domain).map(str::to_string));
+            customer.or_else(|| fields::header(req.headers, names.shop_domain).map(str::to_string));
         let currency = body
             .get("currency")
             .and_then(|c| c.as_str())
@@ -171,8 +162,8 @@ impl Provider for Shopify {
             event_id: Some(event_id),
             event_type: topic.map(str::to_string),
             canonical_type: topic.and_then(canonical_type),
-            occurred_at_ms: header(req.headers, names.triggered_at)
-                .and_then(crate::envelope::parse_rfc3339_ms),
+            occurred_at_ms: fields::header(req.headers, names.triggered_at)
+                .and_then(fields::rfc3339_ms_utc_if_unzoned),
             entity,
             currency: amount.and(currency),
             amount,

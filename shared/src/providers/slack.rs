@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError, SignInput,
-    Verified, VerifyError,
+    canonical, fields, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
+    SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -64,24 +64,12 @@ fn is_json(body: &[u8]) -> bool {
         .is_some_and(|b| *b == b'{')
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn str_at<'v>(value: &'v serde_json::Value, pointer: &str) -> Option<&'v str> {
-    value
-        .pointer(pointer)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-}
-
 /// The signed request timestamp: the best "when" for commands and interactions, which carry
 /// none of their own.
 fn request_time_ms(headers: &Headers) -> Option<i64> {
     headers
         .get(TIMESTAMP)
-        .and_then(|t| crypto::parse_unix(t.trim()).ok())
-        .and_then(|s| TimeUnit::Seconds.to_ms(s))
+        .and_then(|t| fields::unix_seconds_text_ms(t.trim()))
 }
 
 /// Events API messages (and mentions of the app, which are messages too) are chat messages.
@@ -126,7 +114,7 @@ impl Provider for Slack {
         req: &InboundRequest<'_>,
         now_ms: i64,
     ) -> Option<Result<HandshakeReply, VerifyError>> {
-        if !is_json(req.body) || !contains(req.body, b"url_verification") {
+        if !is_json(req.body) || !fields::contains(req.body, b"url_verification") {
             return None;
         }
         let body = crypto::json_object(req.body)?;
@@ -179,23 +167,20 @@ impl Provider for Slack {
 fn extract_events_api(body: &[u8]) -> Result<Vec<Extracted>, ExtractError> {
     let body: serde_json::Value = serde_json::from_slice(body)
         .map_err(|_| ExtractError("slack JSON body does not parse".into()))?;
-    let kind = str_at(&body, "/type")
+    let kind = fields::str_at(&body, "/type")
         .ok_or_else(|| ExtractError("slack JSON body has no string \"type\"".into()))?;
     match kind {
         "event_callback" => {
-            let event_id = str_at(&body, "/event_id")
+            let event_id = fields::str_at(&body, "/event_id")
                 .ok_or_else(|| ExtractError("slack event_callback has no \"event_id\"".into()))?;
-            let event_type = str_at(&body, "/event/type");
+            let event_type = fields::str_at(&body, "/event/type");
             Ok(vec![Extracted {
                 event_id: Some(event_id.to_string()),
                 event_type: event_type.map(str::to_string),
                 canonical_type: event_type.and_then(event_canonical),
-                occurred_at_ms: body
-                    .get("event_time")
-                    .and_then(serde_json::Value::as_i64)
-                    .and_then(|s| TimeUnit::Seconds.to_ms(s)),
-                entity: str_at(&body, "/event/user")
-                    .or_else(|| str_at(&body, "/event/channel"))
+                occurred_at_ms: fields::unix_seconds_ms(body.get("event_time")),
+                entity: fields::str_at(&body, "/event/user")
+                    .or_else(|| fields::str_at(&body, "/event/channel"))
                     .map(str::to_string),
                 ..Default::default()
             }])
@@ -232,15 +217,15 @@ fn extract_form(req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError
     if let Some(payload) = payload {
         let payload: serde_json::Value = serde_json::from_str(&payload)
             .map_err(|_| ExtractError("slack interaction payload is not JSON".into()))?;
-        let kind = str_at(&payload, "/type")
+        let kind = fields::str_at(&payload, "/type")
             .ok_or_else(|| ExtractError("slack interaction payload has no \"type\"".into()))?;
         return Ok(vec![Extracted {
-            event_id: str_at(&payload, "/trigger_id").map(str::to_string),
+            event_id: fields::str_at(&payload, "/trigger_id").map(str::to_string),
             event_type: Some(kind.to_string()),
             canonical_type: Some(canonical::CHAT_INTERACTION),
             occurred_at_ms,
-            entity: str_at(&payload, "/user/id")
-                .or_else(|| str_at(&payload, "/channel/id"))
+            entity: fields::str_at(&payload, "/user/id")
+                .or_else(|| fields::str_at(&payload, "/channel/id"))
                 .map(str::to_string),
             ..Default::default()
         }]);

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
 use super::{
-    canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
-    VerifyError,
+    canonical, fields, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput,
+    Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -70,17 +70,10 @@ impl Square {
     }
 }
 
-fn text<'a>(value: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(value, |v, key| v.get(key))
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-}
-
 /// `payment.updated` by the payment's status; refunds once completed; new disputes.
 fn canonical_for(event_type: &str, object: &serde_json::Value) -> Option<&'static str> {
     match event_type {
-        "payment.updated" => match text(object, &["payment", "status"]) {
+        "payment.updated" => match fields::str_at(object, "/payment/status") {
             Some("COMPLETED") => Some(canonical::PAYMENT_SUCCEEDED),
             Some("FAILED") => Some(canonical::PAYMENT_FAILED),
             Some("CANCELED") => Some(canonical::PAYMENT_CANCELED),
@@ -88,7 +81,7 @@ fn canonical_for(event_type: &str, object: &serde_json::Value) -> Option<&'stati
         },
         // A refund is created PENDING and updated to COMPLETED (or FAILED/REJECTED): only a
         // completed one is money back.
-        "refund.created" | "refund.updated" => (text(object, &["refund", "status"])
+        "refund.created" | "refund.updated" => (fields::str_at(object, "/refund/status")
             == Some("COMPLETED"))
         .then_some(canonical::PAYMENT_REFUNDED),
         "dispute.created" => Some(canonical::PAYMENT_DISPUTED),
@@ -124,9 +117,9 @@ impl Provider for Square {
         let event: serde_json::Value = crypto::json_object(req.body)
             .map(serde_json::Value::Object)
             .ok_or_else(|| ExtractError("square notification is not a JSON object".into()))?;
-        let event_id = text(&event, &["event_id"])
+        let event_id = fields::str_at(&event, "/event_id")
             .ok_or_else(|| ExtractError("square notification has no string \"event_id\"".into()))?;
-        let event_type = text(&event, &["type"]);
+        let event_type = fields::str_at(&event, "/type");
         let null = serde_json::Value::Null;
         let object = event
             .get("data")
@@ -141,18 +134,22 @@ impl Provider for Square {
             .and_then(|m| m.get("amount"))
             .and_then(money::minor_from_json);
         let currency = amount_money
-            .and_then(|m| text(m, &["currency"]))
+            .and_then(|m| fields::str_at(m, "/currency"))
             .and_then(money::currency);
         let entity = ["payment", "refund", "dispute", "customer"]
             .iter()
-            .find_map(|kind| text(object, &[kind, "customer_id"]))
-            .or_else(|| text(object, &["customer", "id"]));
+            .find_map(|kind| {
+                object
+                    .get(kind)
+                    .and_then(|o| fields::str_at(o, "/customer_id"))
+            })
+            .or_else(|| fields::str_at(object, "/customer/id"));
         Ok(vec![Extracted {
             event_id: Some(event_id.to_string()),
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(|t| canonical_for(t, object)),
-            occurred_at_ms: text(&event, &["created_at"])
-                .and_then(crate::envelope::parse_rfc3339_ms),
+            occurred_at_ms: fields::str_at(&event, "/created_at")
+                .and_then(fields::rfc3339_ms_utc_if_unzoned),
             entity: entity.map(str::to_string),
             amount: amount.filter(|_| currency.is_some()),
             currency: currency.filter(|_| amount.is_some()),

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, Ed25519Key, HmacAlgorithm, Keyring, TimeUnit, Tolerance};
 use super::{
-    ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified, VerifyError,
+    fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -72,11 +73,7 @@ const SVIX_NAMES: Names = Names {
 };
 
 fn names_in(headers: &Headers) -> &'static Names {
-    if headers.get(SVIX_NAMES.id).is_some() {
-        &SVIX_NAMES
-    } else {
-        &WEBHOOK_NAMES
-    }
+    fields::header_family(headers, &[(SVIX_NAMES.id, &SVIX_NAMES)], &WEBHOOK_NAMES)
 }
 
 impl StandardWebhooks {
@@ -271,8 +268,7 @@ impl Provider for StandardWebhooks {
         let occurred_at_ms = req
             .headers
             .get(names.timestamp)
-            .and_then(|ts| crypto::parse_unix(ts.trim()).ok())
-            .and_then(|s| TimeUnit::Seconds.to_ms(s));
+            .and_then(|ts| fields::unix_seconds_text_ms(ts.trim()));
         Ok(vec![Extracted {
             event_id: Some(id.to_string()),
             event_type,

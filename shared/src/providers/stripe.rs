@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, TimeUnit, Tolerance};
 use super::{
-    canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
-    VerifyError,
+    canonical, fields, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput,
+    Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -193,10 +193,7 @@ impl Provider for Stripe {
             event_id: Some(id.to_string()),
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(|t| canonical_type(t, object)),
-            occurred_at_ms: event
-                .get("created")
-                .and_then(serde_json::Value::as_i64)
-                .and_then(|s| TimeUnit::Seconds.to_ms(s)),
+            occurred_at_ms: fields::unix_seconds_ms(event.get("created")),
             entity: entity.map(str::to_string),
             amount: currency
                 .as_ref()

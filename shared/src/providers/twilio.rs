@@ -17,7 +17,7 @@ use sha2::Digest;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding};
 use super::{
-    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
@@ -209,14 +209,6 @@ fn algorithm(headers: &Headers) -> Result<HmacAlgorithm, VerifyError> {
     }
 }
 
-fn form_value<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
 /// Message status (`MessageStatus`, or the legacy `SmsStatus` twin) → canonical type.
 fn message_canonical(status: &str) -> Option<&'static str> {
     match status {
@@ -231,7 +223,7 @@ fn message_canonical(status: &str) -> Option<&'static str> {
 
 /// The event in Twilio's form parameters: dedupe key, type, canonical type and counterparty.
 fn form_event(params: &[(String, String)], idempotency: Option<&str>) -> Extracted {
-    let get = |name| form_value(params, name);
+    let get = |name| fields::pair(params, name);
     let message_status = get("MessageStatus").or_else(|| get("SmsStatus"));
     let call_status = get("CallStatus");
     let event_id = idempotency.map(str::to_string).or_else(|| {

@@ -18,8 +18,8 @@ use serde_json::Value;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError, SignInput,
-    Verified, VerifyError,
+    canonical, fields, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
+    SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -80,17 +80,6 @@ impl Twitch {
     }
 }
 
-fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
-    headers.get(name).map(str::trim).filter(|v| !v.is_empty())
-}
-
-fn str_at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 fn canonical_type(subscription: &str) -> Option<&'static str> {
     match subscription {
         "channel.chat.message" => Some(canonical::CHAT_MESSAGE),
@@ -110,7 +99,7 @@ impl Provider for Twitch {
         let value = crypto::required_header(req.headers, SIGNATURE)?;
         let id = crypto::needed_header(req.headers, ID)?;
         let ts_text = crypto::needed_header(req.headers, TIMESTAMP)?;
-        let ts_ms = crate::envelope::parse_rfc3339_ms(ts_text).ok_or_else(|| {
+        let ts_ms = fields::rfc3339_ms_utc_if_unzoned(ts_text).ok_or_else(|| {
             VerifyError::MalformedSignature(format!("{TIMESTAMP} is not an RFC3339 time"))
         })?;
         let sig = value
@@ -136,7 +125,7 @@ impl Provider for Twitch {
         req: &InboundRequest<'_>,
         now_ms: i64,
     ) -> Option<Result<HandshakeReply, VerifyError>> {
-        if header(req.headers, MESSAGE_TYPE) != Some(VERIFICATION) {
+        if fields::header(req.headers, MESSAGE_TYPE) != Some(VERIFICATION) {
             return None;
         }
         if let Err(refused) = self.verify(req, now_ms) {
@@ -144,43 +133,43 @@ impl Provider for Twitch {
         }
         // Without a string challenge there is nothing to echo: `extract` refuses it.
         let body: Value = serde_json::from_slice(req.body).ok()?;
-        let challenge = str_at(&body, "/challenge")?;
+        let challenge = fields::str_at(&body, "/challenge")?;
         Some(Ok(HandshakeReply::text(challenge)))
     }
 
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        let message_type = header(req.headers, MESSAGE_TYPE).unwrap_or("notification");
+        let message_type = fields::header(req.headers, MESSAGE_TYPE).unwrap_or("notification");
         if message_type == VERIFICATION {
             return Err(ExtractError(
                 "twitch webhook_callback_verification without a string \"challenge\"".into(),
             ));
         }
-        let id =
-            header(req.headers, ID).ok_or_else(|| ExtractError(format!("missing {ID} header")))?;
+        let id = fields::header(req.headers, ID)
+            .ok_or_else(|| ExtractError(format!("missing {ID} header")))?;
         let body: Value = serde_json::from_slice(req.body)
             .ok()
             .filter(Value::is_object)
             .ok_or_else(|| ExtractError("twitch message body is not a JSON object".into()))?;
         let occurred_at_ms =
-            header(req.headers, TIMESTAMP).and_then(crate::envelope::parse_rfc3339_ms);
+            fields::header(req.headers, TIMESTAMP).and_then(fields::rfc3339_ms_utc_if_unzoned);
         if message_type == REVOCATION {
             return Ok(vec![Extracted {
                 event_id: Some(id.to_string()),
                 event_type: Some(REVOCATION.into()),
                 occurred_at_ms,
-                entity: str_at(&body, "/subscription/id").map(str::to_string),
+                entity: fields::str_at(&body, "/subscription/id").map(str::to_string),
                 ..Default::default()
             }]);
         }
-        let subscription =
-            header(req.headers, SUBSCRIPTION_TYPE).or_else(|| str_at(&body, "/subscription/type"));
+        let subscription = fields::header(req.headers, SUBSCRIPTION_TYPE)
+            .or_else(|| fields::str_at(&body, "/subscription/type"));
         let entity = [
             "/event/user_id",
             "/event/chatter_user_id",
             "/event/broadcaster_user_id",
         ]
         .iter()
-        .find_map(|p| str_at(&body, p))
+        .find_map(|p| fields::str_at(&body, p))
         .map(str::to_string);
         Ok(vec![Extracted {
             event_id: Some(id.to_string()),

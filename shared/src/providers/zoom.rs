@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError, SignInput,
-    Verified, VerifyError,
+    canonical, fields, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
+    SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -89,25 +89,6 @@ impl Zoom {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn str_at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-fn id_at(value: &Value, pointer: &str) -> Option<String> {
-    match value.pointer(pointer)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn canonical_type(event: &str) -> Option<&'static str> {
     match event {
         "meeting.started" | "webinar.started" => Some(canonical::MEETING_STARTED),
@@ -131,15 +112,15 @@ impl Provider for Zoom {
         req: &InboundRequest<'_>,
         now_ms: i64,
     ) -> Option<Result<HandshakeReply, VerifyError>> {
-        if !contains(req.body, URL_VALIDATION.as_bytes()) {
+        if !fields::contains(req.body, URL_VALIDATION.as_bytes()) {
             return None;
         }
         let body: Value = serde_json::from_slice(req.body).ok()?;
-        if str_at(&body, "/event") != Some(URL_VALIDATION) {
+        if fields::str_at(&body, "/event") != Some(URL_VALIDATION) {
             return None;
         }
         // Without a plainToken there is nothing to answer: `extract` refuses it.
-        let plain = str_at(&body, "/payload/plainToken")?;
+        let plain = fields::str_at(&body, "/payload/plainToken")?;
         let mut encrypted = None;
         let verified = self.verify_with(req, now_ms, |key| {
             encrypted = HmacAlgorithm::Sha256
@@ -165,7 +146,7 @@ impl Provider for Zoom {
             .ok()
             .filter(Value::is_object)
             .ok_or_else(|| ExtractError("zoom event body is not a JSON object".into()))?;
-        let event = str_at(&body, "/event")
+        let event = fields::str_at(&body, "/event")
             .ok_or_else(|| ExtractError("zoom event has no string \"event\"".into()))?;
         if event == URL_VALIDATION {
             return Err(ExtractError(
@@ -173,11 +154,11 @@ impl Provider for Zoom {
             ));
         }
         let event_ts = body.get("event_ts").and_then(Value::as_i64);
-        let object =
-            id_at(&body, "/payload/object/uuid").or_else(|| id_at(&body, "/payload/object/id"));
-        let participant = id_at(&body, "/payload/object/participant/participant_uuid")
-            .or_else(|| id_at(&body, "/payload/object/participant/user_id"))
-            .or_else(|| id_at(&body, "/payload/object/participant/id"));
+        let object = fields::id_at(&body, "/payload/object/uuid")
+            .or_else(|| fields::id_at(&body, "/payload/object/id"));
+        let participant = fields::id_at(&body, "/payload/object/participant/participant_uuid")
+            .or_else(|| fields::id_at(&body, "/payload/object/participant/user_id"))
+            .or_else(|| fields::id_at(&body, "/payload/object/participant/id"));
         let event_id = match (event_ts, object) {
             (Some(ts), Some(object)) => Some(match participant {
                 Some(p) => format!("{event}#{ts}#{object}#{p}"),
@@ -190,8 +171,8 @@ impl Provider for Zoom {
             event_type: Some(event.to_string()),
             canonical_type: canonical_type(event),
             occurred_at_ms: event_ts,
-            entity: id_at(&body, "/payload/object/host_id")
-                .or_else(|| id_at(&body, "/payload/account_id")),
+            entity: fields::id_at(&body, "/payload/object/host_id")
+                .or_else(|| fields::id_at(&body, "/payload/account_id")),
             ..Default::default()
         }])
     }

@@ -31,8 +31,8 @@ use super::crypto::{
     self, Ed25519Key, HmacAlgorithm, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance,
 };
 use super::{
-    canonical, money, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
-    SignInput, Verified, VerifyError,
+    canonical, fields, money, ExtractError, Extracted, HandshakeReply, Provider,
+    ProviderConfigError, SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -354,8 +354,8 @@ fn shorthand_pointer(field: &str, pointer: Option<String>) -> Result<Option<Loca
 }
 
 /// `user:pass` secrets for `basic_auth`; the error never quotes the secret.
-fn basic_credentials(raw: &[u8]) -> Result<Vec<u8>, String> {
-    if raw.contains(&b':') {
+fn check_user_pass(raw: &[u8]) -> Result<Vec<u8>, String> {
+    if fields::is_user_pass(raw, false) {
         Ok(raw.to_vec())
     } else {
         Err("is not user:pass (scheme basic_auth)".into())
@@ -668,7 +668,7 @@ impl Generic {
             SchemeKind::BasicAuth => {
                 refuse_encoding(key_encoding)?;
                 Scheme::BasicAuth {
-                    keys: Keyring::decoded(name, secrets, basic_credentials)?,
+                    keys: Keyring::decoded(name, secrets, check_user_pass)?,
                 }
             }
             SchemeKind::Ed25519 => {
@@ -1048,7 +1048,7 @@ impl Generic {
             let found = x.event_id.iter().find_map(|composite| {
                 composite
                     .iter()
-                    .map(|l| id_text(ctx, l))
+                    .map(|l| id_at_location(ctx, l))
                     .collect::<Option<Vec<String>>>()
                     .map(|parts| parts.join("#"))
             });
@@ -1071,7 +1071,7 @@ impl Generic {
                 ))
             })?)
         };
-        let event_type = x.event_type.iter().find_map(|l| id_text(ctx, l));
+        let event_type = x.event_type.iter().find_map(|l| id_at_location(ctx, l));
         let canonical_type = event_type
             .as_deref()
             .and_then(|t| x.canonical.get(t).copied());
@@ -1129,7 +1129,7 @@ fn parse_timestamp(text: &str, unit: TsUnit) -> Result<(i64, TimeUnit), VerifyEr
     match unit {
         TsUnit::Seconds => Ok((crypto::parse_unix(text)?, TimeUnit::Seconds)),
         TsUnit::Milliseconds => Ok((crypto::parse_unix(text)?, TimeUnit::Milliseconds)),
-        TsUnit::Rfc3339 => options::parse_rfc3339_ms(text)
+        TsUnit::Rfc3339 => fields::rfc3339_ms_any_year(text)
             .map(|ms| (ms, TimeUnit::Milliseconds))
             .ok_or_else(|| VerifyError::MalformedSignature("timestamp is not RFC 3339".into())),
     }
@@ -1139,30 +1139,21 @@ fn parse_timestamp(text: &str, unit: TsUnit) -> Result<(i64, TimeUnit), VerifyEr
 /// (Mailgun `1767225598.5`).
 fn time_to_ms(text: &str, unit: TsUnit) -> Option<i64> {
     match unit {
-        TsUnit::Seconds => crypto::parse_unix(text)
-            .ok()
-            .and_then(|s| TimeUnit::Seconds.to_ms(s))
-            .or_else(|| {
-                text.parse::<f64>()
-                    .ok()
-                    .map(|s| s * 1000.0)
-                    .filter(|ms| ms.is_finite() && ms.abs() < 9.0e15)
-                    .map(|ms| ms.round() as i64)
-            }),
+        TsUnit::Seconds => fields::unix_seconds_text_ms(text).or_else(|| {
+            text.parse::<f64>()
+                .ok()
+                .and_then(fields::fractional_seconds_ms)
+        }),
         TsUnit::Milliseconds => crypto::parse_unix(text).ok(),
-        TsUnit::Rfc3339 => options::parse_rfc3339_ms(text),
+        TsUnit::Rfc3339 => fields::rfc3339_ms_any_year(text),
     }
 }
 
 /// An id or type: a header/field value, or a JSON string or integer (never a float, bool or
 /// object: `1.5` as an id is a sender bug, not a key).
-fn id_text(ctx: &Ctx<'_>, location: &Location) -> Option<String> {
+fn id_at_location(ctx: &Ctx<'_>, location: &Location) -> Option<String> {
     match location {
-        Location::JsonPointer(p) => match ctx.json_at(p)? {
-            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-            _ => None,
-        },
+        Location::JsonPointer(p) => fields::integer_id_text(ctx.json_at(p)?),
         other => ctx.lookup(other),
     }
 }

@@ -364,80 +364,10 @@ pub(super) fn either<T>(
     }
 }
 
-/// An RFC 3339 date-time (`2026-01-01T00:00:00.123456789Z`, `…+02:00`) → unix milliseconds.
-/// Fractions beyond milliseconds are truncated.
-pub(super) fn parse_rfc3339_ms(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    let digits = |from: usize, to: usize| -> Option<i64> {
-        let s = text.get(from..to)?;
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse().ok()
-        } else {
-            None
-        }
-    };
-    let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt ") && at(13, b":") && at(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (digits(0, 4)?, digits(5, 7)?, digits(8, 10)?);
-    let (hour, minute, second) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0;
-    if at(i, b".") {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let frac = text.get(start..i)?;
-        let ms3: String = frac.chars().chain("000".chars()).take(3).collect();
-        millis = ms3.parse::<i64>().ok()?;
-    }
-    let offset_min = match text.get(i..)? {
-        "Z" | "z" => 0,
-        tz => {
-            let sign = match tz.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            if tz.len() != 6 || tz.as_bytes().get(3) != Some(&b':') {
-                return None;
-            }
-            let h: i64 = tz.get(1..3)?.parse().ok()?;
-            let m: i64 = tz.get(4..6)?.parse().ok()?;
-            sign * (h * 60 + m)
-        }
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_min * 60;
-    secs.checked_mul(1000)?.checked_add(millis)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::fields::rfc3339_ms_any_year as parse_rfc3339_ms;
 
     #[test]
     fn rfc3339_with_nanoseconds_and_offsets_becomes_unix_milliseconds() {

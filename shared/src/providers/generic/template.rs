@@ -226,10 +226,7 @@ impl<'r> Ctx<'r> {
     }
 
     pub(super) fn header(&self, name: &str) -> Option<&'r str> {
-        self.headers
-            .get(name)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+        crate::providers::fields::header(self.headers, name)
     }
 
     pub(super) fn query_param(&self, name: &str) -> Option<&'r str> {
