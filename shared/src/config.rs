@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::poll::PollSource;
 use crate::providers::{self, Provider};
 use crate::secret::Secret;
 
@@ -131,6 +132,41 @@ pub struct SourceSpec {
     /// Provider-specific options, checked by the provider.
     #[serde(default)]
     pub options: Option<serde_json::Value>,
+    /// Also pull this source's events from the provider's API on a schedule (reconciliation
+    /// with its webhooks, or the only way in for providers that do not push).
+    #[serde(default)]
+    pub poll: Option<PollSpec>,
+}
+
+fn default_requests_per_run() -> u32 {
+    20
+}
+
+fn default_requests_per_minute() -> u32 {
+    60
+}
+
+/// A source's `poll` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollSpec {
+    /// `stripe_events`, `telegram_updates`, `http_json`.
+    pub kind: String,
+    /// How often a run starts: `30s`, `10m`, `1h` (AWS Scheduler's floor is one minute).
+    pub every: String,
+    /// API credentials for the poll (a Stripe restricted key, the bot token), resolved like
+    /// the source's secrets; several = rotation (the first live one is used).
+    #[serde(default)]
+    pub secrets: Vec<SecretSpec>,
+    /// Requests one run may make; a run with more to fetch goes on at the next schedule.
+    #[serde(default = "default_requests_per_run")]
+    pub max_requests_per_run: u32,
+    /// The provider's rate limit: requests inside a run are spaced to stay under it.
+    #[serde(default = "default_requests_per_minute")]
+    pub max_requests_per_minute: u32,
+    /// Kind-specific options, checked by the kind.
+    #[serde(default)]
+    pub options: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +226,7 @@ pub struct Source {
     pub allow: Vec<IpNet>,
     pub dedupe_window_ms: i64,
     pub keep_headers: Vec<String>,
+    pub poll: Option<PollSource>,
 }
 
 impl Source {
@@ -434,6 +471,81 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// A list of secret references, resolved; each keeps its configured id (or its index).
+fn resolve_secrets(
+    field: &str,
+    specs: &[SecretSpec],
+    environment: Environment,
+    env: &dyn SecretEnv,
+) -> Result<Vec<Secret>, ConfigError> {
+    let mut secrets = Vec::new();
+    for (j, spec) in specs.iter().enumerate() {
+        let sf = format!("{field}[{j}]");
+        let secret = match spec {
+            SecretSpec::Ref(r) => Secret::new(
+                j.to_string(),
+                resolve_secret(&sf, r, environment, env)?,
+                None,
+            ),
+            SecretSpec::Full {
+                id,
+                value,
+                not_after,
+            } => {
+                let na = not_after
+                    .as_deref()
+                    .map(|t| parse_not_after(&format!("{sf}.not_after"), t))
+                    .transpose()?;
+                Secret::new(
+                    id.clone(),
+                    resolve_secret(&format!("{sf}.value"), value, environment, env)?,
+                    na,
+                )
+            }
+        };
+        secrets.push(secret);
+    }
+    Ok(secrets)
+}
+
+fn validate_poll(
+    f: &str,
+    p: &PollSpec,
+    environment: Environment,
+    env: &dyn SecretEnv,
+) -> Result<PollSource, ConfigError> {
+    let every = humantime::parse_duration(p.every.trim())
+        .map_err(|e| invalid(format!("{f}.every"), format!("{:?}: {e}", p.every)))?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err(invalid(format!("{f}.every"), "must be at least 1s"));
+    }
+    if p.max_requests_per_run == 0 {
+        return Err(invalid(format!("{f}.max_requests_per_run"), "must be > 0"));
+    }
+    if p.max_requests_per_minute == 0 {
+        return Err(invalid(
+            format!("{f}.max_requests_per_minute"),
+            "must be > 0",
+        ));
+    }
+    let options = p.options.clone().unwrap_or(serde_json::Value::Null);
+    let kind = crate::poll::kinds::build(&p.kind, &options).map_err(|why| {
+        let field = if crate::poll::kinds::KINDS.contains(&p.kind.as_str()) {
+            format!("{f}.options")
+        } else {
+            format!("{f}.kind")
+        };
+        invalid(field, why)
+    })?;
+    Ok(PollSource {
+        kind,
+        every,
+        credentials: resolve_secrets(&format!("{f}.secrets"), &p.secrets, environment, env)?,
+        max_requests_per_run: p.max_requests_per_run,
+        max_requests_per_minute: p.max_requests_per_minute,
+    })
+}
+
 /// Validate a parsed document: every error names its field.
 pub fn validate(
     doc: ConfigDoc,
@@ -482,33 +594,7 @@ pub fn validate(
                 format!("duplicate source id {:?}", src.id),
             ));
         }
-        let mut secrets = Vec::new();
-        for (j, spec) in src.secrets.iter().enumerate() {
-            let sf = format!("{f}.secrets[{j}]");
-            let secret = match spec {
-                SecretSpec::Ref(r) => Secret::new(
-                    j.to_string(),
-                    resolve_secret(&sf, r, s.environment, env)?,
-                    None,
-                ),
-                SecretSpec::Full {
-                    id,
-                    value,
-                    not_after,
-                } => {
-                    let na = not_after
-                        .as_deref()
-                        .map(|t| parse_not_after(&format!("{sf}.not_after"), t))
-                        .transpose()?;
-                    Secret::new(
-                        id.clone(),
-                        resolve_secret(&format!("{sf}.value"), value, s.environment, env)?,
-                        na,
-                    )
-                }
-            };
-            secrets.push(secret);
-        }
+        let secrets = resolve_secrets(&format!("{f}.secrets"), &src.secrets, s.environment, env)?;
         let options = src.options.clone().unwrap_or(serde_json::Value::Null);
         let provider = providers::build(&src.provider, &options, secrets).map_err(|e| {
             let field = if providers::PROVIDERS.contains(&src.provider.as_str()) {
@@ -537,12 +623,18 @@ pub fn validate(
         if window == 0 {
             return Err(invalid(format!("{f}.dedupe_window_seconds"), "must be > 0"));
         }
+        let poll = src
+            .poll
+            .as_ref()
+            .map(|p| validate_poll(&format!("{f}.poll"), p, s.environment, env))
+            .transpose()?;
         sources.insert(
             src.id.clone(),
             Source {
                 id: src.id.clone(),
                 provider,
                 allow,
+                poll,
                 dedupe_window_ms: window as i64 * 1000,
                 keep_headers: src
                     .keep_headers

@@ -329,7 +329,7 @@ impl Ingest {
                 "verified"
             );
         }
-        match self.enqueue(&envelopes).await {
+        match enqueue_envelopes(&*self.queue, &envelopes).await {
             Ok(sent) => Ok(Accepted::Enqueued {
                 sent,
                 ack: source.provider.acknowledgement(&inbound),
@@ -338,31 +338,6 @@ impl Ingest {
                 error: e.to_string(),
             }),
         }
-    }
-
-    /// Put every envelope of one request on the queue, or report that not all of them got
-    /// there — in which case the request is answered 503 and the provider's retry re-sends
-    /// all of them; the ones already queued are then absorbed by dedupe.
-    async fn enqueue(&self, envelopes: &[Envelope]) -> Result<Vec<(String, String)>, QueueError> {
-        if let [only] = envelopes {
-            let id = self
-                .queue
-                .send(&OutboundMessage::new(only.to_json()))
-                .await?;
-            return Ok(vec![(only.dedupe_key.clone(), id)]);
-        }
-        let mut sent = Vec::with_capacity(envelopes.len());
-        for chunk in batches(envelopes) {
-            let messages: Vec<OutboundMessage> = chunk
-                .iter()
-                .map(|e| OutboundMessage::new(e.to_json()))
-                .collect();
-            let results = self.queue.send_batch(&messages).await?;
-            for (env, result) in chunk.iter().zip(results) {
-                sent.push((env.dedupe_key.clone(), result?));
-            }
-        }
-        Ok(sent)
     }
 
     async fn record_refusal(
@@ -409,6 +384,31 @@ impl Ingest {
             warn!(source = %source_id, error = %e, "could not record refusal in the trail");
         }
     }
+}
+
+/// Put every envelope of one request on the queue, or report that not all of them got
+/// there — in which case the request is answered 503 and the provider's retry re-sends
+/// all of them; the ones already queued are then absorbed by dedupe.
+pub(crate) async fn enqueue_envelopes(
+    queue: &dyn Queue,
+    envelopes: &[Envelope],
+) -> Result<Vec<(String, String)>, QueueError> {
+    if let [only] = envelopes {
+        let id = queue.send(&OutboundMessage::new(only.to_json())).await?;
+        return Ok(vec![(only.dedupe_key.clone(), id)]);
+    }
+    let mut sent = Vec::with_capacity(envelopes.len());
+    for chunk in batches(envelopes) {
+        let messages: Vec<OutboundMessage> = chunk
+            .iter()
+            .map(|e| OutboundMessage::new(e.to_json()))
+            .collect();
+        let results = queue.send_batch(&messages).await?;
+        for (env, result) in chunk.iter().zip(results) {
+            sent.push((env.dedupe_key.clone(), result?));
+        }
+    }
+    Ok(sent)
 }
 
 /// SQS caps one `SendMessageBatch` at 1 MiB in total; stay under it with room for the

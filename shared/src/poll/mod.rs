@@ -14,6 +14,7 @@ use crate::ports::http::{HttpClient, HttpError, HttpResponse};
 use crate::secret::Secret;
 
 pub mod kinds;
+pub mod runner;
 
 /// One page of a poll: the items after the cursor, oldest first, and the cursor that
 /// follows them. The runner enqueues the items, then stores `cursor`.

@@ -131,6 +131,8 @@ pub enum TrailStatus {
     Refused,
     Duplicate,
     Conflict,
+    /// One poll run: its outcome and counts are in `reason`.
+    PollRun,
 }
 
 impl TrailStatus {
@@ -139,6 +141,7 @@ impl TrailStatus {
             TrailStatus::Refused => "refused",
             TrailStatus::Duplicate => "duplicate",
             TrailStatus::Conflict => "conflict",
+            TrailStatus::PollRun => "poll_run",
         }
     }
 
@@ -147,6 +150,7 @@ impl TrailStatus {
             "refused" => Some(TrailStatus::Refused),
             "duplicate" => Some(TrailStatus::Duplicate),
             "conflict" => Some(TrailStatus::Conflict),
+            "poll_run" => Some(TrailStatus::PollRun),
             _ => None,
         }
     }
