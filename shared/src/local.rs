@@ -10,6 +10,8 @@ use tracing::warn;
 use crate::adapters::embedded::{EmbeddedStore, Redrive, SqliteQueue};
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::poll::runner::Poller;
+use crate::ports::http::HttpClient;
 use crate::ports::{Clock, EventBus, Queue};
 use crate::targets::build_targets;
 use crate::worker::{BatchResult, Worker, WorkerRecord};
@@ -86,6 +88,21 @@ impl LocalStack {
             worker,
             clock,
         })
+    }
+
+    /// A poller over this stack's queue, ledger and poll state (`inlet poll`, the schedules
+    /// of `inlet dev`). `holder` names the run in leases.
+    pub fn poller(&self, http: Arc<dyn HttpClient>, holder: &str) -> Poller {
+        let ledger = Arc::new(self.store.ledger());
+        Poller::new(
+            self.config.clone(),
+            Arc::new(self.queue.clone()),
+            ledger.clone(),
+            ledger,
+            http,
+            self.clock.clone(),
+            holder,
+        )
     }
 
     fn visibility(&self) -> Duration {

@@ -26,17 +26,22 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
             "inlet dev listening on http://{addr} (data in {})",
             data_dir.display()
         );
-        for id in stack.config.sources.keys() {
+        for (id, source) in &stack.config.sources {
             let _ = writeln!(out, "  POST http://{addr}/webhooks/{id}");
+            if let Some(p) = &source.poll {
+                let _ = writeln!(out, "  poll {id}: {} every {:?}", p.kind.name(), p.every);
+            }
         }
         let _ = out.flush();
     }
     let (tx, rx) = watch::channel(false);
     let worker = tokio::spawn(server::worker_loop(stack.clone(), rx.clone()));
+    let polls = tokio::spawn(crate::poll::schedules(stack.clone(), rx.clone()));
     let http = tokio::spawn(server::serve(stack, listener, rx));
     let _ = tokio::signal::ctrl_c().await;
     let _ = tx.send(true);
     let _ = worker.await;
+    let _ = polls.await;
     match http.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("http server: {e}")),

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod dev;
 mod events;
+mod poll;
 mod sign;
 mod verify;
 
@@ -36,6 +37,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: String,
         /// Where the SQLite store lives (default: settings.data_dir beside the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run one poll of a source now (its `poll` table) on the local store.
+    Poll {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -103,6 +113,19 @@ async fn main() -> ExitCode {
             Ok(cfg) => {
                 let dir = data_dir(&cfg, dir);
                 dev::run(cfg, &listen, &dir).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Poll {
+            config,
+            source,
+            data_dir: dir,
+        } => match load(&config) {
+            Ok(cfg) => {
+                // Logs to stderr: stdout carries the run's summary.
+                inlet::telemetry::init_json_logs(true);
+                let dir = data_dir(&cfg, dir);
+                poll::run_once(cfg, &dir, &source).await
             }
             Err(e) => Err(e),
         },
