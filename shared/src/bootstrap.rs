@@ -13,6 +13,8 @@ pub enum BootError {
     MissingEnv(&'static str),
     #[error("{0}")]
     Target(#[from] crate::targets::TargetBuildError),
+    #[error("{0}")]
+    Http(String),
 }
 
 #[cfg(any(
@@ -81,5 +83,34 @@ pub async fn worker() -> Result<crate::worker::Worker, BootError> {
         Arc::new(ledger),
         targets,
         Arc::new(SystemClock),
+    ))
+}
+
+/// Poller: `INLET_QUEUE_URL` for envelopes, `INLET_TABLE` for poll state and the trail, an
+/// HTTP client for the providers' APIs.
+#[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "http-fetch"))]
+pub async fn poller() -> Result<crate::poll::runner::Poller, BootError> {
+    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
+    use crate::adapters::http_client::ReqwestHttp;
+    use crate::poll::runner::Poller;
+    use crate::ports::SystemClock;
+
+    /// A page of provider API results is far below this; anything larger is refused.
+    const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+    let config = load_config()?;
+    let sdk = sdk_config_from_env().await;
+    let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
+    let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
+    let http = ReqwestHttp::new(MAX_RESPONSE_BYTES).map_err(BootError::Http)?;
+    Ok(Poller::new(
+        config,
+        Arc::new(queue),
+        ledger.clone(),
+        ledger,
+        Arc::new(http),
+        Arc::new(SystemClock),
+        // One invocation at a time per instance: the instance is the lease holder.
+        format!("poller-{}", uuid::Uuid::new_v4().simple()),
     ))
 }

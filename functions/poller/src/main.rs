@@ -1,8 +1,11 @@
-//! Poller Lambda, invoked by EventBridge Scheduler with `{"source": "<id>"}` as its input.
-//! Polling itself comes in a later issue; this loads the config and logs the run.
+//! Poller Lambda, invoked by EventBridge Scheduler with `{"source_id": "<id>"}` as its input:
+//! one poll run of that source, stopping well before the invocation's deadline.
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
+
+/// Stop starting requests this long before the Lambda deadline.
+const DEADLINE_MARGIN_MS: i64 = 3_000;
 
 /// Scheduler delivers its Input as-is; a classic scheduled rule wraps it in an EventBridge
 /// envelope with the input under `detail`. Accept both.
@@ -15,15 +18,24 @@ fn source_of(payload: &Value) -> Option<&str> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config = inlet::bootstrap::load_config()?;
-    let config = &config;
+    let poller = inlet::bootstrap::poller().await?;
+    let poller = &poller;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let source = source_of(&event.payload).ok_or("input must carry \"source_id\"")?;
-        if config.source(source).is_none() {
-            return Err::<Value, Error>(format!("no source {source:?} in the config").into());
-        }
-        tracing::info!(source, request_id = %event.context.request_id, "poll run: no poll kind configured yet");
-        Ok(serde_json::json!({"source_id": source, "items": 0}))
+        let deadline =
+            i64::try_from(event.context.deadline).unwrap_or(i64::MAX) - DEADLINE_MARGIN_MS;
+        // An unknown or unpolled source is a deployment error: fail so Scheduler's DLQ shows
+        // it. A run that failed on the provider's side is recorded (trail, poll_errors
+        // metric) and answered normally, so Scheduler does not retry into the same error.
+        let report = poller.run(source, deadline).await?;
+        Ok::<Value, Error>(serde_json::json!({
+            "source_id": report.source,
+            "outcome": report.outcome.as_str(),
+            "requests": report.requests,
+            "pages": report.pages,
+            "items": report.items,
+            "queued": report.enqueued.len(),
+        }))
     }))
     .await
 }
