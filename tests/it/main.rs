@@ -5,4 +5,5 @@ mod cli;
 mod conformance;
 mod lambda;
 mod pipeline;
+mod polling;
 mod support;
