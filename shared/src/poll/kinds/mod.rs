@@ -5,14 +5,21 @@ use std::sync::Arc;
 
 use super::PollKind;
 
+pub mod stripe_events;
+
 /// The names `build` accepts, for error messages and `inlet check`.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &[stripe_events::NAME];
 
 /// Build a poll kind from its name and its `poll.options` table (kind-specific, unknown
 /// fields refused).
-pub fn build(kind: &str, _options: &serde_json::Value) -> Result<Arc<dyn PollKind>, String> {
-    Err(format!(
-        "unknown poll kind {kind:?}; known: {}",
-        KINDS.join(", ")
-    ))
+pub fn build(kind: &str, options: &serde_json::Value) -> Result<Arc<dyn PollKind>, String> {
+    match kind {
+        stripe_events::NAME => Ok(Arc::new(stripe_events::StripeEvents::from_options(
+            options,
+        )?)),
+        _ => Err(format!(
+            "unknown poll kind {kind:?}; known: {}",
+            KINDS.join(", ")
+        )),
+    }
 }
