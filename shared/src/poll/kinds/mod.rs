@@ -5,15 +5,19 @@ use std::sync::Arc;
 
 use super::PollKind;
 
+pub mod stripe_events;
 pub mod telegram_updates;
 
 /// The names `build` accepts, for error messages and `inlet check`.
-pub const KINDS: &[&str] = &["telegram_updates"];
+pub const KINDS: &[&str] = &[stripe_events::NAME, "telegram_updates"];
 
 /// Build a poll kind from its name and its `poll.options` table (kind-specific, unknown
 /// fields refused).
 pub fn build(kind: &str, options: &serde_json::Value) -> Result<Arc<dyn PollKind>, String> {
     match kind {
+        stripe_events::NAME => Ok(Arc::new(stripe_events::StripeEvents::from_options(
+            options,
+        )?)),
         "telegram_updates" => Ok(Arc::new(telegram_updates::TelegramUpdates::from_options(
             options,
         )?)),
