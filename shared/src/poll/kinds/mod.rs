@@ -5,14 +5,19 @@ use std::sync::Arc;
 
 use super::PollKind;
 
+pub mod http_json;
+
 /// The names `build` accepts, for error messages and `inlet check`.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &[http_json::NAME];
 
 /// Build a poll kind from its name and its `poll.options` table (kind-specific, unknown
 /// fields refused).
-pub fn build(kind: &str, _options: &serde_json::Value) -> Result<Arc<dyn PollKind>, String> {
-    Err(format!(
-        "unknown poll kind {kind:?}; known: {}",
-        KINDS.join(", ")
-    ))
+pub fn build(kind: &str, options: &serde_json::Value) -> Result<Arc<dyn PollKind>, String> {
+    match kind {
+        http_json::NAME => Ok(Arc::new(http_json::HttpJson::from_options(options)?)),
+        _ => Err(format!(
+            "unknown poll kind {kind:?}; known: {}",
+            KINDS.join(", ")
+        )),
+    }
 }
