@@ -103,6 +103,13 @@ async fn main() -> ExitCode {
                     s.provider.name(),
                     targets.join(", ")
                 );
+                if let Some(p) = &s.poll {
+                    println!(
+                        "    poll: {} every {}",
+                        p.kind.name(),
+                        humantime::format_duration(p.every)
+                    );
+                }
             }
         }),
         Command::Dev {
