@@ -266,7 +266,17 @@ pub fn build(
             name, options, secrets,
         )?)),
         "adyen" => Ok(Arc::new(adyen::Adyen::from_config(options, secrets)?)),
-        "checkout" => Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?)),
+        // providers.md spells these two with punctuation; both spellings are accepted.
+        "checkout" | "checkout.com" => {
+            Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?))
+        }
+        "standard-webhooks" => Ok(Arc::new(
+            standard_webhooks::StandardWebhooks::from_config_as(
+                "standard_webhooks",
+                options,
+                secrets,
+            )?,
+        )),
         "razorpay" => Ok(Arc::new(razorpay::Razorpay::from_config(options, secrets)?)),
         "paypal" => Ok(Arc::new(paypal::PayPal::from_config(options, secrets)?)),
         "twilio" => Ok(Arc::new(twilio::Twilio::from_config(options, secrets)?)),
