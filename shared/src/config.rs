@@ -164,6 +164,10 @@ pub struct PollSpec {
     /// The provider's rate limit: requests inside a run are spaced to stay under it.
     #[serde(default = "default_requests_per_minute")]
     pub max_requests_per_minute: u32,
+    /// The source also receives webhooks and this poll reconciles them: an event the poll
+    /// delivers first is counted and recorded as a missed webhook.
+    #[serde(default)]
+    pub reconcile: bool,
     /// Kind-specific options, checked by the kind.
     #[serde(default)]
     pub options: Option<serde_json::Value>,
@@ -543,6 +547,7 @@ fn validate_poll(
         credentials: resolve_secrets(&format!("{f}.secrets"), &p.secrets, environment, env)?,
         max_requests_per_run: p.max_requests_per_run,
         max_requests_per_minute: p.max_requests_per_minute,
+        reconcile: p.reconcile,
     })
 }
 

@@ -123,6 +123,9 @@ pub struct PollSource {
     pub max_requests_per_run: u32,
     /// The provider's rate limit, kept by spacing requests inside a run.
     pub max_requests_per_minute: u32,
+    /// The source also receives webhooks: an event the poll delivers first is a missed
+    /// webhook (counted and recorded).
+    pub reconcile: bool,
 }
 
 #[cfg(test)]

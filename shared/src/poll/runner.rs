@@ -555,6 +555,7 @@ mod tests {
             credentials: vec![crate::secret::Secret::new("api", b"key".to_vec(), None)],
             max_requests_per_run: budget,
             max_requests_per_minute: 600,
+            reconcile: false,
         });
         let clock = Arc::new(ManualClock::new(T0));
         Harness {

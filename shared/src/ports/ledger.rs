@@ -133,6 +133,8 @@ pub enum TrailStatus {
     Conflict,
     /// One poll run: its outcome and counts are in `reason`.
     PollRun,
+    /// An event a reconciling poll delivered before any webhook did.
+    MissedWebhook,
 }
 
 impl TrailStatus {
@@ -142,6 +144,7 @@ impl TrailStatus {
             TrailStatus::Duplicate => "duplicate",
             TrailStatus::Conflict => "conflict",
             TrailStatus::PollRun => "poll_run",
+            TrailStatus::MissedWebhook => "missed_webhook",
         }
     }
 
@@ -151,6 +154,7 @@ impl TrailStatus {
             "duplicate" => Some(TrailStatus::Duplicate),
             "conflict" => Some(TrailStatus::Conflict),
             "poll_run" => Some(TrailStatus::PollRun),
+            "missed_webhook" => Some(TrailStatus::MissedWebhook),
             _ => None,
         }
     }
