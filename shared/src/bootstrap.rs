@@ -95,14 +95,11 @@ pub async fn poller() -> Result<crate::poll::runner::Poller, BootError> {
     use crate::poll::runner::Poller;
     use crate::ports::SystemClock;
 
-    /// A page of provider API results is far below this; anything larger is refused.
-    const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
     let config = load_config()?;
     let sdk = sdk_config_from_env().await;
     let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
     let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
-    let http = ReqwestHttp::new(MAX_RESPONSE_BYTES).map_err(BootError::Http)?;
+    let http = ReqwestHttp::new(crate::poll::MAX_RESPONSE_BYTES).map_err(BootError::Http)?;
     Ok(Poller::new(
         config,
         Arc::new(queue),

@@ -13,13 +13,11 @@ use inlet::ports::{Clock, SystemClock};
 use tokio::sync::watch;
 use tracing::warn;
 
-/// API answers larger than this are refused (a page of 100 Stripe events is well under).
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// How long one local run may take before it stops at a page boundary.
 const RUN_BUDGET: Duration = Duration::from_secs(120);
 
 pub fn http() -> Result<Arc<ReqwestHttp>, String> {
-    ReqwestHttp::new(MAX_RESPONSE_BYTES).map(Arc::new)
+    ReqwestHttp::new(inlet::poll::MAX_RESPONSE_BYTES).map(Arc::new)
 }
 
 pub async fn run_once(cfg: Config, data_dir: &Path, source: &str) -> Result<(), String> {

@@ -16,6 +16,10 @@ use crate::secret::Secret;
 pub mod kinds;
 pub mod runner;
 
+/// Provider API answers larger than this are refused (a page of 100 Stripe events is far
+/// below): the cap every poller's HTTP client is built with.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
 /// One page of a poll: the items after the cursor, oldest first, and the cursor that
 /// follows them. The runner enqueues the items, then stores `cursor`.
 #[derive(Debug, Clone, PartialEq)]
