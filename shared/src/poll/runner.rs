@@ -79,6 +79,9 @@ pub struct RunReport {
     pub enqueued: Vec<(String, String)>,
     /// The cursor as stored at the end (JSON text).
     pub cursor: Option<String>,
+    /// When the newest item this run saw happened (from the provider's own time), for the
+    /// poll-lag metric: how far behind the source the poll is.
+    pub newest_item_ms: Option<i64>,
     pub started_ms: i64,
     pub ended_ms: i64,
 }
@@ -136,6 +139,7 @@ impl Poller {
             items: 0,
             enqueued: Vec::new(),
             cursor: None,
+            newest_item_ms: None,
             started_ms,
             ended_ms: started_ms,
         };
@@ -210,6 +214,15 @@ impl Poller {
             report.pages += 1;
             report.items += page.items.len();
             let envelopes = self.envelopes(source, poll, &page.items)?;
+            let newest = envelopes
+                .iter()
+                .filter_map(|e| {
+                    e.occurred_at
+                        .as_deref()
+                        .and_then(envelope::parse_rfc3339_ms)
+                })
+                .max();
+            report.newest_item_ms = report.newest_item_ms.max(newest);
             if !envelopes.is_empty() {
                 let sent = enqueue_envelopes(&*self.queue, &envelopes)
                     .await
@@ -495,7 +508,13 @@ mod tests {
             Ok(Page {
                 items: page
                     .iter()
-                    .map(|n| format!(r#"{{"id":"e{n}","type":"bet.placed"}}"#).into_bytes())
+                    .map(|n| {
+                        format!(
+                            r#"{{"id":"e{n}","type":"bet.placed","at":{}}}"#,
+                            1_767_225_000 + n
+                        )
+                        .into_bytes()
+                    })
                     .collect(),
                 cursor: serde_json::json!({ "after": last }),
                 more: newer.len() > page.len(),
@@ -531,7 +550,7 @@ mod tests {
             id = "games"
             provider = "generic"
             secrets = ["literal:webhook-secret"]
-            options = { signature = { header = "x-sig" }, event_id = { json_pointer = "/id" }, event_type = { json_pointer = "/type" } }
+            options = { signature = { header = "x-sig" }, event_id = { json_pointer = "/id" }, event_type = { json_pointer = "/type" }, occurred_at = { json_pointer = "/at" } }
             [[targets]]
             id = "file"
             kind = "jsonl"
@@ -601,6 +620,8 @@ mod tests {
         let report = h.poller("run-1").run("games", DEADLINE).await.unwrap();
         assert_eq!(report.outcome, RunOutcome::CaughtUp);
         assert_eq!((report.pages, report.items), (4, 10));
+        // The newest item's own time, for the poll-lag metric.
+        assert_eq!(report.newest_item_ms, Some((1_767_225_000 + 10) * 1000));
         assert_eq!(Harness::keys(&[&report]), all_keys(10));
         let state = h.store.ledger().state("games").await.unwrap().unwrap();
         assert_eq!(state.cursor.as_deref(), Some(r#"{"after":10}"#));
