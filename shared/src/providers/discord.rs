@@ -169,9 +169,7 @@ impl Provider for Discord {
     /// carry no id: `{event type}#{data.id}` when the data has one (entitlements), else the
     /// body hash (a retry resends the same body).
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        let body: Value = serde_json::from_slice(req.body)
-            .ok()
-            .filter(Value::is_object)
+        let body: Value = fields::json_object_value(req.body)
             .ok_or_else(|| ExtractError("discord body is not a JSON object".into()))?;
         let kind = body
             .get("type")

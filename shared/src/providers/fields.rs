@@ -113,6 +113,12 @@ pub fn fractional_seconds_ms(seconds: f64) -> Option<i64> {
     (ms.is_finite() && ms.abs() < 9.0e15).then(|| ms.round() as i64)
 }
 
+/// The body as a JSON object, held as a `Value` so JSON pointers reach into it; `None` for
+/// anything else (not JSON, or JSON that is not an object).
+pub fn json_object_value(body: &[u8]) -> Option<Value> {
+    crypto::json_object(body).map(Value::Object)
+}
+
 // ---------------------------------------------------------------------------------------------
 // RFC 3339
 

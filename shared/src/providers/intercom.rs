@@ -82,8 +82,7 @@ impl Provider for Intercom {
     }
 
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        let note: serde_json::Value = crypto::json_object(req.body)
-            .map(serde_json::Value::Object)
+        let note: serde_json::Value = fields::json_object_value(req.body)
             .ok_or_else(|| ExtractError("intercom notification is not a JSON object".into()))?;
         let id = fields::str_at(&note, "/id")
             .ok_or_else(|| ExtractError("intercom notification has no string \"id\"".into()))?;

@@ -97,8 +97,7 @@ impl Provider for Linear {
     /// `webhookId#webhookTimestamp`: `webhookId` names the subscription, not the event, so
     /// the timestamp makes it per delivery.
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        let event: serde_json::Value = crypto::json_object(req.body)
-            .map(serde_json::Value::Object)
+        let event: serde_json::Value = fields::json_object_value(req.body)
             .ok_or_else(|| ExtractError("linear webhook body is not a JSON object".into()))?;
         let timestamp = event
             .get(TIMESTAMP_FIELD)

@@ -114,8 +114,7 @@ impl Provider for Square {
     }
 
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        let event: serde_json::Value = crypto::json_object(req.body)
-            .map(serde_json::Value::Object)
+        let event: serde_json::Value = fields::json_object_value(req.body)
             .ok_or_else(|| ExtractError("square notification is not a JSON object".into()))?;
         let event_id = fields::str_at(&event, "/event_id")
             .ok_or_else(|| ExtractError("square notification has no string \"event_id\"".into()))?;

@@ -146,9 +146,7 @@ impl Provider for Twitch {
         }
         let id = fields::header(req.headers, ID)
             .ok_or_else(|| ExtractError(format!("missing {ID} header")))?;
-        let body: Value = serde_json::from_slice(req.body)
-            .ok()
-            .filter(Value::is_object)
+        let body: Value = fields::json_object_value(req.body)
             .ok_or_else(|| ExtractError("twitch message body is not a JSON object".into()))?;
         let occurred_at_ms =
             fields::header(req.headers, TIMESTAMP).and_then(fields::rfc3339_ms_utc_if_unzoned);

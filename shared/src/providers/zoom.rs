@@ -142,9 +142,7 @@ impl Provider for Zoom {
     /// participant for participant events, several of which can share one millisecond); a
     /// body without those parts is deduped by its hash, which a retry (same body) repeats.
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        let body: Value = serde_json::from_slice(req.body)
-            .ok()
-            .filter(Value::is_object)
+        let body: Value = fields::json_object_value(req.body)
             .ok_or_else(|| ExtractError("zoom event body is not a JSON object".into()))?;
         let event = fields::str_at(&body, "/event")
             .ok_or_else(|| ExtractError("zoom event has no string \"event\"".into()))?;
