@@ -136,6 +136,14 @@ pub struct SourceSpec {
     /// with its webhooks, or the only way in for providers that do not push).
     #[serde(default)]
     pub poll: Option<PollSpec>,
+    /// `false` makes a poll-only source: it needs no webhook secret, and a request to its
+    /// webhook URL is refused (`poll_only`).
+    #[serde(default = "yes")]
+    pub webhooks: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_requests_per_run() -> u32 {
@@ -231,6 +239,8 @@ pub struct Source {
     pub dedupe_window_ms: i64,
     pub keep_headers: Vec<String>,
     pub poll: Option<PollSource>,
+    /// Takes webhooks at `/webhooks/<id>`; `false` for a poll-only source.
+    pub webhooks: bool,
 }
 
 impl Source {
@@ -353,6 +363,20 @@ impl<F: Fn(&str) -> Option<String>> SecretEnv for F {
 }
 
 impl ConfigDoc {
+    /// `(source id, EventBridge Scheduler expression)` of every poll source, in config order:
+    /// what the template's `PollSchedules` parameter takes. Needs no secrets, so a deploy step
+    /// can run it without them.
+    pub fn poll_schedules(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, src) in self.sources.iter().enumerate() {
+            if let Some(p) = &src.poll {
+                let every = parse_every(&format!("sources[{i}].poll"), &p.every)?;
+                out.push((src.id.clone(), crate::poll::schedule_expression(every)));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn parse(text: &str, hint: Option<&str>) -> Result<Self, ConfigError> {
         let json_first = match hint {
             Some("json") => true,
@@ -512,17 +536,22 @@ fn resolve_secrets(
     Ok(secrets)
 }
 
+fn parse_every(f: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
+    let every = humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(format!("{f}.every"), format!("{text:?}: {e}")))?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err(invalid(format!("{f}.every"), "must be at least 1s"));
+    }
+    Ok(every)
+}
+
 fn validate_poll(
     f: &str,
     p: &PollSpec,
     environment: Environment,
     env: &dyn SecretEnv,
 ) -> Result<PollSource, ConfigError> {
-    let every = humantime::parse_duration(p.every.trim())
-        .map_err(|e| invalid(format!("{f}.every"), format!("{:?}: {e}", p.every)))?;
-    if every < std::time::Duration::from_secs(1) {
-        return Err(invalid(format!("{f}.every"), "must be at least 1s"));
-    }
+    let every = parse_every(f, &p.every)?;
     if p.max_requests_per_run == 0 {
         return Err(invalid(format!("{f}.max_requests_per_run"), "must be > 0"));
     }
@@ -599,7 +628,36 @@ pub fn validate(
                 format!("duplicate source id {:?}", src.id),
             ));
         }
-        let secrets = resolve_secrets(&format!("{f}.secrets"), &src.secrets, s.environment, env)?;
+        let mut secrets =
+            resolve_secrets(&format!("{f}.secrets"), &src.secrets, s.environment, env)?;
+        if !src.webhooks {
+            if src.poll.is_none() {
+                return Err(invalid(
+                    format!("{f}.webhooks"),
+                    "false needs a poll table: the source would take no events at all",
+                ));
+            }
+            if !secrets.is_empty() {
+                return Err(invalid(
+                    format!("{f}.secrets"),
+                    "a poll-only source (webhooks = false) verifies no webhooks; put API \
+                     credentials in poll.secrets",
+                ));
+            }
+            // Providers are built ready to verify and most refuse to exist without a key.
+            // This one is random, never stored or shown, and ingest refuses the source's
+            // requests before any verification, so it can never admit a request.
+            let unguessable = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            secrets.push(Secret::new(
+                "poll-only".to_owned(),
+                unguessable.into_bytes(),
+                None,
+            ));
+        }
         let options = src.options.clone().unwrap_or(serde_json::Value::Null);
         let provider = providers::build(&src.provider, &options, secrets).map_err(|e| {
             let field = if providers::PROVIDERS.contains(&src.provider.as_str()) {
@@ -640,6 +698,7 @@ pub fn validate(
                 provider,
                 allow,
                 poll,
+                webhooks: src.webhooks,
                 dedupe_window_ms: window as i64 * 1000,
                 keep_headers: src
                     .keep_headers
@@ -789,6 +848,109 @@ mod tests {
             vec!["bus".to_string()]
         );
         assert_eq!(cfg.targets_for("gh", &[]), vec!["bus".to_string()]);
+    }
+
+    #[test]
+    fn a_poll_only_source_needs_no_webhook_secret_and_takes_no_webhooks() {
+        let text = r#"
+            [[sources]]
+            id = "stripe-poll"
+            provider = "stripe"
+            webhooks = false
+            [sources.poll]
+            kind = "stripe_events"
+            every = "10m"
+            secrets = ["env:STRIPE_KEY"]
+            [[targets]]
+            id = "bus"
+            kind = "eventbridge"
+            [[routes]]
+            sources = ["*"]
+            targets = ["bus"]
+        "#;
+        let cfg = check(text, &env_of(&[("STRIPE_KEY", "rk_test_x")])).expect("valid");
+        let src = cfg.source("stripe-poll").expect("source");
+        assert!(!src.webhooks);
+        assert!(src.poll.is_some());
+        // Without a poll table it would take nothing at all.
+        let no_poll = text.replace("[sources.poll]", "[sources.pollx]");
+        assert!(check(&no_poll, &env_of(&[])).is_err());
+        let cut = text.split("[sources.poll]").collect::<Vec<_>>();
+        let without = format!(
+            "{}[[targets]]{}",
+            cut[0],
+            cut[1].split("[[targets]]").nth(1).unwrap_or_default()
+        );
+        assert_eq!(
+            field_of(check(&without, &env_of(&[]))),
+            "sources[0].webhooks"
+        );
+        // A webhook secret on a poll-only source is a mistake worth naming.
+        let with_secret = text.replace(
+            "webhooks = false",
+            "webhooks = false\nsecrets = [\"env:X\"]",
+        );
+        assert_eq!(
+            field_of(check(
+                &with_secret,
+                &env_of(&[("STRIPE_KEY", "k"), ("X", "y")])
+            )),
+            "sources[0].secrets"
+        );
+    }
+
+    #[test]
+    fn poll_schedules_are_rates_scheduler_accepts() {
+        let text = r#"
+            [[sources]]
+            id = "tg"
+            provider = "telegram"
+            webhooks = false
+            [sources.poll]
+            kind = "telegram_updates"
+            every = "20s"
+            secrets = ["env:TG"]
+            [[sources]]
+            id = "stripe"
+            provider = "stripe"
+            secrets = ["env:WH"]
+            [sources.poll]
+            kind = "stripe_events"
+            every = "10m"
+            [[sources]]
+            id = "daily"
+            provider = "stripe"
+            webhooks = false
+            [sources.poll]
+            kind = "stripe_events"
+            every = "1day"
+            [[sources]]
+            id = "odd"
+            provider = "stripe"
+            webhooks = false
+            [sources.poll]
+            kind = "stripe_events"
+            every = "90s"
+            [[sources]]
+            id = "gh"
+            provider = "github"
+            secrets = ["env:WH"]
+        "#;
+        let doc = ConfigDoc::parse(text, Some("toml")).expect("parses");
+        assert_eq!(
+            doc.poll_schedules().expect("schedules"),
+            vec![
+                ("tg".to_owned(), "rate(1 minute)".to_owned()),
+                ("stripe".to_owned(), "rate(10 minutes)".to_owned()),
+                ("daily".to_owned(), "rate(1 day)".to_owned()),
+                ("odd".to_owned(), "rate(2 minutes)".to_owned()),
+            ]
+        );
+        let bad = text.replace("every = \"10m\"", "every = \"soon\"");
+        assert!(ConfigDoc::parse(&bad, Some("toml"))
+            .expect("parses")
+            .poll_schedules()
+            .is_err());
     }
 
     #[test]

@@ -70,6 +70,8 @@ impl From<HandshakeReply> for WebhookResponse {
 pub enum Refusal {
     NoRoute,
     UnknownSource,
+    /// The source is poll-only (`webhooks = false`).
+    PollOnly,
     MethodNotAllowed,
     IpNotAllowed,
     TooLarge {
@@ -99,7 +101,7 @@ impl From<VerifyError> for Refusal {
 impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::NoRoute | Refusal::UnknownSource => 404,
+            Refusal::NoRoute | Refusal::UnknownSource | Refusal::PollOnly => 404,
             Refusal::MethodNotAllowed => 405,
             Refusal::IpNotAllowed => 403,
             Refusal::TooLarge { .. } => 413,
@@ -113,6 +115,7 @@ impl Refusal {
         match self {
             Refusal::NoRoute => "no_route",
             Refusal::UnknownSource => "unknown_source",
+            Refusal::PollOnly => "poll_only",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::IpNotAllowed => "ip_not_allowed",
             Refusal::TooLarge { .. } => "body_too_large",
@@ -126,6 +129,7 @@ impl Refusal {
         match self {
             Refusal::NoRoute => "expected POST /webhooks/{source}".into(),
             Refusal::UnknownSource => "no such source".into(),
+            Refusal::PollOnly => "this source takes no webhooks (it is polled)".into(),
             Refusal::MethodNotAllowed => "use POST".into(),
             Refusal::IpNotAllowed => "caller address not allowed".into(),
             Refusal::TooLarge { limit } => format!("body larger than {limit} bytes"),
@@ -276,6 +280,9 @@ impl Ingest {
             .config
             .source(source_id)
             .ok_or(Refusal::UnknownSource)?;
+        if !source.webhooks {
+            return Err(Refusal::PollOnly);
+        }
         if !source.ip_allowed(req.source_ip) {
             return Err(Refusal::IpNotAllowed);
         }

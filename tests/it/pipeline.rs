@@ -302,10 +302,33 @@ async fn refusals_answer_the_documented_status_codes() {
             .find(|s| s.id == "github")
             .expect("github")
             .allow_cidrs = vec!["10.0.0.0/8".into()];
+        // A poll-only copy of the stripe source: no webhook secret, no webhooks.
+        let mut polled = doc
+            .sources
+            .iter()
+            .find(|s| s.id == "stripe")
+            .expect("stripe")
+            .clone();
+        polled.id = "stripe-polled".into();
+        polled.secrets.clear();
+        polled.webhooks = false;
+        polled.poll = Some(inlet::config::PollSpec {
+            kind: "stripe_events".into(),
+            every: "10m".into(),
+            secrets: vec![inlet::config::SecretSpec::Ref("literal:rk_test_x".into())],
+            max_requests_per_run: 1,
+            max_requests_per_minute: 1,
+            reconcile: false,
+            options: None,
+        });
+        doc.sources.push(polled);
     })
     .await;
     let body = sample_body("stripe", 1);
     let good = signed_headers(&run.stack.config, "stripe", &body, run.clock.now_ms(), "d");
+    // Even correctly signed for the webhook source, a poll-only source takes no webhooks.
+    let (status, answer) = run.post("stripe-polled", &good, &body).await;
+    assert_eq!((status, answer["error"].as_str()), (404, Some("poll_only")));
 
     assert_eq!(run.post("nope", &good, &body).await.0, 404);
     let client = reqwest::Client::new();
@@ -359,6 +382,7 @@ async fn refusals_answer_the_documented_status_codes() {
         })
         .collect();
     for reason in [
+        "poll_only",
         "method_not_allowed",
         "missing_signature",
         "ip_not_allowed",

@@ -73,12 +73,20 @@ ALLOWED_GRANTS = {
     "PollerRole": {
         "logs:CreateLogStream": {"PollerLogGroup"},
         "logs:PutLogEvents": {"PollerLogGroup"},
-        "sqs:SendMessage": {"EventsQueue"},
         "dynamodb:GetItem": {"LedgerTable"},
         "dynamodb:PutItem": {"LedgerTable"},
         "dynamodb:UpdateItem": {"LedgerTable"},
+        "sqs:SendMessage": {"EventsQueue", "PollDeadLetterQueue"},
+    },
+    "PollSchedulerRole": {
+        "lambda:InvokeFunction": {"PollerFunction"},
+        "sqs:SendMessage": {"PollDeadLetterQueue"},
     },
 }
+
+# The PollSchedules value the checks expand the template with (what
+# `inlet schedules` prints for a config with these poll sources).
+SAMPLE_POLL_SCHEDULES = "stripe=rate(10 minutes),tg-bot=rate(1 minute),kyc_vendor=cron(0/5 * * * ? *)"
 
 # Every property SAM accepts on an SQS event source: anything else is a typo
 # that SAM would reject at deploy time and the linters do not see.
@@ -106,9 +114,83 @@ def load_template(path: Path = TEMPLATE) -> dict:
     return json.loads(json.dumps(template))
 
 
+def _alnum(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", text)
+
+
+def _substitute(node, ident: str, value: str):
+    if isinstance(node, dict):
+        if node == {"Ref": ident}:
+            return value
+        return {
+            k.replace("${" + ident + "}", value).replace("&{" + ident + "}", _alnum(value)): _substitute(v, ident, value)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_substitute(v, ident, value) for v in node]
+    if isinstance(node, str):
+        return node.replace("${" + ident + "}", value).replace("&{" + ident + "}", _alnum(value))
+    return node
+
+
+def parameter_list(t: dict, name: str, params: dict) -> list[str]:
+    raw = params.get(name, t["Parameters"][name].get("Default", ""))
+    return raw.split(",")  # CloudFormation: "" is one empty entry
+
+
+def expand_foreach(t: dict, params: dict) -> dict:
+    """What AWS::LanguageExtensions does with Fn::ForEach in Resources (the only place this
+    template loops), for the given parameter values."""
+    out = copy.deepcopy(t)
+    res = {}
+    for key, value in out.get("Resources", {}).items():
+        if not key.startswith("Fn::ForEach::"):
+            res[key] = value
+            continue
+        ident, collection, fragment = value
+        for item in parameter_list(t, ref(collection), params):
+            for k, v in _substitute(fragment, ident, item).items():
+                assert k not in res, f"{key}: {item!r} makes a duplicate logical id {k}"
+                res[k] = v
+    out["Resources"] = res
+    return out
+
+
+def evaluate(node, params: dict, t: dict):
+    """The few intrinsic functions the loop uses, evaluated the way CloudFormation would."""
+    if isinstance(node, dict) and len(node) == 1:
+        (fn, arg), = node.items()
+        if fn == "Fn::Join":
+            items = evaluate(arg[1], params, t) if isinstance(arg[1], dict) else arg[1]
+            return arg[0].join(evaluate(x, params, t) for x in items)
+        if fn == "Fn::Split":
+            return evaluate(arg[1], params, t).split(arg[0])
+        if fn == "Fn::Select":
+            items = evaluate(arg[1], params, t)
+            assert int(arg[0]) < len(items), f"Fn::Select {arg[0]} out of range of {items}"
+            return items[int(arg[0])]
+        if fn == "Ref" and arg in t.get("Parameters", {}):
+            p = t["Parameters"][arg]
+            return parameter_list(t, arg, params) if p["Type"] == "CommaDelimitedList" else params.get(arg, p.get("Default"))
+        if fn == "Fn::Not":
+            return not evaluate(arg[0], params, t)
+        if fn == "Fn::Equals":
+            return evaluate(arg[0], params, t) == evaluate(arg[1], params, t)
+    return node
+
+
+def poll_schedules(t: dict) -> dict:
+    return resources(t, "AWS::Scheduler::Schedule")
+
+
 @pytest.fixture(scope="module")
-def tpl() -> dict:
+def raw_tpl() -> dict:
     return load_template()
+
+
+@pytest.fixture(scope="module")
+def tpl(raw_tpl) -> dict:
+    return expand_foreach(raw_tpl, {"PollSchedules": SAMPLE_POLL_SCHEDULES})
 
 
 def resources(t: dict, rtype: str | None = None) -> dict:
@@ -352,6 +434,42 @@ def check_http_api(t: dict) -> None:
     assert routes == {("POST", "/webhooks/{source}"), ("ANY", "/webhooks/{source}")}, routes
 
 
+def check_poll_schedules(t: dict) -> None:
+    """One Scheduler schedule per PollSchedules entry, invoking the poller with that source."""
+    schedules = poll_schedules(t)
+    entries = [e.split("=", 1) for e in SAMPLE_POLL_SCHEDULES.split(",")]
+    assert len(schedules) == len(entries), f"{len(schedules)} schedules for {len(entries)} poll sources"
+    params = {"PollSchedules": SAMPLE_POLL_SCHEDULES}
+    seen = set()
+    for name, res in schedules.items():
+        assert res.get("Condition") == "HasPollSchedules", f"{name}: condition"
+        p = res["Properties"]
+        source = json.loads(evaluate(p["Target"]["Input"], params, t))["source_id"]
+        expr = evaluate(p["ScheduleExpression"], params, t)
+        seen.add((source, expr))
+        assert getatt(p["Target"]["Arn"]) == ("PollerFunction", "Arn"), f"{name} must invoke the poller"
+        assert getatt(p["Target"]["RoleArn"]) == ("PollSchedulerRole", "Arn")
+        assert getatt(p["Target"].get("DeadLetterConfig", {}).get("Arn")) == ("PollDeadLetterQueue", "Arn"), (
+            f"{name}: failed invocations need a DLQ"
+        )
+        retry = p["Target"].get("RetryPolicy", {})
+        assert ref(retry.get("MaximumRetryAttempts")) == "PollRetryAttempts", f"{name}: retry policy"
+        assert 60 <= int(retry.get("MaximumEventAgeInSeconds", 0)) <= 86_400
+        window = p["FlexibleTimeWindow"]
+        assert list(window) == ["Fn::If"] and window["Fn::If"][0] == "PollWindowOff", f"{name}: flexible window"
+        assert window["Fn::If"][2] == {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": {"Ref": "PollFlexibleWindowMinutes"}}
+    assert seen == {(i, e) for i, e in entries}, seen
+    trust = props(t, "PollSchedulerRole", "AWS::IAM::Role")["AssumeRolePolicyDocument"]["Statement"]
+    assert [st["Principal"] for st in trust] == [{"Service": "scheduler.amazonaws.com"}]
+    assert all("aws:SourceAccount" in st.get("Condition", {}).get("StringEquals", {}) for st in trust), (
+        "confused deputy: the trust must name our account"
+    )
+    invoke = function_props(t, "PollerFunction").get("EventInvokeConfig", {})
+    assert invoke.get("MaximumRetryAttempts") == 0, "a failed poll invocation is not retried in a loop"
+    dest = invoke.get("DestinationConfig", {}).get("OnFailure", {})
+    assert getatt(dest.get("Destination")) == ("PollDeadLetterQueue", "Arn"), "failed invocations are kept"
+
+
 def check_outputs(t: dict) -> None:
     outputs = t.get("Outputs", {})
     for name in ("WebhookBaseUrl", "QueueUrl", "DeadLetterQueueUrl", "TableName", "EventBusName"):
@@ -421,6 +539,7 @@ CHECKS = [
     check_functions_use_explicit_roles,
     check_least_privilege,
     check_http_api,
+    check_poll_schedules,
     check_outputs,
 ]
 
@@ -428,6 +547,56 @@ CHECKS = [
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
 def test_template(tpl, check):
     check(tpl)
+
+
+def test_no_poll_sources_means_no_schedules(raw_tpl):
+    """The default (empty) PollSchedules expands to one placeholder that the condition drops,
+    and whose expressions still evaluate (CloudFormation resolves them before conditions)."""
+    empty = expand_foreach(raw_tpl, {})
+    schedules = poll_schedules(empty)
+    assert len(schedules) == 1
+    (res,) = schedules.values()
+    assert evaluate(empty["Conditions"][res["Condition"]], {}, raw_tpl) is False
+    assert evaluate(res["Properties"]["ScheduleExpression"], {}, raw_tpl) == "rate(1 day)"
+    with_two = {"PollSchedules": "a=rate(1 minute),b=rate(2 minutes)"}
+    assert evaluate(raw_tpl["Conditions"]["HasPollSchedules"], with_two, raw_tpl) is True
+
+
+def test_inlet_schedules_output_fits_the_parameter(tmp_path):
+    """`inlet schedules` prints what the PollSchedules loop expands into one schedule per source."""
+    inlet = ROOT / "target" / "debug" / "inlet"
+    if not inlet.is_file():
+        pytest.skip("target/debug/inlet not built (make test builds it before this suite)")
+    config = tmp_path / "inlet.toml"
+    config.write_text(
+        """
+[[sources]]
+id = "stripe"
+provider = "stripe"
+secrets = ["env:UNSET_IN_THIS_TEST"]
+[sources.poll]
+kind = "stripe_events"
+every = "10m"
+[[sources]]
+id = "tg-bot"
+provider = "telegram"
+webhooks = false
+[sources.poll]
+kind = "telegram_updates"
+every = "20s"
+"""
+    )
+    out = subprocess.run([str(inlet), "schedules", "--config", str(config), "--value"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    value = out.stdout.strip()
+    assert value == "stripe=rate(10 minutes),tg-bot=rate(1 minute)", value
+    expanded = expand_foreach(load_template(), {"PollSchedules": value})
+    got = {
+        (json.loads(evaluate(r["Properties"]["Target"]["Input"], {}, expanded))["source_id"],
+         evaluate(r["Properties"]["ScheduleExpression"], {}, expanded))
+        for r in poll_schedules(expanded).values()
+    }
+    assert got == {("stripe", "rate(10 minutes)"), ("tg-bot", "rate(1 minute)")}
 
 
 def test_binaries_exist_in_workspace():
@@ -537,6 +706,26 @@ MUTATIONS = {
     "Sub of a missing parameter": (
         check_references_resolve,
         lambda t: t["Resources"]["EventBus"]["Properties"].update(Name={"Fn::Sub": "${StackNam}-events"}),
+    ),
+    "schedule without a DLQ": (
+        check_poll_schedules,
+        lambda t: next(iter(poll_schedules(t).values()))["Properties"]["Target"].pop("DeadLetterConfig"),
+    ),
+    "schedule invokes the worker": (
+        check_poll_schedules,
+        lambda t: next(iter(poll_schedules(t).values()))["Properties"]["Target"].update(
+            Arn={"Fn::GetAtt": ["WorkerFunction", "Arn"]}
+        ),
+    ),
+    "a poll source without a schedule": (
+        check_poll_schedules,
+        lambda t: t["Resources"].pop(next(iter(poll_schedules(t)))),
+    ),
+    "scheduler trusts any account": (
+        check_poll_schedules,
+        lambda t: t["Resources"]["PollSchedulerRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0].pop(
+            "Condition"
+        ),
     ),
     "missing env": (
         check_environment,

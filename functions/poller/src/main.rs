@@ -1,5 +1,6 @@
 //! Poller Lambda, invoked by EventBridge Scheduler with `{"source_id": "<id>"}` as its input:
-//! one poll run of that source, stopping well before the invocation's deadline.
+//! one poll run of that source (several for a poll more often than once a minute), stopping
+//! well before the invocation's deadline.
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -27,14 +28,19 @@ async fn main() -> Result<(), Error> {
         // An unknown or unpolled source is a deployment error: fail so Scheduler's DLQ shows
         // it. A run that failed on the provider's side is recorded (trail, poll_errors
         // metric) and answered normally, so Scheduler does not retry into the same error.
-        let report = poller.run(source, deadline).await?;
+        // A sub-minute poll runs several times in one invocation (Scheduler's floor is a
+        // minute); the answer sums them and gives the last outcome.
+        let reports = poller.run_invocation(source, deadline).await?;
+        let sum =
+            |f: fn(&inlet::poll::runner::RunReport) -> usize| reports.iter().map(f).sum::<usize>();
         Ok::<Value, Error>(serde_json::json!({
-            "source_id": report.source,
-            "outcome": report.outcome.as_str(),
-            "requests": report.requests,
-            "pages": report.pages,
-            "items": report.items,
-            "queued": report.enqueued.len(),
+            "source_id": source,
+            "runs": reports.len(),
+            "outcome": reports.last().map(|r| r.outcome.as_str()),
+            "requests": sum(|r| r.requests as usize),
+            "pages": sum(|r| r.pages as usize),
+            "items": sum(|r| r.items),
+            "queued": sum(|r| r.enqueued.len()),
         }))
     }))
     .await

@@ -30,6 +30,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the template's PollSchedules parameter for a config: one EventBridge Scheduler
+    /// schedule per poll source (`PollSchedules="id=rate(…),…"`, ready for
+    /// `sam deploy --parameter-overrides`). Needs no secrets.
+    Schedules {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print only the value, without `PollSchedules="…"` around it.
+        #[arg(long)]
+        value: bool,
+    },
     /// Run ingest, queue, worker, ledger and targets in one process on SQLite.
     Dev {
         #[arg(long, short)]
@@ -85,6 +95,36 @@ fn load(config: &Path) -> Result<inlet::config::Config, String> {
     inlet::config::load_file(config, &env).map_err(|e| format!("{}: {e}", config.display()))
 }
 
+fn schedules(config: &Path, bare: bool) -> Result<(), String> {
+    let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let hint = config.extension().and_then(|e| e.to_str());
+    let doc = inlet::config::ConfigDoc::parse(&text, hint)
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+    let schedules = doc
+        .poll_schedules()
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+    for (id, expr) in &schedules {
+        // The template splits the list on commas and each entry on "=".
+        if id.contains([',', '=']) {
+            return Err(format!(
+                "source id {id:?} cannot be scheduled: it contains , or ="
+            ));
+        }
+        eprintln!("  {id}: {expr}");
+    }
+    let list = schedules
+        .iter()
+        .map(|(id, expr)| format!("{id}={expr}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if bare {
+        println!("{list}");
+    } else {
+        println!("PollSchedules=\"{list}\"");
+    }
+    Ok(())
+}
+
 fn data_dir(cfg: &inlet::config::Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| cfg.resolve_path(&cfg.settings.data_dir))
 }
@@ -112,6 +152,7 @@ async fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Schedules { config, value } => schedules(&config, value),
         Command::Dev {
             config,
             listen,

@@ -116,6 +116,23 @@ fn retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// The EventBridge Scheduler expression for a poll every `every`: whole days, hours or
+/// minutes, rounded up (Scheduler counts in minutes at best). Below a minute it is one
+/// minute, and the poller Lambda repeats runs inside the invocation to keep `every`.
+pub fn schedule_expression(every: Duration) -> String {
+    let minutes = every.as_secs().div_ceil(60).max(1);
+    let (n, unit) = if minutes.is_multiple_of(1440) {
+        (minutes / 1440, "day")
+    } else if minutes.is_multiple_of(60) {
+        (minutes / 60, "hour")
+    } else {
+        (minutes, "minute")
+    };
+    // Scheduler wants the singular for 1, like EventBridge rules.
+    let plural = if n == 1 { "" } else { "s" };
+    format!("rate({n} {unit}{plural})")
+}
+
 /// A validated `poll` table of a source.
 #[derive(Debug, Clone)]
 pub struct PollSource {
@@ -143,6 +160,20 @@ mod tests {
             headers: headers.iter().copied().collect::<Headers>(),
             body: b"{\"error\":\"x\"}".to_vec(),
         })
+    }
+
+    #[test]
+    fn schedules_round_up_to_what_scheduler_can_express() {
+        let e = |secs| schedule_expression(Duration::from_secs(secs));
+        assert_eq!(e(1), "rate(1 minute)");
+        assert_eq!(e(60), "rate(1 minute)");
+        assert_eq!(e(61), "rate(2 minutes)");
+        assert_eq!(e(600), "rate(10 minutes)");
+        assert_eq!(e(3600), "rate(1 hour)");
+        assert_eq!(e(7200), "rate(2 hours)");
+        assert_eq!(e(5400), "rate(90 minutes)");
+        assert_eq!(e(86_400), "rate(1 day)");
+        assert_eq!(e(3 * 86_400), "rate(3 days)");
     }
 
     #[test]

@@ -118,6 +118,37 @@ impl Poller {
         }
     }
 
+    /// What one scheduled invocation does: one run when the source's `every` is a minute or
+    /// more (the schedule starts the next); below that, since Scheduler fires at most once a
+    /// minute, a run every `every` until no run could finish a request before `deadline_ms`.
+    pub async fn run_invocation(
+        &self,
+        source_id: &str,
+        deadline_ms: i64,
+    ) -> Result<Vec<RunReport>, PollError> {
+        let every = self
+            .config
+            .source(source_id)
+            .and_then(|s| s.poll.as_ref())
+            .map(|p| p.every);
+        let mut reports = Vec::new();
+        loop {
+            let started = self.clock.now_ms();
+            reports.push(self.run(source_id, deadline_ms).await?);
+            let Some(every) = every.filter(|e| *e < Duration::from_secs(60)) else {
+                return Ok(reports);
+            };
+            let next = started + every.as_millis() as i64;
+            if next + REQUEST_TIMEOUT.as_millis() as i64 > deadline_ms {
+                return Ok(reports);
+            }
+            let wait = next - self.clock.now_ms();
+            if wait > 0 {
+                self.clock.sleep(Duration::from_millis(wait as u64)).await;
+            }
+        }
+    }
+
     /// Poll `source_id` until it is caught up, its budget is spent, or `deadline_ms` is near.
     pub async fn run(&self, source_id: &str, deadline_ms: i64) -> Result<RunReport, PollError> {
         let source = self
@@ -182,7 +213,9 @@ impl Poller {
     ) -> Result<RunOutcome, String> {
         report.cursor = state.cursor.clone();
         let gap_ms = 60_000 / i64::from(poll.max_requests_per_minute.max(1));
-        let mut last_request_ms: Option<i64> = None;
+        // The rate limit spans runs: the previous run's last stored page was a request too
+        // (runs can follow each other closely: sub-minute polls, a manual `inlet poll`).
+        let mut last_request_ms: Option<i64> = state.cursor.as_ref().map(|_| state.updated_at_ms);
         loop {
             let cursor: Option<Value> = match &state.cursor {
                 Some(text) => Some(
@@ -483,6 +516,8 @@ mod tests {
         page: usize,
         script: Mutex<Vec<FetchError>>,
         requests: Mutex<u32>,
+        /// When each request was made.
+        at: Mutex<Vec<i64>>,
     }
 
     #[async_trait]
@@ -493,10 +528,11 @@ mod tests {
 
         async fn fetch(
             &self,
-            _ctx: &FetchContext<'_>,
+            ctx: &FetchContext<'_>,
             cursor: Option<&Value>,
         ) -> Result<Page, FetchError> {
             *self.requests.lock().unwrap() += 1;
+            self.at.lock().unwrap().push(ctx.now_ms);
             if let Some(e) = self.script.lock().unwrap().pop() {
                 return Err(e);
             }
@@ -845,6 +881,58 @@ mod tests {
                 .cursor,
             None
         );
+    }
+
+    /// The harness's config with the poll table changed.
+    fn with_poll(h: &mut Harness, change: impl FnOnce(&mut PollSource)) {
+        let mut config = (*h.config).clone();
+        let poll = config
+            .sources
+            .get_mut("games")
+            .and_then(|s| s.poll.as_mut())
+            .unwrap();
+        change(poll);
+        h.config = Arc::new(config);
+    }
+
+    #[tokio::test]
+    async fn the_request_rate_holds_across_runs() {
+        let mut h = harness(12, 3, 2);
+        with_poll(&mut h, |p| p.max_requests_per_minute = 6); // one request per 10 s
+        h.poller("a").run("games", DEADLINE).await.unwrap();
+        h.poller("b").run("games", DEADLINE).await.unwrap();
+        let at = h.api.at.lock().unwrap().clone();
+        assert_eq!(at.len(), 4);
+        for pair in at.windows(2) {
+            assert!(pair[1] - pair[0] >= 10_000, "requests at {at:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sub_minute_poll_repeats_inside_one_invocation() {
+        let mut h = harness(3, 10, 5);
+        with_poll(&mut h, |p| p.every = Duration::from_secs(15));
+        let deadline = T0 + 57_000;
+        let reports = h
+            .poller("lambda")
+            .run_invocation("games", deadline)
+            .await
+            .unwrap();
+        // Runs start at 0, 15 and 30 s; one at 45 s could not finish a request by 57 s.
+        let starts: Vec<i64> = reports.iter().map(|r| r.started_ms - T0).collect();
+        assert_eq!(starts, vec![0, 15_000, 30_000]);
+        assert_eq!(
+            Harness::keys(&reports.iter().collect::<Vec<_>>()),
+            all_keys(3)
+        );
+        // A poll of a minute or more runs once: the schedule starts the next.
+        with_poll(&mut h, |p| p.every = Duration::from_secs(60));
+        let once = h
+            .poller("lambda")
+            .run_invocation("games", h.clock.now_ms() + 57_000)
+            .await
+            .unwrap();
+        assert_eq!(once.len(), 1);
     }
 
     #[test]
