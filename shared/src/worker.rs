@@ -256,6 +256,9 @@ impl Worker {
             Outcome::Duplicate { .. } => {
                 info!(source = %env.source, dedupe_key = %env.dedupe_key, "duplicate acknowledged");
                 metrics::count(now, "duplicates", &env.source);
+                if env.via == Via::Poll {
+                    metrics::count(now, "poll_duplicates", &env.source);
+                }
                 TrailStatus::Duplicate
             }
             Outcome::Conflict { .. } => {
@@ -346,8 +349,13 @@ impl Worker {
                     };
                 }
                 metrics::count(now, "dispatched", &env.source);
-                if env.via == Via::Poll && self.reconciles(&env.source) {
-                    self.note_missed_webhook(env, now).await;
+                if env.via == Via::Poll {
+                    // Polled items the pipeline had not seen: with poll_duplicates, what a
+                    // poll's overlap and re-sent pages cost.
+                    metrics::count(now, "poll_new", &env.source);
+                    if self.reconciles(&env.source) {
+                        self.note_missed_webhook(env, now).await;
+                    }
                 }
                 let latency = (now - env.received_at_ms()).max(0) as f64;
                 metrics::emit(

@@ -438,6 +438,19 @@ impl Poller {
                 report.enqueued.len()
             ),
         };
+        // Where the next run starts, and how long this one took: enough to tell a stalled
+        // cursor from a slow API. A cursor holds ids and times, never a credential.
+        let cursor: String = report
+            .cursor
+            .as_deref()
+            .unwrap_or("none")
+            .chars()
+            .take(200)
+            .collect();
+        let reason = format!(
+            "{reason} ms={} cursor={cursor}",
+            report.ended_ms - report.started_ms
+        );
         let source = report.source.as_str();
         info!(
             source = %source,
