@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod bootstrap;
 pub mod config;
+pub mod dlq;
 pub mod envelope;
 pub mod ingest;
 pub mod lambda;

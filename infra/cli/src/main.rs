@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dev;
+mod dlq;
 mod events;
 mod poll;
 mod sign;
@@ -59,6 +60,31 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The dead-letter queue: what is in it and why.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Move dead letters back to the main queue (all, or those the filters name). Safe to
+    /// interrupt and rerun: an event sent twice is deduplicated.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Only this source's events.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only events received since: an RFC 3339 time or a duration back (2h, 3days).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only these (comma-separated message ids, dedupe keys or provider event ids).
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<String>,
+        /// Count what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print (or send) a correctly signed request for a configured source.
     Sign {
         #[arg(long, short)]
@@ -88,6 +114,38 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Dead letters, oldest first: source, dedupe key, attempts, the last error.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter in full, by message id, dedupe key or provider event id.
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        id: String,
+    },
+}
+
+/// The local store's queues and ledger, for the DLQ commands.
+fn local_stack(config: &Path, dir: Option<PathBuf>) -> Result<inlet::local::LocalStack, String> {
+    let cfg = load(config)?;
+    let dir = data_dir(&cfg, dir);
+    inlet::local::LocalStack::open(cfg, &dir, std::sync::Arc::new(inlet::ports::SystemClock))
+        .map_err(|e| e.to_string())
 }
 
 fn load(config: &Path) -> Result<inlet::config::Config, String> {
@@ -177,6 +235,65 @@ async fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
+        Command::Dlq {
+            command:
+                DlqCommand::List {
+                    config,
+                    data_dir: dir,
+                    limit,
+                    json,
+                },
+        } => match local_stack(&config, dir) {
+            Ok(stack) => dlq::list(&stack.dlq, &stack.store.ledger(), limit, json).await,
+            Err(e) => Err(e),
+        },
+        Command::Dlq {
+            command:
+                DlqCommand::Show {
+                    config,
+                    data_dir: dir,
+                    id,
+                },
+        } => match local_stack(&config, dir) {
+            Ok(stack) => dlq::show(&stack.dlq, &stack.store.ledger(), &id).await,
+            Err(e) => Err(e),
+        },
+        Command::Replay {
+            config,
+            data_dir: dir,
+            source,
+            since,
+            ids,
+            dry_run,
+        } => {
+            let since = since
+                .map(|t| {
+                    let now = inlet::ports::Clock::now_ms(&inlet::ports::SystemClock);
+                    inlet::dlq::parse_since(&t, now).map_err(|e| format!("--since: {e}"))
+                })
+                .transpose();
+            match (local_stack(&config, dir), since) {
+                (Ok(stack), Ok(_))
+                    if source
+                        .as_ref()
+                        .is_some_and(|s| stack.config.source(s).is_none()) =>
+                {
+                    Err(format!(
+                        "--source: no source {:?} in the config",
+                        source.unwrap_or_default()
+                    ))
+                }
+                (Ok(stack), Ok(since_ms)) => {
+                    let filter = inlet::dlq::Filter {
+                        source,
+                        since_ms,
+                        ids,
+                    };
+                    dlq::replay(&stack.dlq, &stack.queue, &filter, dry_run).await
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
         Command::Sign {
             config,
             source,

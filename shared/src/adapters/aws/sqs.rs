@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    Message, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use aws_sdk_sqs::Client;
 
 use crate::ports::queue::{check_batch_len, MAX_BATCH};
@@ -181,6 +183,23 @@ impl Queue for SqsQueue {
             .into_iter()
             .map(received)
             .collect()
+    }
+
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| backend("GetQueueAttributes", e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        Ok(Some(
+            attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum(),
+        ))
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
