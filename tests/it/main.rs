@@ -3,6 +3,7 @@
 mod catalogue;
 mod cli;
 mod conformance;
+mod dlq_aws;
 mod lambda;
 mod pipeline;
 mod polling;

@@ -3,10 +3,183 @@
 //! against a deployed stack's SQS queues and table).
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use inlet::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
+use inlet::adapters::embedded::SqliteLedger;
+use inlet::config::Config;
 use inlet::dlq::{self, DeadLetter, Filter, Progress};
 use inlet::envelope::rfc3339_ms;
-use inlet::ports::{Ledger, Queue};
+use inlet::local::LocalStack;
+use inlet::ports::{Clock, Ledger, Queue, SystemClock};
+
+/// Which stack the DLQ commands work on: the local store of a config, or a deployed stack's
+/// queues and table (`--aws`; credentials, region and endpoint from the standard AWS
+/// environment, e.g. `AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`).
+#[derive(clap::Args)]
+pub struct Where {
+    /// The config: for the local store, and to check `--source` against.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The local store's folder (default: the config's settings.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Work on a deployed stack (the template's QueueUrl, DeadLetterQueueUrl and TableName
+    /// outputs) instead of the local store.
+    #[arg(long)]
+    aws: bool,
+    #[arg(long, env = "INLET_QUEUE_URL", requires = "aws")]
+    queue_url: Option<String>,
+    #[arg(long, env = "INLET_DLQ_URL", requires = "aws")]
+    dlq_url: Option<String>,
+    #[arg(long, env = "INLET_TABLE", requires = "aws")]
+    table: Option<String>,
+}
+
+enum Stack {
+    Local(Box<LocalStack>, SqliteLedger),
+    Aws {
+        main: SqsQueue,
+        dlq: SqsQueue,
+        ledger: DynamoLedger,
+        config: Option<Box<Config>>,
+    },
+}
+
+impl Stack {
+    async fn open(w: Where) -> Result<Self, String> {
+        let config = w.config.as_deref().map(crate::load).transpose()?;
+        if !w.aws {
+            let config = config.ok_or("--config is required for the local store (or --aws)")?;
+            let dir = crate::data_dir(&config, w.data_dir);
+            let stack =
+                LocalStack::open(config, &dir, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+            let ledger = stack.store.ledger();
+            return Ok(Stack::Local(Box::new(stack), ledger));
+        }
+        let need = |v: Option<String>, flag: &str, env: &str| {
+            v.filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("--aws needs {flag} (or {env})"))
+        };
+        let (queue_url, dlq_url, table) = (
+            need(w.queue_url, "--queue-url", "INLET_QUEUE_URL")?,
+            need(w.dlq_url, "--dlq-url", "INLET_DLQ_URL")?,
+            need(w.table, "--table", "INLET_TABLE")?,
+        );
+        let sdk = sdk_config_from_env().await;
+        Ok(Stack::Aws {
+            main: SqsQueue::from_conf(&sdk, queue_url),
+            dlq: SqsQueue::from_conf(&sdk, dlq_url),
+            ledger: DynamoLedger::from_conf(&sdk, table),
+            config: config.map(Box::new),
+        })
+    }
+
+    fn parts(&self) -> (&dyn Queue, &dyn Queue, &dyn Ledger) {
+        match self {
+            Stack::Local(s, ledger) => (&s.queue, &s.dlq, ledger),
+            Stack::Aws {
+                main, dlq, ledger, ..
+            } => (main, dlq, ledger),
+        }
+    }
+
+    fn config(&self) -> Option<&Config> {
+        match self {
+            Stack::Local(s, _) => Some(&s.config),
+            Stack::Aws { config, .. } => config.as_deref(),
+        }
+    }
+}
+
+pub async fn run_list(at: Where, limit: usize, json: bool) -> Result<(), String> {
+    let stack = Stack::open(at).await?;
+    let (_, dlq, ledger) = stack.parts();
+    list(dlq, ledger, limit, json).await
+}
+
+pub async fn run_show(at: Where, id: &str) -> Result<(), String> {
+    let stack = Stack::open(at).await?;
+    let (_, dlq, ledger) = stack.parts();
+    show(dlq, ledger, id).await
+}
+
+/// What `inlet replay` was asked for.
+pub struct ReplayArgs {
+    pub source: Option<String>,
+    pub since: Option<String>,
+    pub ids: Vec<String>,
+    pub dry_run: bool,
+    pub one_by_one: bool,
+}
+
+pub async fn run_replay(at: Where, args: ReplayArgs) -> Result<(), String> {
+    let since_ms = args
+        .since
+        .as_deref()
+        .map(|t| dlq::parse_since(t, SystemClock.now_ms()).map_err(|e| format!("--since: {e}")))
+        .transpose()?;
+    let stack = Stack::open(at).await?;
+    if let (Some(s), Some(cfg)) = (&args.source, stack.config()) {
+        if cfg.source(s).is_none() {
+            return Err(format!("--source: no source {s:?} in the config"));
+        }
+    }
+    let filter = Filter {
+        source: args.source,
+        since_ms,
+        ids: args.ids,
+    };
+    if let Stack::Aws { main, dlq, .. } = &stack {
+        if filter.is_empty() && !args.dry_run && !args.one_by_one {
+            return move_task(dlq, main).await;
+        }
+    }
+    let (main, dlq, _) = stack.parts();
+    replay(dlq, main, &filter, args.dry_run).await
+}
+
+/// An unfiltered replay on AWS: SQS moves the messages itself (`StartMessageMoveTask`);
+/// this follows the task until it ends.
+async fn move_task(dlq: &SqsQueue, main: &SqsQueue) -> Result<(), String> {
+    let handle = dlq.start_move_to(main).await.map_err(|e| e.to_string())?;
+    eprintln!("started SQS message move task {handle}");
+    loop {
+        let task = dlq
+            .move_task()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("SQS lists no move task for the DLQ")?;
+        let p = Progress {
+            scanned: task.moved as usize,
+            matched: task.moved as usize,
+            moved: task.moved as usize,
+            total: task.to_move,
+        };
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{} ({})", bar(&p), task.status);
+            let _ = err.flush();
+        }
+        if task.finished() {
+            eprintln!();
+            return match task.status.as_str() {
+                "COMPLETED" => {
+                    println!("replayed {} dead letter(s) to the main queue", task.moved);
+                    Ok(())
+                }
+                other => Err(format!(
+                    "move task {other} after {} message(s): {}",
+                    task.moved,
+                    task.failure_reason.as_deref().unwrap_or("no reason given")
+                )),
+            };
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
 
 /// Everything the table shows, so `--json` and the table agree.
 fn row(l: &DeadLetter) -> serde_json::Value {
@@ -24,7 +197,7 @@ fn row(l: &DeadLetter) -> serde_json::Value {
     })
 }
 
-pub async fn list(
+async fn list(
     dlq: &dyn Queue,
     ledger: &dyn Ledger,
     limit: usize,
@@ -63,7 +236,7 @@ pub async fn list(
 
 /// One dead letter in full: its row, then the envelope (the event's body included: this is
 /// an operator's own terminal, not a log).
-pub async fn show(dlq: &dyn Queue, ledger: &dyn Ledger, id: &str) -> Result<(), String> {
+async fn show(dlq: &dyn Queue, ledger: &dyn Ledger, id: &str) -> Result<(), String> {
     let letters = dlq::list(dlq, ledger, usize::MAX)
         .await
         .map_err(|e| e.to_string())?;
@@ -113,7 +286,7 @@ fn bar(p: &Progress) -> String {
     }
 }
 
-pub async fn replay(
+async fn replay(
     dlq: &dyn Queue,
     main: &dyn Queue,
     filter: &Filter,

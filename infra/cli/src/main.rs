@@ -68,10 +68,8 @@ enum Command {
     /// Move dead letters back to the main queue (all, or those the filters name). Safe to
     /// interrupt and rerun: an event sent twice is deduplicated.
     Replay {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: dlq::Where,
         /// Only this source's events.
         #[arg(long)]
         source: Option<String>,
@@ -84,6 +82,10 @@ enum Command {
         /// Count what would move; move nothing.
         #[arg(long)]
         dry_run: bool,
+        /// On AWS, move message by message even without filters (default there: SQS's own
+        /// message move task).
+        #[arg(long)]
+        one_by_one: bool,
     },
     /// Print (or send) a correctly signed request for a configured source.
     Sign {
@@ -120,10 +122,8 @@ enum Command {
 enum DlqCommand {
     /// Dead letters, oldest first: source, dedupe key, attempts, the last error.
     List {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: dlq::Where,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// One JSON object per line.
@@ -132,20 +132,10 @@ enum DlqCommand {
     },
     /// One dead letter in full, by message id, dedupe key or provider event id.
     Show {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: dlq::Where,
         id: String,
     },
-}
-
-/// The local store's queues and ledger, for the DLQ commands.
-fn local_stack(config: &Path, dir: Option<PathBuf>) -> Result<inlet::local::LocalStack, String> {
-    let cfg = load(config)?;
-    let dir = data_dir(&cfg, dir);
-    inlet::local::LocalStack::open(cfg, &dir, std::sync::Arc::new(inlet::ports::SystemClock))
-        .map_err(|e| e.to_string())
 }
 
 fn load(config: &Path) -> Result<inlet::config::Config, String> {
@@ -236,63 +226,30 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Dlq {
-            command:
-                DlqCommand::List {
-                    config,
-                    data_dir: dir,
-                    limit,
-                    json,
-                },
-        } => match local_stack(&config, dir) {
-            Ok(stack) => dlq::list(&stack.dlq, &stack.store.ledger(), limit, json).await,
-            Err(e) => Err(e),
-        },
+            command: DlqCommand::List { at, limit, json },
+        } => dlq::run_list(at, limit, json).await,
         Command::Dlq {
-            command:
-                DlqCommand::Show {
-                    config,
-                    data_dir: dir,
-                    id,
-                },
-        } => match local_stack(&config, dir) {
-            Ok(stack) => dlq::show(&stack.dlq, &stack.store.ledger(), &id).await,
-            Err(e) => Err(e),
-        },
+            command: DlqCommand::Show { at, id },
+        } => dlq::run_show(at, &id).await,
         Command::Replay {
-            config,
-            data_dir: dir,
+            at,
             source,
             since,
             ids,
             dry_run,
+            one_by_one,
         } => {
-            let since = since
-                .map(|t| {
-                    let now = inlet::ports::Clock::now_ms(&inlet::ports::SystemClock);
-                    inlet::dlq::parse_since(&t, now).map_err(|e| format!("--since: {e}"))
-                })
-                .transpose();
-            match (local_stack(&config, dir), since) {
-                (Ok(stack), Ok(_))
-                    if source
-                        .as_ref()
-                        .is_some_and(|s| stack.config.source(s).is_none()) =>
-                {
-                    Err(format!(
-                        "--source: no source {:?} in the config",
-                        source.unwrap_or_default()
-                    ))
-                }
-                (Ok(stack), Ok(since_ms)) => {
-                    let filter = inlet::dlq::Filter {
-                        source,
-                        since_ms,
-                        ids,
-                    };
-                    dlq::replay(&stack.dlq, &stack.queue, &filter, dry_run).await
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            }
+            dlq::run_replay(
+                at,
+                dlq::ReplayArgs {
+                    source,
+                    since,
+                    ids,
+                    dry_run,
+                    one_by_one,
+                },
+            )
+            .await
         }
         Command::Sign {
             config,
