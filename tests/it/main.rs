@@ -8,3 +8,9 @@ mod lambda;
 mod pipeline;
 mod polling;
 mod support;
+
+/// `make test` searches every log line of the suite for secrets: capture these tests' too.
+#[ctor::ctor(unsafe)]
+fn capture_test_logs() {
+    inlet::telemetry::init_test_capture();
+}
