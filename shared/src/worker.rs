@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+use crate::checks::CheckScheduler;
 use crate::config::Config;
 use crate::envelope::{Envelope, Via};
 use crate::metrics;
@@ -76,6 +77,8 @@ pub struct Worker {
     ledger: Arc<dyn Ledger>,
     targets: BTreeMap<String, Arc<dyn Target>>,
     clock: Arc<dyn Clock>,
+    /// Present when some source has delayed checks.
+    checks: Option<CheckScheduler>,
 }
 
 /// The dedupe decision for a key someone else holds.
@@ -120,7 +123,14 @@ impl Worker {
             ledger,
             targets,
             clock,
+            checks: None,
         }
+    }
+
+    /// Schedule and satisfy delayed checks for dispatched events.
+    pub fn with_checks(mut self, checks: CheckScheduler) -> Self {
+        self.checks = Some(checks);
+        self
     }
 
     pub async fn process(&self, records: &[WorkerRecord]) -> BatchResult {
@@ -282,6 +292,28 @@ impl Worker {
         }
     }
 
+    /// A source without checks returns at once: no store or queue call.
+    async fn schedule_checks(
+        &self,
+        env: &Envelope,
+        now: i64,
+    ) -> Result<(), crate::checks::CheckError> {
+        let Some(source) = self
+            .config
+            .source(&env.source)
+            .filter(|s| !s.checks.is_empty())
+        else {
+            return Ok(());
+        };
+        let Some(checks) = &self.checks else {
+            warn!(source = %env.source, "source has checks but this worker has no checks queue; none scheduled");
+            return Ok(());
+        };
+        checks
+            .after_dispatch(source, env, &event_names(env), now)
+            .await
+    }
+
     /// Group envelopes by target and deliver; an envelope succeeds when all its targets do.
     async fn dispatch(&self, taken: &[(usize, Envelope, u32)]) -> Vec<Result<(), DispatchError>> {
         let mut results: Vec<Result<(), DispatchError>> = vec![Ok(()); taken.len()];
@@ -330,6 +362,21 @@ impl Worker {
         let key = env.dedupe_key.clone();
         match res {
             Ok(()) => {
+                // Checks before completion: when scheduling fails the event is retried
+                // (targets absorb the second delivery by its dedupe key) rather than left
+                // completed with a check that never fires.
+                if let Err(e) = self.schedule_checks(env, now).await {
+                    let msg = format!("delayed check not scheduled: {e}");
+                    warn!(source = %env.source, dedupe_key = %key, error = %msg, "check scheduling failed; the event will be retried");
+                    let dead = receive_count >= self.config.settings.max_receive_count;
+                    if let Err(le) = self.ledger.fail(&key, now, &msg, dead).await {
+                        warn!(dedupe_key = %key, error = %le, "could not record failure");
+                    }
+                    return Outcome::Failed {
+                        dedupe_key: Some(key),
+                        error: msg,
+                    };
+                }
                 let window = self
                     .config
                     .source(&env.source)

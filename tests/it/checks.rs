@@ -1,0 +1,301 @@
+//! Delayed checks through the whole local pipeline: a fake JSON API on loopback (it counts
+//! requests), webhooks into the `custom` source, the worker scheduling and satisfying checks,
+//! and the check runner firing them from the embedded checks queue. Time is a `ManualClock`:
+//! the checks queue's delays end when the test moves it, nothing sleeps.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{RawQuery, State};
+use axum::routing::get;
+use axum::Router;
+use inlet::checks::CheckOutcome;
+use inlet::config::{CheckSpec, PollSpec};
+use inlet::ports::{check_key, CheckRecord, CheckStatus, CheckStore, TrailRow, TrailStatus};
+use inlet::worker::Outcome;
+
+use crate::pipeline::{jsonl_keys, Running};
+
+/// A back office's `/events?after=<id>`: items after the id, oldest first.
+#[derive(Default)]
+struct Api {
+    items: Mutex<Vec<serde_json::Value>>,
+    requests: Mutex<u32>,
+}
+
+fn event(id: &str, ty: &str, player: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "type": ty, "player": player, "amount": 500, "currency": "EUR"})
+}
+
+async fn list_events(
+    State(api): State<Arc<Api>>,
+    RawQuery(query): RawQuery,
+) -> ([(&'static str, &'static str); 1], String) {
+    *api.requests.lock().expect("lock") += 1;
+    let after = form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "after")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let items: Vec<_> = api
+        .items
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| e["id"].as_str().unwrap_or("") > after.as_str())
+        .cloned()
+        .collect();
+    (
+        [("content-type", "application/json")],
+        serde_json::json!({ "data": items }).to_string(),
+    )
+}
+
+async fn fake_api() -> (Arc<Api>, String) {
+    let api = Arc::new(Api::default());
+    let app = Router::new()
+        .route("/events", get(list_events))
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (api, base)
+}
+
+/// The `custom` source (generic provider: id `/id`, type `/type`, entity `/player`) polled
+/// from the fake API, with one check: a deposit created must settle or fail within `after`.
+async fn running(base: &str, after: &str) -> Running {
+    let (base, after) = (base.to_owned(), after.to_owned());
+    Running::start(move |doc| {
+        let custom = doc
+            .sources
+            .iter_mut()
+            .find(|s| s.id == "custom")
+            .expect("custom source");
+        custom.poll = Some(PollSpec {
+            kind: "http_json".into(),
+            every: "1h".into(),
+            secrets: Vec::new(),
+            max_requests_per_run: 20,
+            max_requests_per_minute: 6000,
+            reconcile: false,
+            options: Some(serde_json::json!({
+                "url": format!("{base}/events?after={{cursor}}"),
+                "auth": {"kind": "none"},
+                "items_pointer": "/data",
+                "id_pointer": "/id",
+                "cursor": {"kind": "item_field", "pointer": "/id"},
+            })),
+        });
+        custom.checks = vec![CheckSpec {
+            name: "deposit-settles".into(),
+            on: vec!["deposit.created".into()],
+            expect: vec!["deposit.settled".into(), "deposit.failed".into()],
+            after,
+            poll: None,
+        }];
+    })
+    .await
+}
+
+impl Running {
+    async fn webhook(&self, e: &serde_json::Value) {
+        let (status, body) = self.post_signed("custom", e.to_string().as_bytes()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    async fn check(&self, entity: &str) -> Option<CheckRecord> {
+        self.stack
+            .store
+            .ledger()
+            .get_check(&check_key("custom", "deposit-settles", entity))
+            .await
+            .expect("get check")
+    }
+
+    fn check_reasons(trail: &[TrailRow]) -> Vec<String> {
+        trail
+            .iter()
+            .filter_map(|r| match r {
+                TrailRow::Entry(e) if e.status == TrailStatus::Check => e.reason.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn advance_secs(&self, s: i64) {
+        self.clock.advance_ms(s * 1000);
+    }
+}
+
+fn http() -> Arc<inlet::adapters::http_client::ReqwestHttp> {
+    Arc::new(inlet::adapters::http_client::ReqwestHttp::new(1 << 20).expect("http"))
+}
+
+#[tokio::test]
+async fn an_expected_event_in_time_satisfies_the_check_and_no_poll_runs() {
+    let (api, base) = fake_api().await;
+    let run = running(&base, "2m").await;
+    let runner = run.stack.check_runner(http(), "test-checks");
+
+    run.webhook(&event("e001", "deposit.created", "p-7")).await;
+    // The provider retries the same delivery, and a second deposit of the same player
+    // comes: one check per player, one message.
+    run.webhook(&event("e001", "deposit.created", "p-7")).await;
+    run.webhook(&event("e002", "deposit.created", "p-7")).await;
+    let outcomes = run.drain().await;
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Dispatched { .. }))
+            .count(),
+        2,
+        "{outcomes:?}"
+    );
+    let scheduled = run.check("p-7").await.expect("check scheduled");
+    assert_eq!(
+        (scheduled.status, scheduled.on_event.as_str()),
+        (CheckStatus::Pending, "custom#e001")
+    );
+    let counts = run.stack.checks_queue.counts().expect("counts");
+    assert_eq!(
+        (counts.delayed, counts.visible),
+        (1, 0),
+        "one delayed message"
+    );
+
+    // Not due: nothing to receive yet.
+    assert!(run
+        .stack
+        .fire_checks_once(&runner, std::time::Duration::ZERO)
+        .await
+        .expect("fire")
+        .is_empty());
+
+    run.webhook(&event("e003", "deposit.settled", "p-7")).await;
+    run.drain().await;
+    let satisfied = run.check("p-7").await.expect("check");
+    assert_eq!(
+        (satisfied.status, satisfied.satisfied_by.as_deref()),
+        (CheckStatus::Satisfied, Some("custom#e003"))
+    );
+
+    run.advance_secs(121);
+    let fired = run
+        .stack
+        .fire_checks_once(&runner, std::time::Duration::ZERO)
+        .await
+        .expect("fire");
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].1, CheckOutcome::Satisfied);
+    assert_eq!(*api.requests.lock().expect("lock"), 0, "no poll ran");
+    let reasons = Running::check_reasons(&run.trail().await);
+    assert_eq!(
+        reasons,
+        vec!["deposit-settles satisfied by custom#e003; no poll".to_owned()]
+    );
+    assert_eq!(run.stack.checks_queue.counts().expect("counts").visible, 0);
+}
+
+#[tokio::test]
+async fn a_missing_event_is_recovered_by_the_poll_when_the_check_comes_due() {
+    let (api, base) = fake_api().await;
+    // Longer than SQS's 15-minute delay ceiling: the message comes back once, deferred.
+    let run = running(&base, "20m").await;
+    let runner = run.stack.check_runner(http(), "test-checks");
+
+    // The provider has both events; the webhook of the settlement is lost.
+    for e in [
+        event("e001", "deposit.created", "p-9"),
+        event("e002", "deposit.settled", "p-9"),
+    ] {
+        api.items.lock().expect("lock").push(e);
+    }
+    run.webhook(&event("e001", "deposit.created", "p-9")).await;
+    // A player whose deposit never settles, even at the provider.
+    run.webhook(&event("e010", "deposit.created", "p-3")).await;
+    // The API knows e010 too (it was created); nothing settles it.
+    api.items
+        .lock()
+        .expect("lock")
+        .push(event("e010", "deposit.created", "p-3"));
+    assert_eq!(run.drain().await.len(), 2);
+
+    run.advance_secs(900);
+    let first = run
+        .stack
+        .fire_checks_once(&runner, std::time::Duration::ZERO)
+        .await
+        .expect("fire");
+    assert_eq!(
+        first.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(),
+        vec![CheckOutcome::Deferred { delay_seconds: 300 }; 2],
+        "not due at 15 minutes: sent again for the remaining 5"
+    );
+    assert_eq!(*api.requests.lock().expect("lock"), 0);
+
+    run.advance_secs(300);
+    let mut fired: Vec<CheckOutcome> = Vec::new();
+    // Both messages are visible now; the runner takes them in one receive or two.
+    while fired.len() < 2 {
+        let batch = run
+            .stack
+            .fire_checks_once(&runner, std::time::Duration::ZERO)
+            .await
+            .expect("fire");
+        assert!(!batch.is_empty(), "both checks are due");
+        fired.extend(batch.into_iter().map(|(_, o)| o));
+    }
+    assert!(
+        fired
+            .iter()
+            .all(|o| matches!(o, CheckOutcome::Fired { .. })),
+        "{fired:?}"
+    );
+    assert!(*api.requests.lock().expect("lock") >= 1, "the poll ran");
+
+    // The poll queued the lost settlement (and copies of what came by webhook).
+    let outcomes = run.drain().await;
+    let dispatched: Vec<&str> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Dispatched { dedupe_key } => Some(dedupe_key.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dispatched, vec!["custom#e002"], "{outcomes:?}");
+    let keys = jsonl_keys(&run.jsonl());
+    assert_eq!(
+        keys.iter().filter(|k| *k == "custom#e002").count(),
+        1,
+        "the recovered event is dispatched once"
+    );
+
+    let p9 = run.check("p-9").await.expect("check");
+    let p3 = run.check("p-3").await.expect("check");
+    assert_eq!(
+        (p9.status, p3.status),
+        (CheckStatus::Fired, CheckStatus::Fired)
+    );
+    let mut reasons = Running::check_reasons(&run.trail().await);
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("deposit-settles fired for entity p-3:")
+            && reasons[0].ends_with("the expected event is still missing"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("deposit-settles fired for entity p-9:")
+            && reasons[1].ends_with("the expected event came with this poll"),
+        "{reasons:?}"
+    );
+
+    // A copy of a fired check's message finds it closed and does nothing.
+    assert!(run
+        .stack
+        .fire_checks_once(&runner, std::time::Duration::ZERO)
+        .await
+        .expect("fire")
+        .is_empty());
+}
