@@ -12,7 +12,8 @@
 //!   poll of its poll source now, then is finished with the outcome (trail, `checks_fired`,
 //!   and `checks_unsatisfied` when the poll did not bring the expected event either).
 //!
-//! A poll that finds the lease held (`Busy`: the scheduled run is polling right now) defers
+//! A poll that finds the lease held (`Busy`: the scheduled run is polling right now), or that
+//! had no time left for a single request, defers
 //! the check by [`BUSY_RETRY`] with a fresh message rather than failing it: SQS would count
 //! the failure as a receive and a busy source is no reason to end in the DLQ.
 
@@ -373,7 +374,12 @@ impl CheckRunner {
                 return self.close(record, outcome, None).await;
             }
         };
-        if let RunOutcome::Busy { .. } = report.outcome {
+        // Busy: the scheduled run holds the lease and is polling right now. No request at
+        // all before the deadline: this invocation had no time left for the poll. Either
+        // way the check did not poll, so it tries again a little later.
+        let polled_nothing =
+            report.requests == 0 && matches!(report.outcome, RunOutcome::DeadlineNear);
+        if matches!(report.outcome, RunOutcome::Busy { .. }) || polled_nothing {
             return self.defer(record, BUSY_RETRY.as_secs() as u32).await;
         }
         let recovered = expected_in(&self.config, record, &report);

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use inlet::checks::CheckOutcome;
 use inlet::config::{CheckSpec, PollSpec};
-use inlet::ports::{check_key, CheckRecord, CheckStatus, CheckStore, TrailRow, TrailStatus};
+use inlet::ports::{check_key, CheckRecord, CheckStatus, CheckStore, Clock, TrailRow, TrailStatus};
 use inlet::worker::Outcome;
 
 use crate::pipeline::{jsonl_keys, Running};
@@ -298,4 +298,42 @@ async fn a_missing_event_is_recovered_by_the_poll_when_the_check_comes_due() {
         .await
         .expect("fire")
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_due_check_whose_source_is_being_polled_is_deferred_not_failed() {
+    let (api, base) = fake_api().await;
+    let run = running(&base, "1m").await;
+    let runner = run.stack.check_runner(http(), "test-checks");
+    run.webhook(&event("e001", "deposit.created", "p-1")).await;
+    run.drain().await;
+    // The scheduled run holds the source's lease right now.
+    let now = run.clock.now_ms();
+    let store = run.stack.store.ledger();
+    assert!(matches!(
+        inlet::ports::PollStore::acquire(&store, "custom", "scheduled-run", now, now + 600_000)
+            .await
+            .expect("acquire"),
+        inlet::ports::Acquire::Acquired(_)
+    ));
+    run.advance_secs(60);
+    let fired = run
+        .stack
+        .fire_checks_once(&runner, std::time::Duration::ZERO)
+        .await
+        .expect("fire");
+    assert_eq!(
+        fired.into_iter().map(|(_, o)| o).collect::<Vec<_>>(),
+        vec![CheckOutcome::Deferred { delay_seconds: 60 }]
+    );
+    assert_eq!(*api.requests.lock().expect("lock"), 0);
+    assert_eq!(
+        run.check("p-1").await.expect("check").status,
+        CheckStatus::Pending
+    );
+    let counts = run.stack.checks_queue.counts().expect("counts");
+    assert_eq!(
+        (counts.delayed, counts.visible, counts.in_flight),
+        (1, 0, 0)
+    );
 }

@@ -31,6 +31,13 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
             if let Some(p) = &source.poll {
                 let _ = writeln!(out, "  poll {id}: {} every {:?}", p.kind.name(), p.every);
             }
+            for c in &source.checks {
+                let _ = writeln!(
+                    out,
+                    "  check {id}/{}: on {:?}, expect {:?} within {:?}, then poll {}",
+                    c.name, c.on, c.expect, c.after, c.poll
+                );
+            }
         }
         let _ = out.flush();
     }
