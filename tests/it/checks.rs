@@ -3,15 +3,22 @@
 //! and the check runner firing them from the embedded checks queue. Time is a `ManualClock`:
 //! the checks queue's delays end when the test moves it, nothing sleeps.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
 use axum::Router;
-use inlet::checks::CheckOutcome;
+use inlet::checks::{CheckOutcome, CheckScheduler};
 use inlet::config::{CheckSpec, PollSpec};
-use inlet::ports::{check_key, CheckRecord, CheckStatus, CheckStore, Clock, TrailRow, TrailStatus};
-use inlet::worker::Outcome;
+use inlet::ports::{
+    check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Clock, OutboundMessage,
+    Queue, QueueError, ReceivedMessage, Scheduled, TrailRow, TrailStatus,
+};
+use inlet::targets::Target;
+use inlet::worker::Worker;
+use inlet::worker::{Outcome, WorkerRecord};
 
 use crate::pipeline::{jsonl_keys, Running};
 
@@ -336,4 +343,170 @@ async fn a_due_check_whose_source_is_being_polled_is_deferred_not_failed() {
         (counts.delayed, counts.visible, counts.in_flight),
         (1, 0, 0)
     );
+}
+
+/// The checks queue, failing its next send when armed, counting every send.
+struct FlakyChecksQueue {
+    inner: inlet::adapters::embedded::SqliteQueue,
+    fail_next: Mutex<bool>,
+    sends: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl Queue for FlakyChecksQueue {
+    async fn send(&self, message: &OutboundMessage) -> Result<String, QueueError> {
+        *self.sends.lock().expect("lock") += 1;
+        if std::mem::take(&mut *self.fail_next.lock().expect("lock")) {
+            return Err(QueueError::Backend("SendMessage timed out".into()));
+        }
+        self.inner.send(message).await
+    }
+    async fn send_batch(
+        &self,
+        messages: &[OutboundMessage],
+    ) -> Result<Vec<Result<String, QueueError>>, QueueError> {
+        self.inner.send_batch(messages).await
+    }
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.inner.receive(max, visibility, wait).await
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner
+            .change_visibility(receipt_handle, visibility)
+            .await
+    }
+}
+
+/// The check store, counting every call.
+struct CountingStore {
+    inner: inlet::adapters::embedded::SqliteLedger,
+    calls: Mutex<u32>,
+}
+
+impl CountingStore {
+    fn count(&self) {
+        *self.calls.lock().expect("lock") += 1;
+    }
+}
+
+#[async_trait::async_trait]
+impl CheckStore for CountingStore {
+    async fn schedule(
+        &self,
+        check: &CheckRecord,
+        now_ms: i64,
+    ) -> Result<Scheduled, CheckStoreError> {
+        self.count();
+        self.inner.schedule(check, now_ms).await
+    }
+    async fn satisfy(&self, key: &str, by: &str, now_ms: i64) -> Result<bool, CheckStoreError> {
+        self.count();
+        self.inner.satisfy(key, by, now_ms).await
+    }
+    async fn get_check(&self, key: &str) -> Result<Option<CheckRecord>, CheckStoreError> {
+        self.count();
+        self.inner.get_check(key).await
+    }
+    async fn finish(&self, key: &str, outcome: &str, now_ms: i64) -> Result<bool, CheckStoreError> {
+        self.count();
+        self.inner.finish(key, outcome, now_ms).await
+    }
+}
+
+#[tokio::test]
+async fn a_check_that_cannot_be_scheduled_retries_its_event_and_sources_without_checks_cost_nothing(
+) {
+    let (_api, base) = fake_api().await;
+    let run = running(&base, "2m").await;
+    let queue = Arc::new(FlakyChecksQueue {
+        inner: run.stack.checks_queue.clone(),
+        fail_next: Mutex::new(true),
+        sends: Mutex::new(0),
+    });
+    let store = Arc::new(CountingStore {
+        inner: run.stack.store.ledger(),
+        calls: Mutex::new(0),
+    });
+    let file =
+        inlet::targets::jsonl::JsonlTarget::open("file".into(), &run.jsonl()).expect("jsonl");
+    let mut targets: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
+    targets.insert("file".into(), Arc::new(file));
+    let worker = Worker::new(
+        run.stack.config.clone(),
+        Arc::new(run.stack.store.ledger()),
+        targets,
+        run.clock.clone(),
+    )
+    .with_checks(CheckScheduler::new(store.clone(), queue.clone()));
+    let next_record = || async {
+        let mut msgs = run
+            .stack
+            .queue
+            .receive(1, Duration::from_secs(180), Duration::ZERO)
+            .await
+            .expect("receive");
+        let m = msgs.pop().expect("a message");
+        WorkerRecord {
+            message_id: m.message_id,
+            body: m.body,
+            receive_count: m.receive_count,
+        }
+    };
+
+    run.webhook(&event("e001", "deposit.created", "p-5")).await;
+    let record = next_record().await;
+    let first = worker.process(std::slice::from_ref(&record)).await;
+    assert!(
+        matches!(&first.outcomes[0].1, Outcome::Failed { error, .. } if error.starts_with("delayed check not scheduled")),
+        "{first:?}"
+    );
+    let counts = run.stack.checks_queue.counts().expect("counts");
+    assert_eq!(counts.delayed + counts.visible, 0, "no check message left");
+    // The retry (the same message, received again) dispatches again and sends the message.
+    let retry = WorkerRecord {
+        receive_count: 2,
+        ..record
+    };
+    let second = worker.process(&[retry]).await;
+    assert_eq!(
+        second.outcomes[0].1,
+        Outcome::Dispatched {
+            dedupe_key: "custom#e001".into()
+        }
+    );
+    assert_eq!(run.stack.checks_queue.counts().expect("counts").delayed, 1);
+    assert_eq!(
+        jsonl_keys(&run.jsonl()),
+        vec!["custom#e001"],
+        "written once"
+    );
+
+    // Another source has no checks: dispatching its event makes no check call at all.
+    let (calls, sends) = (
+        *store.calls.lock().expect("lock"),
+        *queue.sends.lock().expect("lock"),
+    );
+    let (status, _) = run
+        .post_signed("stripe", &crate::pipeline::sample_body("stripe", 777))
+        .await;
+    assert_eq!(status, 200);
+    let out = worker.process(&[next_record().await]).await;
+    assert!(
+        matches!(out.outcomes[0].1, Outcome::Dispatched { .. }),
+        "{out:?}"
+    );
+    assert_eq!(*store.calls.lock().expect("lock"), calls);
+    assert_eq!(*queue.sends.lock().expect("lock"), sends);
 }
