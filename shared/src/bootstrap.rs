@@ -56,17 +56,29 @@ pub async fn ingest() -> Result<crate::ingest::Ingest, BootError> {
     ))
 }
 
-/// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus.
-#[cfg(all(feature = "aws-dynamodb", feature = "aws-eventbridge"))]
+/// Whether any source has delayed checks (then the worker and the poller need the checks
+/// queue; otherwise they neither need nor call it).
+pub fn has_checks(config: &Config) -> bool {
+    config.sources.values().any(|s| !s.checks.is_empty())
+}
+
+/// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus, and
+/// `INLET_CHECKS_QUEUE_URL` when a source has delayed checks.
+#[cfg(all(
+    feature = "aws-dynamodb",
+    feature = "aws-eventbridge",
+    feature = "aws-sqs"
+))]
 pub async fn worker() -> Result<crate::worker::Worker, BootError> {
-    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus};
+    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus, SqsQueue};
+    use crate::checks::CheckScheduler;
     use crate::ports::{EventBus, SystemClock};
     use crate::targets::build_targets;
     use crate::worker::Worker;
 
     let config = load_config()?;
     let sdk = sdk_config_from_env().await;
-    let ledger = DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?);
+    let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
     let default_bus = std::env::var("INLET_BUS_NAME")
         .ok()
         .filter(|b| !b.is_empty());
@@ -78,20 +90,34 @@ pub async fn worker() -> Result<crate::worker::Worker, BootError> {
         Ok(Arc::new(EventBridgeBus::from_conf(&sdk, bus)))
     };
     let targets = build_targets(&config, &bus_for)?;
-    Ok(Worker::new(
-        config,
-        Arc::new(ledger),
-        targets,
-        Arc::new(SystemClock),
-    ))
+    let checks = if has_checks(&config) {
+        let queue = SqsQueue::from_conf(&sdk, require("INLET_CHECKS_QUEUE_URL")?);
+        Some(CheckScheduler::new(ledger.clone(), Arc::new(queue)))
+    } else {
+        None
+    };
+    let worker = Worker::new(config, ledger, targets, Arc::new(SystemClock));
+    Ok(match checks {
+        Some(c) => worker.with_checks(c),
+        None => worker,
+    })
 }
 
-/// Poller: `INLET_QUEUE_URL` for envelopes, `INLET_TABLE` for poll state and the trail, an
-/// HTTP client for the providers' APIs.
+/// What the poller Lambda runs: scheduled polls, and due checks when a source has checks.
 #[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "http-fetch"))]
-pub async fn poller() -> Result<crate::poll::runner::Poller, BootError> {
+pub struct PollerParts {
+    pub poller: Arc<crate::poll::runner::Poller>,
+    pub checks: Option<crate::checks::CheckRunner>,
+}
+
+/// Poller: `INLET_QUEUE_URL` for envelopes, `INLET_TABLE` for poll state, checks and the
+/// trail, an HTTP client for the providers' APIs, and `INLET_CHECKS_QUEUE_URL` (to defer a
+/// check not yet due) when a source has delayed checks.
+#[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "http-fetch"))]
+pub async fn poller() -> Result<PollerParts, BootError> {
     use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
     use crate::adapters::http_client::ReqwestHttp;
+    use crate::checks::CheckRunner;
     use crate::poll::runner::Poller;
     use crate::ports::SystemClock;
 
@@ -100,14 +126,29 @@ pub async fn poller() -> Result<crate::poll::runner::Poller, BootError> {
     let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
     let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
     let http = ReqwestHttp::new(crate::poll::MAX_RESPONSE_BYTES).map_err(BootError::Http)?;
-    Ok(Poller::new(
-        config,
+    let clock = Arc::new(SystemClock);
+    let poller = Arc::new(Poller::new(
+        config.clone(),
         Arc::new(queue),
         ledger.clone(),
-        ledger,
+        ledger.clone(),
         Arc::new(http),
-        Arc::new(SystemClock),
+        clock.clone(),
         // One invocation at a time per instance: the instance is the lease holder.
         format!("poller-{}", uuid::Uuid::new_v4().simple()),
-    ))
+    ));
+    let checks = if has_checks(&config) {
+        let checks_queue = SqsQueue::from_conf(&sdk, require("INLET_CHECKS_QUEUE_URL")?);
+        Some(CheckRunner::new(
+            config,
+            ledger.clone(),
+            Arc::new(checks_queue),
+            ledger,
+            poller.clone(),
+            clock,
+        ))
+    } else {
+        None
+    };
+    Ok(PollerParts { poller, checks })
 }

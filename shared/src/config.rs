@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::checks::Check;
 use crate::poll::PollSource;
 use crate::providers::{self, Provider};
 use crate::secret::Secret;
@@ -144,6 +145,10 @@ pub struct SourceSpec {
     /// more is answered 429). On AWS the HTTP API's throttling applies instead.
     #[serde(default)]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Delayed checks: an `on` event schedules a one-off poll, unless an `expect` event for
+    /// the same entity comes first.
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -157,6 +162,23 @@ pub struct RateLimitSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// One `[[sources.checks]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// Unique in the source; appears in the trail and the metrics.
+    pub name: String,
+    /// Event types that schedule the check (provider or canonical; exact, `prefix.*` or `*`).
+    pub on: Vec<String>,
+    /// Event types for the same entity that satisfy it.
+    pub expect: Vec<String>,
+    /// How long after the `on` event the check comes due (`15m`; 1 minute to 7 days).
+    pub after: String,
+    /// The poll source to run when due (default: this source).
+    #[serde(default)]
+    pub poll: Option<String>,
 }
 
 fn default_requests_per_run() -> u32 {
@@ -256,6 +278,8 @@ pub struct Source {
     pub webhooks: bool,
     /// `(per_second, burst)`, enforced by `inlet dev`.
     pub rate_limit: Option<(u32, u32)>,
+    /// Delayed checks; empty for most sources, which then cost nothing extra.
+    pub checks: Vec<Check>,
 }
 
 impl Source {
@@ -288,7 +312,7 @@ impl Route {
     }
 }
 
-fn type_matches(pattern: &str, event_type: &str) -> bool {
+pub(crate) fn type_matches(pattern: &str, event_type: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => event_type.starts_with(prefix),
         None => event_type == pattern,
@@ -595,6 +619,54 @@ fn validate_poll(
     })
 }
 
+/// A check's fields, except its poll source (checked once every source is known).
+fn validate_checks(f: &str, src: &SourceSpec) -> Result<Vec<Check>, ConfigError> {
+    let mut checks: Vec<Check> = Vec::new();
+    for (j, c) in src.checks.iter().enumerate() {
+        let cf = format!("{f}.checks[{j}]");
+        if !valid_id(&c.name) {
+            return Err(invalid(
+                format!("{cf}.name"),
+                format!("{:?} must be 1–64 chars of a-z 0-9 - _", c.name),
+            ));
+        }
+        if checks.iter().any(|k| k.name == c.name) {
+            return Err(invalid(
+                format!("{cf}.name"),
+                format!("duplicate check name {:?} in source {:?}", c.name, src.id),
+            ));
+        }
+        if c.on.is_empty() || c.on.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                format!("{cf}.on"),
+                "must name at least one event type (and no empty one)",
+            ));
+        }
+        if c.expect.is_empty() || c.expect.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                format!("{cf}.expect"),
+                "must name at least one event type (and no empty one)",
+            ));
+        }
+        let after = humantime::parse_duration(c.after.trim())
+            .map_err(|e| invalid(format!("{cf}.after"), format!("{:?}: {e}", c.after)))?;
+        if after < crate::checks::MIN_AFTER || after > crate::checks::MAX_AFTER {
+            return Err(invalid(
+                format!("{cf}.after"),
+                "must be between 1 minute and 7 days",
+            ));
+        }
+        checks.push(Check {
+            name: c.name.clone(),
+            on: c.on.clone(),
+            expect: c.expect.clone(),
+            after,
+            poll: c.poll.clone().unwrap_or_else(|| src.id.clone()),
+        });
+    }
+    Ok(checks)
+}
+
 /// Validate a parsed document: every error names its field.
 pub fn validate(
     doc: ConfigDoc,
@@ -716,6 +788,7 @@ pub fn validate(
             }
             Some(r) => Some((r.per_second, r.burst.unwrap_or(r.per_second))),
         };
+        let checks = validate_checks(&f, src)?;
         sources.insert(
             src.id.clone(),
             Source {
@@ -725,6 +798,7 @@ pub fn validate(
                 poll,
                 webhooks: src.webhooks,
                 rate_limit,
+                checks,
                 dedupe_window_ms: window as i64 * 1000,
                 keep_headers: src
                     .keep_headers
@@ -733,6 +807,32 @@ pub fn validate(
                     .collect(),
             },
         );
+    }
+
+    // A check's poll source is known only once every source is read.
+    for (i, src) in doc.sources.iter().enumerate() {
+        for (j, check) in sources
+            .get(&src.id)
+            .map(|s| s.checks.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let field = format!("sources[{i}].checks[{j}].poll");
+            match sources.get(&check.poll) {
+                None => return Err(invalid(field, format!("no source {:?}", check.poll))),
+                Some(p) if p.poll.is_none() => {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "source {:?} has no poll table, so there is nothing to run when the check is due",
+                            check.poll
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     let mut target_ids = HashSet::new();
@@ -1090,6 +1190,96 @@ mod tests {
             ("INLET_LEASE_SECONDS", "soon"),
         ]);
         assert_eq!(field_of(load_from_env(&bad)), "INLET_LEASE_SECONDS");
+    }
+
+    const CHECKED: &str = r#"
+        [settings]
+        environment = "local"
+        [[sources]]
+        id = "stripe"
+        provider = "stripe"
+        secrets = ["literal:whsec_x"]
+        [sources.poll]
+        kind = "stripe_events"
+        every = "10m"
+        secrets = ["literal:rk_x"]
+        [[sources.checks]]
+        name = "payment-settles"
+        on = ["payment_intent.created"]
+        expect = ["payment.succeeded", "payment.failed"]
+        after = "15m"
+        [[sources]]
+        id = "gh"
+        provider = "github"
+        secrets = ["literal:s"]
+        [[targets]]
+        id = "bus"
+        kind = "eventbridge"
+        [[routes]]
+        sources = ["*"]
+        targets = ["bus"]
+    "#;
+
+    #[test]
+    fn a_check_defaults_to_polling_its_own_source() {
+        let cfg = check(CHECKED, &env_of(&[])).expect("valid");
+        let checks = &cfg.source("stripe").expect("source").checks;
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].poll, "stripe");
+        assert_eq!(checks[0].after, std::time::Duration::from_secs(900));
+        assert!(cfg.source("gh").expect("source").checks.is_empty());
+    }
+
+    #[test]
+    fn bad_checks_name_their_fields() {
+        let with = |from: &str, to: &str| {
+            let text = CHECKED.replacen(from, to, 1);
+            field_of(check(&text, &env_of(&[])))
+        };
+        assert_eq!(
+            with("after = \"15m\"", "after = \"15m\"\npoll = \"nope\""),
+            "sources[0].checks[0].poll"
+        );
+        // A source that is not polled has nothing to run when the check is due.
+        assert_eq!(
+            with("after = \"15m\"", "after = \"15m\"\npoll = \"gh\""),
+            "sources[0].checks[0].poll"
+        );
+        assert_eq!(
+            with("on = [\"payment_intent.created\"]", "on = []"),
+            "sources[0].checks[0].on"
+        );
+        assert_eq!(
+            with(
+                "expect = [\"payment.succeeded\", \"payment.failed\"]",
+                "expect = []"
+            ),
+            "sources[0].checks[0].expect"
+        );
+        assert_eq!(
+            with("after = \"15m\"", "after = \"30s\""),
+            "sources[0].checks[0].after"
+        );
+        assert_eq!(
+            with("after = \"15m\"", "after = \"8days\""),
+            "sources[0].checks[0].after"
+        );
+        assert_eq!(
+            with("after = \"15m\"", "after = \"soon\""),
+            "sources[0].checks[0].after"
+        );
+        assert_eq!(
+            with("name = \"payment-settles\"", "name = \"Bad Name\""),
+            "sources[0].checks[0].name"
+        );
+        let twice = CHECKED.replace(
+            "[[sources]]\n        id = \"gh\"",
+            "[[sources.checks]]\n        name = \"payment-settles\"\n        on = [\"a\"]\n        expect = [\"b\"]\n        after = \"1m\"\n        [[sources]]\n        id = \"gh\"",
+        );
+        assert_eq!(
+            field_of(check(&twice, &env_of(&[]))),
+            "sources[0].checks[1].name"
+        );
     }
 
     #[test]

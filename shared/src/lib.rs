@@ -3,6 +3,7 @@
 
 pub mod adapters;
 pub mod bootstrap;
+pub mod checks;
 pub mod config;
 pub mod dlq;
 pub mod envelope;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::adapters::embedded::{EmbeddedStore, Redrive, SqliteQueue};
+use crate::checks::{CheckOutcome, CheckRunner, CheckScheduler};
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::poll::runner::Poller;
@@ -18,6 +19,12 @@ use crate::worker::{BatchResult, Worker, WorkerRecord};
 
 pub const MAIN_QUEUE: &str = "events";
 pub const DEAD_LETTER_QUEUE: &str = "events-dlq";
+/// Delayed check messages, with their own dead-letter queue (a check message replayed onto
+/// the events queue would be an undecodable envelope).
+pub const CHECKS_QUEUE: &str = "checks";
+pub const CHECKS_DEAD_LETTER_QUEUE: &str = "checks-dlq";
+/// How long a check's poll may run locally before it stops at a page boundary.
+const CHECK_RUN_BUDGET: Duration = Duration::from_secs(120);
 pub const BUS: &str = "default";
 pub const DB_FILE: &str = "inlet.db";
 
@@ -34,6 +41,7 @@ pub struct LocalStack {
     pub store: EmbeddedStore,
     pub queue: SqliteQueue,
     pub dlq: SqliteQueue,
+    pub checks_queue: SqliteQueue,
     pub ingest: Ingest,
     pub worker: Worker,
     pub clock: Arc<dyn Clock>,
@@ -66,6 +74,13 @@ impl LocalStack {
             }),
         );
         let dlq = store.queue(DEAD_LETTER_QUEUE, None);
+        let checks_queue = store.queue(
+            CHECKS_QUEUE,
+            Some(Redrive {
+                dead_letter_queue: CHECKS_DEAD_LETTER_QUEUE.to_string(),
+                max_receive_count: config.settings.max_receive_count,
+            }),
+        );
         let ledger = Arc::new(store.ledger());
         let bus_store = store.clone();
         let bus_for = move |name: Option<&str>| -> Result<Arc<dyn EventBus>, String> {
@@ -79,12 +94,15 @@ impl LocalStack {
             clock.clone(),
         )
         .with_rate_limits();
-        let worker = Worker::new(config.clone(), ledger, targets, clock.clone());
+        // Sources without checks make no check call, so the scheduler can always be there.
+        let worker = Worker::new(config.clone(), ledger.clone(), targets, clock.clone())
+            .with_checks(CheckScheduler::new(ledger, Arc::new(checks_queue.clone())));
         Ok(Self {
             config,
             store,
             queue,
             dlq,
+            checks_queue,
             ingest,
             worker,
             clock,
@@ -104,6 +122,55 @@ impl LocalStack {
             self.clock.clone(),
             holder,
         )
+    }
+
+    /// What fires due checks on this stack: the poller Lambda's job on AWS.
+    pub fn check_runner(&self, http: Arc<dyn HttpClient>, holder: &str) -> CheckRunner {
+        let ledger = Arc::new(self.store.ledger());
+        CheckRunner::new(
+            self.config.clone(),
+            ledger.clone(),
+            Arc::new(self.checks_queue.clone()),
+            ledger,
+            Arc::new(self.poller(http, holder)),
+            self.clock.clone(),
+        )
+    }
+
+    /// Receive one batch of check messages (waiting up to `wait`; a delayed message shows
+    /// when its delay ends), fire them, delete all but those to retry — the poller's SQS
+    /// event source on AWS.
+    pub async fn fire_checks_once(
+        &self,
+        runner: &CheckRunner,
+        wait: Duration,
+    ) -> Result<Vec<(String, CheckOutcome)>, LocalError> {
+        let msgs = self
+            .checks_queue
+            .receive(10, self.visibility(), wait)
+            .await
+            .map_err(|e| LocalError::Store(e.to_string()))?;
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<WorkerRecord> = msgs
+            .iter()
+            .map(|m| WorkerRecord {
+                message_id: m.message_id.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+            })
+            .collect();
+        let deadline = self.clock.now_ms() + CHECK_RUN_BUDGET.as_millis() as i64;
+        let outcomes = runner.process(&records, deadline).await;
+        for (m, (_, o)) in msgs.iter().zip(&outcomes) {
+            if !o.retry() {
+                if let Err(e) = self.checks_queue.delete(&m.receipt_handle).await {
+                    warn!(message_id = %m.message_id, error = %e, "check message delete failed; it will come again and find the check closed");
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     fn visibility(&self) -> Duration {

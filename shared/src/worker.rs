@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+use crate::checks::CheckScheduler;
 use crate::config::Config;
 use crate::envelope::{Envelope, Via};
 use crate::metrics;
@@ -76,6 +77,8 @@ pub struct Worker {
     ledger: Arc<dyn Ledger>,
     targets: BTreeMap<String, Arc<dyn Target>>,
     clock: Arc<dyn Clock>,
+    /// Present when some source has delayed checks.
+    checks: Option<CheckScheduler>,
 }
 
 /// The dedupe decision for a key someone else holds.
@@ -120,7 +123,14 @@ impl Worker {
             ledger,
             targets,
             clock,
+            checks: None,
         }
+    }
+
+    /// Schedule and satisfy delayed checks for dispatched events.
+    pub fn with_checks(mut self, checks: CheckScheduler) -> Self {
+        self.checks = Some(checks);
+        self
     }
 
     pub async fn process(&self, records: &[WorkerRecord]) -> BatchResult {
@@ -168,8 +178,21 @@ impl Worker {
             }
         }
 
-        let dispatch = self.dispatch(&taken).await;
-        for ((i, env, receive_count), res) in taken.iter().zip(dispatch) {
+        // Delayed checks are scheduled before delivery, so a failure to schedule retries the
+        // event before any target saw it: never a second delivery for a check's sake. (A
+        // check scheduled for an event whose delivery then fails only runs a needless poll.)
+        let now = self.clock.now_ms();
+        let mut ready: Vec<(usize, Envelope, u32)> = Vec::with_capacity(taken.len());
+        for (i, env, receive_count) in &taken {
+            match self.schedule_checks(env, now).await {
+                Ok(()) => ready.push((*i, env.clone(), *receive_count)),
+                Err(e) => {
+                    outcomes[*i] = Some(self.checks_failed(env, *receive_count, e, now).await)
+                }
+            }
+        }
+        let dispatch = self.dispatch(&ready).await;
+        for ((i, env, receive_count), res) in ready.iter().zip(dispatch) {
             outcomes[*i] = Some(self.finish(env, *receive_count, res).await);
         }
         for (i, leader) in followers {
@@ -283,6 +306,50 @@ impl Worker {
         if let Err(e) = self.ledger.append(&entry).await {
             warn!(dedupe_key = %env.dedupe_key, error = %e, "could not record trail entry");
         }
+    }
+
+    /// The event's checks could not be scheduled: give its key back as failed so the retry
+    /// schedules and delivers it.
+    async fn checks_failed(
+        &self,
+        env: &Envelope,
+        receive_count: u32,
+        e: crate::checks::CheckError,
+        now: i64,
+    ) -> Outcome {
+        let key = env.dedupe_key.clone();
+        let msg = format!("delayed check not scheduled: {e}");
+        warn!(source = %env.source, dedupe_key = %key, error = %msg, "check scheduling failed; the event will be retried");
+        let dead = receive_count >= self.config.settings.max_receive_count;
+        if let Err(le) = self.ledger.fail(&key, now, &msg, dead).await {
+            warn!(dedupe_key = %key, error = %le, "could not record failure");
+        }
+        Outcome::Failed {
+            dedupe_key: Some(key),
+            error: msg,
+        }
+    }
+
+    /// A source without checks returns at once: no store or queue call.
+    async fn schedule_checks(
+        &self,
+        env: &Envelope,
+        now: i64,
+    ) -> Result<(), crate::checks::CheckError> {
+        let Some(source) = self
+            .config
+            .source(&env.source)
+            .filter(|s| !s.checks.is_empty())
+        else {
+            return Ok(());
+        };
+        let Some(checks) = &self.checks else {
+            warn!(source = %env.source, "source has checks but this worker has no checks queue; none scheduled");
+            return Ok(());
+        };
+        checks
+            .after_dispatch(source, env, &event_names(env), now)
+            .await
     }
 
     /// Group envelopes by target and deliver; an envelope succeeds when all its targets do.

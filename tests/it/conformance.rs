@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inlet::ports::{
-    Acquire, BeginOutcome, BeginRequest, BusEvent, DedupeStatus, EventBus, EventSummary, Ledger,
-    LedgerError, ManualClock, OutboundMessage, PollStore, PollStoreError, PublishResult, Queue,
-    ReceivedMessage, TrailEntry, TrailQuery, TrailRow, TrailStatus,
+    check_key, Acquire, BeginOutcome, BeginRequest, BusEvent, CheckRecord, CheckStatus, CheckStore,
+    DedupeStatus, EventBus, EventSummary, Ledger, LedgerError, ManualClock, OutboundMessage,
+    PollStore, PollStoreError, PublishResult, Queue, ReceivedMessage, Scheduled, TrailEntry,
+    TrailQuery, TrailRow, TrailStatus,
 };
 
 use crate::support::{aws, embedded};
@@ -1115,4 +1116,158 @@ async fn embedded_the_cursor_moves_only_under_a_live_lease_from_the_version_read
 #[tokio::test]
 async fn aws_the_cursor_moves_only_under_a_live_lease_from_the_version_read() {
     the_cursor_moves_only_under_a_live_lease_from_the_version_read(&*aws_poll_store().await).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Delayed checks
+
+async fn aws_check_store() -> Box<dyn CheckStore> {
+    Box::new(aws::ledger().await)
+}
+
+fn embedded_check_store() -> Box<dyn CheckStore> {
+    Box::new(embedded::store(Arc::new(ManualClock::new(T0))).ledger())
+}
+
+const CHECK_DUE_MS: i64 = 15 * 60_000;
+const CHECK_KEEP_MS: i64 = 86_400_000;
+
+fn pending_check(entity: &str, on_event: &str, now_ms: i64) -> CheckRecord {
+    CheckRecord {
+        key: check_key("stripe", "payment-settles", entity),
+        source: "stripe".into(),
+        name: "payment-settles".into(),
+        entity: entity.into(),
+        poll_source: "stripe".into(),
+        on_event: on_event.into(),
+        created_at_ms: now_ms,
+        due_at_ms: now_ms + CHECK_DUE_MS,
+        expires_at_ms: now_ms + CHECK_DUE_MS + CHECK_KEEP_MS,
+        status: CheckStatus::Pending,
+        satisfied_by: None,
+        closed_at_ms: None,
+        outcome: None,
+    }
+}
+
+async fn a_check_is_scheduled_once_per_entity(c: &dyn CheckStore) {
+    let first = pending_check("pi_1", "stripe#evt_1", T0);
+    assert_eq!(
+        c.schedule(&first, T0).await.expect("schedule"),
+        Scheduled::Created
+    );
+    assert_eq!(
+        c.get_check(&first.key).await.expect("get"),
+        Some(first.clone()),
+        "stored as given"
+    );
+    // A second `on` event for the same entity finds the first check, unchanged.
+    let again = pending_check("pi_1", "stripe#evt_2", T0 + 1_000);
+    match c.schedule(&again, T0 + 1_000).await.expect("schedule") {
+        Scheduled::Exists(held) => assert_eq!(held, first),
+        other => panic!("expected the held check, got {other:?}"),
+    }
+    // Another entity is another check.
+    let other = pending_check("pi_2", "stripe#evt_3", T0);
+    assert_eq!(
+        c.schedule(&other, T0).await.expect("schedule"),
+        Scheduled::Created
+    );
+    // Once expired, the key can be scheduled anew.
+    let later = T0 + CHECK_DUE_MS + CHECK_KEEP_MS + 1;
+    let renewed = pending_check("pi_1", "stripe#evt_9", later);
+    assert_eq!(
+        c.schedule(&renewed, later).await.expect("schedule"),
+        Scheduled::Created
+    );
+    assert_eq!(
+        c.get_check(&renewed.key)
+            .await
+            .expect("get")
+            .map(|r| r.on_event),
+        Some("stripe#evt_9".to_owned())
+    );
+    assert_eq!(c.get_check("check#stripe#nope#x").await.expect("get"), None);
+}
+
+async fn a_pending_check_is_satisfied_or_fired_once(c: &dyn CheckStore) {
+    let a = pending_check("pi_a", "stripe#evt_a", T0);
+    let b = pending_check("pi_b", "stripe#evt_b", T0);
+    for r in [&a, &b] {
+        assert_eq!(
+            c.schedule(r, T0).await.expect("schedule"),
+            Scheduled::Created
+        );
+    }
+    // Satisfied: only the first satisfy and no finish after it.
+    assert!(c
+        .satisfy(&a.key, "stripe#evt_ok", T0 + 5)
+        .await
+        .expect("satisfy"));
+    assert!(!c
+        .satisfy(&a.key, "stripe#evt_ok2", T0 + 6)
+        .await
+        .expect("satisfy"));
+    assert!(!c
+        .finish(&a.key, "poll caught_up", T0 + 7)
+        .await
+        .expect("finish"));
+    let got = c.get_check(&a.key).await.expect("get").expect("stored");
+    assert_eq!(
+        (
+            got.status,
+            got.satisfied_by.as_deref(),
+            got.closed_at_ms,
+            got.outcome
+        ),
+        (
+            CheckStatus::Satisfied,
+            Some("stripe#evt_ok"),
+            Some(T0 + 5),
+            None
+        )
+    );
+    // Fired: only the first finish and no satisfy after it.
+    assert!(c
+        .finish(&b.key, "poll caught_up; queued=1", T0 + 8)
+        .await
+        .expect("finish"));
+    assert!(!c.finish(&b.key, "again", T0 + 9).await.expect("finish"));
+    assert!(!c
+        .satisfy(&b.key, "stripe#late", T0 + 10)
+        .await
+        .expect("satisfy"));
+    let got = c.get_check(&b.key).await.expect("get").expect("stored");
+    assert_eq!(
+        (got.status, got.satisfied_by, got.outcome.as_deref()),
+        (CheckStatus::Fired, None, Some("poll caught_up; queued=1"))
+    );
+    // Nothing to satisfy or finish: false, no item created.
+    assert!(!c
+        .satisfy("check#stripe#x#none", "e", T0)
+        .await
+        .expect("satisfy"));
+    assert!(!c
+        .finish("check#stripe#x#none", "o", T0)
+        .await
+        .expect("finish"));
+    assert_eq!(c.get_check("check#stripe#x#none").await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn embedded_a_check_is_scheduled_once_per_entity() {
+    a_check_is_scheduled_once_per_entity(&*embedded_check_store()).await;
+}
+#[tokio::test]
+async fn aws_a_check_is_scheduled_once_per_entity() {
+    a_check_is_scheduled_once_per_entity(&*aws_check_store().await).await;
+}
+
+#[tokio::test]
+async fn embedded_a_pending_check_is_satisfied_or_fired_once() {
+    a_pending_check_is_satisfied_or_fired_once(&*embedded_check_store()).await;
+}
+#[tokio::test]
+async fn aws_a_pending_check_is_satisfied_or_fired_once() {
+    a_pending_check_is_satisfied_or_fired_once(&*aws_check_store().await).await;
 }

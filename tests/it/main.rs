@@ -1,6 +1,7 @@
 //! The one integration-test binary (each binary links the AWS SDK again; see TOOLCHAIN.md).
 
 mod catalogue;
+mod checks;
 mod cli;
 mod conformance;
 mod dlq_aws;

@@ -45,8 +45,9 @@ REQUIRED_ENV = {
         "INLET_LEASE_SECONDS",
         "INLET_QUEUE_URL",
     },
-    "PollerFunction": {"INLET_CONFIG", "INLET_QUEUE_URL", "INLET_TABLE"},
+    "PollerFunction": {"INLET_CONFIG", "INLET_QUEUE_URL", "INLET_TABLE", "INLET_CHECKS_QUEUE_URL"},
 }
+REQUIRED_ENV["WorkerFunction"].add("INLET_CHECKS_QUEUE_URL")  # delayed checks
 
 # Least privilege: per role, action -> the only resources it may name. Anything
 # else (a new action, a wider resource) fails until this table is updated too.
@@ -64,7 +65,7 @@ ALLOWED_GRANTS = {
         "sqs:DeleteMessage": {"EventsQueue"},
         "sqs:GetQueueAttributes": {"EventsQueue"},
         "sqs:ChangeMessageVisibility": {"EventsQueue"},
-        "sqs:SendMessage": {"DeadLetterQueue"},
+        "sqs:SendMessage": {"DeadLetterQueue", "ChecksQueue"},
         "dynamodb:GetItem": {"LedgerTable"},
         "dynamodb:PutItem": {"LedgerTable"},
         "dynamodb:UpdateItem": {"LedgerTable"},
@@ -73,10 +74,15 @@ ALLOWED_GRANTS = {
     "PollerRole": {
         "logs:CreateLogStream": {"PollerLogGroup"},
         "logs:PutLogEvents": {"PollerLogGroup"},
+        "sqs:SendMessage": {"EventsQueue", "ChecksQueue", "PollDeadLetterQueue"},
         "dynamodb:GetItem": {"LedgerTable"},
         "dynamodb:PutItem": {"LedgerTable"},
         "dynamodb:UpdateItem": {"LedgerTable"},
-        "sqs:SendMessage": {"EventsQueue", "PollDeadLetterQueue"},
+        # delayed checks: the poller consumes the checks queue
+        "sqs:ReceiveMessage": {"ChecksQueue"},
+        "sqs:DeleteMessage": {"ChecksQueue"},
+        "sqs:GetQueueAttributes": {"ChecksQueue"},
+        "sqs:ChangeMessageVisibility": {"ChecksQueue"},
     },
     "PollSchedulerRole": {
         "lambda:InvokeFunction": {"PollerFunction"},
@@ -525,8 +531,34 @@ def check_references_resolve(t: dict) -> None:
         assert name in known, f"{path}: {kind} to unknown {name!r}"
 
 
+def check_poller_fires_delayed_checks(t: dict) -> None:
+    events = function_props(t, "PollerFunction").get("Events", {})
+    sqs = [(n, e) for n, e in events.items() if e.get("Type") == "SQS"]
+    assert len(sqs) == 1, f"poller needs exactly one SQS event source (checks), has {len(sqs)}"
+    name, event = sqs[0]
+    p = event.get("Properties", {})
+    unknown = set(p) - SAM_SQS_EVENT_PROPERTIES
+    assert not unknown, f"poller event {name}: unknown SQS event properties {sorted(unknown)} (typo?)"
+    assert p.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], (
+        f"poller event {name} must set FunctionResponseTypes: [ReportBatchItemFailures]"
+    )
+    assert getatt(p.get("Queue")) == ("ChecksQueue", "Arn"), "poller must consume ChecksQueue"
+    q = props(t, "ChecksQueue", "AWS::SQS::Queue")
+    assert ref(q.get("VisibilityTimeout")) == "ChecksVisibilityTimeoutSeconds"
+    vis = param_default(t, "ChecksVisibilityTimeoutSeconds")
+    timeout = param_default(t, "PollerTimeoutSeconds")
+    assert vis >= 6 * timeout, f"default checks visibility {vis}s < 6 x poller timeout {timeout}s"
+    redrive = q.get("RedrivePolicy", {})
+    assert getatt(redrive.get("deadLetterTargetArn")) == ("ChecksDeadLetterQueue", "Arn")
+    assert ref(redrive.get("maxReceiveCount")) == "MaxReceiveCount"
+    for fn in ("WorkerFunction", "PollerFunction"):
+        env = function_props(t, fn)["Environment"]["Variables"]
+        assert ref(env.get("INLET_CHECKS_QUEUE_URL")) == "ChecksQueue", fn
+
+
 CHECKS = [
     check_references_resolve,
+    check_poller_fires_delayed_checks,
     check_worker_reports_batch_item_failures,
     check_visibility_covers_worker_timeout,
     check_lease_between_timeout_and_visibility,
@@ -730,6 +762,23 @@ MUTATIONS = {
     "missing env": (
         check_environment,
         lambda t: t["Resources"]["WorkerFunction"]["Properties"]["Environment"]["Variables"].pop("INLET_BUS_NAME"),
+    ),
+    # delayed checks
+    "poller check batches without item failures": (
+        check_poller_fires_delayed_checks,
+        lambda t: t["Resources"]["PollerFunction"]["Properties"]["Events"]["Checks"]["Properties"].pop(
+            "FunctionResponseTypes"
+        ),
+    ),
+    "checks visibility < 6x poller timeout": (
+        check_poller_fires_delayed_checks,
+        lambda t: t["Parameters"]["ChecksVisibilityTimeoutSeconds"].update(Default=359),
+    ),
+    "worker without the checks queue": (
+        check_poller_fires_delayed_checks,
+        lambda t: t["Resources"]["WorkerFunction"]["Properties"]["Environment"]["Variables"].pop(
+            "INLET_CHECKS_QUEUE_URL"
+        ),
     ),
 }
 

@@ -1,7 +1,11 @@
-//! Poller Lambda, invoked by EventBridge Scheduler with `{"source_id": "<id>"}` as its input:
-//! one poll run of that source (several for a poll more often than once a minute), stopping
-//! well before the invocation's deadline.
+//! Poller Lambda, with two inputs told apart by shape:
+//! - EventBridge Scheduler with `{"source_id": "<id>"}`: one poll run of that source
+//!   (several for a poll more often than once a minute), stopping well before the invocation's deadline;
+//! - an SQS event from the checks queue (`Records` from `aws:sqs`): fire the delayed checks
+//!   it carries, answering with partial batch failures.
 
+use aws_lambda_events::event::sqs::SqsEvent;
+use inlet::lambda::sqs::{failures_response, to_records};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
@@ -17,23 +21,56 @@ fn source_of(payload: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// An SQS event source delivers `{"Records": [{"eventSource": "aws:sqs", …}]}`.
+fn is_sqs_event(payload: &Value) -> bool {
+    payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .is_some_and(|records| {
+            !records.is_empty()
+                && records
+                    .iter()
+                    .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
+        })
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let poller = inlet::bootstrap::poller().await?;
-    let poller = &poller;
+    let parts = inlet::bootstrap::poller().await?;
+    let parts = &parts;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let source = source_of(&event.payload).ok_or("input must carry \"source_id\"")?;
         let deadline =
             i64::try_from(event.context.deadline).unwrap_or(i64::MAX) - DEADLINE_MARGIN_MS;
+        if is_sqs_event(&event.payload) {
+            let Some(checks) = &parts.checks else {
+                // Messages on the checks queue with no check configured: fail the batch so
+                // they stay (and reach the DLQ) rather than vanish.
+                return Err::<Value, Error>(
+                    "check messages received but no source has checks".into(),
+                );
+            };
+            let sqs: SqsEvent = serde_json::from_value(event.payload)?;
+            let records = to_records(sqs);
+            if records.missing_ids > 0 {
+                return Err("SQS record without a messageId".into());
+            }
+            let outcomes = checks.process(&records.records, deadline).await;
+            let failed = outcomes
+                .into_iter()
+                .filter(|(_, o)| o.retry())
+                .map(|(id, _)| id);
+            return Ok(serde_json::to_value(failures_response(failed))?);
+        }
+        let source = source_of(&event.payload).ok_or("input must carry \"source_id\"")?;
         // An unknown or unpolled source is a deployment error: fail so Scheduler's DLQ shows
         // it. A run that failed on the provider's side is recorded (trail, poll_errors
         // metric) and answered normally, so Scheduler does not retry into the same error.
         // A sub-minute poll runs several times in one invocation (Scheduler's floor is a
         // minute); the answer sums them and gives the last outcome.
-        let reports = poller.run_invocation(source, deadline).await?;
+        let reports = parts.poller.run_invocation(source, deadline).await?;
         let sum =
             |f: fn(&inlet::poll::runner::RunReport) -> usize| reports.iter().map(f).sum::<usize>();
-        Ok::<Value, Error>(serde_json::json!({
+        Ok(serde_json::json!({
             "source_id": source,
             "runs": reports.len(),
             "outcome": reports.last().map(|r| r.outcome.as_str()),
@@ -44,4 +81,20 @@ async fn main() -> Result<(), Error> {
         }))
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_inputs_are_told_apart() {
+        let scheduler = serde_json::json!({"source_id": "stripe"});
+        let sqs = serde_json::json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m", "body": "{}"}]});
+        assert!(!is_sqs_event(&scheduler));
+        assert_eq!(source_of(&scheduler), Some("stripe"));
+        assert!(is_sqs_event(&sqs));
+        assert_eq!(source_of(&sqs), None);
+        assert!(!is_sqs_event(&serde_json::json!({"Records": []})));
+    }
 }

@@ -31,17 +31,26 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
             if let Some(p) = &source.poll {
                 let _ = writeln!(out, "  poll {id}: {} every {:?}", p.kind.name(), p.every);
             }
+            for c in &source.checks {
+                let _ = writeln!(
+                    out,
+                    "  check {id}/{}: on {:?}, expect {:?} within {:?}, then poll {}",
+                    c.name, c.on, c.expect, c.after, c.poll
+                );
+            }
         }
         let _ = out.flush();
     }
     let (tx, rx) = watch::channel(false);
     let worker = tokio::spawn(server::worker_loop(stack.clone(), rx.clone()));
     let polls = tokio::spawn(crate::poll::schedules(stack.clone(), rx.clone()));
+    let checks = tokio::spawn(crate::poll::checks(stack.clone(), rx.clone()));
     let http = tokio::spawn(server::serve(stack, listener, rx));
     let _ = tokio::signal::ctrl_c().await;
     let _ = tx.send(true);
     let _ = worker.await;
     let _ = polls.await;
+    let _ = checks.await;
     match http.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("http server: {e}")),

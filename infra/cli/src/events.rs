@@ -65,6 +65,9 @@ fn line(row: &TrailRow) -> Line {
                 Some(r) if e.status == inlet::ports::TrailStatus::Refused => {
                     format!("refused ({r})")
                 }
+                Some(r) if e.status == inlet::ports::TrailStatus::Check => {
+                    format!("check ({r})")
+                }
                 _ => e.status.as_str().to_string(),
             },
             attempts: String::new(),

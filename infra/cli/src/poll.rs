@@ -11,7 +11,7 @@ use inlet::local::LocalStack;
 use inlet::poll::runner::RunOutcome;
 use inlet::ports::{Clock, SystemClock};
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// How long one local run may take before it stops at a page boundary.
 const RUN_BUDGET: Duration = Duration::from_secs(120);
@@ -81,5 +81,36 @@ pub async fn schedules(stack: Arc<LocalStack>, stop: watch::Receiver<bool>) {
     }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// Fire delayed checks as their messages come due, until `stop`: the poller Lambda's SQS
+/// event source on AWS. The receive waits on the queue (it wakes when a delayed message
+/// shows), so an idle stack does not spin.
+pub async fn checks(stack: Arc<LocalStack>, mut stop: watch::Receiver<bool>) {
+    if stack.config.sources.values().all(|s| s.checks.is_empty()) {
+        return;
+    }
+    let Ok(http) = http() else {
+        warn!("no HTTP client: delayed checks will not fire");
+        return;
+    };
+    let runner = stack.check_runner(http, &format!("inlet-dev-check-{}", std::process::id()));
+    while !*stop.borrow() {
+        tokio::select! {
+            r = stack.fire_checks_once(&runner, Duration::from_secs(20)) => match r {
+                Ok(outcomes) => {
+                    for (id, outcome) in outcomes {
+                        info!(message_id = %id, outcome = ?outcome, "check message");
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "check batch failed");
+                    // A broken store must not spin the CPU.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
     }
 }

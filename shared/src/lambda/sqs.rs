@@ -44,3 +44,12 @@ pub fn to_batch_response(result: &BatchResult) -> SqsBatchResponse {
     }
     resp
 }
+
+/// A partial batch response naming `failed` message ids (the poller's check messages).
+pub fn failures_response(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    for id in failed {
+        resp.add_failure(id);
+    }
+    resp
+}

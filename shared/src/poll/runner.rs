@@ -77,6 +77,9 @@ pub struct RunReport {
     pub items: usize,
     /// `(dedupe_key, message_id)` of every envelope this run queued.
     pub enqueued: Vec<(String, String)>,
+    /// What each queued envelope was, in the same order: a delayed check reads this to
+    /// tell whether the event it waits for came with this run.
+    pub events: Vec<PolledEvent>,
     /// The cursor as stored at the end (JSON text).
     pub cursor: Option<String>,
     /// When the newest item this run saw happened (from the provider's own time), for the
@@ -84,6 +87,15 @@ pub struct RunReport {
     pub newest_item_ms: Option<i64>,
     pub started_ms: i64,
     pub ended_ms: i64,
+}
+
+/// The parts of a queued envelope a delayed check matches on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolledEvent {
+    pub dedupe_key: String,
+    pub entity: Option<String>,
+    /// The provider's type and the canonical type, where known.
+    pub names: Vec<String>,
 }
 
 pub struct Poller {
@@ -169,6 +181,7 @@ impl Poller {
             pages: 0,
             items: 0,
             enqueued: Vec::new(),
+            events: Vec::new(),
             cursor: None,
             newest_item_ms: None,
             started_ms,
@@ -263,6 +276,16 @@ impl Poller {
                         format!("enqueue failed; the page is fetched again next run: {e}")
                     })?;
                 report.enqueued.extend(sent);
+                report.events.extend(envelopes.iter().map(|e| {
+                    PolledEvent {
+                        dedupe_key: e.dedupe_key.clone(),
+                        entity: e.entity.clone(),
+                        names: [e.event_type.clone(), e.canonical_type.clone()]
+                            .into_iter()
+                            .flatten()
+                            .collect(),
+                    }
+                }));
             }
             // Only now, with the page durably queued, does the cursor move.
             let text = page.cursor.to_string();

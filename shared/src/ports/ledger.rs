@@ -135,6 +135,8 @@ pub enum TrailStatus {
     PollRun,
     /// An event a reconciling poll delivered before any webhook did.
     MissedWebhook,
+    /// A delayed check was satisfied or fired (which, and how, is in `reason`).
+    Check,
 }
 
 impl TrailStatus {
@@ -145,6 +147,7 @@ impl TrailStatus {
             TrailStatus::Conflict => "conflict",
             TrailStatus::PollRun => "poll_run",
             TrailStatus::MissedWebhook => "missed_webhook",
+            TrailStatus::Check => "check",
         }
     }
 
@@ -155,6 +158,7 @@ impl TrailStatus {
             "conflict" => Some(TrailStatus::Conflict),
             "poll_run" => Some(TrailStatus::PollRun),
             "missed_webhook" => Some(TrailStatus::MissedWebhook),
+            "check" => Some(TrailStatus::Check),
             _ => None,
         }
     }

@@ -3,6 +3,7 @@
 //! semantics; `tests/it/conformance.rs` runs one suite against both.
 
 pub mod bus;
+pub mod checks;
 pub mod clock;
 pub mod http;
 pub mod ledger;
@@ -10,6 +11,7 @@ pub mod poll;
 pub mod queue;
 
 pub use bus::{BusError, BusEvent, EventBus, PublishResult};
+pub use checks::{check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Scheduled};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 pub use ledger::{

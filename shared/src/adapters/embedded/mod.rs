@@ -19,6 +19,7 @@
 //! power loss before the next checkpoint, <https://www.sqlite.org/pragma.html#pragma_synchronous>).
 
 mod bus;
+mod checks;
 mod ledger;
 mod poll;
 mod queue;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::Notify;
 
-use crate::ports::{BusError, Clock, LedgerError, PollStoreError, QueueError};
+use crate::ports::{BusError, CheckStoreError, Clock, LedgerError, PollStoreError, QueueError};
 
 pub use bus::SqliteBus;
 pub use ledger::SqliteLedger;
@@ -39,7 +40,7 @@ pub use queue::{QueueCounts, SqliteQueue};
 
 /// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
 /// version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another connection (another `inlet` process on the same
 /// file) to release its lock before failing with `SQLITE_BUSY`.
@@ -105,6 +106,23 @@ CREATE TABLE IF NOT EXISTS poll_state (
     updated_at_ms  INTEGER NOT NULL
 );
 
+-- Delayed checks (schema v3): one row per source, check and entity.
+CREATE TABLE IF NOT EXISTS checks (
+    key            TEXT    PRIMARY KEY NOT NULL,
+    source         TEXT    NOT NULL,
+    name           TEXT    NOT NULL,
+    entity         TEXT    NOT NULL,
+    poll_source    TEXT    NOT NULL,
+    on_event       TEXT    NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    due_at_ms      INTEGER NOT NULL,
+    expires_at_ms  INTEGER NOT NULL,
+    status         TEXT    NOT NULL,
+    satisfied_by   TEXT,
+    closed_at_ms   INTEGER,
+    outcome        TEXT
+);
+
 CREATE TABLE IF NOT EXISTS bus_events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     bus         TEXT    NOT NULL,
@@ -151,6 +169,15 @@ impl From<EmbeddedError> for PollStoreError {
         match e {
             EmbeddedError::Corrupt(what) => PollStoreError::Corrupt(what),
             other => PollStoreError::Backend(format!("embedded poll store: {other}")),
+        }
+    }
+}
+
+impl From<EmbeddedError> for CheckStoreError {
+    fn from(e: EmbeddedError) -> Self {
+        match e {
+            EmbeddedError::Corrupt(what) => CheckStoreError::Corrupt(what),
+            other => CheckStoreError::Backend(format!("embedded check store: {other}")),
         }
     }
 }
@@ -221,6 +248,7 @@ impl EmbeddedStore {
         }
         tx.execute_batch(SCHEMA)?;
         // Version 1 stores (from before the trail summary) gain the column; new ones have it.
+        // Version 2 stores gain the `checks` table from SCHEMA's CREATE IF NOT EXISTS.
         if found == 1 {
             tx.execute_batch("ALTER TABLE dedupe_records ADD COLUMN summary TEXT;")?;
         }
@@ -381,6 +409,45 @@ mod tests {
             .expect("begin");
         let new = ledger.get("new").await.expect("get").expect("stored");
         assert_eq!(new.summary, summary);
+    }
+
+    #[tokio::test]
+    async fn a_version_2_store_gains_the_checks_table() {
+        use crate::ports::{CheckStore, Ledger};
+        let db = TempDb::new();
+        {
+            let conn = Connection::open(&db.0).expect("sqlite");
+            let start = SCHEMA.find("-- Delayed checks").expect("checks table");
+            let end = SCHEMA
+                .find("CREATE TABLE IF NOT EXISTS bus_events")
+                .expect("bus table");
+            let v2 = format!("{}{}", &SCHEMA[..start], &SCHEMA[end..]);
+            conn.execute_batch(&v2).expect("v2 schema");
+            conn.execute(
+                "INSERT INTO dedupe_records VALUES ('old', 's', 'COMPLETED', 'h', NULL, NULL, \
+                 'webhook', 1, 1, 1, NULL, 1, NULL, 0, NULL)",
+                [],
+            )
+            .expect("v2 row");
+            conn.pragma_update(None, "user_version", 2)
+                .expect("version");
+        }
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("migrates");
+        let ledger = store.ledger();
+        assert!(
+            Ledger::get(&ledger, "old").await.expect("get").is_some(),
+            "records kept"
+        );
+        assert_eq!(
+            CheckStore::get_check(&ledger, "nope")
+                .await
+                .expect("checks table"),
+            None
+        );
+        let version: i64 = store
+            .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

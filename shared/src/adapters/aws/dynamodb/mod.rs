@@ -38,6 +38,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
+mod checks;
 mod poll;
 
 use crate::ports::{
