@@ -6,4 +6,5 @@ mod conformance;
 mod lambda;
 mod pipeline;
 mod polling;
+mod polling_acceptance;
 mod support;

@@ -1,0 +1,838 @@
+//! Issue 4's acceptance for polling, through the real local pipeline: fake provider APIs on
+//! loopback (axum), the real `Poller` over the embedded SQLite queue, poll store and ledger, and
+//! the real worker dispatching to the embedded bus. Every test counts what reached the bus per
+//! item id: each item the fakes ever held is dispatched exactly once.
+//!
+//! Randomness comes from a seed printed at the start of each test (`INLET_TEST_SEED=<n>`
+//! repeats a run).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use inlet::adapters::embedded::EmbeddedStore;
+use inlet::adapters::http_client::ReqwestHttp;
+use inlet::config::{self, ConfigDoc};
+use inlet::local::LocalStack;
+use inlet::poll::runner::{RunOutcome, RunReport};
+use inlet::ports::{Clock, ManualClock};
+use inlet::worker::Outcome;
+use tokio::sync::watch;
+
+pub const BETS_KEY: &str = "bo-test-api-key";
+pub const STRIPE_KEY: &str = "rk_test_inlet_acceptance";
+pub const BUS_NAME: &str = "acceptance";
+/// 2026-01-01T00:00:00Z in unix seconds: the fakes' "now".
+const NOW_S: i64 = 1_767_225_600;
+
+// ---------------------------------------------------------------------------------------------
+// Seeded randomness (the workspace has no `rand`)
+// ---------------------------------------------------------------------------------------------
+
+/// SplitMix64: small, fast, and good enough to place bursts and inserts.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// `INLET_TEST_SEED`, or the clock; printed so a failing run can be repeated.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("INLET_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+    eprintln!("{test}: seed {seed} (INLET_TEST_SEED={seed} repeats this run)");
+    seed
+}
+
+// ---------------------------------------------------------------------------------------------
+// A generic JSON API read with `since`: GET /v1/bets?since=<unix s>&limit=N, items with
+// `at > since` (exclusive, the harder case for equal timestamps), oldest first.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Bet {
+    id: String,
+    at: i64,
+    body: String,
+}
+
+/// How the fake inserts new items while it is being paged.
+#[derive(Debug, Clone, Copy)]
+pub struct Inserts {
+    /// Items it may insert in all.
+    pub budget: usize,
+    /// Chance (percent) that a request inserts 1–3 items before it is answered.
+    pub percent: u64,
+    /// A late item is at most this many seconds older than the newest (keep it well inside
+    /// the poll's lookback).
+    pub late_max: i64,
+    /// At most this many inserts open a new newest second (the newest time grows by at most
+    /// this much, so a late item stays inside the lookback of the newest time the poller sees).
+    pub new_seconds: usize,
+}
+
+#[derive(Debug)]
+pub struct BetsBook {
+    /// Ordered by time, then by insertion: the order the API lists them.
+    bets: Vec<Bet>,
+    per_second: HashMap<i64, usize>,
+    next: u64,
+    rng: Rng,
+    inserts: Inserts,
+    /// A second may hold at most this many items (below the page size: the documented limit
+    /// of the `since` mode).
+    group_cap: usize,
+    pub inserted: usize,
+    /// Inserted items older than the `since` of the request that inserted them: only the next
+    /// walk's lookback can bring them.
+    pub inserted_behind: usize,
+    new_seconds_used: usize,
+    pub requests: u32,
+    /// Pages whose last item shares its second with the next item listed: an equal-timestamp
+    /// group straddling a page boundary.
+    pub straddles: u32,
+    /// Every id ever put in a page.
+    pub served: HashSet<String>,
+}
+
+impl BetsBook {
+    /// `count` items from `NOW_S - 100_000` on, in one-second groups: mostly quiet seconds and
+    /// a few bursts of up to `group_cap` items.
+    pub fn generate(count: usize, group_cap: usize, seed: u64, inserts: Inserts) -> Self {
+        let mut book = BetsBook {
+            bets: Vec::with_capacity(count + inserts.budget),
+            per_second: HashMap::new(),
+            next: 0,
+            rng: Rng::new(seed),
+            inserts,
+            group_cap,
+            inserted: 0,
+            inserted_behind: 0,
+            new_seconds_used: 0,
+            requests: 0,
+            straddles: 0,
+            served: HashSet::new(),
+        };
+        let mut at = NOW_S - 100_000;
+        while book.bets.len() < count {
+            let n = match book.rng.below(100) {
+                0..=5 => {
+                    group_cap / 4 + book.rng.below((group_cap - group_cap / 4) as u64) as usize
+                }
+                6..=55 => 1 + book.rng.below(3) as usize,
+                _ => 0,
+            };
+            for _ in 0..n.min(count - book.bets.len()) {
+                book.push(at);
+            }
+            at += 1;
+        }
+        book
+    }
+
+    fn push(&mut self, at: i64) {
+        self.next += 1;
+        let id = format!("bet-{:06}", self.next);
+        let body = format!(
+            r#"{{"id":"{id}","type":"bet.placed","at":{at},"player":"p{}","amount":{}}}"#,
+            self.next % 97,
+            100 + self.next % 1000
+        );
+        let pos = self.bets.partition_point(|b| b.at <= at);
+        self.bets.insert(pos, Bet { id, at, body });
+        *self.per_second.entry(at).or_default() += 1;
+    }
+
+    fn newest(&self) -> i64 {
+        self.bets.last().map_or(NOW_S, |b| b.at)
+    }
+
+    /// Maybe insert a few items before answering a request for `since`: at the newest second,
+    /// a little older (behind the poller when it is near the head), or in a new second.
+    fn maybe_insert(&mut self, since: i64) {
+        if self.inserted >= self.inserts.budget || !self.rng.chance(self.inserts.percent) {
+            return;
+        }
+        for _ in 0..1 + self.rng.below(3) {
+            if self.inserted >= self.inserts.budget {
+                return;
+            }
+            let newest = self.newest();
+            let mut at = match self.rng.below(3) {
+                0 => newest,
+                1 => {
+                    let late = newest - 1 - self.rng.below(self.inserts.late_max as u64) as i64;
+                    // Near the head, put it where the poller has already been.
+                    if since > newest - self.inserts.late_max {
+                        late.min(since)
+                    } else {
+                        late
+                    }
+                }
+                _ => newest + 1,
+            };
+            if at > newest && self.new_seconds_used >= self.inserts.new_seconds {
+                at = newest;
+            }
+            if self.per_second.get(&at).copied().unwrap_or(0) >= self.group_cap {
+                continue;
+            }
+            if at > newest {
+                self.new_seconds_used += 1;
+            }
+            if at <= since {
+                self.inserted_behind += 1;
+            }
+            self.push(at);
+            self.inserted += 1;
+        }
+    }
+
+    /// The page for `since` and `limit`, as the API's JSON.
+    fn page(&mut self, since: i64, limit: usize) -> String {
+        self.requests += 1;
+        self.maybe_insert(since);
+        let start = self.bets.partition_point(|b| b.at <= since);
+        let end = (start + limit).min(self.bets.len());
+        if let (Some(last), Some(next)) = (self.bets.get(end.wrapping_sub(1)), self.bets.get(end)) {
+            if end > start && last.at == next.at {
+                self.straddles += 1;
+            }
+        }
+        let page = &self.bets[start..end];
+        for b in page {
+            self.served.insert(b.id.clone());
+        }
+        let data: Vec<&str> = page.iter().map(|b| b.body.as_str()).collect();
+        format!(r#"{{"data":[{}],"limit":{limit}}}"#, data.join(","))
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.bets.iter().map(|b| b.id.clone()).collect()
+    }
+}
+
+/// A fake API's shared state: the book, and what the tests watch (requests in flight, pages
+/// served) and steer (a gate that holds answers, a per-answer delay).
+pub struct Fake<B> {
+    pub book: Mutex<B>,
+    pub in_flight: AtomicU32,
+    pub max_in_flight: AtomicU32,
+    /// Pages answered so far (awaitable).
+    pub pages: watch::Sender<u32>,
+    /// While `false`, answers wait; a second request in flight opens it (and is recorded).
+    pub gate: watch::Sender<bool>,
+    /// A slow-ish API: each answer takes this long.
+    pub delay: Duration,
+}
+
+impl<B> Fake<B> {
+    pub fn new(book: B, delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            book: Mutex::new(book),
+            in_flight: AtomicU32::new(0),
+            max_in_flight: AtomicU32::new(0),
+            pages: watch::channel(0).0,
+            gate: watch::channel(true).0,
+            delay,
+        })
+    }
+
+    pub fn book(&self) -> std::sync::MutexGuard<'_, B> {
+        self.book.lock().expect("fake book lock")
+    }
+
+    /// Count the request in flight, then wait for the gate and the delay.
+    async fn enter(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if now > 1 {
+            // Two polls at once: let both through so the test ends and says so.
+            self.gate.send_replace(true);
+        }
+        let mut gate = self.gate.subscribe();
+        let _ = gate.wait_for(|open| *open).await;
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+
+    fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.pages.send_modify(|n| *n += 1);
+    }
+}
+
+fn query_param(query: &Option<String>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn list_bets(
+    State(fake): State<Arc<Fake<BetsBook>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> (StatusCode, String) {
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(BETS_KEY) {
+        return (StatusCode::UNAUTHORIZED, r#"{"error":"bad key"}"#.into());
+    }
+    let since = query_param(&query, "since").and_then(|s| s.parse::<i64>().ok());
+    let limit = query_param(&query, "limit").and_then(|s| s.parse::<usize>().ok());
+    let (Some(since), Some(limit)) = (since, limit) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"since and limit required"}"#.into(),
+        );
+    };
+    fake.enter().await;
+    let body = fake.book().page(since, limit);
+    fake.leave();
+    (StatusCode::OK, body)
+}
+
+/// Serve `fake` on loopback; returns its base URL.
+pub async fn serve_bets(fake: Arc<Fake<BetsBook>>) -> String {
+    let app = Router::new()
+        .route("/v1/bets", get(list_bets))
+        .with_state(fake);
+    serve(app).await
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stripe's List Events: newest first; `ending_before` the adjacent newer page (still newest
+// first), `starting_after` the adjacent older one, `created[gte]`, `limit`, `has_more`.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Event {
+    id: String,
+    created: i64,
+    body: String,
+}
+
+#[derive(Debug)]
+pub struct EventLog {
+    /// Oldest first, as created; listed newest first.
+    events: Vec<Event>,
+    next: u64,
+    rng: Rng,
+    inserts: Inserts,
+    pub inserted: usize,
+    pub requests: u32,
+    pub served: HashSet<String>,
+}
+
+/// Stripe ids are random, not ordered.
+fn scramble(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl EventLog {
+    /// `count` events created over the last hour or so, many sharing a second.
+    pub fn generate(count: usize, seed: u64, inserts: Inserts) -> Self {
+        let mut log = EventLog {
+            events: Vec::new(),
+            next: 0,
+            rng: Rng::new(seed),
+            inserts,
+            inserted: 0,
+            requests: 0,
+            served: HashSet::new(),
+        };
+        let mut created = NOW_S - 3_600;
+        while log.events.len() < count {
+            for _ in 0..log.rng.below(6) {
+                if log.events.len() < count {
+                    log.push(created);
+                }
+            }
+            created += 1;
+        }
+        log
+    }
+
+    fn push(&mut self, created: i64) {
+        self.next += 1;
+        let n = self.next;
+        let id = format!("evt_1{:016x}", scramble(n ^ self.rng.0));
+        let body = format!(
+            r#"{{"id":"{id}","object":"event","api_version":"2024-06-20","created":{created},"data":{{"object":{{"id":"ch_{n}","object":"charge","amount":{},"currency":"eur","customer":"cus_{}"}}}},"livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"type":"charge.succeeded"}}"#,
+            100 + n,
+            n % 50
+        );
+        self.events.push(Event { id, created, body });
+    }
+
+    /// New events are created above every other: in the newest second or the next.
+    fn maybe_insert(&mut self) {
+        if self.inserted >= self.inserts.budget || !self.rng.chance(self.inserts.percent) {
+            return;
+        }
+        for _ in 0..1 + self.rng.below(3) {
+            if self.inserted >= self.inserts.budget {
+                return;
+            }
+            let newest = self.events.last().map_or(NOW_S, |e| e.created);
+            let created = newest + self.rng.below(2) as i64;
+            self.push(created);
+            self.inserted += 1;
+        }
+    }
+
+    fn missing(id: &str, param: &str) -> (StatusCode, String) {
+        (
+            StatusCode::NOT_FOUND,
+            format!(
+                r#"{{"error":{{"code":"resource_missing","message":"No such event: '{id}'","param":"{param}","type":"invalid_request_error"}}}}"#
+            ),
+        )
+    }
+
+    fn list(&mut self, query: &Option<String>) -> (StatusCode, String) {
+        self.requests += 1;
+        self.maybe_insert();
+        let bad = |msg: &str| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!(r#"{{"error":{{"message":"{msg}","type":"invalid_request_error"}}}}"#),
+            )
+        };
+        let limit = query_param(query, "limit")
+            .map_or(Ok(10), |l| l.parse::<usize>())
+            .unwrap_or(0);
+        if !(1..=100).contains(&limit) {
+            return bad("limit must be between 1 and 100");
+        }
+        let gte = query_param(query, "created[gte]").and_then(|t| t.parse::<i64>().ok());
+        let ending_before = query_param(query, "ending_before");
+        let starting_after = query_param(query, "starting_after");
+        let position = |id: &str| self.events.iter().position(|e| e.id == id);
+        let wanted = |e: &&Event| gte.is_none_or(|g| e.created >= g);
+        let candidates: Vec<&Event> = match (&ending_before, &starting_after) {
+            (Some(_), Some(_)) => return bad("only one of ending_before, starting_after"),
+            (Some(id), None) => match position(id) {
+                None => return Self::missing(id, "ending_before"),
+                Some(p) => self.events[p + 1..].iter().filter(wanted).collect(),
+            },
+            (None, Some(id)) => match position(id) {
+                None => return Self::missing(id, "starting_after"),
+                Some(p) => self.events[..p].iter().rev().filter(wanted).collect(),
+            },
+            (None, None) => self.events.iter().rev().filter(wanted).collect(),
+        };
+        let has_more = candidates.len() > limit;
+        let mut page: Vec<&Event> = candidates.into_iter().take(limit).collect();
+        if ending_before.is_some() {
+            page.reverse(); // still newest first
+        }
+        let ids: Vec<String> = page.iter().map(|e| e.id.clone()).collect();
+        let data: Vec<&str> = page.iter().map(|e| e.body.as_str()).collect();
+        let body = format!(
+            r#"{{"object":"list","data":[{}],"has_more":{has_more},"url":"/v1/events"}}"#,
+            data.join(",")
+        );
+        self.served.extend(ids);
+        (StatusCode::OK, body)
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.events.iter().map(|e| e.id.clone()).collect()
+    }
+}
+
+async fn list_events(
+    State(fake): State<Arc<Fake<EventLog>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> (StatusCode, String) {
+    let bearer = format!("Bearer {STRIPE_KEY}");
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":{"message":"Invalid API Key provided","type":"invalid_request_error"}}"#
+                .into(),
+        );
+    }
+    fake.enter().await;
+    let answer = fake.book().list(&query);
+    fake.leave();
+    answer
+}
+
+pub async fn serve_events(fake: Arc<Fake<EventLog>>) -> String {
+    let app = Router::new()
+        .route("/v1/events", get(list_events))
+        .with_state(fake);
+    serve(app).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The local pipeline
+// ---------------------------------------------------------------------------------------------
+
+/// A `[sources.poll]` table for the bets API, read with `since` and a lookback.
+pub fn bets_poll(base: &str, page: usize, lookback: i64, budget: u32) -> String {
+    format!(
+        r#"[sources.poll]
+kind = "http_json"
+every = "1m"
+secrets = ["literal:{BETS_KEY}"]
+max_requests_per_run = {budget}
+max_requests_per_minute = 60000
+options = {{ url = "{base}/v1/bets?since={{since}}&limit={page}", auth = {{ kind = "header", name = "x-api-key" }}, items_pointer = "/data", id_pointer = "/id", time_pointer = "/at", time_unit = "seconds", cursor = {{ kind = "since", lookback_seconds = {lookback} }} }}
+"#
+    )
+}
+
+/// A `[sources.poll]` table for the Stripe fake, backfilling from `lookback` seconds ago.
+pub fn stripe_poll(base: &str, page: u32, lookback: i64, budget: u32) -> String {
+    format!(
+        r#"[sources.poll]
+kind = "stripe_events"
+every = "1m"
+secrets = ["literal:{STRIPE_KEY}"]
+max_requests_per_run = {budget}
+max_requests_per_minute = 60000
+options = {{ api_base = "{base}", page_size = {page}, start = {{ lookback_seconds = {lookback} }} }}
+"#
+    )
+}
+
+/// The config text: a generic `backoffice` source and a `stripe` source (each with the poll
+/// table given, if any), every event routed to the embedded bus `acceptance`.
+pub fn config_text(data_dir: &Path, backoffice_poll: &str, stripe_poll: &str) -> String {
+    format!(
+        r#"[settings]
+environment = "local"
+data_dir = {data_dir:?}
+
+[[sources]]
+id = "backoffice"
+provider = "generic"
+secrets = ["literal:inlet-acceptance-webhook-secret"]
+options = {{ signature = {{ header = "x-signature" }}, event_id = {{ json_pointer = "/id" }}, event_type = {{ json_pointer = "/type" }}, occurred_at = {{ json_pointer = "/at" }}, entity = {{ json_pointer = "/player" }} }}
+{backoffice_poll}
+[[sources]]
+id = "stripe"
+provider = "stripe"
+secrets = ["literal:whsec_inlet_acceptance_0123456789"]
+{stripe_poll}
+[[targets]]
+id = "bus"
+kind = "eventbridge"
+bus_name = "{BUS_NAME}"
+
+[[routes]]
+sources = ["*"]
+targets = ["bus"]
+"#
+    )
+}
+
+pub fn parse_config(text: &str, dir: &Path) -> config::Config {
+    let doc = ConfigDoc::parse(text, Some("toml")).expect("config parses");
+    config::validate(doc, dir.to_path_buf(), &|_: &str| None).expect("config is valid")
+}
+
+pub struct Pipeline {
+    pub stack: LocalStack,
+    pub clock: Arc<ManualClock>,
+    pub http: Arc<ReqwestHttp>,
+    _dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    /// The local stack on a SQLite file in a fresh folder, on a manual clock.
+    pub fn open(backoffice_poll: &str, stripe_poll: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let cfg = parse_config(
+            &config_text(&data, backoffice_poll, stripe_poll),
+            dir.path(),
+        );
+        let clock = Arc::new(ManualClock::new(NOW_S * 1000));
+        let stack = LocalStack::open(cfg, &data, clock.clone()).expect("stack opens");
+        Self::new(stack, clock, dir)
+    }
+
+    fn new(stack: LocalStack, clock: Arc<ManualClock>, dir: tempfile::TempDir) -> Self {
+        Self {
+            stack,
+            clock,
+            http: Arc::new(ReqwestHttp::new(inlet::poll::MAX_RESPONSE_BYTES).expect("http")),
+            _dir: dir,
+        }
+    }
+
+    pub fn deadline(&self) -> i64 {
+        self.clock.now_ms() + 600_000
+    }
+
+    pub async fn run(&self, source: &str, holder: &str) -> RunReport {
+        self.stack
+            .poller(self.http.clone(), holder)
+            .run(source, self.deadline())
+            .await
+            .expect("poll run")
+    }
+
+    /// Run the worker (`LocalStack::work_once`, batches of 10 as SQS gives them) until
+    /// nothing is visible on the queue.
+    pub async fn drain(&self) -> Vec<Outcome> {
+        crate::pipeline::drain(&self.stack).await
+    }
+
+    /// How many times each provider event id reached the bus.
+    pub fn bus_counts(&self) -> BTreeMap<String, usize> {
+        bus_counts(&self.stack.store)
+    }
+}
+
+pub fn bus_counts(store: &EmbeddedStore) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for event in store.bus(BUS_NAME).events().expect("bus events") {
+        let envelope: serde_json::Value =
+            serde_json::from_str(&event.detail).expect("detail is an envelope");
+        let id = envelope["provider_event_id"]
+            .as_str()
+            .expect("provider_event_id")
+            .to_owned();
+        *counts.entry(id).or_default() += 1;
+    }
+    counts
+}
+
+/// Every id in `want` reached the bus exactly once, and nothing else did.
+pub fn assert_exactly_once(counts: &BTreeMap<String, usize>, want: &[String]) {
+    let want_set: HashSet<&String> = want.iter().collect();
+    assert_eq!(want_set.len(), want.len(), "the fake's ids are unique");
+    let missing: Vec<&String> = want.iter().filter(|id| !counts.contains_key(*id)).collect();
+    let twice: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let stray: Vec<&String> = counts.keys().filter(|id| !want_set.contains(id)).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty() && stray.is_empty(),
+        "of {} items: {} missing (first: {:?}), {} dispatched more than once (first: {:?}), {} \
+         not from the fake (first: {:?})",
+        want.len(),
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        twice.len(),
+        twice.iter().take(5).collect::<Vec<_>>(),
+        stray.len(),
+        stray.iter().take(5).collect::<Vec<_>>(),
+    );
+}
+
+/// The worker's outcomes: `(dispatched, duplicates)`; anything else fails the test.
+pub fn tally(outcomes: &[Outcome]) -> (usize, usize) {
+    let (mut dispatched, mut duplicates) = (0, 0);
+    for o in outcomes {
+        match o {
+            Outcome::Dispatched { .. } => dispatched += 1,
+            Outcome::Duplicate { .. } => duplicates += 1,
+            other => panic!("unexpected worker outcome {other:?}"),
+        }
+    }
+    (dispatched, duplicates)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Many items, exactly once
+// ---------------------------------------------------------------------------------------------
+
+/// Runs (each within its request budget) until a run that started a fresh walk — the run
+/// before it caught up — catches up without the fake inserting anything meanwhile.
+async fn poll_until_quiet<B>(
+    p: &Pipeline,
+    source: &str,
+    fake: &Fake<B>,
+    inserted: impl Fn(&B) -> usize,
+) -> Vec<RunReport> {
+    let mut reports: Vec<RunReport> = Vec::new();
+    for n in 0..500 {
+        let before = inserted(&fake.book());
+        let report = p.run(source, &format!("run-{n}")).await;
+        let quiet = inserted(&fake.book()) == before;
+        let after_caught_up = reports
+            .last()
+            .is_some_and(|r| r.outcome == RunOutcome::CaughtUp);
+        assert!(
+            matches!(
+                report.outcome,
+                RunOutcome::CaughtUp | RunOutcome::BudgetSpent
+            ),
+            "run {n}: {report:?}"
+        );
+        let done = report.outcome == RunOutcome::CaughtUp && quiet && after_caught_up;
+        reports.push(report);
+        if done {
+            return reports;
+        }
+    }
+    panic!("not caught up after 500 runs");
+}
+
+#[tokio::test]
+async fn ten_thousand_items_with_equal_timestamps_and_inserts_during_paging_arrive_exactly_once() {
+    let seed = seed("http_json since");
+    let started = Instant::now();
+    // A late item is at most 15 s older than the newest, and the newest grows by at most 30 s
+    // through inserts: well inside a 120 s lookback.
+    let inserts = Inserts {
+        budget: 120,
+        percent: 40,
+        late_max: 15,
+        new_seconds: 30,
+    };
+    // Page 100, bursts of up to 40 in one second: groups straddle page boundaries.
+    let fake = Fake::new(
+        BetsBook::generate(10_000, 40, seed, inserts),
+        Duration::ZERO,
+    );
+    let base = serve_bets(fake.clone()).await;
+    let p = Pipeline::open(&bets_poll(&base, 100, 120, 40), "");
+
+    let reports = poll_until_quiet(&p, "backoffice", &fake, |b: &BetsBook| b.inserted).await;
+    let polled = started.elapsed();
+    let outcomes = p.drain().await;
+    let drained = started.elapsed() - polled;
+
+    let book = fake.book();
+    let all = book.ids();
+    let queued: usize = reports.iter().map(|r| r.enqueued.len()).sum();
+    eprintln!(
+        "{} items ({} inserted, {} behind the poller), {} runs, {} requests, {} straddling \
+         pages, {queued} queued; polled in {polled:?}, drained in {drained:?}",
+        all.len(),
+        book.inserted,
+        book.inserted_behind,
+        reports.len(),
+        book.requests,
+        book.straddles
+    );
+    assert!(
+        all.len() > 10_000 && book.inserted >= 50,
+        "inserts happened"
+    );
+    assert!(
+        book.straddles >= 20,
+        "equal-timestamp groups straddle pages"
+    );
+    assert_eq!(book.served.len(), all.len(), "the fake served every item");
+    assert_exactly_once(&p.bus_counts(), &all);
+    let (dispatched, duplicates) = tally(&outcomes);
+    assert_eq!(dispatched, all.len());
+    assert_eq!(
+        duplicates,
+        queued - all.len(),
+        "every re-read item is a duplicate"
+    );
+}
+
+#[tokio::test]
+async fn stripe_events_with_inserts_during_paging_arrive_exactly_once_oldest_first() {
+    let seed = seed("stripe_events");
+    let started = Instant::now();
+    let inserts = Inserts {
+        budget: 200,
+        percent: 30,
+        late_max: 1,
+        new_seconds: 0,
+    };
+    let fake = Fake::new(EventLog::generate(2_000, seed, inserts), Duration::ZERO);
+    let base = serve_events(fake.clone()).await;
+    let p = Pipeline::open("", &stripe_poll(&base, 50, 7_200, 30));
+
+    let mut reports: Vec<RunReport> = Vec::new();
+    for n in 0.. {
+        assert!(n < 500, "not caught up after 500 runs");
+        let before = fake.book().inserted;
+        let report = p.run("stripe", &format!("run-{n}")).await;
+        let quiet = fake.book().inserted == before;
+        assert!(
+            matches!(
+                report.outcome,
+                RunOutcome::CaughtUp | RunOutcome::BudgetSpent
+            ),
+            "run {n}: {report:?}"
+        );
+        let done = report.outcome == RunOutcome::CaughtUp && quiet;
+        reports.push(report);
+        if done {
+            break;
+        }
+    }
+    let polled = started.elapsed();
+    let outcomes = p.drain().await;
+
+    let log = fake.book();
+    let all = log.ids();
+    let queued: usize = reports.iter().map(|r| r.enqueued.len()).sum();
+    eprintln!(
+        "{} events ({} inserted), {} runs, {} requests, {queued} queued; polled in {polled:?}, \
+         total {:?}",
+        all.len(),
+        log.inserted,
+        reports.len(),
+        log.requests,
+        started.elapsed()
+    );
+    assert!(log.inserted >= 20, "inserts happened");
+    assert_eq!(log.served.len(), all.len());
+    assert_exactly_once(&p.bus_counts(), &all);
+    // Oldest first: the order the poll queued them is the order Stripe created them.
+    let order: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r.enqueued.iter())
+        .map(|(key, _)| key.trim_start_matches("stripe#").to_owned())
+        .collect();
+    assert_eq!(order, all, "queued once each, in creation order");
+    assert_eq!(tally(&outcomes), (all.len(), 0));
+}
