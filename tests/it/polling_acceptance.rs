@@ -20,8 +20,11 @@ use inlet::adapters::embedded::EmbeddedStore;
 use inlet::adapters::http_client::ReqwestHttp;
 use inlet::config::{self, ConfigDoc};
 use inlet::local::LocalStack;
-use inlet::poll::runner::{RunOutcome, RunReport};
-use inlet::ports::{Clock, ManualClock};
+use inlet::poll::runner::{Poller, RunOutcome, RunReport};
+use inlet::ports::{
+    Acquire, Clock, ManualClock, OutboundMessage, PollState, PollStore, PollStoreError, Queue,
+    QueueError, ReceivedMessage,
+};
 use inlet::worker::Outcome;
 use tokio::sync::watch;
 
@@ -103,6 +106,17 @@ pub struct Inserts {
     /// At most this many inserts open a new newest second (the newest time grows by at most
     /// this much, so a late item stays inside the lookback of the newest time the poller sees).
     pub new_seconds: usize,
+}
+
+impl Inserts {
+    pub fn none() -> Self {
+        Inserts {
+            budget: 0,
+            percent: 0,
+            late_max: 1,
+            new_seconds: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -581,6 +595,10 @@ pub fn parse_config(text: &str, dir: &Path) -> config::Config {
     config::validate(doc, dir.to_path_buf(), &|_: &str| None).expect("config is valid")
 }
 
+pub fn http_client() -> Arc<ReqwestHttp> {
+    Arc::new(ReqwestHttp::new(inlet::poll::MAX_RESPONSE_BYTES).expect("http"))
+}
+
 pub struct Pipeline {
     pub stack: LocalStack,
     pub clock: Arc<ManualClock>,
@@ -600,6 +618,24 @@ impl Pipeline {
         let clock = Arc::new(ManualClock::new(NOW_S * 1000));
         let stack = LocalStack::open(cfg, &data, clock.clone()).expect("stack opens");
         Self::new(stack, clock, dir)
+    }
+
+    /// The same on an in-memory SQLite store (the crash loops build hundreds of these).
+    pub fn in_memory(backoffice_poll: &str, stripe_poll: &str, http: &Arc<ReqwestHttp>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = parse_config(
+            &config_text(&dir.path().join("data"), backoffice_poll, stripe_poll),
+            dir.path(),
+        );
+        let clock = Arc::new(ManualClock::new(NOW_S * 1000));
+        let store = EmbeddedStore::open_in_memory(clock.clone()).expect("store");
+        let stack = LocalStack::with_store(cfg, store, clock.clone()).expect("stack");
+        Self {
+            stack,
+            clock,
+            http: http.clone(),
+            _dir: dir,
+        }
     }
 
     fn new(stack: LocalStack, clock: Arc<ManualClock>, dir: tempfile::TempDir) -> Self {
@@ -835,4 +871,379 @@ async fn stripe_events_with_inserts_during_paging_arrive_exactly_once_oldest_fir
         .collect();
     assert_eq!(order, all, "queued once each, in creation order");
     assert_eq!(tally(&outcomes), (all.len(), 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Two pollers started together
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pollers_started_together_never_both_run() {
+    let seed = seed("two pollers");
+    let fake = Fake::new(
+        BetsBook::generate(200, 20, seed, Inserts::none()),
+        Duration::ZERO,
+    );
+    let base = serve_bets(fake.clone()).await;
+    let p = Arc::new(Pipeline::open(&bets_poll(&base, 50, 60, 100), ""));
+    for round in 0..20 {
+        // New items each round, so every round has pages to fetch.
+        {
+            let mut book = fake.book();
+            let newest = book.newest();
+            for n in 0..5 {
+                book.push(newest + 1 + n);
+            }
+        }
+        // Answers are held until one run has finished: a run can finish only by not polling.
+        // Two requests in flight open the gate (and fail the test below).
+        fake.gate.send_replace(false);
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        for name in ["a", "b"] {
+            let (p, start, tx) = (p.clone(), start.clone(), tx.clone());
+            let holder = format!("{name}-{round}");
+            tokio::spawn(async move {
+                start.wait().await;
+                let report = p.run("backoffice", &holder).await;
+                let _ = tx.send((holder, report)).await;
+            });
+        }
+        let (first_holder, first) = rx.recv().await.expect("a run ends");
+        fake.gate.send_replace(true);
+        let (second_holder, second) = rx.recv().await.expect("the other run ends");
+        assert_eq!(
+            fake.max_in_flight.load(Ordering::SeqCst),
+            1,
+            "round {round}: two polls were in flight at once"
+        );
+        assert!(
+            matches!(&first.outcome, RunOutcome::Busy { holder, .. } if *holder == second_holder),
+            "round {round}: the run that ended first was turned away by the other: {first:?}"
+        );
+        assert_eq!(
+            first.requests, 0,
+            "round {round}: the busy run made no request"
+        );
+        assert_eq!(
+            second.outcome,
+            RunOutcome::CaughtUp,
+            "round {round} ({first_holder} vs {second_holder})"
+        );
+    }
+    p.drain().await;
+    assert_exactly_once(&p.bus_counts(), &fake.book().ids());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3a. Crash injection: the run stops dead before or after any write
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    Before,
+    After,
+}
+
+/// Where a run dies: the `n`th write of the run (each queue send or send batch, and each lease
+/// or cursor write), before it reaches the store or after it is stored and before the run
+/// hears back. Dying is never returning: the run's future is dropped, nothing is released.
+struct Crash {
+    at: Option<(usize, When)>,
+    ops: Mutex<Vec<&'static str>>,
+    /// Messages durably queued since the last cursor write.
+    unconfirmed: AtomicU32,
+    fired: tokio::sync::Notify,
+}
+
+impl Crash {
+    fn new(at: Option<(usize, When)>) -> Arc<Self> {
+        Arc::new(Self {
+            at,
+            ops: Mutex::new(Vec::new()),
+            unconfirmed: AtomicU32::new(0),
+            fired: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn ops(&self) -> Vec<&'static str> {
+        self.ops.lock().expect("ops lock").clone()
+    }
+
+    /// Counts the write; dies here if this is the point.
+    async fn enter(&self, name: &'static str) -> usize {
+        let n = {
+            let mut ops = self.ops.lock().expect("ops lock");
+            ops.push(name);
+            ops.len() - 1
+        };
+        if self.at == Some((n, When::Before)) {
+            self.die().await
+        }
+        n
+    }
+
+    async fn leave(&self, n: usize) {
+        if self.at == Some((n, When::After)) {
+            self.die().await
+        }
+    }
+
+    async fn die<T>(&self) -> T {
+        self.fired.notify_one();
+        std::future::pending::<T>().await
+    }
+}
+
+struct CrashingQueue {
+    inner: inlet::adapters::embedded::SqliteQueue,
+    crash: Arc<Crash>,
+}
+
+#[async_trait::async_trait]
+impl Queue for CrashingQueue {
+    async fn send(&self, message: &OutboundMessage) -> Result<String, QueueError> {
+        let n = self.crash.enter("send").await;
+        let sent = self.inner.send(message).await;
+        if sent.is_ok() {
+            self.crash.unconfirmed.fetch_add(1, Ordering::SeqCst);
+        }
+        self.crash.leave(n).await;
+        sent
+    }
+
+    async fn send_batch(
+        &self,
+        messages: &[OutboundMessage],
+    ) -> Result<Vec<Result<String, QueueError>>, QueueError> {
+        let n = self.crash.enter("send_batch").await;
+        let sent = self.inner.send_batch(messages).await;
+        if let Ok(results) = &sent {
+            let ok = results.iter().filter(|r| r.is_ok()).count() as u32;
+            self.crash.unconfirmed.fetch_add(ok, Ordering::SeqCst);
+        }
+        self.crash.leave(n).await;
+        sent
+    }
+
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.inner.receive(max, visibility, wait).await
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner
+            .change_visibility(receipt_handle, visibility)
+            .await
+    }
+}
+
+struct CrashingStore {
+    inner: inlet::adapters::embedded::SqliteLedger,
+    crash: Arc<Crash>,
+}
+
+#[async_trait::async_trait]
+impl PollStore for CrashingStore {
+    async fn acquire(
+        &self,
+        source: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Acquire, PollStoreError> {
+        let n = self.crash.enter("acquire").await;
+        let r = self.inner.acquire(source, holder, now_ms, until_ms).await;
+        self.crash.leave(n).await;
+        r
+    }
+
+    async fn advance(
+        &self,
+        source: &str,
+        holder: &str,
+        expected_version: u64,
+        cursor: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, PollStoreError> {
+        let n = self.crash.enter("advance").await;
+        let r = self
+            .inner
+            .advance(source, holder, expected_version, cursor, now_ms, until_ms)
+            .await;
+        if r.is_ok() {
+            self.crash.unconfirmed.store(0, Ordering::SeqCst);
+        }
+        self.crash.leave(n).await;
+        r
+    }
+
+    async fn release(&self, source: &str, holder: &str) -> Result<(), PollStoreError> {
+        let n = self.crash.enter("release").await;
+        let r = self.inner.release(source, holder).await;
+        self.crash.leave(n).await;
+        r
+    }
+
+    async fn state(&self, source: &str) -> Result<Option<PollState>, PollStoreError> {
+        self.inner.state(source).await
+    }
+}
+
+/// A poller whose queue and poll store die at `crash`.
+fn crashing_poller(p: &Pipeline, crash: &Arc<Crash>) -> Poller {
+    Poller::new(
+        p.stack.config.clone(),
+        Arc::new(CrashingQueue {
+            inner: p.stack.queue.clone(),
+            crash: crash.clone(),
+        }),
+        Arc::new(CrashingStore {
+            inner: p.stack.store.ledger(),
+            crash: crash.clone(),
+        }),
+        Arc::new(p.stack.store.ledger()),
+        p.http.clone(),
+        p.clock.clone(),
+        "victim",
+    )
+}
+
+/// Crash a run at every write, before and after it, each time on a fresh store; a new poller
+/// takes over once the dead run's lease lapses. Nothing is lost, nothing reaches the bus twice,
+/// and the only extra copies are the messages queued after the last cursor write (the worker
+/// counts them as duplicates).
+async fn every_crash_point_loses_nothing(
+    source: &str,
+    open: impl Fn() -> Pipeline,
+    all: &[String],
+) -> usize {
+    // Without a crash: the writes of a whole run, and the copies its page overlaps make.
+    let p = open();
+    let clean = Crash::new(None);
+    let report = crashing_poller(&p, &clean)
+        .run(source, p.deadline())
+        .await
+        .expect("run");
+    assert_eq!(report.outcome, RunOutcome::CaughtUp, "{report:?}");
+    let ops = clean.ops();
+    let (dispatched, overlap) = tally(&p.drain().await);
+    assert_eq!(dispatched, all.len());
+    assert_exactly_once(&p.bus_counts(), all);
+    // The run after a caught-up one: what it queues again by design (a `since` walk re-reads
+    // its lookback; Stripe's `ending_before` nothing).
+    let again = p.run(source, "again").await;
+    assert_eq!(again.outcome, RunOutcome::CaughtUp);
+    assert_eq!(tally(&p.drain().await), (0, again.enqueued.len()));
+    let last_advance = ops
+        .iter()
+        .rposition(|op| *op == "advance")
+        .expect("an advance");
+
+    let mut points = 0;
+    for n in 0..ops.len() {
+        for when in [When::Before, When::After] {
+            let at = format!("{when:?} write {n} ({}) of {ops:?}", ops[n]);
+            let p = open();
+            let crash = Crash::new(Some((n, when)));
+            let deadline = p.deadline();
+            let poller = crashing_poller(&p, &crash);
+            tokio::select! {
+                r = poller.run(source, deadline) => panic!("{at}: the run did not crash: {r:?}"),
+                _ = crash.fired.notified() => {}
+            }
+            let resent = crash.unconfirmed.load(Ordering::SeqCst) as usize;
+            // Died after the last cursor write: the next run is an ordinary next run.
+            let caught_up = n > last_advance || (n == last_advance && when == When::After);
+            let rereads = if caught_up { again.enqueued.len() } else { 0 };
+
+            // The dead run's lease is honoured until it lapses, then a new poller goes on from
+            // the stored cursor.
+            let state = p.stack.store.ledger().state(source).await.expect("state");
+            if state.is_some_and(|s| s.lease_holder.as_deref() == Some("victim")) {
+                let turned_away = p.run(source, "too-early").await;
+                assert!(
+                    matches!(turned_away.outcome, RunOutcome::Busy { ref holder, .. } if holder == "victim"),
+                    "{at}: {turned_away:?}"
+                );
+                p.clock.advance_ms(deadline - p.clock.now_ms() + 20_001);
+            }
+            let resumed = p.run(source, "survivor").await;
+            assert_eq!(resumed.outcome, RunOutcome::CaughtUp, "{at}: {resumed:?}");
+
+            let (dispatched, duplicates) = tally(&p.drain().await);
+            assert_exactly_once(&p.bus_counts(), all);
+            assert_eq!(dispatched, all.len(), "{at}");
+            assert_eq!(
+                duplicates,
+                overlap + resent + rereads,
+                "{at}: the extra copies are the {resent} messages queued after the last cursor \
+                 write (and the {rereads} a next run reads again)"
+            );
+            points += 1;
+        }
+    }
+    points
+}
+
+#[tokio::test]
+async fn an_http_json_run_killed_before_or_after_any_write_loses_nothing_and_doubles_nothing() {
+    let seed = seed("crash http_json");
+    let started = Instant::now();
+    let fake = Fake::new(
+        BetsBook::generate(150, 15, seed, Inserts::none()),
+        Duration::ZERO,
+    );
+    let all = fake.book().ids();
+    let base = serve_bets(fake.clone()).await;
+    let poll = bets_poll(&base, 25, 60, 100);
+    let http = http_client();
+    let points = every_crash_point_loses_nothing(
+        "backoffice",
+        || Pipeline::in_memory(&poll, "", &http),
+        &all,
+    )
+    .await;
+    eprintln!(
+        "{points} crash points over {} items in {:?}",
+        all.len(),
+        started.elapsed()
+    );
+    assert!(points >= 30, "{points}");
+}
+
+#[tokio::test]
+async fn a_stripe_events_run_killed_before_or_after_any_write_loses_nothing_and_doubles_nothing() {
+    let seed = seed("crash stripe_events");
+    let started = Instant::now();
+    let fake = Fake::new(
+        EventLog::generate(60, seed, Inserts::none()),
+        Duration::ZERO,
+    );
+    let all = fake.book().ids();
+    let base = serve_events(fake.clone()).await;
+    let poll = stripe_poll(&base, 10, 7_200, 100);
+    let http = http_client();
+    let points =
+        every_crash_point_loses_nothing("stripe", || Pipeline::in_memory("", &poll, &http), &all)
+            .await;
+    eprintln!(
+        "{points} crash points over {} events in {:?}",
+        all.len(),
+        started.elapsed()
+    );
+    assert!(points >= 30, "{points}");
 }
