@@ -1247,3 +1247,124 @@ async fn a_stripe_events_run_killed_before_or_after_any_write_loses_nothing_and_
     );
     assert!(points >= 30, "{points}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3b. The real `inlet poll`, SIGKILLed at random points and restarted
+// ---------------------------------------------------------------------------------------------
+
+const INLET: &str = env!("CARGO_BIN_EXE_inlet");
+
+fn inlet_poll(config: &Path, data: &Path) -> std::process::Child {
+    std::process::Command::new(INLET)
+        .args(["poll", "--source", "backoffice", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn inlet poll")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inlet_poll_killed_at_random_points_and_restarted_loses_nothing_and_doubles_nothing() {
+    let seed = seed("inlet poll SIGKILL");
+    let started = Instant::now();
+    let mut rng = Rng::new(seed ^ 0x6b69_6c6c);
+    // A slow-ish API (each answer takes 10 ms) with about 70 pages, inserting while paged.
+    let inserts = Inserts {
+        budget: 60,
+        percent: 30,
+        late_max: 10,
+        new_seconds: 10,
+    };
+    let fake = Fake::new(
+        BetsBook::generate(3_000, 20, seed, inserts),
+        Duration::from_millis(10),
+    );
+    let base = serve_bets(fake.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("inlet.toml");
+    std::fs::write(
+        &config,
+        config_text(&data, &bets_poll(&base, 50, 60, 1_000), ""),
+    )
+    .expect("write config");
+
+    // Kill `inlet poll` after the fake answered a random number (1–8) of further pages:
+    // mid-fetch, mid-enqueue, between enqueue and cursor write, wherever the signal lands.
+    let kills = 5;
+    for kill in 0..kills {
+        let mut pages = fake.pages.subscribe();
+        let target = *pages.borrow() + 1 + rng.below(8) as u32;
+        let mut child = inlet_poll(&config, &data);
+        let reached =
+            tokio::time::timeout(Duration::from_secs(30), pages.wait_for(|n| *n >= target)).await;
+        child.kill().expect("SIGKILL");
+        let out = child.wait_with_output().expect("reap");
+        let stderr = text(&out.stderr);
+        assert!(
+            reached.is_ok(),
+            "kill {kill}: the fake never answered {target} pages: {}{stderr}",
+            text(&out.stdout)
+        );
+        if kill > 0 {
+            // The dead process's lease would hold for minutes: this one took it back.
+            assert!(
+                stderr.contains("reclaimed the poll lease of a dead inlet process"),
+                "kill {kill}: {stderr}"
+            );
+        }
+    }
+    let killed_at = fake.book().requests;
+
+    // Then to the end: runs until one that started after a caught-up run catches up without
+    // the fake inserting anything meanwhile.
+    let mut caught_up_before = false;
+    let mut reclaims = 0;
+    for n in 0.. {
+        assert!(n < 50, "not caught up after 50 runs");
+        let before = fake.book().inserted;
+        let out = inlet_poll(&config, &data)
+            .wait_with_output()
+            .expect("inlet poll");
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "run {n}: {stderr}");
+        reclaims += usize::from(stderr.contains("reclaimed the poll lease"));
+        let summary: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("the run's summary");
+        let caught_up = summary["outcome"] == "caught_up";
+        if caught_up && caught_up_before && fake.book().inserted == before {
+            break;
+        }
+        caught_up_before = caught_up;
+    }
+    assert_eq!(reclaims, 1, "the first run after the last kill reclaims");
+
+    // The worker, on the same data folder.
+    let cfg = parse_config(
+        &std::fs::read_to_string(&config).expect("config"),
+        dir.path(),
+    );
+    let stack =
+        LocalStack::open(cfg, &data, Arc::new(inlet::ports::SystemClock)).expect("stack opens");
+    let (dispatched, duplicates) = tally(&crate::pipeline::drain(&stack).await);
+    let book = fake.book();
+    let all = book.ids();
+    eprintln!(
+        "{} items ({} inserted), {kills} kills within the first {killed_at} requests, {} \
+         requests in all, {duplicates} duplicates; {:?}",
+        all.len(),
+        book.inserted,
+        book.requests,
+        started.elapsed()
+    );
+    assert_eq!(book.served.len(), all.len());
+    assert_exactly_once(&bus_counts(&stack.store), &all);
+    assert_eq!(dispatched, all.len());
+}
