@@ -106,6 +106,10 @@ pub struct Inserts {
     /// At most this many inserts open a new newest second (the newest time grows by at most
     /// this much, so a late item stays inside the lookback of the newest time the poller sees).
     pub new_seconds: usize,
+    /// Besides `budget`: this many late items put where the poller has just been (at or
+    /// before its `since`), one per request made near the head. Only the next walk's lookback
+    /// can bring them.
+    pub behind: usize,
 }
 
 impl Inserts {
@@ -115,6 +119,7 @@ impl Inserts {
             percent: 0,
             late_max: 1,
             new_seconds: 0,
+            behind: 0,
         }
     }
 }
@@ -131,8 +136,7 @@ pub struct BetsBook {
     /// of the `since` mode).
     group_cap: usize,
     pub inserted: usize,
-    /// Inserted items older than the `since` of the request that inserted them: only the next
-    /// walk's lookback can bring them.
+    /// Items inserted at or before the `since` of the request that inserted them.
     pub inserted_behind: usize,
     new_seconds_used: usize,
     pub requests: u32,
@@ -198,25 +202,28 @@ impl BetsBook {
     /// Maybe insert a few items before answering a request for `since`: at the newest second,
     /// a little older (behind the poller when it is near the head), or in a new second.
     fn maybe_insert(&mut self, since: i64) {
-        if self.inserted >= self.inserts.budget || !self.rng.chance(self.inserts.percent) {
+        let newest = self.newest();
+        if since > newest - self.inserts.late_max && self.inserted_behind < self.inserts.behind {
+            let at = since - self.rng.below(self.inserts.late_max as u64) as i64;
+            if self.per_second.get(&at).copied().unwrap_or(0) < self.group_cap {
+                self.push(at);
+                self.inserted += 1;
+                self.inserted_behind += 1;
+            }
+        }
+        if self.inserted >= self.inserts.budget + self.inserted_behind
+            || !self.rng.chance(self.inserts.percent)
+        {
             return;
         }
         for _ in 0..1 + self.rng.below(3) {
-            if self.inserted >= self.inserts.budget {
+            if self.inserted >= self.inserts.budget + self.inserted_behind {
                 return;
             }
             let newest = self.newest();
             let mut at = match self.rng.below(3) {
                 0 => newest,
-                1 => {
-                    let late = newest - 1 - self.rng.below(self.inserts.late_max as u64) as i64;
-                    // Near the head, put it where the poller has already been.
-                    if since > newest - self.inserts.late_max {
-                        late.min(since)
-                    } else {
-                        late
-                    }
-                }
+                1 => newest - 1 - self.rng.below(self.inserts.late_max as u64) as i64,
                 _ => newest + 1,
             };
             if at > newest && self.new_seconds_used >= self.inserts.new_seconds {
@@ -227,9 +234,6 @@ impl BetsBook {
             }
             if at > newest {
                 self.new_seconds_used += 1;
-            }
-            if at <= since {
-                self.inserted_behind += 1;
             }
             self.push(at);
             self.inserted += 1;
@@ -766,6 +770,7 @@ async fn ten_thousand_items_with_equal_timestamps_and_inserts_during_paging_arri
         percent: 40,
         late_max: 15,
         new_seconds: 30,
+        behind: 5,
     };
     // Page 100, bursts of up to 40 in one second: groups straddle page boundaries.
     let fake = Fake::new(
@@ -797,6 +802,7 @@ async fn ten_thousand_items_with_equal_timestamps_and_inserts_during_paging_arri
         all.len() > 10_000 && book.inserted >= 50,
         "inserts happened"
     );
+    assert_eq!(book.inserted_behind, 5, "items appeared behind the poller");
     assert!(
         book.straddles >= 20,
         "equal-timestamp groups straddle pages"
@@ -821,6 +827,7 @@ async fn stripe_events_with_inserts_during_paging_arrive_exactly_once_oldest_fir
         percent: 30,
         late_max: 1,
         new_seconds: 0,
+        behind: 0,
     };
     let fake = Fake::new(EventLog::generate(2_000, seed, inserts), Duration::ZERO);
     let base = serve_events(fake.clone()).await;
@@ -1281,6 +1288,7 @@ async fn inlet_poll_killed_at_random_points_and_restarted_loses_nothing_and_doub
         percent: 30,
         late_max: 10,
         new_seconds: 10,
+        behind: 3,
     };
     let fake = Fake::new(
         BetsBook::generate(3_000, 20, seed, inserts),
