@@ -8,6 +8,7 @@ mod dlq_aws;
 mod lambda;
 mod pipeline;
 mod polling;
+mod polling_acceptance;
 mod support;
 
 /// `make test` searches every log line of the suite for secrets: capture these tests' too.

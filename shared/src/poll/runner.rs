@@ -105,7 +105,7 @@ pub struct Poller {
     ledger: Arc<dyn Ledger>,
     http: Arc<dyn HttpClient>,
     clock: Arc<dyn Clock>,
-    /// Names this process in leases (a Lambda request id, `inlet-<pid>`).
+    /// Names this process in leases (a Lambda request id, `inlet-<hostname>-<pid>`).
     holder: String,
 }
 

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (queue, id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at_ms);
+CREATE INDEX IF NOT EXISTS messages_by_age ON messages (queue, sent_at_ms);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt_handle);
 
 CREATE TABLE IF NOT EXISTS dedupe_records (
