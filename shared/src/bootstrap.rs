@@ -56,11 +56,17 @@ pub async fn ingest() -> Result<crate::ingest::Ingest, BootError> {
     ))
 }
 
-/// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus.
-#[cfg(all(feature = "aws-dynamodb", feature = "aws-eventbridge"))]
+/// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus; SQS
+/// and HTTP clients for the targets of those kinds.
+#[cfg(all(
+    feature = "aws-dynamodb",
+    feature = "aws-eventbridge",
+    feature = "aws-sqs",
+    feature = "http-fetch"
+))]
 pub async fn worker() -> Result<crate::worker::Worker, BootError> {
-    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus};
-    use crate::ports::{EventBus, SystemClock};
+    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus, SqsQueue};
+    use crate::ports::{EventBus, Queue, SystemClock};
     use crate::targets::build_targets;
     use crate::worker::Worker;
 
@@ -77,7 +83,16 @@ pub async fn worker() -> Result<crate::worker::Worker, BootError> {
             .ok_or("no bus_name and INLET_BUS_NAME is not set")?;
         Ok(Arc::new(EventBridgeBus::from_conf(&sdk, bus)))
     };
-    let targets = build_targets(&config, &bus_for)?;
+    let queue_for = |url: &str| -> Result<Arc<dyn Queue>, String> {
+        // A bare name would need a GetQueueUrl call (and its IAM grant) per cold start.
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "queue_url {url:?}: on AWS an SQS target needs the queue's URL"
+            ));
+        }
+        Ok(Arc::new(SqsQueue::from_conf(&sdk, url)))
+    };
+    let targets = build_targets(&config, &bus_for, &queue_for)?;
     Ok(Worker::new(
         config,
         Arc::new(ledger),
