@@ -7,3 +7,4 @@ mod lambda;
 mod pipeline;
 mod polling;
 mod support;
+mod targets;
