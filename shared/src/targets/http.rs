@@ -38,7 +38,7 @@ fn default_max_concurrency() -> usize {
 }
 
 /// A target's table in the config (`kind = "http"`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTargetSpec {
     /// `https://…`; `http://` only when the address is in `allow_private`.
@@ -61,6 +61,30 @@ pub struct HttpTargetSpec {
     /// The resolved secret, set by config validation (`prepare`); never deserialised.
     #[serde(skip)]
     pub signing_key: Option<Secret>,
+}
+
+/// Header values may be credentials (`Authorization`) and the URL may carry a token in its
+/// query, and a `literal:` secret is the secret itself: `Debug` shows none of them.
+impl std::fmt::Debug for HttpTargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let origin = url::Url::parse(&self.url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| "<unparsed>".into());
+        let secret = if self.secret.starts_with("env:") {
+            self.secret.as_str()
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("HttpTargetSpec")
+            .field("url", &origin)
+            .field("secret", &secret)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("allow_private", &self.allow_private)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("signing_key", &self.signing_key)
+            .finish()
+    }
 }
 
 /// Headers the target sets itself: a configured one would break the signature or the framing.
@@ -464,6 +488,8 @@ mod client {
                     r
                 }
                 Err(e) => {
+                    // The URL may carry a token in its query: errors name the target instead.
+                    let e = e.without_url();
                     if let Some(refused) = refused_in(&e) {
                         warn!(target_id = %self.id, error = %refused, "http target address refused");
                         return Err(DispatchError::Permanent(format!(
@@ -476,7 +502,6 @@ mod client {
                     } else {
                         "network error"
                     };
-                    // reqwest's message names the URL, never the body or headers.
                     let message = format!("target {}: {kind}: {e}", self.id);
                     warn!(target_id = %self.id, dedupe_key = %env.dedupe_key, error = %message, "http target failed");
                     Err(DispatchError::Retryable(message))
@@ -715,8 +740,14 @@ mod tests {
         match &cfg.targets[0].kind {
             TargetKind::Http(h) => {
                 assert!(h.check().is_ok());
-                // The resolved secret never prints.
-                assert!(!format!("{h:?}").contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+                // Neither the resolved secret nor header values print.
+                let debug = format!("{h:?}");
+                assert!(
+                    !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                    "{debug}"
+                );
+                assert!(!debug.contains("payments"), "{debug}");
+                assert!(debug.contains("x-team"), "{debug}");
             }
             other => panic!("{other:?}"),
         }
