@@ -385,6 +385,50 @@ async fn sqs_target_forwards_every_envelope_to_an_aws_queue() {
 }
 
 #[tokio::test]
+async fn sqs_target_to_a_fifo_queue_groups_by_entity_and_dedupes_a_resend() {
+    let client = aws_sdk_sqs::Client::new(&aws::sdk_config().await);
+    let url = client
+        .create_queue()
+        .queue_name(format!("{}.fifo", aws::unique_name("inlet-target")))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create FIFO queue")
+        .queue_url
+        .expect("url");
+    let queue = Arc::new(inlet::adapters::aws::SqsQueue::from_conf(
+        &aws::sdk_config().await,
+        url.clone(),
+    ));
+    let t = SqsTarget::new("fwd".into(), queue.clone(), &url);
+    let mut e = envelope(1);
+    e.entity = Some("wallet_7".into());
+    // A retry of the same event inside SQS's 5-minute window is absorbed by the queue.
+    for _ in 0..2 {
+        let r = t.deliver(&[&e]).await;
+        assert!(matches!(r.as_slice(), [Ok(())]), "{r:?}");
+    }
+    let got = client
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+        )
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    let messages = got.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let group = messages[0]
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+        .map(String::as_str);
+    assert_eq!(group, Some("wallet_7"));
+}
+
+#[tokio::test]
 async fn sqs_target_to_a_missing_aws_queue_is_retryable() {
     let url = format!(
         "{}/123456789012/{}",
