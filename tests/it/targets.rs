@@ -506,3 +506,32 @@ async fn one_event_fans_out_to_an_http_and_an_sqs_target_through_the_local_pipel
     );
     assert_eq!(crate::pipeline::jsonl_keys(&run.jsonl()), vec![key]);
 }
+
+#[test]
+fn the_readme_targets_example_is_a_valid_config() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Targets")
+        .nth(1)
+        .expect("a Targets section");
+    let example = section
+        .split("```toml")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a toml example");
+    let text = format!(
+        "[[sources]]\nid = \"gh\"\nprovider = \"github\"\nsecrets = [\"env:GH\"]\n\
+         [[targets]]\nid = \"bus\"\nkind = \"eventbridge\"\n{example}"
+    );
+    let env = |k: &str| match k {
+        "GH" => Some("gh-secret".to_owned()),
+        "PAYMENTS_HOOK_SECRET" => Some(SECRET.to_owned()),
+        _ => None,
+    };
+    let doc = inlet::config::ConfigDoc::parse(&text, Some("toml")).expect("parses");
+    let cfg = inlet::config::validate(doc, ".".into(), &env).expect("valid");
+    assert_eq!(
+        cfg.targets_for("gh", &[]),
+        vec!["bus", "payments-api", "ledger-queue"]
+    );
+}
