@@ -737,6 +737,13 @@ pub fn validate(
             let key = resolve_secret(&format!("{f}.secret"), &http.secret, s.environment, env)?;
             http.prepare(key)
                 .map_err(|(field, message)| invalid(format!("{f}.{field}"), message))?;
+            // A delivery still running when the lease lapses could be made twice.
+            if http.timeout_seconds >= s.lease_seconds as f64 {
+                return Err(invalid(
+                    format!("{f}.timeout_seconds"),
+                    "must be shorter than settings.lease_seconds",
+                ));
+            }
         }
     }
 

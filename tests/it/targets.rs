@@ -535,3 +535,23 @@ fn the_readme_targets_example_is_a_valid_config() {
         vec!["bus", "payments-api", "ledger-queue"]
     );
 }
+
+#[test]
+fn an_sqs_target_on_the_stacks_own_queue_is_refused_locally() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = crate::pipeline::dev_config(dir.path(), |doc| {
+        doc.targets.push(TargetSpec {
+            id: "loop".into(),
+            kind: TargetKind::Sqs(SqsTargetSpec {
+                queue_url: inlet::local::MAIN_QUEUE.into(),
+            }),
+        });
+    });
+    let clock = Arc::new(inlet::ports::ManualClock::new(0));
+    let store =
+        inlet::adapters::embedded::EmbeddedStore::open_in_memory(clock.clone()).expect("store");
+    match inlet::local::LocalStack::with_store(cfg, store, clock) {
+        Err(e) => assert!(e.to_string().contains("loop"), "{e}"),
+        Ok(_) => panic!("a target feeding the main queue back to itself was accepted"),
+    }
+}

@@ -765,6 +765,13 @@ mod tests {
             )),
             "targets[0].url"
         );
+        assert_eq!(
+            field_of(check(
+                "url = \"https://x.example/\"\nsecret = \"env:HOOK_SECRET\"\ntimeout_seconds = 60"
+            )),
+            "targets[0].timeout_seconds",
+            "the default lease is 60 s"
+        );
         // An option this target does not have (say, following redirects) is refused.
         let unknown =
             text("url = \"https://x.example/\"\nsecret = \"env:X\"\nfollow_redirects = true");
