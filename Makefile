@@ -4,14 +4,19 @@ VENV ?= .venv
 export VENV
 CARGO ?= cargo
 DEV_CONFIG ?= infra/dev/inlet.toml
+# Every log line the Rust tests and the processes they start write, searched for secrets.
+TEST_LOGS ?= $(CURDIR)/target/test-logs
 
 .PHONY: test dev venv fmt lint unit features template build fuzz clean
 
 ## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
-## a moto server this target starts on a free loopback port), template guardrails.
+## a moto server this target starts on a free loopback port), the search of their logs for
+## secrets, template guardrails.
 test: venv fmt lint features
-	infra/scripts/with-moto $(CARGO) test --workspace --locked
-	$(VENV)/bin/python -m pytest -q tests/template
+	rm -rf $(TEST_LOGS)
+	INLET_LOG_DIR=$(TEST_LOGS) infra/scripts/with-moto $(CARGO) test --workspace --locked
+	$(VENV)/bin/python infra/scripts/no-secrets-in-logs $(TEST_LOGS)
+	$(VENV)/bin/python -m pytest -q tests/template tests/tooling
 
 ## The whole pipeline locally on SQLite: POST http://127.0.0.1:8787/webhooks/{source}.
 dev:

@@ -140,6 +140,19 @@ pub struct SourceSpec {
     /// webhook URL is refused (`poll_only`).
     #[serde(default = "yes")]
     pub webhooks: bool,
+    /// Requests per second this source's webhook URL takes in `inlet dev` (a token bucket;
+    /// more is answered 429). On AWS the HTTP API's throttling applies instead.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    pub per_second: u32,
+    /// Requests allowed at once after a quiet spell (default: `per_second`).
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -245,6 +258,8 @@ pub struct Source {
     pub poll: Option<PollSource>,
     /// Takes webhooks at `/webhooks/<id>`; `false` for a poll-only source.
     pub webhooks: bool,
+    /// `(per_second, burst)`, enforced by `inlet dev`.
+    pub rate_limit: Option<(u32, u32)>,
 }
 
 impl Source {
@@ -695,6 +710,16 @@ pub fn validate(
             .as_ref()
             .map(|p| validate_poll(&format!("{f}.poll"), p, s.environment, env))
             .transpose()?;
+        let rate_limit = match src.rate_limit {
+            None => None,
+            Some(r) if r.per_second == 0 || r.burst == Some(0) => {
+                return Err(invalid(
+                    format!("{f}.rate_limit"),
+                    "per_second and burst must be > 0 (leave rate_limit out for no limit)",
+                ))
+            }
+            Some(r) => Some((r.per_second, r.burst.unwrap_or(r.per_second))),
+        };
         sources.insert(
             src.id.clone(),
             Source {
@@ -703,6 +728,7 @@ pub fn validate(
                 allow,
                 poll,
                 webhooks: src.webhooks,
+                rate_limit,
                 dedupe_window_ms: window as i64 * 1000,
                 keep_headers: src
                     .keep_headers

@@ -72,6 +72,10 @@ pub enum Refusal {
     UnknownSource,
     /// The source is poll-only (`webhooks = false`).
     PollOnly,
+    /// Over the source's `rate_limit` (enforced locally): retry after this many seconds.
+    RateLimited {
+        retry_after: u64,
+    },
     MethodNotAllowed,
     IpNotAllowed,
     TooLarge {
@@ -102,6 +106,7 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::NoRoute | Refusal::UnknownSource | Refusal::PollOnly => 404,
+            Refusal::RateLimited { .. } => 429,
             Refusal::MethodNotAllowed => 405,
             Refusal::IpNotAllowed => 403,
             Refusal::TooLarge { .. } => 413,
@@ -116,6 +121,7 @@ impl Refusal {
             Refusal::NoRoute => "no_route",
             Refusal::UnknownSource => "unknown_source",
             Refusal::PollOnly => "poll_only",
+            Refusal::RateLimited { .. } => "rate_limited",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::IpNotAllowed => "ip_not_allowed",
             Refusal::TooLarge { .. } => "body_too_large",
@@ -130,6 +136,7 @@ impl Refusal {
             Refusal::NoRoute => "expected POST /webhooks/{source}".into(),
             Refusal::UnknownSource => "no such source".into(),
             Refusal::PollOnly => "this source takes no webhooks (it is polled)".into(),
+            Refusal::RateLimited { .. } => "too many requests, retry later".into(),
             Refusal::MethodNotAllowed => "use POST".into(),
             Refusal::IpNotAllowed => "caller address not allowed".into(),
             Refusal::TooLarge { limit } => format!("body larger than {limit} bytes"),
@@ -164,12 +171,42 @@ impl RefusalBudget {
     }
 }
 
+/// Token buckets per source, `(tokens, last refill ms)`. Only a single process can keep
+/// them (`inlet dev`); a Lambda would keep one per container, which limits nothing.
+#[derive(Default)]
+struct RateLimits {
+    buckets: Mutex<HashMap<String, (f64, i64)>>,
+}
+
+impl RateLimits {
+    /// `Err(seconds to wait)` when the source's bucket is empty.
+    fn take(&self, source: &str, (per_second, burst): (u32, u32), now_ms: i64) -> Result<(), u64> {
+        let Ok(mut b) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let (tokens, last) = b
+            .entry(source.to_string())
+            .or_insert((f64::from(burst), now_ms));
+        let refill = (now_ms - *last).max(0) as f64 / 1000.0 * f64::from(per_second);
+        *tokens = (*tokens + refill).min(f64::from(burst));
+        *last = now_ms;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / f64::from(per_second)).ceil().max(1.0) as u64)
+        }
+    }
+}
+
 pub struct Ingest {
     config: Arc<Config>,
     queue: Arc<dyn Queue>,
     ledger: Arc<dyn Ledger>,
     clock: Arc<dyn Clock>,
     budget: RefusalBudget,
+    /// `Some` where sources' `rate_limit`s are enforced (`inlet dev`).
+    limits: Option<RateLimits>,
 }
 
 /// The `{source}` of `…/webhooks/{source}`. A stage prefix (`/prod/webhooks/x`) is allowed
@@ -209,7 +246,14 @@ impl Ingest {
                 per_second: 20,
                 windows: Mutex::new(HashMap::new()),
             },
+            limits: None,
         }
+    }
+
+    /// Enforce each source's `rate_limit` in this process (`inlet dev`).
+    pub fn with_rate_limits(mut self) -> Self {
+        self.limits = Some(RateLimits::default());
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -269,6 +313,9 @@ impl Ingest {
                 if refusal == Refusal::MethodNotAllowed {
                     resp.headers.push(("allow", "POST".to_string()));
                 }
+                if let Refusal::RateLimited { retry_after } = refusal {
+                    resp.headers.push(("retry-after", retry_after.to_string()));
+                }
                 resp
             }
         }
@@ -282,6 +329,11 @@ impl Ingest {
             .ok_or(Refusal::UnknownSource)?;
         if !source.webhooks {
             return Err(Refusal::PollOnly);
+        }
+        if let (Some(limits), Some(limit)) = (&self.limits, source.rate_limit) {
+            limits
+                .take(source_id, limit, now)
+                .map_err(|retry_after| Refusal::RateLimited { retry_after })?;
         }
         if !source.ip_allowed(req.source_ip) {
             return Err(Refusal::IpNotAllowed);
@@ -499,7 +551,30 @@ fn build_envelope(
 
 #[cfg(test)]
 mod tests {
-    use super::source_from_path;
+    use super::{source_from_path, RateLimits};
+
+    #[test]
+    fn a_bucket_takes_its_burst_then_its_rate() {
+        let limits = RateLimits::default();
+        let t = 1_000_000;
+        for _ in 0..5 {
+            assert_eq!(limits.take("s", (2, 5), t), Ok(()));
+        }
+        assert_eq!(limits.take("s", (2, 5), t), Err(1));
+        // Half a second refills one token at 2/s.
+        assert_eq!(limits.take("s", (2, 5), t + 500), Ok(()));
+        assert_eq!(limits.take("s", (2, 5), t + 500), Err(1));
+        // Sources have their own buckets; a long quiet spell refills only up to the burst.
+        assert_eq!(limits.take("other", (2, 5), t + 500), Ok(()));
+        for _ in 0..5 {
+            assert_eq!(limits.take("s", (2, 5), t + 60_000), Ok(()));
+        }
+        assert!(limits.take("s", (2, 5), t + 60_000).is_err());
+        // Below one per second, the wait is whole seconds.
+        let slow = RateLimits::default();
+        assert_eq!(slow.take("s", (1, 1), t), Ok(()));
+        assert_eq!(slow.take("s", (1, 1), t + 100), Err(1));
+    }
 
     #[test]
     fn source_is_the_segment_after_webhooks() {

@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod bootstrap;
 pub mod config;
+pub mod dlq;
 pub mod envelope;
 pub mod ingest;
 pub mod lambda;
@@ -18,3 +19,10 @@ pub mod secret;
 pub mod targets;
 pub mod telemetry;
 pub mod worker;
+
+/// `make test` searches every log line of the suite for secrets: capture the unit tests' too.
+#[cfg(test)]
+#[ctor::ctor(unsafe)]
+fn capture_test_logs() {
+    telemetry::init_test_capture();
+}

@@ -88,7 +88,8 @@ impl LocalStack {
             Arc::new(queue.clone()),
             ledger.clone(),
             clock.clone(),
-        );
+        )
+        .with_rate_limits();
         let worker = Worker::new(config.clone(), ledger, targets, clock.clone());
         Ok(Self {
             config,

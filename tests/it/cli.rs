@@ -478,3 +478,187 @@ fn verify_gives_every_providers_md_vector_its_expected_verdict() {
     }
     assert_eq!(checked, vectors.len());
 }
+
+/// A target that is down: every delivery fails (retryably) with the same error.
+struct Down;
+
+#[async_trait::async_trait]
+impl inlet::targets::Target for Down {
+    fn id(&self) -> &str {
+        "file"
+    }
+    async fn deliver(
+        &self,
+        envelopes: &[&inlet::envelope::Envelope],
+    ) -> Vec<Result<(), inlet::targets::DispatchError>> {
+        envelopes
+            .iter()
+            .map(|_| {
+                Err(inlet::targets::DispatchError::Retryable(
+                    "connection refused (test target down)".into(),
+                ))
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_is_back() {
+    use inlet::ports::Queue;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let text = std::fs::read_to_string(&config_path)
+        .expect("read config")
+        .replace("max_receive_count = 5", "max_receive_count = 2");
+    std::fs::write(&config_path, text).expect("write config");
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let config = config_path.to_str().expect("utf8");
+    let clock = std::sync::Arc::new(SystemClock);
+    let stack =
+        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
+            .expect("stack");
+
+    // Four events accepted; the worker's target is down for every receive, so each goes to
+    // the DLQ after max_receive_count (2) receives, its error in the ledger.
+    let mut targets: std::collections::BTreeMap<
+        String,
+        std::sync::Arc<dyn inlet::targets::Target>,
+    > = Default::default();
+    targets.insert("file".into(), std::sync::Arc::new(Down));
+    let down = inlet::worker::Worker::new(
+        stack.config.clone(),
+        std::sync::Arc::new(stack.store.ledger()),
+        targets,
+        clock.clone(),
+    );
+    let mut keys = Vec::new();
+    for (i, source) in ["stripe", "github", "stripe", "svix"].iter().enumerate() {
+        let body = sample_body(source, 700 + i as u64);
+        let resp = stack
+            .ingest
+            .handle(inlet::ingest::WebhookRequest {
+                method: "POST".into(),
+                path: format!("/webhooks/{source}"),
+                headers: signed_headers(&cfg, source, &body, clock.now_ms(), "d"),
+                body,
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        keys.push(key_of(&resp.body));
+    }
+    while stack.dlq.depth().await.expect("depth") < Some(4) {
+        let msgs = stack
+            .queue
+            .receive(10, Duration::ZERO, Duration::ZERO)
+            .await
+            .expect("receive");
+        let records: Vec<inlet::worker::WorkerRecord> = msgs
+            .iter()
+            .map(|m| inlet::worker::WorkerRecord {
+                message_id: m.message_id.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+            })
+            .collect();
+        down.process(&records).await;
+    }
+
+    let out = inlet(&["dlq", "list", "--json", "--config", config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["attempts"], 2, "{row}");
+        assert!(
+            row["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("test target down"),
+            "{row}"
+        );
+    }
+    let out = inlet(&["dlq", "show", "--config", config, &keys[1]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"provider\": \"github\""));
+
+    // A dry run moves nothing; then only stripe's two go back, and are dispatched once.
+    let out = inlet(&[
+        "replay",
+        "--config",
+        config,
+        "--source",
+        "stripe",
+        "--dry-run",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 of 4 dead letter(s) would be replayed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = inlet(&["replay", "--config", config, "--source", "stripe"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replayed 2 of 4"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The target is back: the real worker (JSONL file) takes what was replayed.
+    while !stack
+        .work_once(Duration::ZERO)
+        .await
+        .expect("work")
+        .outcomes
+        .is_empty()
+    {}
+    let jsonl = dir.path().join("events.jsonl");
+    let mut want = vec![keys[0].clone(), keys[2].clone()];
+    want.sort();
+    let mut got = jsonl_keys(&jsonl);
+    got.sort();
+    assert_eq!(got, want);
+    // The rest by id, then everything is out of the DLQ and dispatched exactly once.
+    let ids = format!("{},{}", keys[1], keys[3]);
+    let out = inlet(&["replay", "--config", config, "--ids", &ids]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    while !stack
+        .work_once(Duration::ZERO)
+        .await
+        .expect("work")
+        .outcomes
+        .is_empty()
+    {}
+    assert_eq!(stack.dlq.depth().await.expect("depth"), Some(0));
+    let mut got = jsonl_keys(&jsonl);
+    got.sort();
+    keys.sort();
+    assert_eq!(got, keys);
+    let out = inlet(&["replay", "--config", config, "--since", "not a time"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+}

@@ -322,6 +322,14 @@ async fn refusals_answer_the_documented_status_codes() {
             options: None,
         });
         doc.sources.push(polled);
+        doc.sources
+            .iter_mut()
+            .find(|s| s.id == "svix")
+            .expect("svix")
+            .rate_limit = Some(inlet::config::RateLimitSpec {
+            per_second: 1,
+            burst: Some(2),
+        });
     })
     .await;
     let body = sample_body("stripe", 1);
@@ -371,6 +379,34 @@ async fn refusals_answer_the_documented_status_codes() {
         (401, Some("timestamp_too_old"))
     );
 
+    // svix takes a burst of 2, then 1/s (the harness clock stands still): the third is 429.
+    for n in 0..2 {
+        assert_eq!(
+            run.post_signed("svix", &sample_body("svix", 40 + n))
+                .await
+                .0,
+            200
+        );
+    }
+    let body3 = sample_body("svix", 42);
+    let h3 = signed_headers(&run.stack.config, "svix", &body3, run.clock.now_ms(), "d");
+    let mut req = client
+        .post(format!("http://{}/webhooks/svix", run.addr))
+        .body(body3);
+    for (k, v) in h3.iter() {
+        req = req.header(k, v);
+    }
+    let limited = req.send().await.expect("post");
+    assert_eq!(limited.status().as_u16(), 429);
+    assert_eq!(
+        limited
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("1")
+    );
+    assert_eq!(run.drain().await.len(), 2, "the two within the limit");
+
     assert!(run.drain().await.is_empty(), "nothing refused was queued");
     let reasons: Vec<String> = run
         .trail()
@@ -383,6 +419,7 @@ async fn refusals_answer_the_documented_status_codes() {
         .collect();
     for reason in [
         "poll_only",
+        "rate_limited",
         "method_not_allowed",
         "missing_signature",
         "ip_not_allowed",

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dev;
+mod dlq;
 mod events;
 mod poll;
 mod sign;
@@ -59,6 +60,33 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The dead-letter queue: what is in it and why.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Move dead letters back to the main queue (all, or those the filters name). Safe to
+    /// interrupt and rerun: an event sent twice is deduplicated.
+    Replay {
+        #[command(flatten)]
+        at: dlq::Where,
+        /// Only this source's events.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only events received since: an RFC 3339 time or a duration back (2h, 3days).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only these (comma-separated message ids, dedupe keys or provider event ids).
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<String>,
+        /// Count what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// On AWS, move message by message even without filters (default there: SQS's own
+        /// message move task).
+        #[arg(long)]
+        one_by_one: bool,
+    },
     /// Print (or send) a correctly signed request for a configured source.
     Sign {
         #[arg(long, short)]
@@ -87,6 +115,26 @@ enum Command {
         limit: usize,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Dead letters, oldest first: source, dedupe key, attempts, the last error.
+    List {
+        #[command(flatten)]
+        at: dlq::Where,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter in full, by message id, dedupe key or provider event id.
+    Show {
+        #[command(flatten)]
+        at: dlq::Where,
+        id: String,
     },
 }
 
@@ -177,6 +225,32 @@ async fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
+        Command::Dlq {
+            command: DlqCommand::List { at, limit, json },
+        } => dlq::run_list(at, limit, json).await,
+        Command::Dlq {
+            command: DlqCommand::Show { at, id },
+        } => dlq::run_show(at, &id).await,
+        Command::Replay {
+            at,
+            source,
+            since,
+            ids,
+            dry_run,
+            one_by_one,
+        } => {
+            dlq::run_replay(
+                at,
+                dlq::ReplayArgs {
+                    source,
+                    since,
+                    ids,
+                    dry_run,
+                    one_by_one,
+                },
+            )
+            .await
+        }
         Command::Sign {
             config,
             source,

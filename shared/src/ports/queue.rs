@@ -84,6 +84,12 @@ pub trait Queue: Send + Sync {
         visibility: Duration,
     ) -> Result<(), QueueError>;
 
+    /// How many messages the queue holds (visible, in flight and delayed), when the backend
+    /// can tell (SQS's figures are approximate). For progress reports only.
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
+
     /// Move up to `max` messages from this queue (a DLQ) to `target`: receive, send, then
     /// delete — so an interrupted move re-sends at most the in-flight batch, which dedupe
     /// absorbs. Returns how many moved.

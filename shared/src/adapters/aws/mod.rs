@@ -19,7 +19,7 @@ pub use dynamodb::{create_table, DynamoLedger};
 #[cfg(feature = "aws-eventbridge")]
 pub use eventbridge::EventBridgeBus;
 #[cfg(feature = "aws-sqs")]
-pub use sqs::SqsQueue;
+pub use sqs::{MoveTask, SqsQueue};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;

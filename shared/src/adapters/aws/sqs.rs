@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    Message, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use aws_sdk_sqs::Client;
 
 use crate::ports::queue::{check_batch_len, MAX_BATCH};
@@ -43,6 +45,82 @@ impl SqsQueue {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+}
+
+/// Where an SQS message move task stands (`ListMessageMoveTasks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveTask {
+    /// `RUNNING`, `COMPLETED`, `CANCELLING`, `CANCELLED` or `FAILED`.
+    pub status: String,
+    pub moved: u64,
+    /// The DLQ's depth when the task started.
+    pub to_move: Option<u64>,
+    pub failure_reason: Option<String>,
+}
+
+impl MoveTask {
+    pub fn finished(&self) -> bool {
+        !matches!(self.status.as_str(), "RUNNING" | "CANCELLING")
+    }
+}
+
+impl SqsQueue {
+    pub async fn arn(&self) -> Result<String, QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| backend("GetQueueAttributes", e))?;
+        out.attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .ok_or_else(|| QueueError::Backend(format!("{}: no QueueArn", self.queue_url)))
+    }
+
+    /// Move every message of this queue (a DLQ) to `destination` server-side, at SQS's own
+    /// pace (`StartMessageMoveTask`); returns the task handle. Only an unfiltered move: a
+    /// filtered replay receives, sends and deletes itself.
+    pub async fn start_move_to(&self, destination: &SqsQueue) -> Result<String, QueueError> {
+        let source_arn = self.arn().await?;
+        let destination_arn = destination.arn().await?;
+        let out = self
+            .client
+            .start_message_move_task()
+            .source_arn(source_arn)
+            .destination_arn(destination_arn)
+            .send()
+            .await
+            .map_err(|e| backend("StartMessageMoveTask", e))?;
+        out.task_handle
+            .ok_or_else(|| QueueError::Backend("StartMessageMoveTask: no TaskHandle".into()))
+    }
+
+    /// The most recent move task out of this queue, if any.
+    pub async fn move_task(&self) -> Result<Option<MoveTask>, QueueError> {
+        let out = self
+            .client
+            .list_message_move_tasks()
+            .source_arn(self.arn().await?)
+            .max_results(1)
+            .send()
+            .await
+            .map_err(|e| backend("ListMessageMoveTasks", e))?;
+        Ok(out
+            .results
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(|t| MoveTask {
+                status: t.status.unwrap_or_default(),
+                moved: u64::try_from(t.approximate_number_of_messages_moved).unwrap_or(0),
+                to_move: t
+                    .approximate_number_of_messages_to_move
+                    .and_then(|n| u64::try_from(n).ok()),
+                failure_reason: t.failure_reason,
+            }))
     }
 }
 
@@ -181,6 +259,23 @@ impl Queue for SqsQueue {
             .into_iter()
             .map(received)
             .collect()
+    }
+
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| backend("GetQueueAttributes", e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        Ok(Some(
+            attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum(),
+        ))
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {

@@ -323,6 +323,11 @@ fn invalid_receipt(queue: &str, receipt_handle: &str) -> QueueError {
 
 #[async_trait]
 impl Queue for SqliteQueue {
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        let c = counts(&self.store, &self.name)?;
+        Ok(Some(c.visible + c.in_flight + c.delayed))
+    }
+
     async fn send(&self, message: &OutboundMessage) -> Result<String, QueueError> {
         check_body(&message.body)?;
         let id = self

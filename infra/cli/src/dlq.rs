@@ -1,0 +1,345 @@
+//! `inlet dlq list|show` and `inlet replay`: the dead-letter queue seen and emptied from the
+//! command line, over any `Queue` and `Ledger` (the local store here; the same code runs
+//! against a deployed stack's SQS queues and table).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use inlet::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
+use inlet::adapters::embedded::SqliteLedger;
+use inlet::config::Config;
+use inlet::dlq::{self, DeadLetter, Filter, Progress};
+use inlet::envelope::rfc3339_ms;
+use inlet::local::LocalStack;
+use inlet::ports::{Clock, Ledger, Queue, SystemClock};
+
+/// Which stack the DLQ commands work on: the local store of a config, or a deployed stack's
+/// queues and table (`--aws`; credentials, region and endpoint from the standard AWS
+/// environment, e.g. `AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`).
+#[derive(clap::Args)]
+pub struct Where {
+    /// The config: for the local store, and to check `--source` against.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The local store's folder (default: the config's settings.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Work on a deployed stack (the template's QueueUrl, DeadLetterQueueUrl and TableName
+    /// outputs) instead of the local store.
+    #[arg(long)]
+    aws: bool,
+    #[arg(long, env = "INLET_QUEUE_URL", requires = "aws")]
+    queue_url: Option<String>,
+    #[arg(long, env = "INLET_DLQ_URL", requires = "aws")]
+    dlq_url: Option<String>,
+    #[arg(long, env = "INLET_TABLE", requires = "aws")]
+    table: Option<String>,
+}
+
+enum Stack {
+    Local(Box<LocalStack>, SqliteLedger),
+    Aws {
+        main: SqsQueue,
+        dlq: SqsQueue,
+        ledger: DynamoLedger,
+        config: Option<Box<Config>>,
+    },
+}
+
+impl Stack {
+    async fn open(w: Where) -> Result<Self, String> {
+        let config = w.config.as_deref().map(crate::load).transpose()?;
+        if !w.aws {
+            let config = config.ok_or("--config is required for the local store (or --aws)")?;
+            let dir = crate::data_dir(&config, w.data_dir);
+            let stack =
+                LocalStack::open(config, &dir, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+            let ledger = stack.store.ledger();
+            return Ok(Stack::Local(Box::new(stack), ledger));
+        }
+        let need = |v: Option<String>, flag: &str, env: &str| {
+            v.filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("--aws needs {flag} (or {env})"))
+        };
+        let (queue_url, dlq_url, table) = (
+            need(w.queue_url, "--queue-url", "INLET_QUEUE_URL")?,
+            need(w.dlq_url, "--dlq-url", "INLET_DLQ_URL")?,
+            need(w.table, "--table", "INLET_TABLE")?,
+        );
+        let sdk = sdk_config_from_env().await;
+        Ok(Stack::Aws {
+            main: SqsQueue::from_conf(&sdk, queue_url),
+            dlq: SqsQueue::from_conf(&sdk, dlq_url),
+            ledger: DynamoLedger::from_conf(&sdk, table),
+            config: config.map(Box::new),
+        })
+    }
+
+    fn parts(&self) -> (&dyn Queue, &dyn Queue, &dyn Ledger) {
+        match self {
+            Stack::Local(s, ledger) => (&s.queue, &s.dlq, ledger),
+            Stack::Aws {
+                main, dlq, ledger, ..
+            } => (main, dlq, ledger),
+        }
+    }
+
+    fn config(&self) -> Option<&Config> {
+        match self {
+            Stack::Local(s, _) => Some(&s.config),
+            Stack::Aws { config, .. } => config.as_deref(),
+        }
+    }
+}
+
+pub async fn run_list(at: Where, limit: usize, json: bool) -> Result<(), String> {
+    let stack = Stack::open(at).await?;
+    let (_, dlq, ledger) = stack.parts();
+    list(dlq, ledger, limit, json).await
+}
+
+pub async fn run_show(at: Where, id: &str) -> Result<(), String> {
+    let stack = Stack::open(at).await?;
+    let (_, dlq, ledger) = stack.parts();
+    show(dlq, ledger, id).await
+}
+
+/// What `inlet replay` was asked for.
+pub struct ReplayArgs {
+    pub source: Option<String>,
+    pub since: Option<String>,
+    pub ids: Vec<String>,
+    pub dry_run: bool,
+    pub one_by_one: bool,
+}
+
+pub async fn run_replay(at: Where, args: ReplayArgs) -> Result<(), String> {
+    let since_ms = args
+        .since
+        .as_deref()
+        .map(|t| dlq::parse_since(t, SystemClock.now_ms()).map_err(|e| format!("--since: {e}")))
+        .transpose()?;
+    let stack = Stack::open(at).await?;
+    if let (Some(s), Some(cfg)) = (&args.source, stack.config()) {
+        if cfg.source(s).is_none() {
+            return Err(format!("--source: no source {s:?} in the config"));
+        }
+    }
+    let filter = Filter {
+        source: args.source,
+        since_ms,
+        ids: args.ids,
+    };
+    if let Stack::Aws { main, dlq, .. } = &stack {
+        if filter.is_empty() && !args.dry_run && !args.one_by_one {
+            return move_task(dlq, main).await;
+        }
+    }
+    let (main, dlq, _) = stack.parts();
+    replay(dlq, main, &filter, args.dry_run).await
+}
+
+/// An unfiltered replay on AWS: SQS moves the messages itself (`StartMessageMoveTask`);
+/// this follows the task until it ends.
+async fn move_task(dlq: &SqsQueue, main: &SqsQueue) -> Result<(), String> {
+    let handle = dlq.start_move_to(main).await.map_err(|e| e.to_string())?;
+    eprintln!("started SQS message move task {handle}");
+    loop {
+        let task = dlq
+            .move_task()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("SQS lists no move task for the DLQ")?;
+        let p = Progress {
+            scanned: task.moved as usize,
+            matched: task.moved as usize,
+            moved: task.moved as usize,
+            total: task.to_move,
+        };
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{} ({})", bar(&p), task.status);
+            let _ = err.flush();
+        }
+        if task.finished() {
+            eprintln!();
+            return match task.status.as_str() {
+                "COMPLETED" => {
+                    println!("replayed {} dead letter(s) to the main queue", task.moved);
+                    Ok(())
+                }
+                other => Err(format!(
+                    "move task {other} after {} message(s): {}",
+                    task.moved,
+                    task.failure_reason.as_deref().unwrap_or("no reason given")
+                )),
+            };
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Everything the table shows, so `--json` and the table agree.
+fn row(l: &DeadLetter) -> serde_json::Value {
+    let env = l.envelope.as_ref().ok();
+    serde_json::json!({
+        "message_id": l.message_id,
+        "sent_at": rfc3339_ms(l.sent_at_ms),
+        "source": env.map(|e| e.source.as_str()),
+        "dedupe_key": l.dedupe_key(),
+        "provider_event_id": env.and_then(|e| e.provider_event_id.as_deref()),
+        "type": env.and_then(|e| e.event_type.as_deref()),
+        "attempts": l.record.as_ref().map(|r| r.attempts),
+        "last_attempt_at": l.record.as_ref().map(|r| rfc3339_ms(r.updated_at_ms)),
+        "reason": l.reason(),
+    })
+}
+
+async fn list(
+    dlq: &dyn Queue,
+    ledger: &dyn Ledger,
+    limit: usize,
+    json: bool,
+) -> Result<(), String> {
+    let letters = dlq::list(dlq, ledger, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    if json {
+        for l in &letters {
+            println!("{}", row(l));
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<24}  {:<12}  {:<40}  {:>8}  REASON",
+        "SENT", "SOURCE", "DEDUPE KEY", "ATTEMPTS"
+    );
+    for l in &letters {
+        let env = l.envelope.as_ref().ok();
+        println!(
+            "{:<24}  {:<12}  {:<40}  {:>8}  {}",
+            rfc3339_ms(l.sent_at_ms),
+            env.map(|e| e.source.as_str()).unwrap_or("?"),
+            l.dedupe_key().unwrap_or(&l.message_id),
+            l.record
+                .as_ref()
+                .map(|r| r.attempts.to_string())
+                .unwrap_or_default(),
+            l.reason()
+        );
+    }
+    println!("{} dead letter(s)", letters.len());
+    Ok(())
+}
+
+/// One dead letter in full: its row, then the envelope (the event's body included: this is
+/// an operator's own terminal, not a log).
+async fn show(dlq: &dyn Queue, ledger: &dyn Ledger, id: &str) -> Result<(), String> {
+    let letters = dlq::list(dlq, ledger, usize::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    let found = letters.iter().find(|l| {
+        l.message_id == id
+            || l.dedupe_key() == Some(id)
+            || l.envelope
+                .as_ref()
+                .is_ok_and(|e| e.provider_event_id.as_deref() == Some(id))
+    });
+    let Some(l) = found else {
+        return Err(format!(
+            "no dead letter {id:?} (a message id, dedupe key or provider event id) among {}",
+            letters.len()
+        ));
+    };
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    println!("{}", pretty(&row(l)));
+    match &l.envelope {
+        Ok(env) => println!(
+            "{}",
+            pretty(&serde_json::to_value(env).map_err(|e| e.to_string())?)
+        ),
+        Err(why) => println!("body is not an envelope ({why})"),
+    }
+    Ok(())
+}
+
+fn bar(p: &Progress) -> String {
+    const WIDTH: usize = 30;
+    match p.total.filter(|t| *t > 0) {
+        Some(total) => {
+            let done = (p.scanned as u64).min(total);
+            let filled = (done * WIDTH as u64 / total) as usize;
+            format!(
+                "[{}{}] {done}/{total} scanned, {} matched, {} moved",
+                "#".repeat(filled),
+                "-".repeat(WIDTH - filled),
+                p.matched,
+                p.moved
+            )
+        }
+        None => format!(
+            "{} scanned, {} matched, {} moved",
+            p.scanned, p.matched, p.moved
+        ),
+    }
+}
+
+async fn replay(
+    dlq: &dyn Queue,
+    main: &dyn Queue,
+    filter: &Filter,
+    dry_run: bool,
+) -> Result<(), String> {
+    let mut show = |p: Progress| {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{}", bar(&p));
+        let _ = err.flush();
+    };
+    let done = dlq::replay(dlq, main, filter, dry_run, &mut show).await;
+    eprintln!();
+    let p =
+        done.map_err(|e| format!("{e} (safe to rerun: a message sent twice is deduplicated)"))?;
+    if dry_run {
+        println!(
+            "dry run: {} of {} dead letter(s) would be replayed",
+            p.matched, p.scanned
+        );
+    } else {
+        println!(
+            "replayed {} of {} dead letter(s) to the main queue; {} left in the DLQ",
+            p.moved,
+            p.scanned,
+            p.scanned - p.moved
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_fills_with_the_scan() {
+        let p = Progress {
+            scanned: 15,
+            matched: 4,
+            moved: 4,
+            total: Some(30),
+        };
+        assert_eq!(
+            bar(&p),
+            format!(
+                "[{}{}] 15/30 scanned, 4 matched, 4 moved",
+                "#".repeat(15),
+                "-".repeat(15)
+            )
+        );
+        assert_eq!(
+            bar(&Progress { total: None, ..p }),
+            "15 scanned, 4 matched, 4 moved"
+        );
+    }
+}
