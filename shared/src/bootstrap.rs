@@ -63,16 +63,18 @@ pub fn has_checks(config: &Config) -> bool {
 }
 
 /// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus, and
-/// `INLET_CHECKS_QUEUE_URL` when a source has delayed checks.
+/// `INLET_CHECKS_QUEUE_URL` when a source has delayed checks; SQS and HTTP clients for the
+/// targets of those kinds.
 #[cfg(all(
     feature = "aws-dynamodb",
     feature = "aws-eventbridge",
-    feature = "aws-sqs"
+    feature = "aws-sqs",
+    feature = "http-fetch"
 ))]
 pub async fn worker() -> Result<crate::worker::Worker, BootError> {
     use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus, SqsQueue};
     use crate::checks::CheckScheduler;
-    use crate::ports::{EventBus, SystemClock};
+    use crate::ports::{EventBus, Queue, SystemClock};
     use crate::targets::build_targets;
     use crate::worker::Worker;
 
@@ -89,7 +91,16 @@ pub async fn worker() -> Result<crate::worker::Worker, BootError> {
             .ok_or("no bus_name and INLET_BUS_NAME is not set")?;
         Ok(Arc::new(EventBridgeBus::from_conf(&sdk, bus)))
     };
-    let targets = build_targets(&config, &bus_for)?;
+    let queue_for = |url: &str| -> Result<Arc<dyn Queue>, String> {
+        // A bare name would need a GetQueueUrl call (and its IAM grant) per cold start.
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "queue_url {url:?}: on AWS an SQS target needs the queue's URL"
+            ));
+        }
+        Ok(Arc::new(SqsQueue::from_conf(&sdk, url)))
+    };
+    let targets = build_targets(&config, &bus_for, &queue_for)?;
     let checks = if has_checks(&config) {
         let queue = SqsQueue::from_conf(&sdk, require("INLET_CHECKS_QUEUE_URL")?);
         Some(CheckScheduler::new(ledger.clone(), Arc::new(queue)))

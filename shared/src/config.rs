@@ -226,6 +226,10 @@ pub enum TargetKind {
     },
     /// One JSON envelope per line, for local use. Relative paths are relative to the config file.
     Jsonl { path: PathBuf },
+    /// POST to a URL, signed with Standard Webhooks headers (`targets/http.rs`).
+    Http(crate::targets::http::HttpTargetSpec),
+    /// Forward to another SQS queue (`targets/sqs.rs`).
+    Sqs(crate::targets::sqs::SqsTargetSpec),
 }
 
 // No deny_unknown_fields here: serde does not support it beside `flatten`; the flattened
@@ -669,7 +673,7 @@ fn validate_checks(f: &str, src: &SourceSpec) -> Result<Vec<Check>, ConfigError>
 
 /// Validate a parsed document: every error names its field.
 pub fn validate(
-    doc: ConfigDoc,
+    mut doc: ConfigDoc,
     base_dir: PathBuf,
     env: &dyn SecretEnv,
 ) -> Result<Config, ConfigError> {
@@ -848,6 +852,24 @@ pub fn validate(
                 format!("targets[{i}].id"),
                 format!("duplicate target id {:?}", t.id),
             ));
+        }
+    }
+
+    // An HTTP target's signing secret resolves like a source's, and its options are checked
+    // here, so a bad one stops the start with its field named.
+    for (i, t) in doc.targets.iter_mut().enumerate() {
+        if let TargetKind::Http(http) = &mut t.kind {
+            let f = format!("targets[{i}]");
+            let key = resolve_secret(&format!("{f}.secret"), &http.secret, s.environment, env)?;
+            http.prepare(key)
+                .map_err(|(field, message)| invalid(format!("{f}.{field}"), message))?;
+            // A delivery still running when the lease lapses could be made twice.
+            if http.timeout_seconds >= s.lease_seconds as f64 {
+                return Err(invalid(
+                    format!("{f}.timeout_seconds"),
+                    "must be shorter than settings.lease_seconds",
+                ));
+            }
         }
     }
 

@@ -86,7 +86,18 @@ impl LocalStack {
         let bus_for = move |name: Option<&str>| -> Result<Arc<dyn EventBus>, String> {
             Ok(Arc::new(bus_store.bus(name.unwrap_or(BUS))))
         };
-        let targets = build_targets(&config, &bus_for)?;
+        // An SQS target's queue lives in the same SQLite file, named by its URL.
+        let queue_store = store.clone();
+        let queue_for = move |url: &str| -> Result<Arc<dyn Queue>, String> {
+            let name = crate::targets::sqs::local_queue_name(url);
+            if name == MAIN_QUEUE || name == DEAD_LETTER_QUEUE {
+                return Err(format!(
+                    "queue {name:?} is the stack's own queue; forwarding there would loop"
+                ));
+            }
+            Ok(Arc::new(queue_store.queue(name, None)))
+        };
+        let targets = build_targets(&config, &bus_for, &queue_for)?;
         let ingest = Ingest::new(
             config.clone(),
             Arc::new(queue.clone()),

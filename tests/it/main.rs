@@ -10,6 +10,7 @@ mod pipeline;
 mod polling;
 mod polling_acceptance;
 mod support;
+mod targets;
 
 /// `make test` searches every log line of the suite for secrets: capture these tests' too.
 #[ctor::ctor(unsafe)]

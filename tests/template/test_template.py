@@ -65,7 +65,8 @@ ALLOWED_GRANTS = {
         "sqs:DeleteMessage": {"EventsQueue"},
         "sqs:GetQueueAttributes": {"EventsQueue"},
         "sqs:ChangeMessageVisibility": {"EventsQueue"},
-        "sqs:SendMessage": {"DeadLetterQueue", "ChecksQueue"},
+        # TargetQueueArns: the SQS targets' queues, a parameter (empty: no policy).
+        "sqs:SendMessage": {"DeadLetterQueue", "ChecksQueue", "TargetQueueArns"},
         "dynamodb:GetItem": {"LedgerTable"},
         "dynamodb:PutItem": {"LedgerTable"},
         "dynamodb:UpdateItem": {"LedgerTable"},
@@ -425,6 +426,19 @@ def check_least_privilege(t: dict) -> None:
         assert granted == allowed, f"{role_name} grants {granted}, expected {allowed}"
 
 
+def check_sqs_target_grant(t: dict) -> None:
+    """The worker may send to the SQS targets' queues only when TargetQueueArns names some."""
+    param = t["Parameters"]["TargetQueueArns"]
+    assert param["Type"] == "CommaDelimitedList" and param["Default"] == "", param
+    conditional = [p for p in props(t, "WorkerRole", "AWS::IAM::Role")["Policies"] if "Fn::If" in p]
+    assert len(conditional) == 1, "one conditional policy for the target queues"
+    condition, policy, otherwise = conditional[0]["Fn::If"]
+    assert condition == "HasTargetQueues" and ref(otherwise) == "AWS::NoValue"
+    assert "HasTargetQueues" in t["Conditions"]
+    statements = policy["PolicyDocument"]["Statement"]
+    assert [(s["Action"], ref(s["Resource"])) for s in statements] == [("sqs:SendMessage", "TargetQueueArns")]
+
+
 def check_http_api(t: dict) -> None:
     api = props(t, "HttpApi", "AWS::Serverless::HttpApi")
     throttle = api.get("DefaultRouteSettings", {})
@@ -570,6 +584,7 @@ CHECKS = [
     check_no_wildcard_iam,
     check_functions_use_explicit_roles,
     check_least_privilege,
+    check_sqs_target_grant,
     check_http_api,
     check_poll_schedules,
     check_outputs,
@@ -721,6 +736,12 @@ MUTATIONS = {
         check_least_privilege,
         lambda t: t["Resources"]["IngestRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(
             {"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": {"Fn::GetAtt": ["LedgerTable", "Arn"]}}
+        ),
+    ),
+    "target queue grant without its condition": (
+        check_sqs_target_grant,
+        lambda t: t["Resources"]["WorkerRole"]["Properties"]["Policies"].__setitem__(
+            1, t["Resources"]["WorkerRole"]["Properties"]["Policies"][1]["Fn::If"][1]
         ),
     ),
     "no throttling": (

@@ -8,10 +8,12 @@ use async_trait::async_trait;
 
 use crate::config::{Config, TargetKind};
 use crate::envelope::Envelope;
-use crate::ports::EventBus;
+use crate::ports::{EventBus, Queue};
 
 pub mod eventbridge;
+pub mod http;
 pub mod jsonl;
+pub mod sqs;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DispatchError {
@@ -21,6 +23,28 @@ pub enum DispatchError {
     /// Will fail the same way every time (a malformed event, a missing target).
     #[error("{0}")]
     Permanent(String),
+    /// Worth retrying, and the target said when (an HTTP `Retry-After`): the backoff should
+    /// wait at least `after`. A variant of its own so every `Retryable(msg)` stays as it was.
+    #[error("{message} (retry after {}s)", after.as_secs())]
+    RetryAfter {
+        message: String,
+        after: std::time::Duration,
+    },
+}
+
+impl DispatchError {
+    /// Whether retrying can never help (the record belongs in the DLQ at once).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DispatchError::Permanent(_))
+    }
+
+    /// The delay the target asked for, if it asked.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            DispatchError::RetryAfter { after, .. } => Some(*after),
+            _ => None,
+        }
+    }
 }
 
 #[async_trait]
@@ -42,10 +66,16 @@ pub struct TargetBuildError {
 /// Supplies an event bus for a bus name (`None` = the deployment's default bus).
 pub type BusFactory<'a> = dyn Fn(Option<&str>) -> Result<Arc<dyn EventBus>, String> + 'a;
 
-/// Builds the configured targets; the embedded and AWS stacks pass their own `bus_for`.
+/// Supplies a queue for an SQS target's `queue_url` (the AWS stack: an SQS client on that
+/// URL; the embedded stack: a queue of that name in the same SQLite file).
+pub type QueueFactory<'a> = dyn Fn(&str) -> Result<Arc<dyn Queue>, String> + 'a;
+
+/// Builds the configured targets; the embedded and AWS stacks pass their own `bus_for` and
+/// `queue_for`.
 pub fn build_targets(
     config: &Config,
     bus_for: &BusFactory<'_>,
+    queue_for: &QueueFactory<'_>,
 ) -> Result<BTreeMap<String, Arc<dyn Target>>, TargetBuildError> {
     let mut out: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
     for spec in &config.targets {
@@ -62,8 +92,25 @@ pub fn build_targets(
                 jsonl::JsonlTarget::open(spec.id.clone(), &config.resolve_path(path))
                     .map_err(|e| err(e.to_string()))?,
             ),
+            TargetKind::Http(http) => build_http(&spec.id, http).map_err(err)?,
+            TargetKind::Sqs(sqs) => Arc::new(sqs::SqsTarget::new(
+                spec.id.clone(),
+                queue_for(&sqs.queue_url).map_err(err)?,
+                &sqs.queue_url,
+            )),
         };
         out.insert(spec.id.clone(), target);
     }
     Ok(out)
+}
+
+#[cfg(feature = "http-fetch")]
+fn build_http(id: &str, spec: &http::HttpTargetSpec) -> Result<Arc<dyn Target>, String> {
+    Ok(Arc::new(http::HttpTarget::new(id.to_owned(), spec)?))
+}
+
+/// Only a build that links an HTTP client (feature `http-fetch`) can deliver over HTTP.
+#[cfg(not(feature = "http-fetch"))]
+fn build_http(_id: &str, _spec: &http::HttpTargetSpec) -> Result<Arc<dyn Target>, String> {
+    Err("this build has no HTTP client (feature http-fetch)".into())
 }
