@@ -749,7 +749,15 @@ pub fn validate(
                 None,
             ));
         }
-        let options = src.options.clone().unwrap_or(serde_json::Value::Null);
+        let mut options = src.options.clone().unwrap_or(serde_json::Value::Null);
+        if !src.webhooks && matches!(src.provider.as_str(), "generic" | "hmac") {
+            // The generic scheme insists on saying where a signature is; a poll-only source
+            // verifies none (its webhook URL is closed), so it need not say.
+            if let Some(obj) = options.as_object_mut() {
+                obj.entry("signature")
+                    .or_insert_with(|| serde_json::json!({ "header": "x-inlet-poll-only" }));
+            }
+        }
         let provider = providers::build(&src.provider, &options, secrets).map_err(|e| {
             let field = if providers::PROVIDERS.contains(&src.provider.as_str()) {
                 format!("{f} ({})", src.provider)
@@ -1044,6 +1052,35 @@ mod tests {
                 &env_of(&[("STRIPE_KEY", "k"), ("X", "y")])
             )),
             "sources[0].secrets"
+        );
+    }
+
+    #[test]
+    fn a_poll_only_generic_source_needs_no_signature_options() {
+        let text = r#"
+            [[sources]]
+            id = "kyc"
+            provider = "generic"
+            webhooks = false
+            options = { event_id = { json_pointer = "/id" } }
+            [sources.poll]
+            kind = "http_json"
+            every = "2m"
+            secrets = ["env:KEY"]
+            options = { url = "https://kyc.example.com/v1/checks?after={cursor}", auth = { kind = "bearer" }, items_pointer = "/checks", id_pointer = "/id", cursor = { kind = "item_field" } }
+            [[targets]]
+            id = "bus"
+            kind = "eventbridge"
+            [[routes]]
+            sources = ["*"]
+            targets = ["bus"]
+        "#;
+        assert!(check(text, &env_of(&[("KEY", "k")])).is_ok());
+        // Taking webhooks, the same source must say where its signature is.
+        let webhooks = text.replace("webhooks = false", "secrets = [\"env:KEY\"]");
+        assert_eq!(
+            field_of(check(&webhooks, &env_of(&[("KEY", "k")]))),
+            "sources[0] (generic)"
         );
     }
 

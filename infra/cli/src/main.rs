@@ -186,8 +186,13 @@ async fn main() -> ExitCode {
             println!("{}: ok", config.display());
             for (id, s) in &cfg.sources {
                 let targets = cfg.targets_for(id, &[]);
+                let entry = if s.webhooks {
+                    format!("POST /webhooks/{id}")
+                } else {
+                    "poll only".to_owned()
+                };
                 println!(
-                    "  source {id}: provider {}, POST /webhooks/{id} → {}",
+                    "  source {id}: provider {}, {entry} → {}",
                     s.provider.name(),
                     targets.join(", ")
                 );
