@@ -1,5 +1,6 @@
 //! CloudWatch Embedded Metric Format: one JSON line on stdout per data point, which Lambda
-//! ships to CloudWatch Logs and CloudWatch turns into metrics with no API call.
+//! ships to CloudWatch Logs and CloudWatch turns into metrics with no API call. Every
+//! metric is per `source` and stack-wide (no dimension), the latter for alarms.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,17 +38,19 @@ pub fn render(
     source: &str,
     reason: Option<&str>,
 ) -> String {
-    let dims: Vec<&str> = if reason.is_some() {
-        vec!["source", "reason"]
+    // Per source (and reason), and again with no dimension at all: the stack-wide figure the
+    // template's alarms and dashboard read (an alarm cannot sum over dimension values).
+    let dims: Vec<Vec<&str>> = if reason.is_some() {
+        vec![vec!["source", "reason"], vec!["source"], vec![]]
     } else {
-        vec!["source"]
+        vec![vec!["source"], vec![]]
     };
     let mut doc = serde_json::json!({
         "_aws": {
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [dims],
+                "Dimensions": dims,
                 "Metrics": [{"Name": name, "Unit": unit.as_str()}],
             }],
         },
@@ -60,7 +63,46 @@ pub fn render(
     doc.to_string()
 }
 
+#[cfg(test)]
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Vec<serde_json::Value>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Unit tests: record this thread's metric documents from now on (a `#[tokio::test]` runs on
+/// one thread), whatever `enable` says.
+#[cfg(test)]
+pub(crate) fn capture() {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+}
+
+/// Unit tests: the values this thread emitted for `name` since `capture`.
+#[cfg(test)]
+pub(crate) fn captured(name: &str) -> Vec<f64> {
+    CAPTURED.with(|c| {
+        c.borrow()
+            .iter()
+            .flatten()
+            .filter_map(|doc| doc.get(name).and_then(serde_json::Value::as_f64))
+            .collect()
+    })
+}
+
 pub fn emit(now_ms: i64, name: &str, unit: Unit, value: f64, source: &str, reason: Option<&str>) {
+    #[cfg(test)]
+    {
+        let line = render(now_ms, name, unit, value, source, reason);
+        let taken = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+            Some(docs) => {
+                docs.extend(serde_json::from_str(&line).ok());
+                true
+            }
+            None => false,
+        });
+        if taken {
+            return;
+        }
+    }
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
@@ -94,8 +136,21 @@ mod tests {
             "refused"
         );
         assert_eq!(
-            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
-            serde_json::json!(["source", "reason"])
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["source", "reason"], ["source"], []])
+        );
+        let plain: serde_json::Value = serde_json::from_str(&render(
+            1_000,
+            "dispatched",
+            Unit::Count,
+            1.0,
+            "stripe",
+            None,
+        ))
+        .expect("json");
+        assert_eq!(
+            plain["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["source"], []])
         );
         assert_eq!(v["refused"], 1.0);
         assert_eq!(v["reason"], "signature_mismatch");

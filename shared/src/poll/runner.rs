@@ -496,6 +496,24 @@ impl Poller {
         if let RunOutcome::Failed(_) = report.outcome {
             metrics::count(now, "poll_errors", source);
         }
+        // How far behind the provider the poll is: now minus the newest item's own time; a
+        // run that caught up without new items is not behind at all. A run that learnt
+        // nothing (busy, failed before a page) says nothing, and poll_errors speaks instead.
+        let lag = match (report.newest_item_ms, &report.outcome) {
+            (Some(newest), _) => Some((now - newest).max(0)),
+            (None, RunOutcome::CaughtUp) => Some(0),
+            (None, _) => None,
+        };
+        if let Some(lag) = lag {
+            metrics::emit(
+                now,
+                "poll_lag",
+                metrics::Unit::Milliseconds,
+                lag as f64,
+                source,
+                None,
+            );
+        }
         let entry = TrailEntry {
             id: uuid::Uuid::new_v4().to_string(),
             at_ms: report.started_ms,
@@ -929,6 +947,31 @@ mod tests {
             .unwrap();
         change(poll);
         h.config = Arc::new(config);
+    }
+
+    #[tokio::test]
+    async fn a_run_reports_its_items_errors_and_lag_as_metrics() {
+        let h = harness(10, 3, 20);
+        crate::metrics::capture();
+        h.clock.advance_ms(60_000);
+        h.poller("a").run("games", DEADLINE).await.unwrap();
+        assert_eq!(crate::metrics::captured("poll_items"), vec![10.0]);
+        // The newest item happened at 1_767_225_010 s; the run ended at the clock's now.
+        let lag = (h.clock.now_ms() - (1_767_225_000 + 10) * 1000) as f64;
+        assert_eq!(crate::metrics::captured("poll_lag"), vec![lag]);
+        // Caught up with nothing new: not behind.
+        h.poller("b").run("games", DEADLINE).await.unwrap();
+        assert_eq!(crate::metrics::captured("poll_lag"), vec![lag, 0.0]);
+        assert!(crate::metrics::captured("poll_errors").is_empty());
+        // A fatal error is a poll error and says nothing about lag.
+        h.api
+            .script
+            .lock()
+            .unwrap()
+            .push(FetchError::Fatal("HTTP 401".into()));
+        h.poller("c").run("games", DEADLINE).await.unwrap();
+        assert_eq!(crate::metrics::captured("poll_errors"), vec![1.0]);
+        assert_eq!(crate::metrics::captured("poll_lag").len(), 2);
     }
 
     #[tokio::test]
