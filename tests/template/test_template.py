@@ -490,6 +490,68 @@ def check_poll_schedules(t: dict) -> None:
     assert getatt(dest.get("Destination")) == ("PollDeadLetterQueue", "Arn"), "failed invocations are kept"
 
 
+# Every way events stop flowing has an alarm: (namespace, metric, what it watches).
+REQUIRED_ALARMS = [
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "DeadLetterQueue"),
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "PollDeadLetterQueue"),
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "ChecksDeadLetterQueue"),
+    ("AWS/SQS", "ApproximateAgeOfOldestMessage", "EventsQueue"),
+    ("Inlet", "refused", None),
+    ("Inlet", "conflicts", None),
+    ("Inlet", "dispatch_failures", None),
+    ("Inlet", "poll_lag", None),
+    ("Inlet", "poll_errors", None),
+] + [("AWS/Lambda", m, f) for f in FUNCTIONS for m in ("Errors", "Throttles")]
+
+
+def alarm_metrics(alarm: dict) -> list[tuple[str, str, str | None]]:
+    """(namespace, metric, the resource its dimension names) of a plain or metric-math alarm."""
+    p = alarm["Properties"]
+    plain = [(p.get("Namespace"), p.get("MetricName"), p.get("Dimensions", []))] if "MetricName" in p else []
+    math = [
+        (m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"], m["MetricStat"]["Metric"].get("Dimensions", []))
+        for m in p.get("Metrics", [])
+        if "MetricStat" in m
+    ]
+    out = []
+    for ns, name, dims in plain + math:
+        target = None
+        for d in dims:
+            v = d["Value"]
+            target = (getatt(v) or (ref(v),))[0] or json.dumps(v)
+        out.append((ns, name, target))
+    return out
+
+
+def check_alarms(t: dict) -> None:
+    alarms = resources(t, "AWS::CloudWatch::Alarm")
+    watched = {m: name for name, a in alarms.items() for m in alarm_metrics(a)}
+    missing = [m for m in REQUIRED_ALARMS if m not in watched]
+    assert not missing, f"no alarm on {missing}"
+    for name, a in alarms.items():
+        p = a["Properties"]
+        for key in ("AlarmActions", "OKActions"):
+            assert p.get(key) == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}, f"{name} {key}"
+        assert "Runbook" in json.dumps(p.get("AlarmDescription", "")), f"{name}: its description names no runbook entry"
+        assert p.get("TreatMissingData") == "notBreaching", f"{name}: quiet periods are not incidents"
+    # Inlet's metrics are alarmed stack-wide: the EMF lines carry a no-dimension set for this.
+    for name, a in alarms.items():
+        for ns, metric, target in alarm_metrics(a):
+            if ns == "Inlet":
+                assert target is None, f"{name}: {metric} is emitted per source and stack-wide; alarm on the latter"
+
+
+def check_dashboard(t: dict) -> None:
+    body = props(t, "Dashboard", "AWS::CloudWatch::Dashboard")["DashboardBody"]["Fn::Sub"]
+    for metric in ("enqueued", "refused", "dispatched", "dispatch_failures", "end_to_end_latency", "poll_lag", "missed_webhooks"):
+        assert f'"{metric}"' in body, f"dashboard lacks {metric}"
+    for alarm in resources(t, "AWS::CloudWatch::Alarm"):
+        if "Errors" in alarm or "Throttles" in alarm:
+            continue
+        assert "${" + alarm + ".Arn}" in body, f"dashboard's alarm widget lacks {alarm}"
+    assert "DashboardUrl" in t.get("Outputs", {})
+
+
 def check_outputs(t: dict) -> None:
     outputs = t.get("Outputs", {})
     for name in ("WebhookBaseUrl", "QueueUrl", "DeadLetterQueueUrl", "TableName", "EventBusName"):
@@ -587,6 +649,8 @@ CHECKS = [
     check_sqs_target_grant,
     check_http_api,
     check_poll_schedules,
+    check_alarms,
+    check_dashboard,
     check_outputs,
 ]
 
@@ -778,6 +842,30 @@ MUTATIONS = {
         check_poll_schedules,
         lambda t: t["Resources"]["PollSchedulerRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0].pop(
             "Condition"
+        ),
+    ),
+    "no DLQ alarm": (
+        check_alarms,
+        lambda t: t["Resources"].pop("DeadLetterQueueAlarm"),
+    ),
+    "alarm notifies nobody": (
+        check_alarms,
+        lambda t: t["Resources"]["PollLagAlarm"]["Properties"].pop("AlarmActions"),
+    ),
+    "refusal alarm per one source": (
+        check_alarms,
+        lambda t: t["Resources"]["RefusalSpikeAlarm"]["Properties"].update(
+            Dimensions=[{"Name": "source", "Value": "stripe"}]
+        ),
+    ),
+    "worker throttles unwatched": (
+        check_alarms,
+        lambda t: t["Resources"].pop("WorkerThrottlesAlarm"),
+    ),
+    "dashboard without latency": (
+        check_dashboard,
+        lambda t: t["Resources"]["Dashboard"]["Properties"]["DashboardBody"].update(
+            {"Fn::Sub": t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"].replace("end_to_end_latency", "x")}
         ),
     ),
     "missing env": (
