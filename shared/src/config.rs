@@ -145,6 +145,12 @@ pub struct SourceSpec {
     /// more is answered 429). On AWS the HTTP API's throttling applies instead.
     #[serde(default)]
     pub rate_limit: Option<RateLimitSpec>,
+    /// How long a worker holds this source's event while dispatching it (default
+    /// `settings.lease_seconds`): longer for slow targets. At most the queue visibility, so a
+    /// redelivery never meets a dead worker's lease; at least the worker's timeout (checked
+    /// where the timeout is known, at the worker's start).
+    #[serde(default)]
+    pub lease_seconds: Option<u64>,
     /// Delayed checks: an `on` event schedules a one-off poll, unless an `expect` event for
     /// the same entity comes first.
     #[serde(default)]
@@ -282,6 +288,8 @@ pub struct Source {
     pub webhooks: bool,
     /// `(per_second, burst)`, enforced by `inlet dev`.
     pub rate_limit: Option<(u32, u32)>,
+    /// The dedupe lease of this source's events.
+    pub lease_ms: i64,
     /// Delayed checks; empty for most sources, which then cost nothing extra.
     pub checks: Vec<Check>,
 }
@@ -362,6 +370,13 @@ impl Config {
 
     pub fn lease_ms(&self) -> i64 {
         self.settings.lease_seconds as i64 * 1000
+    }
+
+    /// The dedupe lease of `source`'s events: its own `lease_seconds`, else the settings'.
+    pub fn lease_ms_for(&self, source: &str) -> i64 {
+        self.source(source)
+            .map(|s| s.lease_ms)
+            .unwrap_or_else(|| self.lease_ms())
     }
 }
 
@@ -790,6 +805,17 @@ pub fn validate(
             .as_ref()
             .map(|p| validate_poll(&format!("{f}.poll"), p, s.environment, env))
             .transpose()?;
+        let lease_seconds = src.lease_seconds.unwrap_or(s.lease_seconds);
+        if lease_seconds == 0 || lease_seconds > s.visibility_timeout_seconds {
+            return Err(invalid(
+                format!("{f}.lease_seconds"),
+                format!(
+                    "{lease_seconds} must be between 1 and settings.visibility_timeout_seconds ({}): \
+                     a redelivered event must never meet a dead worker's lease",
+                    s.visibility_timeout_seconds
+                ),
+            ));
+        }
         let rate_limit = match src.rate_limit {
             None => None,
             Some(r) if r.per_second == 0 || r.burst == Some(0) => {
@@ -810,6 +836,7 @@ pub fn validate(
                 poll,
                 webhooks: src.webhooks,
                 rate_limit,
+                lease_ms: lease_seconds as i64 * 1000,
                 checks,
                 dedupe_window_ms: window as i64 * 1000,
                 keep_headers: src
@@ -1082,6 +1109,29 @@ mod tests {
             field_of(check(&webhooks, &env_of(&[("KEY", "k")]))),
             "sources[0] (generic)"
         );
+    }
+
+    #[test]
+    fn a_source_may_hold_its_events_longer_but_never_past_the_visibility() {
+        let text = BASE.replace(
+            "secrets = [\"env:GH_SECRET\"]",
+            "secrets = [\"env:GH_SECRET\"]\nlease_seconds = 170",
+        );
+        let cfg = check(&text, &env_of(&[("GH_SECRET", "s")])).expect("valid");
+        assert_eq!(cfg.lease_ms_for("gh"), 170_000);
+        assert_eq!(cfg.lease_ms_for("other"), cfg.lease_ms());
+        let plain = check(BASE, &env_of(&[("GH_SECRET", "s")])).expect("valid");
+        assert_eq!(plain.lease_ms_for("gh"), plain.lease_ms());
+        for bad in ["0", "181"] {
+            let text = BASE.replace(
+                "secrets = [\"env:GH_SECRET\"]",
+                &format!("secrets = [\"env:GH_SECRET\"]\nlease_seconds = {bad}"),
+            );
+            assert_eq!(
+                field_of(check(&text, &env_of(&[("GH_SECRET", "s")]))),
+                "sources[0].lease_seconds"
+            );
+        }
     }
 
     #[test]

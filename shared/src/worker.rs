@@ -233,7 +233,7 @@ impl Worker {
                 via: env.via.as_str().to_string(),
                 received_at_ms: env.received_at_ms(),
                 now_ms: now,
-                lease_until_ms: now + self.config.lease_ms(),
+                lease_until_ms: now + self.config.lease_ms_for(&env.source),
                 summary: EventSummary {
                     canonical_type: env.canonical_type.clone(),
                     entity: env.entity.clone(),

@@ -507,7 +507,15 @@ impl Target for WriteThenHang {
 
 #[tokio::test]
 async fn worker_killed_mid_dispatch_is_finished_exactly_once_after_the_lease_expires() {
-    let run = Running::start(|_| {}).await;
+    // Stripe's events are held longer than the settings' 60 s lease.
+    let run = Running::start(|doc| {
+        doc.sources
+            .iter_mut()
+            .find(|s| s.id == "stripe")
+            .expect("stripe")
+            .lease_seconds = Some(170);
+    })
+    .await;
     let body = sample_body("stripe", 42);
     let (status, answer) = run.post_signed("stripe", &body).await;
     assert_eq!(status, 200, "{answer}");
@@ -556,6 +564,19 @@ async fn worker_killed_mid_dispatch_is_finished_exactly_once_after_the_lease_exp
     })
     .await;
     in_flight.abort();
+    let held = run
+        .stack
+        .store
+        .ledger()
+        .get(&key)
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(
+        held.lease_until_ms,
+        run.clock.now_ms() + 170_000,
+        "the source's own lease"
+    );
 
     // The process restarts (the JSONL target re-reads what it wrote before dying).
     let cfg = dev_config(run.dir.path(), |_| {});
