@@ -710,6 +710,18 @@ every = "20s"
     assert got == {("stripe", "rate(10 minutes)"), ("tg-bot", "rate(1 minute)")}
 
 
+def test_samconfig_lets_sam_expand_the_language_extensions():
+    """SAM CLI expands Fn::ForEach only with --language-extensions, and CloudFormation needs
+    CAPABILITY_AUTO_EXPAND to run the transform: without them the deploy fails."""
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "samconfig.toml").read_text())["default"]
+    assert "AWS::LanguageExtensions" in load_template()["Transform"]
+    for command in ("build", "deploy", "sync", "validate"):
+        assert conf[command]["parameters"].get("language_extensions") is True, command
+    assert "CAPABILITY_AUTO_EXPAND" in conf["deploy"]["parameters"]["capabilities"].split()
+
+
 def test_binaries_exist_in_workspace():
     """Each Binary names a package under functions/ (cargo-lambda builds it by name)."""
     for binary in FUNCTIONS.values():
