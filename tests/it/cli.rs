@@ -560,6 +560,7 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
                 message_id: m.message_id.clone(),
                 body: m.body.clone(),
                 receive_count: m.receive_count,
+                receipt_handle: Some(m.receipt_handle.clone()),
             })
             .collect();
         down.process(&records).await;
