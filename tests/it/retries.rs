@@ -461,3 +461,151 @@ async fn a_busy_key_is_retried_when_the_other_workers_lease_lapses() {
         [Outcome::DeadLettered { .. }]
     ));
 }
+
+/// An envelope of source `stripe` with key `stripe#<id>`, as ingest would queue it.
+fn envelope(id: &str) -> String {
+    let mut e: Envelope = serde_json::from_value(serde_json::json!({
+        "v": 1, "source": "stripe", "provider": "stripe", "via": "webhook",
+        "dedupe_key": format!("stripe#{id}"), "provider_event_id": id,
+        "received_at": inlet::envelope::rfc3339_ms(1_767_225_600_000), "verified": {"scheme": "hmac"},
+        "body": format!("{{\"id\":\"{id}\"}}"), "body_encoding": "utf8", "body_sha256": ""
+    }))
+    .expect("envelope");
+    e.body_sha256 = inlet::envelope::sha256_hex(e.body.as_bytes());
+    serde_json::to_string(&e).expect("json")
+}
+
+/// `stripe#down` fails retryably, `stripe#bad` for good.
+struct ByKey;
+
+#[async_trait]
+impl Target for ByKey {
+    fn id(&self) -> &str {
+        "file"
+    }
+    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
+        envelopes
+            .iter()
+            .map(|e| match e.dedupe_key.as_str() {
+                "stripe#bad" => Err(DispatchError::Permanent(
+                    "target file answered HTTP 422".into(),
+                )),
+                _ => Err(DispatchError::Retryable("target file timed out".into())),
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn on_sqs_the_worker_stretches_visibility_and_sends_permanent_failures_to_the_dlq() {
+    use crate::support::aws;
+
+    let q = aws::queues_with_dlq(5).await;
+    let ledger = Arc::new(aws::ledger().await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = crate::pipeline::dev_config(dir.path(), |doc| {
+        doc.routes[0].retry = Some(inlet::config::RetrySpec {
+            base: Some("30s".into()),
+            cap: Some("30s".into()),
+            ..Default::default()
+        });
+    });
+    let mut targets: std::collections::BTreeMap<String, Arc<dyn Target>> = Default::default();
+    targets.insert("file".into(), Arc::new(ByKey));
+    let worker = Worker::new(
+        Arc::new(cfg),
+        ledger.clone(),
+        targets,
+        Arc::new(SystemClock),
+    )
+    .with_queues(Arc::new(q.main.clone()), Arc::new(q.dlq.clone()))
+    .with_jitter(Arc::new(FixedJitter(1.0)));
+    let (down, bad) = (envelope("down"), envelope("bad"));
+    for body in [&down, &bad] {
+        q.main
+            .send(&OutboundMessage::new(body.as_str()))
+            .await
+            .expect("send");
+    }
+    // Received for 1 s only: without the worker's stretch both would be back in a second.
+    let mut msgs = Vec::new();
+    while msgs.len() < 2 {
+        msgs.extend(
+            q.main
+                .receive(10, Duration::from_secs(1), Duration::from_secs(1))
+                .await
+                .expect("receive"),
+        );
+    }
+    let records: Vec<inlet::worker::WorkerRecord> = msgs
+        .iter()
+        .map(|m| inlet::worker::WorkerRecord {
+            message_id: m.message_id.clone(),
+            body: m.body.clone(),
+            receive_count: m.receive_count,
+            receipt_handle: Some(m.receipt_handle.clone()),
+        })
+        .collect();
+    let result = worker.process(&records).await;
+    let by_key = |key: &str| {
+        let i = msgs
+            .iter()
+            .position(|m| m.body.contains(&format!("\"stripe#{key}\"")))
+            .expect("message");
+        result.outcomes[i].1.clone()
+    };
+    assert!(
+        matches!(by_key("down"), Outcome::Failed { .. }),
+        "{result:?}"
+    );
+    assert_eq!(
+        by_key("bad"),
+        Outcome::DeadLettered {
+            dedupe_key: Some("stripe#bad".into()),
+            reason: "target file answered HTTP 422".into()
+        }
+    );
+    assert_eq!(
+        result.failed_message_ids().len(),
+        1,
+        "only `down` is a batch item failure"
+    );
+
+    // The DLQ holds bad's body, byte for byte; the ledger says why.
+    let dead = q
+        .dlq
+        .receive(10, Duration::from_secs(30), Duration::from_secs(2))
+        .await
+        .expect("receive dlq");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, bad);
+    let rec = ledger
+        .get("stripe#bad")
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(
+        (rec.dead, rec.last_error.as_deref()),
+        (true, Some("target file answered HTTP 422"))
+    );
+
+    // Acknowledge bad as the event source mapping would; `down` stays hidden for its
+    // 30 s backoff, well past its 1 s receive.
+    let bad_handle = &msgs
+        .iter()
+        .find(|m| m.body == bad)
+        .expect("bad")
+        .receipt_handle;
+    q.main.delete(bad_handle).await.expect("delete");
+    let again = q
+        .main
+        .receive(10, Duration::from_secs(1), Duration::from_secs(3))
+        .await
+        .expect("receive");
+    assert!(again.is_empty(), "still backing off: {again:?}");
+    assert_eq!(
+        q.main.depth().await.expect("depth"),
+        Some(1),
+        "…but still on the queue"
+    );
+}
