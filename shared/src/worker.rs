@@ -374,8 +374,28 @@ impl Worker {
     /// A body that is not an envelope can never be dispatched: straight to the DLQ (where
     /// `inlet dlq list` shows why), or retried as before when there is no DLQ at hand.
     async fn undecodable(&self, rec: &WorkerRecord, reason: String) -> Outcome {
-        // No envelope, no source: the metric's source says so.
-        if self.to_dlq(rec, "unknown", DeadReason::Undecodable).await {
+        // No envelope: its source if the JSON names a configured one, else "unknown".
+        let source = serde_json::from_str::<serde_json::Value>(&rec.body)
+            .ok()
+            .and_then(|v| v.get("source")?.as_str().map(str::to_owned))
+            .filter(|s| self.config.source(s).is_some())
+            .unwrap_or_else(|| "unknown".to_owned());
+        if self.to_dlq(rec, &source, DeadReason::Undecodable).await {
+            // No dedupe record carries this one into the trail: an entry of its own does.
+            let entry = TrailEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                at_ms: self.clock.now_ms(),
+                source,
+                status: TrailStatus::Dead,
+                dedupe_key: None,
+                provider_event_id: None,
+                event_type: None,
+                reason: Some(reason.clone()),
+                source_ip: None,
+            };
+            if let Err(e) = self.ledger.append(&entry).await {
+                warn!(message_id = %rec.message_id, error = %e, "could not record trail entry");
+            }
             return Outcome::DeadLettered {
                 dedupe_key: None,
                 reason,

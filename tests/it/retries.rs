@@ -370,6 +370,26 @@ async fn an_undecodable_message_goes_to_the_dlq_at_once() {
         "{outcomes:?}"
     );
     assert_eq!(s.stack.queue.depth().await.expect("depth"), Some(0));
+    // The trail says so too (there is no dedupe record to carry it).
+    let trail = s
+        .stack
+        .store
+        .ledger()
+        .list(&inlet::ports::TrailQuery {
+            source: None,
+            limit: 10,
+        })
+        .await
+        .expect("trail");
+    assert!(
+        trail
+            .iter()
+            .any(|row| matches!(row, inlet::ports::TrailRow::Entry(e)
+            if e.status == inlet::ports::TrailStatus::Dead
+                && e.source == "unknown"
+                && e.reason.as_deref().is_some_and(|r| r.starts_with("undecodable envelope")))),
+        "{trail:?}"
+    );
     let rows = s.dlq_list();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(
