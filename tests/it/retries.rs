@@ -629,3 +629,67 @@ async fn on_sqs_the_worker_stretches_visibility_and_sends_permanent_failures_to_
         "…but still on the queue"
     );
 }
+
+/// A DLQ that refuses every send.
+struct DownDlq;
+
+#[async_trait]
+impl Queue for DownDlq {
+    async fn send(&self, _: &OutboundMessage) -> Result<String, inlet::ports::QueueError> {
+        Err(inlet::ports::QueueError::Backend(
+            "connection refused".into(),
+        ))
+    }
+    async fn send_batch(
+        &self,
+        _: &[OutboundMessage],
+    ) -> Result<Vec<Result<String, inlet::ports::QueueError>>, inlet::ports::QueueError> {
+        Err(inlet::ports::QueueError::Backend(
+            "connection refused".into(),
+        ))
+    }
+    async fn receive(
+        &self,
+        _: u32,
+        _: Duration,
+        _: Duration,
+    ) -> Result<Vec<inlet::ports::ReceivedMessage>, inlet::ports::QueueError> {
+        Ok(Vec::new())
+    }
+    async fn delete(&self, _: &str) -> Result<(), inlet::ports::QueueError> {
+        Ok(())
+    }
+    async fn change_visibility(
+        &self,
+        _: &str,
+        _: Duration,
+    ) -> Result<(), inlet::ports::QueueError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn when_the_dlq_send_fails_the_record_is_retried_instead_of_lost() {
+    let mut s = Stack::open("", "");
+    let mut targets: std::collections::BTreeMap<String, Arc<dyn Target>> = Default::default();
+    targets.insert("file".into(), Arc::new(Refusing));
+    s.stack.worker = Worker::new(
+        s.stack.config.clone(),
+        Arc::new(s.stack.store.ledger()),
+        targets,
+        s.clock.clone(),
+    )
+    .with_queues(Arc::new(s.stack.queue.clone()), Arc::new(DownDlq))
+    .with_jitter(Arc::new(FixedJitter(1.0)));
+    let key = s.accept(7).await;
+    assert!(
+        matches!(s.work().await.as_slice(), [Outcome::Failed { error, .. }] if error == "target file answered HTTP 400"),
+        "a batch item failure, so the queue keeps it"
+    );
+    assert!(!s.record(&key).await.dead);
+    // Still on the main queue, back after its 1 s backoff (default base), and the queue's
+    // redrive remains the last resort.
+    s.clock.advance_ms(1_000);
+    assert_eq!(s.work().await.len(), 1);
+    assert_eq!(s.stack.dlq.depth().await.expect("depth"), Some(0));
+}
