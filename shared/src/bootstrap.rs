@@ -15,6 +15,52 @@ pub enum BootError {
     Target(#[from] crate::targets::TargetBuildError),
     #[error("{0}")]
     Http(String),
+    #[error("lease: {0}")]
+    Lease(String),
+}
+
+/// The dedupe lease must outlast a worker invocation (else a live worker's key could be
+/// taken over and its event dispatched twice) and end within the queue's visibility (else a
+/// redelivery meets a dead worker's live lease). The config already checked lease ≤
+/// visibility; this adds the function timeout, when the environment tells it.
+pub fn check_lease(
+    settings: &config::Settings,
+    worker_timeout_seconds: Option<u64>,
+) -> Result<(), BootError> {
+    let lease = settings.lease_seconds;
+    let visibility = settings.visibility_timeout_seconds;
+    if lease > visibility {
+        return Err(BootError::Lease(format!(
+            "INLET_LEASE_SECONDS ({lease}) is longer than the queue visibility ({visibility} s): a redelivered message could meet a dead worker's live lease"
+        )));
+    }
+    if let Some(timeout) = worker_timeout_seconds {
+        if lease < timeout {
+            return Err(BootError::Lease(format!(
+                "INLET_LEASE_SECONDS ({lease}) is shorter than the worker timeout ({timeout} s): a live worker's key could be taken over and its event dispatched twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The worker's timeout in seconds: `AWS_LAMBDA_FUNCTION_TIMEOUT` when the runtime sets it,
+/// else `INLET_WORKER_TIMEOUT_SECONDS` (the template passes `WorkerTimeoutSeconds`), else
+/// unknown (the check is skipped). A value that is not a number is an error, not a skip.
+pub fn worker_timeout_seconds(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<u64>, BootError> {
+    for name in [
+        "AWS_LAMBDA_FUNCTION_TIMEOUT",
+        "INLET_WORKER_TIMEOUT_SECONDS",
+    ] {
+        if let Some(v) = var(name).filter(|v| !v.trim().is_empty()) {
+            return v.trim().parse().map(Some).map_err(|_| {
+                BootError::Lease(format!("{name} = {v:?} is not a whole number of seconds"))
+            });
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(any(
@@ -62,9 +108,11 @@ pub fn has_checks(config: &Config) -> bool {
     config.sources.values().any(|s| !s.checks.is_empty())
 }
 
-/// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus, and
-/// `INLET_CHECKS_QUEUE_URL` when a source has delayed checks; SQS and HTTP clients for the
-/// targets of those kinds.
+/// Worker: `INLET_TABLE` for dedupe, `INLET_BUS_NAME` as the default EventBridge bus,
+/// `INLET_QUEUE_URL` (visibility changes: the backoff) and `INLET_DLQ_URL` (permanent
+/// failures), and `INLET_CHECKS_QUEUE_URL` when a source has delayed checks; SQS and HTTP
+/// clients for the targets of those kinds. Refuses to start when the lease does not fit
+/// between the function timeout and the queue visibility.
 #[cfg(all(
     feature = "aws-dynamodb",
     feature = "aws-eventbridge",
@@ -79,8 +127,14 @@ pub async fn worker() -> Result<crate::worker::Worker, BootError> {
     use crate::worker::Worker;
 
     let config = load_config()?;
+    check_lease(
+        &config.settings,
+        worker_timeout_seconds(|n| std::env::var(n).ok())?,
+    )?;
     let sdk = sdk_config_from_env().await;
     let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
+    let main_queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
+    let dlq = SqsQueue::from_conf(&sdk, require("INLET_DLQ_URL")?);
     let default_bus = std::env::var("INLET_BUS_NAME")
         .ok()
         .filter(|b| !b.is_empty());
@@ -107,7 +161,8 @@ pub async fn worker() -> Result<crate::worker::Worker, BootError> {
     } else {
         None
     };
-    let worker = Worker::new(config, ledger, targets, Arc::new(SystemClock));
+    let worker = Worker::new(config, ledger, targets, Arc::new(SystemClock))
+        .with_queues(Arc::new(main_queue), Arc::new(dlq));
     Ok(match checks {
         Some(c) => worker.with_checks(c),
         None => worker,
@@ -162,4 +217,65 @@ pub async fn poller() -> Result<PollerParts, BootError> {
         None
     };
     Ok(PollerParts { poller, checks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(lease: u64, visibility: u64) -> config::Settings {
+        config::Settings {
+            lease_seconds: lease,
+            visibility_timeout_seconds: visibility,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_lease_must_fit_between_the_worker_timeout_and_the_visibility() {
+        assert!(check_lease(&settings(60, 180), Some(30)).is_ok());
+        assert!(check_lease(&settings(60, 180), Some(60)).is_ok());
+        assert!(
+            check_lease(&settings(60, 180), None).is_ok(),
+            "unknown timeout: skipped"
+        );
+        let short = check_lease(&settings(20, 180), Some(30)).expect_err("lease < timeout");
+        assert!(
+            short
+                .to_string()
+                .contains("shorter than the worker timeout (30 s)"),
+            "{short}"
+        );
+        let long = check_lease(&settings(200, 180), None).expect_err("lease > visibility");
+        assert!(
+            long.to_string().contains("queue visibility (180 s)"),
+            "{long}"
+        );
+    }
+
+    #[test]
+    fn the_worker_timeout_comes_from_the_runtime_then_the_template() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(worker_timeout_seconds(env(&[])).ok(), Some(None));
+        assert_eq!(
+            worker_timeout_seconds(env(&[("INLET_WORKER_TIMEOUT_SECONDS", "30")])).ok(),
+            Some(Some(30))
+        );
+        assert_eq!(
+            worker_timeout_seconds(env(&[
+                ("AWS_LAMBDA_FUNCTION_TIMEOUT", "45"),
+                ("INLET_WORKER_TIMEOUT_SECONDS", "30")
+            ]))
+            .ok(),
+            Some(Some(45))
+        );
+        assert!(worker_timeout_seconds(env(&[("INLET_WORKER_TIMEOUT_SECONDS", "soon")])).is_err());
+    }
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::checks::Check;
 use crate::poll::PollSource;
 use crate::providers::{self, Provider};
+use crate::retry::{RetryPolicy, MAX_VISIBILITY};
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,19 @@ pub struct Settings {
     /// Where `inlet dev` keeps its SQLite store, relative to the config file.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The retry policy of routes without a `retry` table: the first backoff ceiling…
+    #[serde(default = "default_retry_base")]
+    pub retry_base: String,
+    /// …the largest one…
+    #[serde(default = "default_retry_cap")]
+    pub retry_cap: String,
+    /// …and the receives before the worker moves an event to the DLQ itself (default
+    /// `max_receive_count`).
+    #[serde(default)]
+    pub retry_attempts: Option<u32>,
+    /// The longest a target's `Retry-After` may hold an event back.
+    #[serde(default = "default_retry_after_max")]
+    pub retry_after_max: String,
 }
 
 fn default_max_body() -> usize {
@@ -86,6 +100,15 @@ fn default_max_receive() -> u32 {
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".inlet")
 }
+fn default_retry_base() -> String {
+    "1s".into()
+}
+fn default_retry_cap() -> String {
+    "5m".into()
+}
+fn default_retry_after_max() -> String {
+    "1h".into()
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -96,6 +119,10 @@ impl Default for Settings {
             visibility_timeout_seconds: default_visibility(),
             max_receive_count: default_max_receive(),
             data_dir: default_data_dir(),
+            retry_base: default_retry_base(),
+            retry_cap: default_retry_cap(),
+            retry_attempts: None,
+            retry_after_max: default_retry_after_max(),
         }
     }
 }
@@ -256,6 +283,22 @@ pub struct RouteSpec {
     #[serde(default = "all_types")]
     pub types: Vec<String>,
     pub targets: Vec<String>,
+    /// How often and how far apart its events are retried (default: the settings').
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+}
+
+/// A route's `retry = { attempts = 8, base = "2s", cap = "10m" }`; a field left out takes
+/// the `[settings]` default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub cap: Option<String>,
 }
 
 fn all_types() -> Vec<String> {
@@ -309,6 +352,8 @@ pub struct Route {
     pub sources: Vec<String>,
     pub types: Vec<String>,
     pub targets: Vec<String>,
+    /// Set when the route has a `retry` table (its gaps filled from the settings).
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Route {
@@ -340,6 +385,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Directory relative paths in the config resolve against.
     pub base_dir: PathBuf,
+    /// The policy of events no route with a `retry` table matches.
+    pub default_retry: RetryPolicy,
+    /// The longest a target's `Retry-After` may hold an event back.
+    pub retry_after_max: std::time::Duration,
 }
 
 impl Config {
@@ -366,6 +415,20 @@ impl Config {
         } else {
             self.base_dir.join(p)
         }
+    }
+
+    /// An event's retry policy. Only routes with a `retry` table count (every source has a
+    /// catch-all route, which would otherwise always bring the defaults back); of those
+    /// that match, the largest attempts, base and cap win — one event is retried at all
+    /// its targets together, so the route that needs the most patience sets the pace. No
+    /// such route: the settings' defaults.
+    pub fn retry_policy(&self, source: &str, types: &[&str]) -> RetryPolicy {
+        self.routes
+            .iter()
+            .filter(|r| r.matches(source, types))
+            .filter_map(|r| r.retry)
+            .reduce(RetryPolicy::most_patient)
+            .unwrap_or(self.default_retry)
     }
 
     pub fn lease_ms(&self) -> i64 {
@@ -719,6 +782,18 @@ pub fn validate(
         ));
     }
 
+    let default_retry = validate_retry(
+        "settings",
+        &RetrySpec {
+            attempts: s.retry_attempts,
+            base: Some(s.retry_base.clone()),
+            cap: Some(s.retry_cap.clone()),
+        },
+        None,
+        s.max_receive_count,
+    )?;
+    let retry_after_max = parse_retry_duration("settings.retry_after_max", &s.retry_after_max)?;
+
     let mut sources = BTreeMap::new();
     for (i, src) in doc.sources.iter().enumerate() {
         let f = format!("sources[{i}]");
@@ -932,10 +1007,23 @@ pub fn validate(
                 ));
             }
         }
+        let retry = r
+            .retry
+            .as_ref()
+            .map(|spec| {
+                validate_retry(
+                    &format!("routes[{i}].retry"),
+                    spec,
+                    Some(default_retry),
+                    s.max_receive_count,
+                )
+            })
+            .transpose()?;
         routes.push(Route {
             sources: r.sources.clone(),
             types: r.types.clone(),
             targets: r.targets.clone(),
+            retry,
         });
     }
 
@@ -961,6 +1049,68 @@ pub fn validate(
         targets: doc.targets,
         routes,
         base_dir,
+        default_retry,
+        retry_after_max,
+    })
+}
+
+/// A retry duration: humantime (`2s`, `10m`), at least a second (SQS visibility is whole
+/// seconds) and at most SQS's 12 hours.
+fn parse_retry_duration(field: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(field, format!("{text:?}: {e}")))?;
+    if d < std::time::Duration::from_secs(1) || d > MAX_VISIBILITY {
+        return Err(invalid(
+            field,
+            format!("{text:?} must be between 1s and 12h (SQS visibility)"),
+        ));
+    }
+    Ok(d)
+}
+
+/// A retry table; fields it leaves out come from `defaults` (the settings' policy). The
+/// settings' own table is `at` = "settings", where the fields are `retry_*`.
+fn validate_retry(
+    at: &str,
+    spec: &RetrySpec,
+    defaults: Option<RetryPolicy>,
+    max_receive_count: u32,
+) -> Result<RetryPolicy, ConfigError> {
+    let field = |name: &str| {
+        if defaults.is_none() {
+            format!("{at}.retry_{name}")
+        } else {
+            format!("{at}.{name}")
+        }
+    };
+    let attempts = spec
+        .attempts
+        .or(defaults.map(|d| d.attempts))
+        .unwrap_or(max_receive_count);
+    if !(1..=max_receive_count).contains(&attempts) {
+        return Err(invalid(
+            field("attempts"),
+            format!(
+                "{attempts} must be 1..={max_receive_count} (settings.max_receive_count: after that the queue moves the event to the DLQ anyway)"
+            ),
+        ));
+    }
+    let duration = |name: &str, text: &Option<String>, default: Option<std::time::Duration>| match (
+        text, default,
+    ) {
+        (Some(t), _) => parse_retry_duration(&field(name), t),
+        (None, Some(d)) => Ok(d),
+        (None, None) => Err(invalid(field(name), "missing")),
+    };
+    let base = duration("base", &spec.base, defaults.map(|d| d.base))?;
+    let cap = duration("cap", &spec.cap, defaults.map(|d| d.cap))?;
+    if base > cap {
+        return Err(invalid(field("base"), "must not be longer than the cap"));
+    }
+    Ok(RetryPolicy {
+        attempts,
+        base,
+        cap,
     })
 }
 
@@ -1249,6 +1399,140 @@ mod tests {
             field_of(check(&text, &env_of(&[("GH_SECRET", "x")]))),
             "sources[0]"
         );
+    }
+
+    const RETRYING: &str = r#"
+        [settings]
+        max_receive_count = 10
+        retry_base = "2s"
+        retry_cap = "1m"
+        [[sources]]
+        id = "gh"
+        provider = "github"
+        secrets = ["env:GH_SECRET"]
+        [[targets]]
+        id = "bus"
+        kind = "eventbridge"
+        [[targets]]
+        id = "hook"
+        kind = "eventbridge"
+        [[routes]]
+        sources = ["*"]
+        targets = ["bus"]
+        [[routes]]
+        sources = ["gh"]
+        types = ["push"]
+        targets = ["hook"]
+        retry = { attempts = 8, base = "5s" }
+        [[routes]]
+        sources = ["*"]
+        types = ["pu*"]
+        targets = ["bus"]
+        retry = { attempts = 3, cap = "10m" }
+    "#;
+
+    #[test]
+    fn retry_policy_defaults_come_from_the_settings() {
+        let cfg = check(BASE, &env_of(&[("GH_SECRET", "x")])).expect("valid");
+        let defaults = RetryPolicy {
+            attempts: 5,
+            base: std::time::Duration::from_secs(1),
+            cap: std::time::Duration::from_secs(300),
+        };
+        assert_eq!(cfg.default_retry, defaults, "attempts = max_receive_count");
+        assert_eq!(cfg.retry_policy("gh", &["push"]), defaults);
+        assert_eq!(cfg.retry_after_max, std::time::Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn matching_routes_with_retry_tables_merge_to_the_most_patient() {
+        let cfg = check(RETRYING, &env_of(&[("GH_SECRET", "x")])).expect("valid");
+        let s = std::time::Duration::from_secs;
+        // Only the catch-all matches (it has no retry table): the settings' policy.
+        assert_eq!(
+            cfg.retry_policy("gh", &["issues"]),
+            RetryPolicy {
+                attempts: 10,
+                base: s(2),
+                cap: s(60)
+            }
+        );
+        // Both retry routes match: the largest attempts, base and cap, each filled from the
+        // settings where the route left it out (8/5s/1m and 3/2s/10m).
+        assert_eq!(
+            cfg.retry_policy("gh", &["push"]),
+            RetryPolicy {
+                attempts: 8,
+                base: s(5),
+                cap: s(600)
+            }
+        );
+        // Only the second one.
+        assert_eq!(
+            cfg.retry_policy("gh", &["pull_request"]),
+            RetryPolicy {
+                attempts: 3,
+                base: s(2),
+                cap: s(600)
+            }
+        );
+    }
+
+    #[test]
+    fn bad_retry_policies_name_their_fields() {
+        let env = env_of(&[("GH_SECRET", "x")]);
+        let with = |from: &str, to: &str| field_of(check(&RETRYING.replacen(from, to, 1), &env));
+        assert_eq!(
+            with("attempts = 8", "attempts = 11"),
+            "routes[1].retry.attempts",
+            "more than max_receive_count"
+        );
+        assert_eq!(
+            with("attempts = 8", "attempts = 0"),
+            "routes[1].retry.attempts"
+        );
+        assert_eq!(
+            with("base = \"5s\"", "base = \"2m\""),
+            "routes[1].retry.base",
+            "base > cap"
+        );
+        assert_eq!(
+            with("cap = \"10m\"", "cap = \"13h\""),
+            "routes[2].retry.cap"
+        );
+        assert_eq!(
+            with("cap = \"10m\"", "cap = \"soon\""),
+            "routes[2].retry.cap"
+        );
+        assert_eq!(
+            with("base = \"5s\"", "base = \"500ms\""),
+            "routes[1].retry.base"
+        );
+        assert_eq!(
+            with("retry_cap = \"1m\"", "retry_cap = \"1s\""),
+            "settings.retry_base"
+        );
+        assert_eq!(
+            with(
+                "retry_base = \"2s\"",
+                "retry_base = \"2s\"\nretry_attempts = 11"
+            ),
+            "settings.retry_attempts"
+        );
+        assert_eq!(
+            with(
+                "retry_base = \"2s\"",
+                "retry_base = \"2s\"\nretry_after_max = \"1d\""
+            ),
+            "settings.retry_after_max"
+        );
+        assert!(matches!(
+            check(
+                &RETRYING.replacen("attempts = 8", "attempts = 8, tries = 2", 1),
+                &env
+            ),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

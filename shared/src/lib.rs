@@ -16,6 +16,7 @@ pub mod poll;
 pub mod ports;
 pub mod providers;
 pub mod request;
+pub mod retry;
 pub mod secret;
 pub mod targets;
 pub mod telemetry;

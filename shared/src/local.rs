@@ -106,8 +106,10 @@ impl LocalStack {
         )
         .with_rate_limits();
         // Sources without checks make no check call, so the scheduler can always be there.
+        // The worker stretches visibility and moves dead letters on the same queues.
         let worker = Worker::new(config.clone(), ledger.clone(), targets, clock.clone())
-            .with_checks(CheckScheduler::new(ledger, Arc::new(checks_queue.clone())));
+            .with_checks(CheckScheduler::new(ledger, Arc::new(checks_queue.clone())))
+            .with_queues(Arc::new(queue.clone()), Arc::new(dlq.clone()));
         Ok(Self {
             config,
             store,
@@ -170,6 +172,7 @@ impl LocalStack {
                 message_id: m.message_id.clone(),
                 body: m.body.clone(),
                 receive_count: m.receive_count,
+                receipt_handle: Some(m.receipt_handle.clone()),
             })
             .collect();
         let deadline = self.clock.now_ms() + CHECK_RUN_BUDGET.as_millis() as i64;
@@ -189,8 +192,9 @@ impl LocalStack {
     }
 
     /// Receive one batch (waiting up to `wait`), process it, delete what succeeded — the
-    /// Lambda event source mapping's job. Failed records stay and reappear after the
-    /// visibility timeout; the queue moves them to the DLQ after `max_receive_count`.
+    /// Lambda event source mapping's job. Failed records stay and reappear after their
+    /// backoff (the worker stretches their visibility); the worker moves what can never
+    /// succeed to the DLQ itself, and the queue redrives after `max_receive_count`.
     pub async fn work_once(&self, wait: Duration) -> Result<BatchResult, LocalError> {
         let msgs = self
             .queue
@@ -206,6 +210,7 @@ impl LocalStack {
                 message_id: m.message_id.clone(),
                 body: m.body.clone(),
                 receive_count: m.receive_count,
+                receipt_handle: Some(m.receipt_handle.clone()),
             })
             .collect();
         let result = self.worker.process(&records).await;

@@ -1,10 +1,17 @@
 //! The worker: per record decode the envelope, take its dedupe key, dispatch to the routed
 //! targets, then complete or fail. Failures are reported per record so only they retry.
+//!
+//! With the queues at hand (`with_queues`), a record to retry has its visibility stretched
+//! to its backoff (or the target's `Retry-After`, or a busy key's remaining lease), and a
+//! record that can never succeed — a permanent dispatch error, an undecodable body, a route
+//! to a missing target, its route's attempts used up — is sent to the DLQ by the worker
+//! itself and acknowledged, instead of burning the queue's receives.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::checks::CheckScheduler;
 use crate::config::Config;
@@ -12,8 +19,9 @@ use crate::envelope::{Envelope, Via};
 use crate::metrics;
 use crate::ports::{
     BeginOutcome, BeginRequest, Clock, DedupeRecord, DedupeStatus, EventSummary, Ledger,
-    TrailEntry, TrailStatus,
+    OutboundMessage, Queue, TrailEntry, TrailStatus,
 };
+use crate::retry::{clamp_delay, Jitter, RetryPolicy, SplitMix};
 use crate::targets::{DispatchError, Target};
 
 /// A queue message as the worker sees it (from an SQS event or the embedded queue).
@@ -22,6 +30,8 @@ pub struct WorkerRecord {
     pub message_id: String,
     pub body: String,
     pub receive_count: u32,
+    /// For `ChangeMessageVisibility` (the backoff); `None` when the event did not carry it.
+    pub receipt_handle: Option<String>,
 }
 
 /// What happened to one record.
@@ -47,6 +57,13 @@ pub enum Outcome {
         dedupe_key: Option<String>,
         error: String,
     },
+    /// Retrying could never help (or its attempts are used up): the worker sent the message
+    /// to the DLQ, so it is acknowledged here. `dedupe_key` is `None` for a body that is not
+    /// an envelope.
+    DeadLettered {
+        dedupe_key: Option<String>,
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -54,6 +71,34 @@ impl Outcome {
     pub fn retry(&self) -> bool {
         matches!(self, Outcome::Busy { .. } | Outcome::Failed { .. })
     }
+}
+
+/// Why the worker moved a record to the DLQ: the `reason` dimension of `dlq_moves`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadReason {
+    /// A permanent dispatch error (a 4xx, a refused address, no route, a missing target).
+    Permanent,
+    /// The route's `retry.attempts` receives all failed.
+    AttemptsExhausted,
+    /// The body is not an envelope.
+    Undecodable,
+}
+
+impl DeadReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Permanent => "permanent",
+            DeadReason::AttemptsExhausted => "attempts_exhausted",
+            DeadReason::Undecodable => "undecodable",
+        }
+    }
+}
+
+/// The main queue (for visibility changes) and its DLQ (for the worker's own moves).
+#[derive(Clone)]
+struct Queues {
+    main: Arc<dyn Queue>,
+    dlq: Arc<dyn Queue>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -79,6 +124,9 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     /// Present when some source has delayed checks.
     checks: Option<CheckScheduler>,
+    /// Without them, failures only go back to the queue as they are (no backoff, no DLQ).
+    queues: Option<Queues>,
+    jitter: Arc<dyn Jitter>,
 }
 
 /// The dedupe decision for a key someone else holds.
@@ -124,6 +172,8 @@ impl Worker {
             targets,
             clock,
             checks: None,
+            queues: None,
+            jitter: Arc::new(SplitMix::from_entropy()),
         }
     }
 
@@ -133,43 +183,68 @@ impl Worker {
         self
     }
 
+    /// The queue the records come from (their visibility is stretched to the backoff) and
+    /// its dead-letter queue (where the worker moves what can never succeed).
+    pub fn with_queues(mut self, main: Arc<dyn Queue>, dlq: Arc<dyn Queue>) -> Self {
+        self.queues = Some(Queues { main, dlq });
+        self
+    }
+
+    /// The randomness of the backoff's jitter (tests fix it).
+    pub fn with_jitter(mut self, jitter: Arc<dyn Jitter>) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
     pub async fn process(&self, records: &[WorkerRecord]) -> BatchResult {
         let mut result = BatchResult::default();
         // Envelopes whose key we now hold, to be dispatched together.
-        let mut taken: Vec<(usize, Envelope, u32)> = Vec::new();
+        let mut taken: Vec<(usize, Envelope)> = Vec::new();
         // Later copies of a key already taken in this batch (a provider retry that arrived
         // before the first copy was processed): they follow the first copy's outcome without
         // a ledger call of their own.
         let mut followers: Vec<(usize, usize)> = Vec::new();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        // How long a record to retry stays hidden; `None` = the default policy's backoff.
+        let mut delays: Vec<Option<Duration>> = vec![None; records.len()];
 
         for (i, rec) in records.iter().enumerate() {
             let env = match Envelope::from_json(&rec.body) {
                 Ok(e) => e,
                 Err(e) => {
                     error!(message_id = %rec.message_id, error = %e, "undecodable envelope");
-                    outcomes[i] = Some(Outcome::Failed {
-                        dedupe_key: None,
-                        error: format!("undecodable envelope: {e}"),
-                    });
+                    outcomes[i] = Some(
+                        self.undecodable(rec, format!("undecodable envelope: {e}"))
+                            .await,
+                    );
                     continue;
                 }
             };
-            if let Some(leader) = taken.iter().position(|(_, t, _)| {
+            if let Some(leader) = taken.iter().position(|(_, t)| {
                 t.dedupe_key == env.dedupe_key && t.body_sha256 == env.body_sha256
             }) {
                 followers.push((i, leader));
                 continue;
             }
             match self.begin(&env).await {
-                Ok(BeginOutcome::Acquired { .. }) => taken.push((i, env, rec.receive_count)),
+                Ok(BeginOutcome::Acquired { .. }) => taken.push((i, env)),
                 Ok(BeginOutcome::Held(held)) => {
                     let o = held_outcome(&env, &held);
+                    if matches!(o, Outcome::Busy { .. }) {
+                        // Another worker's live lease: try again when it lapses (then the
+                        // key is ours, or done), not after a backoff. A lease is live up to
+                        // and including `lease_until`, hence the second more.
+                        let left = held.lease_until_ms.saturating_sub(self.clock.now_ms()) + 1000;
+                        delays[i] = Some(clamp_delay(Duration::from_millis(
+                            u64::try_from(left).unwrap_or(0),
+                        )));
+                    }
                     self.note_held(&env, &o).await;
                     outcomes[i] = Some(o);
                 }
                 Err(e) => {
                     warn!(dedupe_key = %env.dedupe_key, error = %e, "dedupe begin failed");
+                    delays[i] = Some(self.backoff(&env, rec.receive_count));
                     outcomes[i] = Some(Outcome::Failed {
                         dedupe_key: Some(env.dedupe_key.clone()),
                         error: e.to_string(),
@@ -182,43 +257,217 @@ impl Worker {
         // event before any target saw it: never a second delivery for a check's sake. (A
         // check scheduled for an event whose delivery then fails only runs a needless poll.)
         let now = self.clock.now_ms();
-        let mut ready: Vec<(usize, Envelope, u32)> = Vec::with_capacity(taken.len());
-        for (i, env, receive_count) in &taken {
+        let mut ready: Vec<(usize, Envelope)> = Vec::with_capacity(taken.len());
+        for (i, env) in &taken {
             match self.schedule_checks(env, now).await {
-                Ok(()) => ready.push((*i, env.clone(), *receive_count)),
+                Ok(()) => ready.push((*i, env.clone())),
                 Err(e) => {
-                    outcomes[*i] = Some(self.checks_failed(env, *receive_count, e, now).await)
+                    let (o, d) = self.checks_failed(env, &records[*i], e, now).await;
+                    outcomes[*i] = Some(o);
+                    delays[*i] = d;
                 }
             }
         }
         let dispatch = self.dispatch(&ready).await;
-        for ((i, env, receive_count), res) in ready.iter().zip(dispatch) {
-            outcomes[*i] = Some(self.finish(env, *receive_count, res).await);
+        for ((i, env), res) in ready.iter().zip(dispatch) {
+            let (o, d) = self.finish(env, &records[*i], res).await;
+            outcomes[*i] = Some(o);
+            delays[*i] = d;
         }
         for (i, leader) in followers {
-            let env = &taken[leader].1;
-            let o = match &outcomes[taken[leader].0] {
+            let (leader_i, env) = (taken[leader].0, &taken[leader].1);
+            let o = match &outcomes[leader_i] {
                 Some(Outcome::Dispatched { .. }) => Outcome::Duplicate {
                     dedupe_key: env.dedupe_key.clone(),
                 },
+                // The same bytes are in the DLQ already: a second copy there adds nothing.
+                Some(Outcome::DeadLettered { reason, .. }) => Outcome::DeadLettered {
+                    dedupe_key: Some(env.dedupe_key.clone()),
+                    reason: reason.clone(),
+                },
                 // The first copy failed and will be retried; so is this one, and dedupe
                 // decides between them next time.
-                _ => Outcome::Busy {
-                    dedupe_key: env.dedupe_key.clone(),
-                },
+                _ => {
+                    delays[i] = delays[leader_i];
+                    Outcome::Busy {
+                        dedupe_key: env.dedupe_key.clone(),
+                    }
+                }
             };
             self.note_held(env, &o).await;
             outcomes[i] = Some(o);
         }
 
-        for (rec, o) in records.iter().zip(outcomes) {
+        for (i, (rec, o)) in records.iter().zip(outcomes).enumerate() {
             let o = o.unwrap_or(Outcome::Failed {
                 dedupe_key: None,
                 error: "not processed".into(),
             });
+            if o.retry() {
+                let delay = delays[i].unwrap_or_else(|| {
+                    self.config
+                        .default_retry
+                        .backoff(rec.receive_count, self.jitter.unit())
+                });
+                self.hold_back(rec, delay).await;
+            }
             result.outcomes.push((rec.message_id.clone(), o));
         }
         result
+    }
+
+    /// The event's retry policy (its matching routes').
+    fn policy(&self, env: &Envelope) -> RetryPolicy {
+        self.config.retry_policy(&env.source, &event_names(env))
+    }
+
+    fn backoff(&self, env: &Envelope, attempt: u32) -> Duration {
+        self.policy(env).backoff(attempt, self.jitter.unit())
+    }
+
+    /// Hide a record to retry for `delay` (its receive's visibility otherwise). Best effort:
+    /// when the call fails the queue's own visibility timeout still brings it back.
+    async fn hold_back(&self, rec: &WorkerRecord, delay: Duration) {
+        let (Some(queues), Some(handle)) = (&self.queues, &rec.receipt_handle) else {
+            return;
+        };
+        match queues.main.change_visibility(handle, delay).await {
+            Ok(()) => {
+                debug!(message_id = %rec.message_id, delay_s = delay.as_secs(), attempt = rec.receive_count, "retry backed off")
+            }
+            Err(e) => {
+                warn!(message_id = %rec.message_id, error = %e, "could not stretch the visibility; the queue's timeout applies")
+            }
+        }
+    }
+
+    /// Send the record's body, unchanged, to the DLQ. `false` when there is no DLQ or the
+    /// send failed: the caller then retries it as usual (nothing is lost).
+    async fn to_dlq(&self, rec: &WorkerRecord, source: &str, why: DeadReason) -> bool {
+        let Some(queues) = &self.queues else {
+            return false;
+        };
+        // A FIFO DLQ would need a group id; the main queue (and so its DLQ) is standard.
+        match queues
+            .dlq
+            .send(&OutboundMessage::new(rec.body.clone()))
+            .await
+        {
+            Ok(_) => {
+                metrics::emit(
+                    self.clock.now_ms(),
+                    "dlq_moves",
+                    metrics::Unit::Count,
+                    1.0,
+                    source,
+                    Some(why.as_str()),
+                );
+                true
+            }
+            Err(e) => {
+                warn!(message_id = %rec.message_id, error = %e, reason = why.as_str(), "could not move the record to the DLQ; retrying it instead");
+                false
+            }
+        }
+    }
+
+    /// A body that is not an envelope can never be dispatched: straight to the DLQ (where
+    /// `inlet dlq list` shows why), or retried as before when there is no DLQ at hand.
+    async fn undecodable(&self, rec: &WorkerRecord, reason: String) -> Outcome {
+        // No envelope: its source if the JSON names a configured one, else "unknown".
+        let source = serde_json::from_str::<serde_json::Value>(&rec.body)
+            .ok()
+            .and_then(|v| v.get("source")?.as_str().map(str::to_owned))
+            .filter(|s| self.config.source(s).is_some())
+            .unwrap_or_else(|| "unknown".to_owned());
+        if self.to_dlq(rec, &source, DeadReason::Undecodable).await {
+            // No dedupe record carries this one into the trail: an entry of its own does.
+            let entry = TrailEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                at_ms: self.clock.now_ms(),
+                source,
+                status: TrailStatus::Dead,
+                dedupe_key: None,
+                provider_event_id: None,
+                event_type: None,
+                reason: Some(reason.clone()),
+                source_ip: None,
+            };
+            if let Err(e) = self.ledger.append(&entry).await {
+                warn!(message_id = %rec.message_id, error = %e, "could not record trail entry");
+            }
+            return Outcome::DeadLettered {
+                dedupe_key: None,
+                reason,
+            };
+        }
+        Outcome::Failed {
+            dedupe_key: None,
+            error: reason,
+        }
+    }
+
+    /// A failed attempt at a held key: to the DLQ when retrying cannot help (permanent, or
+    /// the route's attempts are used up), else failed with the delay before the next try
+    /// (the target's `Retry-After`, else the backoff).
+    async fn failed(
+        &self,
+        env: &Envelope,
+        rec: &WorkerRecord,
+        e: DispatchError,
+        now: i64,
+    ) -> (Outcome, Option<Duration>) {
+        let key = env.dedupe_key.clone();
+        let policy = self.policy(env);
+        let attempt = rec.receive_count;
+        let msg = e.to_string();
+        let give_up = if e.is_permanent() {
+            Some(DeadReason::Permanent)
+        } else if attempt >= policy.attempts {
+            Some(DeadReason::AttemptsExhausted)
+        } else {
+            None
+        };
+        if let Some(why) = give_up {
+            let reason = match why {
+                DeadReason::AttemptsExhausted => {
+                    format!("{msg} (gave up after {attempt} attempts)")
+                }
+                _ => msg.clone(),
+            };
+            if self.to_dlq(rec, &env.source, why).await {
+                warn!(source = %env.source, dedupe_key = %key, error = %reason, why = why.as_str(), "moved to the DLQ");
+                if let Err(le) = self.ledger.fail(&key, now, &reason, true).await {
+                    warn!(dedupe_key = %key, error = %le, "could not record the DLQ move");
+                }
+                return (
+                    Outcome::DeadLettered {
+                        dedupe_key: Some(key),
+                        reason,
+                    },
+                    None,
+                );
+            }
+        }
+        // On the queue's last receive its redrive takes it to the DLQ.
+        let dead = attempt >= self.config.settings.max_receive_count;
+        warn!(source = %env.source, dedupe_key = %key, error = %msg, dead, "dispatch failed");
+        if let Err(le) = self.ledger.fail(&key, now, &msg, dead).await {
+            warn!(dedupe_key = %key, error = %le, "could not record failure");
+        }
+        let delay = policy.delay(
+            attempt,
+            e.retry_after(),
+            self.config.retry_after_max,
+            self.jitter.unit(),
+        );
+        (
+            Outcome::Failed {
+                dedupe_key: Some(key),
+                error: msg,
+            },
+            Some(delay),
+        )
     }
 
     async fn begin(&self, env: &Envelope) -> Result<BeginOutcome, crate::ports::LedgerError> {
@@ -313,21 +562,15 @@ impl Worker {
     async fn checks_failed(
         &self,
         env: &Envelope,
-        receive_count: u32,
+        rec: &WorkerRecord,
         e: crate::checks::CheckError,
         now: i64,
-    ) -> Outcome {
-        let key = env.dedupe_key.clone();
+    ) -> (Outcome, Option<Duration>) {
         let msg = format!("delayed check not scheduled: {e}");
-        warn!(source = %env.source, dedupe_key = %key, error = %msg, "check scheduling failed; the event will be retried");
-        let dead = receive_count >= self.config.settings.max_receive_count;
-        if let Err(le) = self.ledger.fail(&key, now, &msg, dead).await {
-            warn!(dedupe_key = %key, error = %le, "could not record failure");
-        }
-        Outcome::Failed {
-            dedupe_key: Some(key),
-            error: msg,
-        }
+        warn!(source = %env.source, dedupe_key = %env.dedupe_key, error = %msg, "check scheduling failed; the event will be retried");
+        // Like a retryable dispatch failure: backoff, and the DLQ once the attempts are used.
+        self.failed(env, rec, DispatchError::Retryable(msg), now)
+            .await
     }
 
     /// A source without checks returns at once: no store or queue call.
@@ -353,10 +596,10 @@ impl Worker {
     }
 
     /// Group envelopes by target and deliver; an envelope succeeds when all its targets do.
-    async fn dispatch(&self, taken: &[(usize, Envelope, u32)]) -> Vec<Result<(), DispatchError>> {
+    async fn dispatch(&self, taken: &[(usize, Envelope)]) -> Vec<Result<(), DispatchError>> {
         let mut results: Vec<Result<(), DispatchError>> = vec![Ok(()); taken.len()];
         let mut per_target: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (n, (_, env, _)) in taken.iter().enumerate() {
+        for (n, (_, env)) in taken.iter().enumerate() {
             let ids = self.config.targets_for(&env.source, &event_names(env));
             if ids.is_empty() {
                 results[n] = Err(DispatchError::Permanent(format!(
@@ -393,9 +636,9 @@ impl Worker {
     async fn finish(
         &self,
         env: &Envelope,
-        receive_count: u32,
+        rec: &WorkerRecord,
         res: Result<(), DispatchError>,
-    ) -> Outcome {
+    ) -> (Outcome, Option<Duration>) {
         let now = self.clock.now_ms();
         let key = env.dedupe_key.clone();
         match res {
@@ -410,10 +653,13 @@ impl Worker {
                     // it to lapse, then dispatches again. Targets absorb that (JSONL keeps keys;
                     // EventBridge consumers see the same dedupe_key).
                     warn!(dedupe_key = %key, error = %e, "dispatched but could not complete");
-                    return Outcome::Failed {
-                        dedupe_key: Some(key),
-                        error: e.to_string(),
-                    };
+                    return (
+                        Outcome::Failed {
+                            dedupe_key: Some(key),
+                            error: e.to_string(),
+                        },
+                        Some(self.backoff(env, rec.receive_count)),
+                    );
                 }
                 metrics::count(now, "dispatched", &env.source);
                 if env.via == Via::Poll {
@@ -434,20 +680,11 @@ impl Worker {
                     None,
                 );
                 info!(source = %env.source, dedupe_key = %key, "dispatched");
-                Outcome::Dispatched { dedupe_key: key }
+                (Outcome::Dispatched { dedupe_key: key }, None)
             }
             Err(e) => {
-                let dead = receive_count >= self.config.settings.max_receive_count;
-                let msg = e.to_string();
-                warn!(source = %env.source, dedupe_key = %key, error = %msg, dead, "dispatch failed");
                 metrics::count(now, "dispatch_failures", &env.source);
-                if let Err(le) = self.ledger.fail(&key, now, &msg, dead).await {
-                    warn!(dedupe_key = %key, error = %le, "could not record failure");
-                }
-                Outcome::Failed {
-                    dedupe_key: Some(key),
-                    error: msg,
-                }
+                self.failed(env, rec, e, now).await
             }
         }
     }

@@ -229,6 +229,12 @@ fn check_accepts_the_example_and_names_the_broken_field() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("source stripe"));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout)
+            .contains("retry: 5 attempts, backoff 1s doubling to 5m"),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let broken = dir.path().join("broken.toml");
@@ -560,6 +566,7 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
                 message_id: m.message_id.clone(),
                 body: m.body.clone(),
                 receive_count: m.receive_count,
+                receipt_handle: Some(m.receipt_handle.clone()),
             })
             .collect();
         down.process(&records).await;

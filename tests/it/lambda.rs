@@ -74,6 +74,7 @@ fn sqs_event(messages: &[(String, String, u32)]) -> SqsEvent {
         .map(|(id, body, count)| {
             let mut r = template.clone();
             r["messageId"] = id.as_str().into();
+            r["receiptHandle"] = format!("receipt-of-{id}").into();
             r["body"] = body.as_str().into();
             r["attributes"]["ApproximateReceiveCount"] = count.to_string().into();
             r
@@ -164,6 +165,11 @@ fn worker_reports_only_the_failed_records() {
     let records = to_records(event);
     assert_eq!(records.records.len(), 2);
     assert_eq!(records.records[1].receive_count, 3);
+    // The receipt handle travels with the record: the worker's backoff needs it.
+    assert_eq!(
+        records.records[1].receipt_handle.as_deref(),
+        Some("receipt-of-bad")
+    );
     let result = inlet::worker::BatchResult {
         outcomes: vec![
             (
@@ -177,6 +183,14 @@ fn worker_reports_only_the_failed_records() {
                 inlet::worker::Outcome::Failed {
                     dedupe_key: None,
                     error: "e".into(),
+                },
+            ),
+            // Moved to the DLQ by the worker: done here, so SQS deletes it.
+            (
+                "dead".into(),
+                inlet::worker::Outcome::DeadLettered {
+                    dedupe_key: Some("k2".into()),
+                    reason: "target answered HTTP 400".into(),
                 },
             ),
         ],

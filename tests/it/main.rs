@@ -9,6 +9,7 @@ mod lambda;
 mod pipeline;
 mod polling;
 mod polling_acceptance;
+mod retries;
 mod support;
 mod targets;
 

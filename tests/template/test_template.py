@@ -43,7 +43,10 @@ REQUIRED_ENV = {
         "INLET_BUS_NAME",
         "INLET_MAX_RECEIVE_COUNT",
         "INLET_LEASE_SECONDS",
-        "INLET_QUEUE_URL",
+        "INLET_QUEUE_URL",  # visibility changes: the retry backoff
+        "INLET_DLQ_URL",  # permanent failures, moved by the worker itself
+        "INLET_VISIBILITY_TIMEOUT_SECONDS",  # lease <= visibility, checked at start
+        "INLET_WORKER_TIMEOUT_SECONDS",  # lease >= the function timeout, checked at start
     },
     "PollerFunction": {"INLET_CONFIG", "INLET_QUEUE_URL", "INLET_TABLE", "INLET_CHECKS_QUEUE_URL"},
 }
@@ -350,6 +353,12 @@ def check_environment(t: dict) -> None:
     assert t["Parameters"]["WebhookSecrets"].get("NoEcho") is True
     worker = function_props(t, "WorkerFunction")["Environment"]["Variables"]
     assert ref(worker["INLET_BUS_NAME"]) == "EventBus"
+    # The worker moves permanent failures to the queue's own DLQ, and checks its lease
+    # against the very parameters that size the function and the queue.
+    assert ref(worker["INLET_DLQ_URL"]) == "DeadLetterQueue"
+    assert ref(worker["INLET_WORKER_TIMEOUT_SECONDS"]) == "WorkerTimeoutSeconds"
+    assert ref(worker["INLET_VISIBILITY_TIMEOUT_SECONDS"]) == "QueueVisibilityTimeoutSeconds"
+    assert ref(worker["INLET_LEASE_SECONDS"]) == "LeaseSeconds"
 
 
 def check_ledger_table(t: dict) -> None:

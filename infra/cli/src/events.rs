@@ -68,6 +68,9 @@ fn line(row: &TrailRow) -> Line {
                 Some(r) if e.status == inlet::ports::TrailStatus::Check => {
                     format!("check ({r})")
                 }
+                Some(r) if e.status == inlet::ports::TrailStatus::Dead => {
+                    format!("dead ({r})")
+                }
                 _ => e.status.as_str().to_string(),
             },
             attempts: String::new(),

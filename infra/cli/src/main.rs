@@ -196,6 +196,14 @@ async fn main() -> ExitCode {
                     s.provider.name(),
                     targets.join(", ")
                 );
+                // Types-specific routes may retry some events longer (see README, Retries).
+                let r = cfg.retry_policy(id, &[]);
+                println!(
+                    "    retry: {} attempts, backoff {} doubling to {}",
+                    r.attempts,
+                    humantime::format_duration(r.base),
+                    humantime::format_duration(r.cap)
+                );
                 if let Some(p) = &s.poll {
                     println!(
                         "    poll: {} every {}",

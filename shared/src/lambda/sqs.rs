@@ -29,6 +29,7 @@ pub fn to_records(event: SqsEvent) -> Records {
             message_id,
             body: r.body.unwrap_or_default(),
             receive_count,
+            receipt_handle: r.receipt_handle,
         });
     }
     Records {

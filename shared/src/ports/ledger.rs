@@ -137,6 +137,9 @@ pub enum TrailStatus {
     MissedWebhook,
     /// A delayed check was satisfied or fired (which, and how, is in `reason`).
     Check,
+    /// A message the worker moved to the DLQ that has no dedupe record to say so (its body
+    /// is not an envelope); why is in `reason`.
+    Dead,
 }
 
 impl TrailStatus {
@@ -148,6 +151,7 @@ impl TrailStatus {
             TrailStatus::PollRun => "poll_run",
             TrailStatus::MissedWebhook => "missed_webhook",
             TrailStatus::Check => "check",
+            TrailStatus::Dead => "dead",
         }
     }
 
@@ -159,6 +163,7 @@ impl TrailStatus {
             "poll_run" => Some(TrailStatus::PollRun),
             "missed_webhook" => Some(TrailStatus::MissedWebhook),
             "check" => Some(TrailStatus::Check),
+            "dead" => Some(TrailStatus::Dead),
             _ => None,
         }
     }
