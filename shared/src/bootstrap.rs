@@ -44,6 +44,22 @@ pub fn check_lease(
     Ok(())
 }
 
+/// [`check_lease`] for the settings and for every source's own `lease_seconds`.
+pub fn check_leases(config: &Config, worker_timeout_seconds: Option<u64>) -> Result<(), BootError> {
+    check_lease(&config.settings, worker_timeout_seconds)?;
+    if let Some(timeout) = worker_timeout_seconds {
+        for (id, source) in &config.sources {
+            let lease = source.lease_ms / 1000;
+            if lease < timeout as i64 {
+                return Err(BootError::Lease(format!(
+                    "source {id}: lease_seconds ({lease}) is shorter than the worker timeout ({timeout} s): a live worker's key could be taken over and its event dispatched twice"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The worker's timeout in seconds: `AWS_LAMBDA_FUNCTION_TIMEOUT` when the runtime sets it,
 /// else `INLET_WORKER_TIMEOUT_SECONDS` (the template passes `WorkerTimeoutSeconds`), else
 /// unknown (the check is skipped). A value that is not a number is an error, not a skip.
@@ -127,10 +143,7 @@ pub async fn worker() -> Result<crate::worker::Worker, BootError> {
     use crate::worker::Worker;
 
     let config = load_config()?;
-    check_lease(
-        &config.settings,
-        worker_timeout_seconds(|n| std::env::var(n).ok())?,
-    )?;
+    check_leases(&config, worker_timeout_seconds(|n| std::env::var(n).ok())?)?;
     let sdk = sdk_config_from_env().await;
     let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
     let main_queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
@@ -251,6 +264,33 @@ mod tests {
             long.to_string().contains("queue visibility (180 s)"),
             "{long}"
         );
+    }
+
+    #[test]
+    fn every_sources_own_lease_must_outlast_the_worker_timeout() {
+        let doc = config::ConfigDoc::parse(
+            r#"
+            [[sources]]
+            id = "quick"
+            provider = "github"
+            secrets = ["env:S"]
+            lease_seconds = 20
+            [[targets]]
+            id = "bus"
+            kind = "eventbridge"
+            [[routes]]
+            sources = ["*"]
+            targets = ["bus"]
+            "#,
+            Some("toml"),
+        )
+        .expect("parses");
+        let cfg =
+            config::validate(doc, ".".into(), &|_: &str| Some("s".to_owned())).expect("valid");
+        assert!(check_leases(&cfg, None).is_ok());
+        assert!(check_leases(&cfg, Some(20)).is_ok());
+        let err = check_leases(&cfg, Some(30)).expect_err("20 s < 30 s");
+        assert!(err.to_string().contains("source quick"), "{err}");
     }
 
     #[test]
