@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::envelope::{self, Envelope};
+use crate::envelope::{self, Envelope, Replay};
 use crate::ports::{DedupeRecord, Ledger, OutboundMessage, Queue, QueueError, ReceivedMessage};
 
 /// How long a scan keeps what it received hidden (it gives them back sooner when done).
@@ -96,6 +96,17 @@ impl Filter {
     }
 }
 
+/// How a replay moves what it takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayOptions {
+    /// Count only; move nothing.
+    pub dry_run: bool,
+    /// Dispatch again even events the ledger says were dispatched.
+    pub force: bool,
+    /// When the replay is sent (recorded in forced envelopes).
+    pub now_ms: i64,
+}
+
 /// Progress of a replay, after each batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -155,14 +166,21 @@ async fn describe(m: &ReceivedMessage, ledger: &dyn Ledger) -> DeadLetter {
 }
 
 /// Move the dead letters `filter` takes back to `main` (send, then delete from the DLQ); the
-/// others stay. `dry_run` only counts. `progress` is called after every batch.
+/// others stay. `dry_run` only counts. `force` marks each envelope so the worker dispatches it
+/// even if the ledger says it was done (and records that it did). `progress` is called
+/// after every batch.
 pub async fn replay(
     dlq: &dyn Queue,
     main: &dyn Queue,
     filter: &Filter,
-    dry_run: bool,
+    options: ReplayOptions,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Progress, DlqError> {
+    let ReplayOptions {
+        dry_run,
+        force,
+        now_ms,
+    } = options;
     let mut p = Progress {
         total: dlq.depth().await.ok().flatten(),
         ..Progress::default()
@@ -190,8 +208,19 @@ pub async fn replay(
                     held.push(m.receipt_handle);
                     continue;
                 }
-                // The body goes back unchanged: same envelope, same dedupe key.
-                main.send(&OutboundMessage::new(m.body.clone()))
+                // The body goes back unchanged (same envelope, same dedupe key), or marked
+                // as a forced replay.
+                let body = match env {
+                    Some(mut e) if force => {
+                        e.replay = Some(Replay {
+                            at: envelope::rfc3339_ms(now_ms),
+                            forced: true,
+                        });
+                        serde_json::to_string(&e).unwrap_or_else(|_| m.body.clone())
+                    }
+                    _ => m.body.clone(),
+                };
+                main.send(&OutboundMessage::new(body))
                     .await
                     .map_err(DlqError::Main)?;
                 dlq.delete(&m.receipt_handle).await.map_err(DlqError::Dlq)?;
@@ -246,6 +275,17 @@ mod tests {
         e.received_at = envelope::rfc3339_ms(received_ms);
         e.body_sha256 = envelope::sha256_hex(e.body.as_bytes());
         serde_json::to_string(&e).unwrap()
+    }
+
+    fn dry() -> ReplayOptions {
+        ReplayOptions {
+            dry_run: true,
+            ..ReplayOptions::default()
+        }
+    }
+
+    fn moving() -> ReplayOptions {
+        ReplayOptions::default()
     }
 
     struct Fixture {
@@ -335,7 +375,7 @@ mod tests {
             ids: vec![],
         };
         let mut seen = Vec::new();
-        let dry = replay(&dlq, &main, &filter, true, &mut |p| seen.push(p))
+        let dry = replay(&dlq, &main, &filter, dry(), &mut |p| seen.push(p))
             .await
             .unwrap();
         assert_eq!((dry.scanned, dry.matched, dry.moved), (5, 2, 0));
@@ -347,7 +387,7 @@ mod tests {
             "a dry run moves nothing"
         );
 
-        let done = replay(&dlq, &main, &filter, false, &mut |_| {})
+        let done = replay(&dlq, &main, &filter, moving(), &mut |_| {})
             .await
             .unwrap();
         assert_eq!((done.matched, done.moved), (2, 2));
@@ -360,7 +400,7 @@ mod tests {
             .collect();
         assert_eq!(moved, vec!["games#e2", "games#e4"]);
         // Rerun: nothing left that matches; the rest stays dead.
-        let again = replay(&dlq, &main, &filter, false, &mut |_| {})
+        let again = replay(&dlq, &main, &filter, moving(), &mut |_| {})
             .await
             .unwrap();
         assert_eq!((again.scanned, again.moved), (3, 0));
@@ -377,7 +417,7 @@ mod tests {
             ids: vec!["e3".into(), bad_id],
             ..Filter::default()
         };
-        let done = replay(&dlq, &main, &by_id, false, &mut |_| {})
+        let done = replay(&dlq, &main, &by_id, moving(), &mut |_| {})
             .await
             .unwrap();
         assert_eq!(done.moved, 2);
@@ -386,6 +426,34 @@ mod tests {
             Some(1),
             "games#e1 is older than 1h"
         );
+    }
+
+    #[tokio::test]
+    async fn a_forced_replay_marks_each_envelope_and_leaves_other_bodies_alone() {
+        let f = Fixture::with_dead(&[envelope("games", 1, T0), "not json".to_string()]).await;
+        let (dlq, main) = (f.dlq(), f.store.queue("events", None));
+        let options = ReplayOptions {
+            force: true,
+            now_ms: T0 + 5,
+            ..ReplayOptions::default()
+        };
+        let done = replay(&dlq, &main, &Filter::default(), options, &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(done.moved, 2);
+        let mut bodies: Vec<String> = main
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies[0], "not json");
+        let env = Envelope::from_json(&bodies[1]).unwrap();
+        assert!(env.forced_replay());
+        assert_eq!(env.replay.unwrap().at, envelope::rfc3339_ms(T0 + 5));
+        assert_eq!(env.dedupe_key, "games#e1");
     }
 
     #[test]

@@ -75,6 +75,24 @@ pub struct Envelope {
     /// `request_sha256` ties it back to the whole request as received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<PartOf>,
+    /// Set by `inlet replay --force`: dispatch this event again even though it was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+}
+
+/// A replay an operator asked for (`inlet replay --force`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// RFC 3339, UTC: when the replay was sent.
+    pub at: String,
+    /// Dispatch again even when the ledger says the event was dispatched.
+    pub forced: bool,
+}
+
+impl Envelope {
+    pub fn forced_replay(&self) -> bool {
+        self.replay.as_ref().is_some_and(|r| r.forced)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +224,7 @@ mod tests {
             body_encoding: enc,
             body_sha256: sha256_hex(body),
             part: None,
+            replay: None,
         }
     }
 

@@ -546,6 +546,7 @@ fn build_envelope(
         body_encoding,
         body_sha256,
         part,
+        replay: None,
     }
 }
 

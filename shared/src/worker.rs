@@ -200,6 +200,8 @@ impl Worker {
         let mut result = BatchResult::default();
         // Envelopes whose key we now hold, to be dispatched together.
         let mut taken: Vec<(usize, Envelope)> = Vec::new();
+        // Done events an operator replayed with --force: dispatched again, outside dedupe.
+        let mut forced: Vec<(usize, Envelope)> = Vec::new();
         // Later copies of a key already taken in this batch (a provider retry that arrived
         // before the first copy was processed): they follow the first copy's outcome without
         // a ledger call of their own.
@@ -230,6 +232,10 @@ impl Worker {
                 Ok(BeginOutcome::Acquired { .. }) => taken.push((i, env)),
                 Ok(BeginOutcome::Held(held)) => {
                     let o = held_outcome(&env, &held);
+                    if env.forced_replay() && matches!(o, Outcome::Duplicate { .. }) {
+                        forced.push((i, env));
+                        continue;
+                    }
                     if matches!(o, Outcome::Busy { .. }) {
                         // Another worker's live lease: try again when it lapses (then the
                         // key is ours, or done), not after a backoff. A lease is live up to
@@ -273,6 +279,14 @@ impl Worker {
             let (o, d) = self.finish(env, &records[*i], res).await;
             outcomes[*i] = Some(o);
             delays[*i] = d;
+        }
+        if !forced.is_empty() {
+            let dispatch = self.dispatch(&forced).await;
+            for ((i, env), res) in forced.iter().zip(dispatch) {
+                let (o, d) = self.finish_forced(env, &records[*i], res).await;
+                outcomes[*i] = Some(o);
+                delays[*i] = d;
+            }
         }
         for (i, leader) in followers {
             let (leader_i, env) = (taken[leader].0, &taken[leader].1);
@@ -631,6 +645,61 @@ impl Worker {
             }
         }
         results
+    }
+
+    /// A forced replay of a done event: its dedupe record stays as it is (completed); the
+    /// trail says who dispatched it again. A failure retries like any other (the queue's
+    /// redrive ends it in the DLQ), without touching the record.
+    async fn finish_forced(
+        &self,
+        env: &Envelope,
+        rec: &WorkerRecord,
+        res: Result<(), DispatchError>,
+    ) -> (Outcome, Option<Duration>) {
+        let now = self.clock.now_ms();
+        let key = env.dedupe_key.clone();
+        match res {
+            Ok(()) => {
+                metrics::count(now, "dispatched", &env.source);
+                metrics::count(now, "forced_replays", &env.source);
+                warn!(source = %env.source, dedupe_key = %key, "dispatched again: forced replay");
+                let entry = TrailEntry {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    at_ms: now,
+                    source: env.source.clone(),
+                    status: TrailStatus::ForcedReplay,
+                    dedupe_key: Some(key.clone()),
+                    provider_event_id: env.provider_event_id.clone(),
+                    event_type: env.event_type.clone(),
+                    reason: env
+                        .replay
+                        .as_ref()
+                        .map(|r| format!("inlet replay --force at {}", r.at)),
+                    source_ip: None,
+                };
+                if let Err(e) = self.ledger.append(&entry).await {
+                    warn!(dedupe_key = %key, error = %e, "could not record the forced replay in the trail");
+                }
+                (Outcome::Dispatched { dedupe_key: key }, None)
+            }
+            Err(e) => {
+                metrics::count(now, "dispatch_failures", &env.source);
+                warn!(source = %env.source, dedupe_key = %key, error = %e, "forced replay failed; retrying");
+                let delay = self.policy(env).delay(
+                    rec.receive_count,
+                    e.retry_after(),
+                    self.config.retry_after_max,
+                    self.jitter.unit(),
+                );
+                (
+                    Outcome::Failed {
+                        dedupe_key: Some(key),
+                        error: e.to_string(),
+                    },
+                    Some(delay),
+                )
+            }
+        }
     }
 
     async fn finish(

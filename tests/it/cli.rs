@@ -665,6 +665,74 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
     got.sort();
     keys.sort();
     assert_eq!(got, keys);
+    // A copy of a dispatched event in the DLQ: replayed, it is a duplicate; replayed with
+    // --force, it is dispatched again and the trail says so.
+    let done_body = {
+        let text = std::fs::read_to_string(&jsonl).expect("jsonl");
+        let mut e: inlet::envelope::Envelope =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("envelope");
+        e.replay = None;
+        serde_json::to_string(&e).expect("json")
+    };
+    let done_key = inlet::envelope::Envelope::from_json(&done_body)
+        .expect("envelope")
+        .dedupe_key;
+    let outcomes_after = |force: bool| {
+        let stack = &stack;
+        let body = done_body.clone();
+        let key = done_key.clone();
+        async move {
+            stack
+                .dlq
+                .send(&inlet::ports::OutboundMessage::new(body))
+                .await
+                .expect("send");
+            let mut args = vec!["replay", "--config", config, "--ids", key.as_str()];
+            if force {
+                args.push("--force");
+            }
+            let out = inlet(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stack
+                .work_once(Duration::ZERO)
+                .await
+                .expect("work")
+                .outcomes
+                .into_iter()
+                .map(|(_, o)| o)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        outcomes_after(false).await,
+        vec![inlet::worker::Outcome::Duplicate {
+            dedupe_key: done_key.clone()
+        }]
+    );
+    assert_eq!(
+        outcomes_after(true).await,
+        vec![inlet::worker::Outcome::Dispatched {
+            dedupe_key: done_key.clone()
+        }]
+    );
+    let out = inlet(&["events", "--json", "--config", config]);
+    let forced: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .filter(|v| {
+            v["status"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("forced_replay")
+        })
+        .collect();
+    assert_eq!(forced.len(), 1, "{forced:?}");
+    assert_eq!(forced[0]["dedupe_key"], done_key.as_str());
+
     let out = inlet(&["replay", "--config", config, "--since", "not a time"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));

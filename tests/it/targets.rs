@@ -189,6 +189,7 @@ fn envelope(n: usize) -> Envelope {
         body,
         body_encoding: BodyEncoding::Utf8,
         part: None,
+        replay: None,
     }
 }
 

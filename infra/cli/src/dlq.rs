@@ -113,6 +113,7 @@ pub struct ReplayArgs {
     pub ids: Vec<String>,
     pub dry_run: bool,
     pub one_by_one: bool,
+    pub force: bool,
 }
 
 pub async fn run_replay(at: Where, args: ReplayArgs) -> Result<(), String> {
@@ -133,12 +134,18 @@ pub async fn run_replay(at: Where, args: ReplayArgs) -> Result<(), String> {
         ids: args.ids,
     };
     if let Stack::Aws { main, dlq, .. } = &stack {
-        if filter.is_empty() && !args.dry_run && !args.one_by_one {
+        // SQS's move task cannot mark envelopes, so a forced replay moves them itself.
+        if filter.is_empty() && !args.dry_run && !args.one_by_one && !args.force {
             return move_task(dlq, main).await;
         }
     }
     let (main, dlq, _) = stack.parts();
-    replay(dlq, main, &filter, args.dry_run).await
+    let options = dlq::ReplayOptions {
+        dry_run: args.dry_run,
+        force: args.force,
+        now_ms: SystemClock.now_ms(),
+    };
+    replay(dlq, main, &filter, options).await
 }
 
 /// An unfiltered replay on AWS: SQS moves the messages itself (`StartMessageMoveTask`);
@@ -290,18 +297,18 @@ async fn replay(
     dlq: &dyn Queue,
     main: &dyn Queue,
     filter: &Filter,
-    dry_run: bool,
+    options: dlq::ReplayOptions,
 ) -> Result<(), String> {
     let mut show = |p: Progress| {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r{}", bar(&p));
         let _ = err.flush();
     };
-    let done = dlq::replay(dlq, main, filter, dry_run, &mut show).await;
+    let done = dlq::replay(dlq, main, filter, options, &mut show).await;
     eprintln!();
     let p =
         done.map_err(|e| format!("{e} (safe to rerun: a message sent twice is deduplicated)"))?;
-    if dry_run {
+    if options.dry_run {
         println!(
             "dry run: {} of {} dead letter(s) would be replayed",
             p.matched, p.scanned

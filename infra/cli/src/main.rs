@@ -86,6 +86,10 @@ enum Command {
         /// message move task).
         #[arg(long)]
         one_by_one: bool,
+        /// Dispatch again even the events the ledger says were dispatched (the trail records
+        /// each as forced_replay). Without it a replayed event is still deduplicated.
+        #[arg(long)]
+        force: bool,
     },
     /// Print (or send) a correctly signed request for a configured source.
     Sign {
@@ -251,6 +255,7 @@ async fn main() -> ExitCode {
             ids,
             dry_run,
             one_by_one,
+            force,
         } => {
             dlq::run_replay(
                 at,
@@ -260,6 +265,7 @@ async fn main() -> ExitCode {
                     ids,
                     dry_run,
                     one_by_one,
+                    force,
                 },
             )
             .await

@@ -438,6 +438,7 @@ impl Poller {
                         count,
                         request_sha256: request_sha256.clone(),
                     }),
+                    replay: None,
                 });
             }
         }

@@ -140,6 +140,8 @@ pub enum TrailStatus {
     /// A message the worker moved to the DLQ that has no dedupe record to say so (its body
     /// is not an envelope); why is in `reason`.
     Dead,
+    /// An event dispatched again although it was done: an operator's `inlet replay --force`.
+    ForcedReplay,
 }
 
 impl TrailStatus {
@@ -152,6 +154,7 @@ impl TrailStatus {
             TrailStatus::MissedWebhook => "missed_webhook",
             TrailStatus::Check => "check",
             TrailStatus::Dead => "dead",
+            TrailStatus::ForcedReplay => "forced_replay",
         }
     }
 
@@ -163,6 +166,7 @@ impl TrailStatus {
             "poll_run" => Some(TrailStatus::PollRun),
             "missed_webhook" => Some(TrailStatus::MissedWebhook),
             "check" => Some(TrailStatus::Check),
+            "forced_replay" => Some(TrailStatus::ForcedReplay),
             "dead" => Some(TrailStatus::Dead),
             _ => None,
         }

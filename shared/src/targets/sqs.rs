@@ -167,6 +167,7 @@ mod tests {
                 body_encoding: BodyEncoding::Utf8,
                 body_sha256: sha256_hex(b"{}"),
                 part: None,
+                replay: None,
             })
             .collect();
         let refs: Vec<&Envelope> = envelopes.iter().collect();
