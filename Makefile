@@ -7,7 +7,7 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev venv fmt lint unit features template build fuzz clean
+.PHONY: test dev venv fmt lint unit features template build fuzz clean package
 
 ## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
@@ -47,3 +47,8 @@ fuzz:
 
 clean:
 	rm -rf target .inlet fuzz/target fuzz/corpus fuzz/artifacts
+
+## The three Lambda zips (arm64, release) with cargo-lambda from the pinned deploy venv
+## (.venv-deploy, infra/requirements-deploy.lock); prints their sizes.
+package:
+	infra/scripts/package
