@@ -7,7 +7,7 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev venv fmt lint unit features template build fuzz clean package
+.PHONY: test dev load venv fmt lint unit features template build fuzz clean package
 
 ## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
@@ -21,6 +21,14 @@ test: venv fmt lint features
 ## The whole pipeline locally on SQLite: POST http://127.0.0.1:8787/webhooks/{source}.
 dev:
 	$(CARGO) run --locked -p inlet-cli --bin inlet -- dev --config $(DEV_CONFIG)
+
+## Load test: a release `inlet dev` on a free loopback port with a temporary store, driven by
+## `inlet-load` (a separate process: signed webhooks, closed loop) at each connection count,
+## then every acknowledged event checked dispatched exactly once. Figures: docs/performance.md.
+LOAD_CONNECTIONS ?= 1,16,64
+LOAD_DURATION ?= 10s
+load:
+	DEV_CONFIG=$(DEV_CONFIG) infra/scripts/load $(LOAD_CONNECTIONS) $(LOAD_DURATION)
 
 ## Project-local Python tools (moto, cfn-lint, pytest), pinned in infra/requirements.lock.
 venv:

@@ -39,13 +39,13 @@ fn inlet(args: &[&str]) -> std::process::Output {
     Command::new(INLET).args(args).output().expect("run inlet")
 }
 
-struct Dev {
-    child: Child,
-    base: String,
+pub(crate) struct Dev {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Dev {
-    fn start(config: &Path) -> Self {
+    pub(crate) fn start(config: &Path) -> Self {
         let mut child = Command::new(INLET)
             .args(["dev", "--config"])
             .arg(config)

@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod dlq_aws;
 mod lambda;
+mod load;
 mod pipeline;
 mod polling;
 mod polling_acceptance;

@@ -1,4 +1,7 @@
 //! The `inlet` CLI's reusable parts: the local HTTP server and worker loop, which the
-//! end-to-end tests run in-process as well.
+//! end-to-end tests run in-process as well; request signing, which `inlet sign` and the
+//! load generator share; and the load generator itself (`inlet-load`).
 
+pub mod load;
 pub mod server;
+pub mod sign;

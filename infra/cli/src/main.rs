@@ -10,8 +10,9 @@ mod dev;
 mod dlq;
 mod events;
 mod poll;
-mod sign;
 mod verify;
+
+use inlet_cli::sign;
 
 #[derive(Parser)]
 #[command(

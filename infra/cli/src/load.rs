@@ -1,0 +1,637 @@
+//! The load generator behind `inlet-load` (and `make load`): distinct, correctly signed
+//! webhooks for one source, driven closed-loop over N keep-alive connections from a process
+//! of its own, then an accounting check that every acknowledged event was dispatched exactly
+//! once. Throughput figures are printed, never asserted (they belong in
+//! `docs/performance.md`, not in tests).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use inlet::config::{Config, Source, TargetKind};
+use inlet::ports::{Clock, SystemClock};
+
+use crate::sign::{sign_request, SignError, SignedRequest};
+
+/// When a run stops sending.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    After(Duration),
+    Requests(u64),
+}
+
+/// One run: `connections` closed loops against `base` until `stop`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The server's base URL, e.g. `http://127.0.0.1:8787`.
+    pub base: String,
+    pub connections: usize,
+    pub stop: Stop,
+    /// Bodies are padded to this many bytes (a JSON field), so runs compare like for like.
+    pub body_size: usize,
+    /// How long to wait, after the last request, for the worker to dispatch every
+    /// acknowledged event; what is still missing then is reported lost.
+    pub drain_timeout: Duration,
+    /// `inlet dev`'s process id, to report its CPU time beside the generator's.
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error("--body-size needs a JSON object body, and {0}'s sample body is not one")]
+    NotJsonObject(String),
+    #[error("no jsonl target receives {0}'s events, so nothing shows what was dispatched: name the file with --events-file")]
+    NoJsonlTarget(String),
+    #[error("{path}: {error}")]
+    EventsFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("a connection task ended abnormally: {0}")]
+    Task(tokio::task::JoinError),
+    #[error("--connections must be at least 1")]
+    NoConnections,
+}
+
+/// Pad a JSON object body with a `"padding"` field up to `size` bytes, keeping every other
+/// byte as the provider wrote it. A body already that large is returned as is; `None` when
+/// padding is needed and the body is not a JSON object.
+pub fn pad_json(mut body: Vec<u8>, size: usize) -> Option<Vec<u8>> {
+    if body.len() >= size {
+        return Some(body);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let object = value.as_object()?;
+    let close = body.iter().rposition(|b| *b == b'}')?;
+    let field: &[u8] = if object.is_empty() {
+        b"\"padding\":\""
+    } else {
+        b",\"padding\":\""
+    };
+    // The field's own bytes: its name and quotes, plus the closing quote.
+    let overhead = field.len() + 1;
+    let fill = size.saturating_sub(body.len() + overhead);
+    let mut insert = Vec::with_capacity(overhead + fill);
+    insert.extend_from_slice(field);
+    insert.resize(insert.len() + fill, b'x');
+    insert.push(b'"');
+    body.splice(close..close, insert);
+    Some(body)
+}
+
+/// A new event for `source`: a fresh event id (so no request is a duplicate of another),
+/// padded to `body_size`, signed at `now_ms` with a delivery id of its own.
+pub fn distinct_request(
+    source: &Source,
+    body_size: usize,
+    now_ms: i64,
+) -> Result<SignedRequest, LoadError> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let body = pad_json(source.provider.sample_body(&id, now_ms), body_size)
+        .ok_or_else(|| LoadError::NotJsonObject(source.id.clone()))?;
+    Ok(sign_request(source, body, now_ms, &id)?)
+}
+
+/// The JSONL file the worker writes `source`'s events to: the first jsonl target its routes
+/// name.
+pub fn events_file(cfg: &Config, source: &str) -> Result<PathBuf, LoadError> {
+    let routed = cfg.targets_for(source, &[]);
+    routed
+        .iter()
+        .find_map(|id| {
+            cfg.targets.iter().find_map(|t| match &t.kind {
+                TargetKind::Jsonl { path } if &t.id == id => Some(cfg.resolve_path(path)),
+                _ => None,
+            })
+        })
+        .ok_or_else(|| LoadError::NoJsonlTarget(source.to_string()))
+}
+
+/// Follows a JSONL target file as the worker appends to it, counting each `dedupe_key`.
+#[derive(Debug)]
+pub struct DispatchLog {
+    path: PathBuf,
+    offset: u64,
+    /// The start of a line the worker has not finished writing yet.
+    partial: Vec<u8>,
+    pub counts: HashMap<String, u32>,
+    /// Lines that are not an envelope with a `dedupe_key` (reported, never counted).
+    pub unreadable: u64,
+}
+
+impl DispatchLog {
+    /// Start at the file's current end: events of earlier runs are not this run's.
+    pub fn at_end(path: &Path) -> Result<Self, LoadError> {
+        let offset = match std::fs::metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(error) => {
+                return Err(LoadError::EventsFile {
+                    path: path.to_path_buf(),
+                    error,
+                })
+            }
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            offset,
+            partial: Vec::new(),
+            counts: HashMap::new(),
+            unreadable: 0,
+        })
+    }
+
+    /// Count the lines appended since the last call.
+    pub fn read_new(&mut self) -> Result<(), LoadError> {
+        let io = |error| LoadError::EventsFile {
+            path: self.path.clone(),
+            error,
+        };
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            // The worker creates the file with its first event.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
+        let read = file.read_to_end(&mut self.partial).map_err(io)?;
+        self.offset += read as u64;
+        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return Ok(());
+        };
+        let rest = self.partial.split_off(end + 1);
+        let complete = std::mem::replace(&mut self.partial, rest);
+        for line in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let key = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("dedupe_key")?.as_str().map(str::to_string));
+            match key {
+                Some(k) => *self.counts.entry(k).or_default() += 1,
+                None => self.unreadable += 1,
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, key: &str) -> u32 {
+        self.counts.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// Every acknowledged key dispatched once: how many were, were not, or were more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Accounting {
+    pub acknowledged: u64,
+    pub dispatched: u64,
+    pub lost: u64,
+    pub doubled: u64,
+}
+
+pub fn account<'a>(
+    acknowledged: impl IntoIterator<Item = &'a String>,
+    log: &DispatchLog,
+) -> Accounting {
+    let mut a = Accounting::default();
+    for key in acknowledged {
+        a.acknowledged += 1;
+        match log.count(key) {
+            0 => a.lost += 1,
+            1 => a.dispatched += 1,
+            _ => {
+                a.dispatched += 1;
+                a.doubled += 1;
+            }
+        }
+    }
+    a
+}
+
+/// What one connection saw.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    statuses: BTreeMap<String, u64>,
+    keys: Vec<String>,
+    /// 200 answers without a dedupe key: acknowledged, but not checkable.
+    unkeyed: u64,
+    first_error: Option<String>,
+}
+
+async fn connection(
+    client: reqwest::Client,
+    base: String,
+    source: Arc<Source>,
+    body_size: usize,
+    stop: Stop,
+    deadline: Instant,
+    issued: Arc<AtomicU64>,
+) -> Result<Tally, LoadError> {
+    let mut tally = Tally::default();
+    loop {
+        let more = match stop {
+            Stop::After(_) => Instant::now() < deadline,
+            Stop::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
+        };
+        if !more {
+            return Ok(tally);
+        }
+        let signed = distinct_request(&source, body_size, SystemClock.now_ms())?;
+        let mut req = client.post(format!("{base}{}", signed.path));
+        for (k, v) in signed.headers.iter() {
+            req = req.header(k, v);
+        }
+        let started = Instant::now();
+        let answer = match req.body(signed.body).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                resp.bytes().await.map(|b| (status, b))
+            }
+            Err(e) => Err(e),
+        };
+        tally.latencies.push(started.elapsed());
+        match answer {
+            Ok((status, body)) => {
+                *tally.statuses.entry(status.to_string()).or_default() += 1;
+                if status == 200 {
+                    let keys = accepted_keys(&body);
+                    if keys.is_empty() {
+                        tally.unkeyed += 1;
+                    }
+                    tally.keys.extend(keys);
+                }
+            }
+            Err(e) => {
+                *tally.statuses.entry("error".to_string()).or_default() += 1;
+                tally.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// The dedupe keys an accepted answer names: `dedupe_key`, or `dedupe_keys` for a batch.
+fn accepted_keys(body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    if let Some(k) = v.get("dedupe_key").and_then(|k| k.as_str()) {
+        return vec![k.to_string()];
+    }
+    v.get("dedupe_keys")
+        .and_then(|k| k.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub connections: usize,
+    pub requests: u64,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub statuses: BTreeMap<String, u64>,
+    #[serde(flatten)]
+    pub accounting: Accounting,
+    /// 200 answers that named no dedupe key, and keys acknowledged more than once (each
+    /// request is a new event, so both mean the check cannot vouch for the run).
+    pub unkeyed: u64,
+    pub repeated_keys: u64,
+    /// Seconds from the last answer until the worker had dispatched every acknowledged
+    /// event; `None` when it had not within the drain timeout.
+    pub drain_seconds: Option<f64>,
+    /// Acknowledged events over the time from the first request to the last dispatch: the
+    /// worker's pace (a lower bound on its capacity when it kept up with ingest).
+    pub dispatched_per_second: Option<f64>,
+    /// CPU seconds per wall second while requests ran (1.0 = one core busy).
+    pub generator_cores: Option<f64>,
+    pub server_cores: Option<f64>,
+    pub first_error: Option<String>,
+}
+
+impl Report {
+    /// Every acknowledged event dispatched exactly once, and the run could check that.
+    pub fn holds(&self) -> bool {
+        self.accounting.acknowledged > 0
+            && self.accounting.lost == 0
+            && self.accounting.doubled == 0
+            && self.unkeyed == 0
+            && self.repeated_keys == 0
+    }
+}
+
+/// Nearest-rank percentile of sorted latencies, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// CPU time (user + system) of a process so far, from `/proc/PID/stat`; `None` where there
+/// is no procfs.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after the
+    // last ')'. utime and stime are fields 14 and 15, so the 12th and 13th after it.
+    let after = stat.rsplit_once(')')?.1;
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // In clock ticks of USER_HZ, which the procfs ABI fixes at 100 on Linux.
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// One run of `plan` for `source`, then the wait for the worker and the accounting check.
+pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Report, LoadError> {
+    if plan.connections == 0 {
+        return Err(LoadError::NoConnections);
+    }
+    // Sign one request up front so a source that cannot be signed fails before any load.
+    distinct_request(&source, plan.body_size, SystemClock.now_ms())?;
+    let mut log = DispatchLog::at_end(events)?;
+    let issued = Arc::new(AtomicU64::new(0));
+    let cpu_before = (cpu_seconds(None), cpu_seconds(plan.server_pid));
+    let started = Instant::now();
+    let deadline = match plan.stop {
+        Stop::After(d) => started + d,
+        Stop::Requests(_) => started,
+    };
+    let mut tasks = Vec::with_capacity(plan.connections);
+    for _ in 0..plan.connections {
+        // A client per connection with one idle connection kept: exactly N keep-alive
+        // connections, each carrying one request at a time (closed loop).
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(LoadError::Client)?;
+        tasks.push(tokio::spawn(connection(
+            client,
+            plan.base.trim_end_matches('/').to_string(),
+            source.clone(),
+            plan.body_size,
+            plan.stop,
+            deadline,
+            issued.clone(),
+        )));
+    }
+    let mut tally = Tally::default();
+    for task in tasks {
+        let t = task.await.map_err(LoadError::Task)??;
+        tally.latencies.extend(t.latencies);
+        for (s, n) in t.statuses {
+            *tally.statuses.entry(s).or_default() += n;
+        }
+        tally.keys.extend(t.keys);
+        tally.unkeyed += t.unkeyed;
+        if tally.first_error.is_none() {
+            tally.first_error = t.first_error;
+        }
+    }
+    let elapsed = started.elapsed();
+    let cpu_after = (cpu_seconds(None), cpu_seconds(plan.server_pid));
+    let cores =
+        |before: Option<f64>, after: Option<f64>| Some((after? - before?) / elapsed.as_secs_f64());
+
+    let mut acknowledged = tally.keys.clone();
+    acknowledged.sort();
+    acknowledged.dedup();
+    let repeated_keys = (tally.keys.len() - acknowledged.len()) as u64;
+
+    // Wait for the worker: the condition is "every acknowledged key is in the file", read
+    // as the worker appends; the timeout only bounds a broken run.
+    let load_ended = Instant::now();
+    let drain_deadline = load_ended + plan.drain_timeout;
+    let drained = loop {
+        log.read_new()?;
+        if acknowledged.iter().all(|k| log.count(k) > 0) {
+            break Some(load_ended.elapsed());
+        }
+        if Instant::now() >= drain_deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let mut latencies = tally.latencies;
+    latencies.sort();
+    let requests = latencies.len() as u64;
+    let seconds = elapsed.as_secs_f64();
+    let accounting = account(&acknowledged, &log);
+    Ok(Report {
+        connections: plan.connections,
+        requests,
+        seconds,
+        requests_per_second: requests as f64 / seconds.max(f64::EPSILON),
+        p50_ms: percentile_ms(&latencies, 50.0),
+        p90_ms: percentile_ms(&latencies, 90.0),
+        p99_ms: percentile_ms(&latencies, 99.0),
+        max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        statuses: tally.statuses,
+        accounting,
+        unkeyed: tally.unkeyed,
+        repeated_keys,
+        drain_seconds: drained.map(|d| d.as_secs_f64()),
+        dispatched_per_second: drained
+            .map(|d| accounting.acknowledged as f64 / (seconds + d.as_secs_f64())),
+        generator_cores: cores(cpu_before.0, cpu_after.0),
+        server_cores: cores(cpu_before.1, cpu_after.1),
+        first_error: tally.first_error,
+    })
+}
+
+fn statuses_text(statuses: &BTreeMap<String, u64>) -> String {
+    statuses
+        .iter()
+        .map(|(s, n)| format!("{s}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
+}
+
+/// A run in a few lines for a person.
+pub fn describe(r: &Report) -> String {
+    let a = &r.accounting;
+    let mut out = format!(
+        "{} connection(s), {:.1} s: {} requests, {:.0} requests/s; statuses {}\n",
+        r.connections,
+        r.seconds,
+        r.requests,
+        r.requests_per_second,
+        statuses_text(&r.statuses)
+    );
+    out += &format!(
+        "  latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2}\n",
+        r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+    );
+    out += &format!(
+        "  acknowledged {}, dispatched {}, lost {}, doubled {}",
+        a.acknowledged, a.dispatched, a.lost, a.doubled
+    );
+    match (r.drain_seconds, r.dispatched_per_second) {
+        (Some(d), Some(rate)) => {
+            out += &format!(
+                " (all dispatched {d:.2} s after the last answer; {rate:.0} dispatched/s)\n"
+            )
+        }
+        _ => out += " (the worker had not dispatched them all within the drain timeout)\n",
+    }
+    if r.unkeyed > 0 || r.repeated_keys > 0 {
+        out += &format!(
+            "  unverifiable: {} accepted answers without a dedupe key, {} keys acknowledged twice\n",
+            r.unkeyed, r.repeated_keys
+        );
+    }
+    if r.generator_cores.is_some() || r.server_cores.is_some() {
+        out += &format!(
+            "  CPU while sending (cores): inlet-load {}, inlet dev {}\n",
+            opt(r.generator_cores, 2),
+            opt(r.server_cores, 2)
+        );
+    }
+    if let Some(e) = &r.first_error {
+        out += &format!("  first transport error: {e}\n");
+    }
+    out
+}
+
+/// Several runs as a Markdown table (what `docs/performance.md` records).
+pub fn table(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "| connections | requests | req/s | p50 ms | p90 ms | p99 ms | max ms | statuses | lost | doubled | drain s | dispatched/s | CPU inlet-load | CPU inlet dev |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        out += &format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.connections,
+            r.requests,
+            r.requests_per_second,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.max_ms,
+            statuses_text(&r.statuses),
+            r.accounting.lost,
+            r.accounting.doubled,
+            opt(r.drain_seconds, 2),
+            opt(r.dispatched_per_second, 0),
+            opt(r.generator_cores, 2),
+            opt(r.server_cores, 2),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(lines: &str) -> DispatchLog {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        let mut log = DispatchLog::at_end(&path).expect("absent file starts at 0");
+        std::fs::write(&path, lines).expect("write");
+        log.read_new().expect("read");
+        log
+    }
+
+    #[test]
+    fn padded_body_has_the_asked_size_and_keeps_its_fields() {
+        let body = br#"{"id":"evt_1","type":"x"}"#.to_vec();
+        let padded = pad_json(body, 1024).expect("object");
+        assert_eq!(padded.len(), 1024);
+        let v: serde_json::Value = serde_json::from_slice(&padded).expect("still JSON");
+        assert_eq!(v["id"], "evt_1");
+        assert_eq!(v["type"], "x");
+        assert_eq!(pad_json(b"{}".to_vec(), 40).map(|b| b.len()), Some(40));
+    }
+
+    #[test]
+    fn a_body_already_large_enough_or_not_an_object_is_not_padded() {
+        assert_eq!(pad_json(b"a=1&b=2".to_vec(), 4), Some(b"a=1&b=2".to_vec()));
+        assert_eq!(pad_json(b"a=1&b=2".to_vec(), 100), None);
+        assert_eq!(pad_json(b"[1,2]".to_vec(), 100), None);
+    }
+
+    #[test]
+    fn a_lost_and_a_doubled_event_are_counted() {
+        let log = log_with(
+            "{\"dedupe_key\":\"s#a\"}\n{\"dedupe_key\":\"s#b\"}\n{\"dedupe_key\":\"s#b\"}\nnot json\n{\"dedupe_key\":\"s#c\"",
+        );
+        assert_eq!(log.unreadable, 1);
+        let acknowledged = ["s#a", "s#b", "s#c"].map(String::from);
+        assert_eq!(
+            account(&acknowledged, &log),
+            Accounting {
+                acknowledged: 3,
+                dispatched: 2,
+                lost: 1,
+                doubled: 1
+            },
+            "s#c's line is not finished yet, so it is not dispatched"
+        );
+    }
+
+    #[test]
+    fn the_log_follows_appends_across_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{\"dedupe_key\":\"old\"}\n").expect("write");
+        let mut log = DispatchLog::at_end(&path).expect("open");
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("append");
+        f.write_all(b"{\"dedupe_key\":\"ne").expect("write");
+        log.read_new().expect("read");
+        f.write_all(b"w\"}\n").expect("write");
+        log.read_new().expect("read");
+        assert_eq!(log.count("old"), 0, "lines before the run are not counted");
+        assert_eq!(log.count("new"), 1);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let ms: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&ms, 50.0), 50.0);
+        assert_eq!(percentile_ms(&ms, 99.0), 99.0);
+        assert_eq!(percentile_ms(&ms, 100.0), 100.0);
+        assert_eq!(percentile_ms(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn an_accepted_batch_names_all_its_keys() {
+        assert_eq!(accepted_keys(br#"{"dedupe_key":"s#1"}"#), vec!["s#1"]);
+        assert_eq!(
+            accepted_keys(br#"{"events":2,"dedupe_keys":["s#1","s#2"]}"#),
+            vec!["s#1", "s#2"]
+        );
+        assert!(accepted_keys(b"[accepted]").is_empty());
+    }
+}
