@@ -166,15 +166,7 @@ impl LocalStack {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
-        let records: Vec<WorkerRecord> = msgs
-            .iter()
-            .map(|m| WorkerRecord {
-                message_id: m.message_id.clone(),
-                body: m.body.clone(),
-                receive_count: m.receive_count,
-                receipt_handle: Some(m.receipt_handle.clone()),
-            })
-            .collect();
+        let records: Vec<WorkerRecord> = msgs.iter().map(WorkerRecord::from).collect();
         let deadline = self.clock.now_ms() + CHECK_RUN_BUDGET.as_millis() as i64;
         let outcomes = runner.process(&records, deadline).await;
         for (m, (_, o)) in msgs.iter().zip(&outcomes) {
@@ -204,15 +196,7 @@ impl LocalStack {
         if msgs.is_empty() {
             return Ok(BatchResult::default());
         }
-        let records: Vec<WorkerRecord> = msgs
-            .iter()
-            .map(|m| WorkerRecord {
-                message_id: m.message_id.clone(),
-                body: m.body.clone(),
-                receive_count: m.receive_count,
-                receipt_handle: Some(m.receipt_handle.clone()),
-            })
-            .collect();
+        let records: Vec<WorkerRecord> = msgs.iter().map(WorkerRecord::from).collect();
         let result = self.worker.process(&records).await;
         let failed = result.failed_message_ids();
         for m in &msgs {

@@ -34,6 +34,18 @@ pub struct WorkerRecord {
     pub receipt_handle: Option<String>,
 }
 
+/// A message as the embedded event-source loop receives it.
+impl From<&crate::ports::ReceivedMessage> for WorkerRecord {
+    fn from(m: &crate::ports::ReceivedMessage) -> Self {
+        Self {
+            message_id: m.message_id.clone(),
+            body: m.body.clone(),
+            receive_count: m.receive_count,
+            receipt_handle: Some(m.receipt_handle.clone()),
+        }
+    }
+}
+
 /// What happened to one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
