@@ -165,16 +165,11 @@ impl CheckStore for DynamoLedger {
     }
 
     async fn get_check(&self, key: &str) -> Result<Option<CheckRecord>, CheckStoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY_ATTRIBUTE, s(key))
-            .consistent_read(true)
-            .send()
+        let item = self
+            .read_item(key)
             .await
             .map_err(|e| backend("GetItem", e))?;
-        out.item.map(|item| decode(&item)).transpose()
+        item.map(|item| decode(&item)).transpose()
     }
 
     async fn finish(&self, key: &str, outcome: &str, now_ms: i64) -> Result<bool, CheckStoreError> {

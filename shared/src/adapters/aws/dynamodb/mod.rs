@@ -63,6 +63,28 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 type Item = HashMap<String, AttributeValue>;
 
+impl DynamoLedger {
+    /// One item of the table by its `pk`, read strongly consistent: dedupe records, poll
+    /// state and checks all live in this table and are read the same way.
+    async fn read_item(
+        &self,
+        pk: &str,
+    ) -> Result<
+        Option<Item>,
+        aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::get_item::GetItemError>,
+    > {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, s(pk))
+            .consistent_read(true)
+            .send()
+            .await?;
+        Ok(out.item)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DynamoLedger {
     client: Client,
@@ -358,16 +380,11 @@ impl Ledger for DynamoLedger {
 
     async fn get(&self, key: &str) -> Result<Option<DedupeRecord>, LedgerError> {
         let pk = dedupe_pk(key);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY_ATTRIBUTE, s(&pk))
-            .consistent_read(true)
-            .send()
+        let item = self
+            .read_item(&pk)
             .await
             .map_err(|e| backend("GetItem", e))?;
-        out.item.map(|item| decode_record(&pk, &item)).transpose()
+        item.map(|item| decode_record(&pk, &item)).transpose()
     }
 
     async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {

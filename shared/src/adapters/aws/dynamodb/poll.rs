@@ -189,15 +189,10 @@ impl PollStore for DynamoLedger {
 
     async fn state(&self, source: &str) -> Result<Option<PollState>, PollStoreError> {
         let pk = poll_pk(source);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY_ATTRIBUTE, s(&pk))
-            .consistent_read(true)
-            .send()
+        let item = self
+            .read_item(&pk)
             .await
             .map_err(|e| backend("GetItem", e))?;
-        out.item.map(|item| decode(&pk, &item)).transpose()
+        item.map(|item| decode(&pk, &item)).transpose()
     }
 }
