@@ -2,8 +2,10 @@
 //! all three functions instead of the same set-up in every `main.rs`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, ProcessEnv};
+use crate::ports::Clock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -17,6 +19,8 @@ pub enum BootError {
     Http(String),
     #[error("lease: {0}")]
     Lease(String),
+    #[error("secrets: {0}")]
+    Secrets(#[from] crate::remote_secrets::RemoteSecretError),
 }
 
 /// The dedupe lease must outlast a worker invocation (else a live worker's key could be
@@ -79,11 +83,7 @@ pub fn worker_timeout_seconds(
     Ok(None)
 }
 
-#[cfg(any(
-    feature = "aws-sqs",
-    feature = "aws-dynamodb",
-    feature = "aws-eventbridge"
-))]
+#[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "aws-secrets"))]
 fn require(name: &'static str) -> Result<String, BootError> {
     std::env::var(name)
         .ok()
@@ -91,31 +91,166 @@ fn require(name: &'static str) -> Result<String, BootError> {
         .ok_or(BootError::MissingEnv(name))
 }
 
-/// Log format, EMF metrics on, config validated.
-pub fn load_config() -> Result<Arc<Config>, BootError> {
+/// A validated config, and whether it read a secret store (then it is read again every
+/// refresh interval, so rotated secrets and an edited SSM config apply without a redeploy).
+pub struct Loaded {
+    pub config: Arc<Config>,
+    pub remote: bool,
+}
+
+/// Log format, EMF metrics on; the config read (from SSM when `INLET_CONFIG=ssm:/name`), its
+/// `ssm:` and `secretsmanager:` references read, and validated.
+pub async fn load_config(store: &dyn crate::ports::SecretStore) -> Result<Loaded, BootError> {
     crate::telemetry::init_json_logs(false);
     crate::metrics::enable(true);
-    let env = ProcessEnv::load()?;
-    Ok(Arc::new(config::load_from_env(&env)?))
+    load_config_from(&ProcessEnv::load()?, store).await
+}
+
+/// [`load_config`] from a given environment.
+pub async fn load_config_from(
+    env: &(dyn config::SecretEnv + Sync),
+    store: &dyn crate::ports::SecretStore,
+) -> Result<Loaded, BootError> {
+    use crate::remote_secrets::{fetch_all, RemoteSecretError};
+
+    let (doc, base, from_store) = match config::doc_source_from_env(env)? {
+        config::DocSource::Ready(doc, base) => (doc, base, false),
+        config::DocSource::Parameter(name) => {
+            let text = store
+                .parameter(&name)
+                .await
+                .map_err(RemoteSecretError::from)?;
+            (
+                config::ConfigDoc::parse(&text, None)?,
+                std::path::PathBuf::from("."),
+                true,
+            )
+        }
+    };
+    let values = fetch_all(store, doc.secret_references()).await?;
+    let env = config::WithRemote {
+        env,
+        values: &values,
+    };
+    Ok(Loaded {
+        config: Arc::new(config::finish_from_env(doc, base, &env)?),
+        remote: from_store || !values.is_empty(),
+    })
+}
+
+/// How often a config that reads a secret store is read again: `INLET_SECRETS_REFRESH_SECONDS`
+/// (default 300; 0 turns the refresh off).
+pub fn refresh_interval(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Duration>, BootError> {
+    const NAME: &str = "INLET_SECRETS_REFRESH_SECONDS";
+    let seconds = match var(NAME).filter(|v| !v.trim().is_empty()) {
+        None => 300,
+        Some(v) => v.trim().parse::<u64>().map_err(|_| {
+            BootError::Config(config::ConfigError::Invalid {
+                field: NAME.into(),
+                message: format!("{v:?} is not a whole number of seconds"),
+            })
+        })?,
+    };
+    Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
+}
+
+type Built<T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(T, bool), BootError>> + Send + 'static>,
+>;
+type Build<T> = Box<dyn Fn() -> Built<T> + Send + Sync>;
+
+/// A Lambda's part (ingest, worker, poller), rebuilt from a freshly read config once its
+/// interval has passed, when its config reads a secret store. A failed rebuild keeps the
+/// part it has (a secret store outage must not stop intake) and tries again after the next
+/// interval. One invocation at a time per Lambda instance, so the rebuild happens between
+/// invocations, never under one.
+pub struct Refreshing<T> {
+    every: Option<Duration>,
+    build: Build<T>,
+    state: tokio::sync::Mutex<(Instant, Arc<T>)>,
+}
+
+impl<T: Send + Sync + 'static> Refreshing<T> {
+    /// Build the part once; `build` returns it and whether it read a secret store.
+    pub async fn start<F, Fut>(every: Option<Duration>, build: F) -> Result<Self, BootError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(T, bool), BootError>> + Send + 'static,
+    {
+        let (part, remote) = build().await?;
+        Ok(Self {
+            every: every.filter(|_| remote),
+            build: Box::new(move || Box::pin(build())),
+            state: tokio::sync::Mutex::new((Instant::now(), Arc::new(part))),
+        })
+    }
+
+    pub async fn get(&self) -> Arc<T> {
+        let mut state = self.state.lock().await;
+        if let Some(every) = self.every {
+            if state.0.elapsed() >= every {
+                state.0 = Instant::now();
+                match (self.build)().await {
+                    Ok((part, _)) => {
+                        state.1 = Arc::new(part);
+                        tracing::info!("config and secrets read again");
+                    }
+                    Err(e) => {
+                        // A stack-wide figure: the failure is the store's, not a source's.
+                        crate::metrics::count(
+                            crate::ports::SystemClock.now_ms(),
+                            "secrets_refresh_failures",
+                            "all",
+                        );
+                        tracing::warn!(error = %e, "reading config and secrets again failed; keeping the previous ones");
+                    }
+                }
+            }
+        }
+        state.1.clone()
+    }
 }
 
 /// Ingest: `INLET_QUEUE_URL` for envelopes, `INLET_TABLE` for the refusal trail.
-#[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb"))]
-pub async fn ingest() -> Result<crate::ingest::Ingest, BootError> {
-    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
+#[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "aws-secrets"))]
+pub async fn ingest() -> Result<Refreshing<crate::ingest::Ingest>, BootError> {
+    refreshing(ingest_with).await
+}
+
+#[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "aws-secrets"))]
+async fn ingest_with(
+    sdk: aws_config::SdkConfig,
+) -> Result<(crate::ingest::Ingest, bool), BootError> {
+    use crate::adapters::aws::{AwsSecretStore, DynamoLedger, SqsQueue};
     use crate::ingest::Ingest;
     use crate::ports::SystemClock;
 
-    let config = load_config()?;
-    let sdk = sdk_config_from_env().await;
+    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
     let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
     let ledger = DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?);
-    Ok(Ingest::new(
+    let ingest = Ingest::new(
         config,
         Arc::new(queue),
         Arc::new(ledger),
         Arc::new(SystemClock),
-    ))
+    );
+    Ok((ingest, remote))
+}
+
+/// One SDK configuration per cold start, shared by every rebuild of the part.
+#[cfg(feature = "aws-secrets")]
+async fn refreshing<T, Fut>(
+    build: fn(aws_config::SdkConfig) -> Fut,
+) -> Result<Refreshing<T>, BootError>
+where
+    T: Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(T, bool), BootError>> + Send + 'static,
+{
+    let sdk = crate::adapters::aws::sdk_config_from_env().await;
+    let every = refresh_interval(|n| std::env::var(n).ok())?;
+    Refreshing::start(every, move || build(sdk.clone())).await
 }
 
 /// Whether any source has delayed checks (then the worker and the poller need the checks
@@ -133,18 +268,31 @@ pub fn has_checks(config: &Config) -> bool {
     feature = "aws-dynamodb",
     feature = "aws-eventbridge",
     feature = "aws-sqs",
+    feature = "aws-secrets",
     feature = "http-fetch"
 ))]
-pub async fn worker() -> Result<crate::worker::Worker, BootError> {
-    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, EventBridgeBus, SqsQueue};
+pub async fn worker() -> Result<Refreshing<crate::worker::Worker>, BootError> {
+    refreshing(worker_with).await
+}
+
+#[cfg(all(
+    feature = "aws-dynamodb",
+    feature = "aws-eventbridge",
+    feature = "aws-sqs",
+    feature = "aws-secrets",
+    feature = "http-fetch"
+))]
+async fn worker_with(
+    sdk: aws_config::SdkConfig,
+) -> Result<(crate::worker::Worker, bool), BootError> {
+    use crate::adapters::aws::{AwsSecretStore, DynamoLedger, EventBridgeBus, SqsQueue};
     use crate::checks::CheckScheduler;
     use crate::ports::{EventBus, Queue, SystemClock};
     use crate::targets::build_targets;
     use crate::worker::Worker;
 
-    let config = load_config()?;
+    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
     check_leases(&config, worker_timeout_seconds(|n| std::env::var(n).ok())?)?;
-    let sdk = sdk_config_from_env().await;
     let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
     let main_queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
     let dlq = SqsQueue::from_conf(&sdk, require("INLET_DLQ_URL")?);
@@ -176,10 +324,11 @@ pub async fn worker() -> Result<crate::worker::Worker, BootError> {
     };
     let worker = Worker::new(config, ledger, targets, Arc::new(SystemClock))
         .with_queues(Arc::new(main_queue), Arc::new(dlq));
-    Ok(match checks {
+    let worker = match checks {
         Some(c) => worker.with_checks(c),
         None => worker,
-    })
+    };
+    Ok((worker, remote))
 }
 
 /// What the poller Lambda runs: scheduled polls, and due checks when a source has checks.
@@ -192,16 +341,30 @@ pub struct PollerParts {
 /// Poller: `INLET_QUEUE_URL` for envelopes, `INLET_TABLE` for poll state, checks and the
 /// trail, an HTTP client for the providers' APIs, and `INLET_CHECKS_QUEUE_URL` (to defer a
 /// check not yet due) when a source has delayed checks.
-#[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "http-fetch"))]
-pub async fn poller() -> Result<PollerParts, BootError> {
-    use crate::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
+#[cfg(all(
+    feature = "aws-sqs",
+    feature = "aws-dynamodb",
+    feature = "aws-secrets",
+    feature = "http-fetch"
+))]
+pub async fn poller() -> Result<Refreshing<PollerParts>, BootError> {
+    refreshing(poller_with).await
+}
+
+#[cfg(all(
+    feature = "aws-sqs",
+    feature = "aws-dynamodb",
+    feature = "aws-secrets",
+    feature = "http-fetch"
+))]
+async fn poller_with(sdk: aws_config::SdkConfig) -> Result<(PollerParts, bool), BootError> {
+    use crate::adapters::aws::{AwsSecretStore, DynamoLedger, SqsQueue};
     use crate::adapters::http_client::ReqwestHttp;
     use crate::checks::CheckRunner;
     use crate::poll::runner::Poller;
     use crate::ports::SystemClock;
 
-    let config = load_config()?;
-    let sdk = sdk_config_from_env().await;
+    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
     let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
     let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
     let http = ReqwestHttp::new(crate::poll::MAX_RESPONSE_BYTES).map_err(BootError::Http)?;
@@ -229,12 +392,82 @@ pub async fn poller() -> Result<PollerParts, BootError> {
     } else {
         None
     };
-    Ok(PollerParts { poller, checks })
+    Ok((PollerParts { poller, checks }, remote))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A part that records which build made it; the builder fails when told to.
+    async fn counting(
+        every: Option<Duration>,
+        remote: bool,
+    ) -> (
+        Refreshing<u32>,
+        Arc<AtomicU32>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let builds = Arc::new(AtomicU32::new(0));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (b, f) = (builds.clone(), fail.clone());
+        let part = Refreshing::start(every, move || {
+            let (b, f) = (b.clone(), f.clone());
+            async move {
+                if f.load(Ordering::SeqCst) {
+                    return Err(BootError::Http("store unreachable".into()));
+                }
+                Ok((b.fetch_add(1, Ordering::SeqCst) + 1, remote))
+            }
+        })
+        .await
+        .unwrap();
+        (part, builds, fail)
+    }
+
+    #[tokio::test]
+    async fn a_config_that_reads_the_store_is_rebuilt_after_its_interval() {
+        let (part, builds, fail) = counting(Some(Duration::ZERO), true).await;
+        assert_eq!(*part.get().await, 2, "the interval passed: rebuilt");
+        assert_eq!(*part.get().await, 3);
+        // A store outage keeps the part it has.
+        fail.store(true, Ordering::SeqCst);
+        crate::metrics::capture();
+        assert_eq!(*part.get().await, 3);
+        assert_eq!(crate::metrics::captured("secrets_refresh_failures"), [1.0]);
+        fail.store(false, Ordering::SeqCst);
+        assert_eq!(*part.get().await, 4, "and recovers at the next interval");
+        assert_eq!(builds.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn no_rebuild_inside_the_interval_or_without_remote_secrets() {
+        let (part, builds, _) = counting(Some(Duration::from_secs(3600)), true).await;
+        part.get().await;
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+        let (part, builds, _) = counting(Some(Duration::ZERO), false).await;
+        part.get().await;
+        assert_eq!(
+            builds.load(Ordering::SeqCst),
+            1,
+            "env secrets cannot change"
+        );
+    }
+
+    #[test]
+    fn the_refresh_interval_defaults_to_five_minutes_and_zero_turns_it_off() {
+        assert_eq!(
+            refresh_interval(|_| None).unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(refresh_interval(|_| Some("0".into())).unwrap(), None);
+        assert_eq!(
+            refresh_interval(|_| Some("60".into())).unwrap(),
+            Some(Duration::from_secs(60))
+        );
+        assert!(refresh_interval(|_| Some("5m".into())).is_err());
+    }
 
     fn settings(lease: u64, visibility: u64) -> config::Settings {
         config::Settings {

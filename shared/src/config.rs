@@ -447,6 +447,28 @@ impl Config {
 /// in `INLET_SECRETS_JSON` (how the SAM template passes its NoEcho secrets parameter).
 pub trait SecretEnv {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// The value of a remote reference (`ssm:`, `secretsmanager:`) read before validation;
+    /// `None` where no secret store was consulted.
+    fn remote(&self, _reference: &str) -> Option<String> {
+        None
+    }
+}
+
+/// An environment plus the values read from a secret store.
+pub struct WithRemote<'a> {
+    pub env: &'a dyn SecretEnv,
+    pub values: &'a crate::remote_secrets::RemoteValues,
+}
+
+impl SecretEnv for WithRemote<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.env.var(name)
+    }
+
+    fn remote(&self, reference: &str) -> Option<String> {
+        self.values.get(reference).map(str::to_string)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -498,6 +520,29 @@ impl ConfigDoc {
         Ok(out)
     }
 
+    /// Every secret reference in the document, as written, in document order.
+    pub fn secret_references(&self) -> Vec<&str> {
+        fn refs(specs: &[SecretSpec]) -> impl Iterator<Item = &str> {
+            specs.iter().map(|s| match s {
+                SecretSpec::Ref(r) => r.as_str(),
+                SecretSpec::Full { value, .. } => value.as_str(),
+            })
+        }
+        let mut out = Vec::new();
+        for src in &self.sources {
+            out.extend(refs(&src.secrets));
+            if let Some(p) = &src.poll {
+                out.extend(refs(&p.secrets));
+            }
+        }
+        for t in &self.targets {
+            if let TargetKind::Http(http) = &t.kind {
+                out.push(http.secret.as_str());
+            }
+        }
+        out
+    }
+
     pub fn parse(text: &str, hint: Option<&str>) -> Result<Self, ConfigError> {
         let json_first = match hint {
             Some("json") => true,
@@ -538,19 +583,54 @@ pub fn load_file(path: &Path, env: &dyn SecretEnv) -> Result<Config, ConfigError
     validate(doc, base, env)
 }
 
-/// Load from `INLET_CONFIG` (inline) or `INLET_CONFIG_FILE`: how a Lambda gets its config.
-/// The deployment owns the queue and lease settings, so `INLET_MAX_RECEIVE_COUNT`,
-/// `INLET_LEASE_SECONDS` and `INLET_VISIBILITY_TIMEOUT_SECONDS` (set by the template from
-/// the same parameters that configure the queue) override the document's `settings`.
+/// Where a Lambda's config document is: read already (inline or a file), or an SSM
+/// parameter to read (`INLET_CONFIG=ssm:/name`, for configs beyond a template parameter's
+/// 4 KB, changed without a redeploy). Made once per cold start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum DocSource {
+    Ready(ConfigDoc, PathBuf),
+    Parameter(String),
+}
+
+/// `INLET_CONFIG` (inline TOML or JSON, or `ssm:/name`) or `INLET_CONFIG_FILE`.
+pub fn doc_source_from_env(env: &dyn SecretEnv) -> Result<DocSource, ConfigError> {
+    if let Some(inline) = env.var("INLET_CONFIG").filter(|s| !s.trim().is_empty()) {
+        if let Some(name) = inline.trim().strip_prefix("ssm:") {
+            return Ok(DocSource::Parameter(name.to_string()));
+        }
+        Ok(DocSource::Ready(
+            ConfigDoc::parse(&inline, None)?,
+            PathBuf::from("."),
+        ))
+    } else if let Some(file) = env.var("INLET_CONFIG_FILE") {
+        let (doc, base) = read_file(Path::new(&file))?;
+        Ok(DocSource::Ready(doc, base))
+    } else {
+        Err(ConfigError::Missing)
+    }
+}
+
+/// Load from `INLET_CONFIG` (inline) or `INLET_CONFIG_FILE`, with no secret store: remote
+/// references fail validation with their field named.
 pub fn load_from_env(env: &dyn SecretEnv) -> Result<Config, ConfigError> {
-    let (mut doc, base) =
-        if let Some(inline) = env.var("INLET_CONFIG").filter(|s| !s.trim().is_empty()) {
-            (ConfigDoc::parse(&inline, None)?, PathBuf::from("."))
-        } else if let Some(file) = env.var("INLET_CONFIG_FILE") {
-            read_file(Path::new(&file))?
-        } else {
-            return Err(ConfigError::Missing);
-        };
+    match doc_source_from_env(env)? {
+        DocSource::Ready(doc, base) => finish_from_env(doc, base, env),
+        DocSource::Parameter(name) => Err(invalid(
+            "INLET_CONFIG",
+            format!("ssm:{name} is read only where a secret store is configured (the Lambdas)"),
+        )),
+    }
+}
+
+/// Apply the deployment's settings and validate. The deployment owns the queue and lease
+/// settings, so `INLET_MAX_RECEIVE_COUNT`, `INLET_LEASE_SECONDS` and
+/// `INLET_VISIBILITY_TIMEOUT_SECONDS` (set by the template from the same parameters that
+/// configure the queue) override the document's `settings`.
+pub fn finish_from_env(
+    mut doc: ConfigDoc,
+    base: PathBuf,
+    env: &dyn SecretEnv,
+) -> Result<Config, ConfigError> {
     let number = |name: &str| -> Result<Option<u64>, ConfigError> {
         env.var(name)
             .filter(|v| !v.is_empty())
@@ -587,6 +667,16 @@ fn resolve_secret(
             )
         });
     }
+    if crate::remote_secrets::is_remote(reference) {
+        return env.remote(reference).ok_or_else(|| {
+            invalid(
+                field,
+                format!(
+                    "{reference} is read from AWS only where a secret store is configured (the Lambdas); locally use env:NAME"
+                ),
+            )
+        });
+    }
     if let Some(value) = reference.strip_prefix("literal:") {
         if environment != Environment::Local {
             return Err(invalid(
@@ -598,7 +688,7 @@ fn resolve_secret(
     }
     Err(invalid(
         field,
-        "a secret must be a reference: env:NAME (or literal:VALUE in a local config)",
+        "a secret must be a reference: env:NAME, ssm:/parameter, secretsmanager:NAME[#field] (or literal:VALUE in a local config)",
     ))
 }
 
@@ -1282,6 +1372,80 @@ mod tests {
                 "sources[0].lease_seconds"
             );
         }
+    }
+
+    /// Every place a secret is resolved must be listed by `secret_references`, else a Lambda
+    /// would not read that reference from the store and its start would fail.
+    #[tokio::test]
+    async fn remote_references_are_all_listed_and_resolve_from_the_store() {
+        use crate::remote_secrets::{fetch_all, tests::MemoryStore};
+        let text = r#"
+            [[sources]]
+            id = "gh"
+            provider = "github"
+            secrets = [{ id = "2026", value = "secretsmanager:inlet/keys#github" }, "ssm:/inlet/gh-old"]
+            [[sources]]
+            id = "stripe"
+            provider = "stripe"
+            secrets = ["secretsmanager:inlet/keys#stripe"]
+            [sources.poll]
+            kind = "stripe_events"
+            every = "10m"
+            secrets = ["ssm:/inlet/stripe-api"]
+            [[targets]]
+            id = "hook"
+            kind = "http"
+            url = "https://hooks.example.com/in"
+            secret = "ssm:/inlet/target"
+            [[routes]]
+            sources = ["*"]
+            targets = ["hook"]
+        "#;
+        let doc = ConfigDoc::parse(text, Some("toml")).unwrap();
+        assert_eq!(
+            doc.secret_references(),
+            [
+                "secretsmanager:inlet/keys#github",
+                "ssm:/inlet/gh-old",
+                "secretsmanager:inlet/keys#stripe",
+                "ssm:/inlet/stripe-api",
+                "ssm:/inlet/target",
+            ]
+        );
+        let store = MemoryStore::default();
+        store.set_secret(
+            "inlet/keys",
+            r#"{"github":"gh-new","stripe":"whsec_dGVzdHNlY3JldA=="}"#,
+        );
+        store.set_parameter("/inlet/gh-old", "gh-old");
+        store.set_parameter("/inlet/stripe-api", "rk_test_1");
+        store.set_parameter(
+            "/inlet/target",
+            "whsec_dGFyZ2V0LXNpZ25pbmcta2V5LTI0Ynl0ZXM=",
+        );
+        let values = fetch_all(&store, doc.secret_references()).await.unwrap();
+        let no_env = |_: &str| None;
+        let env = WithRemote {
+            env: &no_env,
+            values: &values,
+        };
+        let config = validate(doc.clone(), PathBuf::from("."), &env).unwrap();
+        assert_eq!(config.sources.len(), 2);
+
+        // Without the store the field is named and the way out given.
+        let err = validate(doc, PathBuf::from("."), &no_env).unwrap_err();
+        assert_eq!(field_of(Err(err)), "sources[0].secrets[0].value");
+    }
+
+    #[test]
+    fn an_ssm_config_needs_the_store() {
+        let env = env_of(&[("INLET_CONFIG", "ssm:/inlet/config")]);
+        assert!(matches!(
+            doc_source_from_env(&env),
+            Ok(DocSource::Parameter(name)) if name == "/inlet/config"
+        ));
+        let err = load_from_env(&env).unwrap_err();
+        assert!(err.to_string().contains("ssm:/inlet/config"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod poll;
 pub mod ports;
 pub mod providers;
+pub mod remote_secrets;
 pub mod request;
 pub mod retry;
 pub mod secret;

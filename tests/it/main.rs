@@ -11,6 +11,7 @@ mod pipeline;
 mod polling;
 mod polling_acceptance;
 mod retries;
+mod secrets;
 mod support;
 mod targets;
 

@@ -39,6 +39,7 @@ async fn main() -> Result<(), Error> {
     let parts = inlet::bootstrap::poller().await?;
     let parts = &parts;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let parts = parts.get().await;
         let deadline =
             i64::try_from(event.context.deadline).unwrap_or(i64::MAX) - DEADLINE_MARGIN_MS;
         if is_sqs_event(&event.payload) {

@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
             // makes SQS redeliver the whole batch rather than lose it.
             return Err::<SqsBatchResponse, Error>("SQS record without a messageId".into());
         }
-        let result = worker.process(&records.records).await;
+        let result = worker.get().await.process(&records.records).await;
         Ok(to_batch_response(&result))
     }))
     .await

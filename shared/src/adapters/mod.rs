@@ -4,7 +4,8 @@
 #[cfg(any(
     feature = "aws-sqs",
     feature = "aws-dynamodb",
-    feature = "aws-eventbridge"
+    feature = "aws-eventbridge",
+    feature = "aws-secrets"
 ))]
 pub mod aws;
 #[cfg(feature = "embedded")]

@@ -9,6 +9,7 @@ pub mod http;
 pub mod ledger;
 pub mod poll;
 pub mod queue;
+pub mod secrets;
 
 pub use bus::{BusError, BusEvent, EventBus, PublishResult};
 pub use checks::{check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Scheduled};
@@ -20,3 +21,4 @@ pub use ledger::{
 };
 pub use poll::{Acquire, PollState, PollStore, PollStoreError};
 pub use queue::{OutboundMessage, Queue, QueueError, ReceivedMessage};
+pub use secrets::{SecretStore, SecretStoreError};

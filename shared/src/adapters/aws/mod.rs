@@ -11,6 +11,8 @@
 pub mod dynamodb;
 #[cfg(feature = "aws-eventbridge")]
 pub mod eventbridge;
+#[cfg(feature = "aws-secrets")]
+pub mod secrets;
 #[cfg(feature = "aws-sqs")]
 pub mod sqs;
 
@@ -18,6 +20,8 @@ pub mod sqs;
 pub use dynamodb::{create_table, DynamoLedger};
 #[cfg(feature = "aws-eventbridge")]
 pub use eventbridge::EventBridgeBus;
+#[cfg(feature = "aws-secrets")]
+pub use secrets::AwsSecretStore;
 #[cfg(feature = "aws-sqs")]
 pub use sqs::{MoveTask, SqsQueue};
 
