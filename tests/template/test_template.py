@@ -54,12 +54,21 @@ REQUIRED_ENV["WorkerFunction"].add("INLET_CHECKS_QUEUE_URL")  # delayed checks
 
 # Least privilege: per role, action -> the only resources it may name. Anything
 # else (a new action, a wider resource) fails until this table is updated too.
+# Secret references: exactly the secrets, parameters and keys the parameters name (empty:
+# no policy), for every function.
+SECRET_GRANTS = {
+    "secretsmanager:GetSecretValue": {"SecretArns"},
+    "ssm:GetParameter": {"SsmParameterArns"},
+    "kms:Decrypt": {"SecretsKmsKeyArns"},
+}
+
 ALLOWED_GRANTS = {
     "IngestRole": {
         "logs:CreateLogStream": {"IngestLogGroup"},
         "logs:PutLogEvents": {"IngestLogGroup"},
         "sqs:SendMessage": {"EventsQueue"},
         "dynamodb:PutItem": {"LedgerTable"},
+        **SECRET_GRANTS,
     },
     "WorkerRole": {
         "logs:CreateLogStream": {"WorkerLogGroup"},
@@ -74,6 +83,7 @@ ALLOWED_GRANTS = {
         "dynamodb:PutItem": {"LedgerTable"},
         "dynamodb:UpdateItem": {"LedgerTable"},
         "events:PutEvents": {"EventBus"},
+        **SECRET_GRANTS,
     },
     "PollerRole": {
         "logs:CreateLogStream": {"PollerLogGroup"},
@@ -87,6 +97,7 @@ ALLOWED_GRANTS = {
         "sqs:DeleteMessage": {"ChecksQueue"},
         "sqs:GetQueueAttributes": {"ChecksQueue"},
         "sqs:ChangeMessageVisibility": {"ChecksQueue"},
+        **SECRET_GRANTS,
     },
     "PollSchedulerRole": {
         "lambda:InvokeFunction": {"PollerFunction"},
@@ -439,7 +450,10 @@ def check_sqs_target_grant(t: dict) -> None:
     """The worker may send to the SQS targets' queues only when TargetQueueArns names some."""
     param = t["Parameters"]["TargetQueueArns"]
     assert param["Type"] == "CommaDelimitedList" and param["Default"] == "", param
-    conditional = [p for p in props(t, "WorkerRole", "AWS::IAM::Role")["Policies"] if "Fn::If" in p]
+    conditional = [
+        p for p in props(t, "WorkerRole", "AWS::IAM::Role")["Policies"]
+        if "Fn::If" in p and p["Fn::If"][0] == "HasTargetQueues"
+    ]
     assert len(conditional) == 1, "one conditional policy for the target queues"
     condition, policy, otherwise = conditional[0]["Fn::If"]
     assert condition == "HasTargetQueues" and ref(otherwise) == "AWS::NoValue"
@@ -510,7 +524,32 @@ REQUIRED_ALARMS = [
     ("Inlet", "dispatch_failures", None),
     ("Inlet", "poll_lag", None),
     ("Inlet", "poll_errors", None),
+    ("Inlet", "secrets_refresh_failures", None),
 ] + [("AWS/Lambda", m, f) for f in FUNCTIONS for m in ("Errors", "Throttles")]
+
+
+def check_secret_grants(t: dict) -> None:
+    """Each function may read the secrets, parameters and keys the parameters list, only when
+    they list some, and reads them again every SecretsRefreshSeconds."""
+    conditions = {"SecretArns": "HasSecretArns", "SsmParameterArns": "HasSsmParameters", "SecretsKmsKeyArns": "HasSecretsKmsKeys"}
+    for param, condition in conditions.items():
+        p = t["Parameters"][param]
+        assert p["Type"] == "CommaDelimitedList" and p["Default"] == "", param
+        assert condition in t["Conditions"], condition
+    for name in FUNCTIONS:
+        role = name.replace("Function", "Role")
+        guarded = {}
+        for policy in props(t, role, "AWS::IAM::Role")["Policies"]:
+            if "Fn::If" in policy:
+                condition, doc, otherwise = policy["Fn::If"]
+                assert ref(otherwise) == "AWS::NoValue", f"{role}: {condition} has an else branch"
+                for st in doc["PolicyDocument"]["Statement"]:
+                    guarded[ref(st["Resource"])] = condition
+        for param, condition in conditions.items():
+            assert guarded.get(param) == condition, f"{role}: {param} is not granted under {condition}"
+        env = function_props(t, name)["Environment"]["Variables"]
+        assert ref(env.get("INLET_SECRETS_REFRESH_SECONDS")) == "SecretsRefreshSeconds", name
+    assert t["Parameters"]["WebhookSecrets"].get("NoEcho") is True
 
 
 def alarm_metrics(alarm: dict) -> list[tuple[str, str, str | None]]:
@@ -656,6 +695,7 @@ CHECKS = [
     check_functions_use_explicit_roles,
     check_least_privilege,
     check_sqs_target_grant,
+    check_secret_grants,
     check_http_api,
     check_poll_schedules,
     check_alarms,
@@ -828,6 +868,22 @@ MUTATIONS = {
         lambda t: t["Resources"]["WorkerRole"]["Properties"]["Policies"].__setitem__(
             1, t["Resources"]["WorkerRole"]["Properties"]["Policies"][1]["Fn::If"][1]
         ),
+    ),
+    "secret grant without its condition": (
+        check_secret_grants,
+        lambda t: t["Resources"]["PollerRole"]["Properties"]["Policies"].__setitem__(
+            1, t["Resources"]["PollerRole"]["Properties"]["Policies"][1]["Fn::If"][1]
+        ),
+    ),
+    "a secret read on any parameter": (
+        check_no_wildcard_iam,
+        lambda t: t["Resources"]["IngestRole"]["Properties"]["Policies"][2]["Fn::If"][1]["PolicyDocument"]["Statement"][0].update(
+            Resource="arn:aws:ssm:us-east-1:123456789012:parameter/*"
+        ),
+    ),
+    "no refresh interval": (
+        check_secret_grants,
+        lambda t: t["Globals"]["Function"]["Environment"]["Variables"].pop("INLET_SECRETS_REFRESH_SECONDS"),
     ),
     "no throttling": (
         check_http_api,
