@@ -18,16 +18,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_config::retry::RetryConfig;
+use inlet::adapters::aws::{sdk_config_for_endpoint, DynamoLedger, SqsQueue};
 use inlet::adapters::embedded::{EmbeddedStore, SqliteQueue};
 use inlet::config::{Config, RetrySpec, TargetKind, TargetSpec};
+use inlet::ingest::{Ingest, WebhookRequest};
 use inlet::ports::{Clock, Ledger, Queue, SystemClock};
-use inlet::targets::http::HttpTargetSpec;
+use inlet::targets::http::{HttpTarget, HttpTargetSpec};
+use inlet::targets::Target;
+use inlet::worker::{Outcome, Worker, WorkerRecord};
 
 use crate::cli::Dev;
 use crate::pipeline::{sample_body, signed_headers, Running, DEV_CONFIG, SOURCES};
 use crate::polling_acceptance::{seed, Rng};
-use crate::support::accounting::{assert_accounted, dead_letters, Abandoned, Books};
-use crate::support::receiver::{reply, start_receiver, Receiver, Reply, SECRET};
+use crate::support::accounting::{account, assert_accounted, dead_letters, Abandoned, Books};
+use crate::support::aws;
+use crate::support::proxy::CutProxy;
+use crate::support::receiver::{reply, start_receiver, Holding, Receiver, Reply, Seen, SECRET};
 
 /// One provider delivery: sent again as it is, it is the provider's retry (same dedupe key).
 #[derive(Debug, Clone)]
@@ -127,19 +134,19 @@ impl StoreView {
             dlq: store.queue(inlet::local::DEAD_LETTER_QUEUE, None),
         }
     }
+}
 
-    /// Wait (bounded) until the main queue holds nothing: every message was processed and
-    /// deleted or moved to the DLQ.
-    async fn wait_drained(&self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.main.depth().await.expect("depth") != Some(0) {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: the queue still holds {:?} message(s) after 60 s",
-                self.main.depth().await
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+/// Wait (bounded) until `queue` holds nothing: every message was processed and deleted or
+/// moved to the DLQ.
+async fn wait_drained(queue: &dyn Queue, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while queue.depth().await.expect("depth") != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the queue still holds {:?} message(s) after 90 s",
+            queue.depth().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -200,7 +207,7 @@ async fn inlet_dev_sigkilled_at_random_points_during_dispatch_loses_and_doubles_
 
     for kill in 0..KILLS {
         let dev = Dev::start(&config);
-        let mut burst: Vec<Delivery> = retry_now.drain(..).collect();
+        let mut burst: Vec<Delivery> = std::mem::take(&mut retry_now);
         for _ in 0..BURST {
             let d = Delivery::new(next);
             next += 1;
@@ -260,7 +267,7 @@ async fn inlet_dev_sigkilled_at_random_points_during_dispatch_loses_and_doubles_
             .expect("the provider's last retry");
         books.acknowledged.insert(key);
     }
-    view.wait_drained("(a)").await;
+    wait_drained(&view.main, "(a)").await;
     drop(dev);
     books.receipts = rx.seen();
     books.dead = dead_letters(&view.dlq, &*view.ledger).await;
@@ -374,7 +381,7 @@ async fn a_target_failing_n_times_then_recovering_gets_each_event_once_or_dead_l
     rx.rule(move |key, earlier| {
         let n = event_number(key);
         if (earlier as u64) < failures(n) {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 Reply {
                     headers: vec![("retry-after", "1".into())],
                     ..reply(429)
@@ -415,7 +422,7 @@ async fn a_target_failing_n_times_then_recovering_gets_each_event_once_or_dead_l
 #[tokio::test]
 async fn a_target_answering_400_sends_those_events_to_the_dlq_at_once_and_takes_the_rest_once() {
     let (run, rx) = pipeline_to_receiver().await;
-    let refused = |n: u64| n % 3 == 0;
+    let refused = |n: u64| n.is_multiple_of(3);
     rx.rule(move |key, _| {
         if refused(event_number(key)) {
             reply(400)
@@ -557,7 +564,7 @@ async fn inlet_dev_sigkilled_while_ingesting_a_load_keeps_every_acknowledged_eve
         outbox.lock().expect("lock").is_empty(),
         "a live inlet dev refused deliveries"
     );
-    view.wait_drained("(e)").await;
+    wait_drained(&view.main, "(e)").await;
     drop(dev);
     books.acknowledged = watch_acks.borrow().clone();
     books.receipts = rx.seen();
@@ -566,4 +573,297 @@ async fn inlet_dev_sigkilled_while_ingesting_a_load_keeps_every_acknowledged_eve
     eprintln!("faults (e): {KILLS} kills, {:?}", started.elapsed());
     assert_eq!(books.acknowledged.len(), EVENTS as usize);
     assert!(acc.dead.is_empty(), "nothing here should fail: {acc:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) the AWS adapters with the emulator dropping out mid-run
+// ---------------------------------------------------------------------------------------------
+
+/// What the event source mapping loop saw while the emulator came and went.
+#[derive(Default)]
+struct EsmLog {
+    /// Failed SDK calls it made itself (receive, delete) and records the worker failed.
+    failures: usize,
+    abandoned: Vec<Abandoned>,
+}
+
+/// The Lambda event source mapping over `main`: receive, run the worker, delete what did not
+/// fail — until `stop`. After a batch with failed records, which of their keys the worker
+/// left IN_PROGRESS (read straight from moto, not through the cut proxy) is evidence for the
+/// accounting check: between batches no worker holds anything.
+async fn event_source_mapping(
+    main: Arc<dyn Queue>,
+    worker: Worker,
+    visibility: Duration,
+    evidence: Arc<dyn Ledger>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> EsmLog {
+    let mut log = EsmLog::default();
+    while !*stop.borrow() {
+        let msgs = match main.receive(10, visibility, Duration::from_secs(1)).await {
+            Ok(msgs) => msgs,
+            Err(_) => {
+                log.failures += 1;
+                // The mapping's own pause before it polls again.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if msgs.is_empty() {
+            continue;
+        }
+        let records: Vec<WorkerRecord> = msgs.iter().map(WorkerRecord::from).collect();
+        let result = worker.process(&records).await;
+        let failed = result.failed_message_ids();
+        for m in msgs.iter().filter(|m| !failed.contains(&m.message_id)) {
+            // A failed delete only brings the message back: dedupe answers it then.
+            if main.delete(&m.receipt_handle).await.is_err() {
+                log.failures += 1;
+            }
+        }
+        let keys: Vec<String> = result
+            .outcomes
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Outcome::Failed {
+                    dedupe_key: Some(k),
+                    ..
+                } => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        log.failures += keys.len();
+        let a = Abandoned::of_keys(
+            &*evidence,
+            keys.iter().map(String::as_str),
+            "a batch returned without completing",
+        )
+        .await;
+        if !a.holdings.is_empty() {
+            log.abandoned.push(a);
+        }
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_adapters_with_the_emulator_dropping_out_mid_run_lose_and_double_nothing() {
+    const EVENTS: u64 = 60;
+    let seed = seed("faults (d): AWS emulator dropping out");
+    let mut rng = Rng::new(seed);
+    let started = Instant::now();
+    let (hook, rx) = start_receiver().await;
+    let proxy = CutProxy::start(&aws::endpoint()).await;
+    // One attempt per SDK call: the outage reaches Inlet's code rather than being retried
+    // over inside the SDK (its standard mode tries 3 times), and Inlet's code is under test.
+    let through_proxy = sdk_config_for_endpoint(&proxy.endpoint(), aws::REGION)
+        .await
+        .into_builder()
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let queues = aws::queues_with_dlq(100).await;
+    let direct_ledger = aws::ledger().await;
+    let main: Arc<dyn Queue> =
+        Arc::new(SqsQueue::from_conf(&through_proxy, queues.main.queue_url()));
+    let dlq: Arc<dyn Queue> = Arc::new(SqsQueue::from_conf(&through_proxy, queues.dlq.queue_url()));
+    let ledger: Arc<dyn Ledger> = Arc::new(DynamoLedger::from_conf(
+        &through_proxy,
+        direct_ledger.table(),
+    ));
+    let direct_ledger: Arc<dyn Ledger> = Arc::new(direct_ledger);
+    rx.probe(direct_ledger.clone());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = HttpTargetSpec {
+        url: format!("http://{hook}/hook"),
+        secret: format!("literal:{SECRET}"),
+        timeout_seconds: 1.0,
+        max_concurrency: 8,
+        allow_private: vec!["127.0.0.1/32".into()],
+        headers: Default::default(),
+        signing_key: None,
+    };
+    let cfg = Arc::new(crate::pipeline::dev_config(dir.path(), |doc| {
+        doc.settings.lease_seconds = 2;
+        doc.settings.visibility_timeout_seconds = 3;
+        doc.settings.max_receive_count = 100;
+        doc.targets.push(TargetSpec {
+            id: "hook".into(),
+            kind: TargetKind::Http(spec.clone()),
+        });
+        doc.routes[0].targets = vec!["hook".into()];
+    }));
+    spec.prepare(SECRET.into()).expect("valid spec");
+    let mut targets: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
+    targets.insert(
+        "hook".into(),
+        Arc::new(HttpTarget::new("hook".into(), &spec).expect("target")),
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let worker = Worker::new(cfg.clone(), ledger.clone(), targets, clock.clone())
+        .with_queues(main.clone(), dlq.clone());
+    let ingest = Ingest::new(cfg.clone(), main.clone(), ledger.clone(), clock);
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let esm = tokio::spawn(event_source_mapping(
+        main.clone(),
+        worker,
+        Duration::from_secs(cfg.settings.visibility_timeout_seconds),
+        direct_ledger.clone(),
+        stopped,
+    ));
+
+    // The provider: each delivery until ingest answers 200 (a 503 while SQS is away), at a
+    // steady pace, with ten of them sent again later (its retries).
+    let mut deliveries: Vec<Delivery> = (0..EVENTS).map(|n| Delivery::new(70_000 + n)).collect();
+    for n in (0..EVENTS).step_by(6) {
+        let at = n as usize + 1 + rng.below(EVENTS - n) as usize;
+        deliveries.insert(at.min(deliveries.len()), Delivery::new(70_000 + n));
+    }
+    let provider = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let (mut acked, mut refused) = (BTreeSet::new(), 0usize);
+            for d in deliveries {
+                loop {
+                    let resp = ingest
+                        .handle(WebhookRequest {
+                            method: "POST".into(),
+                            path: format!("/webhooks/{}", d.source),
+                            headers: signed_headers(
+                                &cfg,
+                                d.source,
+                                &d.body,
+                                SystemClock.now_ms(),
+                                &d.id,
+                            ),
+                            body: d.body.clone(),
+                            ..Default::default()
+                        })
+                        .await;
+                    if resp.status == 200 {
+                        let v: serde_json::Value = serde_json::from_str(&resp.body).expect("json");
+                        acked.insert(v["dedupe_key"].as_str().expect("key").to_owned());
+                        break;
+                    }
+                    assert_eq!(resp.status, 503, "{}", resp.body);
+                    refused += 1;
+                    // The provider's backoff before its retry.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // The provider's pace: the load spans the outages.
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            (acked, refused)
+        })
+    };
+
+    // Three outages of 0.4–1.2 s, the first while the provider is still sending.
+    let mut outages = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(600))).await;
+        proxy.cut();
+        let ms = 400 + rng.below(800);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        proxy.restore();
+        outages.push(ms);
+    }
+    let (acknowledged, refused) = provider.await.expect("provider");
+    wait_drained(&queues.main, "(d)").await;
+    stop.send_replace(true);
+    let log = esm.await.expect("event source mapping");
+
+    let books = Books {
+        acknowledged,
+        receipts: rx.seen(),
+        dead: dead_letters(&queues.dlq, &*direct_ledger).await,
+        abandoned: log.abandoned,
+    };
+    let acc = assert_accounted("faults (d)", &books);
+    eprintln!(
+        "faults (d): outages of {outages:?} ms; ingest answered 503 {refused} time(s), the worker side \
+         saw {} failure(s); {:?}",
+        log.failures,
+        started.elapsed()
+    );
+    assert_eq!(books.acknowledged.len(), EVENTS as usize);
+    assert!(acc.dead.is_empty(), "nothing here should fail: {acc:?}");
+    // Not vacuous: the outages reached both sides.
+    assert!(refused > 0, "ingest never saw SQS away");
+    assert!(
+        log.failures > 0,
+        "the worker side never saw the emulator away"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The check itself: what it calls lost, doubled and redelivered
+// ---------------------------------------------------------------------------------------------
+
+fn receipt(key: &str, status: u16, at: Instant, holding: Option<(i64, i64)>) -> Seen {
+    Seen {
+        path: "/hook".into(),
+        webhook_id: key.into(),
+        verified: true,
+        team: None,
+        content_type: None,
+        body: Vec::new(),
+        status,
+        at,
+        holding: holding.map(|(taken_at_ms, lease_until_ms)| Holding {
+            status: inlet::ports::DedupeStatus::InProgress,
+            taken_at_ms,
+            lease_until_ms,
+        }),
+    }
+}
+
+#[test]
+fn the_accounting_check_allows_a_second_acceptance_only_with_evidence_of_the_window() {
+    let t0 = Instant::now();
+    let t = |ms: u64| t0 + Duration::from_millis(ms);
+    let kill_at = |ms: u64, key: &str, lease_until: i64| Abandoned {
+        at: t(ms),
+        cause: "SIGKILL".into(),
+        holdings: [(key.to_owned(), lease_until)].into(),
+    };
+    let books = |receipts: Vec<Seen>, abandoned: Vec<Abandoned>| Books {
+        acknowledged: ["k".to_owned()].into(),
+        receipts,
+        dead: BTreeMap::new(),
+        abandoned,
+    };
+    let first = receipt("k", 200, t(10), Some((1_000, 3_000)));
+    let after_lease = receipt("k", 200, t(50), Some((3_001, 5_001)));
+
+    // Abandoned after the first acceptance, retaken after its lease: the window.
+    let acc = account(&books(
+        vec![first.clone(), after_lease.clone()],
+        vec![kill_at(20, "k", 3_000)],
+    ));
+    assert!(acc.clean() && acc.redelivered_after_abandonment.contains_key("k"));
+    // No evidence, or evidence from before the acceptance, or of another holding: doubled.
+    for abandoned in [
+        vec![],
+        vec![kill_at(5, "k", 3_000)],
+        vec![kill_at(20, "k", 2_999)],
+    ] {
+        let acc = account(&books(vec![first.clone(), after_lease.clone()], abandoned));
+        assert!(acc.doubled.contains_key("k"), "{}", acc.summary());
+    }
+    // Abandoned, but retaken while its lease was live: doubled.
+    let during_lease = receipt("k", 200, t(50), Some((2_500, 4_500)));
+    let acc = account(&books(
+        vec![first.clone(), during_lease],
+        vec![kill_at(20, "k", 3_000)],
+    ));
+    assert!(acc.doubled.contains_key("k"), "{}", acc.summary());
+    // Failed attempts are not deliveries; no acceptance and no dead letter is lost.
+    let acc = account(&books(vec![receipt("k", 503, t(10), None)], vec![]));
+    assert_eq!(acc.lost, BTreeSet::from(["k".to_owned()]));
+    // Accepted and in the DLQ is not "exactly one of".
+    let mut both = books(vec![first], vec![]);
+    both.dead
+        .insert("k".into(), "target hook answered HTTP 400".into());
+    assert!(!account(&both).clean());
 }

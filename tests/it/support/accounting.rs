@@ -11,6 +11,7 @@
 //!   the ledger, with that receipt's lease, at a moment no worker could still complete it
 //!   (its process was SIGKILLed and reaped, or its batch had returned without completing);
 //! - and the later holder took the key only after that lease had lapsed.
+//!
 //! A second receipt without both is a duplicate the design does not allow: the check fails.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -248,9 +249,7 @@ pub async fn dead_letters(
         .into_iter()
         .map(|d| {
             (
-                d.dedupe_key()
-                    .unwrap_or("<not an envelope>")
-                    .to_owned(),
+                d.dedupe_key().unwrap_or("<not an envelope>").to_owned(),
                 d.reason(),
             )
         })

@@ -126,7 +126,6 @@ impl Receiver {
         rx
     }
 
-
     /// `earlier`: the requests for `webhook_id` before this one.
     fn answer(&self, webhook_id: &str, earlier: usize) -> Reply {
         if let Some(r) = self.script.lock().expect("lock").pop_front() {
