@@ -579,6 +579,31 @@ async fn inlet_dev_sigkilled_while_ingesting_a_load_keeps_every_acknowledged_eve
 // (d) the AWS adapters with the emulator dropping out mid-run
 // ---------------------------------------------------------------------------------------------
 
+/// Send `d` through ingest until it answers 200, as a provider retries a 503: its dedupe key
+/// and how many 503s it took.
+async fn ingest_until_accepted(ingest: &Ingest, cfg: &Config, d: &Delivery) -> (String, usize) {
+    let mut refused = 0;
+    loop {
+        let resp = ingest
+            .handle(WebhookRequest {
+                method: "POST".into(),
+                path: format!("/webhooks/{}", d.source),
+                headers: signed_headers(cfg, d.source, &d.body, SystemClock.now_ms(), &d.id),
+                body: d.body.clone(),
+                ..Default::default()
+            })
+            .await;
+        if resp.status == 200 {
+            let v: serde_json::Value = serde_json::from_str(&resp.body).expect("json");
+            return (v["dedupe_key"].as_str().expect("key").to_owned(), refused);
+        }
+        assert_eq!(resp.status, 503, "{}", resp.body);
+        refused += 1;
+        // The provider's backoff before its retry.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// What the event source mapping loop saw while the emulator came and went.
 #[derive(Default)]
 struct EsmLog {
@@ -684,8 +709,8 @@ async fn the_aws_adapters_with_the_emulator_dropping_out_mid_run_lose_and_double
         signing_key: None,
     };
     let cfg = Arc::new(crate::pipeline::dev_config(dir.path(), |doc| {
-        doc.settings.lease_seconds = 2;
-        doc.settings.visibility_timeout_seconds = 3;
+        doc.settings.lease_seconds = 3;
+        doc.settings.visibility_timeout_seconds = 4;
         doc.settings.max_receive_count = 100;
         doc.targets.push(TargetSpec {
             id: "hook".into(),
@@ -720,37 +745,17 @@ async fn the_aws_adapters_with_the_emulator_dropping_out_mid_run_lose_and_double
         let at = n as usize + 1 + rng.below(EVENTS - n) as usize;
         deliveries.insert(at.min(deliveries.len()), Delivery::new(70_000 + n));
     }
+    let ingest = Arc::new(ingest);
+    let by_key: Arc<std::sync::Mutex<BTreeMap<String, Delivery>>> = Default::default();
     let provider = {
-        let cfg = cfg.clone();
+        let (cfg, ingest, by_key) = (cfg.clone(), ingest.clone(), by_key.clone());
         tokio::spawn(async move {
             let (mut acked, mut refused) = (BTreeSet::new(), 0usize);
             for d in deliveries {
-                loop {
-                    let resp = ingest
-                        .handle(WebhookRequest {
-                            method: "POST".into(),
-                            path: format!("/webhooks/{}", d.source),
-                            headers: signed_headers(
-                                &cfg,
-                                d.source,
-                                &d.body,
-                                SystemClock.now_ms(),
-                                &d.id,
-                            ),
-                            body: d.body.clone(),
-                            ..Default::default()
-                        })
-                        .await;
-                    if resp.status == 200 {
-                        let v: serde_json::Value = serde_json::from_str(&resp.body).expect("json");
-                        acked.insert(v["dedupe_key"].as_str().expect("key").to_owned());
-                        break;
-                    }
-                    assert_eq!(resp.status, 503, "{}", resp.body);
-                    refused += 1;
-                    // The provider's backoff before its retry.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                let (key, n) = ingest_until_accepted(&ingest, &cfg, &d).await;
+                by_key.lock().expect("lock").insert(key.clone(), d);
+                acked.insert(key);
+                refused += n;
                 // The provider's pace: the load spans the outages.
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
@@ -758,9 +763,36 @@ async fn the_aws_adapters_with_the_emulator_dropping_out_mid_run_lose_and_double
         })
     };
 
-    // Three outages of 0.4–1.2 s, the first while the provider is still sending.
-    let mut outages = Vec::new();
-    for _ in 0..3 {
+    // The first outage is the at-least-once window, made on purpose: the target accepts an
+    // event, and the emulator drops out before the worker's `complete`. The provider resends
+    // that event at once, while the abandoned holding's lease is still live: the copy must
+    // wait for the lease (a broken lease check dispatches it at once and the check fails).
+    let tripped = tokio::time::timeout(Duration::from_secs(30), rx.arm())
+        .await
+        .expect("no receipt tripped the wire in 30 s")
+        .expect("tripped");
+    proxy.cut();
+    drop(tripped.resume);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.restore();
+    let mut outages = vec![400];
+    // Its first send may have been queued under a lost answer and not acknowledged yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resend = loop {
+        if let Some(d) = by_key.lock().expect("lock").get(&tripped.webhook_id) {
+            break d.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never acknowledged",
+            tripped.webhook_id
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (resent_key, _) = ingest_until_accepted(&ingest, &cfg, &resend).await;
+    assert_eq!(resent_key, tripped.webhook_id);
+    // Then two outages of 0.4–1.2 s at random moments.
+    for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(600))).await;
         proxy.cut();
         let ms = 400 + rng.below(800);
@@ -788,6 +820,13 @@ async fn the_aws_adapters_with_the_emulator_dropping_out_mid_run_lose_and_double
     );
     assert_eq!(books.acknowledged.len(), EVENTS as usize);
     assert!(acc.dead.is_empty(), "nothing here should fail: {acc:?}");
+    assert!(
+        acc.redelivered_after_abandonment
+            .contains_key(&tripped.webhook_id),
+        "{} was accepted and its `complete` cut off, yet no second dispatch was classified: {}",
+        tripped.webhook_id,
+        acc.summary()
+    );
     // Not vacuous: the outages reached both sides.
     assert!(refused > 0, "ingest never saw SQS away");
     assert!(
