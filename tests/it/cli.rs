@@ -67,7 +67,7 @@ impl Dev {
         Self { child, base }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         // SIGKILL: no chance to flush or finish anything.
         self.child.kill().expect("kill");
         self.child.wait().expect("reap");

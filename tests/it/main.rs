@@ -5,6 +5,7 @@ mod checks;
 mod cli;
 mod conformance;
 mod dlq_aws;
+mod faults;
 mod lambda;
 mod load;
 mod pipeline;

@@ -1,27 +1,15 @@
-//! The HTTP and SQS targets against real receivers: an axum server on loopback that checks
-//! every signature with Inlet's own Standard Webhooks verifier and answers from a script,
+//! The HTTP and SQS targets against real receivers: an axum server on loopback
+//! (`support::receiver`) that checks every signature and answers from a script,
 //! the embedded queue and the AWS SQS adapter against moto, and one event fanned out to both
 //! through the local pipeline.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use inlet::config::{TargetKind, TargetSpec};
 use inlet::envelope::{sha256_hex, BodyEncoding, Envelope, VerifiedBy, Via};
-use inlet::ports::{Clock, Queue, SystemClock};
-use inlet::providers::standard_webhooks::StandardWebhooks;
-use inlet::providers::Provider;
-use inlet::request::{Headers, InboundRequest};
-use inlet::secret::Secret;
+use inlet::ports::Queue;
 use inlet::targets::http::{HttpTarget, HttpTargetSpec};
 use inlet::targets::sqs::{SqsTarget, SqsTargetSpec};
 use inlet::targets::{DispatchError, Target};
@@ -29,123 +17,10 @@ use inlet::worker::Outcome;
 
 use crate::pipeline::{sample_body, Running};
 use crate::support::aws;
+use crate::support::receiver::{reply, start_receiver, Reply, SECRET};
 
-const SECRET: &str = "whsec_aW5sZXQtdGFyZ2V0LXRlc3Qta2V5LTAxMjM0NTY3";
 /// A credential in a target URL's query; `make test`'s log search looks for it too.
 const URL_TOKEN: &str = "url-token-7c1d9e";
-
-/// One scripted answer.
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    delay: Duration,
-}
-
-fn reply(status: u16) -> Reply {
-    Reply {
-        status,
-        headers: Vec::new(),
-        delay: Duration::ZERO,
-    }
-}
-
-/// What the receiver saw in one request.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    webhook_id: String,
-    verified: bool,
-    team: Option<String>,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-#[derive(Default)]
-struct Receiver {
-    script: Mutex<VecDeque<Reply>>,
-    seen: Mutex<Vec<Seen>>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-}
-
-impl Receiver {
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
-    }
-
-    fn script(&self, replies: impl IntoIterator<Item = Reply>) {
-        self.script.lock().expect("lock").extend(replies);
-    }
-}
-
-async fn receive(
-    State(rx): State<Arc<Receiver>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let n = rx.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    rx.max_in_flight.fetch_max(n, Ordering::SeqCst);
-    let mut h = Headers::new();
-    for (k, v) in headers.iter() {
-        h.insert(k.as_str(), String::from_utf8_lossy(v.as_bytes()));
-    }
-    let verifier = StandardWebhooks::from_config(
-        &serde_json::Value::Null,
-        vec![Secret::new("receiver", SECRET, None)],
-    )
-    .expect("verifier");
-    let verified = verifier
-        .verify(
-            &InboundRequest {
-                method: "POST",
-                headers: &h,
-                query: &[],
-                body: &body,
-            },
-            SystemClock.now_ms(),
-        )
-        .is_ok();
-    rx.seen.lock().expect("lock").push(Seen {
-        path: uri.path().to_owned(),
-        webhook_id: h.get("webhook-id").unwrap_or_default().to_owned(),
-        verified,
-        team: h.get("x-team").map(str::to_owned),
-        content_type: h.get("content-type").map(str::to_owned),
-        body: body.to_vec(),
-    });
-    let r = rx
-        .script
-        .lock()
-        .expect("lock")
-        .pop_front()
-        .unwrap_or(reply(200));
-    tokio::time::sleep(r.delay).await;
-    rx.in_flight.fetch_sub(1, Ordering::SeqCst);
-    let mut resp = Response::builder().status(StatusCode::from_u16(r.status).expect("status"));
-    for (k, v) in r.headers {
-        resp = resp.header(k, v);
-    }
-    resp.body(axum::body::Body::from("ignored by the target"))
-        .expect("response")
-}
-
-async fn start_receiver() -> (SocketAddr, Arc<Receiver>) {
-    let rx = Arc::new(Receiver::default());
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .route("/elsewhere", post(receive))
-        .with_state(rx.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (addr, rx)
-}
 
 fn spec(url: String) -> HttpTargetSpec {
     HttpTargetSpec {

@@ -1,6 +1,9 @@
 //! Test harness: the adapters of each backend, built fresh for every test.
 
+pub mod accounting;
 pub mod aws;
+pub mod proxy;
+pub mod receiver;
 
 /// The embedded (SQLite) side: one in-memory store per test, on the test's clock.
 pub mod embedded {
