@@ -575,6 +575,140 @@ mod tests {
         );
     }
 
+    fn grouped(body: &str, group: &str) -> OutboundMessage {
+        OutboundMessage {
+            group_id: Some(group.into()),
+            ..OutboundMessage::new(body)
+        }
+    }
+
+    fn bodies(got: &[ReceivedMessage]) -> Vec<&str> {
+        got.iter().map(|m| m.body.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn fifo_holds_a_group_back_while_one_of_its_messages_is_in_flight() {
+        let (store, clock) = store();
+        let q = store.queue("main", None).into_fifo();
+        q.send(&grouped("a1", "a")).await.expect("send");
+        let first = q.receive(1, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&first), ["a1"]);
+        assert_eq!(first[0].group_id.as_deref(), Some("a"));
+        q.send_batch(&[grouped("a2", "a"), grouped("b1", "b"), grouped("a3", "a")])
+            .await
+            .expect("send_batch");
+
+        // a1 is in flight: only group b moves.
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&got), ["b1"]);
+        assert!(q
+            .receive(10, HIDDEN, NOW)
+            .await
+            .expect("receive")
+            .is_empty());
+
+        // a1's visibility ends: it comes first again, and its group follows in send order.
+        clock.advance_ms(HIDDEN.as_millis() as i64);
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&got), ["a1", "a2", "b1", "a3"]);
+        assert_eq!(got[0].receive_count, 2);
+
+        // Deleting the head frees nothing while its followers are still in flight…
+        q.delete(&got[0].receipt_handle).await.expect("delete");
+        assert!(q
+            .receive(10, HIDDEN, NOW)
+            .await
+            .expect("receive")
+            .is_empty());
+        // …and a follower given back (a failed record) is first in line once visible.
+        q.change_visibility(&got[3].receipt_handle, NOW)
+            .await
+            .expect("change visibility");
+        q.delete(&got[1].receipt_handle).await.expect("delete");
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&got), ["a3"]);
+    }
+
+    #[tokio::test]
+    async fn a_standard_queue_ignores_groups() {
+        let (store, _clock) = store();
+        let q = store.queue("main", None);
+        q.send(&grouped("a1", "a")).await.expect("send");
+        q.send(&grouped("a2", "a")).await.expect("send");
+        let first = q.receive(1, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(first[0].group_id, None);
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&got), ["a2"]);
+    }
+
+    #[tokio::test]
+    async fn fifo_refuses_a_message_without_a_group_or_with_a_delay() {
+        let (store, _clock) = store();
+        let q = store.queue("main", None).into_fifo();
+        assert!(matches!(
+            q.send(&OutboundMessage::new("m")).await,
+            Err(QueueError::Rejected(e)) if e.starts_with("MissingParameter")
+        ));
+        let delayed = OutboundMessage {
+            delay_seconds: 5,
+            ..grouped("m", "g")
+        };
+        assert!(matches!(
+            q.send(&delayed).await,
+            Err(QueueError::Rejected(_))
+        ));
+        let results = q
+            .send_batch(&[grouped("ok", "g"), OutboundMessage::new("no group")])
+            .await
+            .expect("send_batch");
+        assert!(results[0].is_ok() && results[1].is_err());
+    }
+
+    #[tokio::test]
+    async fn fifo_redrive_unblocks_the_group() {
+        let (store, clock) = store();
+        let main = store
+            .queue(
+                "main",
+                Some(Redrive {
+                    dead_letter_queue: "main-dlq".into(),
+                    max_receive_count: 1,
+                }),
+            )
+            .into_fifo();
+        main.send(&grouped("poison", "g")).await.expect("send");
+        assert_eq!(
+            bodies(&main.receive(1, HIDDEN, NOW).await.expect("r")),
+            ["poison"]
+        );
+        main.send(&grouped("next", "g")).await.expect("send");
+        assert!(main.receive(10, HIDDEN, NOW).await.expect("r").is_empty());
+        clock.advance_ms(HIDDEN.as_millis() as i64);
+        // The poison message goes to the DLQ on this receive; the group goes on.
+        assert_eq!(
+            bodies(&main.receive(10, HIDDEN, NOW).await.expect("r")),
+            ["next"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fifo_receive_finds_hidden_group_members_by_index() {
+        let (store, _clock) = store();
+        let plan: Vec<String> = store
+            .with_conn(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {VISIBLE_FIFO_PAGE}"))?;
+                let rows = stmt.query_map(params!["main", T0, i64::MIN, i64::MIN, 10], |r| {
+                    r.get::<_, String>(3)
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .expect("plan");
+        assert!(
+            plan.iter().any(|step| step.contains("messages_by_group")),
+            "{plan:?}"
+        );
+    }
+
     #[tokio::test]
     async fn received_message_is_hidden_for_its_visibility_then_reappears() {
         let (store, clock) = store();
