@@ -7,6 +7,7 @@ mod conformance;
 mod dlq_aws;
 mod lambda;
 mod load;
+mod ordering;
 mod pipeline;
 mod polling;
 mod polling_acceptance;
