@@ -109,6 +109,12 @@ pub async fn ingest() -> Result<crate::ingest::Ingest, BootError> {
     let config = load_config()?;
     let sdk = sdk_config_from_env().await;
     let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
+    if config.needs_fifo() && !queue.is_fifo() {
+        // Not fatal: the events still flow, only without the order the config asks for.
+        tracing::warn!(
+            "a source sets order_by but INLET_QUEUE_URL is a standard queue: deploy with QueueType=fifo for per-entity order"
+        );
+    }
     let ledger = DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?);
     Ok(Ingest::new(
         config,
