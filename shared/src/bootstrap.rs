@@ -229,6 +229,12 @@ async fn ingest_with(
 
     let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
     let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
+    if config.needs_fifo() && !queue.is_fifo() {
+        // Not fatal: the events still flow, only without the order the config asks for.
+        tracing::warn!(
+            "a source sets order_by but INLET_QUEUE_URL is a standard queue: deploy with QueueType=fifo for per-entity order"
+        );
+    }
     let ledger = DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?);
     let ingest = Ingest::new(
         config,

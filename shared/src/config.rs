@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::checks::Check;
+use crate::ordering::{check_pointer, Ordering};
 use crate::poll::PollSource;
 use crate::providers::{self, Provider};
 use crate::retry::{RetryPolicy, MAX_VISIBILITY};
@@ -182,6 +183,14 @@ pub struct SourceSpec {
     /// the same entity comes first.
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// JSON pointer to the entity an event updates (`"/data/object/customer"`): events of one
+    /// entity are delivered in order (one FIFO message group per entity).
+    #[serde(default)]
+    pub order_by: Option<String>,
+    /// JSON pointer to the event's version (an integer or an RFC 3339 time): an update older
+    /// than, or as old as, the last one applied to its entity is dropped. Needs `order_by`.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -335,6 +344,8 @@ pub struct Source {
     pub lease_ms: i64,
     /// Delayed checks; empty for most sources, which then cost nothing extra.
     pub checks: Vec<Check>,
+    /// Per-entity order (and the stale-version guard), when the source asks for it.
+    pub ordering: Option<Ordering>,
 }
 
 impl Source {
@@ -429,6 +440,16 @@ impl Config {
             .filter_map(|r| r.retry)
             .reduce(RetryPolicy::most_patient)
             .unwrap_or(self.default_retry)
+    }
+
+    /// Some source wants per-entity order: the main queue must be FIFO.
+    pub fn needs_fifo(&self) -> bool {
+        self.sources.values().any(|s| s.ordering.is_some())
+    }
+
+    /// The source's per-entity order, if it has one.
+    pub fn ordering(&self, source: &str) -> Option<&Ordering> {
+        self.source(source).and_then(|s| s.ordering.as_ref())
     }
 
     pub fn lease_ms(&self) -> i64 {
@@ -839,6 +860,27 @@ fn validate_checks(f: &str, src: &SourceSpec) -> Result<Vec<Check>, ConfigError>
     Ok(checks)
 }
 
+/// A source's `order_by` and `version`.
+fn validate_ordering(f: &str, src: &SourceSpec) -> Result<Option<Ordering>, ConfigError> {
+    let Some(order_by) = &src.order_by else {
+        return match src.version {
+            Some(_) => Err(invalid(
+                format!("{f}.version"),
+                "needs order_by: a version orders the updates of one entity, and order_by says which entity",
+            )),
+            None => Ok(None),
+        };
+    };
+    check_pointer(order_by).map_err(|m| invalid(format!("{f}.order_by"), m))?;
+    if let Some(version) = &src.version {
+        check_pointer(version).map_err(|m| invalid(format!("{f}.version"), m))?;
+    }
+    Ok(Some(Ordering {
+        order_by: order_by.clone(),
+        version: src.version.clone(),
+    }))
+}
+
 /// Validate a parsed document: every error names its field.
 pub fn validate(
     mut doc: ConfigDoc,
@@ -992,6 +1034,7 @@ pub fn validate(
             Some(r) => Some((r.per_second, r.burst.unwrap_or(r.per_second))),
         };
         let checks = validate_checks(&f, src)?;
+        let ordering = validate_ordering(&f, src)?;
         sources.insert(
             src.id.clone(),
             Source {
@@ -1003,6 +1046,7 @@ pub fn validate(
                 rate_limit,
                 lease_ms: lease_seconds as i64 * 1000,
                 checks,
+                ordering,
                 dedupe_window_ms: window as i64 * 1000,
                 keep_headers: src
                     .keep_headers
@@ -1252,6 +1296,50 @@ mod tests {
         assert_eq!(src.provider.name(), "github");
         assert_eq!(src.dedupe_window_ms, 7 * 86_400_000);
         assert_eq!(cfg.targets_for("gh", &["push"]), vec!["bus".to_string()]);
+    }
+
+    fn with_ordering(lines: &str) -> String {
+        BASE.replacen(
+            "secrets = [\"env:GH_SECRET\"]",
+            &format!("secrets = [\"env:GH_SECRET\"]\n{lines}"),
+            1,
+        )
+    }
+
+    #[test]
+    fn order_by_and_version_are_json_pointers_and_make_the_queue_fifo() {
+        let env = env_of(&[("GH_SECRET", "s")]);
+        let plain = check(BASE, &env).expect("valid");
+        assert!(!plain.needs_fifo());
+        let cfg = check(
+            &with_ordering("order_by = \"/data/wallet\"\nversion = \"/data/version\""),
+            &env,
+        )
+        .expect("valid");
+        assert!(cfg.needs_fifo());
+        assert_eq!(
+            cfg.ordering("gh"),
+            Some(&Ordering {
+                order_by: "/data/wallet".into(),
+                version: Some("/data/version".into()),
+            })
+        );
+        assert_eq!(
+            field_of(check(&with_ordering("order_by = \"data.wallet\""), &env)),
+            "sources[0].order_by"
+        );
+        assert_eq!(
+            field_of(check(
+                &with_ordering("order_by = \"/w\"\nversion = \"/v~2\""),
+                &env
+            )),
+            "sources[0].version"
+        );
+        // A version alone cannot say whose version it is.
+        assert_eq!(
+            field_of(check(&with_ordering("version = \"/v\""), &env)),
+            "sources[0].version"
+        );
     }
 
     #[test]

@@ -220,9 +220,13 @@ pub async fn replay(
                     }
                     _ => m.body.clone(),
                 };
-                main.send(&OutboundMessage::new(body))
-                    .await
-                    .map_err(DlqError::Main)?;
+                // Its group goes with it (a FIFO main queue requires one); the queue gives
+                // it a fresh deduplication id, so SQS does not take it for its first send.
+                let message = OutboundMessage {
+                    group_id: m.group_id.clone(),
+                    ..OutboundMessage::new(body)
+                };
+                main.send(&message).await.map_err(DlqError::Main)?;
                 dlq.delete(&m.receipt_handle).await.map_err(DlqError::Dlq)?;
                 p.moved += 1;
             }

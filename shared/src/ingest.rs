@@ -12,6 +12,7 @@ use crate::envelope::{
     self, Envelope, PartOf, VerifiedBy, Via, BASE_HEADER_ALLOW_LIST, ENVELOPE_VERSION,
 };
 use crate::metrics;
+use crate::ordering;
 use crate::ports::{
     queue::MAX_BATCH, Clock, Ledger, OutboundMessage, Queue, QueueError, TrailEntry, TrailStatus,
 };
@@ -388,7 +389,7 @@ impl Ingest {
                 "verified"
             );
         }
-        match enqueue_envelopes(&*self.queue, &envelopes).await {
+        match enqueue_envelopes(&*self.queue, &self.config, &envelopes).await {
             Ok(sent) => Ok(Accepted::Enqueued {
                 sent,
                 ack: source.provider.acknowledgement(&inbound),
@@ -450,24 +451,33 @@ impl Ingest {
 /// all of them; the ones already queued are then absorbed by dedupe.
 pub(crate) async fn enqueue_envelopes(
     queue: &dyn Queue,
+    config: &Config,
     envelopes: &[Envelope],
 ) -> Result<Vec<(String, String)>, QueueError> {
     if let [only] = envelopes {
-        let id = queue.send(&OutboundMessage::new(only.to_json())).await?;
+        let id = queue.send(&outbound(config, only)).await?;
         return Ok(vec![(only.dedupe_key.clone(), id)]);
     }
     let mut sent = Vec::with_capacity(envelopes.len());
     for chunk in batches(envelopes) {
-        let messages: Vec<OutboundMessage> = chunk
-            .iter()
-            .map(|e| OutboundMessage::new(e.to_json()))
-            .collect();
+        let messages: Vec<OutboundMessage> = chunk.iter().map(|e| outbound(config, e)).collect();
         let results = queue.send_batch(&messages).await?;
         for (env, result) in chunk.iter().zip(results) {
             sent.push((env.dedupe_key.clone(), result?));
         }
     }
     Ok(sent)
+}
+
+/// An envelope as a queue message, with the FIFO group of its entity (a FIFO queue delivers
+/// a group in send order; a standard queue ignores it) and its dedupe key as the FIFO
+/// deduplication id.
+fn outbound(config: &Config, env: &Envelope) -> OutboundMessage {
+    OutboundMessage {
+        group_id: Some(ordering::message_group(config.ordering(&env.source), env)),
+        deduplication_id: Some(ordering::deduplication_id(&env.dedupe_key)),
+        ..OutboundMessage::new(env.to_json())
+    }
 }
 
 /// SQS caps one `SendMessageBatch` at 1 MiB in total; stay under it with room for the

@@ -12,6 +12,7 @@ pub mod lambda;
 #[cfg(feature = "embedded")]
 pub mod local;
 pub mod metrics;
+pub mod ordering;
 pub mod poll;
 pub mod ports;
 pub mod providers;

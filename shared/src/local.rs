@@ -73,7 +73,15 @@ impl LocalStack {
                 max_receive_count: config.settings.max_receive_count,
             }),
         );
-        let dlq = store.queue(DEAD_LETTER_QUEUE, None);
+        let mut dlq = store.queue(DEAD_LETTER_QUEUE, None);
+        // Per-entity order needs a FIFO queue, and (as on SQS) a FIFO queue's DLQ is FIFO too,
+        // so a replay keeps each message's group.
+        let queue = if config.needs_fifo() {
+            dlq = dlq.into_fifo();
+            queue.into_fifo()
+        } else {
+            queue
+        };
         let checks_queue = store.queue(
             CHECKS_QUEUE,
             Some(Redrive {

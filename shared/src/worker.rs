@@ -7,7 +7,7 @@
 //! to a missing target, its route's attempts used up — is sent to the DLQ by the worker
 //! itself and acknowledged, instead of burning the queue's receives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use crate::checks::CheckScheduler;
 use crate::config::Config;
 use crate::envelope::{Envelope, Via};
 use crate::metrics;
+use crate::ordering::{self, Versioned};
 use crate::ports::{
     BeginOutcome, BeginRequest, Clock, DedupeRecord, DedupeStatus, EventSummary, Ledger,
     OutboundMessage, Queue, TrailEntry, TrailStatus,
@@ -32,6 +33,9 @@ pub struct WorkerRecord {
     pub receive_count: u32,
     /// For `ChangeMessageVisibility` (the backoff); `None` when the event did not carry it.
     pub receipt_handle: Option<String>,
+    /// The FIFO message group (`None` on a standard queue): when a record of a group fails,
+    /// the group's later records in the batch fail with it, undispatched.
+    pub group_id: Option<String>,
 }
 
 /// A message as the embedded event-source loop receives it.
@@ -42,6 +46,7 @@ impl From<&crate::ports::ReceivedMessage> for WorkerRecord {
             body: m.body.clone(),
             receive_count: m.receive_count,
             receipt_handle: Some(m.receipt_handle.clone()),
+            group_id: m.group_id.clone(),
         }
     }
 }
@@ -69,6 +74,16 @@ pub enum Outcome {
         dedupe_key: Option<String>,
         error: String,
     },
+    /// Not processed: an earlier record of its FIFO group failed in this batch, and a group
+    /// is delivered in order or not at all (SQS FIFO).
+    HeldBack {
+        group: String,
+    },
+    /// An update older than (or as old as) the last one applied to its entity: acknowledged,
+    /// not dispatched, recorded in the trail.
+    Stale {
+        dedupe_key: String,
+    },
     /// Retrying could never help (or its attempts are used up): the worker sent the message
     /// to the DLQ, so it is acknowledged here. `dedupe_key` is `None` for a body that is not
     /// an envelope.
@@ -81,7 +96,10 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the message must stay on the queue (a batch item failure).
     pub fn retry(&self) -> bool {
-        matches!(self, Outcome::Busy { .. } | Outcome::Failed { .. })
+        matches!(
+            self,
+            Outcome::Busy { .. } | Outcome::Failed { .. } | Outcome::HeldBack { .. }
+        )
     }
 }
 
@@ -104,6 +122,36 @@ impl DeadReason {
             DeadReason::Undecodable => "undecodable",
         }
     }
+}
+
+/// What the stale-version guard decided for an event whose key the worker holds.
+enum Guard {
+    /// Deliver it; record this version once delivered.
+    Fresh(Option<Versioned>),
+    /// Not to deliver: stale, or the guard could not tell (its outcome and retry delay).
+    Done(Outcome, Option<Duration>),
+}
+
+/// The batch in rounds: round `r` holds the `r`-th record of each FIFO group, and every
+/// record without a group runs in the first round. Batch order within a round.
+fn rounds(records: &[WorkerRecord]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, rec) in records.iter().enumerate() {
+        let r = match rec.group_id.as_deref() {
+            Some(group) => {
+                let n = seen.entry(group).or_insert(0);
+                *n += 1;
+                *n - 1
+            }
+            None => 0,
+        };
+        if rounds.len() <= r {
+            rounds.resize_with(r + 1, Vec::new);
+        }
+        rounds[r].push(i);
+    }
+    rounds
 }
 
 /// The main queue (for visibility changes) and its DLQ (for the worker's own moves).
@@ -210,6 +258,66 @@ impl Worker {
 
     pub async fn process(&self, records: &[WorkerRecord]) -> BatchResult {
         let mut result = BatchResult::default();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        // How long a record to retry stays hidden; `None` = the default policy's backoff.
+        let mut delays: Vec<Option<Duration>> = vec![None; records.len()];
+
+        // A FIFO group's records run one per round, in batch order, so a later one is only
+        // dispatched once the earlier ones are done; once one fails, the group's later records
+        // fail undispatched (SQS FIFO requires it to keep the order). Other groups go on.
+        let mut failed_groups: HashSet<&str> = HashSet::new();
+        for round in rounds(records) {
+            let mut run = Vec::with_capacity(round.len());
+            for i in round {
+                match records[i].group_id.as_deref() {
+                    Some(group) if failed_groups.contains(group) => {
+                        debug!(message_id = %records[i].message_id, group, "held back behind a failed record of its group");
+                        outcomes[i] = Some(Outcome::HeldBack {
+                            group: group.to_owned(),
+                        });
+                        // Visible again at once: the queue still delivers it only after the
+                        // failed record before it, which is hidden for its backoff.
+                        delays[i] = Some(Duration::ZERO);
+                    }
+                    _ => run.push(i),
+                }
+            }
+            self.run(records, &run, &mut outcomes, &mut delays).await;
+            for &i in &run {
+                if let (Some(group), Some(o)) = (records[i].group_id.as_deref(), &outcomes[i]) {
+                    if o.retry() {
+                        failed_groups.insert(group);
+                    }
+                }
+            }
+        }
+
+        for (i, (rec, o)) in records.iter().zip(outcomes).enumerate() {
+            let o = o.unwrap_or(Outcome::Failed {
+                dedupe_key: None,
+                error: "not processed".into(),
+            });
+            if o.retry() {
+                let delay = delays[i].unwrap_or_else(|| {
+                    self.config
+                        .default_retry
+                        .backoff(rec.receive_count, self.jitter.unit())
+                });
+                self.hold_back(rec, delay).await;
+            }
+            result.outcomes.push((rec.message_id.clone(), o));
+        }
+        result
+    }
+
+    /// Decode, take the keys of, guard and dispatch the records at `idx` together.
+    async fn run(
+        &self,
+        records: &[WorkerRecord],
+        idx: &[usize],
+        outcomes: &mut [Option<Outcome>],
+        delays: &mut [Option<Duration>],
+    ) {
         // Envelopes whose key we now hold, to be dispatched together.
         let mut taken: Vec<(usize, Envelope)> = Vec::new();
         // Done events an operator replayed with --force: dispatched again, outside dedupe.
@@ -218,11 +326,9 @@ impl Worker {
         // before the first copy was processed): they follow the first copy's outcome without
         // a ledger call of their own.
         let mut followers: Vec<(usize, usize)> = Vec::new();
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        // How long a record to retry stays hidden; `None` = the default policy's backoff.
-        let mut delays: Vec<Option<Duration>> = vec![None; records.len()];
 
-        for (i, rec) in records.iter().enumerate() {
+        for &i in idx {
+            let rec = &records[i];
             let env = match Envelope::from_json(&rec.body) {
                 Ok(e) => e,
                 Err(e) => {
@@ -271,12 +377,30 @@ impl Worker {
             }
         }
 
+        // The stale-version guard, before anything is scheduled or delivered.
+        let mut versions: BTreeMap<usize, Versioned> = BTreeMap::new();
+        let mut fresh: Vec<(usize, Envelope)> = Vec::with_capacity(taken.len());
+        for (i, env) in &taken {
+            match self.guard(env, &records[*i]).await {
+                Guard::Fresh(v) => {
+                    if let Some(v) = v {
+                        versions.insert(*i, v);
+                    }
+                    fresh.push((*i, env.clone()));
+                }
+                Guard::Done(o, d) => {
+                    outcomes[*i] = Some(o);
+                    delays[*i] = d;
+                }
+            }
+        }
+
         // Delayed checks are scheduled before delivery, so a failure to schedule retries the
         // event before any target saw it: never a second delivery for a check's sake. (A
         // check scheduled for an event whose delivery then fails only runs a needless poll.)
         let now = self.clock.now_ms();
-        let mut ready: Vec<(usize, Envelope)> = Vec::with_capacity(taken.len());
-        for (i, env) in &taken {
+        let mut ready: Vec<(usize, Envelope)> = Vec::with_capacity(fresh.len());
+        for (i, env) in &fresh {
             match self.schedule_checks(env, now).await {
                 Ok(()) => ready.push((*i, env.clone())),
                 Err(e) => {
@@ -288,7 +412,7 @@ impl Worker {
         }
         let dispatch = self.dispatch(&ready).await;
         for ((i, env), res) in ready.iter().zip(dispatch) {
-            let (o, d) = self.finish(env, &records[*i], res).await;
+            let (o, d) = self.finish(env, &records[*i], versions.get(i), res).await;
             outcomes[*i] = Some(o);
             delays[*i] = d;
         }
@@ -303,7 +427,7 @@ impl Worker {
         for (i, leader) in followers {
             let (leader_i, env) = (taken[leader].0, &taken[leader].1);
             let o = match &outcomes[leader_i] {
-                Some(Outcome::Dispatched { .. }) => Outcome::Duplicate {
+                Some(Outcome::Dispatched { .. } | Outcome::Stale { .. }) => Outcome::Duplicate {
                     dedupe_key: env.dedupe_key.clone(),
                 },
                 // The same bytes are in the DLQ already: a second copy there adds nothing.
@@ -323,23 +447,84 @@ impl Worker {
             self.note_held(env, &o).await;
             outcomes[i] = Some(o);
         }
+    }
 
-        for (i, (rec, o)) in records.iter().zip(outcomes).enumerate() {
-            let o = o.unwrap_or(Outcome::Failed {
-                dedupe_key: None,
-                error: "not processed".into(),
-            });
-            if o.retry() {
-                let delay = delays[i].unwrap_or_else(|| {
-                    self.config
-                        .default_retry
-                        .backoff(rec.receive_count, self.jitter.unit())
-                });
-                self.hold_back(rec, delay).await;
+    /// The stale-version guard of an event whose key we hold: `Fresh` with its version to
+    /// record after delivery (`None`: the source keeps no versions, or the event carries
+    /// none), or `Done` when it is stale (completed, trailed, acknowledged) or the ledger
+    /// could not tell (retried).
+    async fn guard(&self, env: &Envelope, rec: &WorkerRecord) -> Guard {
+        let Some(ordering) = self.config.ordering(&env.source) else {
+            return Guard::Fresh(None);
+        };
+        let v = match ordering::versioned(ordering, env) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Guard::Fresh(None),
+            Err(why) => {
+                // Dropping an update for want of a readable version could lose money;
+                // delivering it unguarded cannot lose anything.
+                warn!(source = %env.source, dedupe_key = %env.dedupe_key, error = %why, "unreadable version; dispatched without the stale-version guard");
+                return Guard::Fresh(None);
             }
-            result.outcomes.push((rec.message_id.clone(), o));
+        };
+        let now = self.clock.now_ms();
+        let applied = match self.ledger.applied_version(&env.source, &v.entity).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                let msg = format!("stale-version guard: {e}");
+                let (o, d) = self
+                    .failed(env, rec, DispatchError::Retryable(msg), now)
+                    .await;
+                return Guard::Done(o, d);
+            }
+        };
+        match applied {
+            Some(last) if v.version <= last => {
+                Guard::Done(self.drop_stale(env, &v, last, now).await, None)
+            }
+            _ => Guard::Fresh(Some(v)),
         }
-        result
+    }
+
+    /// Acknowledge a stale update without dispatching it: its dedupe record completes (a
+    /// copy of it is a duplicate), the trail and `stale_dropped` say why.
+    async fn drop_stale(&self, env: &Envelope, v: &Versioned, last: i64, now: i64) -> Outcome {
+        let key = env.dedupe_key.clone();
+        warn!(source = %env.source, dedupe_key = %key, entity = %v.entity, version = v.version, applied = last, "stale update dropped");
+        metrics::count(now, "stale_dropped", &env.source);
+        if let Err(e) = self
+            .ledger
+            .complete(&key, now, now + self.window(env))
+            .await
+        {
+            warn!(dedupe_key = %key, error = %e, "stale update dropped but not completed");
+        }
+        let entry = TrailEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            at_ms: now,
+            source: env.source.clone(),
+            status: TrailStatus::Stale,
+            dedupe_key: Some(key.clone()),
+            provider_event_id: env.provider_event_id.clone(),
+            event_type: env.event_type.clone(),
+            reason: Some(format!(
+                "entity {}: version {} is not newer than the applied {last}",
+                v.entity, v.version
+            )),
+            source_ip: None,
+        };
+        if let Err(e) = self.ledger.append(&entry).await {
+            warn!(dedupe_key = %key, error = %e, "could not record trail entry");
+        }
+        Outcome::Stale { dedupe_key: key }
+    }
+
+    /// How long a completed event of this source keeps deduplicating.
+    fn window(&self, env: &Envelope) -> i64 {
+        self.config
+            .source(&env.source)
+            .map(|s| s.dedupe_window_ms)
+            .unwrap_or(7 * 86_400_000)
     }
 
     /// The event's retry policy (its matching routes').
@@ -373,12 +558,12 @@ impl Worker {
         let Some(queues) = &self.queues else {
             return false;
         };
-        // A FIFO DLQ would need a group id; the main queue (and so its DLQ) is standard.
-        match queues
-            .dlq
-            .send(&OutboundMessage::new(rec.body.clone()))
-            .await
-        {
+        // A FIFO main queue has a FIFO DLQ, which needs the group; a standard one ignores it.
+        let message = OutboundMessage {
+            group_id: rec.group_id.clone(),
+            ..OutboundMessage::new(rec.body.clone())
+        };
+        match queues.dlq.send(&message).await {
             Ok(_) => {
                 metrics::emit(
                     self.clock.now_ms(),
@@ -718,18 +903,35 @@ impl Worker {
         &self,
         env: &Envelope,
         rec: &WorkerRecord,
+        version: Option<&Versioned>,
         res: Result<(), DispatchError>,
     ) -> (Outcome, Option<Duration>) {
         let now = self.clock.now_ms();
         let key = env.dedupe_key.clone();
         match res {
             Ok(()) => {
-                let window = self
-                    .config
-                    .source(&env.source)
-                    .map(|s| s.dedupe_window_ms)
-                    .unwrap_or(7 * 86_400_000);
-                if let Err(e) = self.ledger.complete(&key, now, now + window).await {
+                // Recorded before the completion: should completing fail, the retry finds this
+                // version applied and drops the event instead of delivering it twice.
+                if let Some(v) = version {
+                    match self
+                        .ledger
+                        .record_version(&env.source, &v.entity, v.version, now)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            debug!(dedupe_key = %key, entity = %v.entity, version = v.version, "a newer version was applied meanwhile")
+                        }
+                        Err(e) => {
+                            warn!(dedupe_key = %key, entity = %v.entity, error = %e, "dispatched but its version not recorded; an older update could still follow")
+                        }
+                    }
+                }
+                if let Err(e) = self
+                    .ledger
+                    .complete(&key, now, now + self.window(env))
+                    .await
+                {
                     // Dispatched but not recorded: the retry finds the lease and waits for
                     // it to lapse, then dispatches again. Targets absorb that (JSONL keeps keys;
                     // EventBridge consumers see the same dedupe_key).

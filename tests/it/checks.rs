@@ -463,6 +463,7 @@ async fn a_check_that_cannot_be_scheduled_retries_its_event_and_sources_without_
             body: m.body,
             receive_count: m.receive_count,
             receipt_handle: Some(m.receipt_handle),
+            group_id: m.group_id,
         }
     };
 

@@ -567,6 +567,7 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
                 body: m.body.clone(),
                 receive_count: m.receive_count,
                 receipt_handle: Some(m.receipt_handle.clone()),
+                group_id: m.group_id.clone(),
             })
             .collect();
         down.process(&records).await;

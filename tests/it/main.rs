@@ -8,6 +8,7 @@ mod dlq_aws;
 mod faults;
 mod lambda;
 mod load;
+mod ordering;
 mod pipeline;
 mod polling;
 mod polling_acceptance;

@@ -547,6 +547,7 @@ async fn worker_killed_mid_dispatch_is_finished_exactly_once_after_the_lease_exp
         body: msgs[0].body.clone(),
         receive_count: msgs[0].receive_count,
         receipt_handle: Some(msgs[0].receipt_handle.clone()),
+        group_id: msgs[0].group_id.clone(),
     };
     let (ledger, key2) = (run.stack.store.ledger(), key.clone());
     let in_flight = tokio::spawn(async move { worker_a.process(&[record]).await });

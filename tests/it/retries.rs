@@ -564,6 +564,7 @@ async fn on_sqs_the_worker_stretches_visibility_and_sends_permanent_failures_to_
             body: m.body.clone(),
             receive_count: m.receive_count,
             receipt_handle: Some(m.receipt_handle.clone()),
+            group_id: m.group_id.clone(),
         })
         .collect();
     let result = worker.process(&records).await;

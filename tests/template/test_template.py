@@ -300,7 +300,8 @@ def check_worker_reports_batch_item_failures(t: dict) -> None:
     )
     assert getatt(p.get("Queue")) == ("EventsQueue", "Arn"), "worker must consume EventsQueue"
     assert p.get("BatchSize") == 10
-    assert p.get("MaximumBatchingWindowInSeconds") == 1
+    # Lambda supports no batching window on a FIFO queue (QueueType=fifo; test_fifo.py).
+    assert p.get("MaximumBatchingWindowInSeconds") == {"Fn::If": ["FifoQueues", {"Ref": "AWS::NoValue"}, 1]}
 
 
 def check_visibility_covers_worker_timeout(t: dict) -> None:

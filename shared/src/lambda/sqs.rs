@@ -30,6 +30,8 @@ pub fn to_records(event: SqsEvent) -> Records {
             body: r.body.unwrap_or_default(),
             receive_count,
             receipt_handle: r.receipt_handle,
+            // Set on FIFO queues only: the worker keeps a group's order by it.
+            group_id: r.attributes.get("MessageGroupId").cloned(),
         });
     }
     Records {

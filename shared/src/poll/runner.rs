@@ -270,7 +270,7 @@ impl Poller {
                 .max();
             report.newest_item_ms = report.newest_item_ms.max(newest);
             if !envelopes.is_empty() {
-                let sent = enqueue_envelopes(&*self.queue, &envelopes)
+                let sent = enqueue_envelopes(&*self.queue, &self.config, &envelopes)
                     .await
                     .map_err(|e| {
                         format!("enqueue failed; the page is fetched again next run: {e}")

@@ -142,6 +142,9 @@ pub enum TrailStatus {
     Dead,
     /// An event dispatched again although it was done: an operator's `inlet replay --force`.
     ForcedReplay,
+    /// An update older than (or as old as) the last one applied to its entity: dropped, not
+    /// dispatched. Both versions are in `reason`.
+    Stale,
 }
 
 impl TrailStatus {
@@ -155,6 +158,7 @@ impl TrailStatus {
             TrailStatus::Check => "check",
             TrailStatus::Dead => "dead",
             TrailStatus::ForcedReplay => "forced_replay",
+            TrailStatus::Stale => "stale",
         }
     }
 
@@ -168,6 +172,7 @@ impl TrailStatus {
             "check" => Some(TrailStatus::Check),
             "forced_replay" => Some(TrailStatus::ForcedReplay),
             "dead" => Some(TrailStatus::Dead),
+            "stale" => Some(TrailStatus::Stale),
             _ => None,
         }
     }
@@ -238,4 +243,19 @@ pub trait Ledger: Send + Sync {
 
     /// Newest first, records and entries merged.
     async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError>;
+
+    /// The last version applied to `entity` of `source` (the stale-version guard), if any.
+    async fn applied_version(&self, source: &str, entity: &str)
+        -> Result<Option<i64>, LedgerError>;
+
+    /// Record `version` as applied to the entity, in one conditional write that succeeds only
+    /// when no version is recorded or the recorded one is older. `false`: a version as new or
+    /// newer was there already, and it stays.
+    async fn record_version(
+        &self,
+        source: &str,
+        entity: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError>;
 }

@@ -24,7 +24,9 @@ pub fn check_batch_len(len: usize) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// A message to enqueue. `group_id` and `deduplication_id` only matter on FIFO queues.
+/// A message to enqueue. `group_id` and `deduplication_id` only matter on FIFO queues: there
+/// messages of one group are delivered in send order, one group member in flight at a time,
+/// and a standard queue ignores both.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboundMessage {
     pub body: String,
@@ -52,6 +54,8 @@ pub struct ReceivedMessage {
     /// How many times the message has been received, this time included.
     pub receive_count: u32,
     pub sent_at_ms: i64,
+    /// The message group, on a FIFO queue (`None` on a standard one).
+    pub group_id: Option<String>,
 }
 
 /// An at-least-once queue with SQS semantics: a received message is hidden for the
@@ -104,7 +108,14 @@ pub trait Queue: Send + Sync {
                 break;
             }
             for m in batch {
-                target.send(&OutboundMessage::new(m.body.clone())).await?;
+                // The group travels with the message (a FIFO target requires one). No
+                // deduplication id: a FIFO queue then takes a fresh one, and does not drop a
+                // message moved back within five minutes of its first send as a copy.
+                let message = OutboundMessage {
+                    group_id: m.group_id.clone(),
+                    ..OutboundMessage::new(m.body.clone())
+                };
+                target.send(&message).await?;
                 self.delete(&m.receipt_handle).await?;
                 moved += 1;
             }

@@ -25,14 +25,36 @@ const MAX_DELAY_SECS: u32 = 900;
 pub struct SqsQueue {
     client: Client,
     queue_url: String,
+    /// SQS names every FIFO queue `….fifo` (and only those).
+    fifo: bool,
 }
 
 impl SqsQueue {
     pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        let queue_url = queue_url.into();
         Self {
             client,
-            queue_url: queue_url.into(),
+            fifo: queue_url.ends_with(".fifo"),
+            queue_url,
         }
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+
+    /// The group and deduplication id SQS gets for `message`: none on a standard queue (the
+    /// group is a FIFO notion); on a FIFO queue the message's, with a fresh deduplication id
+    /// when it has none (a FIFO queue without content-based deduplication requires one).
+    fn fifo_ids(&self, message: &OutboundMessage) -> (Option<String>, Option<String>) {
+        if !self.fifo {
+            return (None, None);
+        }
+        let dedup = message
+            .deduplication_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        (message.group_id.clone(), Some(dedup))
     }
 
     pub fn from_conf(config: &SdkConfig, queue_url: impl Into<String>) -> Self {
@@ -138,14 +160,15 @@ fn ceil_secs(d: Duration, max: u64) -> i32 {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, message: &OutboundMessage) -> Result<String, QueueError> {
+        let (group, dedup) = self.fifo_ids(message);
         let out = self
             .client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(&message.body)
             .set_delay_seconds(delay(message))
-            .set_message_group_id(message.group_id.clone())
-            .set_message_deduplication_id(message.deduplication_id.clone())
+            .set_message_group_id(group)
+            .set_message_deduplication_id(dedup)
             .send()
             .await
             .map_err(|err| {
@@ -176,12 +199,13 @@ impl Queue for SqsQueue {
             .iter()
             .enumerate()
             .map(|(i, m)| {
+                let (group, dedup) = self.fifo_ids(m);
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(&m.body)
                     .set_delay_seconds(delay(m))
-                    .set_message_group_id(m.group_id.clone())
-                    .set_message_deduplication_id(m.deduplication_id.clone())
+                    .set_message_group_id(group)
+                    .set_message_deduplication_id(dedup)
                     .build()
                     .map_err(|e| backend("SendMessageBatch", e))
             })
@@ -251,6 +275,7 @@ impl Queue for SqsQueue {
             .wait_time_seconds(ceil_secs(wait, MAX_WAIT_SECS))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send()
             .await
             .map_err(|e| backend("ReceiveMessage", e))?;
@@ -328,6 +353,9 @@ fn received(message: Message) -> Result<ReceivedMessage, QueueError> {
     let sent_at_ms = number(MessageSystemAttributeName::SentTimestamp)?;
     let missing =
         |field: &str| QueueError::Backend(format!("SQS ReceiveMessage: message has no {field}"));
+    let group_id = attributes
+        .get(&MessageSystemAttributeName::MessageGroupId)
+        .cloned();
     Ok(ReceivedMessage {
         message_id: message.message_id.ok_or_else(|| missing("MessageId"))?,
         receipt_handle: message
@@ -336,5 +364,6 @@ fn received(message: Message) -> Result<ReceivedMessage, QueueError> {
         body: message.body.unwrap_or_default(),
         receive_count: u32::try_from(receive_count).unwrap_or(u32::MAX),
         sent_at_ms,
+        group_id,
     })
 }

@@ -292,6 +292,44 @@ impl Ledger for SqliteLedger {
         })?)
     }
 
+    async fn applied_version(
+        &self,
+        source: &str,
+        entity: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        Ok(self.store.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT version FROM entity_versions WHERE source = ?1 AND entity = ?2",
+                )?
+                .query_row(params![source, entity], |row| row.get(0))
+                .optional()?)
+        })?)
+    }
+
+    /// One upsert whose update only applies to an older version: DynamoDB's
+    /// `attribute_not_exists(v) OR v < :new`.
+    async fn record_version(
+        &self,
+        source: &str,
+        entity: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        let changed = self.store.write(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "INSERT INTO entity_versions (source, entity, version, updated_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (source, entity) DO UPDATE \
+                     SET version = excluded.version, updated_at_ms = excluded.updated_at_ms \
+                     WHERE entity_versions.version < excluded.version",
+                )?
+                .execute(params![source, entity, version, now_ms])?)
+        })?;
+        Ok(changed == 1)
+    }
+
     /// An entry with an id already present replaces it (DynamoDB `PutItem`).
     async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
         self.store.write(|tx| {

@@ -40,7 +40,7 @@ pub use queue::{QueueCounts, SqliteQueue};
 
 /// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
 /// version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for another connection (another `inlet` process on the same
 /// file) to release its lock before failing with `SQLITE_BUSY`.
@@ -134,6 +134,20 @@ CREATE TABLE IF NOT EXISTS bus_events (
     time_ms     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS bus_events_by_bus ON bus_events (bus, seq);
+";
+
+/// Schema v4, per-entity order: the last applied version of each entity (the stale-version
+/// guard), and the index a FIFO receive uses to find a group's hidden messages. A step of
+/// its own, idempotent like [`SCHEMA`], so it applies to a store of any earlier version.
+const ENTITY_ORDER_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entity_versions (
+    source        TEXT    NOT NULL,
+    entity        TEXT    NOT NULL,
+    version       INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (source, entity)
+);
+CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visible_at_ms);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +262,7 @@ impl EmbeddedStore {
             });
         }
         tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(ENTITY_ORDER_SCHEMA)?;
         // Version 1 stores (from before the trail summary) gain the column; new ones have it.
         // Version 2 stores gain the `checks` table from SCHEMA's CREATE IF NOT EXISTS.
         if found == 1 {

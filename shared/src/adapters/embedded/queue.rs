@@ -17,8 +17,14 @@
 //! may answer success without deleting); failing loudly here lets tests catch a worker that
 //! deletes with the wrong handle.
 //!
-//! Not emulated: FIFO ordering and deduplication (`group_id` and `deduplication_id` are
-//! stored, not honoured) and message retention (messages never expire).
+//! FIFO (a queue opened with [`SqliteQueue::into_fifo`]), as SQS FIFO: every message needs a
+//! `group_id` and no per-message delay; a receive returns messages of a group in send order
+//! and none of a group while one of its messages is hidden (in flight, or delayed by a
+//! visibility change); a message redriven to the DLQ unblocks its group. On a standard queue
+//! the group is stored and ignored, and receives report none.
+//!
+//! Not emulated: FIFO deduplication (`deduplication_id` is stored, not honoured: the
+//! ledger's dedupe absorbs copies either way) and message retention (messages never expire).
 
 use std::time::Duration;
 
@@ -53,6 +59,7 @@ pub struct SqliteQueue {
     store: EmbeddedStore,
     name: String,
     redrive: Option<Redrive>,
+    fifo: bool,
 }
 
 impl SqliteQueue {
@@ -61,7 +68,19 @@ impl SqliteQueue {
             store,
             name,
             redrive,
+            fifo: false,
         }
+    }
+
+    /// This queue with FIFO semantics (module docs). Like SQS's `FifoQueue`, a property of
+    /// the queue: open it FIFO everywhere it is used.
+    pub fn into_fifo(mut self) -> Self {
+        self.fifo = true;
+        self
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
     }
 
     pub fn name(&self) -> &str {
@@ -93,7 +112,7 @@ impl SqliteQueue {
             let mut after = (i64::MIN, i64::MIN);
             loop {
                 let want = max - received.len();
-                let page = visible_page(tx, &self.name, now, after, want)?;
+                let page = visible_page(tx, &self.name, self.fifo, now, after, want)?;
                 for c in &page {
                     after = (c.sent_at_ms, c.rowid);
                     if let Some(dlq) = self.redrive_of(c.receive_count) {
@@ -101,7 +120,11 @@ impl SqliteQueue {
                         redriven = true;
                         continue;
                     }
-                    received.push(take(tx, &self.name, c, now, visibility_ms)?);
+                    let mut m = take(tx, &self.name, c, now, visibility_ms)?;
+                    if self.fifo {
+                        m.group_id = c.group_id.clone();
+                    }
+                    received.push(m);
                 }
                 if received.len() >= max || page.len() < want {
                     break;
@@ -125,6 +148,26 @@ impl SqliteQueue {
         Ok((received, next_visible_at))
     }
 
+    /// What SQS refuses on a FIFO queue: a message without a group, or with its own delay.
+    fn check_fifo(&self, message: &OutboundMessage) -> Result<(), QueueError> {
+        if !self.fifo {
+            return Ok(());
+        }
+        if message.group_id.as_deref().is_none_or(str::is_empty) {
+            return Err(QueueError::Rejected(format!(
+                "MissingParameter: queue {} is FIFO; a message needs a MessageGroupId",
+                self.name
+            )));
+        }
+        if message.delay_seconds > 0 {
+            return Err(QueueError::Rejected(format!(
+                "InvalidParameterValue: queue {} is FIFO; it takes no per-message DelaySeconds",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The dead-letter queue a message goes to instead of being received this time, if any:
     /// SQS redrives when the receive count already reached `maxReceiveCount`.
     fn redrive_of(&self, receive_count: u32) -> Option<&str> {
@@ -142,23 +185,39 @@ struct Candidate {
     body: String,
     sent_at_ms: i64,
     receive_count: u32,
+    group_id: Option<String>,
 }
 
 /// The visible messages after a position, oldest first. It walks `messages_by_age` in order and
 /// stops at the limit: sorting every visible message instead made each receive cost the whole
 /// backlog (a 10,000-message backlog took a minute to drain in a debug build).
-const VISIBLE_PAGE: &str = "SELECT rowid, id, body, sent_at_ms, receive_count FROM messages \
+const VISIBLE_PAGE: &str =
+    "SELECT rowid, id, body, sent_at_ms, receive_count, group_id FROM messages \
      WHERE queue = ?1 AND visible_at_ms <= ?2 AND (sent_at_ms, rowid) > (?3, ?4) \
+     ORDER BY sent_at_ms, rowid LIMIT ?5";
+
+/// [`VISIBLE_PAGE`] on a FIFO queue: a group with a hidden message is skipped whole, so its
+/// later messages wait until the hidden one is deleted (or shows again, first in line).
+const VISIBLE_FIFO_PAGE: &str =
+    "SELECT rowid, id, body, sent_at_ms, receive_count, group_id FROM messages AS m \
+     WHERE queue = ?1 AND visible_at_ms <= ?2 AND (sent_at_ms, rowid) > (?3, ?4) \
+     AND NOT EXISTS (SELECT 1 FROM messages AS h WHERE h.queue = m.queue \
+                     AND h.group_id = m.group_id AND h.visible_at_ms > ?2) \
      ORDER BY sent_at_ms, rowid LIMIT ?5";
 
 fn visible_page(
     tx: &Transaction<'_>,
     queue: &str,
+    fifo: bool,
     now: i64,
     after: (i64, i64),
     limit: usize,
 ) -> Result<Vec<Candidate>, EmbeddedError> {
-    let mut stmt = tx.prepare_cached(VISIBLE_PAGE)?;
+    let mut stmt = tx.prepare_cached(if fifo {
+        VISIBLE_FIFO_PAGE
+    } else {
+        VISIBLE_PAGE
+    })?;
     let rows = stmt.query_map(params![queue, now, after.0, after.1, limit as i64], |row| {
         Ok((
             row.get(0)?,
@@ -166,16 +225,18 @@ fn visible_page(
             row.get(2)?,
             row.get(3)?,
             row.get::<_, i64>(4)?,
+            row.get(5)?,
         ))
     })?;
     rows.map(|row| {
-        let (rowid, id, body, sent_at_ms, receive_count) = row?;
+        let (rowid, id, body, sent_at_ms, receive_count, group_id) = row?;
         Ok(Candidate {
             rowid,
             id,
             body,
             sent_at_ms,
             receive_count: count_u32(receive_count, "receive_count")?,
+            group_id,
         })
     })
     .collect()
@@ -209,6 +270,7 @@ fn take(
         body: c.body.clone(),
         receive_count,
         sent_at_ms: c.sent_at_ms,
+        group_id: None,
     })
 }
 
@@ -333,6 +395,7 @@ impl Queue for SqliteQueue {
 
     async fn send(&self, message: &OutboundMessage) -> Result<String, QueueError> {
         check_body(&message.body)?;
+        self.check_fifo(message)?;
         let id = self
             .store
             .write(|tx| insert(tx, &self.name, message, self.store.now_ms()))?;
@@ -360,10 +423,12 @@ impl Queue for SqliteQueue {
             let now = self.store.now_ms();
             messages
                 .iter()
-                .map(|m| match check_body(&m.body) {
-                    Ok(()) => insert(tx, &self.name, m, now).map(Ok),
-                    Err(refused) => Ok(Err(refused)),
-                })
+                .map(
+                    |m| match check_body(&m.body).and_then(|()| self.check_fifo(m)) {
+                        Ok(()) => insert(tx, &self.name, m, now).map(Ok),
+                        Err(refused) => Ok(Err(refused)),
+                    },
+                )
                 .collect::<Result<Vec<_>, EmbeddedError>>()
         })?;
         self.store.notify_changed();
@@ -506,6 +571,140 @@ mod tests {
         );
         assert!(
             !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
+
+    fn grouped(body: &str, group: &str) -> OutboundMessage {
+        OutboundMessage {
+            group_id: Some(group.into()),
+            ..OutboundMessage::new(body)
+        }
+    }
+
+    fn bodies(got: &[ReceivedMessage]) -> Vec<&str> {
+        got.iter().map(|m| m.body.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn fifo_holds_a_group_back_while_one_of_its_messages_is_in_flight() {
+        let (store, clock) = store();
+        let q = store.queue("main", None).into_fifo();
+        q.send(&grouped("a1", "a")).await.expect("send");
+        let first = q.receive(1, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&first), ["a1"]);
+        assert_eq!(first[0].group_id.as_deref(), Some("a"));
+        q.send_batch(&[grouped("a2", "a"), grouped("b1", "b"), grouped("a3", "a")])
+            .await
+            .expect("send_batch");
+
+        // a1 is in flight: only group b moves.
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&got), ["b1"]);
+        assert!(q
+            .receive(10, HIDDEN, NOW)
+            .await
+            .expect("receive")
+            .is_empty());
+
+        // a1's visibility ends: it comes first again, and its group follows in send order.
+        clock.advance_ms(HIDDEN.as_millis() as i64);
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&got), ["a1", "a2", "b1", "a3"]);
+        assert_eq!(got[0].receive_count, 2);
+
+        // Deleting the head frees nothing while its followers are still in flight…
+        q.delete(&got[0].receipt_handle).await.expect("delete");
+        assert!(q
+            .receive(10, HIDDEN, NOW)
+            .await
+            .expect("receive")
+            .is_empty());
+        // …and a follower given back (a failed record) is first in line once visible.
+        q.change_visibility(&got[3].receipt_handle, NOW)
+            .await
+            .expect("change visibility");
+        q.delete(&got[1].receipt_handle).await.expect("delete");
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&got), ["a3"]);
+    }
+
+    #[tokio::test]
+    async fn a_standard_queue_ignores_groups() {
+        let (store, _clock) = store();
+        let q = store.queue("main", None);
+        q.send(&grouped("a1", "a")).await.expect("send");
+        q.send(&grouped("a2", "a")).await.expect("send");
+        let first = q.receive(1, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(first[0].group_id, None);
+        let got = q.receive(10, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(bodies(&got), ["a2"]);
+    }
+
+    #[tokio::test]
+    async fn fifo_refuses_a_message_without_a_group_or_with_a_delay() {
+        let (store, _clock) = store();
+        let q = store.queue("main", None).into_fifo();
+        assert!(matches!(
+            q.send(&OutboundMessage::new("m")).await,
+            Err(QueueError::Rejected(e)) if e.starts_with("MissingParameter")
+        ));
+        let delayed = OutboundMessage {
+            delay_seconds: 5,
+            ..grouped("m", "g")
+        };
+        assert!(matches!(
+            q.send(&delayed).await,
+            Err(QueueError::Rejected(_))
+        ));
+        let results = q
+            .send_batch(&[grouped("ok", "g"), OutboundMessage::new("no group")])
+            .await
+            .expect("send_batch");
+        assert!(results[0].is_ok() && results[1].is_err());
+    }
+
+    #[tokio::test]
+    async fn fifo_redrive_unblocks_the_group() {
+        let (store, clock) = store();
+        let main = store
+            .queue(
+                "main",
+                Some(Redrive {
+                    dead_letter_queue: "main-dlq".into(),
+                    max_receive_count: 1,
+                }),
+            )
+            .into_fifo();
+        main.send(&grouped("poison", "g")).await.expect("send");
+        assert_eq!(
+            bodies(&main.receive(1, HIDDEN, NOW).await.expect("r")),
+            ["poison"]
+        );
+        main.send(&grouped("next", "g")).await.expect("send");
+        assert!(main.receive(10, HIDDEN, NOW).await.expect("r").is_empty());
+        clock.advance_ms(HIDDEN.as_millis() as i64);
+        // The poison message goes to the DLQ on this receive; the group goes on.
+        assert_eq!(
+            bodies(&main.receive(10, HIDDEN, NOW).await.expect("r")),
+            ["next"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fifo_receive_finds_hidden_group_members_by_index() {
+        let (store, _clock) = store();
+        let plan: Vec<String> = store
+            .with_conn(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {VISIBLE_FIFO_PAGE}"))?;
+                let rows = stmt.query_map(params!["main", T0, i64::MIN, i64::MIN, 10], |r| {
+                    r.get::<_, String>(3)
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .expect("plan");
+        assert!(
+            plan.iter().any(|step| step.contains("messages_by_group")),
             "{plan:?}"
         );
     }

@@ -21,6 +21,10 @@
 //! `status` (`refused`|`duplicate`|`conflict`), `dedupe_key`?, `provider_event_id`?,
 //! `event_type`?, `reason`?, `source_ip`?. (`?` = absent when `None`.)
 //!
+//! The stale-version guard keeps one item per entity: `pk` = `entity#<source>#<entity>`,
+//! `v` N (the last applied version), `updated_at_ms` N; it has no index attributes, so no
+//! listing reads it.
+//!
 //! Items with any other `pk` prefix (other components may share the table) are ignored by
 //! `list`.
 
@@ -57,6 +61,7 @@ pub const TTL_ATTRIBUTE: &str = "ttl";
 
 const DEDUPE_PREFIX: &str = "dedupe#";
 const TRAIL_PREFIX: &str = "trail#";
+const ENTITY_PREFIX: &str = "entity#";
 
 /// How long [`create_table`] waits for the table and its index to become ACTIVE.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -209,6 +214,11 @@ fn s(value: impl Into<String>) -> AttributeValue {
 
 fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+/// Source ids hold no `#`, so the source and the entity split unambiguously.
+fn entity_pk(source: &str, entity: &str) -> String {
+    format!("{ENTITY_PREFIX}{source}#{entity}")
 }
 
 fn dedupe_pk(key: &str) -> String {
@@ -421,6 +431,47 @@ impl Ledger for DynamoLedger {
             .await
             .map_err(|e| backend("PutItem", e))?;
         Ok(())
+    }
+
+    async fn applied_version(
+        &self,
+        source: &str,
+        entity: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        let pk = entity_pk(source, entity);
+        let item = self
+            .read_item(&pk)
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        item.map(|item| Fields::new(&pk, &item).i64("v"))
+            .transpose()
+    }
+
+    async fn record_version(
+        &self,
+        source: &str,
+        entity: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, s(entity_pk(source, entity)))
+            .update_expression("SET v = :new, updated_at_ms = :now")
+            .condition_expression("attribute_not_exists(v) OR v < :new")
+            .expression_attribute_values(":new", n(version))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) => match err.as_service_error() {
+                Some(e) if e.is_conditional_check_failed_exception() => Ok(false),
+                _ => Err(backend("UpdateItem", err)),
+            },
+        }
     }
 
     /// With a source: one Query of the `by_source` index, newest first, `limit` rows (paged
