@@ -1,13 +1,19 @@
 //! The worker: per record decode the envelope, take its dedupe key, dispatch to the routed
 //! targets, then complete or fail. Failures are reported per record so only they retry.
 //!
+//! Each target's outcome is kept apart: a target that accepts the event is marked in its
+//! dedupe record at once (`mark_delivered`), so a retry — after a failure elsewhere, a
+//! lapsed lease, or a replay from the DLQ — sends only to the targets that do not have it.
+//! The last target of an event that succeeds everywhere is not marked: `complete` records it
+//! in the write it makes anyway (so a single-target route costs no extra call).
+//!
 //! With the queues at hand (`with_queues`), a record to retry has its visibility stretched
 //! to its backoff (or the target's `Retry-After`, or a busy key's remaining lease), and a
 //! record that can never succeed — a permanent dispatch error, an undecodable body, a route
 //! to a missing target, its route's attempts used up — is sent to the DLQ by the worker
 //! itself and acknowledged, instead of burning the queue's receives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +110,21 @@ impl DeadReason {
             DeadReason::Undecodable => "undecodable",
         }
     }
+}
+
+/// An envelope to dispatch: its record's index in the batch, and the targets that already
+/// have it (to be skipped).
+struct Taken {
+    i: usize,
+    env: Envelope,
+    delivered: BTreeSet<String>,
+}
+
+/// What one dispatch did for one envelope.
+struct Delivery {
+    result: Result<(), DispatchError>,
+    /// Every target that has the event now: those of earlier attempts and this one's.
+    delivered: BTreeSet<String>,
 }
 
 /// The main queue (for visibility changes) and its DLQ (for the worker's own moves).
@@ -211,9 +232,9 @@ impl Worker {
     pub async fn process(&self, records: &[WorkerRecord]) -> BatchResult {
         let mut result = BatchResult::default();
         // Envelopes whose key we now hold, to be dispatched together.
-        let mut taken: Vec<(usize, Envelope)> = Vec::new();
+        let mut taken: Vec<Taken> = Vec::new();
         // Done events an operator replayed with --force: dispatched again, outside dedupe.
-        let mut forced: Vec<(usize, Envelope)> = Vec::new();
+        let mut forced: Vec<Taken> = Vec::new();
         // Later copies of a key already taken in this batch (a provider retry that arrived
         // before the first copy was processed): they follow the first copy's outcome without
         // a ledger call of their own.
@@ -234,18 +255,30 @@ impl Worker {
                     continue;
                 }
             };
-            if let Some(leader) = taken.iter().position(|(_, t)| {
-                t.dedupe_key == env.dedupe_key && t.body_sha256 == env.body_sha256
+            if let Some(leader) = taken.iter().position(|t| {
+                t.env.dedupe_key == env.dedupe_key && t.env.body_sha256 == env.body_sha256
             }) {
                 followers.push((i, leader));
                 continue;
             }
             match self.begin(&env).await {
-                Ok(BeginOutcome::Acquired { .. }) => taken.push((i, env)),
+                Ok(BeginOutcome::Acquired { delivered, .. }) => {
+                    // An operator's --force sends to every target, whatever had it before.
+                    let delivered = if env.forced_replay() {
+                        BTreeSet::new()
+                    } else {
+                        delivered
+                    };
+                    taken.push(Taken { i, env, delivered });
+                }
                 Ok(BeginOutcome::Held(held)) => {
                     let o = held_outcome(&env, &held);
                     if env.forced_replay() && matches!(o, Outcome::Duplicate { .. }) {
-                        forced.push((i, env));
+                        forced.push(Taken {
+                            i,
+                            env,
+                            delivered: BTreeSet::new(),
+                        });
                         continue;
                     }
                     if matches!(o, Outcome::Busy { .. }) {
@@ -275,33 +308,37 @@ impl Worker {
         // event before any target saw it: never a second delivery for a check's sake. (A
         // check scheduled for an event whose delivery then fails only runs a needless poll.)
         let now = self.clock.now_ms();
-        let mut ready: Vec<(usize, Envelope)> = Vec::with_capacity(taken.len());
-        for (i, env) in &taken {
-            match self.schedule_checks(env, now).await {
-                Ok(()) => ready.push((*i, env.clone())),
+        let mut ready: Vec<&Taken> = Vec::with_capacity(taken.len());
+        for t in &taken {
+            match self.schedule_checks(&t.env, now).await {
+                Ok(()) => ready.push(t),
                 Err(e) => {
-                    let (o, d) = self.checks_failed(env, &records[*i], e, now).await;
-                    outcomes[*i] = Some(o);
-                    delays[*i] = d;
+                    let (o, d) = self.checks_failed(&t.env, &records[t.i], e, now).await;
+                    outcomes[t.i] = Some(o);
+                    delays[t.i] = d;
                 }
             }
         }
-        let dispatch = self.dispatch(&ready).await;
-        for ((i, env), res) in ready.iter().zip(dispatch) {
-            let (o, d) = self.finish(env, &records[*i], res).await;
-            outcomes[*i] = Some(o);
-            delays[*i] = d;
+        let dispatch = self.dispatch(&ready, true).await;
+        for (t, delivery) in ready.iter().zip(dispatch) {
+            let (o, d) = self.finish(&t.env, &records[t.i], delivery).await;
+            outcomes[t.i] = Some(o);
+            delays[t.i] = d;
         }
         if !forced.is_empty() {
-            let dispatch = self.dispatch(&forced).await;
-            for ((i, env), res) in forced.iter().zip(dispatch) {
-                let (o, d) = self.finish_forced(env, &records[*i], res).await;
-                outcomes[*i] = Some(o);
-                delays[*i] = d;
+            // The record is completed, not ours: nothing to mark in it.
+            let batch: Vec<&Taken> = forced.iter().collect();
+            let dispatch = self.dispatch(&batch, false).await;
+            for (t, delivery) in forced.iter().zip(dispatch) {
+                let (o, d) = self
+                    .finish_forced(&t.env, &records[t.i], delivery.result)
+                    .await;
+                outcomes[t.i] = Some(o);
+                delays[t.i] = d;
             }
         }
         for (i, leader) in followers {
-            let (leader_i, env) = (taken[leader].0, &taken[leader].1);
+            let (leader_i, env) = (taken[leader].i, &taken[leader].env);
             let o = match &outcomes[leader_i] {
                 Some(Outcome::Dispatched { .. }) => Outcome::Duplicate {
                     dedupe_key: env.dedupe_key.clone(),
@@ -621,42 +658,104 @@ impl Worker {
             .await
     }
 
-    /// Group envelopes by target and deliver; an envelope succeeds when all its targets do.
-    async fn dispatch(&self, taken: &[(usize, Envelope)]) -> Vec<Result<(), DispatchError>> {
-        let mut results: Vec<Result<(), DispatchError>> = vec![Ok(()); taken.len()];
+    /// Group envelopes by target and deliver each to its routed targets that do not have it
+    /// yet; an envelope succeeds when all of them do. With `held` (the keys are ours), each
+    /// success is marked in the dedupe record as soon as the target answers — except the
+    /// last target of an event delivered everywhere, which `complete` records.
+    async fn dispatch(&self, batch: &[&Taken], held: bool) -> Vec<Delivery> {
+        // Per envelope: the targets still to try in this dispatch, and what failed.
+        let mut pending: Vec<BTreeSet<String>> = Vec::with_capacity(batch.len());
+        let mut failures: Vec<Vec<DispatchError>> = vec![Vec::new(); batch.len()];
+        let mut delivered: Vec<BTreeSet<String>> =
+            batch.iter().map(|t| t.delivered.clone()).collect();
         let mut per_target: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (n, (_, env)) in taken.iter().enumerate() {
-            let ids = self.config.targets_for(&env.source, &event_names(env));
-            if ids.is_empty() {
-                results[n] = Err(DispatchError::Permanent(format!(
+        for (n, t) in batch.iter().enumerate() {
+            let routed = self.config.targets_for(&t.env.source, &event_names(&t.env));
+            if routed.is_empty() {
+                failures[n].push(DispatchError::Permanent(format!(
                     "no route for source {}",
-                    env.source
+                    t.env.source
                 )));
             }
-            for id in ids {
-                per_target.entry(id).or_default().push(n);
+            let todo: BTreeSet<String> = routed
+                .into_iter()
+                .filter(|id| !t.delivered.contains(id))
+                .collect();
+            if !t.delivered.is_empty() {
+                debug!(dedupe_key = %t.env.dedupe_key, skipped = ?t.delivered, "not sent again to the targets that have it");
             }
+            for id in &todo {
+                per_target.entry(id.clone()).or_default().push(n);
+            }
+            pending.push(todo);
         }
         for (target_id, idx) in per_target {
-            let Some(target) = self.targets.get(&target_id) else {
-                for n in idx {
-                    results[n] = Err(DispatchError::Permanent(format!(
-                        "target {target_id} is not configured"
-                    )));
+            let results = match self.targets.get(&target_id) {
+                Some(target) => {
+                    let envelopes: Vec<&Envelope> = idx.iter().map(|&n| &batch[n].env).collect();
+                    target.deliver(&envelopes).await
                 }
-                continue;
+                None => Vec::new(),
             };
-            let batch: Vec<&Envelope> = idx.iter().map(|&n| &taken[n].1).collect();
-            let delivered = target.deliver(&batch).await;
-            for (n, r) in idx.into_iter().zip(delivered) {
-                if let Err(e) = r {
-                    if results[n].is_ok() {
-                        results[n] = Err(e);
+            let missing = || {
+                if self.targets.contains_key(&target_id) {
+                    // A target owes one result per envelope; a short answer is no delivery.
+                    DispatchError::Retryable(format!(
+                        "target {target_id} returned no result for this event"
+                    ))
+                } else {
+                    DispatchError::Permanent(format!("target {target_id} is not configured"))
+                }
+            };
+            let results = results
+                .into_iter()
+                .map(Some)
+                .chain(std::iter::repeat(None));
+            for (n, r) in idx.into_iter().zip(results) {
+                let env = &batch[n].env;
+                pending[n].remove(&target_id);
+                match r.unwrap_or_else(|| Err(missing())) {
+                    Ok(()) => {
+                        delivered[n].insert(target_id.clone());
+                        if held && !(pending[n].is_empty() && failures[n].is_empty()) {
+                            self.mark_delivered(env, &target_id).await;
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.naming(&target_id);
+                        warn!(source = %env.source, dedupe_key = %env.dedupe_key, target = %target_id, error = %e, "target failed");
+                        metrics::count_by(
+                            self.clock.now_ms(),
+                            "target_failures",
+                            &env.source,
+                            ("target", &target_id),
+                        );
+                        failures[n].push(e);
                     }
                 }
             }
         }
-        results
+        failures
+            .into_iter()
+            .zip(delivered)
+            .map(|(errors, delivered)| Delivery {
+                result: DispatchError::merge(errors).map_or(Ok(()), Err),
+                delivered,
+            })
+            .collect()
+    }
+
+    /// Record that `target_id` has the event. A failure here is not the event's: it did
+    /// reach the target, and unrecorded, a retry only sends it there again (a target takes a
+    /// repeat: the same `webhook-id` / `dedupe_key`).
+    async fn mark_delivered(&self, env: &Envelope, target_id: &str) {
+        if let Err(e) = self
+            .ledger
+            .mark_delivered(&env.dedupe_key, target_id, self.clock.now_ms())
+            .await
+        {
+            warn!(dedupe_key = %env.dedupe_key, target = %target_id, error = %e, "delivered but not recorded; a retry may send it to this target again");
+        }
     }
 
     /// A forced replay of a done event: its dedupe record stays as it is (completed); the
@@ -718,18 +817,22 @@ impl Worker {
         &self,
         env: &Envelope,
         rec: &WorkerRecord,
-        res: Result<(), DispatchError>,
+        delivery: Delivery,
     ) -> (Outcome, Option<Duration>) {
         let now = self.clock.now_ms();
         let key = env.dedupe_key.clone();
-        match res {
+        match delivery.result {
             Ok(()) => {
                 let window = self
                     .config
                     .source(&env.source)
                     .map(|s| s.dedupe_window_ms)
                     .unwrap_or(7 * 86_400_000);
-                if let Err(e) = self.ledger.complete(&key, now, now + window).await {
+                if let Err(e) = self
+                    .ledger
+                    .complete(&key, now, now + window, &delivery.delivered)
+                    .await
+                {
                     // Dispatched but not recorded: the retry finds the lease and waits for
                     // it to lapse, then dispatches again. Targets absorb that (JSONL keeps keys;
                     // EventBridge consumers see the same dedupe_key).

@@ -40,7 +40,7 @@ pub use queue::{QueueCounts, SqliteQueue};
 
 /// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
 /// version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for another connection (another `inlet` process on the same
 /// file) to release its lock before failing with `SQLITE_BUSY`.
@@ -79,7 +79,9 @@ CREATE TABLE IF NOT EXISTS dedupe_records (
     attempts          INTEGER NOT NULL,
     last_error        TEXT,
     dead              INTEGER NOT NULL,
-    summary           TEXT
+    summary           TEXT,
+    -- Schema v4: the targets that accepted the event this cycle (a JSON array).
+    delivered         TEXT
 );
 CREATE INDEX IF NOT EXISTS dedupe_records_by_source ON dedupe_records (source, received_at_ms);
 CREATE INDEX IF NOT EXISTS dedupe_records_by_time ON dedupe_records (received_at_ms);
@@ -250,8 +252,12 @@ impl EmbeddedStore {
         tx.execute_batch(SCHEMA)?;
         // Version 1 stores (from before the trail summary) gain the column; new ones have it.
         // Version 2 stores gain the `checks` table from SCHEMA's CREATE IF NOT EXISTS.
+        // Versions 1 to 3 gain the per-target `delivered` column (a NULL reads as none).
         if found == 1 {
             tx.execute_batch("ALTER TABLE dedupe_records ADD COLUMN summary TEXT;")?;
+        }
+        if (1..=3).contains(&found) {
+            tx.execute_batch("ALTER TABLE dedupe_records ADD COLUMN delivered TEXT;")?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -350,6 +356,17 @@ mod tests {
         }
     }
 
+    /// The schema as version 3 wrote it: without `delivered`.
+    fn schema_v3() -> String {
+        let v3 = SCHEMA.replace(
+            ",\n    -- Schema v4: the targets that accepted the event this cycle (a JSON array).\n    \
+             delivered         TEXT",
+            "",
+        );
+        assert_ne!(v3, SCHEMA, "the v4 column is where the test expects it");
+        v3
+    }
+
     #[test]
     fn open_creates_the_file_in_wal_mode() {
         let db = TempDb::new();
@@ -374,7 +391,7 @@ mod tests {
         let db = TempDb::new();
         {
             let conn = Connection::open(&db.0).expect("sqlite");
-            conn.execute_batch(&SCHEMA.replace(",\n    summary           TEXT", ""))
+            conn.execute_batch(&schema_v3().replace(",\n    summary           TEXT", ""))
                 .expect("v1 schema");
             conn.execute(
                 "INSERT INTO dedupe_records VALUES ('old', 's', 'COMPLETED', 'h', NULL, NULL, \
@@ -418,11 +435,12 @@ mod tests {
         let db = TempDb::new();
         {
             let conn = Connection::open(&db.0).expect("sqlite");
-            let start = SCHEMA.find("-- Delayed checks").expect("checks table");
-            let end = SCHEMA
+            let v3 = schema_v3();
+            let start = v3.find("-- Delayed checks").expect("checks table");
+            let end = v3
                 .find("CREATE TABLE IF NOT EXISTS bus_events")
                 .expect("bus table");
-            let v2 = format!("{}{}", &SCHEMA[..start], &SCHEMA[end..]);
+            let v2 = format!("{}{}", &v3[..start], &v3[end..]);
             conn.execute_batch(&v2).expect("v2 schema");
             conn.execute(
                 "INSERT INTO dedupe_records VALUES ('old', 's', 'COMPLETED', 'h', NULL, NULL, \
@@ -449,6 +467,72 @@ mod tests {
             .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_version_3_store_gains_the_delivered_targets_and_keeps_its_records() {
+        use std::collections::BTreeSet;
+
+        use crate::ports::{BeginOutcome, BeginRequest, DedupeStatus, Ledger};
+        let db = TempDb::new();
+        {
+            let conn = Connection::open(&db.0).expect("sqlite");
+            conn.execute_batch(&schema_v3()).expect("v3 schema");
+            // A dispatch that failed under v3: the upgraded worker retries it.
+            conn.execute(
+                "INSERT INTO dedupe_records VALUES ('old', 's', 'FAILED', 'h', NULL, NULL, \
+                 'webhook', 1, 1, 1, NULL, 1, '503', 0, NULL)",
+                [],
+            )
+            .expect("v3 row");
+            conn.pragma_update(None, "user_version", 3)
+                .expect("version");
+        }
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("migrates");
+        let version: i64 = store
+            .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .expect("version");
+        assert_eq!(version, 4);
+        let ledger = store.ledger();
+        let old = ledger.get("old").await.expect("get").expect("kept");
+        assert_eq!(
+            (old.status, old.attempts, old.delivered.len()),
+            (DedupeStatus::Failed, 1, 0)
+        );
+        let outcome = ledger
+            .begin(&BeginRequest {
+                key: "old".into(),
+                source: "s".into(),
+                body_sha256: "h".into(),
+                provider_event_id: None,
+                event_type: None,
+                via: "webhook".into(),
+                received_at_ms: 1,
+                now_ms: 2,
+                lease_until_ms: 100,
+                summary: Default::default(),
+            })
+            .await
+            .expect("begin");
+        assert_eq!(
+            outcome,
+            BeginOutcome::Acquired {
+                attempts: 2,
+                delivered: BTreeSet::new()
+            }
+        );
+        ledger.mark_delivered("old", "bus", 3).await.expect("mark");
+        assert_eq!(
+            ledger.get("old").await.expect("get").expect("kept").delivered,
+            BTreeSet::from(["bus".to_owned()])
+        );
+        drop(store);
+        // Reopening a v4 store changes nothing.
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("reopen");
+        assert_eq!(
+            store.ledger().get("old").await.expect("get").expect("kept").delivered,
+            BTreeSet::from(["bus".to_owned()])
+        );
     }
 
     #[test]
