@@ -59,7 +59,10 @@ pub fn render(
         name: value,
     });
     if let (Some((dimension, value)), Some(obj)) = (extra, doc.as_object_mut()) {
-        obj.insert(dimension.into(), serde_json::Value::String(value.to_string()));
+        obj.insert(
+            dimension.into(),
+            serde_json::Value::String(value.to_string()),
+        );
     }
     doc.to_string()
 }

@@ -707,10 +707,7 @@ impl Worker {
                     DispatchError::Permanent(format!("target {target_id} is not configured"))
                 }
             };
-            let results = results
-                .into_iter()
-                .map(Some)
-                .chain(std::iter::repeat(None));
+            let results = results.into_iter().map(Some).chain(std::iter::repeat(None));
             for (n, r) in idx.into_iter().zip(results) {
                 let env = &batch[n].env;
                 pending[n].remove(&target_id);
@@ -871,5 +868,458 @@ impl Worker {
                 self.failed(env, rec, e, now).await
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::adapters::embedded::{EmbeddedStore, SqliteLedger};
+    use crate::config::{self, ConfigDoc};
+    use crate::envelope::{sha256_hex, BodyEncoding, Replay, VerifiedBy};
+    use crate::ports::{LedgerError, ManualClock, TrailQuery, TrailRow};
+
+    const T0: i64 = 1_767_225_600_000;
+
+    /// A target that answers `failures` errors first, then accepts; it counts what it
+    /// accepted and every call. With `hang`, its first call never returns (a worker that
+    /// dies mid-dispatch) and says so on `entered`.
+    struct Scripted {
+        id: &'static str,
+        failures: AtomicU32,
+        error: DispatchError,
+        hang: bool,
+        entered: Notify,
+        calls: AtomicU32,
+        accepted: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(id: &'static str, failures: u32, error: DispatchError) -> Arc<Self> {
+            Arc::new(Self {
+                id,
+                failures: AtomicU32::new(failures),
+                error,
+                hang: false,
+                entered: Notify::new(),
+                calls: AtomicU32::new(0),
+                accepted: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn healthy(id: &'static str) -> Arc<Self> {
+            Self::new(id, 0, DispatchError::Retryable(String::new()))
+        }
+
+        fn hanging(id: &'static str) -> Arc<Self> {
+            Arc::new(Self {
+                hang: true,
+                ..Arc::into_inner(Self::healthy(id)).expect("sole owner")
+            })
+        }
+
+        fn accepted(&self) -> Vec<String> {
+            self.accepted.lock().expect("lock").clone()
+        }
+
+        fn calls(&self) -> u32 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl Target for Scripted {
+        fn id(&self) -> &str {
+            self.id
+        }
+
+        async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
+            let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            if self.hang && first {
+                self.entered.notify_one();
+                std::future::pending::<()>().await;
+            }
+            envelopes
+                .iter()
+                .map(|e| {
+                    let left = self.failures.load(Ordering::SeqCst);
+                    if left > 0 {
+                        self.failures.store(left - 1, Ordering::SeqCst);
+                        return Err(self.error.clone());
+                    }
+                    self.accepted
+                        .lock()
+                        .expect("lock")
+                        .push(e.dedupe_key.clone());
+                    Ok(())
+                })
+                .collect()
+        }
+    }
+
+    /// The SQLite ledger, counting `mark_delivered` calls (what each costs on DynamoDB).
+    struct Counting {
+        inner: SqliteLedger,
+        marks: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Ledger for Counting {
+        async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError> {
+            self.inner.begin(req).await
+        }
+        async fn complete(
+            &self,
+            key: &str,
+            now_ms: i64,
+            expires_at_ms: i64,
+            delivered: &BTreeSet<String>,
+        ) -> Result<(), LedgerError> {
+            self.inner
+                .complete(key, now_ms, expires_at_ms, delivered)
+                .await
+        }
+        async fn mark_delivered(
+            &self,
+            key: &str,
+            target_id: &str,
+            now_ms: i64,
+        ) -> Result<(), LedgerError> {
+            self.marks.fetch_add(1, Ordering::SeqCst);
+            self.inner.mark_delivered(key, target_id, now_ms).await
+        }
+        async fn fail(
+            &self,
+            key: &str,
+            now_ms: i64,
+            error: &str,
+            dead: bool,
+        ) -> Result<(), LedgerError> {
+            self.inner.fail(key, now_ms, error, dead).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<DedupeRecord>, LedgerError> {
+            self.inner.get(key).await
+        }
+        async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
+            self.inner.append(entry).await
+        }
+        async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError> {
+            self.inner.list(query).await
+        }
+    }
+
+    struct Harness {
+        store: EmbeddedStore,
+        clock: Arc<ManualClock>,
+        ledger: Arc<Counting>,
+        config: Arc<Config>,
+    }
+
+    /// Source `games` routed to `targets` (jsonl in the config; the tests supply their own).
+    fn harness(targets: &[&str]) -> Harness {
+        let mut text = String::from(
+            r#"
+            [settings]
+            environment = "local"
+            [[sources]]
+            id = "games"
+            provider = "generic"
+            secrets = ["literal:webhook-secret"]
+            options = { signature = { header = "x-sig" }, event_id = { json_pointer = "/id" } }
+            "#,
+        );
+        for t in targets {
+            text.push_str(&format!(
+                "[[targets]]\nid = \"{t}\"\nkind = \"jsonl\"\npath = \"{t}.jsonl\"\n"
+            ));
+        }
+        text.push_str(&format!(
+            "[[routes]]\nsources = [\"*\"]\ntargets = {targets:?}\n"
+        ));
+        let doc = ConfigDoc::parse(&text, Some("toml")).expect("config parses");
+        let config = config::validate(doc, ".".into(), &|_: &str| None).expect("valid config");
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = EmbeddedStore::open_in_memory(clock.clone()).expect("store");
+        Harness {
+            ledger: Arc::new(Counting {
+                inner: store.ledger(),
+                marks: AtomicUsize::new(0),
+            }),
+            store,
+            clock,
+            config: Arc::new(config),
+        }
+    }
+
+    impl Harness {
+        fn worker(&self, targets: &[Arc<Scripted>]) -> Worker {
+            let targets = targets
+                .iter()
+                .map(|t| (t.id.to_owned(), t.clone() as Arc<dyn Target>))
+                .collect();
+            Worker::new(
+                self.config.clone(),
+                self.ledger.clone(),
+                targets,
+                self.clock.clone(),
+            )
+        }
+
+        fn with_dlq(&self, worker: Worker) -> Worker {
+            worker.with_queues(
+                Arc::new(self.store.queue("events", None)),
+                Arc::new(self.store.queue("dead", None)),
+            )
+        }
+
+        async fn record(&self, key: &str) -> DedupeRecord {
+            self.ledger
+                .get(key)
+                .await
+                .expect("get")
+                .expect("the record exists")
+        }
+    }
+
+    fn envelope(n: u32) -> Envelope {
+        let body = format!(r#"{{"id":"e{n}"}}"#);
+        Envelope {
+            v: 1,
+            source: "games".into(),
+            provider: "generic".into(),
+            via: Via::Webhook,
+            dedupe_key: format!("games#e{n}"),
+            provider_event_id: Some(format!("e{n}")),
+            event_type: None,
+            canonical_type: None,
+            entity: None,
+            amount: None,
+            currency: None,
+            occurred_at: None,
+            received_at: crate::envelope::rfc3339_ms(T0),
+            verified: VerifiedBy {
+                scheme: "hmac".into(),
+                key_id: None,
+            },
+            headers: Default::default(),
+            body_sha256: sha256_hex(body.as_bytes()),
+            body,
+            body_encoding: BodyEncoding::Utf8,
+            part: None,
+            replay: None,
+        }
+    }
+
+    fn record(env: &Envelope, receive_count: u32) -> WorkerRecord {
+        WorkerRecord {
+            message_id: format!("m-{}-{receive_count}", env.dedupe_key),
+            body: env.to_json(),
+            receive_count,
+            receipt_handle: None,
+        }
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn outcome(worker: &Worker, rec: WorkerRecord) -> Outcome {
+        let mut r = worker.process(&[rec]).await;
+        assert_eq!(r.outcomes.len(), 1);
+        r.outcomes.remove(0).1
+    }
+
+    #[tokio::test]
+    async fn a_retry_sends_only_to_the_target_that_failed() {
+        let h = harness(&["good", "bad"]);
+        let good = Scripted::healthy("good");
+        let bad = Scripted::new("bad", 3, DispatchError::Retryable("HTTP 503".into()));
+        let worker = h.worker(&[good.clone(), bad.clone()]);
+        let env = envelope(1);
+
+        for attempt in 1..=3 {
+            match outcome(&worker, record(&env, attempt)).await {
+                Outcome::Failed { error, .. } => {
+                    assert_eq!(error, "target bad: HTTP 503", "the reason names the target")
+                }
+                other => panic!("attempt {attempt}: {other:?}"),
+            }
+            let r = h.record(&env.dedupe_key).await;
+            assert_eq!(
+                (r.status, r.delivered),
+                (DedupeStatus::Failed, set(&["good"]))
+            );
+            h.clock.advance_ms(1_000);
+        }
+        assert_eq!(
+            outcome(&worker, record(&env, 4)).await,
+            Outcome::Dispatched {
+                dedupe_key: env.dedupe_key.clone()
+            }
+        );
+        assert_eq!(
+            good.accepted(),
+            vec![env.dedupe_key.clone()],
+            "exactly once"
+        );
+        assert_eq!(good.calls(), 1, "never called again");
+        assert_eq!((bad.calls(), bad.accepted().len()), (4, 1));
+        let r = h.record(&env.dedupe_key).await;
+        assert_eq!(
+            (r.status, r.attempts, r.delivered),
+            (DedupeStatus::Completed, 4, set(&["bad", "good"]))
+        );
+        // `good` was marked the once it succeeded; `bad`'s success came last, recorded by
+        // `complete`.
+        assert_eq!(h.ledger.marks.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_single_target_route_is_recorded_by_complete_alone() {
+        let h = harness(&["only"]);
+        let only = Scripted::healthy("only");
+        let worker = h.worker(&[only.clone()]);
+        let env = envelope(2);
+        assert!(matches!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!(h.ledger.marks.load(Ordering::SeqCst), 0, "no extra write");
+        assert_eq!(h.record(&env.dedupe_key).await.delivered, set(&["only"]));
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_dies_mid_dispatch_leaves_its_delivered_targets_to_be_skipped() {
+        let h = harness(&["alpha", "omega"]);
+        let alpha = Scripted::healthy("alpha");
+        // Targets are called in id order: alpha answers, then the worker dies inside omega.
+        let omega = Scripted::hanging("omega");
+        let worker = h.worker(&[alpha.clone(), omega.clone()]);
+        let env = envelope(3);
+        let first = [record(&env, 1)];
+        tokio::select! {
+            _ = worker.process(&first) => panic!("omega never answers"),
+            _ = omega.entered.notified() => {}
+        }
+        let r = h.record(&env.dedupe_key).await;
+        assert_eq!(
+            (r.status, r.delivered),
+            (DedupeStatus::InProgress, set(&["alpha"]))
+        );
+
+        // While the lease is live nobody else dispatches; once it lapsed, the next receive
+        // takes the key and sends only to omega.
+        assert!(matches!(
+            outcome(&worker, record(&env, 2)).await,
+            Outcome::Busy { .. }
+        ));
+        h.clock.advance_ms(h.config.lease_ms_for("games") + 1);
+        assert!(matches!(
+            outcome(&worker, record(&env, 3)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!(alpha.accepted(), vec![env.dedupe_key.clone()]);
+        assert_eq!(alpha.calls(), 1);
+        assert_eq!(omega.accepted(), vec![env.dedupe_key.clone()]);
+        assert_eq!(
+            h.record(&env.dedupe_key).await.delivered,
+            set(&["alpha", "omega"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_dead_letters_naming_the_target_and_a_replay_sends_only_there() {
+        let h = harness(&["good", "strict"]);
+        let good = Scripted::healthy("good");
+        let strict = Scripted::new(
+            "strict",
+            1,
+            DispatchError::Permanent("answered HTTP 400".into()),
+        );
+        let worker = h.with_dlq(h.worker(&[good.clone(), strict.clone()]));
+        let env = envelope(4);
+        assert_eq!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::DeadLettered {
+                dedupe_key: Some(env.dedupe_key.clone()),
+                reason: "target strict: answered HTTP 400".into()
+            }
+        );
+        let r = h.record(&env.dedupe_key).await;
+        assert_eq!((r.dead, r.delivered), (true, set(&["good"])));
+
+        // `inlet replay` (without --force) puts the same body back on the queue.
+        assert!(matches!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!(good.accepted().len(), 1, "not sent to good again");
+        assert_eq!(strict.accepted(), vec![env.dedupe_key.clone()]);
+
+        // `inlet replay --force` sends to every target.
+        let mut forced = env.clone();
+        forced.replay = Some(Replay {
+            at: crate::envelope::rfc3339_ms(T0),
+            forced: true,
+        });
+        assert!(matches!(
+            outcome(&worker, record(&forced, 1)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!((good.accepted().len(), strict.accepted().len()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_forced_replay_of_a_dead_event_sends_to_every_target() {
+        let h = harness(&["good", "strict"]);
+        let good = Scripted::healthy("good");
+        let strict = Scripted::new(
+            "strict",
+            1,
+            DispatchError::Permanent("answered HTTP 400".into()),
+        );
+        let worker = h.with_dlq(h.worker(&[good.clone(), strict.clone()]));
+        let mut env = envelope(5);
+        assert!(matches!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::DeadLettered { .. }
+        ));
+        env.replay = Some(Replay {
+            at: crate::envelope::rfc3339_ms(T0),
+            forced: true,
+        });
+        assert!(matches!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!((good.accepted().len(), strict.accepted().len()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn failures_at_two_targets_merge_permanent_first_and_each_is_counted() {
+        crate::metrics::capture();
+        let h = harness(&["flaky", "strict"]);
+        let flaky = Scripted::new("flaky", 1, DispatchError::Retryable("timeout".into()));
+        let strict = Scripted::new(
+            "strict",
+            1,
+            DispatchError::Permanent("answered HTTP 400".into()),
+        );
+        let worker = h.with_dlq(h.worker(&[flaky, strict]));
+        let env = envelope(6);
+        assert_eq!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::DeadLettered {
+                dedupe_key: Some(env.dedupe_key.clone()),
+                reason: "target flaky: timeout; target strict: answered HTTP 400".into()
+            }
+        );
+        assert_eq!(crate::metrics::captured("target_failures"), vec![1.0, 1.0]);
     }
 }

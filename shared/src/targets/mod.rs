@@ -85,10 +85,12 @@ impl DispatchError {
         if errors.iter().any(DispatchError::is_permanent) {
             return Some(DispatchError::Permanent(message));
         }
-        Some(match errors.iter().filter_map(DispatchError::retry_after).max() {
-            Some(after) => DispatchError::RetryAfter { message, after },
-            None => DispatchError::Retryable(message),
-        })
+        Some(
+            match errors.iter().filter_map(DispatchError::retry_after).max() {
+                Some(after) => DispatchError::RetryAfter { message, after },
+                None => DispatchError::Retryable(message),
+            },
+        )
     }
 }
 

@@ -310,19 +310,20 @@ impl Ledger for SqliteLedger {
         target_id: &str,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
-        let status = self.store.write(|tx| {
-            let Some(mut record) = read_record(tx, key)? else {
-                return Ok(None);
-            };
-            if record.status == DedupeStatus::InProgress {
-                record.delivered.insert(target_id.to_owned());
-                tx.prepare_cached(
+        let status =
+            self.store.write(|tx| {
+                let Some(mut record) = read_record(tx, key)? else {
+                    return Ok(None);
+                };
+                if record.status == DedupeStatus::InProgress {
+                    record.delivered.insert(target_id.to_owned());
+                    tx.prepare_cached(
                     "UPDATE dedupe_records SET delivered = ?2, updated_at_ms = ?3 WHERE key = ?1",
                 )?
                 .execute(params![key, delivered_json(&record.delivered), now_ms])?;
-            }
-            Ok(Some(record.status))
-        })?;
+                }
+                Ok(Some(record.status))
+            })?;
         match status {
             Some(DedupeStatus::InProgress) => Ok(()),
             Some(_) => Err(LedgerError::NotHeld(key.to_owned())),
@@ -484,10 +485,7 @@ mod tests {
     async fn begin_on_a_new_key_acquires_the_first_attempt_and_writes_every_field() {
         let l = ledger();
         let r = req("k", "h1", T0);
-        assert_eq!(
-            l.begin(&r).await.expect("begin"),
-            acquired(1, &[])
-        );
+        assert_eq!(l.begin(&r).await.expect("begin"), acquired(1, &[]));
         assert_eq!(
             record(&l, "k").await,
             DedupeRecord {
@@ -699,9 +697,14 @@ mod tests {
                 .expect("after the lease"),
             acquired(3, &["bus", "queue"])
         );
-        l.complete("k", T0 + 50_000, T0 + 60_000, &set(&["bus", "hook", "queue"]))
-            .await
-            .expect("complete");
+        l.complete(
+            "k",
+            T0 + 50_000,
+            T0 + 60_000,
+            &set(&["bus", "hook", "queue"]),
+        )
+        .await
+        .expect("complete");
         let r = record(&l, "k").await;
         assert_eq!(
             (r.status, r.delivered),
@@ -710,7 +713,9 @@ mod tests {
 
         // A new event under the old key: a new cycle.
         assert_eq!(
-            l.begin(&req("k", "h2", T0 + 60_001)).await.expect("expired"),
+            l.begin(&req("k", "h2", T0 + 60_001))
+                .await
+                .expect("expired"),
             acquired(1, &[])
         );
         assert_eq!(record(&l, "k").await.delivered, set(&[]));
@@ -835,7 +840,9 @@ mod tests {
                 .expect("open")
                 .ledger();
             l.begin(&req("k", "h1", T0)).await.expect("begin");
-            l.complete("k", T0 + 1, T0 + 100, &BTreeSet::new()).await.expect("complete");
+            l.complete("k", T0 + 1, T0 + 100, &BTreeSet::new())
+                .await
+                .expect("complete");
             l.append(&entry("e1", "shop", T0)).await.expect("append");
         }
         let l = EmbeddedStore::open(&db.0, clock).expect("reopen").ledger();

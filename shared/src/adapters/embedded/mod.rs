@@ -523,14 +523,25 @@ mod tests {
         );
         ledger.mark_delivered("old", "bus", 3).await.expect("mark");
         assert_eq!(
-            ledger.get("old").await.expect("get").expect("kept").delivered,
+            ledger
+                .get("old")
+                .await
+                .expect("get")
+                .expect("kept")
+                .delivered,
             BTreeSet::from(["bus".to_owned()])
         );
         drop(store);
         // Reopening a v4 store changes nothing.
         let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("reopen");
         assert_eq!(
-            store.ledger().get("old").await.expect("get").expect("kept").delivered,
+            store
+                .ledger()
+                .get("old")
+                .await
+                .expect("get")
+                .expect("kept")
+                .delivered,
             BTreeSet::from(["bus".to_owned()])
         );
     }

@@ -475,7 +475,12 @@ enum Taken {
 impl DynamoLedger {
     /// One of `begin`'s writes: take the key under [`BEGIN_CONDITION`], or, with `expired`,
     /// under [`BEGIN_EXPIRED`] starting a new cycle (attempt 1, nothing delivered).
-    async fn take(&self, req: &BeginRequest, pk: &str, expired: bool) -> Result<Taken, LedgerError> {
+    async fn take(
+        &self,
+        req: &BeginRequest,
+        pk: &str,
+        expired: bool,
+    ) -> Result<Taken, LedgerError> {
         let mut set = vec![
             "#key = :key",
             "#source = :source",
