@@ -1184,7 +1184,7 @@ mod tests {
     async fn a_single_target_route_is_recorded_by_complete_alone() {
         let h = harness(&["only"]);
         let only = Scripted::healthy("only");
-        let worker = h.worker(&[only.clone()]);
+        let worker = h.worker(std::slice::from_ref(&only));
         let env = envelope(2);
         assert!(matches!(
             outcome(&worker, record(&env, 1)).await,
