@@ -518,14 +518,18 @@ impl DynamoLedger {
             ("#s", "status"),
             ("#ttl", TTL_ATTRIBUTE),
         ];
-        if expired {
+        // DynamoDB refuses a value the expressions do not use: `:zero` and `:failed` belong
+        // to the first write only.
+        let condition = if expired {
             set.push("attempts = :one");
             remove.push("delivered");
+            BEGIN_EXPIRED
         } else {
             set.push("attempts = if_not_exists(attempts, :zero) + :one");
             values.insert(":zero".to_owned(), n(0));
             values.insert(":failed".to_owned(), s(DedupeStatus::Failed.as_str()));
-        }
+            BEGIN_CONDITION
+        };
         match &req.provider_event_id {
             Some(id) => {
                 set.push("provider_event_id = :peid");
@@ -547,14 +551,6 @@ impl DynamoLedger {
             }
             None => remove.push("summary"),
         }
-        // DynamoDB refuses a value the expressions do not use: `:zero` and `:failed` only
-        // belong to the first write.
-        let condition = if expired {
-            BEGIN_EXPIRED
-        } else {
-            BEGIN_CONDITION
-        };
-
         let mut request = self
             .client
             .update_item()
