@@ -29,21 +29,22 @@ impl Unit {
     }
 }
 
-/// Render one EMF document for a metric with `source` (and optional `reason`) dimensions.
+/// Render one EMF document for a metric with a `source` dimension and optionally one more
+/// (`("reason", why)`, `("target", id)`).
 pub fn render(
     now_ms: i64,
     name: &str,
     unit: Unit,
     value: f64,
     source: &str,
-    reason: Option<&str>,
+    extra: Option<(&str, &str)>,
 ) -> String {
-    // Per source (and reason), and again with no dimension at all: the stack-wide figure the
-    // template's alarms and dashboard read (an alarm cannot sum over dimension values).
-    let dims: Vec<Vec<&str>> = if reason.is_some() {
-        vec![vec!["source", "reason"], vec!["source"], vec![]]
-    } else {
-        vec![vec!["source"], vec![]]
+    // Per source (and the extra dimension), and again with no dimension at all: the
+    // stack-wide figure the template's alarms and dashboard read (an alarm cannot sum over
+    // dimension values).
+    let dims: Vec<Vec<&str>> = match extra {
+        Some((dimension, _)) => vec![vec!["source", dimension], vec!["source"], vec![]],
+        None => vec![vec!["source"], vec![]],
     };
     let mut doc = serde_json::json!({
         "_aws": {
@@ -57,8 +58,11 @@ pub fn render(
         "source": source,
         name: value,
     });
-    if let (Some(r), Some(obj)) = (reason, doc.as_object_mut()) {
-        obj.insert("reason".into(), serde_json::Value::String(r.to_string()));
+    if let (Some((dimension, value)), Some(obj)) = (extra, doc.as_object_mut()) {
+        obj.insert(
+            dimension.into(),
+            serde_json::Value::String(value.to_string()),
+        );
     }
     doc.to_string()
 }
@@ -89,9 +93,33 @@ pub(crate) fn captured(name: &str) -> Vec<f64> {
 }
 
 pub fn emit(now_ms: i64, name: &str, unit: Unit, value: f64, source: &str, reason: Option<&str>) {
+    emit_with(
+        now_ms,
+        name,
+        unit,
+        value,
+        source,
+        reason.map(|r| ("reason", r)),
+    );
+}
+
+/// One count per `source` and one more dimension: `count_by(now, "target_failures", source,
+/// ("target", id))`.
+pub fn count_by(now_ms: i64, name: &str, source: &str, dimension: (&str, &str)) {
+    emit_with(now_ms, name, Unit::Count, 1.0, source, Some(dimension));
+}
+
+fn emit_with(
+    now_ms: i64,
+    name: &str,
+    unit: Unit,
+    value: f64,
+    source: &str,
+    extra: Option<(&str, &str)>,
+) {
     #[cfg(test)]
     {
-        let line = render(now_ms, name, unit, value, source, reason);
+        let line = render(now_ms, name, unit, value, source, extra);
         let taken = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
             Some(docs) => {
                 docs.extend(serde_json::from_str(&line).ok());
@@ -106,7 +134,7 @@ pub fn emit(now_ms: i64, name: &str, unit: Unit, value: f64, source: &str, reaso
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    let line = render(now_ms, name, unit, value, source, reason);
+    let line = render(now_ms, name, unit, value, source, extra);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
 }
@@ -127,7 +155,7 @@ mod tests {
             Unit::Count,
             1.0,
             "stripe",
-            Some("signature_mismatch"),
+            Some(("reason", "signature_mismatch")),
         );
         let v: serde_json::Value = serde_json::from_str(&line).expect("json");
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Inlet");
@@ -152,6 +180,20 @@ mod tests {
             plain["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             serde_json::json!([["source"], []])
         );
+        let by_target: serde_json::Value = serde_json::from_str(&render(
+            1_000,
+            "target_failures",
+            Unit::Count,
+            1.0,
+            "stripe",
+            Some(("target", "ledger-api")),
+        ))
+        .expect("json");
+        assert_eq!(
+            by_target["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["source", "target"], ["source"], []])
+        );
+        assert_eq!(by_target["target"], "ledger-api");
         assert_eq!(v["refused"], 1.0);
         assert_eq!(v["reason"], "signature_mismatch");
         assert_eq!(v["source"], "stripe");

@@ -1,13 +1,19 @@
 //! The worker: per record decode the envelope, take its dedupe key, dispatch to the routed
 //! targets, then complete or fail. Failures are reported per record so only they retry.
 //!
+//! Each target's outcome is kept apart: a target that accepts the event is marked in its
+//! dedupe record at once (`mark_delivered`), so a retry — after a failure elsewhere, a
+//! lapsed lease, or a replay from the DLQ — sends only to the targets that do not have it.
+//! The last target of an event that succeeds everywhere is not marked: `complete` records it
+//! in the write it makes anyway (so a single-target route costs no extra call).
+//!
 //! With the queues at hand (`with_queues`), a record to retry has its visibility stretched
 //! to its backoff (or the target's `Retry-After`, or a busy key's remaining lease), and a
 //! record that can never succeed — a permanent dispatch error, an undecodable body, a route
 //! to a missing target, its route's attempts used up — is sent to the DLQ by the worker
 //! itself and acknowledged, instead of burning the queue's receives.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,6 +158,21 @@ fn rounds(records: &[WorkerRecord]) -> Vec<Vec<usize>> {
         rounds[r].push(i);
     }
     rounds
+}
+
+/// An envelope to dispatch: its record's index in the batch, and the targets that already
+/// have it (to be skipped).
+struct Taken {
+    i: usize,
+    env: Envelope,
+    delivered: BTreeSet<String>,
+}
+
+/// What one dispatch did for one envelope.
+struct Delivery {
+    result: Result<(), DispatchError>,
+    /// Every target that has the event now: those of earlier attempts and this one's.
+    delivered: BTreeSet<String>,
 }
 
 /// The main queue (for visibility changes) and its DLQ (for the worker's own moves).
@@ -319,9 +340,9 @@ impl Worker {
         delays: &mut [Option<Duration>],
     ) {
         // Envelopes whose key we now hold, to be dispatched together.
-        let mut taken: Vec<(usize, Envelope)> = Vec::new();
+        let mut taken: Vec<Taken> = Vec::new();
         // Done events an operator replayed with --force: dispatched again, outside dedupe.
-        let mut forced: Vec<(usize, Envelope)> = Vec::new();
+        let mut forced: Vec<Taken> = Vec::new();
         // Later copies of a key already taken in this batch (a provider retry that arrived
         // before the first copy was processed): they follow the first copy's outcome without
         // a ledger call of their own.
@@ -340,18 +361,30 @@ impl Worker {
                     continue;
                 }
             };
-            if let Some(leader) = taken.iter().position(|(_, t)| {
-                t.dedupe_key == env.dedupe_key && t.body_sha256 == env.body_sha256
+            if let Some(leader) = taken.iter().position(|t| {
+                t.env.dedupe_key == env.dedupe_key && t.env.body_sha256 == env.body_sha256
             }) {
                 followers.push((i, leader));
                 continue;
             }
             match self.begin(&env).await {
-                Ok(BeginOutcome::Acquired { .. }) => taken.push((i, env)),
+                Ok(BeginOutcome::Acquired { delivered, .. }) => {
+                    // An operator's --force sends to every target, whatever had it before.
+                    let delivered = if env.forced_replay() {
+                        BTreeSet::new()
+                    } else {
+                        delivered
+                    };
+                    taken.push(Taken { i, env, delivered });
+                }
                 Ok(BeginOutcome::Held(held)) => {
                     let o = held_outcome(&env, &held);
                     if env.forced_replay() && matches!(o, Outcome::Duplicate { .. }) {
-                        forced.push((i, env));
+                        forced.push(Taken {
+                            i,
+                            env,
+                            delivered: BTreeSet::new(),
+                        });
                         continue;
                     }
                     if matches!(o, Outcome::Busy { .. }) {
@@ -379,18 +412,18 @@ impl Worker {
 
         // The stale-version guard, before anything is scheduled or delivered.
         let mut versions: BTreeMap<usize, Versioned> = BTreeMap::new();
-        let mut fresh: Vec<(usize, Envelope)> = Vec::with_capacity(taken.len());
-        for (i, env) in &taken {
-            match self.guard(env, &records[*i]).await {
+        let mut fresh: Vec<&Taken> = Vec::with_capacity(taken.len());
+        for t in &taken {
+            match self.guard(&t.env, &records[t.i]).await {
                 Guard::Fresh(v) => {
                     if let Some(v) = v {
-                        versions.insert(*i, v);
+                        versions.insert(t.i, v);
                     }
-                    fresh.push((*i, env.clone()));
+                    fresh.push(t);
                 }
                 Guard::Done(o, d) => {
-                    outcomes[*i] = Some(o);
-                    delays[*i] = d;
+                    outcomes[t.i] = Some(o);
+                    delays[t.i] = d;
                 }
             }
         }
@@ -399,33 +432,39 @@ impl Worker {
         // event before any target saw it: never a second delivery for a check's sake. (A
         // check scheduled for an event whose delivery then fails only runs a needless poll.)
         let now = self.clock.now_ms();
-        let mut ready: Vec<(usize, Envelope)> = Vec::with_capacity(fresh.len());
-        for (i, env) in &fresh {
-            match self.schedule_checks(env, now).await {
-                Ok(()) => ready.push((*i, env.clone())),
+        let mut ready: Vec<&Taken> = Vec::with_capacity(fresh.len());
+        for t in fresh {
+            match self.schedule_checks(&t.env, now).await {
+                Ok(()) => ready.push(t),
                 Err(e) => {
-                    let (o, d) = self.checks_failed(env, &records[*i], e, now).await;
-                    outcomes[*i] = Some(o);
-                    delays[*i] = d;
+                    let (o, d) = self.checks_failed(&t.env, &records[t.i], e, now).await;
+                    outcomes[t.i] = Some(o);
+                    delays[t.i] = d;
                 }
             }
         }
-        let dispatch = self.dispatch(&ready).await;
-        for ((i, env), res) in ready.iter().zip(dispatch) {
-            let (o, d) = self.finish(env, &records[*i], versions.get(i), res).await;
-            outcomes[*i] = Some(o);
-            delays[*i] = d;
+        let dispatch = self.dispatch(&ready, true).await;
+        for (t, delivery) in ready.iter().zip(dispatch) {
+            let (o, d) = self
+                .finish(&t.env, &records[t.i], versions.get(&t.i), delivery)
+                .await;
+            outcomes[t.i] = Some(o);
+            delays[t.i] = d;
         }
         if !forced.is_empty() {
-            let dispatch = self.dispatch(&forced).await;
-            for ((i, env), res) in forced.iter().zip(dispatch) {
-                let (o, d) = self.finish_forced(env, &records[*i], res).await;
-                outcomes[*i] = Some(o);
-                delays[*i] = d;
+            // The record is completed, not ours: nothing to mark in it.
+            let batch: Vec<&Taken> = forced.iter().collect();
+            let dispatch = self.dispatch(&batch, false).await;
+            for (t, delivery) in forced.iter().zip(dispatch) {
+                let (o, d) = self
+                    .finish_forced(&t.env, &records[t.i], delivery.result)
+                    .await;
+                outcomes[t.i] = Some(o);
+                delays[t.i] = d;
             }
         }
         for (i, leader) in followers {
-            let (leader_i, env) = (taken[leader].0, &taken[leader].1);
+            let (leader_i, env) = (taken[leader].i, &taken[leader].env);
             let o = match &outcomes[leader_i] {
                 Some(Outcome::Dispatched { .. } | Outcome::Stale { .. }) => Outcome::Duplicate {
                     dedupe_key: env.dedupe_key.clone(),
@@ -492,9 +531,10 @@ impl Worker {
         let key = env.dedupe_key.clone();
         warn!(source = %env.source, dedupe_key = %key, entity = %v.entity, version = v.version, applied = last, "stale update dropped");
         metrics::count(now, "stale_dropped", &env.source);
+        // Nothing new reached a target: the set of earlier attempts stays as it is.
         if let Err(e) = self
             .ledger
-            .complete(&key, now, now + self.window(env))
+            .complete(&key, now, now + self.window(env), &BTreeSet::new())
             .await
         {
             warn!(dedupe_key = %key, error = %e, "stale update dropped but not completed");
@@ -806,42 +846,101 @@ impl Worker {
             .await
     }
 
-    /// Group envelopes by target and deliver; an envelope succeeds when all its targets do.
-    async fn dispatch(&self, taken: &[(usize, Envelope)]) -> Vec<Result<(), DispatchError>> {
-        let mut results: Vec<Result<(), DispatchError>> = vec![Ok(()); taken.len()];
+    /// Group envelopes by target and deliver each to its routed targets that do not have it
+    /// yet; an envelope succeeds when all of them do. With `held` (the keys are ours), each
+    /// success is marked in the dedupe record as soon as the target answers — except the
+    /// last target of an event delivered everywhere, which `complete` records.
+    async fn dispatch(&self, batch: &[&Taken], held: bool) -> Vec<Delivery> {
+        // Per envelope: the targets still to try in this dispatch, and what failed.
+        let mut pending: Vec<BTreeSet<String>> = Vec::with_capacity(batch.len());
+        let mut failures: Vec<Vec<DispatchError>> = vec![Vec::new(); batch.len()];
+        let mut delivered: Vec<BTreeSet<String>> =
+            batch.iter().map(|t| t.delivered.clone()).collect();
         let mut per_target: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (n, (_, env)) in taken.iter().enumerate() {
-            let ids = self.config.targets_for(&env.source, &event_names(env));
-            if ids.is_empty() {
-                results[n] = Err(DispatchError::Permanent(format!(
+        for (n, t) in batch.iter().enumerate() {
+            let routed = self.config.targets_for(&t.env.source, &event_names(&t.env));
+            if routed.is_empty() {
+                failures[n].push(DispatchError::Permanent(format!(
                     "no route for source {}",
-                    env.source
+                    t.env.source
                 )));
             }
-            for id in ids {
-                per_target.entry(id).or_default().push(n);
+            let todo: BTreeSet<String> = routed
+                .into_iter()
+                .filter(|id| !t.delivered.contains(id))
+                .collect();
+            if !t.delivered.is_empty() {
+                debug!(dedupe_key = %t.env.dedupe_key, skipped = ?t.delivered, "not sent again to the targets that have it");
             }
+            for id in &todo {
+                per_target.entry(id.clone()).or_default().push(n);
+            }
+            pending.push(todo);
         }
         for (target_id, idx) in per_target {
-            let Some(target) = self.targets.get(&target_id) else {
-                for n in idx {
-                    results[n] = Err(DispatchError::Permanent(format!(
-                        "target {target_id} is not configured"
-                    )));
+            let results = match self.targets.get(&target_id) {
+                Some(target) => {
+                    let envelopes: Vec<&Envelope> = idx.iter().map(|&n| &batch[n].env).collect();
+                    target.deliver(&envelopes).await
                 }
-                continue;
+                None => Vec::new(),
             };
-            let batch: Vec<&Envelope> = idx.iter().map(|&n| &taken[n].1).collect();
-            let delivered = target.deliver(&batch).await;
-            for (n, r) in idx.into_iter().zip(delivered) {
-                if let Err(e) = r {
-                    if results[n].is_ok() {
-                        results[n] = Err(e);
+            let missing = || {
+                if self.targets.contains_key(&target_id) {
+                    // A target owes one result per envelope; a short answer is no delivery.
+                    DispatchError::Retryable(format!(
+                        "target {target_id} returned no result for this event"
+                    ))
+                } else {
+                    DispatchError::Permanent(format!("target {target_id} is not configured"))
+                }
+            };
+            let results = results.into_iter().map(Some).chain(std::iter::repeat(None));
+            for (n, r) in idx.into_iter().zip(results) {
+                let env = &batch[n].env;
+                pending[n].remove(&target_id);
+                match r.unwrap_or_else(|| Err(missing())) {
+                    Ok(()) => {
+                        delivered[n].insert(target_id.clone());
+                        if held && !(pending[n].is_empty() && failures[n].is_empty()) {
+                            self.mark_delivered(env, &target_id).await;
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.naming(&target_id);
+                        warn!(source = %env.source, dedupe_key = %env.dedupe_key, target = %target_id, error = %e, "target failed");
+                        metrics::count_by(
+                            self.clock.now_ms(),
+                            "target_failures",
+                            &env.source,
+                            ("target", &target_id),
+                        );
+                        failures[n].push(e);
                     }
                 }
             }
         }
-        results
+        failures
+            .into_iter()
+            .zip(delivered)
+            .map(|(errors, delivered)| Delivery {
+                result: DispatchError::merge(errors).map_or(Ok(()), Err),
+                delivered,
+            })
+            .collect()
+    }
+
+    /// Record that `target_id` has the event. A failure here is not the event's: it did
+    /// reach the target, and unrecorded, a retry only sends it there again (a target takes a
+    /// repeat: the same `webhook-id` / `dedupe_key`).
+    async fn mark_delivered(&self, env: &Envelope, target_id: &str) {
+        if let Err(e) = self
+            .ledger
+            .mark_delivered(&env.dedupe_key, target_id, self.clock.now_ms())
+            .await
+        {
+            warn!(dedupe_key = %env.dedupe_key, target = %target_id, error = %e, "delivered but not recorded; a retry may send it to this target again");
+        }
     }
 
     /// A forced replay of a done event: its dedupe record stays as it is (completed); the
@@ -904,11 +1003,11 @@ impl Worker {
         env: &Envelope,
         rec: &WorkerRecord,
         version: Option<&Versioned>,
-        res: Result<(), DispatchError>,
+        delivery: Delivery,
     ) -> (Outcome, Option<Duration>) {
         let now = self.clock.now_ms();
         let key = env.dedupe_key.clone();
-        match res {
+        match delivery.result {
             Ok(()) => {
                 // Recorded before the completion: should completing fail, the retry finds this
                 // version applied and drops the event instead of delivering it twice.
@@ -929,7 +1028,7 @@ impl Worker {
                 }
                 if let Err(e) = self
                     .ledger
-                    .complete(&key, now, now + self.window(env))
+                    .complete(&key, now, now + self.window(env), &delivery.delivered)
                     .await
                 {
                     // Dispatched but not recorded: the retry finds the lease and waits for
@@ -970,5 +1069,477 @@ impl Worker {
                 self.failed(env, rec, e, now).await
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::adapters::embedded::{EmbeddedStore, SqliteLedger};
+    use crate::config::{self, ConfigDoc};
+    use crate::envelope::{sha256_hex, BodyEncoding, Replay, VerifiedBy};
+    use crate::ports::{LedgerError, ManualClock, TrailQuery, TrailRow};
+
+    const T0: i64 = 1_767_225_600_000;
+
+    /// A target that answers `failures` errors first, then accepts; it counts what it
+    /// accepted and every call. With `hang`, its first call never returns (a worker that
+    /// dies mid-dispatch) and says so on `entered`.
+    struct Scripted {
+        id: &'static str,
+        failures: AtomicU32,
+        error: DispatchError,
+        hang: bool,
+        entered: Notify,
+        calls: AtomicU32,
+        accepted: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(id: &'static str, failures: u32, error: DispatchError) -> Arc<Self> {
+            Arc::new(Self {
+                id,
+                failures: AtomicU32::new(failures),
+                error,
+                hang: false,
+                entered: Notify::new(),
+                calls: AtomicU32::new(0),
+                accepted: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn healthy(id: &'static str) -> Arc<Self> {
+            Self::new(id, 0, DispatchError::Retryable(String::new()))
+        }
+
+        fn hanging(id: &'static str) -> Arc<Self> {
+            Arc::new(Self {
+                hang: true,
+                ..Arc::into_inner(Self::healthy(id)).expect("sole owner")
+            })
+        }
+
+        fn accepted(&self) -> Vec<String> {
+            self.accepted.lock().expect("lock").clone()
+        }
+
+        fn calls(&self) -> u32 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl Target for Scripted {
+        fn id(&self) -> &str {
+            self.id
+        }
+
+        async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
+            let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            if self.hang && first {
+                self.entered.notify_one();
+                std::future::pending::<()>().await;
+            }
+            envelopes
+                .iter()
+                .map(|e| {
+                    let left = self.failures.load(Ordering::SeqCst);
+                    if left > 0 {
+                        self.failures.store(left - 1, Ordering::SeqCst);
+                        return Err(self.error.clone());
+                    }
+                    self.accepted
+                        .lock()
+                        .expect("lock")
+                        .push(e.dedupe_key.clone());
+                    Ok(())
+                })
+                .collect()
+        }
+    }
+
+    /// The SQLite ledger, counting `mark_delivered` calls (what each costs on DynamoDB).
+    struct Counting {
+        inner: SqliteLedger,
+        marks: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Ledger for Counting {
+        async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError> {
+            self.inner.begin(req).await
+        }
+        async fn complete(
+            &self,
+            key: &str,
+            now_ms: i64,
+            expires_at_ms: i64,
+            delivered: &BTreeSet<String>,
+        ) -> Result<(), LedgerError> {
+            self.inner
+                .complete(key, now_ms, expires_at_ms, delivered)
+                .await
+        }
+        async fn mark_delivered(
+            &self,
+            key: &str,
+            target_id: &str,
+            now_ms: i64,
+        ) -> Result<(), LedgerError> {
+            self.marks.fetch_add(1, Ordering::SeqCst);
+            self.inner.mark_delivered(key, target_id, now_ms).await
+        }
+        async fn fail(
+            &self,
+            key: &str,
+            now_ms: i64,
+            error: &str,
+            dead: bool,
+        ) -> Result<(), LedgerError> {
+            self.inner.fail(key, now_ms, error, dead).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<DedupeRecord>, LedgerError> {
+            self.inner.get(key).await
+        }
+        async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
+            self.inner.append(entry).await
+        }
+        async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError> {
+            self.inner.list(query).await
+        }
+        async fn applied_version(
+            &self,
+            source: &str,
+            entity: &str,
+        ) -> Result<Option<i64>, LedgerError> {
+            self.inner.applied_version(source, entity).await
+        }
+        async fn record_version(
+            &self,
+            source: &str,
+            entity: &str,
+            version: i64,
+            now_ms: i64,
+        ) -> Result<bool, LedgerError> {
+            self.inner
+                .record_version(source, entity, version, now_ms)
+                .await
+        }
+    }
+
+    struct Harness {
+        store: EmbeddedStore,
+        clock: Arc<ManualClock>,
+        ledger: Arc<Counting>,
+        config: Arc<Config>,
+    }
+
+    /// Source `games` routed to `targets` (jsonl in the config; the tests supply their own).
+    fn harness(targets: &[&str]) -> Harness {
+        let mut text = String::from(
+            r#"
+            [settings]
+            environment = "local"
+            [[sources]]
+            id = "games"
+            provider = "generic"
+            secrets = ["literal:webhook-secret"]
+            options = { signature = { header = "x-sig" }, event_id = { json_pointer = "/id" } }
+            "#,
+        );
+        for t in targets {
+            text.push_str(&format!(
+                "[[targets]]\nid = \"{t}\"\nkind = \"jsonl\"\npath = \"{t}.jsonl\"\n"
+            ));
+        }
+        text.push_str(&format!(
+            "[[routes]]\nsources = [\"*\"]\ntargets = {targets:?}\n"
+        ));
+        let doc = ConfigDoc::parse(&text, Some("toml")).expect("config parses");
+        let config = config::validate(doc, ".".into(), &|_: &str| None).expect("valid config");
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = EmbeddedStore::open_in_memory(clock.clone()).expect("store");
+        Harness {
+            ledger: Arc::new(Counting {
+                inner: store.ledger(),
+                marks: AtomicUsize::new(0),
+            }),
+            store,
+            clock,
+            config: Arc::new(config),
+        }
+    }
+
+    impl Harness {
+        fn worker(&self, targets: &[Arc<Scripted>]) -> Worker {
+            let targets = targets
+                .iter()
+                .map(|t| (t.id.to_owned(), t.clone() as Arc<dyn Target>))
+                .collect();
+            Worker::new(
+                self.config.clone(),
+                self.ledger.clone(),
+                targets,
+                self.clock.clone(),
+            )
+        }
+
+        fn with_dlq(&self, worker: Worker) -> Worker {
+            worker.with_queues(
+                Arc::new(self.store.queue("events", None)),
+                Arc::new(self.store.queue("dead", None)),
+            )
+        }
+
+        async fn record(&self, key: &str) -> DedupeRecord {
+            self.ledger
+                .get(key)
+                .await
+                .expect("get")
+                .expect("the record exists")
+        }
+    }
+
+    fn envelope(n: u32) -> Envelope {
+        let body = format!(r#"{{"id":"e{n}"}}"#);
+        Envelope {
+            v: 1,
+            source: "games".into(),
+            provider: "generic".into(),
+            via: Via::Webhook,
+            dedupe_key: format!("games#e{n}"),
+            provider_event_id: Some(format!("e{n}")),
+            event_type: None,
+            canonical_type: None,
+            entity: None,
+            amount: None,
+            currency: None,
+            occurred_at: None,
+            received_at: crate::envelope::rfc3339_ms(T0),
+            verified: VerifiedBy {
+                scheme: "hmac".into(),
+                key_id: None,
+            },
+            headers: Default::default(),
+            body_sha256: sha256_hex(body.as_bytes()),
+            body,
+            body_encoding: BodyEncoding::Utf8,
+            part: None,
+            replay: None,
+        }
+    }
+
+    fn record(env: &Envelope, receive_count: u32) -> WorkerRecord {
+        WorkerRecord {
+            message_id: format!("m-{}-{receive_count}", env.dedupe_key),
+            body: env.to_json(),
+            receive_count,
+            receipt_handle: None,
+            group_id: None,
+        }
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn outcome(worker: &Worker, rec: WorkerRecord) -> Outcome {
+        let mut r = worker.process(&[rec]).await;
+        assert_eq!(r.outcomes.len(), 1);
+        r.outcomes.remove(0).1
+    }
+
+    #[tokio::test]
+    async fn a_retry_sends_only_to_the_target_that_failed() {
+        let h = harness(&["good", "bad"]);
+        let good = Scripted::healthy("good");
+        let bad = Scripted::new("bad", 3, DispatchError::Retryable("HTTP 503".into()));
+        let worker = h.worker(&[good.clone(), bad.clone()]);
+        let env = envelope(1);
+
+        for attempt in 1..=3 {
+            match outcome(&worker, record(&env, attempt)).await {
+                Outcome::Failed { error, .. } => {
+                    assert_eq!(error, "target bad: HTTP 503", "the reason names the target")
+                }
+                other => panic!("attempt {attempt}: {other:?}"),
+            }
+            let r = h.record(&env.dedupe_key).await;
+            assert_eq!(
+                (r.status, r.delivered),
+                (DedupeStatus::Failed, set(&["good"]))
+            );
+            h.clock.advance_ms(1_000);
+        }
+        assert_eq!(
+            outcome(&worker, record(&env, 4)).await,
+            Outcome::Dispatched {
+                dedupe_key: env.dedupe_key.clone()
+            }
+        );
+        assert_eq!(
+            good.accepted(),
+            vec![env.dedupe_key.clone()],
+            "exactly once"
+        );
+        assert_eq!(good.calls(), 1, "never called again");
+        assert_eq!((bad.calls(), bad.accepted().len()), (4, 1));
+        let r = h.record(&env.dedupe_key).await;
+        assert_eq!(
+            (r.status, r.attempts, r.delivered),
+            (DedupeStatus::Completed, 4, set(&["bad", "good"]))
+        );
+        // `good` was marked the once it succeeded; `bad`'s success came last, recorded by
+        // `complete`.
+        assert_eq!(h.ledger.marks.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_single_target_route_is_recorded_by_complete_alone() {
+        let h = harness(&["only"]);
+        let only = Scripted::healthy("only");
+        let worker = h.worker(std::slice::from_ref(&only));
+        let env = envelope(2);
+        assert!(matches!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!(h.ledger.marks.load(Ordering::SeqCst), 0, "no extra write");
+        assert_eq!(h.record(&env.dedupe_key).await.delivered, set(&["only"]));
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_dies_mid_dispatch_leaves_its_delivered_targets_to_be_skipped() {
+        let h = harness(&["alpha", "omega"]);
+        let alpha = Scripted::healthy("alpha");
+        // Targets are called in id order: alpha answers, then the worker dies inside omega.
+        let omega = Scripted::hanging("omega");
+        let worker = h.worker(&[alpha.clone(), omega.clone()]);
+        let env = envelope(3);
+        let first = [record(&env, 1)];
+        tokio::select! {
+            _ = worker.process(&first) => panic!("omega never answers"),
+            _ = omega.entered.notified() => {}
+        }
+        let r = h.record(&env.dedupe_key).await;
+        assert_eq!(
+            (r.status, r.delivered),
+            (DedupeStatus::InProgress, set(&["alpha"]))
+        );
+
+        // While the lease is live nobody else dispatches; once it lapsed, the next receive
+        // takes the key and sends only to omega.
+        assert!(matches!(
+            outcome(&worker, record(&env, 2)).await,
+            Outcome::Busy { .. }
+        ));
+        h.clock.advance_ms(h.config.lease_ms_for("games") + 1);
+        assert!(matches!(
+            outcome(&worker, record(&env, 3)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!(alpha.accepted(), vec![env.dedupe_key.clone()]);
+        assert_eq!(alpha.calls(), 1);
+        assert_eq!(omega.accepted(), vec![env.dedupe_key.clone()]);
+        assert_eq!(
+            h.record(&env.dedupe_key).await.delivered,
+            set(&["alpha", "omega"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_dead_letters_naming_the_target_and_a_replay_sends_only_there() {
+        let h = harness(&["good", "strict"]);
+        let good = Scripted::healthy("good");
+        let strict = Scripted::new(
+            "strict",
+            1,
+            DispatchError::Permanent("answered HTTP 400".into()),
+        );
+        let worker = h.with_dlq(h.worker(&[good.clone(), strict.clone()]));
+        let env = envelope(4);
+        assert_eq!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::DeadLettered {
+                dedupe_key: Some(env.dedupe_key.clone()),
+                reason: "target strict: answered HTTP 400".into()
+            }
+        );
+        let r = h.record(&env.dedupe_key).await;
+        assert_eq!((r.dead, r.delivered), (true, set(&["good"])));
+
+        // `inlet replay` (without --force) puts the same body back on the queue.
+        assert!(matches!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!(good.accepted().len(), 1, "not sent to good again");
+        assert_eq!(strict.accepted(), vec![env.dedupe_key.clone()]);
+
+        // `inlet replay --force` sends to every target.
+        let mut forced = env.clone();
+        forced.replay = Some(Replay {
+            at: crate::envelope::rfc3339_ms(T0),
+            forced: true,
+        });
+        assert!(matches!(
+            outcome(&worker, record(&forced, 1)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!((good.accepted().len(), strict.accepted().len()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_forced_replay_of_a_dead_event_sends_to_every_target() {
+        let h = harness(&["good", "strict"]);
+        let good = Scripted::healthy("good");
+        let strict = Scripted::new(
+            "strict",
+            1,
+            DispatchError::Permanent("answered HTTP 400".into()),
+        );
+        let worker = h.with_dlq(h.worker(&[good.clone(), strict.clone()]));
+        let mut env = envelope(5);
+        assert!(matches!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::DeadLettered { .. }
+        ));
+        env.replay = Some(Replay {
+            at: crate::envelope::rfc3339_ms(T0),
+            forced: true,
+        });
+        assert!(matches!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::Dispatched { .. }
+        ));
+        assert_eq!((good.accepted().len(), strict.accepted().len()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn failures_at_two_targets_merge_permanent_first_and_each_is_counted() {
+        crate::metrics::capture();
+        let h = harness(&["flaky", "strict"]);
+        let flaky = Scripted::new("flaky", 1, DispatchError::Retryable("timeout".into()));
+        let strict = Scripted::new(
+            "strict",
+            1,
+            DispatchError::Permanent("answered HTTP 400".into()),
+        );
+        let worker = h.with_dlq(h.worker(&[flaky, strict]));
+        let env = envelope(6);
+        assert_eq!(
+            outcome(&worker, record(&env, 1)).await,
+            Outcome::DeadLettered {
+                dedupe_key: Some(env.dedupe_key.clone()),
+                reason: "target flaky: timeout; target strict: answered HTTP 400".into()
+            }
+        );
+        assert_eq!(crate::metrics::captured("target_failures"), vec![1.0, 1.0]);
     }
 }

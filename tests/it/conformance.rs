@@ -7,7 +7,7 @@
 //! wall clock, so there a case long-polls until the condition holds, within a bound. No case
 //! sleeps a fixed time. Ledger cases pass time explicitly (`now_ms`), like the domain does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -370,10 +370,7 @@ fn held(outcome: BeginOutcome) -> inlet::ports::DedupeRecord {
 
 async fn begin_new_key_acquires_first_attempt(ledger: &dyn Ledger) {
     let req = begin_request("stripe-live#evt_1", "h1", T0);
-    assert_eq!(
-        ledger.begin(&req).await.expect("begin"),
-        BeginOutcome::Acquired { attempts: 1 }
-    );
+    assert_eq!(ledger.begin(&req).await.expect("begin"), taken(1, &[]));
 
     let r = ledger
         .get(&req.key)
@@ -427,7 +424,7 @@ async fn begin_after_complete_is_held_completed(ledger: &dyn Ledger) {
         .await
         .expect("begin");
     ledger
-        .complete(key, T0 + 1_000, T0 + 86_400_000)
+        .complete(key, T0 + 1_000, T0 + 86_400_000, &targets(&[]))
         .await
         .expect("complete");
 
@@ -491,7 +488,7 @@ async fn begin_after_expiry_acquires(ledger: &dyn Ledger) {
         .await
         .expect("begin");
     ledger
-        .complete(key, T0 + 1_000, T0 + 5_000)
+        .complete(key, T0 + 1_000, T0 + 5_000, &targets(&["bus"]))
         .await
         .expect("complete");
 
@@ -502,20 +499,131 @@ async fn begin_after_expiry_acquires(ledger: &dyn Ledger) {
             .await
             .expect("at expiry"),
     );
-    // Past it the key is free, whatever the body.
+    // Past it the key is free, whatever the body, for a new cycle: counting from 1 again,
+    // no target delivered yet.
     let outcome = ledger
         .begin(&begin_request(key, "h2", T0 + 5_001))
         .await
         .expect("after expiry");
-    assert!(
-        matches!(outcome, BeginOutcome::Acquired { .. }),
-        "{outcome:?}"
-    );
+    assert_eq!(outcome, taken(1, &[]));
 
     let r = ledger.get(key).await.expect("get").expect("exists");
     assert_eq!(r.status, DedupeStatus::InProgress);
     assert_eq!(r.body_sha256, "h2");
     assert_eq!(r.expires_at_ms, None, "a re-taken key no longer expires");
+    assert_eq!((r.attempts, r.delivered), (1, targets(&[])));
+}
+
+fn targets(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|t| t.to_string()).collect()
+}
+
+fn taken(attempts: u32, delivered: &[&str]) -> BeginOutcome {
+    BeginOutcome::Acquired {
+        attempts,
+        delivered: targets(delivered),
+    }
+}
+
+/// What a holder marks comes back to the next holder of the same event — after a failure and
+/// after a lapsed lease — and completion adds its own targets to them.
+async fn delivered_targets_come_back_to_the_next_holder(ledger: &dyn Ledger) {
+    let key = "k-delivered";
+    ledger
+        .begin(&begin_request(key, "h1", T0))
+        .await
+        .expect("begin");
+    ledger
+        .mark_delivered(key, "bus", T0 + 10)
+        .await
+        .expect("mark");
+    ledger
+        .mark_delivered(key, "bus", T0 + 11)
+        .await
+        .expect("marking twice is marking once");
+    let r = ledger.get(key).await.expect("get").expect("exists");
+    assert_eq!(
+        (r.status, r.delivered, r.updated_at_ms),
+        (DedupeStatus::InProgress, targets(&["bus"]), T0 + 11)
+    );
+    ledger
+        .fail(key, T0 + 20, "target hook answered HTTP 503", false)
+        .await
+        .expect("fail");
+    assert_eq!(
+        ledger
+            .begin(&begin_request(key, "h1", T0 + 30))
+            .await
+            .expect("retry"),
+        taken(2, &["bus"])
+    );
+    ledger
+        .mark_delivered(key, "queue", T0 + 40)
+        .await
+        .expect("mark");
+    // That holder dies; the next one, once the lease lapsed, skips both.
+    assert_eq!(
+        ledger
+            .begin(&begin_request(key, "h1", T0 + 30 + LEASE_MS + 1))
+            .await
+            .expect("after the lease"),
+        taken(3, &["bus", "queue"])
+    );
+    ledger
+        .complete(key, T0 + 50_000, T0 + 86_400_000, &targets(&["hook"]))
+        .await
+        .expect("complete");
+    let r = ledger.get(key).await.expect("get").expect("exists");
+    assert_eq!(
+        (r.status, r.delivered),
+        (DedupeStatus::Completed, targets(&["bus", "hook", "queue"]))
+    );
+}
+
+/// Only the holder marks: a missing, failed or completed record is refused and left as it is.
+async fn mark_delivered_needs_the_record_in_progress(ledger: &dyn Ledger) {
+    let err = ledger
+        .mark_delivered("k-unmarked", "bus", T0)
+        .await
+        .expect_err("missing");
+    assert!(
+        matches!(err, LedgerError::NotFound(ref k) if k == "k-unmarked"),
+        "{err:?}"
+    );
+    assert_eq!(ledger.get("k-unmarked").await.expect("get"), None);
+
+    ledger
+        .begin(&begin_request("k-mark-failed", "h1", T0))
+        .await
+        .expect("begin");
+    ledger
+        .fail("k-mark-failed", T0 + 1, "boom", false)
+        .await
+        .expect("fail");
+    ledger
+        .begin(&begin_request("k-mark-done", "h1", T0))
+        .await
+        .expect("begin");
+    ledger
+        .complete("k-mark-done", T0 + 1, T0 + 86_400_000, &targets(&["bus"]))
+        .await
+        .expect("complete");
+    for key in ["k-mark-failed", "k-mark-done"] {
+        let before = ledger.get(key).await.expect("get").expect("exists");
+        let err = ledger
+            .mark_delivered(key, "queue", T0 + 2)
+            .await
+            .expect_err("not held");
+        assert!(
+            matches!(err, LedgerError::NotHeld(ref k) if k == key),
+            "{key}: {err:?}"
+        );
+        assert_eq!(
+            ledger.get(key).await.expect("get").expect("exists"),
+            before,
+            "{key} unchanged"
+        );
+    }
 }
 
 async fn begin_after_failure_with_same_body_acquires_second_attempt(ledger: &dyn Ledger) {
@@ -539,7 +647,7 @@ async fn begin_after_failure_with_same_body_acquires_second_attempt(ledger: &dyn
         .begin(&begin_request(key, "h1", T0 + 2_000))
         .await
         .expect("retry");
-    assert_eq!(outcome, BeginOutcome::Acquired { attempts: 2 });
+    assert_eq!(outcome, taken(2, &[]));
     let r = ledger.get(key).await.expect("get").expect("exists");
     assert_eq!(r.status, DedupeStatus::InProgress);
     assert_eq!(r.last_error, None);
@@ -556,7 +664,7 @@ async fn begin_after_lapsed_lease_acquires(ledger: &dyn Ledger) {
         .begin(&begin_request(key, "h1", T0 + LEASE_MS + 1))
         .await
         .expect("after the lease");
-    assert_eq!(outcome, BeginOutcome::Acquired { attempts: 2 });
+    assert_eq!(outcome, taken(2, &[]));
 }
 
 async fn fail_on_last_attempt_marks_dead(ledger: &dyn Ledger) {
@@ -576,7 +684,7 @@ async fn fail_on_last_attempt_marks_dead(ledger: &dyn Ledger) {
 
 async fn complete_or_fail_on_missing_key_is_not_found(ledger: &dyn Ledger) {
     let err = ledger
-        .complete("k-missing", T0, T0 + 1)
+        .complete("k-missing", T0, T0 + 1, &targets(&["bus"]))
         .await
         .expect_err("complete");
     assert!(
@@ -886,6 +994,24 @@ async fn embedded_fail_on_last_attempt_marks_dead() {
 #[tokio::test]
 async fn aws_fail_on_last_attempt_marks_dead() {
     fail_on_last_attempt_marks_dead(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_delivered_targets_come_back_to_the_next_holder() {
+    delivered_targets_come_back_to_the_next_holder(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_delivered_targets_come_back_to_the_next_holder() {
+    delivered_targets_come_back_to_the_next_holder(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_mark_delivered_needs_the_record_in_progress() {
+    mark_delivered_needs_the_record_in_progress(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_mark_delivered_needs_the_record_in_progress() {
+    mark_delivered_needs_the_record_in_progress(&*aws_ledger().await).await;
 }
 
 #[tokio::test]

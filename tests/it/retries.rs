@@ -134,6 +134,26 @@ impl Stack {
             .collect()
     }
 
+    /// The `delivered` field of the key's record in `inlet events --json`.
+    fn events_delivered(&self, key: &str) -> serde_json::Value {
+        let out = std::process::Command::new(INLET)
+            .args(["events", "--json", "--config"])
+            .arg(&self.config_path)
+            .output()
+            .expect("run inlet");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .find(|v| v["dedupe_key"] == key && !v["attempts"].as_str().unwrap_or("").is_empty())
+            .map(|v| v["delivered"].clone())
+            .unwrap_or_else(|| panic!("no record of {key} in inlet events"))
+    }
+
     async fn record(&self, key: &str) -> inlet::ports::DedupeRecord {
         self.stack
             .store
@@ -192,7 +212,7 @@ async fn a_target_failing_three_times_is_delivered_once_on_the_fourth_receive_af
     for (receive, backoff_s) in [(1, 200), (2, 400), (3, 800)] {
         let outcomes = s.work().await;
         assert!(
-            matches!(outcomes.as_slice(), [Outcome::Failed { error, .. }] if error == "test target down"),
+            matches!(outcomes.as_slice(), [Outcome::Failed { error, .. }] if error == "target file: test target down"),
             "receive {receive}: {outcomes:?}"
         );
         // Invisible for the whole backoff (past the queue's own 180 s)…
@@ -308,13 +328,16 @@ async fn an_http_target_answering_400_sends_the_event_to_the_dlq_at_once() {
     use axum::routing::post;
     let hits = Arc::new(AtomicU32::new(0));
     let counter = hits.clone();
+    // 400 the first time; fixed by the time the operator replays.
     let app = axum::Router::new().route(
         "/hook",
         post(move || {
             let counter = counter.clone();
             async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                (axum::http::StatusCode::BAD_REQUEST, "no such customer")
+                match counter.fetch_add(1, Ordering::SeqCst) {
+                    0 => (axum::http::StatusCode::BAD_REQUEST, "no such customer"),
+                    _ => (axum::http::StatusCode::OK, "ok"),
+                }
             }
         }),
     );
@@ -352,8 +375,51 @@ async fn an_http_target_answering_400_sends_the_event_to_the_dlq_at_once() {
         "{}",
         rows[0]
     );
-    // The file target took it (a route fans out); the ledger keeps it failed until replayed.
-    assert_eq!(jsonl_keys(&s.dir.path().join("events.jsonl")), vec![key]);
+    // The file target took it (a route fans out); the ledger keeps it failed until replayed,
+    // with the targets that have it, and `inlet dlq list` / `inlet events` show them.
+    assert_eq!(
+        rows[0]["delivered"],
+        serde_json::json!(["file"]),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(s.events_delivered(&key), serde_json::json!(["file"]));
+    let jsonl = s.dir.path().join("events.jsonl");
+    assert_eq!(jsonl_keys(&jsonl), vec![key.clone()]);
+
+    // A replay (no --force) sends it only to the target that did not have it.
+    let out = std::process::Command::new(INLET)
+        .args(["replay", "--ids", &key, "--config"])
+        .arg(&s.config_path)
+        .output()
+        .expect("run inlet");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        matches!(s.work().await.as_slice(), [Outcome::Dispatched { .. }]),
+        "the replayed event is dispatched"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "the hook got it on replay");
+    assert_eq!(
+        jsonl_keys(&jsonl),
+        vec![key.clone()],
+        "the file target did not get it again"
+    );
+    let rec = s.record(&key).await;
+    assert_eq!(
+        (rec.status, rec.delivered.into_iter().collect::<Vec<_>>()),
+        (
+            DedupeStatus::Completed,
+            vec!["file".to_owned(), "hook".to_owned()]
+        )
+    );
+    assert_eq!(
+        s.events_delivered(&key),
+        serde_json::json!(["file", "hook"])
+    );
 }
 
 #[tokio::test]
@@ -422,7 +488,7 @@ async fn a_route_out_of_attempts_moves_the_event_to_the_dlq_before_max_receive_c
         outcomes,
         vec![Outcome::DeadLettered {
             dedupe_key: Some(key.clone()),
-            reason: "test target down (gave up after 2 attempts)".into()
+            reason: "target file: test target down (gave up after 2 attempts)".into()
         }]
     );
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
@@ -435,7 +501,7 @@ async fn a_route_out_of_attempts_moves_the_event_to_the_dlq_before_max_receive_c
     assert_eq!(rows[0]["attempts"], 2);
     assert_eq!(
         rows[0]["reason"],
-        "test target down (gave up after 2 attempts)"
+        "target file: test target down (gave up after 2 attempts)"
     );
 }
 

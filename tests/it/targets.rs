@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use inlet::config::{TargetKind, TargetSpec};
 use inlet::envelope::{sha256_hex, BodyEncoding, Envelope, VerifiedBy, Via};
-use inlet::ports::Queue;
+use inlet::ports::{Ledger, Queue};
 use inlet::targets::http::{HttpTarget, HttpTargetSpec};
 use inlet::targets::sqs::{SqsTarget, SqsTargetSpec};
 use inlet::targets::{DispatchError, Target};
@@ -376,13 +376,68 @@ async fn one_event_fans_out_to_an_http_and_an_sqs_target_through_the_local_pipel
 
     let forwarded = run.stack.store.queue("forwarded", None);
     let keys = forwarded_keys(&forwarded, Duration::ZERO, 1).await;
-    // Both attempts went to every routed target (a retry re-sends to all of them): the
-    // SQS consumer sees the same dedupe_key twice and dedupes on it.
-    assert!(
-        !keys.is_empty() && keys.iter().all(|k| *k == key),
-        "{keys:?}"
-    );
+    // The retry went only to the HTTP target: the queue has the event once.
+    assert_eq!(keys, vec![key.clone()]);
     assert_eq!(crate::pipeline::jsonl_keys(&run.jsonl()), vec![key]);
+}
+
+#[tokio::test]
+async fn a_retry_reaches_only_the_http_target_that_failed_through_the_local_pipeline() {
+    let (healthy_addr, healthy) = start_receiver().await;
+    let (flaky_addr, flaky) = start_receiver().await;
+    flaky.script([reply(503), reply(503)]);
+    let run = Running::start(|doc| {
+        for (id, addr) in [("healthy", healthy_addr), ("flaky", flaky_addr)] {
+            doc.targets.push(TargetSpec {
+                id: id.into(),
+                kind: TargetKind::Http(HttpTargetSpec {
+                    secret: format!("literal:{SECRET}"),
+                    ..spec(format!("http://{addr}/hook"))
+                }),
+            });
+        }
+        doc.routes[0].targets = vec!["healthy".into(), "flaky".into()];
+    })
+    .await;
+    let (status, answer) = run.post_signed("stripe", &sample_body("stripe", 78)).await;
+    assert_eq!(status, 200, "{answer}");
+    let key = answer["dedupe_key"].as_str().expect("key").to_owned();
+
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.extend(run.drain().await);
+        // Past the backoff (and the visibility timeout): the message is back.
+        run.clock
+            .advance_ms((run.stack.config.settings.visibility_timeout_seconds as i64 + 1) * 1000);
+    }
+    assert!(
+        matches!(
+            outcomes.as_slice(),
+            [Outcome::Failed { error: e1, .. }, Outcome::Failed { .. }, Outcome::Dispatched { .. }]
+                if e1.starts_with("target flaky")
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        healthy.seen().len(),
+        1,
+        "the healthy target got it exactly once"
+    );
+    let seen = flaky.seen();
+    assert_eq!(seen.len(), 3, "the failing one until it took it");
+    assert!(seen.iter().all(|s| s.verified && s.webhook_id == key));
+    let record = run
+        .stack
+        .store
+        .ledger()
+        .get(&key)
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(
+        record.delivered.into_iter().collect::<Vec<_>>(),
+        vec!["flaky".to_owned(), "healthy".to_owned()]
+    );
 }
 
 #[test]

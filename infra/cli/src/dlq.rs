@@ -199,6 +199,8 @@ fn row(l: &DeadLetter) -> serde_json::Value {
         "provider_event_id": env.and_then(|e| e.provider_event_id.as_deref()),
         "type": env.and_then(|e| e.event_type.as_deref()),
         "attempts": l.record.as_ref().map(|r| r.attempts),
+        // Targets that took it already: a replay sends only to the others (unless --force).
+        "delivered": l.record.as_ref().map(|r| &r.delivered),
         "last_attempt_at": l.record.as_ref().map(|r| rfc3339_ms(r.updated_at_ms)),
         "reason": l.reason(),
     })

@@ -14,6 +14,8 @@ struct Line {
     event_type: String,
     status: String,
     attempts: String,
+    /// The targets that have the event (a record's; empty for a trail entry).
+    delivered: Vec<String>,
     summary: EventSummary,
 }
 
@@ -53,6 +55,7 @@ fn line(row: &TrailRow) -> Line {
                 }
             },
             attempts: r.attempts.to_string(),
+            delivered: r.delivered.iter().cloned().collect(),
             summary: r.summary.clone(),
         },
         TrailRow::Entry(e) => Line {
@@ -74,6 +77,7 @@ fn line(row: &TrailRow) -> Line {
                 _ => e.status.as_str().to_string(),
             },
             attempts: String::new(),
+            delivered: Vec::new(),
             summary: EventSummary::default(),
         },
     }
@@ -104,7 +108,7 @@ pub async fn run(
             let v = serde_json::json!({
                 "received_at": l.at, "source": l.source, "dedupe_key": l.key,
                 "provider_event_id": l.event_id, "type": l.event_type,
-                "status": l.status, "attempts": l.attempts,
+                "status": l.status, "attempts": l.attempts, "delivered": l.delivered,
                 "canonical_type": l.summary.canonical_type, "entity": l.summary.entity,
                 "amount": l.summary.amount, "currency": l.summary.currency,
                 "key_id": l.summary.key_id,
@@ -114,12 +118,19 @@ pub async fn run(
         return Ok(());
     }
     println!(
-        "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {:<24}  WHAT",
-        "RECEIVED_AT", "SOURCE", "DEDUPE_KEY", "PROVIDER_EVENT_ID", "TYPE", "ATTEMPTS", "STATUS"
+        "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {:<24}  {:<20}  WHAT",
+        "RECEIVED_AT",
+        "SOURCE",
+        "DEDUPE_KEY",
+        "PROVIDER_EVENT_ID",
+        "TYPE",
+        "ATTEMPTS",
+        "STATUS",
+        "DELIVERED_TO"
     );
     for l in &lines {
         println!(
-            "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {:<24}  {}",
+            "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {:<24}  {:<20}  {}",
             l.at,
             l.source,
             l.key,
@@ -127,6 +138,7 @@ pub async fn run(
             l.event_type,
             l.attempts,
             l.status,
+            l.delivered.join(","),
             what(&l.summary)
         );
     }

@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +11,9 @@ pub enum LedgerError {
     NotFound(String),
     #[error("corrupt ledger item: {0}")]
     Corrupt(String),
+    /// A write meant for the key's holder found the record no longer in progress.
+    #[error("dedupe record {0} is not in progress")]
+    NotHeld(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +101,9 @@ pub struct DedupeRecord {
     /// The last failure happened on the final receive: the message went to the DLQ.
     pub dead: bool,
     pub summary: EventSummary,
+    /// The targets that accepted the event in this attempt cycle (since the key was last
+    /// taken fresh): a retry sends only to the others. Completion adds the rest.
+    pub delivered: BTreeSet<String>,
 }
 
 /// Everything `begin` writes when it takes the key.
@@ -119,8 +127,13 @@ pub struct BeginRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BeginOutcome {
     /// The conditional write succeeded: the caller holds the key until `lease_until_ms`.
-    /// `attempts` counts this one.
-    Acquired { attempts: u32 },
+    /// `attempts` counts this one. `delivered`: the targets an earlier attempt on the same
+    /// body already delivered to (its key given back failed, or its lease lapsed); empty for
+    /// a new key or one re-taken after it expired.
+    Acquired {
+        attempts: u32,
+        delivered: BTreeSet<String>,
+    },
     /// The condition failed; this is the record that holds the key (read in the same call).
     Held(DedupeRecord),
 }
@@ -222,11 +235,35 @@ pub trait Ledger: Send + Sync {
     /// Conditionally take the key. The write succeeds when no record exists, or it expired
     /// (`expires_at < now`), or — with the same `body_sha256` — it is FAILED or IN_PROGRESS
     /// with a lapsed lease. Otherwise returns the holding record, read in the same call.
+    /// A key re-taken after it expired starts a new cycle: `attempts` 1, nothing delivered.
     async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError>;
 
-    /// IN_PROGRESS → COMPLETED, deduplicating until `expires_at_ms`.
-    async fn complete(&self, key: &str, now_ms: i64, expires_at_ms: i64)
-        -> Result<(), LedgerError>;
+    /// IN_PROGRESS → COMPLETED, deduplicating until `expires_at_ms`; `delivered` (the
+    /// targets that now have the event) is added to the record's set in the same write.
+    async fn complete(
+        &self,
+        key: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+        delivered: &BTreeSet<String>,
+    ) -> Result<(), LedgerError>;
+
+    /// Add `target_id` to the record's `delivered` set, only while the record is
+    /// IN_PROGRESS (`NotHeld` otherwise, `NotFound` when there is none).
+    ///
+    /// Why "in progress" is condition enough though the record names no holder: a key is
+    /// re-taken in progress only for the same `body_sha256`, so whoever holds it now holds
+    /// the very event this target accepted, and is right to skip that target. (A key re-taken
+    /// after it expired is a new event, but expiry needs the record completed and its whole
+    /// dedupe window passed: days, against a dispatch bounded by the worker's timeout.) A
+    /// completed or failed record is left alone: completion wrote its set, and a failed one
+    /// keeps what its holder marked.
+    async fn mark_delivered(
+        &self,
+        key: &str,
+        target_id: &str,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
 
     /// IN_PROGRESS → FAILED with the error; `dead` when this was the last attempt.
     async fn fail(

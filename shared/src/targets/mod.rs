@@ -45,6 +45,53 @@ impl DispatchError {
             _ => None,
         }
     }
+
+    /// The same error, its message naming `target` (the HTTP and SQS targets name
+    /// themselves already; the others do not), so a DLQ reason says which target failed.
+    pub fn naming(self, target: &str) -> Self {
+        let name = |message: String| {
+            let own = format!("target {target}");
+            match message.strip_prefix(&own) {
+                Some(rest) if rest.starts_with([' ', ':']) => message,
+                _ => format!("{own}: {message}"),
+            }
+        };
+        match self {
+            DispatchError::Retryable(m) => DispatchError::Retryable(name(m)),
+            DispatchError::Permanent(m) => DispatchError::Permanent(name(m)),
+            DispatchError::RetryAfter { message, after } => DispatchError::RetryAfter {
+                message: name(message),
+                after,
+            },
+        }
+    }
+
+    /// One event's failures at several targets as one error: permanent if any is (retrying
+    /// cannot complete the event), else waiting for the longest `Retry-After`; the message
+    /// lists them all. `None` when there are none.
+    pub fn merge(errors: Vec<DispatchError>) -> Option<Self> {
+        if errors.len() <= 1 {
+            return errors.into_iter().next();
+        }
+        // The merged error carries the longest delay itself: each part only its text.
+        let message = errors
+            .iter()
+            .map(|e| match e {
+                DispatchError::RetryAfter { message, .. } => message.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if errors.iter().any(DispatchError::is_permanent) {
+            return Some(DispatchError::Permanent(message));
+        }
+        Some(
+            match errors.iter().filter_map(DispatchError::retry_after).max() {
+                Some(after) => DispatchError::RetryAfter { message, after },
+                None => DispatchError::Retryable(message),
+            },
+        )
+    }
 }
 
 #[async_trait]

@@ -4,12 +4,14 @@
 //! can never both take a key. Time is the caller's (`now_ms` in every request), as with the
 //! AWS adapter.
 //!
+//! `delivered` is a JSON array of target ids (sorted; NULL when empty), read and extended
+//! inside the same transaction as the status check, as DynamoDB's conditional `ADD` does.
+//!
 //! Where this differs from the DynamoDB adapter, deliberately:
-//! - `attempts` starts over at 1 when a key is re-taken after its record expired (a new
-//!   event under an old key); DynamoDB keeps counting because one update expression cannot
-//!   tell which disjunct of the condition held.
 //! - Rows are listed in the same order as the DynamoDB index (time, then `dedupe#key` /
 //!   `trail#id`, both descending), and `limit: 0` means no limit, as there.
+
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
@@ -22,7 +24,7 @@ use crate::ports::{
 
 const RECORD_COLUMNS: &str =
     "key, source, status, body_sha256, provider_event_id, event_type, via, received_at_ms, \
-     updated_at_ms, lease_until_ms, expires_at_ms, attempts, last_error, dead, summary";
+     updated_at_ms, lease_until_ms, expires_at_ms, attempts, last_error, dead, summary, delivered";
 
 const ENTRY_COLUMNS: &str =
     "id, at_ms, source, status, dedupe_key, provider_event_id, event_type, reason, source_ip";
@@ -48,11 +50,14 @@ impl SqliteLedger {
 /// key is free, or expired, or — for the same body — failed or held under a lapsed lease.
 fn decide(old: Option<DedupeRecord>, req: &BeginRequest) -> BeginOutcome {
     let now = req.now_ms;
+    let fresh = || BeginOutcome::Acquired {
+        attempts: 1,
+        delivered: BTreeSet::new(),
+    };
     match old {
-        None => BeginOutcome::Acquired { attempts: 1 },
-        Some(r) if r.expires_at_ms.is_some_and(|at| at < now) => {
-            BeginOutcome::Acquired { attempts: 1 }
-        }
+        None => fresh(),
+        // A new event under an old key: a new cycle, nothing delivered yet.
+        Some(r) if r.expires_at_ms.is_some_and(|at| at < now) => fresh(),
         Some(r)
             if r.body_sha256 == req.body_sha256
                 && (r.status == DedupeStatus::Failed
@@ -60,10 +65,28 @@ fn decide(old: Option<DedupeRecord>, req: &BeginRequest) -> BeginOutcome {
         {
             BeginOutcome::Acquired {
                 attempts: r.attempts.saturating_add(1),
+                delivered: r.delivered,
             }
         }
         Some(holder) => BeginOutcome::Held(holder),
     }
+}
+
+/// The stored form of a `delivered` set: `None` (NULL) when empty.
+fn delivered_json(set: &BTreeSet<String>) -> Option<String> {
+    (!set.is_empty()).then(|| serde_json::to_string(set).unwrap_or_default())
+}
+
+fn delivered_from(key: &str, text: Option<&str>) -> Result<BTreeSet<String>, EmbeddedError> {
+    // Unlike the summary, a set that cannot be read is not shown as empty: the worker would
+    // take it for "no target has it yet" and deliver again.
+    text.map(|t| {
+        serde_json::from_str(t).map_err(|e| {
+            EmbeddedError::Corrupt(format!("dedupe record {key}: delivered {t:?}: {e}"))
+        })
+    })
+    .transpose()
+    .map(Option::unwrap_or_default)
 }
 
 fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<DedupeRecord>, EmbeddedError> {
@@ -80,10 +103,11 @@ fn write_taken(
     tx: &Transaction<'_>,
     req: &BeginRequest,
     attempts: u32,
+    delivered: &BTreeSet<String>,
 ) -> Result<(), EmbeddedError> {
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO dedupe_records ({RECORD_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, NULL, 0, ?12)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, NULL, 0, ?12, ?13)"
     ))?
     .execute(params![
         req.key,
@@ -98,6 +122,7 @@ fn write_taken(
         req.lease_until_ms,
         i64::from(attempts),
         req.summary.to_json(),
+        delivered_json(delivered),
     ])?;
     Ok(())
 }
@@ -119,6 +144,7 @@ struct RawRecord {
     last_error: Option<String>,
     dead: bool,
     summary: Option<String>,
+    delivered: Option<String>,
 }
 
 fn raw_record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
@@ -138,6 +164,7 @@ fn raw_record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
         last_error: row.get(12)?,
         dead: row.get(13)?,
         summary: row.get(14)?,
+        delivered: row.get(15)?,
     })
 }
 
@@ -153,6 +180,7 @@ impl RawRecord {
             self.attempts,
             &format!("dedupe record {}: attempts", self.key),
         )?;
+        let delivered = delivered_from(&self.key, self.delivered.as_deref())?;
         Ok(DedupeRecord {
             key: self.key,
             source: self.source,
@@ -169,6 +197,7 @@ impl RawRecord {
             last_error: self.last_error,
             dead: self.dead,
             summary: EventSummary::from_json(self.summary.as_deref()),
+            delivered,
         })
     }
 }
@@ -231,8 +260,12 @@ impl Ledger for SqliteLedger {
     async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError> {
         Ok(self.store.write(|tx| {
             let outcome = decide(read_record(tx, &req.key)?, req);
-            if let BeginOutcome::Acquired { attempts } = outcome {
-                write_taken(tx, req, attempts)?;
+            if let BeginOutcome::Acquired {
+                attempts,
+                delivered,
+            } = &outcome
+            {
+                write_taken(tx, req, *attempts, delivered)?;
             }
             Ok(outcome)
         })?)
@@ -245,18 +278,57 @@ impl Ledger for SqliteLedger {
         key: &str,
         now_ms: i64,
         expires_at_ms: i64,
+        delivered: &BTreeSet<String>,
     ) -> Result<(), LedgerError> {
         let updated = self.store.write(|tx| {
+            let Some(mut record) = read_record(tx, key)? else {
+                return Ok(0);
+            };
+            record.delivered.extend(delivered.iter().cloned());
             Ok(tx
                 .prepare_cached(
-                    "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, expires_at_ms = ?4 WHERE key = ?1",
+                    "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, expires_at_ms = ?4, \
+                     delivered = ?5 WHERE key = ?1",
                 )?
-                .execute(params![key, DedupeStatus::Completed.as_str(), now_ms, expires_at_ms])?)
+                .execute(params![
+                    key,
+                    DedupeStatus::Completed.as_str(),
+                    now_ms,
+                    expires_at_ms,
+                    delivered_json(&record.delivered),
+                ])?)
         })?;
         if updated == 0 {
             return Err(LedgerError::NotFound(key.to_owned()));
         }
         Ok(())
+    }
+
+    async fn mark_delivered(
+        &self,
+        key: &str,
+        target_id: &str,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let status =
+            self.store.write(|tx| {
+                let Some(mut record) = read_record(tx, key)? else {
+                    return Ok(None);
+                };
+                if record.status == DedupeStatus::InProgress {
+                    record.delivered.insert(target_id.to_owned());
+                    tx.prepare_cached(
+                    "UPDATE dedupe_records SET delivered = ?2, updated_at_ms = ?3 WHERE key = ?1",
+                )?
+                .execute(params![key, delivered_json(&record.delivered), now_ms])?;
+                }
+                Ok(Some(record.status))
+            })?;
+        match status {
+            Some(DedupeStatus::InProgress) => Ok(()),
+            Some(_) => Err(LedgerError::NotHeld(key.to_owned())),
+            None => Err(LedgerError::NotFound(key.to_owned())),
+        }
     }
 
     async fn fail(
@@ -429,6 +501,13 @@ mod tests {
         }
     }
 
+    fn acquired(attempts: u32, delivered: &[&str]) -> BeginOutcome {
+        BeginOutcome::Acquired {
+            attempts,
+            delivered: delivered.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
     fn held(outcome: BeginOutcome) -> DedupeRecord {
         match outcome {
             BeginOutcome::Held(r) => r,
@@ -444,10 +523,7 @@ mod tests {
     async fn begin_on_a_new_key_acquires_the_first_attempt_and_writes_every_field() {
         let l = ledger();
         let r = req("k", "h1", T0);
-        assert_eq!(
-            l.begin(&r).await.expect("begin"),
-            BeginOutcome::Acquired { attempts: 1 }
-        );
+        assert_eq!(l.begin(&r).await.expect("begin"), acquired(1, &[]));
         assert_eq!(
             record(&l, "k").await,
             DedupeRecord {
@@ -466,6 +542,7 @@ mod tests {
                 last_error: None,
                 dead: false,
                 summary: EventSummary::default(),
+                delivered: BTreeSet::new(),
             }
         );
         assert_eq!(l.get("other").await.expect("get"), None);
@@ -475,7 +552,7 @@ mod tests {
     async fn begin_on_a_completed_key_is_held_until_it_expires() {
         let l = ledger();
         l.begin(&req("k", "h1", T0)).await.expect("begin");
-        l.complete("k", T0 + 1_000, T0 + 100_000)
+        l.complete("k", T0 + 1_000, T0 + 100_000, &BTreeSet::new())
             .await
             .expect("complete");
 
@@ -502,7 +579,7 @@ mod tests {
         l.begin(&req("k", "h1", T0)).await.expect("begin");
         l.fail("k", T0 + 500, "503", false).await.expect("fail");
         l.begin(&req("k", "h1", T0 + 600)).await.expect("retry");
-        l.complete("k", T0 + 1_000, T0 + 5_000)
+        l.complete("k", T0 + 1_000, T0 + 5_000, &BTreeSet::new())
             .await
             .expect("complete");
         assert_eq!(record(&l, "k").await.attempts, 2);
@@ -511,7 +588,7 @@ mod tests {
             .begin(&req("k", "h2", T0 + 5_001))
             .await
             .expect("after expiry");
-        assert_eq!(outcome, BeginOutcome::Acquired { attempts: 1 });
+        assert_eq!(outcome, acquired(1, &[]));
         let r = record(&l, "k").await;
         assert_eq!(
             (r.status, r.body_sha256.as_str(), r.expires_at_ms),
@@ -535,7 +612,7 @@ mod tests {
 
         assert_eq!(
             l.begin(&req("k", "h1", T0 + 2_000)).await.expect("retry"),
-            BeginOutcome::Acquired { attempts: 2 }
+            acquired(2, &[])
         );
         let r = record(&l, "k").await;
         assert_eq!(
@@ -558,7 +635,7 @@ mod tests {
             l.begin(&req("k", "h1", T0 + LEASE + 1))
                 .await
                 .expect("after it"),
-            BeginOutcome::Acquired { attempts: 2 }
+            acquired(2, &[])
         );
     }
 
@@ -605,7 +682,7 @@ mod tests {
     async fn complete_or_fail_on_a_missing_key_is_not_found_and_creates_nothing() {
         let l = ledger();
         assert!(
-            matches!(l.complete("nope", T0, T0).await, Err(LedgerError::NotFound(k)) if k == "nope")
+            matches!(l.complete("nope", T0, T0, &BTreeSet::new()).await, Err(LedgerError::NotFound(k)) if k == "nope")
         );
         assert!(
             matches!(l.fail("nope", T0, "x", false).await, Err(LedgerError::NotFound(k)) if k == "nope")
@@ -626,6 +703,106 @@ mod tests {
             l.begin(&req("k", "h1", T0)).await,
             Err(LedgerError::Corrupt(_))
         ));
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn marked_targets_come_back_after_a_failure_and_a_lapsed_lease_not_after_expiry() {
+        let l = ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        l.mark_delivered("k", "bus", T0 + 10).await.expect("mark");
+        l.mark_delivered("k", "bus", T0 + 11)
+            .await
+            .expect("marking twice is marking once");
+        let r = record(&l, "k").await;
+        assert_eq!((r.delivered, r.updated_at_ms), (set(&["bus"]), T0 + 11));
+
+        l.fail("k", T0 + 20, "target hook: 503", false)
+            .await
+            .expect("fail");
+        assert_eq!(
+            l.begin(&req("k", "h1", T0 + 30)).await.expect("retry"),
+            acquired(2, &["bus"])
+        );
+        l.mark_delivered("k", "queue", T0 + 40).await.expect("mark");
+        // This holder dies; the next one, after the lease, skips both.
+        assert_eq!(
+            l.begin(&req("k", "h1", T0 + 30 + LEASE + 1))
+                .await
+                .expect("after the lease"),
+            acquired(3, &["bus", "queue"])
+        );
+        l.complete(
+            "k",
+            T0 + 50_000,
+            T0 + 60_000,
+            &set(&["bus", "hook", "queue"]),
+        )
+        .await
+        .expect("complete");
+        let r = record(&l, "k").await;
+        assert_eq!(
+            (r.status, r.delivered),
+            (DedupeStatus::Completed, set(&["bus", "hook", "queue"]))
+        );
+
+        // A new event under the old key: a new cycle.
+        assert_eq!(
+            l.begin(&req("k", "h2", T0 + 60_001))
+                .await
+                .expect("expired"),
+            acquired(1, &[])
+        );
+        assert_eq!(record(&l, "k").await.delivered, set(&[]));
+    }
+
+    #[tokio::test]
+    async fn complete_adds_its_targets_to_the_marked_ones() {
+        let l = ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        l.mark_delivered("k", "a", T0 + 1).await.expect("mark");
+        l.complete("k", T0 + 2, T0 + 100, &set(&["b"]))
+            .await
+            .expect("complete");
+        assert_eq!(record(&l, "k").await.delivered, set(&["a", "b"]));
+    }
+
+    #[tokio::test]
+    async fn mark_delivered_needs_the_record_in_progress_and_changes_nothing_else() {
+        let l = ledger();
+        assert!(
+            matches!(l.mark_delivered("nope", "a", T0).await, Err(LedgerError::NotFound(k)) if k == "nope")
+        );
+        assert_eq!(l.get("nope").await.expect("get"), None, "nothing created");
+
+        l.begin(&req("failed", "h1", T0)).await.expect("begin");
+        l.fail("failed", T0 + 1, "boom", false).await.expect("fail");
+        l.begin(&req("done", "h1", T0)).await.expect("begin");
+        l.complete("done", T0 + 1, T0 + 100, &set(&["a"]))
+            .await
+            .expect("complete");
+        for key in ["failed", "done"] {
+            let before = record(&l, key).await;
+            assert!(
+                matches!(l.mark_delivered(key, "b", T0 + 2).await, Err(LedgerError::NotHeld(k)) if k == key),
+                "{key}"
+            );
+            assert_eq!(record(&l, key).await, before, "{key} unchanged");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_delivered_set_is_corrupt_not_empty() {
+        let store = EmbeddedStore::open_in_memory(Arc::new(ManualClock::new(T0))).expect("open");
+        let l = store.ledger();
+        l.begin(&req("k", "h1", T0)).await.expect("begin");
+        store
+            .with_conn(|c| Ok(c.execute("UPDATE dedupe_records SET delivered = 'bus'", [])?))
+            .expect("corrupt it");
+        assert!(matches!(l.get("k").await, Err(LedgerError::Corrupt(_))));
     }
 
     fn entry(id: &str, source: &str, at_ms: i64) -> TrailEntry {
@@ -701,7 +878,9 @@ mod tests {
                 .expect("open")
                 .ledger();
             l.begin(&req("k", "h1", T0)).await.expect("begin");
-            l.complete("k", T0 + 1, T0 + 100).await.expect("complete");
+            l.complete("k", T0 + 1, T0 + 100, &BTreeSet::new())
+                .await
+                .expect("complete");
             l.append(&entry("e1", "shop", T0)).await.expect("append");
         }
         let l = EmbeddedStore::open(&db.0, clock).expect("reopen").ledger();

@@ -79,7 +79,9 @@ CREATE TABLE IF NOT EXISTS dedupe_records (
     attempts          INTEGER NOT NULL,
     last_error        TEXT,
     dead              INTEGER NOT NULL,
-    summary           TEXT
+    summary           TEXT,
+    -- Schema v4: the targets that accepted the event this cycle (a JSON array).
+    delivered         TEXT
 );
 CREATE INDEX IF NOT EXISTS dedupe_records_by_source ON dedupe_records (source, received_at_ms);
 CREATE INDEX IF NOT EXISTS dedupe_records_by_time ON dedupe_records (received_at_ms);
@@ -136,7 +138,7 @@ CREATE TABLE IF NOT EXISTS bus_events (
 CREATE INDEX IF NOT EXISTS bus_events_by_bus ON bus_events (bus, seq);
 ";
 
-/// Schema v4, per-entity order: the last applied version of each entity (the stale-version
+/// Schema v4 (with the `delivered` column above), per-entity order: the last applied version of each entity (the stale-version
 /// guard), and the index a FIFO receive uses to find a group's hidden messages. A step of
 /// its own, idempotent like [`SCHEMA`], so it applies to a store of any earlier version.
 const ENTITY_ORDER_SCHEMA: &str = "
@@ -265,8 +267,12 @@ impl EmbeddedStore {
         tx.execute_batch(ENTITY_ORDER_SCHEMA)?;
         // Version 1 stores (from before the trail summary) gain the column; new ones have it.
         // Version 2 stores gain the `checks` table from SCHEMA's CREATE IF NOT EXISTS.
+        // Versions 1 to 3 gain the per-target `delivered` column (a NULL reads as none).
         if found == 1 {
             tx.execute_batch("ALTER TABLE dedupe_records ADD COLUMN summary TEXT;")?;
+        }
+        if (1..=3).contains(&found) {
+            tx.execute_batch("ALTER TABLE dedupe_records ADD COLUMN delivered TEXT;")?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -365,6 +371,17 @@ mod tests {
         }
     }
 
+    /// The schema as version 3 wrote it: without `delivered`.
+    fn schema_v3() -> String {
+        let v3 = SCHEMA.replace(
+            ",\n    -- Schema v4: the targets that accepted the event this cycle (a JSON array).\n    \
+             delivered         TEXT",
+            "",
+        );
+        assert_ne!(v3, SCHEMA, "the v4 column is where the test expects it");
+        v3
+    }
+
     #[test]
     fn open_creates_the_file_in_wal_mode() {
         let db = TempDb::new();
@@ -389,7 +406,7 @@ mod tests {
         let db = TempDb::new();
         {
             let conn = Connection::open(&db.0).expect("sqlite");
-            conn.execute_batch(&SCHEMA.replace(",\n    summary           TEXT", ""))
+            conn.execute_batch(&schema_v3().replace(",\n    summary           TEXT", ""))
                 .expect("v1 schema");
             conn.execute(
                 "INSERT INTO dedupe_records VALUES ('old', 's', 'COMPLETED', 'h', NULL, NULL, \
@@ -433,11 +450,12 @@ mod tests {
         let db = TempDb::new();
         {
             let conn = Connection::open(&db.0).expect("sqlite");
-            let start = SCHEMA.find("-- Delayed checks").expect("checks table");
-            let end = SCHEMA
+            let v3 = schema_v3();
+            let start = v3.find("-- Delayed checks").expect("checks table");
+            let end = v3
                 .find("CREATE TABLE IF NOT EXISTS bus_events")
                 .expect("bus table");
-            let v2 = format!("{}{}", &SCHEMA[..start], &SCHEMA[end..]);
+            let v2 = format!("{}{}", &v3[..start], &v3[end..]);
             conn.execute_batch(&v2).expect("v2 schema");
             conn.execute(
                 "INSERT INTO dedupe_records VALUES ('old', 's', 'COMPLETED', 'h', NULL, NULL, \
@@ -464,6 +482,83 @@ mod tests {
             .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_version_3_store_gains_the_delivered_targets_and_keeps_its_records() {
+        use std::collections::BTreeSet;
+
+        use crate::ports::{BeginOutcome, BeginRequest, DedupeStatus, Ledger};
+        let db = TempDb::new();
+        {
+            let conn = Connection::open(&db.0).expect("sqlite");
+            conn.execute_batch(&schema_v3()).expect("v3 schema");
+            // A dispatch that failed under v3: the upgraded worker retries it.
+            conn.execute(
+                "INSERT INTO dedupe_records VALUES ('old', 's', 'FAILED', 'h', NULL, NULL, \
+                 'webhook', 1, 1, 1, NULL, 1, '503', 0, NULL)",
+                [],
+            )
+            .expect("v3 row");
+            conn.pragma_update(None, "user_version", 3)
+                .expect("version");
+        }
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("migrates");
+        let version: i64 = store
+            .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .expect("version");
+        assert_eq!(version, 4);
+        let ledger = store.ledger();
+        let old = ledger.get("old").await.expect("get").expect("kept");
+        assert_eq!(
+            (old.status, old.attempts, old.delivered.len()),
+            (DedupeStatus::Failed, 1, 0)
+        );
+        let outcome = ledger
+            .begin(&BeginRequest {
+                key: "old".into(),
+                source: "s".into(),
+                body_sha256: "h".into(),
+                provider_event_id: None,
+                event_type: None,
+                via: "webhook".into(),
+                received_at_ms: 1,
+                now_ms: 2,
+                lease_until_ms: 100,
+                summary: Default::default(),
+            })
+            .await
+            .expect("begin");
+        assert_eq!(
+            outcome,
+            BeginOutcome::Acquired {
+                attempts: 2,
+                delivered: BTreeSet::new()
+            }
+        );
+        ledger.mark_delivered("old", "bus", 3).await.expect("mark");
+        assert_eq!(
+            ledger
+                .get("old")
+                .await
+                .expect("get")
+                .expect("kept")
+                .delivered,
+            BTreeSet::from(["bus".to_owned()])
+        );
+        drop(store);
+        // Reopening a v4 store changes nothing.
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("reopen");
+        assert_eq!(
+            store
+                .ledger()
+                .get("old")
+                .await
+                .expect("get")
+                .expect("kept")
+                .delivered,
+            BTreeSet::from(["bus".to_owned()])
+        );
     }
 
     #[test]

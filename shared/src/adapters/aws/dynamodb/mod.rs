@@ -17,7 +17,9 @@
 //! A dedupe record has one attribute per [`DedupeRecord`] field: `key`, `source`, `status`
 //! (`IN_PROGRESS`|`COMPLETED`|`FAILED`), `body_sha256`, `provider_event_id`?, `event_type`?,
 //! `via`, `received_at_ms` N, `updated_at_ms` N, `lease_until_ms` N, `expires_at_ms`? N,
-//! `attempts` N, `last_error`?, `dead` BOOL, `summary`? (JSON [`EventSummary`]). A trail entry has `id`, `at_ms` N, `source`,
+//! `attempts` N, `last_error`?, `dead` BOOL, `summary`? (JSON [`EventSummary`]), `delivered`? SS
+//! (the targets that accepted the event this cycle; a string set, so marking one is an `ADD`
+//! that `begin`'s update leaves alone). A trail entry has `id`, `at_ms` N, `source`,
 //! `status` (`refused`|`duplicate`|`conflict`), `dedupe_key`?, `provider_event_id`?,
 //! `event_type`?, `reason`?, `source_ip`?. (`?` = absent when `None`.)
 //!
@@ -28,7 +30,7 @@
 //! Items with any other `pk` prefix (other components may share the table) are ignored by
 //! `list`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -231,115 +233,37 @@ fn source_sort_key(at_ms: i64, pk: &str) -> String {
     format!("{:015}#{pk}", at_ms.max(0))
 }
 
-/// `begin`'s condition, exactly the port's contract: the key is free, or expired, or — for
-/// the same body — failed or held under a lapsed lease.
-const BEGIN_CONDITION: &str = "attribute_not_exists(pk) OR expires_at_ms < :now OR \
+/// `begin`'s first write: the key is free, or — for the same body — failed or held under a
+/// lapsed lease. With the expiry disjunct of the port's contract, see [`BEGIN_EXPIRED`].
+const BEGIN_CONDITION: &str = "attribute_not_exists(pk) OR \
      (body_sha256 = :h AND (#s = :failed OR (#s = :inprog AND lease_until_ms < :now)))";
+
+/// `begin`'s second write, only when the first found the record expired: the rest of the
+/// port's condition. A separate write because it must also reset what the first keeps
+/// (`attempts`, `delivered`: a new event under an old key starts a new cycle), and an update
+/// expression cannot branch on which disjunct held. Costs a second call only for an event
+/// that comes back after its dedupe window.
+const BEGIN_EXPIRED: &str = "expires_at_ms < :now";
 
 #[async_trait]
 impl Ledger for DynamoLedger {
-    /// One UpdateItem (an UpdateItem rather than a PutItem so `attempts` can count up in the
-    /// same write). On a failed condition the holding record comes back inside the
-    /// ConditionalCheckFailedException (`ReturnValuesOnConditionCheckFailure=ALL_OLD`): no
-    /// second read, and a failed conditional write costs one write unit like any other.
-    ///
-    /// `attempts` keeps counting when the key is re-taken after its record expired (an
-    /// expression cannot branch on which disjunct of the condition held); after an expiry
-    /// the count is "attempts ever", not "attempts since the last completion".
+    /// One UpdateItem (an UpdateItem rather than a PutItem so `attempts` can count up and
+    /// `delivered` survive in the same write). On a failed condition the holding record comes
+    /// back inside the ConditionalCheckFailedException (`ReturnValuesOnConditionCheckFailure=
+    /// ALL_OLD`): no second read, and a failed conditional write costs one write unit like
+    /// any other. An expired holder is taken by a second conditional write ([`BEGIN_EXPIRED`]).
     async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError> {
         let pk = dedupe_pk(&req.key);
-        let mut set = vec![
-            "#key = :key",
-            "#source = :source",
-            "body_sha256 = :h",
-            "#via = :via",
-            "received_at_ms = :received",
-            "updated_at_ms = :now",
-            "lease_until_ms = :lease",
-            "#s = :inprog",
-            "attempts = if_not_exists(attempts, :zero) + :one",
-            "dead = :false",
-            "gsi1pk = :source",
-            "gsi1sk = :gsi1sk",
-        ];
-        let mut remove = vec!["expires_at_ms", "last_error", "#ttl"];
-        let mut values: Item = HashMap::from([
-            (":key".to_owned(), s(&req.key)),
-            (":source".to_owned(), s(&req.source)),
-            (":h".to_owned(), s(&req.body_sha256)),
-            (":via".to_owned(), s(&req.via)),
-            (":received".to_owned(), n(req.received_at_ms)),
-            (":now".to_owned(), n(req.now_ms)),
-            (":lease".to_owned(), n(req.lease_until_ms)),
-            (":inprog".to_owned(), s(DedupeStatus::InProgress.as_str())),
-            (":failed".to_owned(), s(DedupeStatus::Failed.as_str())),
-            (":zero".to_owned(), n(0)),
-            (":one".to_owned(), n(1)),
-            (":false".to_owned(), AttributeValue::Bool(false)),
-            (
-                ":gsi1sk".to_owned(),
-                s(source_sort_key(req.received_at_ms, &pk)),
-            ),
-        ]);
-        match &req.provider_event_id {
-            Some(id) => {
-                set.push("provider_event_id = :peid");
-                values.insert(":peid".to_owned(), s(id));
+        match self.take(req, &pk, false).await? {
+            Taken::Acquired(outcome) => Ok(outcome),
+            Taken::Held(holder) if holder.expires_at_ms.is_some_and(|at| at < req.now_ms) => {
+                match self.take(req, &pk, true).await? {
+                    Taken::Acquired(outcome) => Ok(outcome),
+                    // Someone re-took it between the two writes.
+                    Taken::Held(holder) => Ok(BeginOutcome::Held(holder)),
+                }
             }
-            None => remove.push("provider_event_id"),
-        }
-        match &req.event_type {
-            Some(t) => {
-                set.push("event_type = :etype");
-                values.insert(":etype".to_owned(), s(t));
-            }
-            None => remove.push("event_type"),
-        }
-        match req.summary.to_json() {
-            Some(summary) => {
-                set.push("summary = :summary");
-                values.insert(":summary".to_owned(), s(summary));
-            }
-            None => remove.push("summary"),
-        }
-
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY_ATTRIBUTE, s(&pk))
-            .update_expression(format!(
-                "SET {} REMOVE {}",
-                set.join(", "),
-                remove.join(", ")
-            ))
-            .condition_expression(BEGIN_CONDITION)
-            .expression_attribute_names("#key", "key")
-            .expression_attribute_names("#source", "source")
-            .expression_attribute_names("#via", "via")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::UpdatedNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                let attributes = out.attributes.unwrap_or_default();
-                let attempts = Fields::new(&pk, &attributes).u32("attempts")?;
-                Ok(BeginOutcome::Acquired { attempts })
-            }
-            Err(err) => match err.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
-                    Some(item) => Ok(BeginOutcome::Held(decode_record(&pk, item)?)),
-                    None => Err(LedgerError::Backend(format!(
-                        "DynamoDB UpdateItem: condition failed on {pk} but the old item was not returned \
-                         (the endpoint ignores ReturnValuesOnConditionCheckFailure)"
-                    ))),
-                },
-                _ => Err(backend("UpdateItem", err)),
-            },
+            Taken::Held(holder) => Ok(BeginOutcome::Held(holder)),
         }
     }
 
@@ -348,8 +272,9 @@ impl Ledger for DynamoLedger {
         key: &str,
         now_ms: i64,
         expires_at_ms: i64,
+        delivered: &BTreeSet<String>,
     ) -> Result<(), LedgerError> {
-        let values = HashMap::from([
+        let mut values = HashMap::from([
             (":completed".to_owned(), s(DedupeStatus::Completed.as_str())),
             (":now".to_owned(), n(now_ms)),
             (":exp".to_owned(), n(expires_at_ms)),
@@ -357,13 +282,61 @@ impl Ledger for DynamoLedger {
             // DynamoDB's lazy deletion, which is why readers compare `expires_at_ms`.
             (":ttl".to_owned(), n(expires_at_ms.div_euclid(1000))),
         ]);
+        let mut expression =
+            "SET #s = :completed, updated_at_ms = :now, expires_at_ms = :exp, #ttl = :ttl"
+                .to_owned();
+        // An empty string set is not a value DynamoDB accepts: nothing to add then.
+        if !delivered.is_empty() {
+            expression.push_str(" ADD delivered :delivered");
+            values.insert(
+                ":delivered".to_owned(),
+                AttributeValue::Ss(delivered.iter().cloned().collect()),
+            );
+        }
         self.update_existing(
             key,
-            "SET #s = :completed, updated_at_ms = :now, expires_at_ms = :exp, #ttl = :ttl",
+            &expression,
             &[("#s", "status"), ("#ttl", TTL_ATTRIBUTE)],
             values,
         )
         .await
+    }
+
+    async fn mark_delivered(
+        &self,
+        key: &str,
+        target_id: &str,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let pk = dedupe_pk(key);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, s(&pk))
+            .update_expression("ADD delivered :target SET updated_at_ms = :now")
+            // A missing item fails this too (its status is no string to compare).
+            .condition_expression("#s = :inprog")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":target", AttributeValue::Ss(vec![target_id.to_owned()]))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":inprog", s(DedupeStatus::InProgress.as_str()))
+            // Tells "not held" from "not found" at no extra cost.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    Err(match failed.item() {
+                        Some(_) => LedgerError::NotHeld(key.to_owned()),
+                        None => LedgerError::NotFound(key.to_owned()),
+                    })
+                }
+                _ => Err(backend("UpdateItem", err)),
+            },
+        }
     }
 
     async fn fail(
@@ -544,7 +517,131 @@ impl Ledger for DynamoLedger {
     }
 }
 
+/// What one of `begin`'s conditional writes found.
+enum Taken {
+    Acquired(BeginOutcome),
+    Held(DedupeRecord),
+}
+
 impl DynamoLedger {
+    /// One of `begin`'s writes: take the key under [`BEGIN_CONDITION`], or, with `expired`,
+    /// under [`BEGIN_EXPIRED`] starting a new cycle (attempt 1, nothing delivered).
+    async fn take(
+        &self,
+        req: &BeginRequest,
+        pk: &str,
+        expired: bool,
+    ) -> Result<Taken, LedgerError> {
+        let mut set = vec![
+            "#key = :key",
+            "#source = :source",
+            "body_sha256 = :h",
+            "#via = :via",
+            "received_at_ms = :received",
+            "updated_at_ms = :now",
+            "lease_until_ms = :lease",
+            "#s = :inprog",
+            "dead = :false",
+            "gsi1pk = :source",
+            "gsi1sk = :gsi1sk",
+        ];
+        let mut remove = vec!["expires_at_ms", "last_error", "#ttl"];
+        let mut values: Item = HashMap::from([
+            (":key".to_owned(), s(&req.key)),
+            (":source".to_owned(), s(&req.source)),
+            (":h".to_owned(), s(&req.body_sha256)),
+            (":via".to_owned(), s(&req.via)),
+            (":received".to_owned(), n(req.received_at_ms)),
+            (":now".to_owned(), n(req.now_ms)),
+            (":lease".to_owned(), n(req.lease_until_ms)),
+            (":inprog".to_owned(), s(DedupeStatus::InProgress.as_str())),
+            (":false".to_owned(), AttributeValue::Bool(false)),
+            (":one".to_owned(), n(1)),
+            (
+                ":gsi1sk".to_owned(),
+                s(source_sort_key(req.received_at_ms, pk)),
+            ),
+        ]);
+        let names = [
+            ("#key", "key"),
+            ("#source", "source"),
+            ("#via", "via"),
+            ("#s", "status"),
+            ("#ttl", TTL_ATTRIBUTE),
+        ];
+        // DynamoDB refuses a value the expressions do not use: `:zero` and `:failed` belong
+        // to the first write only.
+        let condition = if expired {
+            set.push("attempts = :one");
+            remove.push("delivered");
+            BEGIN_EXPIRED
+        } else {
+            set.push("attempts = if_not_exists(attempts, :zero) + :one");
+            values.insert(":zero".to_owned(), n(0));
+            values.insert(":failed".to_owned(), s(DedupeStatus::Failed.as_str()));
+            BEGIN_CONDITION
+        };
+        match &req.provider_event_id {
+            Some(id) => {
+                set.push("provider_event_id = :peid");
+                values.insert(":peid".to_owned(), s(id));
+            }
+            None => remove.push("provider_event_id"),
+        }
+        match &req.event_type {
+            Some(t) => {
+                set.push("event_type = :etype");
+                values.insert(":etype".to_owned(), s(t));
+            }
+            None => remove.push("event_type"),
+        }
+        match req.summary.to_json() {
+            Some(summary) => {
+                set.push("summary = :summary");
+                values.insert(":summary".to_owned(), s(summary));
+            }
+            None => remove.push("summary"),
+        }
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, s(pk))
+            .update_expression(format!(
+                "SET {} REMOVE {}",
+                set.join(", "),
+                remove.join(", ")
+            ))
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            // The whole item as written: `attempts` as counted, `delivered` as kept.
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (placeholder, name) in names {
+            request = request.expression_attribute_names(placeholder, name);
+        }
+        match request.send().await {
+            Ok(out) => {
+                let attributes = out.attributes.unwrap_or_default();
+                let f = Fields::new(pk, &attributes);
+                Ok(Taken::Acquired(BeginOutcome::Acquired {
+                    attempts: f.u32("attempts")?,
+                    delivered: f.string_set("delivered")?,
+                }))
+            }
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
+                    Some(item) => Ok(Taken::Held(decode_record(pk, item)?)),
+                    None => Err(LedgerError::Backend(format!(
+                        "DynamoDB UpdateItem: condition failed on {pk} but the old item was not returned \
+                         (the endpoint ignores ReturnValuesOnConditionCheckFailure)"
+                    ))),
+                },
+                _ => Err(backend("UpdateItem", err)),
+            },
+        }
+    }
+
     /// An UpdateItem on an existing dedupe record; a missing record is `NotFound`.
     async fn update_existing(
         &self,
@@ -631,6 +728,15 @@ impl<'a> Fields<'a> {
         u32::try_from(self.i64(attribute)?).map_err(|_| self.corrupt(attribute, "a count"))
     }
 
+    /// Absent is empty (DynamoDB stores no empty set); present with another type is corrupt.
+    fn string_set(&self, attribute: &str) -> Result<BTreeSet<String>, LedgerError> {
+        match self.item.get(attribute) {
+            None | Some(AttributeValue::Null(_)) => Ok(BTreeSet::new()),
+            Some(AttributeValue::Ss(v)) => Ok(v.iter().cloned().collect()),
+            Some(_) => Err(self.corrupt(attribute, "a string set")),
+        }
+    }
+
     fn bool(&self, attribute: &str) -> Result<bool, LedgerError> {
         match self.item.get(attribute) {
             Some(AttributeValue::Bool(v)) => Ok(*v),
@@ -659,6 +765,7 @@ fn decode_record(pk: &str, item: &Item) -> Result<DedupeRecord, LedgerError> {
         last_error: f.optional_string("last_error")?,
         dead: f.bool("dead")?,
         summary: EventSummary::from_json(f.optional_string("summary")?.as_deref()),
+        delivered: f.string_set("delivered")?,
     })
 }
 
