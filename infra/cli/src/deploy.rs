@@ -383,13 +383,22 @@ pub fn check(
             ));
             return;
         }
+        // A long value (the config itself) is only in the overrides line printed last.
+        let shown = if want.len() > 80 {
+            "(the value printed below)".to_string()
+        } else {
+            want.clone()
+        };
         match given.get(name) {
             Some(_) if same => {}
+            Some(have) if have.len() > 80 => r.errors.push(format!(
+                "{field} needs {name}={shown}, the overrides pass another value"
+            )),
             Some(have) => r.errors.push(format!(
-                "{field} needs {name}={want}, the overrides pass {name}={have}"
+                "{field} needs {name}={shown}, the overrides pass {name}={have}"
             )),
             None if strict && value(name).as_deref() != Some(want.as_str()) => r.errors.push(
-                format!("{field} needs {name}={want}, the overrides do not pass {name}"),
+                format!("{field} needs {name}={shown}, the overrides do not pass {name}"),
             ),
             None => {}
         }
