@@ -53,13 +53,19 @@ pub fn check_leases(config: &Config, worker_timeout_seconds: Option<u64>) -> Res
     check_lease(&config.settings, worker_timeout_seconds)?;
     if let Some(timeout) = worker_timeout_seconds {
         for (id, source) in &config.sources {
-            let lease = source.lease_ms / 1000;
-            if lease < timeout as i64 {
-                return Err(BootError::Lease(format!(
-                    "source {id}: lease_seconds ({lease}) is shorter than the worker timeout ({timeout} s): a live worker's key could be taken over and its event dispatched twice"
-                )));
-            }
+            check_source_lease(id, source.lease_ms / 1000, timeout)?;
         }
+    }
+    Ok(())
+}
+
+/// A source's own `lease_seconds` against the worker's timeout (its upper bound, the
+/// visibility, is the config's own check).
+pub fn check_source_lease(id: &str, lease: i64, timeout: u64) -> Result<(), BootError> {
+    if lease < timeout as i64 {
+        return Err(BootError::Lease(format!(
+            "source {id}: lease_seconds ({lease}) is shorter than the worker timeout ({timeout} s): a live worker's key could be taken over and its event dispatched twice"
+        )));
     }
     Ok(())
 }

@@ -738,3 +738,313 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
 }
+
+/// A config that uses every thing the template must grant: an `env:` webhook secret, an
+/// `ssm:` poll key on a poll-only source, a `secretsmanager:` secret, an SQS target and
+/// per-entity order.
+const DEPLOY_CONFIG: &str = r#"
+[settings]
+lease_seconds = 60
+
+[[sources]]
+id = "stripe"
+provider = "stripe"
+secrets = ["env:STRIPE_WHSEC"]
+order_by = "/data/object/customer"
+
+[[sources]]
+id = "tg"
+provider = "telegram"
+webhooks = false
+[sources.poll]
+kind = "telegram_updates"
+every = "1m"
+secrets = ["ssm:/inlet/tg-token"]
+
+[[sources]]
+id = "github"
+provider = "github"
+secrets = ["secretsmanager:inlet/keys#github"]
+
+[[targets]]
+id = "orders"
+kind = "sqs"
+queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders"
+
+[[routes]]
+sources = ["*"]
+targets = ["orders"]
+"#;
+
+/// The overrides a deploy of DEPLOY_CONFIG needs, by parameter.
+fn deploy_overrides() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("PollSchedules", "\"tg=rate(1 minute)\""),
+        (
+            "TargetQueueArns",
+            "arn:aws:sqs:eu-west-1:123456789012:orders",
+        ),
+        (
+            "SsmParameterArns",
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/inlet/tg-token",
+        ),
+        (
+            "SecretArns",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:inlet/keys-AbC123",
+        ),
+        ("QueueType", "fifo"),
+        ("WebhookSecrets", "'{\"STRIPE_WHSEC\":\"whsec_x\"}'"),
+    ]
+}
+
+fn template_path() -> String {
+    format!("{}/../../template.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `inlet check --template` of `config` with the overrides (the config itself added as
+/// InletConfig from the first run's output): exit code, stdout, stderr.
+fn check_deploy(dir: &Path, config: &str, overrides: &[(&str, &str)]) -> (bool, String, String) {
+    let path = dir.join("deploy.toml");
+    std::fs::write(&path, config).expect("write config");
+    let text = overrides
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = inlet(&[
+        "check",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--template",
+        &template_path(),
+        "--parameter-overrides",
+        &text,
+        "--base-url",
+        "https://abc.execute-api.eu-west-1.amazonaws.com/webhooks/",
+    ]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_against_the_template_passes_a_complete_deploy_and_prints_its_overrides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Without overrides: what to pass, and no error.
+    let path = dir.path().join("deploy.toml");
+    std::fs::write(&path, DEPLOY_CONFIG).expect("write");
+    let out = inlet(&[
+        "check",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--template",
+        &template_path(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = stdout.lines().last().expect("an overrides line");
+    let inline = line
+        .split("InletConfig='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no InletConfig in {line}"));
+    let json: serde_json::Value = serde_json::from_str(inline).expect("InletConfig is JSON");
+    assert_eq!(json["sources"][1]["poll"]["every"], "1m");
+    assert!(
+        line.contains("PollSchedules=\"tg=rate(1 minute)\"")
+            || line.contains("PollSchedules='tg=rate(1 minute)'"),
+        "{line}"
+    );
+    assert!(line.contains("QueueType=fifo"), "{line}");
+    assert!(
+        line.contains("TargetQueueArns=arn:aws:sqs:eu-west-1:123456789012:orders"),
+        "{line}"
+    );
+    assert!(
+        stderr.contains("SsmParameterArns") && stderr.contains("STRIPE_WHSEC"),
+        "{stderr}"
+    );
+
+    // The whole deploy given: clean, and the URLs to register.
+    let mut all = deploy_overrides();
+    let quoted = format!("'{inline}'");
+    all.push(("InletConfig", &quoted));
+    let (ok, stdout, stderr) = check_deploy(dir.path(), DEPLOY_CONFIG, &all);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert!(
+        stderr.contains("only its key names were checked"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("stripe: https://abc.execute-api.eu-west-1.amazonaws.com/webhooks/stripe"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tg: poll only"), "{stdout}");
+}
+
+#[test]
+fn check_against_the_template_names_the_field_and_the_parameter_of_each_mismatch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let without = |name: &str| -> Vec<(&'static str, &'static str)> {
+        deploy_overrides()
+            .into_iter()
+            .filter(|(k, _)| *k != name)
+            .collect()
+    };
+    let with = |name: &'static str, value: &'static str| {
+        let mut o = without(name);
+        o.push((name, value));
+        o
+    };
+    let big = format!(
+        "{DEPLOY_CONFIG}\n[[targets]]\nid = \"big\"\nkind = \"jsonl\"\npath = \"{}\"\n",
+        "x".repeat(4100)
+    );
+    // (what, config, overrides, words one error must hold)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (
+            "config too big",
+            big,
+            deploy_overrides(),
+            &["InletConfig", "4096", "ssm:/name"],
+        ),
+        (
+            "lease under the worker timeout",
+            DEPLOY_CONFIG.replace("lease_seconds = 60", "lease_seconds = 20"),
+            with("LeaseSeconds", "20"),
+            &[
+                "settings.lease_seconds",
+                "WorkerTimeoutSeconds",
+                "shorter than the worker timeout",
+            ],
+        ),
+        (
+            "config and parameter disagree",
+            DEPLOY_CONFIG.to_string(),
+            with("MaxReceiveCount", "9"),
+            &["settings.max_receive_count = 5", "MaxReceiveCount=9"],
+        ),
+        (
+            "source lease over the visibility",
+            DEPLOY_CONFIG.replace("id = \"github\"", "id = \"github\"\nlease_seconds = 600"),
+            deploy_overrides(),
+            &["sources[2].lease_seconds", "QueueVisibilityTimeoutSeconds"],
+        ),
+        (
+            "a poll source without its schedule",
+            DEPLOY_CONFIG.to_string(),
+            with("PollSchedules", "\"tg=rate(5 minutes)\""),
+            &["sources[1].poll", "PollSchedules", "tg=rate(1 minute)"],
+        ),
+        (
+            "a schedule of no poll source",
+            DEPLOY_CONFIG.to_string(),
+            with("PollSchedules", "\"tg=rate(1 minute),gone=rate(1 minute)\""),
+            &["PollSchedules entry gone=rate(1 minute)"],
+        ),
+        (
+            "an SQS target not granted",
+            DEPLOY_CONFIG.to_string(),
+            without("TargetQueueArns"),
+            &["targets[0].queue_url", "TargetQueueArns"],
+        ),
+        (
+            "an ssm: reference not granted",
+            DEPLOY_CONFIG.to_string(),
+            with(
+                "SsmParameterArns",
+                "arn:aws:ssm:eu-west-1:123456789012:parameter/inlet/other",
+            ),
+            &["sources[1].poll.secrets[0]", "SsmParameterArns"],
+        ),
+        (
+            "a secretsmanager: reference not granted",
+            DEPLOY_CONFIG.to_string(),
+            with(
+                "SecretArns",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:inlet/keys2-AbC123",
+            ),
+            &["sources[2].secrets[0]", "SecretArns"],
+        ),
+        (
+            "order_by on a standard queue",
+            DEPLOY_CONFIG.to_string(),
+            with("QueueType", "standard"),
+            &["sources[0].order_by", "QueueType=fifo"],
+        ),
+        (
+            "an env: reference without its key",
+            DEPLOY_CONFIG.to_string(),
+            with("WebhookSecrets", "'{\"OTHER\":\"x\"}'"),
+            &[
+                "sources[0].secrets[0]",
+                "WebhookSecrets has no key STRIPE_WHSEC",
+            ],
+        ),
+        (
+            "an override the template does not have",
+            DEPLOY_CONFIG.to_string(),
+            with("LeaseSecs", "60"),
+            &["LeaseSecs", "no such parameter"],
+        ),
+        (
+            "an override out of its range",
+            DEPLOY_CONFIG.to_string(),
+            with("WorkerMaxConcurrency", "1"),
+            &["WorkerMaxConcurrency=1", "outside 2..1000"],
+        ),
+    ];
+    for (what, config, overrides, want) in cases {
+        let (ok, stdout, stderr) = check_deploy(dir.path(), &config, &overrides);
+        assert!(!ok, "{what}: passed\n{stdout}\n{stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert!(
+            errors.iter().any(|e| want.iter().all(|w| e.contains(w))),
+            "{what}: no error naming {want:?} in\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_reads_the_overrides_of_a_samconfig() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("deploy.toml");
+    std::fs::write(
+        &path,
+        DEPLOY_CONFIG.replace("order_by = \"/data/object/customer\"\n", ""),
+    )
+    .expect("write");
+    let samconfig = dir.path().join("samconfig.toml");
+    std::fs::write(
+        &samconfig,
+        "version = 0.1\n[prod.deploy.parameters]\nparameter_overrides = [\"PollSchedules=tg=rate(2 minutes)\"]\n",
+    )
+    .expect("write");
+    let out = inlet(&[
+        "check",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--template",
+        &template_path(),
+        "--samconfig",
+        samconfig.to_str().expect("utf8"),
+        "--config-env",
+        "prod",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("sources[1].poll (tg) has no entry tg=rate(1 minute) in PollSchedules"),
+        "{stderr}"
+    );
+    // What samconfig gives counts as the whole deploy: the missing grants are errors too.
+    assert!(stderr.contains("error: targets[0].queue_url"), "{stderr}");
+}

@@ -27,10 +27,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a config file and print what it defines.
+    /// Validate a config file and print what it defines. With --template: check it against
+    /// what the SAM template will create (no secrets needed) and print the parameter
+    /// overrides it needs; exits 1 on an error.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// The SAM template (template.yaml) the config will be deployed with.
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// The overrides the deploy passes, as `sam deploy --parameter-overrides` takes them
+        /// ("K=V K2='v 2'"). Given (or --samconfig), a needed one missing is an error.
+        #[arg(long, requires = "template")]
+        parameter_overrides: Option<String>,
+        /// Read the overrides from a samconfig.toml's `[<env>.deploy.parameters]`.
+        #[arg(long, requires = "template")]
+        samconfig: Option<PathBuf>,
+        #[arg(long, default_value = "default", requires = "samconfig")]
+        config_env: String,
+        /// The stack's WebhookBaseUrl (or IngestFunctionUrl) output: print each source's
+        /// full webhook URL.
+        #[arg(long)]
+        base_url: Option<String>,
     },
     /// Print the template's PollSchedules parameter for a config: one EventBridge Scheduler
     /// schedule per poll source (`PollSchedules="id=rate(…),…"`, ready for
@@ -178,6 +196,61 @@ fn schedules(config: &Path, bare: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn check_template(
+    config: &Path,
+    template: &Path,
+    overrides: Option<&str>,
+    samconfig: Option<(&Path, &str)>,
+    base_url: Option<&str>,
+) -> Result<(), String> {
+    use inlet_cli::deploy;
+
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", config.display());
+    let text = std::fs::read_to_string(config).map_err(|e| at(&e))?;
+    let hint = config.extension().and_then(|e| e.to_str());
+    let doc = inlet::config::ConfigDoc::parse(&text, hint).map_err(|e| at(&e))?;
+    let json = deploy::compact_json(&text, hint).map_err(|e| at(&e))?;
+    let tpl = deploy::Template::read(template).map_err(|e| e.to_string())?;
+    let mut given = std::collections::BTreeMap::new();
+    if let Some((path, env)) = samconfig {
+        given.extend(deploy::samconfig_overrides(path, env).map_err(|e| e.to_string())?);
+    }
+    if let Some(text) = overrides {
+        given.extend(deploy::parse_overrides(text).map_err(|e| e.to_string())?);
+    }
+    let strict = overrides.is_some() || samconfig.is_some();
+    let report = deploy::check(&doc, &json, &tpl, &given, strict);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    println!("webhook URLs to register at each provider:");
+    for (id, url) in deploy::webhook_urls(&doc, base_url) {
+        match url {
+            Some(url) => println!("  {id}: {url}"),
+            None => println!("  {id}: poll only (no webhook URL)"),
+        }
+    }
+    println!("parameter overrides this config needs (secrets not included):");
+    let line = report
+        .overrides
+        .iter()
+        .map(|(k, v)| deploy::quote(k, v))
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!("{line}");
+    match report.errors.len() {
+        0 => Ok(()),
+        n => Err(format!(
+            "{}: {n} error(s) against {}",
+            config.display(),
+            template.display()
+        )),
+    }
+}
+
 fn data_dir(cfg: &inlet::config::Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| cfg.resolve_path(&cfg.settings.data_dir))
 }
@@ -187,12 +260,32 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Verify(args) => return verify::run(args).await,
-        Command::Check { config } => load(&config).map(|cfg| {
+        Command::Check {
+            config,
+            template: Some(template),
+            parameter_overrides,
+            samconfig,
+            config_env,
+            base_url,
+        } => check_template(
+            &config,
+            &template,
+            parameter_overrides.as_deref(),
+            samconfig.as_deref().map(|p| (p, config_env.as_str())),
+            base_url.as_deref(),
+        ),
+        Command::Check {
+            config, base_url, ..
+        } => load(&config).map(|cfg| {
             println!("{}: ok", config.display());
+            let base = base_url
+                .as_deref()
+                .map(inlet_cli::deploy::webhook_base)
+                .unwrap_or_else(|| "/webhooks/".into());
             for (id, s) in &cfg.sources {
                 let targets = cfg.targets_for(id, &[]);
                 let entry = if s.webhooks {
-                    format!("POST /webhooks/{id}")
+                    format!("POST {base}{id}")
                 } else {
                     "poll only".to_owned()
                 };
