@@ -346,9 +346,16 @@ def check_functions_build_as_rust_arm64(t: dict) -> None:
         assert p.get("Architectures") == ["arm64"], f"{name} architectures"
         assert p.get("Handler") == "bootstrap", f"{name} handler"
         assert p.get("CodeUri") == ".", f"{name} CodeUri (the workspace root)"
+        assert ref(p.get("MemorySize")) == name.replace("Function", "MemorySize"), f"{name} memory is a parameter"
         meta = resource(t, name, "AWS::Serverless::Function").get("Metadata", {})
         assert meta.get("BuildMethod") == "rust-cargolambda", f"{name} BuildMethod"
         assert meta.get("BuildProperties", {}).get("Binary") == binary, f"{name} Binary"
+
+
+def check_event_archive(t: dict) -> None:
+    archives = [p["Properties"] for p in resources(t, "AWS::Events::Archive").values()]
+    assert [getatt(a.get("SourceArn")) for a in archives] == [("EventBus", "Arn")], "the bus has one archive"
+    assert ref(archives[0].get("RetentionDays")) == "EventArchiveRetentionDays"
 
 
 def check_environment(t: dict) -> None:
@@ -689,6 +696,7 @@ CHECKS = [
     check_lease_between_timeout_and_visibility,
     check_dead_letter_queue,
     check_functions_build_as_rust_arm64,
+    check_event_archive,
     check_environment,
     check_ledger_table,
     check_log_groups,
@@ -885,6 +893,14 @@ MUTATIONS = {
     "no refresh interval": (
         check_secret_grants,
         lambda t: t["Globals"]["Function"]["Environment"]["Variables"].pop("INLET_SECRETS_REFRESH_SECONDS"),
+    ),
+    "no archive": (
+        check_event_archive,
+        lambda t: t["Resources"].pop("EventArchive"),
+    ),
+    "memory fixed": (
+        check_functions_build_as_rust_arm64,
+        lambda t: t["Resources"]["WorkerFunction"]["Properties"].__setitem__("MemorySize", 512),
     ),
     "no throttling": (
         check_http_api,
