@@ -7,7 +7,7 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev load venv fmt lint unit features template build fuzz clean package
+.PHONY: test dev load bench venv fmt lint unit features template build fuzz clean package
 
 ## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
@@ -29,6 +29,13 @@ LOAD_CONNECTIONS ?= 1,16,64
 LOAD_DURATION ?= 10s
 load:
 	DEV_CONFIG=$(DEV_CONFIG) infra/scripts/load $(LOAD_CONNECTIONS) $(LOAD_DURATION)
+
+## Criterion benchmarks of the ingest and worker hot paths, each beside a bare HMAC-SHA256 of the
+## same body, printed as one table (infra/scripts/bench). BENCH_LOAD=1 runs `make load` after them.
+## Not part of `make test`. Figures: docs/performance.md.
+bench:
+	infra/scripts/bench
+	if [ -n "$(BENCH_LOAD)" ]; then $(MAKE) load; fi
 
 ## Project-local Python tools (moto, cfn-lint, pytest), pinned in infra/requirements.lock.
 venv:

@@ -22,12 +22,13 @@ use inlet::worker::Worker;
 use crate::pipeline::{dev_config, sample_body, signed_headers};
 use crate::support;
 
-const APIGW_V2: &str = include_str!("../fixtures/example-apigw-v2-request-no-authorizer.json");
+pub(crate) const APIGW_V2: &str =
+    include_str!("../fixtures/example-apigw-v2-request-no-authorizer.json");
 const FUNCTION_URL: &str = include_str!("../fixtures/lambda_function_url_request.json");
 const SQS_EVENT: &str = include_str!("../fixtures/example-sqs-event.json");
 
 /// A fixture event turned into a signed webhook POST for `source`.
-fn http_event(
+pub(crate) fn http_event(
     fixture: &str,
     path: &str,
     headers: &inlet::request::Headers,
@@ -55,7 +56,7 @@ fn http_event(
 }
 
 /// The dev config with every source routed to one EventBridge target `bus`.
-fn eventbridge_config(dir: &std::path::Path) -> inlet::config::Config {
+pub(crate) fn eventbridge_config(dir: &std::path::Path) -> inlet::config::Config {
     dev_config(dir, |doc| {
         doc.targets = vec![inlet::config::TargetSpec {
             id: "bus".into(),
@@ -66,7 +67,7 @@ fn eventbridge_config(dir: &std::path::Path) -> inlet::config::Config {
 }
 
 /// SQS event records for received messages, in the event source mapping's shape.
-fn sqs_event(messages: &[(String, String, u32)]) -> SqsEvent {
+pub(crate) fn sqs_event(messages: &[(String, String, u32)]) -> SqsEvent {
     let mut ev: serde_json::Value = serde_json::from_str(SQS_EVENT).expect("fixture");
     let template = ev["Records"][0].clone();
     let records: Vec<serde_json::Value> = messages

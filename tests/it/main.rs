@@ -1,5 +1,6 @@
 //! The one integration-test binary (each binary links the AWS SDK again; see TOOLCHAIN.md).
 
+mod calls;
 mod catalogue;
 mod checks;
 mod cli;

@@ -32,7 +32,7 @@ pub const BETS_KEY: &str = "bo-test-api-key";
 pub const STRIPE_KEY: &str = "rk_test_inlet_acceptance";
 pub const BUS_NAME: &str = "acceptance";
 /// 2026-01-01T00:00:00Z in unix seconds: the fakes' "now".
-const NOW_S: i64 = 1_767_225_600;
+pub const NOW_S: i64 = 1_767_225_600;
 
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness (the workspace has no `rand`)

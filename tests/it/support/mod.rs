@@ -2,6 +2,7 @@
 
 pub mod accounting;
 pub mod aws;
+pub mod calls;
 pub mod proxy;
 pub mod receiver;
 
