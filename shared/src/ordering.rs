@@ -143,7 +143,7 @@ pub fn deduplication_id(dedupe_key: &str) -> String {
 
 /// `text` when SQS takes it as a FIFO id, else its hash: ids keep their meaning in the
 /// console where they can.
-fn fifo_id(text: String) -> String {
+pub(crate) fn fifo_id(text: String) -> String {
     let ok =
         !text.is_empty() && text.len() <= MAX_FIFO_ID && text.bytes().all(|b| b.is_ascii_graphic());
     if ok {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{DispatchError, Target};
-use crate::envelope::{sha256_hex, Envelope};
+use crate::envelope::Envelope;
 use crate::ports::queue::MAX_BATCH;
 use crate::ports::{OutboundMessage, Queue, QueueError};
 
@@ -53,8 +53,10 @@ impl SqsTarget {
         if self.fifo {
             // Per-entity order when the event names one, else per source. The
             // deduplication id makes a retry within SQS's 5-minute window a no-op.
-            m.group_id = Some(e.entity.clone().unwrap_or_else(|| e.source.clone()));
-            m.deduplication_id = Some(sha256_hex(e.dedupe_key.as_bytes()));
+            m.group_id = Some(crate::ordering::fifo_id(
+                e.entity.clone().unwrap_or_else(|| e.source.clone()),
+            ));
+            m.deduplication_id = Some(crate::ordering::deduplication_id(&e.dedupe_key));
         }
         m
     }
@@ -116,6 +118,7 @@ impl Target for SqsTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::sha256_hex;
 
     #[test]
     fn the_local_queue_is_named_by_the_url() {
