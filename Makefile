@@ -7,7 +7,7 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev load bench venv fmt lint unit features template build fuzz clean package
+.PHONY: test dev load bench venv fmt lint unit features template build fuzz clean package sam-build
 
 ## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
@@ -67,3 +67,9 @@ clean:
 ## (.venv-deploy, infra/requirements-deploy.lock); prints their sizes.
 package:
 	infra/scripts/package
+
+## `sam build` with cargo-lambda and aws-sam-cli from the same pinned deploy venv, offline:
+## the built template and bootstraps land in .aws-sam/build for `sam deploy`.
+sam-build:
+	VENV=.venv-deploy LOCK=infra/requirements-deploy.lock infra/scripts/venv
+	PATH="$(CURDIR)/.venv-deploy/bin:$$PATH" SAM_CLI_TELEMETRY=0 .venv-deploy/bin/sam build
