@@ -556,15 +556,7 @@ mod tests {
                 .await
                 .expect("send");
         }
-        let plan: Vec<String> = store
-            .with_conn(|c| {
-                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {VISIBLE_PAGE}"))?;
-                let rows = stmt.query_map(params!["main", T0, i64::MIN, i64::MIN, 10], |r| {
-                    r.get::<_, String>(3)
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .expect("plan");
+        let plan = query_plan(&store, VISIBLE_PAGE);
         assert!(
             plan.iter().any(|step| step.contains("messages_by_age")),
             "{plan:?}"
@@ -691,18 +683,23 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_fifo_receive_finds_hidden_group_members_by_index() {
-        let (store, _clock) = store();
-        let plan: Vec<String> = store
+    /// SQLite's plan for a receive query, one step a line.
+    fn query_plan(store: &EmbeddedStore, query: &str) -> Vec<String> {
+        store
             .with_conn(|c| {
-                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {VISIBLE_FIFO_PAGE}"))?;
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {query}"))?;
                 let rows = stmt.query_map(params!["main", T0, i64::MIN, i64::MIN, 10], |r| {
                     r.get::<_, String>(3)
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
-            .expect("plan");
+            .expect("plan")
+    }
+
+    #[tokio::test]
+    async fn a_fifo_receive_finds_hidden_group_members_by_index() {
+        let (store, _clock) = store();
+        let plan = query_plan(&store, VISIBLE_FIFO_PAGE);
         assert!(
             plan.iter().any(|step| step.contains("messages_by_group")),
             "{plan:?}"
