@@ -7,7 +7,7 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev load venv fmt lint unit features template build fuzz clean package
+.PHONY: test dev load venv fmt lint unit features template build fuzz clean package footprint
 
 ## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
@@ -60,3 +60,11 @@ clean:
 ## (.venv-deploy, infra/requirements-deploy.lock); prints their sizes.
 package:
 	infra/scripts/package
+
+## Lambda footprint: init time (spawn to the first Runtime API `next`, median of
+## FOOTPRINT_STARTS cold starts), peak RSS and zip sizes of the three release functions,
+## against a local Runtime API stub and moto. Figures: docs/performance.md.
+FOOTPRINT_STARTS ?= 10
+FOOTPRINT_EVENTS ?= 20
+footprint:
+	infra/scripts/footprint $(FOOTPRINT_STARTS) $(FOOTPRINT_EVENTS)
