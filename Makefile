@@ -7,7 +7,7 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev load bench venv fmt lint unit features template build fuzz clean package sam-build
+.PHONY: test dev load bench venv fmt lint unit features template build fuzz clean package sam-build footprint
 
 ## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
@@ -35,7 +35,8 @@ load:
 ## Not part of `make test`. Figures: docs/performance.md.
 bench:
 	infra/scripts/bench
-	if [ -n "$(BENCH_LOAD)" ]; then $(MAKE) load; fi
+	if [ -n "$(BENCH_LOAD)$(BENCH_ALL)" ]; then $(MAKE) load; fi
+	if [ -n "$(BENCH_ALL)" ]; then $(MAKE) footprint; fi
 
 ## Project-local Python tools (moto, cfn-lint, pytest), pinned in infra/requirements.lock.
 venv:
@@ -73,3 +74,11 @@ package:
 sam-build:
 	VENV=.venv-deploy LOCK=infra/requirements-deploy.lock infra/scripts/venv
 	PATH="$(CURDIR)/.venv-deploy/bin:$$PATH" SAM_CLI_TELEMETRY=0 .venv-deploy/bin/sam build
+
+## Lambda footprint: init time (spawn to the first Runtime API `next`, median of
+## FOOTPRINT_STARTS cold starts), peak RSS and zip sizes of the three release functions,
+## against a local Runtime API stub and moto. Figures: docs/performance.md.
+FOOTPRINT_STARTS ?= 10
+FOOTPRINT_EVENTS ?= 20
+footprint:
+	infra/scripts/footprint $(FOOTPRINT_STARTS) $(FOOTPRINT_EVENTS)

@@ -14,6 +14,7 @@ mod pipeline;
 mod polling;
 mod polling_acceptance;
 mod retries;
+mod runtime_stub;
 mod secrets;
 mod support;
 mod targets;

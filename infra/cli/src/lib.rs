@@ -5,5 +5,6 @@
 
 pub mod deploy;
 pub mod load;
+pub mod runtime_stub;
 pub mod server;
 pub mod sign;
