@@ -975,6 +975,9 @@ pub fn validate(
         if !src.webhooks && matches!(src.provider.as_str(), "generic" | "hmac") {
             // The generic scheme insists on saying where a signature is; a poll-only source
             // verifies none (its webhook URL is closed), so it need not say.
+            if options.is_null() {
+                options = serde_json::json!({});
+            }
             if let Some(obj) = options.as_object_mut() {
                 obj.entry("signature")
                     .or_insert_with(|| serde_json::json!({ "header": "x-inlet-poll-only" }));
@@ -1431,6 +1434,10 @@ mod tests {
             targets = ["bus"]
         "#;
         assert!(check(text, &env_of(&[("KEY", "k")])).is_ok());
+        // Nor any options at all (the dedupe key then falls back to the body hash).
+        let bare = text.replace("options = { event_id = { json_pointer = \"/id\" } }\n", "");
+        assert_ne!(bare, text);
+        assert!(check(&bare, &env_of(&[("KEY", "k")])).is_ok());
         // Taking webhooks, the same source must say where its signature is.
         let webhooks = text.replace("webhooks = false", "secrets = [\"env:KEY\"]");
         assert_eq!(
