@@ -1,9 +1,9 @@
 //! The per-event CPU work of the two hot Lambdas, each beside a bare HMAC-SHA256 of the same
 //! body measured in the same run (`make bench` prints the ratio; issue 7's target is ≤ 3×).
 //!
-//! - `ingest/<source>/<size>`: an API Gateway v2 event (the committed fixture) parsed by
-//!   `lambda_http`, turned into the domain request, then `Ingest::handle` — route, verify,
-//!   extract, build and serialise the envelope — and the Lambda response. `handle` is the
+//! - `ingest/<source>/<size>`: an API Gateway v2 event (the committed fixture) parsed as the
+//!   ingest Lambda parses it, turned into the domain request, then `Ingest::handle` — route,
+//!   verify, extract, build and serialise the envelope — and the Lambda response, serialised. `handle` is the
 //!   only public entry, so the queue and ledger are in-memory no-ops: no I/O is measured.
 //! - `worker_batch10/<size>`: an SQS event of 10 envelopes (as ingest built them) parsed,
 //!   turned into records, and `Worker::process`: decode, routing, dedupe bookkeeping and the
@@ -17,13 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hmac::{KeyInit, Mac};
 use inlet::config::{self, ConfigDoc, TargetKind, TargetSpec};
 use inlet::ingest::Ingest;
-use inlet::lambda::http::{to_lambda_response, to_webhook_request};
-use inlet::lambda::sqs::to_records;
+use inlet::lambda::http::{HttpEvent, HttpResponse};
+use inlet::lambda::sqs::{to_records, SqsEvent};
 use inlet::ports::{
     BeginOutcome, BeginRequest, BusError, BusEvent, DedupeRecord, EventBus, Ledger, LedgerError,
     ManualClock, OutboundMessage, PublishResult, Queue, QueueError, ReceivedMessage, TrailEntry,
@@ -250,12 +249,17 @@ fn ingest(c: &mut Criterion) {
         for source in SOURCES {
             let event = http_event(&cfg, source, &body(0, size), 0);
             let handle = || async {
-                let req = lambda_http::request::from_str(&event).expect("lambda_http parses");
-                to_lambda_response(ingest.handle(to_webhook_request(&req)).await)
+                let req = HttpEvent::from_slice(event.as_bytes())
+                    .expect("event parses")
+                    .into_webhook_request()
+                    .expect("request");
+                let resp = HttpResponse::from(ingest.handle(req).await);
+                serde_json::to_vec(&resp).expect("response serialises")
             };
             // A bench of a refusal would measure the wrong path: it must be accepted.
-            let status = rt.block_on(handle()).status();
-            assert_eq!(status, 200, "{source} {label} was not accepted");
+            let resp: serde_json::Value =
+                serde_json::from_slice(&rt.block_on(handle())).expect("response");
+            assert_eq!(resp["statusCode"], 200, "{source} {label} was not accepted");
             group.bench_function(BenchmarkId::new(*source, label), |b| {
                 b.to_async(&rt).iter(handle)
             });
@@ -289,8 +293,11 @@ fn worker(c: &mut Criterion) {
         let envelopes: Vec<String> = (0..BATCH)
             .map(|n| {
                 let event = http_event(&cfg, "stripe", &body(n, size), n);
-                let req = lambda_http::request::from_str(&event).expect("lambda_http parses");
-                let status = rt.block_on(ingest.handle(to_webhook_request(&req))).status;
+                let req = HttpEvent::from_slice(event.as_bytes())
+                    .expect("event parses")
+                    .into_webhook_request()
+                    .expect("request");
+                let status = rt.block_on(ingest.handle(req)).status;
                 assert_eq!(status, 200);
                 queue
                     .kept
@@ -317,7 +324,7 @@ fn worker(c: &mut Criterion) {
             .into();
         let event = ev.to_string();
         let process = || async {
-            let sqs: SqsEvent = serde_json::from_str(&event).expect("SQS event parses");
+            let sqs = SqsEvent::from_slice(event.as_bytes()).expect("SQS event parses");
             worker.process(&to_records(sqs).records).await
         };
         let result = rt.block_on(process());

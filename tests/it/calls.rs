@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use inlet::adapters::aws::{DynamoLedger, EventBridgeBus, SqsQueue};
 use inlet::ingest::Ingest;
-use inlet::lambda::http::to_webhook_request;
 use inlet::lambda::sqs::to_records;
 use inlet::poll::runner::{Poller, RunOutcome};
 use inlet::ports::{Clock, EventBus, ManualClock, Queue, ReceivedMessage, SystemClock};
@@ -20,7 +19,7 @@ use inlet::targets::eventbridge::EventBridgeTarget;
 use inlet::targets::Target;
 use inlet::worker::{Outcome, Worker};
 
-use crate::lambda::{eventbridge_config, http_event, sqs_event, APIGW_V2};
+use crate::lambda::{eventbridge_config, http_event, sqs_event, webhook_request, APIGW_V2};
 use crate::pipeline::{sample_body, signed_headers, SOURCES};
 use crate::polling_acceptance::{
     config_text, http_client, parse_config, serve_events, stripe_poll, EventLog, Fake, Inserts,
@@ -69,7 +68,7 @@ async fn ingest_makes_one_call_per_webhook_and_the_worker_at_most_two_point_two_
     let clock = Arc::new(SystemClock);
 
     // Ingest: a batch's worth of webhooks from every scheme of the dev config, each the
-    // Lambda's own way (API Gateway event → lambda_http → the handler).
+    // Lambda's own way (API Gateway event → the ingest Lambda's decoding → the handler).
     let ingest = Ingest::new(cfg.clone(), main.clone(), ledger.clone(), clock.clone());
     for n in 0..BATCH {
         let source = SOURCES[n % SOURCES.len()];
@@ -82,8 +81,7 @@ async fn ingest_makes_one_call_per_webhook_and_the_worker_at_most_two_point_two_
             &body,
             false,
         );
-        let req = lambda_http::request::from_str(&event).expect("lambda_http parses");
-        let resp = ingest.handle(to_webhook_request(&req)).await;
+        let resp = ingest.handle(webhook_request(&event)).await;
         assert_eq!(resp.status, 200, "{source}: {}", resp.body);
     }
     let ingest_calls = counter.take();
@@ -158,8 +156,7 @@ async fn a_refused_webhook_costs_one_trail_write_and_nothing_is_queued() {
     let mut tampered = body.clone();
     tampered.push(b' ');
     let event = http_event(APIGW_V2, "/webhooks/stripe", &headers, &tampered, false);
-    let req = lambda_http::request::from_str(&event).expect("lambda_http parses");
-    assert_eq!(ingest.handle(to_webhook_request(&req)).await.status, 401);
+    assert_eq!(ingest.handle(webhook_request(&event)).await.status, 401);
     assert_eq!(counter.take(), calls(&[(PUT_ITEM, 1)]));
 }
 

@@ -1,19 +1,20 @@
 //! The Lambda handlers' conversions driven with real event payload shapes (fixtures from
-//! `aws_lambda_events` and `lambda_http`), and the whole AWS path — ingest → SQS → worker
+//! `aws_lambda_events` and `lambda_http`, each event also read by those crates as the
+//! reference our lean decoding must agree with), and the whole AWS path — ingest → SQS → worker
 //! → DynamoDB → EventBridge → a rule's SQS target — against the moto server.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::QueueAttributeName;
 use base64::Engine;
 use inlet::adapters::aws::SqsQueue;
 use inlet::envelope::Envelope;
 use inlet::ingest::Ingest;
-use inlet::lambda::http::{to_lambda_response, to_webhook_request};
-use inlet::lambda::sqs::{to_batch_response, to_records};
+use inlet::ingest::WebhookRequest;
+use inlet::lambda::http::{HttpEvent, HttpResponse};
+use inlet::lambda::sqs::{to_batch_response, to_records, SqsEvent};
 use inlet::ports::{Clock, DedupeStatus, EventBus, Ledger, Queue, SystemClock};
 use inlet::targets::eventbridge::EventBridgeTarget;
 use inlet::targets::Target;
@@ -55,6 +56,59 @@ pub(crate) fn http_event(
     ev.to_string()
 }
 
+/// The ingest Lambda's request for an event, after checking it against `lambda_http`'s
+/// reading of the same event: method, path, query (from the URI it builds out of the raw
+/// query string), every header (bar cookies, which it merges with the event's `cookies`), body, caller and id.
+pub(crate) fn webhook_request(event: &str) -> WebhookRequest {
+    use lambda_http::RequestExt;
+    let ours = HttpEvent::from_slice(event.as_bytes())
+        .expect("the ingest Lambda parses the event")
+        .into_webhook_request()
+        .expect("a request");
+    let theirs = lambda_http::request::from_str(event).expect("lambda_http parses the event");
+    assert_eq!(ours.method, theirs.method().as_str());
+    assert_eq!(ours.path, theirs.raw_http_path());
+    let their_query: Vec<(String, String)> = theirs
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    assert_eq!(ours.query, their_query);
+    let mut their_headers: Vec<(String, String)> = theirs
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "cookie")
+        .map(|(k, v)| (k.to_string(), v.to_str().expect("text").to_string()))
+        .collect();
+    let mut our_headers: Vec<(String, String)> = ours
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != "cookie")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    our_headers.sort();
+    their_headers.sort();
+    assert_eq!(our_headers, their_headers);
+    let their_body: &[u8] = match theirs.body() {
+        lambda_http::Body::Empty => b"",
+        lambda_http::Body::Text(t) => t.as_bytes(),
+        lambda_http::Body::Binary(b) => b,
+        _ => panic!("an unexpected body kind"),
+    };
+    assert_eq!(ours.body, their_body);
+    match theirs.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => {
+            assert_eq!(
+                ours.source_ip,
+                ctx.http.source_ip.as_deref().and_then(|ip| ip.parse().ok())
+            );
+            assert_eq!(ours.request_id, ctx.request_id);
+        }
+        other => panic!("not a payload v2 context: {other:?}"),
+    }
+    ours
+}
+
 /// The dev config with every source routed to one EventBridge target `bus`.
 pub(crate) fn eventbridge_config(dir: &std::path::Path) -> inlet::config::Config {
     dev_config(dir, |doc| {
@@ -82,7 +136,24 @@ pub(crate) fn sqs_event(messages: &[(String, String, u32)]) -> SqsEvent {
         })
         .collect();
     ev["Records"] = records.into();
-    serde_json::from_value(ev).expect("SqsEvent")
+    let event = ev.to_string();
+    // The reference reading of the same event must name the same records.
+    let reference: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(&event).expect("aws_lambda_events parses the event");
+    let ours = || SqsEvent::from_slice(event.as_bytes()).expect("the worker parses the event");
+    let records = to_records(ours()).records;
+    assert_eq!(records.len(), reference.records.len());
+    for (r, m) in records.iter().zip(&reference.records) {
+        assert_eq!(Some(&r.message_id), m.message_id.as_ref());
+        assert_eq!(r.body, m.body.clone().unwrap_or_default());
+        assert_eq!(r.receipt_handle, m.receipt_handle);
+        assert_eq!(
+            Some(r.receive_count.to_string()),
+            m.attributes.get("ApproximateReceiveCount").cloned()
+        );
+        assert_eq!(r.group_id, m.attributes.get("MessageGroupId").cloned());
+    }
+    ours()
 }
 
 #[test]
@@ -93,8 +164,7 @@ fn api_gateway_v2_event_gives_the_exact_bytes_caller_ip_and_path() {
     let body = [0xffu8, 0x00, b'{', b'}', b'\r', b'\n'];
     let headers = signed_headers(&cfg, "custom", &body, SystemClock.now_ms(), "d");
     let event = http_event(APIGW_V2, "/webhooks/custom", &headers, &body, true);
-    let req = lambda_http::request::from_str(&event).expect("lambda_http parses the event");
-    let w = to_webhook_request(&req);
+    let w = webhook_request(&event);
     assert_eq!(w.body, body);
     assert_eq!(w.method, "POST");
     assert_eq!(w.path, "/webhooks/custom");
@@ -110,8 +180,7 @@ fn function_url_event_is_understood_too() {
     let body = sample_body("github", 1);
     let headers = signed_headers(&cfg, "github", &body, SystemClock.now_ms(), "d");
     let event = http_event(FUNCTION_URL, "/webhooks/github", &headers, &body, false);
-    let req = lambda_http::request::from_str(&event).expect("parses");
-    let w = to_webhook_request(&req);
+    let w = webhook_request(&event);
     assert_eq!(w.body, body);
     assert_eq!(w.source_ip, Some("65.78.31.245".parse().expect("ip")));
     assert_eq!(w.path, "/webhooks/github");
@@ -143,11 +212,11 @@ async fn metas_get_check_is_answered_by_the_ingest_lambda_and_nothing_is_queued(
         "hub.challenge": "1158201444",
     });
     ev["body"] = serde_json::Value::Null;
-    let req = lambda_http::request::from_str(&ev.to_string()).expect("parses");
-    let resp = to_lambda_response(ingest.handle(to_webhook_request(&req)).await);
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(resp.headers()["content-type"], "text/plain");
-    assert_eq!(resp.body(), &lambda_http::Body::Text("1158201444".into()));
+    let req = webhook_request(&ev.to_string());
+    let resp = serde_json::to_value(HttpResponse::from(ingest.handle(req).await)).expect("json");
+    assert_eq!(resp["statusCode"], 200);
+    assert_eq!(resp["headers"]["content-type"], "text/plain");
+    assert_eq!(resp["body"], "1158201444");
     assert_eq!(
         queue
             .receive(10, Duration::from_secs(1), Duration::ZERO)
@@ -270,13 +339,11 @@ async fn aws_webhook_goes_through_sqs_dynamodb_and_eventbridge_exactly_once() {
     let body = sample_body("stripe", 77);
     let headers = signed_headers(&cfg, "stripe", &body, clock.now_ms(), "d");
     let event = http_event(APIGW_V2, "/webhooks/stripe", &headers, &body, false);
-    let req = lambda_http::request::from_str(&event).expect("parses");
-    let resp = to_lambda_response(ingest.handle(to_webhook_request(&req)).await);
-    assert_eq!(resp.status(), 200);
+    let resp = HttpResponse::from(ingest.handle(webhook_request(&event)).await);
+    assert_eq!(resp.status_code, 200);
 
     // The same delivery again (a provider retry) is accepted and enqueued again.
-    let req = lambda_http::request::from_str(&event).expect("parses");
-    assert_eq!(ingest.handle(to_webhook_request(&req)).await.status, 200);
+    assert_eq!(ingest.handle(webhook_request(&event)).await.status, 200);
 
     // Worker Lambda: both messages in one SQS event.
     let mut received = Vec::new();

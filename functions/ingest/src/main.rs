@@ -1,7 +1,7 @@
 //! Ingest Lambda (API Gateway HTTP API v2 or Function URL): verify, enqueue, answer.
 
-use inlet::lambda::http::{to_lambda_response, to_webhook_request};
-use lambda_http::{run, service_fn, Error, Request};
+use inlet::lambda::http::{HttpEvent, HttpResponse};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -9,9 +9,14 @@ async fn main() -> Result<(), Error> {
     // again after the refresh interval when it names SSM or Secrets Manager secrets.
     let ingest = inlet::bootstrap::ingest().await?;
     let ingest = &ingest;
-    run(service_fn(move |req: Request| async move {
-        let resp = ingest.get().await.handle(to_webhook_request(&req)).await;
-        Ok::<_, Error>(to_lambda_response(resp))
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<HttpEvent>| async move {
+            let resp = match event.payload.into_webhook_request() {
+                Ok(req) => ingest.get().await.handle(req).await.into(),
+                Err(bad) => HttpResponse::from(bad),
+            };
+            Ok::<_, Error>(resp)
+        },
+    ))
     .await
 }
