@@ -29,7 +29,7 @@ use crate::ports::{
     OutboundMessage, Queue, TrailEntry, TrailStatus,
 };
 use crate::retry::{clamp_delay, Jitter, RetryPolicy, SplitMix};
-use crate::targets::{DispatchError, Target};
+use crate::targets::{DispatchError, Outgoing, Target};
 
 /// A queue message as the worker sees it (from an SQS event or the embedded queue).
 #[derive(Debug, Clone)]
@@ -162,9 +162,11 @@ fn rounds(records: &[WorkerRecord]) -> Vec<Vec<usize>> {
 
 /// An envelope to dispatch: its record's index in the batch, and the targets that already
 /// have it (to be skipped).
-struct Taken {
+struct Taken<'r> {
     i: usize,
     env: Envelope,
+    /// The envelope's JSON as queued: what targets send.
+    json: &'r str,
     delivered: BTreeSet<String>,
 }
 
@@ -375,7 +377,12 @@ impl Worker {
                     } else {
                         delivered
                     };
-                    taken.push(Taken { i, env, delivered });
+                    taken.push(Taken {
+                        i,
+                        env,
+                        json: &rec.body,
+                        delivered,
+                    });
                 }
                 Ok(BeginOutcome::Held(held)) => {
                     let o = held_outcome(&env, &held);
@@ -383,6 +390,7 @@ impl Worker {
                         forced.push(Taken {
                             i,
                             env,
+                            json: &rec.body,
                             delivered: BTreeSet::new(),
                         });
                         continue;
@@ -850,7 +858,7 @@ impl Worker {
     /// yet; an envelope succeeds when all of them do. With `held` (the keys are ours), each
     /// success is marked in the dedupe record as soon as the target answers — except the
     /// last target of an event delivered everywhere, which `complete` records.
-    async fn dispatch(&self, batch: &[&Taken], held: bool) -> Vec<Delivery> {
+    async fn dispatch(&self, batch: &[&Taken<'_>], held: bool) -> Vec<Delivery> {
         // Per envelope: the targets still to try in this dispatch, and what failed.
         let mut pending: Vec<BTreeSet<String>> = Vec::with_capacity(batch.len());
         let mut failures: Vec<Vec<DispatchError>> = vec![Vec::new(); batch.len()];
@@ -880,8 +888,11 @@ impl Worker {
         for (target_id, idx) in per_target {
             let results = match self.targets.get(&target_id) {
                 Some(target) => {
-                    let envelopes: Vec<&Envelope> = idx.iter().map(|&n| &batch[n].env).collect();
-                    target.deliver(&envelopes).await
+                    let outgoing: Vec<Outgoing> = idx
+                        .iter()
+                        .map(|&n| Outgoing::new(&batch[n].env, batch[n].json))
+                        .collect();
+                    target.deliver(&outgoing).await
                 }
                 None => Vec::new(),
             };
@@ -1140,14 +1151,15 @@ mod tests {
             self.id
         }
 
-        async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
+        async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
             let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
             if self.hang && first {
                 self.entered.notify_one();
                 std::future::pending::<()>().await;
             }
-            envelopes
+            events
                 .iter()
+                .map(|o| o.envelope)
                 .map(|e| {
                     let left = self.failures.load(Ordering::SeqCst);
                     if left > 0 {

@@ -495,10 +495,11 @@ impl inlet::targets::Target for Down {
     }
     async fn deliver(
         &self,
-        envelopes: &[&inlet::envelope::Envelope],
+        events: &[inlet::targets::Outgoing<'_>],
     ) -> Vec<Result<(), inlet::targets::DispatchError>> {
-        envelopes
+        events
             .iter()
+            .map(|o| o.envelope)
             .map(|_| {
                 Err(inlet::targets::DispatchError::Retryable(
                     "connection refused (test target down)".into(),

@@ -18,7 +18,7 @@ use inlet::ports::{
     TrailStatus,
 };
 use inlet::retry::FixedJitter;
-use inlet::targets::{DispatchError, Target};
+use inlet::targets::{DispatchError, Outgoing, Target};
 use inlet::worker::{Outcome, Worker};
 
 use crate::pipeline::{dev_config, signed_headers};
@@ -47,9 +47,10 @@ impl Target for Recorder {
     fn id(&self) -> &str {
         "file"
     }
-    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
-        envelopes
+    async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
+        events
             .iter()
+            .map(|o| o.envelope)
             .map(|e| {
                 let mut fail = self.fail_once.lock().expect("lock");
                 if let Some(at) = fail.iter().position(|k| *k == e.dedupe_key) {

@@ -17,7 +17,7 @@ use inlet::ports::{
 };
 use inlet::providers::SignInput;
 use inlet::request::Headers;
-use inlet::targets::{DispatchError, Target};
+use inlet::targets::{DispatchError, Outgoing, Target};
 use inlet::worker::{Outcome, Worker};
 use tokio::sync::watch;
 
@@ -499,8 +499,8 @@ impl Target for WriteThenHang {
     fn id(&self) -> &str {
         "file"
     }
-    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
-        let _ = self.0.deliver(envelopes).await;
+    async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
+        let _ = self.0.deliver(events).await;
         std::future::pending().await
     }
 }

@@ -13,7 +13,7 @@ use inlet::envelope::Envelope;
 use inlet::local::LocalStack;
 use inlet::ports::{Clock, DedupeStatus, Ledger, ManualClock, OutboundMessage, Queue, SystemClock};
 use inlet::retry::FixedJitter;
-use inlet::targets::{DispatchError, Target};
+use inlet::targets::{DispatchError, Outgoing, Target};
 use inlet::worker::{Outcome, Worker};
 
 use crate::pipeline::{jsonl_keys, sample_body, signed_headers, DEV_CONFIG};
@@ -177,10 +177,11 @@ impl Target for Flaky {
     fn id(&self) -> &str {
         "file"
     }
-    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
+    async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        envelopes
+        events
             .iter()
+            .map(|o| o.envelope)
             .map(|e| {
                 if call < self.failures {
                     Err(DispatchError::Retryable("test target down".into()))
@@ -251,9 +252,10 @@ async fn a_retry_after_from_the_target_sets_the_next_receive() {
         fn id(&self) -> &str {
             "file"
         }
-        async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
-            envelopes
+        async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
+            events
                 .iter()
+                .map(|o| o.envelope)
                 .map(|_| {
                     Err(DispatchError::RetryAfter {
                         message: "target answered HTTP 429".into(),
@@ -280,9 +282,10 @@ impl Target for Refusing {
     fn id(&self) -> &str {
         "file"
     }
-    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
-        envelopes
+    async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
+        events
             .iter()
+            .map(|o| o.envelope)
             .map(|_| {
                 Err(DispatchError::Permanent(
                     "target file answered HTTP 400".into(),
@@ -569,9 +572,10 @@ impl Target for ByKey {
     fn id(&self) -> &str {
         "file"
     }
-    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
-        envelopes
+    async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
+        events
             .iter()
+            .map(|o| o.envelope)
             .map(|e| match e.dedupe_key.as_str() {
                 "stripe#bad" => Err(DispatchError::Permanent(
                     "target file answered HTTP 422".into(),

@@ -12,7 +12,7 @@ use inlet::envelope::{sha256_hex, BodyEncoding, Envelope, VerifiedBy, Via};
 use inlet::ports::{Ledger, Queue};
 use inlet::targets::http::{HttpTarget, HttpTargetSpec};
 use inlet::targets::sqs::{SqsTarget, SqsTargetSpec};
-use inlet::targets::{DispatchError, Target};
+use inlet::targets::{DispatchError, Outgoing, Target};
 use inlet::worker::Outcome;
 
 use crate::pipeline::{sample_body, Running};
@@ -68,8 +68,22 @@ fn envelope(n: usize) -> Envelope {
     }
 }
 
+/// Deliver decoded envelopes with their JSON, as the worker hands them to a target.
+async fn deliver_all(t: &dyn Target, envelopes: &[Envelope]) -> Vec<Result<(), DispatchError>> {
+    let json: Vec<String> = envelopes.iter().map(Envelope::to_json).collect();
+    let outgoing: Vec<Outgoing> = envelopes
+        .iter()
+        .zip(&json)
+        .map(|(e, j)| Outgoing::new(e, j))
+        .collect();
+    t.deliver(&outgoing).await
+}
+
 async fn deliver_one(t: &HttpTarget, e: &Envelope) -> Result<(), DispatchError> {
-    t.deliver(&[e]).await.pop().expect("one result")
+    deliver_all(t, std::slice::from_ref(e))
+        .await
+        .pop()
+        .expect("one result")
 }
 
 #[tokio::test]
@@ -209,8 +223,7 @@ async fn http_target_keeps_at_most_max_concurrency_requests_in_flight() {
     s.max_concurrency = 2;
     let t = target(s);
     let envelopes: Vec<Envelope> = (10..16).map(envelope).collect();
-    let refs: Vec<&Envelope> = envelopes.iter().collect();
-    let results = t.deliver(&refs).await;
+    let results = deliver_all(&t, &envelopes).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(rx.seen().len(), 6);
     assert_eq!(rx.max_in_flight.load(Ordering::SeqCst), 2);
@@ -251,8 +264,7 @@ async fn sqs_target_forwards_every_envelope_to_an_aws_queue() {
     ));
     let t = SqsTarget::new("fwd".into(), queue.clone(), &url);
     let envelopes: Vec<Envelope> = (0..13).map(envelope).collect();
-    let refs: Vec<&Envelope> = envelopes.iter().collect();
-    let results = t.deliver(&refs).await;
+    let results = deliver_all(&t, &envelopes).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let mut want: Vec<String> = envelopes.iter().map(|e| e.dedupe_key.clone()).collect();
     want.sort();
@@ -283,7 +295,7 @@ async fn sqs_target_to_a_fifo_queue_groups_by_entity_and_dedupes_a_resend() {
     e.entity = Some("wallet_7".into());
     // A retry of the same event inside SQS's 5-minute window is absorbed by the queue.
     for _ in 0..2 {
-        let r = t.deliver(&[&e]).await;
+        let r = deliver_all(&t, std::slice::from_ref(&e)).await;
         assert!(matches!(r.as_slice(), [Ok(())]), "{r:?}");
     }
     let got = client
@@ -319,7 +331,7 @@ async fn sqs_target_to_a_missing_aws_queue_is_retryable() {
     ));
     let t = SqsTarget::new("fwd".into(), queue, &url);
     let e = envelope(1);
-    let r = t.deliver(&[&e]).await;
+    let r = deliver_all(&t, std::slice::from_ref(&e)).await;
     assert!(
         matches!(r.as_slice(), [Err(DispatchError::Retryable(_))]),
         "{r:?}"

@@ -2,8 +2,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{DispatchError, Target};
-use crate::envelope::Envelope;
+use super::{DispatchError, Outgoing, Target};
 use crate::ports::bus::MAX_ENTRIES;
 use crate::ports::{BusEvent, EventBus, PublishResult};
 
@@ -21,14 +20,15 @@ impl EventBridgeTarget {
     }
 }
 
-pub fn bus_event(e: &Envelope) -> BusEvent {
+pub fn bus_event(o: &Outgoing<'_>) -> BusEvent {
+    let e = o.envelope;
     BusEvent {
         source: format!("inlet.{}", e.source),
         detail_type: e
             .event_type
             .clone()
             .unwrap_or_else(|| "webhook".to_string()),
-        detail: e.to_json(),
+        detail: o.json.to_owned(),
         time_ms: Some(e.received_at_ms()),
     }
 }
@@ -39,10 +39,10 @@ impl Target for EventBridgeTarget {
         &self.id
     }
 
-    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
-        let mut results = Vec::with_capacity(envelopes.len());
-        for chunk in envelopes.chunks(MAX_ENTRIES) {
-            let events: Vec<BusEvent> = chunk.iter().map(|e| bus_event(e)).collect();
+    async fn deliver(&self, outgoing: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
+        let mut results = Vec::with_capacity(outgoing.len());
+        for chunk in outgoing.chunks(MAX_ENTRIES) {
+            let events: Vec<BusEvent> = chunk.iter().map(bus_event).collect();
             match self.bus.publish(&events).await {
                 Ok(per_entry) if per_entry.len() == events.len() => {
                     results.extend(per_entry.into_iter().map(|r| match r {

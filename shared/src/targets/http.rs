@@ -337,8 +337,7 @@ mod client {
 
     use super::guard::AddressGuard;
     use super::{outcome, signed_headers, HttpTargetSpec};
-    use crate::envelope::Envelope;
-    use crate::targets::{DispatchError, Target};
+    use crate::targets::{DispatchError, Outgoing, Target};
 
     /// Every address a name resolved to was refused by the guard.
     #[derive(Debug, thiserror::Error)]
@@ -439,19 +438,18 @@ mod client {
     }
 
     impl Inner {
-        async fn post(&self, env: &Envelope) -> Result<(), DispatchError> {
+        async fn post(&self, dedupe_key: &str, body: Vec<u8>) -> Result<(), DispatchError> {
             let Ok(_permit) = self.permits.acquire().await else {
                 return Err(DispatchError::Retryable(format!(
                     "target {}: closed",
                     self.id
                 )));
             };
-            let body = env.to_json().into_bytes();
             let now_s = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            let signed = signed_headers(&self.key, &env.dedupe_key, now_s, &body)
+            let signed = signed_headers(&self.key, dedupe_key, now_s, &body)
                 .map_err(|e| DispatchError::Permanent(format!("target {}: {e}", self.id)))?;
             let mut req = self
                 .client
@@ -479,7 +477,7 @@ mod client {
                     let r = outcome(&self.id, status, retry_after.as_deref());
                     info!(
                         target_id = %self.id,
-                        dedupe_key = %env.dedupe_key,
+                        dedupe_key = %dedupe_key,
                         status,
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         delivered = r.is_ok(),
@@ -503,7 +501,7 @@ mod client {
                         "network error"
                     };
                     let message = format!("target {}: {kind}: {e}", self.id);
-                    warn!(target_id = %self.id, dedupe_key = %env.dedupe_key, error = %message, "http target failed");
+                    warn!(target_id = %self.id, dedupe_key = %dedupe_key, error = %message, "http target failed");
                     Err(DispatchError::Retryable(message))
                 }
             }
@@ -518,14 +516,15 @@ mod client {
 
         /// One request per envelope, up to `max_concurrency` at once (the semaphore also
         /// bounds concurrent batches).
-        async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
+        async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
             let mut tasks = tokio::task::JoinSet::new();
-            for (i, env) in envelopes.iter().enumerate() {
+            for (i, o) in events.iter().enumerate() {
                 let inner = self.inner.clone();
-                let env = (*env).clone();
-                tasks.spawn(async move { (i, inner.post(&env).await) });
+                let key = o.envelope.dedupe_key.clone();
+                let body = o.json.as_bytes().to_vec();
+                tasks.spawn(async move { (i, inner.post(&key, body).await) });
             }
-            let mut results: Vec<Result<(), DispatchError>> = envelopes
+            let mut results: Vec<Result<(), DispatchError>> = events
                 .iter()
                 .map(|_| {
                     Err(DispatchError::Retryable(format!(

@@ -6,8 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{DispatchError, Target};
-use crate::envelope::Envelope;
+use super::{DispatchError, Outgoing, Target};
 
 /// Appends one envelope per line and fsyncs per batch. It remembers the dedupe keys it has
 /// written (read back from the file at open), so redelivering an envelope after a crash
@@ -90,9 +89,9 @@ impl Target for JsonlTarget {
         &self.id
     }
 
-    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
+    async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
         let fail_all = |msg: String| {
-            envelopes
+            events
                 .iter()
                 .map(|_| Err(DispatchError::Retryable(msg.clone())))
                 .collect()
@@ -102,11 +101,12 @@ impl Target for JsonlTarget {
         };
         let mut buf = String::new();
         let mut new_keys = Vec::new();
-        for e in envelopes {
+        for o in events {
+            let e = o.envelope;
             if st.written.contains(&e.dedupe_key) || new_keys.contains(&&e.dedupe_key) {
                 continue;
             }
-            buf.push_str(&e.to_json());
+            buf.push_str(o.json);
             buf.push('\n');
             new_keys.push(&e.dedupe_key);
         }
@@ -122,6 +122,6 @@ impl Target for JsonlTarget {
                 st.written.insert(k.clone());
             }
         }
-        envelopes.iter().map(|_| Ok(())).collect()
+        events.iter().map(|_| Ok(())).collect()
     }
 }

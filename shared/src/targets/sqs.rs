@@ -8,8 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{DispatchError, Target};
-use crate::envelope::Envelope;
+use super::{DispatchError, Outgoing, Target};
 use crate::ports::queue::MAX_BATCH;
 use crate::ports::{OutboundMessage, Queue, QueueError};
 
@@ -48,8 +47,9 @@ impl SqsTarget {
         }
     }
 
-    fn message(&self, e: &Envelope) -> OutboundMessage {
-        let mut m = OutboundMessage::new(e.to_json());
+    fn message(&self, o: &Outgoing<'_>) -> OutboundMessage {
+        let e = o.envelope;
+        let mut m = OutboundMessage::new(o.json.to_owned());
         if self.fifo {
             // Per-entity order when the event names one, else per source. The
             // deduplication id makes a retry within SQS's 5-minute window a no-op.
@@ -68,9 +68,9 @@ impl Target for SqsTarget {
         &self.id
     }
 
-    async fn deliver(&self, envelopes: &[&Envelope]) -> Vec<Result<(), DispatchError>> {
-        let mut results = Vec::with_capacity(envelopes.len());
-        for chunk in envelopes.chunks(MAX_BATCH) {
+    async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for chunk in events.chunks(MAX_BATCH) {
             let messages: Vec<OutboundMessage> = chunk.iter().map(|e| self.message(e)).collect();
             match self.queue.send_batch(&messages).await {
                 Ok(per_entry) if per_entry.len() == messages.len() => {
@@ -139,7 +139,7 @@ mod tests {
         use std::time::Duration;
 
         use crate::adapters::embedded::EmbeddedStore;
-        use crate::envelope::{BodyEncoding, VerifiedBy, Via};
+        use crate::envelope::{BodyEncoding, Envelope, VerifiedBy, Via};
         use crate::ports::ManualClock;
 
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
@@ -173,8 +173,13 @@ mod tests {
                 replay: None,
             })
             .collect();
-        let refs: Vec<&Envelope> = envelopes.iter().collect();
-        let results = target.deliver(&refs).await;
+        let json: Vec<String> = envelopes.iter().map(Envelope::to_json).collect();
+        let outgoing: Vec<Outgoing> = envelopes
+            .iter()
+            .zip(&json)
+            .map(|(e, j)| Outgoing::new(e, j))
+            .collect();
+        let results = target.deliver(&outgoing).await;
         assert_eq!(results.len(), 23);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
 
