@@ -840,6 +840,44 @@ mod tests {
         assert_eq!(store.commits() - before, 3);
     }
 
+    #[tokio::test]
+    async fn when_the_group_commit_fails_every_caller_in_it_gets_the_error_and_nothing_is_kept() {
+        use crate::ports::{OutboundMessage, Queue};
+        let db = TempDb::new();
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("open");
+        let queue = store.queue("q", None);
+        let before = store.commits();
+        let message = OutboundMessage::new("m");
+        let mut send = Box::pin(queue.send(&message));
+        let mut orphan = Box::pin(store.write(|tx, _| {
+            tx.execute("INSERT INTO children (parent) VALUES ('nobody')", [])?;
+            Ok(())
+        }));
+        {
+            let held = store.write_conn.lock().expect("writer connection");
+            // A deferred foreign key is checked only at COMMIT: a row breaking it makes the
+            // group's commit itself fail, after every operation in it succeeded.
+            held.execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parents (id TEXT PRIMARY KEY);
+                 CREATE TABLE children (parent TEXT REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .expect("schema");
+            queue_up(&mut send);
+            queue_up(&mut orphan);
+        }
+
+        // Not acknowledged: the send succeeded on its own, but its commit never happened.
+        let err = send.await.expect_err("the commit failed");
+        assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        assert!(matches!(orphan.await, Err(EmbeddedError::Commit(_))));
+        assert_eq!(store.commits(), before);
+        assert_eq!(store.queue_counts("q").expect("counts").visible, 0);
+        // The writer goes on after a failed group.
+        queue.send(&message).await.expect("next send");
+        assert_eq!(store.queue_counts("q").expect("counts").visible, 1);
+    }
+
     fn insert_message(tx: &Transaction<'_>, queue: &str, now: i64) -> Result<(), EmbeddedError> {
         tx.execute(
             "INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms) \
