@@ -361,16 +361,34 @@ fn check_body(body: &str) -> Result<(), QueueError> {
             body.len()
         )));
     }
-    let illegal = |c: char| {
-        (c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
-    };
-    if let Some(c) = body.chars().find(|&c| illegal(c)) {
+    if let Some(c) = illegal_char(body) {
         return Err(QueueError::Rejected(format!(
             "InvalidMessageContents: the body contains U+{:04X}, which SQS does not allow",
             u32::from(c)
         )));
     }
     Ok(())
+}
+
+/// The first character SQS refuses in `body`. It scans bytes, not decoded characters (a
+/// profile of `inlet dev` under load showed the per-character walk at 2 % of its CPU): every
+/// candidate starts with a control byte or 0xEF, the lead byte of U+F000..U+FFFF.
+fn illegal_char(body: &str) -> Option<char> {
+    let bytes = body.as_bytes();
+    let mut from = 0;
+    while let Some(off) = bytes
+        .get(from..)?
+        .iter()
+        .position(|&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF)
+    {
+        let at = from + off;
+        let c = body.get(at..)?.chars().next()?;
+        if c < '\u{20}' || matches!(c, '\u{FFFE}' | '\u{FFFF}') {
+            return Some(c);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Whole seconds in milliseconds, rounded up (a sub-second visibility must still hide the
@@ -1101,6 +1119,18 @@ mod tests {
         q.send(&OutboundMessage::new("tab\tnewline\n\u{1F600}"))
             .await
             .expect("legal characters");
+    }
+
+    #[test]
+    fn the_byte_scan_finds_exactly_the_characters_sqs_refuses() {
+        assert_eq!(
+            illegal_char("ok \t\r\n \u{E000}\u{F8FF}\u{FFFD}\u{10FFFF} é"),
+            None
+        );
+        assert_eq!(illegal_char("\u{F8FF}a\u{1F}"), Some('\u{1F}'));
+        assert_eq!(illegal_char("\u{FFFD}\u{FFFE}"), Some('\u{FFFE}'));
+        assert_eq!(illegal_char("x\u{FFFF}"), Some('\u{FFFF}'));
+        assert_eq!(illegal_char("\u{7F}\u{0}"), Some('\u{0}'));
     }
 
     #[tokio::test]
