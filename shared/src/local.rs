@@ -207,13 +207,20 @@ impl LocalStack {
         let records: Vec<WorkerRecord> = msgs.iter().map(WorkerRecord::from).collect();
         let result = self.worker.process(&records).await;
         let failed = result.failed_message_ids();
-        for m in &msgs {
+        // Concurrent, so the batch's deletes share one commit of the store's writer rather
+        // than taking one transaction each.
+        let mut deletes = tokio::task::JoinSet::new();
+        for m in msgs {
             if !failed.contains(&m.message_id) {
-                if let Err(e) = self.queue.delete(&m.receipt_handle).await {
-                    warn!(message_id = %m.message_id, error = %e, "delete failed; the message will be redelivered and deduplicated");
-                }
+                let queue = self.queue.clone();
+                deletes.spawn(async move {
+                    if let Err(e) = queue.delete(&m.receipt_handle).await {
+                        warn!(message_id = %m.message_id, error = %e, "delete failed; the message will be redelivered and deduplicated");
+                    }
+                });
             }
         }
+        deletes.join_all().await;
         Ok(result)
     }
 }

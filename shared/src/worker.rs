@@ -14,7 +14,10 @@
 //! itself and acknowledged, instead of burning the queue's receives.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
@@ -128,6 +131,30 @@ impl DeadReason {
             DeadReason::Undecodable => "undecodable",
         }
     }
+}
+
+/// Run `futures` concurrently on this task; their outputs in their order.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (fut, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if out.is_none() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 /// What the stale-version guard decided for an event whose key the worker holds.
@@ -350,26 +377,55 @@ impl Worker {
         // a ledger call of their own.
         let mut followers: Vec<(usize, usize)> = Vec::new();
 
+        let mut decoded: Vec<(usize, Envelope)> = Vec::with_capacity(idx.len());
         for &i in idx {
             let rec = &records[i];
-            let env = match Envelope::from_json(&rec.body) {
-                Ok(e) => e,
+            match Envelope::from_json(&rec.body) {
+                Ok(env) => decoded.push((i, env)),
                 Err(e) => {
                     error!(message_id = %rec.message_id, error = %e, "undecodable envelope");
                     outcomes[i] = Some(
                         self.undecodable(rec, format!("undecodable envelope: {e}"))
                             .await,
                     );
+                }
+            }
+        }
+        // The first record of each key takes it concurrently with the others (different keys
+        // cannot affect one another, and the embedded store commits the takes together); a
+        // later copy of a key waits for its turn below, as it depends on the first's outcome.
+        let mut keys = HashSet::with_capacity(decoded.len());
+        let firsts: Vec<bool> = decoded
+            .iter()
+            .map(|(_, env)| keys.insert(env.dedupe_key.as_str()))
+            .collect();
+        let mut early = join_all(
+            decoded
+                .iter()
+                .zip(&firsts)
+                .filter(|(_, first)| **first)
+                .map(|((_, env), _)| self.begin(env)),
+        )
+        .await
+        .into_iter();
+        for ((i, env), first) in decoded.into_iter().zip(firsts) {
+            let rec = &records[i];
+            let begun = if first {
+                early.next()
+            } else {
+                if let Some(leader) = taken.iter().position(|t| {
+                    t.env.dedupe_key == env.dedupe_key && t.env.body_sha256 == env.body_sha256
+                }) {
+                    followers.push((i, leader));
                     continue;
                 }
+                None
             };
-            if let Some(leader) = taken.iter().position(|t| {
-                t.env.dedupe_key == env.dedupe_key && t.env.body_sha256 == env.body_sha256
-            }) {
-                followers.push((i, leader));
-                continue;
-            }
-            match self.begin(&env).await {
+            let begun = match begun {
+                Some(begun) => begun,
+                None => self.begin(&env).await,
+            };
+            match begun {
                 Ok(BeginOutcome::Acquired { delivered, .. }) => {
                     // An operator's --force sends to every target, whatever had it before.
                     let delivered = if env.forced_replay() {
@@ -452,10 +508,13 @@ impl Worker {
             }
         }
         let dispatch = self.dispatch(&ready, true).await;
-        for (t, delivery) in ready.iter().zip(dispatch) {
-            let (o, d) = self
-                .finish(&t.env, &records[t.i], versions.get(&t.i), delivery)
-                .await;
+        // Each record's completion is its own (one key each), so they run together.
+        let finished =
+            join_all(ready.iter().zip(dispatch).map(|(t, delivery)| {
+                self.finish(&t.env, &records[t.i], versions.get(&t.i), delivery)
+            }))
+            .await;
+        for (t, (o, d)) in ready.iter().zip(finished) {
             outcomes[t.i] = Some(o);
             delays[t.i] = d;
         }
@@ -1176,16 +1235,38 @@ mod tests {
         }
     }
 
-    /// The SQLite ledger, counting `mark_delivered` calls (what each costs on DynamoDB).
+    /// The SQLite ledger, counting `mark_delivered` calls (what each costs on DynamoDB) and
+    /// the most `begin`s and `complete`s in flight at once.
     struct Counting {
         inner: SqliteLedger,
         marks: AtomicUsize,
+        begins: InFlight,
+        completes: InFlight,
+    }
+
+    #[derive(Default)]
+    struct InFlight {
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl InFlight {
+        /// Run `call`, yielding once first so that calls the worker issues together are all
+        /// seen in flight before any of them proceeds.
+        async fn track<T>(&self, call: impl Future<Output = T>) -> T {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            let out = call.await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            out
+        }
     }
 
     #[async_trait]
     impl Ledger for Counting {
         async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError> {
-            self.inner.begin(req).await
+            self.begins.track(self.inner.begin(req)).await
         }
         async fn complete(
             &self,
@@ -1194,8 +1275,8 @@ mod tests {
             expires_at_ms: i64,
             delivered: &BTreeSet<String>,
         ) -> Result<(), LedgerError> {
-            self.inner
-                .complete(key, now_ms, expires_at_ms, delivered)
+            self.completes
+                .track(self.inner.complete(key, now_ms, expires_at_ms, delivered))
                 .await
         }
         async fn mark_delivered(
@@ -1281,6 +1362,8 @@ mod tests {
             ledger: Arc::new(Counting {
                 inner: store.ledger(),
                 marks: AtomicUsize::new(0),
+                begins: InFlight::default(),
+                completes: InFlight::default(),
             }),
             store,
             clock,
@@ -1365,6 +1448,52 @@ mod tests {
         let mut r = worker.process(&[rec]).await;
         assert_eq!(r.outcomes.len(), 1);
         r.outcomes.remove(0).1
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_and_completes_its_keys_together_and_keeps_copies_in_order() {
+        let h = harness(&["t"]);
+        let t = Scripted::healthy("t");
+        let worker = h.worker(std::slice::from_ref(&t));
+        let mut batch: Vec<WorkerRecord> = (0..10).map(|n| record(&envelope(n), 1)).collect();
+        // A provider's retry of e0 (same bytes) and a different body under e3's key.
+        batch.push(WorkerRecord {
+            message_id: "copy-of-e0".into(),
+            ..record(&envelope(0), 1)
+        });
+        let mut other = envelope(3);
+        other.body = r#"{"id":"e3","changed":true}"#.into();
+        other.body_sha256 = sha256_hex(other.body.as_bytes());
+        batch.push(WorkerRecord {
+            message_id: "other-e3".into(),
+            ..record(&other, 1)
+        });
+
+        let result = worker.process(&batch).await;
+
+        // One call in flight per distinct key: the takes (and the completions) were issued
+        // together, so the embedded store can commit them as one.
+        assert_eq!(h.ledger.begins.most.load(Ordering::SeqCst), 10);
+        assert_eq!(h.ledger.completes.most.load(Ordering::SeqCst), 10);
+        let kinds: Vec<&str> = result
+            .outcomes
+            .iter()
+            .map(|(_, o)| match o {
+                Outcome::Dispatched { .. } => "dispatched",
+                Outcome::Duplicate { .. } => "duplicate",
+                Outcome::Conflict { .. } => "conflict",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [vec!["dispatched"; 10], vec!["duplicate", "conflict"]].concat()
+        );
+        // Delivered once each, in batch order.
+        assert_eq!(
+            t.accepted(),
+            (0..10).map(|n| format!("games#e{n}")).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]

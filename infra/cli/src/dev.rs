@@ -45,12 +45,18 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
     let worker = tokio::spawn(server::worker_loop(stack.clone(), rx.clone()));
     let polls = tokio::spawn(crate::poll::schedules(stack.clone(), rx.clone()));
     let checks = tokio::spawn(crate::poll::checks(stack.clone(), rx.clone()));
-    let http = tokio::spawn(server::serve(stack, listener, rx));
+    let http = tokio::spawn(server::serve(stack.clone(), listener, rx));
     let _ = tokio::signal::ctrl_c().await;
     let _ = tx.send(true);
     let _ = worker.await;
     let _ = polls.await;
     let _ = checks.await;
+    // How well writes were grouped: what the load test and a profile read.
+    tracing::info!(
+        writes = stack.store.writes(),
+        commits = stack.store.commits(),
+        "store writes and their group commits"
+    );
     match http.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("http server: {e}")),

@@ -77,34 +77,37 @@ impl EventBus for SqliteBus {
             return Ok(Vec::new());
         }
         check_entries_len(events.len())?;
-        Ok(self.store.write(|tx| {
-            let now = self.store.now_ms();
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO bus_events (bus, event_id, source, detail_type, detail, time_ms) \
+        let (name, events) = (self.name.clone(), events.to_vec());
+        Ok(self
+            .store
+            .write(move |tx, now| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO bus_events (bus, event_id, source, detail_type, detail, time_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            events
-                .iter()
-                .map(|e| {
-                    if let Some((code, message)) = refusal(e) {
-                        return Ok(PublishResult::Failed {
-                            code: code.to_owned(),
-                            message,
-                        });
-                    }
-                    let event_id = uuid::Uuid::new_v4().to_string();
-                    insert.execute(params![
-                        self.name,
-                        event_id,
-                        e.source,
-                        e.detail_type,
-                        e.detail,
-                        e.time_ms.unwrap_or(now)
-                    ])?;
-                    Ok(PublishResult::Published { event_id })
-                })
-                .collect::<Result<Vec<_>, EmbeddedError>>()
-        })?)
+                )?;
+                events
+                    .iter()
+                    .map(|e| {
+                        if let Some((code, message)) = refusal(e) {
+                            return Ok(PublishResult::Failed {
+                                code: code.to_owned(),
+                                message,
+                            });
+                        }
+                        let event_id = uuid::Uuid::new_v4().to_string();
+                        insert.execute(params![
+                            name,
+                            event_id,
+                            e.source,
+                            e.detail_type,
+                            e.detail,
+                            e.time_ms.unwrap_or(now)
+                        ])?;
+                        Ok(PublishResult::Published { event_id })
+                    })
+                    .collect::<Result<Vec<_>, EmbeddedError>>()
+            })
+            .await?)
     }
 }
 

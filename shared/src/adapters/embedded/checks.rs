@@ -56,30 +56,34 @@ impl CheckStore for SqliteLedger {
         check: &CheckRecord,
         now_ms: i64,
     ) -> Result<Scheduled, CheckStoreError> {
-        Ok(self.store().write(|tx| {
-            if let Some(held) = read(tx, &check.key)? {
-                if held.expires_at_ms >= now_ms {
-                    return Ok(Scheduled::Exists(held));
+        let check = check.clone();
+        Ok(self
+            .store()
+            .write(move |tx, _| {
+                if let Some(held) = read(tx, &check.key)? {
+                    if held.expires_at_ms >= now_ms {
+                        return Ok(Scheduled::Exists(held));
+                    }
                 }
-            }
-            tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO checks ({COLUMNS}) \
+                tx.prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO checks ({COLUMNS}) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, NULL)"
-            ))?
-            .execute(params![
-                check.key,
-                check.source,
-                check.name,
-                check.entity,
-                check.poll_source,
-                check.on_event,
-                check.created_at_ms,
-                check.due_at_ms,
-                check.expires_at_ms,
-                CheckStatus::Pending.as_str(),
-            ])?;
-            Ok(Scheduled::Created)
-        })?)
+                ))?
+                .execute(params![
+                    check.key,
+                    check.source,
+                    check.name,
+                    check.entity,
+                    check.poll_source,
+                    check.on_event,
+                    check.created_at_ms,
+                    check.due_at_ms,
+                    check.expires_at_ms,
+                    CheckStatus::Pending.as_str(),
+                ])?;
+                Ok(Scheduled::Created)
+            })
+            .await?)
     }
 
     async fn satisfy(
@@ -88,42 +92,51 @@ impl CheckStore for SqliteLedger {
         by_event: &str,
         now_ms: i64,
     ) -> Result<bool, CheckStoreError> {
-        Ok(self.store().write(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE checks SET status = ?2, satisfied_by = ?3, closed_at_ms = ?4 \
+        let (key, by_event) = (key.to_owned(), by_event.to_owned());
+        Ok(self
+            .store()
+            .write(move |tx, _| {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE checks SET status = ?2, satisfied_by = ?3, closed_at_ms = ?4 \
                      WHERE key = ?1 AND status = ?5",
-                )?
-                .execute(params![
-                    key,
-                    CheckStatus::Satisfied.as_str(),
-                    by_event,
-                    now_ms,
-                    CheckStatus::Pending.as_str()
-                ])?;
-            Ok(n == 1)
-        })?)
+                    )?
+                    .execute(params![
+                        key,
+                        CheckStatus::Satisfied.as_str(),
+                        by_event,
+                        now_ms,
+                        CheckStatus::Pending.as_str()
+                    ])?;
+                Ok(n == 1)
+            })
+            .await?)
     }
 
     async fn get_check(&self, key: &str) -> Result<Option<CheckRecord>, CheckStoreError> {
-        Ok(self.store().write(|tx| read(tx, key))?)
+        let key = key.to_owned();
+        Ok(self.store().write(move |tx, _| read(tx, &key)).await?)
     }
 
     async fn finish(&self, key: &str, outcome: &str, now_ms: i64) -> Result<bool, CheckStoreError> {
-        Ok(self.store().write(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE checks SET status = ?2, outcome = ?3, closed_at_ms = ?4 \
+        let (key, outcome) = (key.to_owned(), outcome.to_owned());
+        Ok(self
+            .store()
+            .write(move |tx, _| {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE checks SET status = ?2, outcome = ?3, closed_at_ms = ?4 \
                      WHERE key = ?1 AND status = ?5",
-                )?
-                .execute(params![
-                    key,
-                    CheckStatus::Fired.as_str(),
-                    outcome,
-                    now_ms,
-                    CheckStatus::Pending.as_str()
-                ])?;
-            Ok(n == 1)
-        })?)
+                    )?
+                    .execute(params![
+                        key,
+                        CheckStatus::Fired.as_str(),
+                        outcome,
+                        now_ms,
+                        CheckStatus::Pending.as_str()
+                    ])?;
+                Ok(n == 1)
+            })
+            .await?)
     }
 }

@@ -258,17 +258,21 @@ fn newest<R>(
 #[async_trait]
 impl Ledger for SqliteLedger {
     async fn begin(&self, req: &BeginRequest) -> Result<BeginOutcome, LedgerError> {
-        Ok(self.store.write(|tx| {
-            let outcome = decide(read_record(tx, &req.key)?, req);
-            if let BeginOutcome::Acquired {
-                attempts,
-                delivered,
-            } = &outcome
-            {
-                write_taken(tx, req, *attempts, delivered)?;
-            }
-            Ok(outcome)
-        })?)
+        let req = req.clone();
+        Ok(self
+            .store
+            .write(move |tx, _| {
+                let outcome = decide(read_record(tx, &req.key)?, &req);
+                if let BeginOutcome::Acquired {
+                    attempts,
+                    delivered,
+                } = &outcome
+                {
+                    write_taken(tx, &req, *attempts, delivered)?;
+                }
+                Ok(outcome)
+            })
+            .await?)
     }
 
     /// Like the DynamoDB adapter, any existing record is completed (the domain only
@@ -280,24 +284,29 @@ impl Ledger for SqliteLedger {
         expires_at_ms: i64,
         delivered: &BTreeSet<String>,
     ) -> Result<(), LedgerError> {
-        let updated = self.store.write(|tx| {
-            let Some(mut record) = read_record(tx, key)? else {
-                return Ok(0);
-            };
-            record.delivered.extend(delivered.iter().cloned());
-            Ok(tx
-                .prepare_cached(
-                    "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, expires_at_ms = ?4, \
-                     delivered = ?5 WHERE key = ?1",
-                )?
-                .execute(params![
-                    key,
-                    DedupeStatus::Completed.as_str(),
-                    now_ms,
-                    expires_at_ms,
-                    delivered_json(&record.delivered),
-                ])?)
-        })?;
+        let (owned_key, delivered) = (key.to_owned(), delivered.clone());
+        let updated = self
+            .store
+            .write(move |tx, _| {
+                let key = owned_key.as_str();
+                let Some(mut record) = read_record(tx, key)? else {
+                    return Ok(0);
+                };
+                record.delivered.extend(delivered);
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, expires_at_ms = ?4, \
+                         delivered = ?5 WHERE key = ?1",
+                    )?
+                    .execute(params![
+                        key,
+                        DedupeStatus::Completed.as_str(),
+                        now_ms,
+                        expires_at_ms,
+                        delivered_json(&record.delivered),
+                    ])?)
+            })
+            .await?;
         if updated == 0 {
             return Err(LedgerError::NotFound(key.to_owned()));
         }
@@ -310,20 +319,24 @@ impl Ledger for SqliteLedger {
         target_id: &str,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
-        let status =
-            self.store.write(|tx| {
+        let (owned_key, target_id) = (key.to_owned(), target_id.to_owned());
+        let status = self
+            .store
+            .write(move |tx, _| {
+                let key = owned_key.as_str();
                 let Some(mut record) = read_record(tx, key)? else {
                     return Ok(None);
                 };
                 if record.status == DedupeStatus::InProgress {
-                    record.delivered.insert(target_id.to_owned());
+                    record.delivered.insert(target_id);
                     tx.prepare_cached(
-                    "UPDATE dedupe_records SET delivered = ?2, updated_at_ms = ?3 WHERE key = ?1",
-                )?
-                .execute(params![key, delivered_json(&record.delivered), now_ms])?;
+                        "UPDATE dedupe_records SET delivered = ?2, updated_at_ms = ?3 WHERE key = ?1",
+                    )?
+                    .execute(params![key, delivered_json(&record.delivered), now_ms])?;
                 }
                 Ok(Some(record.status))
-            })?;
+            })
+            .await?;
         match status {
             Some(DedupeStatus::InProgress) => Ok(()),
             Some(_) => Err(LedgerError::NotHeld(key.to_owned())),
@@ -338,14 +351,24 @@ impl Ledger for SqliteLedger {
         error: &str,
         dead: bool,
     ) -> Result<(), LedgerError> {
-        let updated = self.store.write(|tx| {
-            Ok(tx
-                .prepare_cached(
-                    "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, last_error = ?4, dead = ?5 \
-                     WHERE key = ?1",
-                )?
-                .execute(params![key, DedupeStatus::Failed.as_str(), now_ms, error, dead])?)
-        })?;
+        let (owned_key, error) = (key.to_owned(), error.to_owned());
+        let updated = self
+            .store
+            .write(move |tx, _| {
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, last_error = ?4, dead = ?5 \
+                         WHERE key = ?1",
+                    )?
+                    .execute(params![
+                        owned_key,
+                        DedupeStatus::Failed.as_str(),
+                        now_ms,
+                        error,
+                        dead
+                    ])?)
+            })
+            .await?;
         if updated == 0 {
             return Err(LedgerError::NotFound(key.to_owned()));
         }
@@ -388,39 +411,46 @@ impl Ledger for SqliteLedger {
         version: i64,
         now_ms: i64,
     ) -> Result<bool, LedgerError> {
-        let changed = self.store.write(|tx| {
-            Ok(tx
-                .prepare_cached(
-                    "INSERT INTO entity_versions (source, entity, version, updated_at_ms) \
-                     VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (source, entity) DO UPDATE \
-                     SET version = excluded.version, updated_at_ms = excluded.updated_at_ms \
-                     WHERE entity_versions.version < excluded.version",
-                )?
-                .execute(params![source, entity, version, now_ms])?)
-        })?;
+        let (source, entity) = (source.to_owned(), entity.to_owned());
+        let changed = self
+            .store
+            .write(move |tx, _| {
+                Ok(tx
+                    .prepare_cached(
+                        "INSERT INTO entity_versions (source, entity, version, updated_at_ms) \
+                         VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (source, entity) DO UPDATE \
+                         SET version = excluded.version, updated_at_ms = excluded.updated_at_ms \
+                         WHERE entity_versions.version < excluded.version",
+                    )?
+                    .execute(params![source, entity, version, now_ms])?)
+            })
+            .await?;
         Ok(changed == 1)
     }
 
     /// An entry with an id already present replaces it (DynamoDB `PutItem`).
     async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
-        self.store.write(|tx| {
-            tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO trail_entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            ))?
-            .execute(params![
-                entry.id,
-                entry.at_ms,
-                entry.source,
-                entry.status.as_str(),
-                entry.dedupe_key,
-                entry.provider_event_id,
-                entry.event_type,
-                entry.reason,
-                entry.source_ip,
-            ])?;
-            Ok(())
-        })?;
+        let entry = entry.clone();
+        self.store
+            .write(move |tx, _| {
+                tx.prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO trail_entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ))?
+                .execute(params![
+                    entry.id,
+                    entry.at_ms,
+                    entry.source,
+                    entry.status.as_str(),
+                    entry.dedupe_key,
+                    entry.provider_event_id,
+                    entry.event_type,
+                    entry.reason,
+                    entry.source_ip,
+                ])?;
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 

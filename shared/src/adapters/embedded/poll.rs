@@ -57,7 +57,9 @@ impl PollStore for SqliteLedger {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<Acquire, PollStoreError> {
-        Ok(self.store().write(|tx| {
+        let (source, holder) = (source.to_owned(), holder.to_owned());
+        Ok(self.store().write(move |tx, _| {
+            let (source, holder) = (source.as_str(), holder.as_str());
             let current = read(tx, source)?;
             if let Some(s) = &current {
                 let held_by_other = s.lease_holder.as_deref().is_some_and(|h| h != holder);
@@ -92,7 +94,7 @@ impl PollStore for SqliteLedger {
                 state.updated_at_ms
             ])?;
             Ok(Acquire::Acquired(state))
-        })?)
+        }).await?)
     }
 
     async fn advance(
@@ -108,54 +110,65 @@ impl PollStore for SqliteLedger {
             source_id: source.to_owned(),
             why,
         };
-        let outcome = self.store().write(|tx| {
-            let Some(s) = read(tx, source)? else {
-                return Ok(Err("no poll state (never acquired)".to_owned()));
-            };
-            if s.lease_holder.as_deref() != Some(holder) {
-                return Ok(Err(format!(
-                    "held by {}",
-                    s.lease_holder.as_deref().unwrap_or("nobody")
-                )));
-            }
-            if s.lease_until_ms < now_ms {
-                return Ok(Err(format!("lease lapsed at {}", s.lease_until_ms)));
-            }
-            if s.version != expected_version {
-                return Ok(Err(format!(
-                    "cursor is at version {}, not {expected_version}",
-                    s.version
-                )));
-            }
-            let next = expected_version + 1;
-            tx.prepare_cached(
-                "UPDATE poll_state SET cursor = ?2, version = ?3, lease_until_ms = ?4, \
+        let (owned_source, holder, cursor) =
+            (source.to_owned(), holder.to_owned(), cursor.to_owned());
+        let outcome = self
+            .store()
+            .write(move |tx, _| {
+                let (source, holder) = (owned_source.as_str(), holder.as_str());
+                let Some(s) = read(tx, source)? else {
+                    return Ok(Err("no poll state (never acquired)".to_owned()));
+                };
+                if s.lease_holder.as_deref() != Some(holder) {
+                    return Ok(Err(format!(
+                        "held by {}",
+                        s.lease_holder.as_deref().unwrap_or("nobody")
+                    )));
+                }
+                if s.lease_until_ms < now_ms {
+                    return Ok(Err(format!("lease lapsed at {}", s.lease_until_ms)));
+                }
+                if s.version != expected_version {
+                    return Ok(Err(format!(
+                        "cursor is at version {}, not {expected_version}",
+                        s.version
+                    )));
+                }
+                let next = expected_version + 1;
+                tx.prepare_cached(
+                    "UPDATE poll_state SET cursor = ?2, version = ?3, lease_until_ms = ?4, \
                  updated_at_ms = ?5 WHERE source = ?1",
-            )?
-            .execute(params![
-                source,
-                cursor,
-                version_i64(next)?,
-                until_ms,
-                now_ms
-            ])?;
-            Ok(Ok(next))
-        })?;
+                )?
+                .execute(params![
+                    source,
+                    cursor,
+                    version_i64(next)?,
+                    until_ms,
+                    now_ms
+                ])?;
+                Ok(Ok(next))
+            })
+            .await?;
         outcome.map_err(lost)
     }
 
     async fn release(&self, source: &str, holder: &str) -> Result<(), PollStoreError> {
-        Ok(self.store().write(|tx| {
-            tx.prepare_cached(
-                "UPDATE poll_state SET lease_holder = NULL, lease_until_ms = 0 \
+        let (source, holder) = (source.to_owned(), holder.to_owned());
+        Ok(self
+            .store()
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "UPDATE poll_state SET lease_holder = NULL, lease_until_ms = 0 \
                  WHERE source = ?1 AND lease_holder = ?2",
-            )?
-            .execute(params![source, holder])?;
-            Ok(())
-        })?)
+                )?
+                .execute(params![source, holder])?;
+                Ok(())
+            })
+            .await?)
     }
 
     async fn state(&self, source: &str) -> Result<Option<PollState>, PollStoreError> {
-        Ok(self.store().write(|tx| read(tx, source))?)
+        let source = source.to_owned();
+        Ok(self.store().write(move |tx, _| read(tx, &source)).await?)
     }
 }
