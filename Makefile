@@ -30,13 +30,14 @@ LOAD_DURATION ?= 10s
 load:
 	DEV_CONFIG=$(DEV_CONFIG) infra/scripts/load $(LOAD_CONNECTIONS) $(LOAD_DURATION)
 
-## Criterion benchmarks of the ingest and worker hot paths, each beside a bare HMAC-SHA256 of the
-## same body, printed as one table (infra/scripts/bench). BENCH_LOAD=1 runs `make load` after them.
-## Not part of `make test`. Figures: docs/performance.md.
-bench:
-	infra/scripts/bench
-	if [ -n "$(BENCH_LOAD)$(BENCH_ALL)" ]; then $(MAKE) load; fi
-	if [ -n "$(BENCH_ALL)" ]; then $(MAKE) footprint; fi
+## Every figure of docs/performance.md in one run (about 25 min here): the criterion hot-path
+## table (each bench beside a bare HMAC-SHA256 of the same body), AWS calls per event counted
+## against moto, `make footprint`, `make load`, and the cost per million priced from those calls
+## (infra/scripts/bench). BENCH_QUICK=1: the criterion table only. Not part of `make test`.
+bench: venv
+	FOOTPRINT_STARTS=$(FOOTPRINT_STARTS) FOOTPRINT_EVENTS=$(FOOTPRINT_EVENTS) \
+	  LOAD_CONNECTIONS=$(LOAD_CONNECTIONS) LOAD_DURATION=$(LOAD_DURATION) DEV_CONFIG=$(DEV_CONFIG) \
+	  infra/scripts/bench $(if $(BENCH_QUICK),--quick,)
 
 ## Project-local Python tools (moto, cfn-lint, pytest), pinned in infra/requirements.lock.
 venv:

@@ -86,6 +86,12 @@ async fn ingest_makes_one_call_per_webhook_and_the_worker_at_most_two_point_two_
     }
     let ingest_calls = counter.take();
     eprintln!("ingest, {BATCH} webhooks: {ingest_calls:?}");
+    support::calls::report(
+        "ingest, per accepted webhook",
+        &ingest_calls,
+        BATCH,
+        "webhook",
+    );
     assert_eq!(ingest_calls, calls(&[(SEND_MESSAGE, BATCH)]));
 
     // Worker: the batch as the event source mapping hands it over, to one EventBridge target.
@@ -115,6 +121,12 @@ async fn ingest_makes_one_call_per_webhook_and_the_worker_at_most_two_point_two_
     assert_eq!(dispatched, BATCH, "{result:?}");
     let per_event = total(&worker_calls) as f64 / BATCH as f64;
     eprintln!("worker, batch of {BATCH}: {worker_calls:?} = {per_event} calls per event");
+    support::calls::report(
+        "worker, batch of 10, per event",
+        &worker_calls,
+        BATCH,
+        "event",
+    );
     // Dedupe begin and complete per event, one PutEvents for the batch.
     assert_eq!(
         worker_calls,
@@ -134,6 +146,7 @@ async fn ingest_makes_one_call_per_webhook_and_the_worker_at_most_two_point_two_
         "{again:?}"
     );
     eprintln!("worker, {BATCH} duplicates: {duplicate_calls:?}");
+    support::calls::report("worker, per duplicate", &duplicate_calls, BATCH, "event");
     assert_eq!(
         duplicate_calls,
         calls(&[(UPDATE_ITEM, BATCH), (PUT_ITEM, BATCH)])
@@ -157,7 +170,9 @@ async fn a_refused_webhook_costs_one_trail_write_and_nothing_is_queued() {
     tampered.push(b' ');
     let event = http_event(APIGW_V2, "/webhooks/stripe", &headers, &tampered, false);
     assert_eq!(ingest.handle(webhook_request(&event)).await.status, 401);
-    assert_eq!(counter.take(), calls(&[(PUT_ITEM, 1)]));
+    let refused = counter.take();
+    support::calls::report("ingest, per refused webhook", &refused, 1, "webhook");
+    assert_eq!(refused, calls(&[(PUT_ITEM, 1)]));
 }
 
 #[tokio::test]
@@ -204,6 +219,7 @@ async fn the_poller_makes_three_calls_per_run_one_per_page_and_one_per_ten_items
     eprintln!(
         "poller, {EVENTS} items in {pages} pages: {backfill:?} = {per_item:.3} calls per item"
     );
+    support::calls::report("poller, per item (backfill)", &backfill, EVENTS, "item");
     // Lease taken and given back, the cursor moved once per page; the run's trail line.
     assert_eq!(
         backfill,
@@ -220,6 +236,7 @@ async fn the_poller_makes_three_calls_per_run_one_per_page_and_one_per_ten_items
     assert!(idle.enqueued.is_empty(), "{idle:?}");
     let idle_calls = counter.take();
     eprintln!("poller, a run with nothing new: {idle_calls:?}");
+    support::calls::report("poller, per run with nothing new", &idle_calls, 1, "run");
     assert_eq!(
         idle_calls,
         calls(&[(UPDATE_ITEM, 2 + idle.pages as usize), (PUT_ITEM, 1)])
