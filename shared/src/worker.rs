@@ -14,12 +14,10 @@
 //! itself and acknowledged, instead of burning the queue's receives.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tracing::{debug, error, info, warn};
 
 use crate::checks::CheckScheduler;
@@ -131,30 +129,6 @@ impl DeadReason {
             DeadReason::Undecodable => "undecodable",
         }
     }
-}
-
-/// Run `futures` concurrently on this task; their outputs in their order.
-async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut waiting = false;
-        for (fut, out) in pending.iter_mut().zip(done.iter_mut()) {
-            if out.is_none() {
-                match fut.as_mut().poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => waiting = true,
-                }
-            }
-        }
-        if waiting {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }
 
 /// What the stale-version guard decided for an event whose key the worker holds.
@@ -1253,7 +1227,7 @@ mod tests {
     impl InFlight {
         /// Run `call`, yielding once first so that calls the worker issues together are all
         /// seen in flight before any of them proceeds.
-        async fn track<T>(&self, call: impl Future<Output = T>) -> T {
+        async fn track<T>(&self, call: impl std::future::Future<Output = T>) -> T {
             let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(n, Ordering::SeqCst);
             tokio::task::yield_now().await;
