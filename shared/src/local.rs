@@ -209,18 +209,15 @@ impl LocalStack {
         let failed = result.failed_message_ids();
         // Concurrent, so the batch's deletes share one commit of the store's writer rather
         // than taking one transaction each.
-        let mut deletes = tokio::task::JoinSet::new();
-        for m in msgs {
-            if !failed.contains(&m.message_id) {
-                let queue = self.queue.clone();
-                deletes.spawn(async move {
-                    if let Err(e) = queue.delete(&m.receipt_handle).await {
-                        warn!(message_id = %m.message_id, error = %e, "delete failed; the message will be redelivered and deduplicated");
-                    }
-                });
-            }
-        }
-        deletes.join_all().await;
+        let deletes = msgs
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id))
+            .map(|m| async move {
+                if let Err(e) = self.queue.delete(&m.receipt_handle).await {
+                    warn!(message_id = %m.message_id, error = %e, "delete failed; the message will be redelivered and deduplicated");
+                }
+            });
+        futures_util::future::join_all(deletes).await;
         Ok(result)
     }
 }
