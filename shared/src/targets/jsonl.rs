@@ -2,7 +2,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -14,7 +14,8 @@ use super::{DispatchError, Outgoing, Target};
 pub struct JsonlTarget {
     id: String,
     path: PathBuf,
-    state: Mutex<State>,
+    /// Shared with the blocking task that writes and syncs a batch.
+    state: Arc<Mutex<State>>,
 }
 
 struct State {
@@ -74,7 +75,7 @@ impl JsonlTarget {
         Ok(Self {
             id,
             path: path.to_path_buf(),
-            state: Mutex::new(State { file, written }),
+            state: Arc::new(Mutex::new(State { file, written })),
         })
     }
 
@@ -90,38 +91,45 @@ impl Target for JsonlTarget {
     }
 
     async fn deliver(&self, events: &[Outgoing<'_>]) -> Vec<Result<(), DispatchError>> {
-        let fail_all = |msg: String| {
-            events
-                .iter()
-                .map(|_| Err(DispatchError::Retryable(msg.clone())))
-                .collect()
-        };
-        let Ok(mut st) = self.state.lock() else {
-            return fail_all("jsonl target lock poisoned".into());
-        };
-        let mut buf = String::new();
-        let mut new_keys = Vec::new();
-        for o in events {
-            let e = o.envelope;
-            if st.written.contains(&e.dedupe_key) || new_keys.contains(&&e.dedupe_key) {
-                continue;
-            }
-            buf.push_str(o.json);
-            buf.push('\n');
-            new_keys.push(&e.dedupe_key);
-        }
-        if !buf.is_empty() {
-            if let Err(e) = st
-                .file
-                .write_all(buf.as_bytes())
-                .and_then(|_| st.file.sync_data())
-            {
-                return fail_all(format!("{}: {e}", self.path.display()));
-            }
-            for k in new_keys {
-                st.written.insert(k.clone());
-            }
-        }
-        events.iter().map(|_| Ok(())).collect()
+        let batch: Vec<(String, String)> = events
+            .iter()
+            .map(|o| (o.envelope.dedupe_key.clone(), o.json.to_owned()))
+            .collect();
+        let (state, path) = (self.state.clone(), self.path.clone());
+        // fdatasync takes a disk round trip: on a runtime thread it would stall every task
+        // queued behind it (in `inlet dev`, the webhooks being answered).
+        let written = tokio::task::spawn_blocking(move || append(&state, &path, &batch))
+            .await
+            .unwrap_or_else(|e| Err(format!("jsonl writer task: {e}")));
+        events
+            .iter()
+            .map(|_| written.clone().map_err(DispatchError::Retryable))
+            .collect()
     }
+}
+
+/// Append the batch's envelopes not written before, one line each, and sync them.
+fn append(state: &Mutex<State>, path: &Path, batch: &[(String, String)]) -> Result<(), String> {
+    let mut st = state
+        .lock()
+        .map_err(|_| "jsonl target lock poisoned".to_owned())?;
+    let mut buf = String::new();
+    let mut new_keys: Vec<&String> = Vec::new();
+    for (key, json) in batch {
+        if st.written.contains(key) || new_keys.contains(&key) {
+            continue;
+        }
+        buf.push_str(json);
+        buf.push('\n');
+        new_keys.push(key);
+    }
+    if buf.is_empty() {
+        return Ok(());
+    }
+    st.file
+        .write_all(buf.as_bytes())
+        .and_then(|_| st.file.sync_data())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    st.written.extend(new_keys.into_iter().cloned());
+    Ok(())
 }
