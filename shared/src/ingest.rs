@@ -35,6 +35,16 @@ pub struct WebhookRequest {
     pub request_id: Option<String>,
 }
 
+impl WebhookRequest {
+    /// A raw query string decoded into pairs, the way API Gateway decodes
+    /// `queryStringParameters`: every transport hands providers the same values (Meta's
+    /// `hub.verify_token` may carry any character).
+    pub fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+        raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookResponse {
     pub status: u16,

@@ -40,17 +40,7 @@ async fn handle(
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         );
     }
-    // Decoded like API Gateway's queryStringParameters, so both transports hand providers
-    // the same values (Meta's hub.verify_token may carry any character).
-    let query = parts
-        .uri
-        .query()
-        .map(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = WebhookRequest::parse_query(parts.uri.query());
     let resp = stack
         .ingest
         .handle(WebhookRequest {

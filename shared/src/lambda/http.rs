@@ -64,15 +64,7 @@ impl HttpEvent {
                 .map_err(|_| BadEvent)?,
             Some(b) => b.into_bytes(),
         };
-        let query = self
-            .raw_query_string
-            .as_deref()
-            .map(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let query = WebhookRequest::parse_query(self.raw_query_string.as_deref());
         let ctx = self.request_context;
         Ok(WebhookRequest {
             method: ctx.http.method.unwrap_or_else(|| "GET".into()),
