@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::checks::Check;
+use crate::envelope;
 use crate::ordering::{check_pointer, Ordering};
 use crate::poll::PollSource;
 use crate::providers::{self, Provider};
@@ -85,6 +86,10 @@ pub struct Settings {
     #[serde(default = "default_retry_after_max")]
     pub retry_after_max: String,
 }
+
+/// The largest `max_body_bytes`: its envelope at worst (see
+/// [`envelope::max_envelope_bytes`]) still fits one queue message.
+pub const MAX_BODY_BYTES: usize = 700 * 1024;
 
 fn default_max_body() -> usize {
     256 * 1024
@@ -353,8 +358,10 @@ impl Source {
         if self.allow.is_empty() {
             return true;
         }
-        // An allow-list with no known caller address fails closed.
-        ip.is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip)))
+        // An allow-list with no known caller address fails closed. A server listening on `[::]`
+        // sees IPv4 callers as `::ffff:a.b.c.d`: match them as the IPv4 address they are.
+        ip.map(|ip| ip.to_canonical())
+            .is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip)))
     }
 }
 
@@ -888,11 +895,17 @@ pub fn validate(
     env: &dyn SecretEnv,
 ) -> Result<Config, ConfigError> {
     let s = &doc.settings;
-    if s.max_body_bytes == 0 || s.max_body_bytes > 700 * 1024 {
-        // The envelope carries the body (base64 for binary) and must fit an SQS message (1 MiB).
+    if s.max_body_bytes == 0 || s.max_body_bytes > MAX_BODY_BYTES {
         return Err(invalid(
             "settings.max_body_bytes",
-            "must be between 1 and 716800 (the envelope must fit one 1 MiB SQS message)",
+            format!(
+                "must be between 1 and {MAX_BODY_BYTES}: every event must fit one {}-byte queue \
+                 message, and at that size a body can take {} bytes as base64 and its envelope \
+                 up to {}",
+                envelope::MAX_MESSAGE_BYTES,
+                envelope::body_field_budget(MAX_BODY_BYTES),
+                envelope::max_envelope_bytes(MAX_BODY_BYTES),
+            ),
         ));
     }
     if !(1..=1000).contains(&s.max_receive_count) {
@@ -939,6 +952,26 @@ pub fn validate(
             return Err(invalid(
                 format!("{f}.id"),
                 format!("duplicate source id {:?}", src.id),
+            ));
+        }
+        // Kept headers travel in every envelope: bounded, so every event still fits a message.
+        if src.keep_headers.len() > envelope::MAX_KEEP_HEADERS {
+            return Err(invalid(
+                format!("{f}.keep_headers"),
+                format!("at most {} headers", envelope::MAX_KEEP_HEADERS),
+            ));
+        }
+        if let Some(long) = src
+            .keep_headers
+            .iter()
+            .find(|h| h.is_empty() || h.len() > envelope::MAX_HEADER_NAME_BYTES)
+        {
+            return Err(invalid(
+                format!("{f}.keep_headers"),
+                format!(
+                    "{long:?}: a header name is 1 to {} bytes",
+                    envelope::MAX_HEADER_NAME_BYTES
+                ),
             ));
         }
         let mut secrets =
@@ -1946,5 +1979,31 @@ mod tests {
         assert!(src.ip_allowed(Some("192.0.2.7".parse().expect("ip"))));
         assert!(!src.ip_allowed(Some("127.0.0.1".parse().expect("ip"))));
         assert!(!src.ip_allowed(None));
+        // A dual-stack listener's view of an IPv4 caller.
+        assert!(src.ip_allowed(Some("::ffff:10.1.2.3".parse().expect("ip"))));
+        assert!(!src.ip_allowed(Some("::ffff:127.0.0.1".parse().expect("ip"))));
+    }
+
+    #[test]
+    fn kept_headers_are_bounded_so_every_envelope_fits() {
+        let many: Vec<String> = (0..=envelope::MAX_KEEP_HEADERS)
+            .map(|n| format!("\"x-h{n}\""))
+            .collect();
+        let text = BASE.replace(
+            "secrets =",
+            &format!("keep_headers = [{}]\nsecrets =", many.join(", ")),
+        );
+        assert_eq!(
+            field_of(check(&text, &env_of(&[("GH_SECRET", "x")]))),
+            "sources[0].keep_headers"
+        );
+        let long = BASE.replace(
+            "secrets =",
+            &format!("keep_headers = [\"{}\"]\nsecrets =", "x".repeat(65)),
+        );
+        assert_eq!(
+            field_of(check(&long, &env_of(&[("GH_SECRET", "x")]))),
+            "sources[0].keep_headers"
+        );
     }
 }

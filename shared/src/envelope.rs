@@ -127,6 +127,43 @@ pub const BASE_HEADER_ALLOW_LIST: &[&str] = &[
     "svix-timestamp",
 ];
 
+/// One queue message: SQS's limit, which the embedded queue enforces too.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Ids, types and entities come from the sender's body. Longer than this, one is carried as
+/// its digest, so an envelope and a ledger key (DynamoDB: 2,048 bytes) stay bounded.
+pub const MAX_FIELD_BYTES: usize = 256;
+
+/// A header value longer than this is not kept in the envelope (it is never needed to
+/// dispatch; the signature was checked on the request itself).
+pub const MAX_KEPT_HEADER_BYTES: usize = 1024;
+
+/// At most this many `keep_headers` per source, each name at most [`MAX_HEADER_NAME_BYTES`].
+pub const MAX_KEEP_HEADERS: usize = 16;
+pub const MAX_HEADER_NAME_BYTES: usize = 64;
+
+/// The largest envelope a body of `max_body_bytes` can make, at worst: the body as base64,
+/// every kept header at its longest with every byte escaped, every field at its longest
+/// (a control character escapes to six bytes), and the fixed fields.
+pub fn max_envelope_bytes(max_body_bytes: usize) -> usize {
+    let headers = (BASE_HEADER_ALLOW_LIST.len() + MAX_KEEP_HEADERS)
+        * (MAX_HEADER_NAME_BYTES + 2 * MAX_KEPT_HEADER_BYTES + 8);
+    // provider_event_id, type, entity, and the id inside dedupe_key.
+    let fields = 4 * 6 * MAX_FIELD_BYTES;
+    // Source, provider, times, scheme, key id, digests, part and the field names.
+    let fixed = 4096;
+    body_field_budget(max_body_bytes) + headers + fields + fixed
+}
+
+/// `text`, or its digest when it is longer than [`MAX_FIELD_BYTES`].
+pub fn bounded_field(text: String) -> String {
+    if text.len() <= MAX_FIELD_BYTES {
+        text
+    } else {
+        format!("sha256:{}", sha256_hex(text.as_bytes()))
+    }
+}
+
 pub fn sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
@@ -146,19 +183,55 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 /// `source#event_id`, or `source#sha256:<body hash>` when the provider gives no id.
 pub fn dedupe_key(source: &str, event_id: Option<&str>, body_sha256: &str) -> String {
     match event_id {
+        Some(id) if id.len() > MAX_FIELD_BYTES => {
+            format!("{source}#{}", bounded_field(id.to_string()))
+        }
         Some(id) => format!("{source}#{id}"),
         None => format!("{source}#sha256:{body_sha256}"),
     }
 }
 
-pub fn encode_body(body: &[u8]) -> (String, BodyEncoding) {
+/// The most a body of `max_body_bytes` can take in an envelope: its base64 form. A text
+/// body is kept as text only when its JSON-escaped form is no longer than this, so every
+/// body the config allows has a form that fits.
+pub fn body_field_budget(max_body_bytes: usize) -> usize {
+    max_body_bytes.div_ceil(3) * 4
+}
+
+/// The body as the envelope carries it: UTF-8 text where that is readable and fits
+/// `text_budget` once JSON-escaped, else base64. Escaping can multiply a body (a backslash
+/// becomes two bytes, a control byte six), and SQS refuses U+FFFE and U+FFFF, which JSON
+/// does not escape: such bodies go as base64, which is 4/3 of the bytes at worst.
+pub fn encode_body(body: &[u8], text_budget: usize) -> (String, BodyEncoding) {
     match std::str::from_utf8(body) {
-        Ok(s) => (s.to_string(), BodyEncoding::Utf8),
-        Err(_) => (
+        Ok(text) if escaped_len_if_queueable(body).is_some_and(|n| n <= text_budget) => {
+            (text.to_string(), BodyEncoding::Utf8)
+        }
+        _ => (
             base64::engine::general_purpose::STANDARD.encode(body),
             BodyEncoding::Base64,
         ),
     }
+}
+
+/// The length of valid UTF-8 `text` once serde_json escapes it (without the quotes), or
+/// `None` if it holds a character SQS refuses that escaping leaves as it is.
+fn escaped_len_if_queueable(text: &[u8]) -> Option<usize> {
+    let mut extra = 0;
+    for (i, &b) in text.iter().enumerate() {
+        extra += match b {
+            b'"' | b'\\' | b'\x08' | b'\x0c' | b'\n' | b'\r' | b'\t' => 1,
+            0..=0x1f => 5,
+            // U+FFFE and U+FFFF are EF BF BE / EF BF BF.
+            0xEF if text.get(i + 1) == Some(&0xBF)
+                && matches!(text.get(i + 2), Some(0xBE | 0xBF)) =>
+            {
+                return None;
+            }
+            _ => 0,
+        };
+    }
+    Some(text.len() + extra)
 }
 
 impl Envelope {
@@ -205,7 +278,7 @@ mod tests {
     use super::*;
 
     fn sample(body: &[u8]) -> Envelope {
-        let (b, enc) = encode_body(body);
+        let (b, enc) = encode_body(body, body_field_budget(body.len()));
         Envelope {
             v: ENVELOPE_VERSION,
             source: "s".into(),
@@ -231,6 +304,98 @@ mod tests {
             part: None,
             replay: None,
         }
+    }
+
+    /// The bodies that grow most: escaped backslashes and quotes double, other control bytes
+    /// take six, U+FFFF must not reach SQS unescaped, and non-UTF-8 goes as base64.
+    fn worst_bodies(len: usize) -> Vec<Vec<u8>> {
+        let fill = |unit: &[u8]| {
+            let mut b = unit.repeat(len / unit.len() + 1);
+            b.truncate(len);
+            b
+        };
+        vec![
+            fill(b"\\"),
+            fill(b"\""),
+            fill(b"\x01"),
+            fill(b"\n"),
+            fill(b"\xff"),
+            fill("\u{FFFF}".as_bytes()),
+            fill(b"{\"a\":\"b\"}"),
+        ]
+    }
+
+    #[test]
+    fn every_body_the_config_allows_fits_one_queue_message_with_every_field_at_its_longest() {
+        let max = crate::config::MAX_BODY_BYTES;
+        assert!(max_envelope_bytes(max) <= MAX_MESSAGE_BYTES);
+        for body in worst_bodies(max) {
+            let (b, enc) = encode_body(&body, body_field_budget(max));
+            let long = |c: char| c.to_string().repeat(MAX_FIELD_BYTES);
+            let mut env = sample(b"");
+            (env.body, env.body_encoding, env.body_sha256) = (b, enc, sha256_hex(&body));
+            env.dedupe_key = dedupe_key(&"s".repeat(64), Some(&long('\u{1}')), "");
+            env.provider_event_id = Some(long('\u{1}'));
+            env.event_type = Some(long('\u{1}'));
+            env.entity = Some(long('\u{1}'));
+            for n in 0..BASE_HEADER_ALLOW_LIST.len() + MAX_KEEP_HEADERS {
+                env.headers.insert(
+                    format!("{n:0>width$}", width = MAX_HEADER_NAME_BYTES),
+                    "\"".repeat(MAX_KEPT_HEADER_BYTES),
+                );
+            }
+            let json = env.to_json();
+            assert!(
+                json.len() <= max_envelope_bytes(max),
+                "{} bytes, bound {}",
+                json.len(),
+                max_envelope_bytes(max)
+            );
+            let back = Envelope::from_json(&json).expect("decodes");
+            assert_eq!(back.body_bytes().expect("bytes"), body);
+        }
+    }
+
+    #[test]
+    fn text_bodies_stay_text_unless_escaping_passes_the_budget() {
+        let json = br#"{"id":"evt_1","note":"line
+break"}"#;
+        assert_eq!(encode_body(json, 1000).1, BodyEncoding::Utf8);
+        assert_eq!(encode_body(json, json.len() - 1).1, BodyEncoding::Base64);
+        // U+FFFE/U+FFFF are valid UTF-8 but SQS refuses them and JSON leaves them as they are.
+        assert_eq!(
+            encode_body("a\u{FFFE}".as_bytes(), 1000).1,
+            BodyEncoding::Base64
+        );
+        assert_eq!(
+            encode_body("a\u{FFFD}".as_bytes(), 1000).1,
+            BodyEncoding::Utf8
+        );
+    }
+
+    #[test]
+    fn the_escaped_length_is_what_serde_json_writes() {
+        let mut every_byte: Vec<u8> = (0u8..0x80).collect();
+        every_byte.extend_from_slice("é€😀\u{FFFD}".as_bytes());
+        for body in worst_bodies(300).into_iter().chain([every_byte]) {
+            let Ok(text) = std::str::from_utf8(&body) else {
+                continue;
+            };
+            let written = serde_json::to_string(text).expect("string").len() - 2;
+            match escaped_len_if_queueable(&body) {
+                Some(n) => assert_eq!(n, written, "{text:?}"),
+                None => assert!(text.contains('\u{FFFF}')),
+            }
+        }
+    }
+
+    #[test]
+    fn long_ids_are_carried_as_their_digest() {
+        let long = "x".repeat(MAX_FIELD_BYTES + 1);
+        let key = dedupe_key("s", Some(&long), "");
+        assert_eq!(key, format!("s#sha256:{}", sha256_hex(long.as_bytes())));
+        assert_eq!(bounded_field("short".into()), "short");
+        assert_eq!(dedupe_key("s", Some("evt_1"), ""), "s#evt_1");
     }
 
     #[test]

@@ -142,6 +142,16 @@ impl Refusal {
         }
     }
 
+    /// The code the caller sees. Every verification failure shares one, so a sender without
+    /// the secret cannot tell which check it failed (the precise [`Self::reason`] is in the
+    /// log, the trail and `inlet verify`).
+    pub fn public_code(&self) -> &'static str {
+        match self {
+            Refusal::Unverified { .. } => "unverified",
+            other => other.reason(),
+        }
+    }
+
     fn message(&self) -> String {
         match self {
             Refusal::NoRoute => "expected POST /webhooks/{source}".into(),
@@ -319,7 +329,7 @@ impl Ingest {
                 self.record_refusal(&source_id, &req, &refusal, now).await;
                 let mut resp = WebhookResponse::json(
                     refusal.status(),
-                    serde_json::json!({"error": refusal.reason(), "message": refusal.message()}),
+                    serde_json::json!({"error": refusal.public_code(), "message": refusal.message()}),
                 );
                 if refusal == Refusal::MethodNotAllowed {
                     resp.headers.push(("allow", "POST".to_string()));
@@ -364,7 +374,8 @@ impl Ingest {
         if let Some(answer) = source.provider.handshake(&inbound, now) {
             return Ok(Accepted::Handshake(answer?));
         }
-        if !req.method.eq_ignore_ascii_case("POST") {
+        // Methods are case-sensitive (RFC 9110 §9.1): `post` is not POST.
+        if req.method != "POST" {
             return Err(Refusal::MethodNotAllowed);
         }
         source.provider.prepare(&inbound).await?;
@@ -374,19 +385,20 @@ impl Ingest {
             .extract(&inbound)
             .map_err(|e| Refusal::Malformed { message: e.0 })?;
 
-        let count = events.len();
-        let request_sha256 = envelope::sha256_hex(&req.body);
+        let received = Received {
+            source,
+            req,
+            sha256: envelope::sha256_hex(&req.body),
+            now,
+            verified,
+            text_budget: envelope::body_field_budget(limit),
+            count: events.len(),
+            headers: kept_headers(source, &req.headers),
+        };
         let envelopes: Vec<Envelope> = events
             .into_iter()
             .enumerate()
-            .map(|(index, event)| {
-                let part = (count > 1 || event.part.is_some()).then(|| PartOf {
-                    index,
-                    count,
-                    request_sha256: request_sha256.clone(),
-                });
-                build_envelope(source, req, &request_sha256, now, &verified, event, part)
-            })
+            .map(|(index, event)| received.envelope(index, event))
             .collect();
         for env in &envelopes {
             info!(
@@ -526,53 +538,78 @@ enum Accepted {
     },
 }
 
-fn build_envelope(
-    source: &Source,
-    req: &WebhookRequest,
-    request_sha256: &str,
+/// What every envelope split from one verified request shares.
+struct Received<'a> {
+    source: &'a Source,
+    req: &'a WebhookRequest,
+    /// The request body's digest.
+    sha256: String,
     now: i64,
-    verified: &Verified,
-    extracted: Extracted,
-    part: Option<PartOf>,
-) -> Envelope {
-    // A whole-body event reuses the request's digest: hashing is the costliest pass over a
-    // large body after the signature itself.
-    let (bytes, body_sha256) = match extracted.part.as_deref() {
-        Some(part) => (part, envelope::sha256_hex(part)),
-        None => (req.body.as_slice(), request_sha256.to_string()),
-    };
-    let (body, body_encoding) = envelope::encode_body(bytes);
-    let mut headers = BTreeMap::new();
-    for (k, v) in req.headers.iter() {
-        if BASE_HEADER_ALLOW_LIST.contains(&k) || source.keep_headers.iter().any(|h| h == k) {
-            headers.insert(k.to_string(), v.to_string());
+    verified: Verified,
+    /// The longest a text body may be once escaped (see [`envelope::encode_body`]).
+    text_budget: usize,
+    /// Events in the request.
+    count: usize,
+    headers: BTreeMap<String, String>,
+}
+
+impl Received<'_> {
+    fn envelope(&self, index: usize, extracted: Extracted) -> Envelope {
+        let part = (self.count > 1 || extracted.part.is_some()).then(|| PartOf {
+            index,
+            count: self.count,
+            request_sha256: self.sha256.clone(),
+        });
+        // A whole-body event reuses the request's digest: hashing is the costliest pass over a
+        // large body after the signature itself.
+        let (bytes, body_sha256) = match extracted.part.as_deref() {
+            Some(part) => (part, envelope::sha256_hex(part)),
+            None => (self.req.body.as_slice(), self.sha256.clone()),
+        };
+        let (body, body_encoding) = envelope::encode_body(bytes, self.text_budget);
+        let source = &self.source.id;
+        Envelope {
+            v: ENVELOPE_VERSION,
+            source: source.clone(),
+            provider: self.source.provider.name().to_string(),
+            via: Via::Webhook,
+            dedupe_key: envelope::dedupe_key(source, extracted.event_id.as_deref(), &body_sha256),
+            provider_event_id: extracted
+                .unsigned_id
+                .or(extracted.event_id)
+                .map(envelope::bounded_field),
+            event_type: extracted.event_type.map(envelope::bounded_field),
+            canonical_type: extracted.canonical_type.map(str::to_string),
+            entity: extracted.entity.map(envelope::bounded_field),
+            amount: extracted.amount,
+            currency: extracted.currency,
+            occurred_at: extracted.occurred_at_ms.map(envelope::rfc3339_ms),
+            received_at: envelope::rfc3339_ms(self.now),
+            verified: VerifiedBy {
+                scheme: self.verified.scheme.to_string(),
+                key_id: self.verified.key_id.clone(),
+            },
+            headers: self.headers.clone(),
+            body,
+            body_encoding,
+            body_sha256,
+            part,
+            replay: None,
         }
     }
-    Envelope {
-        v: ENVELOPE_VERSION,
-        source: source.id.clone(),
-        provider: source.provider.name().to_string(),
-        via: Via::Webhook,
-        dedupe_key: envelope::dedupe_key(&source.id, extracted.event_id.as_deref(), &body_sha256),
-        provider_event_id: extracted.event_id,
-        event_type: extracted.event_type,
-        canonical_type: extracted.canonical_type.map(str::to_string),
-        entity: extracted.entity,
-        amount: extracted.amount,
-        currency: extracted.currency,
-        occurred_at: extracted.occurred_at_ms.map(envelope::rfc3339_ms),
-        received_at: envelope::rfc3339_ms(now),
-        verified: VerifiedBy {
-            scheme: verified.scheme.to_string(),
-            key_id: verified.key_id.clone(),
-        },
-        headers,
-        body,
-        body_encoding,
-        body_sha256,
-        part,
-        replay: None,
-    }
+}
+
+/// The request headers an envelope keeps: the allow-list and the source's `keep_headers`,
+/// each value at most [`envelope::MAX_KEPT_HEADER_BYTES`] so every envelope fits a message.
+fn kept_headers(source: &Source, headers: &Headers) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(k, v)| {
+            (BASE_HEADER_ALLOW_LIST.contains(k) || source.keep_headers.iter().any(|h| h == k))
+                && v.len() <= envelope::MAX_KEPT_HEADER_BYTES
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[cfg(test)]

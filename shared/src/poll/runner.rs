@@ -383,6 +383,7 @@ impl Poller {
     ) -> Result<Vec<Envelope>, String> {
         let now = self.clock.now_ms();
         let headers = Headers::new();
+        let text_budget = envelope::body_field_budget(self.config.settings.max_body_bytes);
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let req = InboundRequest {
@@ -402,7 +403,7 @@ impl Poller {
             for (index, event) in events.into_iter().enumerate() {
                 let bytes = event.part.as_deref().unwrap_or(item);
                 let body_sha256 = envelope::sha256_hex(bytes);
-                let (body, body_encoding) = envelope::encode_body(bytes);
+                let (body, body_encoding) = envelope::encode_body(bytes, text_budget);
                 out.push(Envelope {
                     v: ENVELOPE_VERSION,
                     source: source.id.clone(),
@@ -413,10 +414,13 @@ impl Poller {
                         event.event_id.as_deref(),
                         &body_sha256,
                     ),
-                    provider_event_id: event.event_id,
-                    event_type: event.event_type,
+                    provider_event_id: event
+                        .unsigned_id
+                        .or(event.event_id)
+                        .map(envelope::bounded_field),
+                    event_type: event.event_type.map(envelope::bounded_field),
                     canonical_type: event.canonical_type.map(str::to_owned),
-                    entity: event.entity,
+                    entity: event.entity.map(envelope::bounded_field),
                     amount: event.amount,
                     currency: event.currency,
                     occurred_at: event.occurred_at_ms.map(envelope::rfc3339_ms),

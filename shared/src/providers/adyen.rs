@@ -416,6 +416,7 @@ impl Provider for Adyen {
                 let succeeded = success.as_ref() == "true";
                 let currency = money::currency(currency);
                 Ok(Extracted {
+                    unsigned_id: None,
                     // Success is part of the key: an AUTHORISATION can arrive as false and
                     // then true (or the reverse) for one pspReference, and those are two
                     // different facts, not a retry of one.

@@ -137,6 +137,7 @@ impl Provider for Checkout {
             .filter(|v| !v.is_empty())
             .map(str::to_string);
         Ok(vec![Extracted {
+            unsigned_id: None,
             event_id: Some(id.to_string()),
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(|t| self.canonical(t)),
@@ -239,6 +240,7 @@ mod tests {
             got,
             vec![Extracted {
                 event_id: Some("evt_az5sblvku4ge3dwpztvyizgcau".into()),
+                unsigned_id: None,
                 event_type: Some("payment_approved".into()),
                 canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
                 occurred_at_ms: Some(NOW_MS),

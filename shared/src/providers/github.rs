@@ -101,8 +101,9 @@ impl Provider for GitHub {
             .and_then(|r| r.get("full_name"))
             .and_then(|n| n.as_str())
             .map(str::to_string);
+        // GitHub signs the body only: the delivery id names the event but cannot key it.
         Ok(vec![Extracted {
-            event_id: Some(delivery.to_string()),
+            unsigned_id: Some(delivery.to_string()),
             event_type,
             canonical_type,
             entity,
@@ -305,7 +306,7 @@ mod tests {
         assert_eq!(
             got,
             Extracted {
-                event_id: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
+                unsigned_id: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
                 event_type: Some("pull_request.opened".into()),
                 occurred_at_ms: None,
                 ..Default::default()
@@ -363,7 +364,11 @@ mod tests {
         let req = request(&h, input.body);
         assert!(p.verify(&req, NOW_MS).is_ok());
         let got = p.extract(&req).unwrap().remove(0);
-        assert_eq!(got.event_id.as_deref(), Some("d-1"));
+        assert_eq!(got.unsigned_id.as_deref(), Some("d-1"));
+        assert_eq!(
+            got.event_id, None,
+            "the delivery id is not signed: the body keys it"
+        );
         assert_eq!(got.event_type.as_deref(), Some("push"));
     }
 

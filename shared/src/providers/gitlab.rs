@@ -104,9 +104,9 @@ impl Provider for GitLab {
         }
     }
 
-    /// Dedupe key: `Idempotency-Key` (GitLab ≥ 17.4 keeps it across retries of one delivery,
-    /// which is what a dedupe needs), else `X-Gitlab-Event-UUID` (shared by the hooks one
-    /// event triggers, for recursion detection), else the signed `webhook-id`. Type:
+    /// Provider id: `Idempotency-Key` (GitLab ≥ 17.4 keeps it across retries of one delivery),
+    /// else `X-Gitlab-Event-UUID` (shared by the hooks one event triggers, for recursion
+    /// detection), else `webhook-id`; in signing mode the signed `webhook-id` keys it. Type:
     /// `X-Gitlab-Event` (`Push Hook`), else the body's `object_kind`.
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let body = crypto::json_object(req.body)
@@ -122,11 +122,23 @@ impl Provider for GitLab {
             .and_then(|p| p.get("path_with_namespace"))
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty());
+        let delivery = [IDEMPOTENCY_KEY, EVENT_UUID, WEBHOOK_ID]
+            .iter()
+            .find_map(|name| fields::header(req.headers, name))
+            .map(str::to_string);
+        // With the signing token only `webhook-id` is signed, so only it may key the event;
+        // the other ids still name it. The plain token authenticates nothing but itself (a
+        // captured request hands it over), so there the ids are taken as they are.
+        let (event_id, unsigned_id) = match &self.scheme {
+            Scheme::Token(_) => (delivery, None),
+            Scheme::Signed(_) => (
+                fields::header(req.headers, WEBHOOK_ID).map(str::to_string),
+                delivery,
+            ),
+        };
         Ok(vec![Extracted {
-            event_id: [IDEMPOTENCY_KEY, EVENT_UUID, WEBHOOK_ID]
-                .iter()
-                .find_map(|name| fields::header(req.headers, name))
-                .map(str::to_string),
+            event_id,
+            unsigned_id,
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(canonical_for),
             entity: entity.map(str::to_string),

@@ -102,23 +102,21 @@ impl Provider for Linear {
         let timestamp = event
             .get(TIMESTAMP_FIELD)
             .and_then(serde_json::Value::as_i64);
-        let event_id = crypto::required_header(req.headers, DELIVERY)
+        // `Linear-Delivery` is not signed, and `webhookTimestamp` is restamped on every retry
+        // (the SDK refuses anything older than 60 s): what keys the event is the signed change
+        // itself — what changed, how, and when it happened — else the body digest.
+        let unsigned_id = crypto::required_header(req.headers, DELIVERY)
             .ok()
-            .map(str::to_string)
-            .or_else(|| {
-                Some(format!(
-                    "{}#{}",
-                    fields::str_at(&event, "/webhookId")?,
-                    timestamp?
-                ))
-            })
-            .ok_or_else(|| {
-                ExtractError(
-                    "linear webhook has neither a Linear-Delivery header nor webhookId and \
-                     webhookTimestamp"
-                        .into(),
-                )
-            })?;
+            .map(str::to_string);
+        let event_id = (|| {
+            Some(format!(
+                "{}#{}#{}#{}",
+                fields::str_at(&event, "/type")?,
+                fields::str_at(&event, "/data/id")?,
+                fields::str_at(&event, "/action")?,
+                fields::str_at(&event, "/createdAt")?,
+            ))
+        })();
         let kind = fields::str_at(&event, "/type");
         let event_type = match (kind, fields::str_at(&event, "/action")) {
             (Some(kind), Some(action)) => Some(format!("{kind}.{action}")),
@@ -126,7 +124,8 @@ impl Provider for Linear {
             _ => None,
         };
         Ok(vec![Extracted {
-            event_id: Some(event_id),
+            event_id,
+            unsigned_id,
             event_type,
             canonical_type: (kind == Some("Issue")).then_some(canonical::ISSUE_CHANGED),
             occurred_at_ms: fields::str_at(&event, "/createdAt")
@@ -210,7 +209,11 @@ mod tests {
         assert_eq!(
             got,
             vec![Extracted {
-                event_id: Some("234d1a4e-b617-4388-90fe-adc3633d6b72".into()),
+                event_id: Some(
+                    "Issue#2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9#create#2026-01-01T00:00:00.000Z"
+                        .into()
+                ),
+                unsigned_id: Some("234d1a4e-b617-4388-90fe-adc3633d6b72".into()),
                 event_type: Some("Issue.create".into()),
                 canonical_type: Some(canonical::ISSUE_CHANGED),
                 occurred_at_ms: Some(T_MS),
@@ -221,16 +224,42 @@ mod tests {
     }
 
     #[test]
-    fn linear_without_delivery_header_dedupes_on_webhook_id_and_timestamp() {
+    fn linear_keys_on_the_signed_change_never_on_the_delivery_header() {
         let p = linear(vec![secret("k", SECRET)]);
-        let body = body_at("1767225600000");
-        let got = p
-            .extract(&request(&Headers::new(), &body))
+        let change = |ts: &str| {
+            format!(
+                r#"{{"action":"update","type":"Issue","data":{{"id":"i1"}},"createdAt":"2026-01-01T00:00:00.000Z","webhookTimestamp":{ts},"webhookId":"w1"}}"#
+            )
+            .into_bytes()
+        };
+        let first = p
+            .extract(&request(
+                &Headers::from_iter([(DELIVERY, "d1")]),
+                &change("1767225600000"),
+            ))
             .unwrap()
             .remove(0);
-        assert_eq!(got.event_id.as_deref(), Some("w1#1767225600000"));
+        assert_eq!(
+            first.event_id.as_deref(),
+            Some("Issue#i1#update#2026-01-01T00:00:00.000Z")
+        );
+        assert_eq!(first.unsigned_id.as_deref(), Some("d1"));
+        // A retry is restamped; a replay carries another delivery id: the key holds for both.
+        let retry = p
+            .extract(&request(
+                &Headers::from_iter([(DELIVERY, "d2")]),
+                &change("1767225660000"),
+            ))
+            .unwrap()
+            .remove(0);
+        assert_eq!(retry.event_id, first.event_id);
+        // Without `createdAt` the body digest keys it (no event id).
+        let got = p
+            .extract(&request(&Headers::new(), &body_at("1767225600000")))
+            .unwrap()
+            .remove(0);
+        assert_eq!(got.event_id, None);
         let comment = br#"{"action":"create","type":"Comment","data":{"id":"c1"}}"#;
-        assert!(p.extract(&request(&Headers::new(), comment)).is_err());
         let h = Headers::from_iter([(DELIVERY, "d1")]);
         let got = p.extract(&request(&h, comment)).unwrap().remove(0);
         assert_eq!(got.event_type.as_deref(), Some("Comment.create"));
@@ -376,7 +405,10 @@ mod tests {
         let req = request(&h, &body);
         assert!(p.verify(&req, T_MS).is_ok());
         let got = p.extract(&req).unwrap().remove(0);
-        assert_eq!(got.event_id.as_deref(), Some("dlv-1"));
+        assert_eq!(got.unsigned_id.as_deref(), Some("dlv-1"));
+        assert!(got
+            .event_id
+            .is_some_and(|id| id.starts_with("Issue#9a8b#create#")));
         assert_eq!(got.entity.as_deref(), Some("9a8b"));
     }
 

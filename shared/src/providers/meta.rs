@@ -301,7 +301,7 @@ impl Provider for Meta {
         req: &InboundRequest<'_>,
         now_ms: i64,
     ) -> Option<Result<HandshakeReply, VerifyError>> {
-        if !req.method.eq_ignore_ascii_case("GET") {
+        if req.method != "GET" {
             return None;
         }
         // A GET without `hub.mode` is no subscription check (ingest answers 405).

@@ -101,8 +101,14 @@ pub struct ExtractError(pub String);
 /// What the envelope needs from one of the provider's events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extracted {
-    /// The provider's own event id; the dedupe key is `source#event_id` (body hash if none).
+    /// The event's id, taken from what the signature covers; the dedupe key is
+    /// `source#event_id` (the body digest if none).
     pub event_id: Option<String>,
+    /// The provider's own id where its signature does not cover it (GitHub's
+    /// `X-GitHub-Delivery`, Shopify's and Razorpay's id headers): shown and searchable as the
+    /// provider event id, never the dedupe key — whoever holds one captured request could
+    /// send its signed body again under new ids, and each would be a new event.
+    pub unsigned_id: Option<String>,
     /// The provider's type, as it names it (`payment_intent.succeeded`, `orders/create`).
     pub event_type: Option<String>,
     /// The provider-neutral type from [`canonical`] (`payment.succeeded`), where one fits.

@@ -82,7 +82,7 @@ fn parse_header(value: &str) -> Result<(&str, Vec<Vec<u8>>), VerifyError> {
     if h1.is_empty() {
         return Err(malformed("h1= is not hex"));
     }
-    Ok((ts, h1))
+    Ok((ts, crypto::bounded_candidates(h1, HEADER)?))
 }
 
 type Object = serde_json::Map<String, serde_json::Value>;
@@ -124,8 +124,7 @@ impl Provider for Paddle {
         let ts = crypto::parse_unix(ts_text)?;
         let parts: [&[u8]; 3] = [ts_text.as_bytes(), b":", req.body];
         let key_id = self.keys.first_match(now_ms, |key| {
-            h1.iter()
-                .any(|sig| HmacAlgorithm::Sha256.verify(key, &parts, sig))
+            HmacAlgorithm::Sha256.matches_any(key, &parts, &h1)
         })?;
         self.tolerance.check(ts, TimeUnit::Seconds, now_ms)?;
         Ok(Verified {
@@ -151,6 +150,7 @@ impl Provider for Paddle {
             .and_then(money::minor_from_text);
         let currency = fields::str_at(data, "/currency_code").and_then(money::currency);
         Ok(vec![Extracted {
+            unsigned_id: None,
             event_id: Some(event_id.to_string()),
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(|t| canonical_for(t, data)),

@@ -428,6 +428,7 @@ impl Provider for PayPal {
             .or_else(|| money_of(resource.and_then(|r| r.get("dispute_amount"))));
         let (amount, currency) = money.map_or((None, None), |(a, c)| (Some(a), Some(c)));
         Ok(vec![Extracted {
+            unsigned_id: None,
             event_id: Some(id.to_string()),
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(canonical_type),
@@ -852,6 +853,7 @@ mod tests {
             got,
             vec![Extracted {
                 event_id: Some("WH-2WR32451HC0233532-67976317FL4543714".into()),
+                unsigned_id: None,
                 event_type: Some("PAYMENT.CAPTURE.COMPLETED".into()),
                 canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
                 occurred_at_ms: Some(NOW_MS),

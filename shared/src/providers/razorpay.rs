@@ -105,11 +105,14 @@ impl Provider for Razorpay {
             .and_then(Value::as_str)
             .and_then(|name| entity(payload, name))
             .or(payment);
-        let event_id = match crypto::required_header(req.headers, EVENT_ID) {
-            Ok(id) => Some(id.to_string()),
-            Err(_) => {
-                fields::text(main.and_then(|v| v.get("id"))).map(|id| format!("{id}#{event}"))
-            }
+        // The `x-razorpay-event-id` header is not signed: it names the event, and the signed
+        // body keys it.
+        let (event_id, unsigned_id) = match crypto::required_header(req.headers, EVENT_ID) {
+            Ok(id) => (None, Some(id.to_string())),
+            Err(_) => (
+                fields::text(main.and_then(|v| v.get("id"))).map(|id| format!("{id}#{event}")),
+                None,
+            ),
         };
         let money_from = [main, payment]
             .into_iter()
@@ -127,6 +130,7 @@ impl Provider for Razorpay {
             });
         Ok(vec![Extracted {
             event_id,
+            unsigned_id,
             event_type: Some(event.to_string()),
             canonical_type: canonical_type(event),
             occurred_at_ms: fields::unix_seconds_ms(body.get("created_at")),
@@ -212,7 +216,8 @@ mod tests {
         assert_eq!(
             got,
             vec![Extracted {
-                event_id: Some("evt_Example000001".into()),
+                event_id: None,
+                unsigned_id: Some("evt_Example000001".into()),
                 event_type: Some("payment.captured".into()),
                 canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
                 occurred_at_ms: Some(NOW_MS),
@@ -373,7 +378,7 @@ mod tests {
         let req = request(&h, &body);
         assert!(p.verify(&req, NOW_MS).is_ok());
         let e = p.extract(&req).unwrap().remove(0);
-        assert_eq!(e.event_id.as_deref(), Some("evt_sample1"));
+        assert_eq!(e.unsigned_id.as_deref(), Some("evt_sample1"));
         assert_eq!(e.entity.as_deref(), Some("cust_HZ4EdVc3R3uxxx"));
         assert_eq!((e.amount, e.occurred_at_ms), (Some(50000), Some(NOW_MS)));
     }

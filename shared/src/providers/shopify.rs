@@ -158,8 +158,10 @@ impl Provider for Shopify {
             (Some(price), Some(cur)) => money::to_minor(price, cur),
             _ => None,
         };
+        // Shopify signs the body only: its id headers name the event but cannot key it.
         Ok(vec![Extracted {
-            event_id: Some(event_id),
+            event_id: None,
+            unsigned_id: Some(event_id),
             event_type: topic.map(str::to_string),
             canonical_type: topic.and_then(canonical_type),
             occurred_at_ms: fields::header(req.headers, names.triggered_at)
@@ -245,7 +247,8 @@ mod tests {
         assert_eq!(
             got,
             vec![Extracted {
-                event_id: Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043".into()),
+                event_id: None,
+                unsigned_id: Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043".into()),
                 event_type: Some("orders/create".into()),
                 canonical_type: Some(canonical::ORDER_CREATED),
                 occurred_at_ms: Some(1_767_225_600_000),
@@ -272,9 +275,10 @@ mod tests {
             .unwrap()
             .remove(0);
         assert_eq!(
-            got.event_id.as_deref(),
+            got.unsigned_id.as_deref(),
             Some("98880550-7158-44d4-b7cd-2c97c8a091b5#orders/paid")
         );
+        assert_eq!(got.event_id, None, "Shopify signs the body only");
         assert_eq!(got.canonical_type, Some(canonical::ORDER_PAID));
         assert_eq!(got.entity.as_deref(), Some("207119551"));
         assert_eq!(got.amount, Some(1050));
@@ -329,7 +333,7 @@ mod tests {
         let p = shopify(vec![secret("k", SECRET)]);
         assert!(p.verify(&request(&h, body), NOW_MS).is_ok());
         let got = p.extract(&request(&h, body)).unwrap().remove(0);
-        assert_eq!(got.event_id.as_deref(), Some("ev-1#orders/create"));
+        assert_eq!(got.unsigned_id.as_deref(), Some("ev-1#orders/create"));
         assert_eq!(got.occurred_at_ms, Some(1_767_225_600_877));
         assert_eq!(got.amount, Some(1500));
     }
@@ -429,7 +433,7 @@ mod tests {
         let req = request(&h, &body);
         assert!(p.verify(&req, NOW_MS).is_ok());
         let got = p.extract(&req).unwrap().remove(0);
-        assert_eq!(got.event_id.as_deref(), Some("delivery-1"));
+        assert_eq!(got.unsigned_id.as_deref(), Some("delivery-1"));
         assert_eq!(got.canonical_type, Some(canonical::ORDER_CREATED));
         assert_eq!(got.amount, Some(40300));
         assert_eq!(got.entity.as_deref(), Some("115310627314723954"));

@@ -144,6 +144,7 @@ impl Provider for Square {
             })
             .or_else(|| fields::str_at(object, "/customer/id"));
         Ok(vec![Extracted {
+            unsigned_id: None,
             event_id: Some(event_id.to_string()),
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(|t| canonical_for(t, object)),

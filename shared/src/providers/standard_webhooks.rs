@@ -220,13 +220,13 @@ impl Provider for StandardWebhooks {
                 names.signature
             )));
         }
+        crypto::bounded_candidates(v1.iter().chain(&v1a).collect(), names.signature)?;
         let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts_text.as_bytes(), b".", req.body];
         let mut keys_tried = 0;
         let mut outcome = None;
         if let (false, Some(ring)) = (v1.is_empty(), &self.hmac_keys) {
             match ring.first_match(now_ms, |key| {
-                v1.iter()
-                    .any(|sig| HmacAlgorithm::Sha256.verify(key, &parts, sig))
+                HmacAlgorithm::Sha256.matches_any(key, &parts, &v1)
             }) {
                 Ok(key_id) => outcome = Some(Matched::Hmac(key_id)),
                 Err(VerifyError::SignatureMismatch { keys_tried: n }) => keys_tried += n,

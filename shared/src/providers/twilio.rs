@@ -112,7 +112,7 @@ impl<'a> Signed<'a> {
         if let Some((_, digest)) = req.query.iter().find(|(k, _)| k == BODY_DIGEST_PARAM) {
             return Signed::Body { digest };
         }
-        if req.method.eq_ignore_ascii_case("GET") || req.method.eq_ignore_ascii_case("HEAD") {
+        if req.method == "GET" || req.method == "HEAD" {
             return Signed::UrlOnly;
         }
         Signed::Form(sorted_form(req.body))
@@ -226,19 +226,17 @@ fn form_event(params: &[(String, String)], idempotency: Option<&str>) -> Extract
     let get = |name| fields::pair(params, name);
     let message_status = get("MessageStatus").or_else(|| get("SmsStatus"));
     let call_status = get("CallStatus");
-    let event_id = idempotency.map(str::to_string).or_else(|| {
-        [
-            ("MessageSid", "MessageStatus"),
-            ("CallSid", "CallStatus"),
-            ("SmsSid", "SmsStatus"),
-        ]
-        .iter()
-        .find_map(|(sid, status)| Some(format!("{}#{}", get(sid)?, get(status)?)))
-        .or_else(|| {
-            get("MessageSid")
-                .or_else(|| get("CallSid"))
-                .map(str::to_string)
-        })
+    let event_id = [
+        ("MessageSid", "MessageStatus"),
+        ("CallSid", "CallStatus"),
+        ("SmsSid", "SmsStatus"),
+    ]
+    .iter()
+    .find_map(|(sid, status)| Some(format!("{}#{}", get(sid)?, get(status)?)))
+    .or_else(|| {
+        get("MessageSid")
+            .or_else(|| get("CallSid"))
+            .map(str::to_string)
     });
     // An incoming message carries its Body and at most `SmsStatus=received`.
     let incoming_message = get("Body").is_some()
@@ -270,6 +268,7 @@ fn form_event(params: &[(String, String)], idempotency: Option<&str>) -> Extract
     let entity = if inbound { get("From") } else { get("To") };
     Extracted {
         event_id,
+        unsigned_id: idempotency.map(str::to_string),
         event_type,
         canonical_type,
         entity: entity.map(str::to_string),
@@ -319,10 +318,10 @@ impl Provider for Twilio {
         })
     }
 
-    /// Dedupe key: `I-Twilio-Idempotency-Token`, else `MessageSid#MessageStatus`,
-    /// `CallSid#CallStatus`, `SmsSid#SmsStatus` from the parameters (a status callback per
-    /// status change), else the bare Sid. Raw (JSON) bodies have only the header; without it
-    /// the body hash dedupes.
+    /// Dedupe key: `MessageSid#MessageStatus`, `CallSid#CallStatus`, `SmsSid#SmsStatus` from
+    /// the signed parameters (a status callback per status change), else the bare Sid, else
+    /// the body hash (raw JSON bodies). `I-Twilio-Idempotency-Token` is not signed: it is
+    /// recorded as the provider's id but never keys the event.
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
         let idempotency = req
             .headers
@@ -333,7 +332,7 @@ impl Provider for Twilio {
             Signed::Form(params) => form_event(&params, idempotency),
             Signed::UrlOnly => form_event(req.query, idempotency),
             Signed::Body { .. } => Extracted {
-                event_id: idempotency.map(str::to_string),
+                unsigned_id: idempotency.map(str::to_string),
                 ..Default::default()
             },
         };
@@ -681,7 +680,7 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_token_wins_and_calls_are_call_status() {
+    fn the_signed_sid_and_status_key_the_event_not_the_idempotency_token() {
         let v = testkit::vector("twilio-form");
         let h = Headers::from_iter([(IDEMPOTENCY, "idem-1")]);
         let got = twilio(URL, vec![v.secret()])
@@ -693,7 +692,8 @@ mod tests {
             ))
             .unwrap()
             .remove(0);
-        assert_eq!(got.event_id.as_deref(), Some("idem-1"));
+        assert_eq!(got.event_id.as_deref(), Some("CA1#completed"));
+        assert_eq!(got.unsigned_id.as_deref(), Some("idem-1"));
         assert_eq!(got.event_type.as_deref(), Some("CallStatus.completed"));
         assert_eq!(got.canonical_type, Some(canonical::CALL_STATUS));
         assert_eq!(got.entity.as_deref(), Some("+1500"));
@@ -712,7 +712,7 @@ mod tests {
     }
 
     #[test]
-    fn twilio_json_body_is_deduped_by_the_idempotency_header_only() {
+    fn twilio_json_body_is_keyed_by_its_digest_and_named_by_the_idempotency_header() {
         let v = testkit::vector("twilio-json-bodySHA256");
         let query = query_of(v.url.as_deref().unwrap());
         let p = twilio(&configured_url(&v), vec![v.secret()]);
@@ -723,7 +723,7 @@ mod tests {
         assert_eq!(
             got,
             vec![Extracted {
-                event_id: Some("idem-2".into()),
+                unsigned_id: Some("idem-2".into()),
                 ..Default::default()
             }]
         );
@@ -743,7 +743,7 @@ mod tests {
         let request = req("POST", &h, &[], &body);
         assert!(p.verify(&request, NOW_MS).is_ok());
         let got = p.extract(&request).unwrap().remove(0);
-        assert_eq!(got.event_id.as_deref(), Some("d-1"));
+        assert_eq!(got.event_id.as_deref(), Some("SM0b6a4f1e#delivered"));
         assert_eq!(got.canonical_type, Some(canonical::MESSAGE_DELIVERED));
         assert!(p
             .sign(&SignInput {

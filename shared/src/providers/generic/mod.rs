@@ -114,11 +114,17 @@ enum Checker<'k> {
 }
 
 impl Checker<'_> {
-    fn check(&self, parts: &[&[u8]], signature: &[u8]) -> bool {
+    /// An HMAC is computed once for all candidates; a public-key check runs per candidate,
+    /// which [`crypto::bounded_candidates`] keeps to a few.
+    fn check_any(&self, parts: &[&[u8]], signatures: &[Vec<u8>]) -> bool {
         match self {
-            Checker::Hmac(algorithm, key) => algorithm.verify(key, parts, signature),
-            Checker::Ed25519(key) => key.as_ref().is_some_and(|k| k.verify(parts, signature)),
-            Checker::P256(key) => key.as_ref().is_some_and(|k| k.verify(parts, signature)),
+            Checker::Hmac(algorithm, key) => algorithm.matches_any(key, parts, signatures),
+            Checker::Ed25519(key) => key
+                .as_ref()
+                .is_some_and(|k| signatures.iter().any(|sig| k.verify(parts, sig))),
+            Checker::P256(key) => key
+                .as_ref()
+                .is_some_and(|k| signatures.iter().any(|sig| k.verify(parts, sig))),
             Checker::None => false,
         }
     }
@@ -982,6 +988,7 @@ impl Generic {
                 self.encoding
             )));
         }
+        let signatures = crypto::bounded_candidates(signatures, &carrier)?;
         let timestamp_text: Option<String> = match &self.timestamp {
             None => None,
             Some(TimestampSource::ListKey(key)) => Some(
@@ -1024,7 +1031,7 @@ impl Generic {
             let checker = self.scheme.checker(key);
             let hit = views
                 .iter()
-                .any(|parts| signatures.iter().any(|sig| checker.check(parts, sig)));
+                .any(|parts| checker.check_any(parts, &signatures));
             if hit {
                 matched_key = Some(key.to_vec());
             }
@@ -1040,6 +1047,28 @@ impl Generic {
         Ok((verified(key_id), key))
     }
 
+    /// Whether the signature covers the value at `location`, so that it may key the event.
+    /// A shared-token scheme signs nothing, but a captured request hands over the token itself,
+    /// so its ids are taken as they are.
+    fn signs(&self, location: &Location) -> bool {
+        if matches!(
+            self.scheme,
+            Scheme::TokenEquals { .. } | Scheme::BasicAuth { .. }
+        ) {
+            return true;
+        }
+        let whole_body =
+            |p: &Part| matches!(p, Part::Body | Part::BodySha256Hex | Part::TwilioForm);
+        self.message.iter().any(|part| match (location, part) {
+            (Location::Header(n), Part::Header(m)) => n.eq_ignore_ascii_case(m),
+            (Location::Query(n), Part::QueryParam(m)) => n == m,
+            (Location::FormField(n), Part::FormField(m)) => n == m,
+            (Location::JsonPointer(p), Part::JsonField(q)) => p == q,
+            (Location::FormField(_) | Location::JsonPointer(_), part) => whole_body(part),
+            _ => false,
+        })
+    }
+
     fn extract_one(&self, ctx: &Ctx<'_>, part: Option<Vec<u8>>) -> Result<Extracted, ExtractError> {
         let x = &self.extraction;
         let event_id = if x.event_id.is_empty() {
@@ -1050,7 +1079,7 @@ impl Generic {
                     .iter()
                     .map(|l| id_at_location(ctx, l))
                     .collect::<Option<Vec<String>>>()
-                    .map(|parts| parts.join("#"))
+                    .map(|parts| (parts.join("#"), composite.iter().all(|l| self.signs(l))))
             });
             let described = || {
                 x.event_id
@@ -1093,8 +1122,15 @@ impl Generic {
                 AmountUnit::Minor => text.trim().parse::<i64>().ok(),
                 AmountUnit::Major => money::to_minor(&text, currency.as_deref()?),
             });
+        // An id the signature does not cover names the event but cannot key it.
+        let (event_id, unsigned_id) = match event_id {
+            Some((id, true)) => (Some(id), None),
+            Some((id, false)) => (None, Some(id)),
+            None => (None, None),
+        };
         Ok(Extracted {
             event_id,
+            unsigned_id,
             event_type,
             canonical_type,
             occurred_at_ms,
@@ -1234,7 +1270,7 @@ impl Provider for Generic {
                 challenge_param,
                 token,
             } => {
-                if !req.method.eq_ignore_ascii_case("GET") {
+                if req.method != "GET" {
                     return None;
                 }
                 let presented_mode = ctx.query_param(mode_param)?;

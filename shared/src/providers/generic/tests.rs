@@ -546,6 +546,69 @@ fn versioned_list_skips_unknown_versions() {
     ));
 }
 
+#[test]
+fn a_signature_list_longer_than_the_bound_is_refused_even_with_the_right_entry() {
+    let p = generic(
+        json!({
+            "signature": {"header": "Stripe-Signature"},
+            "format": {"kind": "kv_list", "timestamp_key": "t", "signature_key": "v1"},
+            "message": "{timestamp}.{body}",
+        }),
+        vec![secret("k", "s")],
+    );
+    let good = hex_sha256("s", &format!("{NOW_S}.{{}}"));
+    let list = |wrong: usize| {
+        let mut value = format!("t={NOW_S}");
+        for _ in 0..wrong {
+            value.push_str(&format!(",v1={}", "00".repeat(32)));
+        }
+        Headers::from_iter([("Stripe-Signature", format!("{value},v1={good}"))])
+    };
+    let max = crate::providers::crypto::MAX_SIGNATURE_CANDIDATES;
+    assert!(p.verify(&request(&list(max - 1), b"{}"), NOW_MS).is_ok());
+    assert!(matches!(
+        p.verify(&request(&list(max), b"{}"), NOW_MS),
+        Err(VerifyError::MalformedSignature(why)) if why.contains("more than the")
+    ));
+}
+
+#[test]
+fn an_id_outside_the_signed_message_names_the_event_but_does_not_key_it() {
+    let key = "s";
+    let signed_header = generic(
+        json!({"header": "X-Sig", "message": ["header:X-Id", "literal:.", "body"], "id_header": "X-Id"}),
+        vec![secret("k", key)],
+    );
+    let body_only = generic(
+        json!({"header": "X-Sig", "id_header": "X-Id"}),
+        vec![secret("k", key)],
+    );
+    let h = Headers::from_iter([("X-Id", "evt-1")]);
+    let got = signed_header
+        .extract(&request(&h, b"{}"))
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (got.event_id.as_deref(), got.unsigned_id),
+        (Some("evt-1"), None)
+    );
+    let got = body_only.extract(&request(&h, b"{}")).unwrap().remove(0);
+    assert_eq!(
+        (got.event_id, got.unsigned_id.as_deref()),
+        (None, Some("evt-1"))
+    );
+    // A body field is covered by a signature over the body.
+    let pointer = generic(
+        json!({"header": "X-Sig", "id_pointer": "/id"}),
+        vec![secret("k", key)],
+    );
+    let got = pointer
+        .extract(&request(&Headers::new(), br#"{"id":"e9"}"#))
+        .unwrap()
+        .remove(0);
+    assert_eq!(got.event_id.as_deref(), Some("e9"));
+}
+
 // ---- Message parts ----
 
 #[test]
@@ -1058,9 +1121,10 @@ fn extract_reads_ids_and_types_from_headers_and_pointers() {
         .extract(&request(&h, v.body.as_bytes()))
         .unwrap()
         .remove(0);
+    // The header is outside the signed message: it names the event, the body digest keys it.
     assert_eq!(
-        got.event_id.as_deref(),
-        Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")
+        (got.event_id.as_deref(), got.unsigned_id.as_deref()),
+        (None, Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"))
     );
     assert_eq!(got.event_type.as_deref(), Some("orders/create"));
 
@@ -1157,6 +1221,7 @@ fn extract_maps_money_entity_time_and_canonical_types() {
         got,
         Extracted {
             event_id: Some("7914#AUTHORISATION".into()),
+            unsigned_id: None,
             event_type: Some("AUTHORISATION".into()),
             canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
             occurred_at_ms: Some(NOW_MS),
