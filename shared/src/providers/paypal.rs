@@ -43,6 +43,19 @@ const CERT_HOSTS: &[&str] = &[
 /// Fetched certificates kept at once; PayPal signs with one or two at a time.
 const CACHE_ENTRIES: usize = 16;
 
+/// Where PayPal serves its signing certificates. The URL comes from the request, so anything
+/// else on PayPal's hosts is refused rather than fetched on a stranger's say-so.
+const CERT_PATH: &str = "/v1/notifications/certs/";
+
+/// Fetches of certificates not in the cache, per process and minute. PayPal signs with a
+/// handful of certificates, each cached for a day; without a bound, every request naming a
+/// new URL (no secret needed) would make this process call out and wait for the answer.
+const FETCHES_PER_MINUTE: u32 = 8;
+
+/// A URL whose fetch failed is not fetched again for this long (the request answers 503 and
+/// the provider retries).
+const FAILED_FETCH_BACKOFF_MS: i64 = 60_000;
+
 /// Loads a certificate (PEM bytes) from an already allow-listed HTTPS URL. The production
 /// implementation (HTTP client with TLS verification, timeouts and a size limit) is wired by
 /// the composition root with [`PayPal::with_fetcher`].
@@ -122,6 +135,49 @@ pub struct PayPal {
     pinned: HashMap<String, Arc<RsaCertificate>>,
     cache: Mutex<HashMap<String, CachedCert>>,
     fetcher: Option<Arc<dyn CertFetcher>>,
+    fetches: Mutex<FetchBudget>,
+}
+
+/// What bounds the fetches a stranger can cause: [`FETCHES_PER_MINUTE`], and no second try
+/// of a failed URL within [`FAILED_FETCH_BACKOFF_MS`].
+#[derive(Debug, Default)]
+struct FetchBudget {
+    minute: i64,
+    spent: u32,
+    /// URL → when its fetch failed (at most [`CACHE_ENTRIES`]).
+    failed: HashMap<String, i64>,
+}
+
+impl FetchBudget {
+    /// Why `url` may not be fetched now, if it may not.
+    fn refuse(&mut self, url: &str, now_ms: i64) -> Option<&'static str> {
+        if self
+            .failed
+            .get(url)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < FAILED_FETCH_BACKOFF_MS)
+        {
+            return Some("its last fetch failed less than a minute ago");
+        }
+        let minute = now_ms.div_euclid(60_000);
+        if self.minute != minute {
+            (self.minute, self.spent) = (minute, 0);
+        }
+        if self.spent >= FETCHES_PER_MINUTE {
+            return Some("this minute's certificate fetches are spent");
+        }
+        self.spent += 1;
+        None
+    }
+
+    fn failed(&mut self, url: &str, now_ms: i64) {
+        if self.failed.len() >= CACHE_ENTRIES {
+            self.failed
+                .retain(|_, at| now_ms.saturating_sub(*at) < FAILED_FETCH_BACKOFF_MS);
+        }
+        if self.failed.len() < CACHE_ENTRIES {
+            self.failed.insert(url.to_string(), now_ms);
+        }
+    }
 }
 
 /// `Ok` when `url` is `https://<allow-listed host>[:443]/…` with nothing a URL parser could
@@ -153,8 +209,10 @@ fn check_cert_url(url: &str) -> Result<(), String> {
             "certificate host {host:?} is not a PayPal API host"
         ));
     }
-    if !path.starts_with('/') {
-        return Err("certificate URL has no path".into());
+    if !path.starts_with(CERT_PATH) {
+        return Err(format!(
+            "certificate URL path is not under {CERT_PATH} (PayPal's certificates)"
+        ));
     }
     Ok(())
 }
@@ -213,6 +271,7 @@ impl PayPal {
             cache_max_age_ms: i64::from(opts.cache_max_age_seconds) * 1000,
             pinned,
             cache: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(FetchBudget::default()),
             fetcher: if opts.fetch_certificates {
                 built_in_fetcher()
             } else {
@@ -255,11 +314,28 @@ impl PayPal {
         if cached == Some(true) {
             return Ok(());
         }
+        let refused = self
+            .fetches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refuse(url, now_ms);
         // The lock is not held across the fetch; two concurrent first requests may both fetch.
-        let fetched = fetcher
-            .fetch(url)
-            .await
-            .and_then(|pem| RsaCertificate::from_pem(&pem));
+        let fetched = match refused {
+            Some(why) => Err(format!("not fetched: {why}")),
+            None => {
+                let fetched = fetcher
+                    .fetch(url)
+                    .await
+                    .and_then(|pem| RsaCertificate::from_pem(&pem));
+                if fetched.is_err() {
+                    self.fetches
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .failed(url, now_ms);
+                }
+                fetched
+            }
+        };
         match fetched {
             Ok(cert) => {
                 let mut cache = self.cache();
@@ -646,13 +722,52 @@ mod tests {
         for i in 0..20 {
             let url = format!("https://api.paypal.com/v1/notifications/certs/CERT-{i}");
             let h = Headers::from_iter([("PAYPAL-CERT-URL", url)]);
-            p.prepare_at(&request(&h, b"{}"), NOW_MS + i).await.unwrap();
+            // A minute apart: within one, the fetch budget would refuse most of them.
+            let at = NOW_MS + i * 60_000;
+            p.prepare_at(&request(&h, b"{}"), at).await.unwrap();
         }
         assert_eq!(p.cache().len(), CACHE_ENTRIES);
         assert!(!p
             .cache()
             .contains_key("https://api.paypal.com/v1/notifications/certs/CERT-0"));
         assert_eq!(fetcher.calls(), 20);
+    }
+
+    #[tokio::test]
+    async fn strangers_naming_new_certificate_urls_cause_a_bounded_number_of_fetches() {
+        let v = vector();
+        let failing = FakeFetcher::serving(None);
+        let p = unpinned("1JE4291016473214C").with_fetcher(failing.clone());
+        let at = |i: usize| {
+            let url = format!("https://api.paypal.com/v1/notifications/certs/CERT-{i}");
+            Headers::from_iter([("PAYPAL-CERT-URL", url)])
+        };
+        // Late in one minute, so the next one starts while the failures are fresh.
+        let t0 = NOW_MS - NOW_MS.rem_euclid(60_000) + 50_000;
+        for i in 0..100 {
+            let got = p.prepare_at(&request(&at(i), b"{}"), t0).await;
+            assert!(matches!(got, Err(VerifyError::Unavailable(_))), "{got:?}");
+        }
+        assert_eq!(failing.calls(), FETCHES_PER_MINUTE as usize);
+        // A URL that just failed is not tried again within the minute, even with budget left…
+        let later = t0 + 10_000;
+        assert!(p.prepare_at(&request(&at(0), b"{}"), later).await.is_err());
+        assert_eq!(failing.calls(), FETCHES_PER_MINUTE as usize);
+        // …and a new minute brings a new budget for new URLs.
+        assert!(p
+            .prepare_at(&request(&at(500), b"{}"), later)
+            .await
+            .is_err());
+        assert_eq!(failing.calls(), FETCHES_PER_MINUTE as usize + 1);
+        // A certificate outside PayPal's certificate path is never fetched.
+        let other = Headers::from_iter([(
+            "PAYPAL-CERT-URL",
+            "https://api.paypal.com/v1/oauth2/token".to_string(),
+        )]);
+        let serving = FakeFetcher::serving(v.cert_pem.as_deref());
+        let p = unpinned("1JE4291016473214C").with_fetcher(serving.clone());
+        p.prepare_at(&request(&other, b"{}"), NOW_MS).await.unwrap();
+        assert_eq!(serving.calls(), 0);
     }
 
     #[tokio::test]
@@ -951,12 +1066,13 @@ mod tests {
             "{err}"
         );
         let err = PayPal::from_config(
-            &serde_json::json!({"webhook_id": "W", "certificates": {"https://api.paypal.com/c": "not pem"}}),
+            &serde_json::json!({"webhook_id": "W", "certificates": {"https://api.paypal.com/v1/notifications/certs/C": "not pem"}}),
             vec![],
         )
         .unwrap_err();
         assert!(
-            err.0.contains("certificates[\"https://api.paypal.com/c\"]"),
+            err.0
+                .contains("certificates[\"https://api.paypal.com/v1/notifications/certs/C\"]"),
             "{err}"
         );
         let err = PayPal::from_config(
