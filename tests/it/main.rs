@@ -7,6 +7,7 @@ mod cli;
 mod conformance;
 mod dlq_aws;
 mod faults;
+mod hostile_server;
 mod lambda;
 mod load;
 mod ordering;
