@@ -85,6 +85,22 @@ pub struct Settings {
     /// The longest a target's `Retry-After` may hold an event back.
     #[serde(default = "default_retry_after_max")]
     pub retry_after_max: String,
+    /// `inlet dev`'s HTTP server: a request's head must arrive complete within this time
+    /// (from the connection's start, or from its first byte after an idle spell).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    /// …its body within this time of the head: a stalled body is answered 408.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: String,
+    /// …and a keep-alive connection with no new request is closed after this time.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    /// Open connections `inlet dev` holds at once; more are closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// …of them from one client address (an IPv6 client: its /64).
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
 }
 
 /// The largest `max_body_bytes`: its envelope at worst (see
@@ -115,6 +131,28 @@ fn default_retry_cap() -> String {
 fn default_retry_after_max() -> String {
     "1h".into()
 }
+// A webhook's head is one packet and its body a few more: these leave a slow network ample
+// time while a client that trickles bytes loses its connection within seconds. At the
+// default `max_body_bytes` (256 KiB), 30 s still admits a sender of 9 KB/s.
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_body_timeout() -> String {
+    "30s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
+}
+// Each connection holds a file descriptor. 512 stays below the usual soft limit of 1024
+// on Linux with room for the store, targets and polls; 128 per address lets `make load`'s
+// 64 connections through while one address can take at most a quarter of the total. Where
+// the limit is lower (`ulimit -n`), lower these with it.
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_connections_per_ip() -> usize {
+    128
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -129,8 +167,24 @@ impl Default for Settings {
             retry_cap: default_retry_cap(),
             retry_attempts: None,
             retry_after_max: default_retry_after_max(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
         }
     }
+}
+
+/// What one client may cost `inlet dev`'s HTTP server (on AWS, the HTTP API or Function
+/// URL in front of the ingest Lambda bounds this instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 /// A secret reference: `env:NAME`, or `literal:VALUE` (local configs only); or a table
@@ -407,6 +461,7 @@ pub struct Config {
     pub default_retry: RetryPolicy,
     /// The longest a target's `Retry-After` may hold an event back.
     pub retry_after_max: std::time::Duration,
+    pub server: ServerLimits,
 }
 
 impl Config {
@@ -938,6 +993,7 @@ pub fn validate(
         s.max_receive_count,
     )?;
     let retry_after_max = parse_retry_duration("settings.retry_after_max", &s.retry_after_max)?;
+    let server = validate_server_limits(s)?;
 
     let mut sources = BTreeMap::new();
     for (i, src) in doc.sources.iter().enumerate() {
@@ -1221,6 +1277,40 @@ pub fn validate(
         base_dir,
         default_retry,
         retry_after_max,
+        server,
+    })
+}
+
+fn validate_server_limits(s: &Settings) -> Result<ServerLimits, ConfigError> {
+    // An hour is already far past any webhook's patience; the bound also keeps deadline
+    // arithmetic (now + timeout) from overflowing.
+    const MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+    let timeout = |field: &str, text: &str| {
+        let d = humantime::parse_duration(text.trim())
+            .map_err(|e| invalid(field, format!("{text:?}: {e}")))?;
+        if d.is_zero() || d > MAX {
+            return Err(invalid(
+                field,
+                format!("{text:?} must be more than 0 and at most 1h"),
+            ));
+        }
+        Ok(d)
+    };
+    if s.max_connections == 0 {
+        return Err(invalid("settings.max_connections", "must be at least 1"));
+    }
+    if s.max_connections_per_ip == 0 || s.max_connections_per_ip > s.max_connections {
+        return Err(invalid(
+            "settings.max_connections_per_ip",
+            "must be at least 1 and at most settings.max_connections",
+        ));
+    }
+    Ok(ServerLimits {
+        header_timeout: timeout("settings.header_timeout", &s.header_timeout)?,
+        body_timeout: timeout("settings.body_timeout", &s.body_timeout)?,
+        idle_timeout: timeout("settings.idle_timeout", &s.idle_timeout)?,
+        max_connections: s.max_connections,
+        max_connections_per_ip: s.max_connections_per_ip,
     })
 }
 
@@ -1835,6 +1925,48 @@ mod tests {
             field_of(check(&text, &env_of(&[("GH_SECRET", "x")]))),
             "settings.lease_seconds"
         );
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_bad_ones_name_their_fields() {
+        let env = env_of(&[("GH_SECRET", "x")]);
+        let s = std::time::Duration::from_secs;
+        let cfg = check(BASE, &env).expect("valid");
+        assert_eq!(
+            cfg.server,
+            ServerLimits {
+                header_timeout: s(10),
+                body_timeout: s(30),
+                idle_timeout: s(60),
+                max_connections: 512,
+                max_connections_per_ip: 128,
+            }
+        );
+        let with = |settings: &str| check(&format!("[settings]\n{settings}\n{BASE}"), &env);
+        let cfg = with("header_timeout = \"1s\"\nbody_timeout = \"1500ms\"\nidle_timeout = \"2s\"\nmax_connections = 8\nmax_connections_per_ip = 8")
+            .expect("valid");
+        assert_eq!(
+            cfg.server.body_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(cfg.server.max_connections_per_ip, 8);
+        for (settings, field) in [
+            ("header_timeout = \"0s\"", "settings.header_timeout"),
+            ("header_timeout = \"soon\"", "settings.header_timeout"),
+            ("body_timeout = \"2h\"", "settings.body_timeout"),
+            ("idle_timeout = \"0ms\"", "settings.idle_timeout"),
+            ("max_connections = 0", "settings.max_connections"),
+            (
+                "max_connections_per_ip = 0",
+                "settings.max_connections_per_ip",
+            ),
+            (
+                "max_connections = 10\nmax_connections_per_ip = 11",
+                "settings.max_connections_per_ip",
+            ),
+        ] {
+            assert_eq!(field_of(with(settings)), field, "{settings}");
+        }
     }
 
     #[test]
