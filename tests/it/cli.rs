@@ -16,15 +16,7 @@ const INLET: &str = env!("CARGO_BIN_EXE_inlet");
 /// The dev config with its files in `dir`; short visibility and lease so a killed worker's
 /// message comes back within seconds of real time.
 fn write_config(dir: &Path) -> PathBuf {
-    let text = DEV_CONFIG
-        .replace(
-            "data_dir = \"../../.inlet\"",
-            &format!("data_dir = {:?}", dir.join("data")),
-        )
-        .replace(
-            "path = \"../../.inlet/events.jsonl\"",
-            &format!("path = {:?}", dir.join("events.jsonl")),
-        )
+    let text = crate::pipeline::dev_config_text(dir)
         .replace("lease_seconds = 60", "lease_seconds = 1")
         .replace(
             "visibility_timeout_seconds = 180",

@@ -29,7 +29,7 @@ use inlet::targets::Target;
 use inlet::worker::{Outcome, Worker, WorkerRecord};
 
 use crate::cli::Dev;
-use crate::pipeline::{sample_body, signed_headers, Running, DEV_CONFIG, SOURCES};
+use crate::pipeline::{sample_body, signed_headers, Running, SOURCES};
 use crate::polling_acceptance::{seed, Rng};
 use crate::support::accounting::{account, assert_accounted, dead_letters, Abandoned, Books};
 use crate::support::aws;
@@ -87,15 +87,7 @@ async fn deliver(
 /// `max_receive_count` is high because every kill costs the batch in hand one receive: kills
 /// alone must never walk an event into the DLQ.
 fn write_dev_config(dir: &Path, hook: SocketAddr) -> PathBuf {
-    let text = DEV_CONFIG
-        .replace(
-            "data_dir = \"../../.inlet\"",
-            &format!("data_dir = {:?}", dir.join("data")),
-        )
-        .replace(
-            "path = \"../../.inlet/events.jsonl\"",
-            &format!("path = {:?}", dir.join("events.jsonl")),
-        )
+    let text = crate::pipeline::dev_config_text(dir)
         .replace("lease_seconds = 60", "lease_seconds = 2")
         .replace(
             "visibility_timeout_seconds = 180",

@@ -6,21 +6,12 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::cli::Dev;
-use crate::pipeline::DEV_CONFIG;
 
 const INLET_LOAD: &str = env!("CARGO_BIN_EXE_inlet-load");
 
 /// The dev config with its store and JSONL file in `dir`, everything else as `make dev` runs.
 fn dev_config_in(dir: &Path) -> std::path::PathBuf {
-    let text = DEV_CONFIG
-        .replace(
-            "data_dir = \"../../.inlet\"",
-            &format!("data_dir = {:?}", dir.join("data")),
-        )
-        .replace(
-            "path = \"../../.inlet/events.jsonl\"",
-            &format!("path = {:?}", dir.join("events.jsonl")),
-        );
+    let text = crate::pipeline::dev_config_text(dir);
     let path = dir.join("inlet.toml");
     std::fs::write(&path, text).expect("write config");
     path

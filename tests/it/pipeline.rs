@@ -37,6 +37,20 @@ pub fn dev_config(dir: &Path, edit: impl FnOnce(&mut ConfigDoc)) -> config::Conf
     config::validate(doc, dir.to_path_buf(), &|_: &str| None).expect("dev config is valid")
 }
 
+/// The committed dev config as text, its store and JSONL file moved into `dir`: what tests
+/// that start the real `inlet dev` edit further and write out.
+pub fn dev_config_text(dir: &Path) -> String {
+    DEV_CONFIG
+        .replace(
+            "data_dir = \"../../.inlet\"",
+            &format!("data_dir = {:?}", dir.join("data")),
+        )
+        .replace(
+            "path = \"../../.inlet/events.jsonl\"",
+            &format!("path = {:?}", dir.join("events.jsonl")),
+        )
+}
+
 /// A sample body per source with a fresh event id, so tests never collide.
 pub fn sample_body(source: &str, n: u64) -> Vec<u8> {
     let body = match source {

@@ -16,27 +16,18 @@ use inlet::retry::FixedJitter;
 use inlet::targets::{DispatchError, Outgoing, Target};
 use inlet::worker::{Outcome, Worker};
 
-use crate::pipeline::{jsonl_keys, sample_body, signed_headers, DEV_CONFIG};
+use crate::pipeline::{jsonl_keys, sample_body, signed_headers};
 
 const INLET: &str = env!("CARGO_BIN_EXE_inlet");
 
 /// The dev config in `dir`, with `route` added under the catch-all route's targets (a
 /// `retry` table, say) and `extra` TOML appended (more targets and routes).
 fn write_config(dir: &Path, route: &str, extra: &str) -> PathBuf {
-    let text = DEV_CONFIG
-        .replace(
-            "data_dir = \"../../.inlet\"",
-            &format!("data_dir = {:?}", dir.join("data")),
-        )
-        .replace(
-            "path = \"../../.inlet/events.jsonl\"",
-            &format!("path = {:?}", dir.join("events.jsonl")),
-        )
-        .replacen(
-            "targets = [\"file\"]",
-            &format!("targets = [\"file\"]\n{route}"),
-            1,
-        );
+    let text = crate::pipeline::dev_config_text(dir).replacen(
+        "targets = [\"file\"]",
+        &format!("targets = [\"file\"]\n{route}"),
+        1,
+    );
     let path = dir.join("inlet.toml");
     std::fs::write(&path, format!("{text}\n{extra}\n")).expect("write config");
     path
