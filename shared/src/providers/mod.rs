@@ -98,6 +98,33 @@ pub struct Verified {
 #[error("{0}")]
 pub struct ExtractError(pub String);
 
+/// Why a verified request yields no events to queue: not an event the provider can take, or
+/// more events than one request may carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractFailure {
+    #[error(transparent)]
+    Malformed(#[from] ExtractError),
+    #[error("the request carries {count} events, over the limit of {limit}")]
+    TooManyEvents { count: usize, limit: usize },
+}
+
+impl From<ExtractFailure> for ExtractError {
+    fn from(failure: ExtractFailure) -> Self {
+        match failure {
+            ExtractFailure::Malformed(e) => e,
+            too_many => ExtractError(too_many.to_string()),
+        }
+    }
+}
+
+/// `Err` when `count` events are more than `limit`.
+pub fn at_most(count: usize, limit: usize) -> Result<(), ExtractFailure> {
+    if count > limit {
+        return Err(ExtractFailure::TooManyEvents { count, limit });
+    }
+    Ok(())
+}
+
 /// What the envelope needs from one of the provider's events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extracted {
@@ -122,8 +149,11 @@ pub struct Extracted {
     /// ISO 4217, upper case.
     pub currency: Option<String>,
     /// When one request carries several events (SendGrid arrays, Meta `entry[]`, Adyen
-    /// `notificationItems[]`): this event's exact bytes, sliced from the body, never
-    /// re-serialised. `None` means the event is the whole body.
+    /// `notificationItems[]`): this event's own bytes, sliced from the body, never
+    /// re-serialised (Meta sets the item beside raw slices of what identifies its entry).
+    /// Never the whole batch again per event: the parts of one request together stay within
+    /// the request's size plus a small bounded amount per event. `None` means the event is
+    /// the whole body.
     pub part: Option<Vec<u8>>,
 }
 
@@ -203,6 +233,19 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The events in a verified request: usually one; several when the provider batches
     /// them (each gets its own envelope and dedupe key); none for an empty batch.
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError>;
+
+    /// [`Provider::extract`], refusing a request that carries more than `limit` events.
+    /// Providers that batch count their items before the per-event work; the default
+    /// extracts first, which is as cheap for a provider with one event per request.
+    fn extract_at_most(
+        &self,
+        req: &InboundRequest<'_>,
+        limit: usize,
+    ) -> Result<Vec<Extracted>, ExtractFailure> {
+        let events = self.extract(req)?;
+        at_most(events.len(), limit)?;
+        Ok(events)
+    }
 
     /// Headers that make `input.body` verify with the first live key (for `inlet sign`).
     /// Public-key schemes cannot sign with what the receiver holds and say so.

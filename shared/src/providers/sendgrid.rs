@@ -11,8 +11,8 @@ use serde_json::value::RawValue;
 
 use super::crypto::{self, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
-    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
-    VerifyError,
+    canonical, fields, ExtractError, ExtractFailure, Extracted, Provider, ProviderConfigError,
+    SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -131,12 +131,23 @@ impl Provider for SendGrid {
         })
     }
 
-    /// One event per array item, each with its exact bytes as `part`; an empty array is no
-    /// event. `sg_event_id` is the dedupe key (SendGrid's own id for each event).
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
+        self.extract_at_most(req, usize::MAX)
+            .map_err(ExtractError::from)
+    }
+
+    /// One event per array item, each with its exact bytes as `part` (so the parts together
+    /// are no larger than the body); an empty array is no event. `sg_event_id` is the dedupe
+    /// key (SendGrid's own id for each event). The items are counted before any is parsed.
+    fn extract_at_most(
+        &self,
+        req: &InboundRequest<'_>,
+        limit: usize,
+    ) -> Result<Vec<Extracted>, ExtractFailure> {
         let items: Vec<&RawValue> = serde_json::from_slice(req.body)
             .map_err(|_| ExtractError("sendgrid body is not a JSON array of events".into()))?;
-        items
+        super::at_most(items.len(), limit)?;
+        let events: Result<Vec<Extracted>, ExtractError> = items
             .into_iter()
             .enumerate()
             .map(|(i, raw)| {
@@ -155,7 +166,8 @@ impl Provider for SendGrid {
                     ..Default::default()
                 })
             })
-            .collect()
+            .collect();
+        Ok(events?)
     }
 
     fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
@@ -469,6 +481,30 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.0.contains("private key"), "{err}");
+    }
+
+    #[test]
+    fn sendgrid_items_are_counted_before_any_is_parsed() {
+        let p = sendgrid(vec![secret("k", &TestKey::new(1).public_b64())]);
+        let h = Headers::new();
+        let body = br#"[{"sg_event_id":"a"},{"sg_event_id":"b"},{"sg_event_id":"c"}]"#;
+        let got = p.extract_at_most(&request(&h, body), 3).unwrap();
+        // Each part is its own item's bytes: together no larger than the body.
+        assert_eq!(got[1].part.as_deref(), Some(&br#"{"sg_event_id":"b"}"#[..]));
+        assert_eq!(
+            p.extract_at_most(&request(&h, body), 2),
+            Err(ExtractFailure::TooManyEvents { count: 3, limit: 2 })
+        );
+        // Refused by count before the item that is no event would be looked at.
+        let worse = br#"[{"sg_event_id":"a"},1,2]"#;
+        assert_eq!(
+            p.extract_at_most(&request(&h, worse), 2),
+            Err(ExtractFailure::TooManyEvents { count: 3, limit: 2 })
+        );
+        assert!(matches!(
+            p.extract_at_most(&request(&h, worse), 3),
+            Err(ExtractFailure::Malformed(_))
+        ));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use super::crypto::{
     self, Ed25519Key, HmacAlgorithm, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance,
 };
 use super::{
-    canonical, fields, money, ExtractError, Extracted, HandshakeReply, Provider,
+    canonical, fields, money, ExtractError, ExtractFailure, Extracted, HandshakeReply, Provider,
     ProviderConfigError, SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
@@ -1349,18 +1349,32 @@ impl Provider for Generic {
     }
 
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
+        self.extract_at_most(req, usize::MAX)
+            .map_err(ExtractError::from)
+    }
+
+    /// With `items_pointer`, one event per item whose `part` is the item's exact bytes (the
+    /// parts together are no larger than the body), counted before any is extracted.
+    fn extract_at_most(
+        &self,
+        req: &InboundRequest<'_>,
+        limit: usize,
+    ) -> Result<Vec<Extracted>, ExtractFailure> {
         let Some(pointer) = self.items_pointer.as_deref() else {
             let ctx = Ctx::new(req.method, req.headers, req.query, req.body);
             return Ok(vec![self.extract_one(&ctx, None)?]);
         };
-        raw_items(req.body, pointer)
-            .map_err(|why| ExtractError(format!("items_pointer: {why}")))?
+        let items = raw_items(req.body, pointer)
+            .map_err(|why| ExtractError(format!("items_pointer: {why}")))?;
+        super::at_most(items.len(), limit)?;
+        let events: Result<Vec<Extracted>, ExtractError> = items
             .into_iter()
             .map(|item| {
                 let ctx = Ctx::new(req.method, req.headers, req.query, item);
                 self.extract_one(&ctx, Some(item.to_vec()))
             })
-            .collect()
+            .collect();
+        Ok(events?)
     }
 
     /// Signs with the first live key. Header parts can be signed when they are the event id

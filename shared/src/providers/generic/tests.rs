@@ -1307,6 +1307,35 @@ fn items_pointer_splits_a_batch_into_byte_exact_parts() {
 }
 
 #[test]
+fn items_are_counted_before_any_is_extracted() {
+    let p = generic(
+        json!({
+            "header": "X-Sig",
+            "items_pointer": "/events",
+            "event_id": {"json_pointer": "/id"},
+        }),
+        vec![secret("k", "s")],
+    );
+    let h = Headers::new();
+    let body = br#"{"events":[{"id":"a"},{"id":"b"},{"id":"c"}]}"#;
+    assert_eq!(p.extract_at_most(&request(&h, body), 3).unwrap().len(), 3);
+    assert_eq!(
+        p.extract_at_most(&request(&h, body), 2),
+        Err(ExtractFailure::TooManyEvents { count: 3, limit: 2 })
+    );
+    // The items without an id would be extract errors: the count comes first.
+    let worse = br#"{"events":[{"id":"a"},{},{}]}"#;
+    assert_eq!(
+        p.extract_at_most(&request(&h, worse), 2),
+        Err(ExtractFailure::TooManyEvents { count: 3, limit: 2 })
+    );
+    assert!(matches!(
+        p.extract_at_most(&request(&h, worse), 3),
+        Err(ExtractFailure::Malformed(_))
+    ));
+}
+
+#[test]
 fn a_signature_inside_each_item_verifies_every_item() {
     let item = |psp: &str, value: i64, key: &str| {
         let sig = SignatureEncoding::Base64.encode(
