@@ -250,13 +250,28 @@ async fn a_batched_body_becomes_one_event_each_with_its_own_dedupe_key() {
     for env in envelopes(&run) {
         let part = env.part.as_ref().expect("a part of a batch");
         assert_eq!((part.count, &part.request_sha256), (3, &request_sha256));
-        // The part is the enclosing entry, sliced byte for byte from what Meta signed.
+        // The part is its own message or status beside its entry's context, every member
+        // sliced byte for byte from what Meta signed.
         let bytes = env.body_bytes().expect("body");
-        assert!(
-            body.windows(bytes.len()).any(|w| w == bytes.as_slice()),
-            "{} is a slice of the request",
-            env.dedupe_key
+        let members: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(&bytes).expect("a JSON object");
+        let kinds: Vec<&str> = ["message", "status"]
+            .into_iter()
+            .filter(|k| members.contains_key(*k))
+            .collect();
+        assert_eq!(kinds.len(), 1, "{}", env.dedupe_key);
+        assert_eq!(
+            members["metadata"].get(),
+            r#"{"phone_number_id":"106540352242922"}"#
         );
+        for raw in members.values() {
+            let raw = raw.get().as_bytes();
+            assert!(
+                body.windows(raw.len()).any(|w| w == raw),
+                "{} is made of slices of the request",
+                env.dedupe_key
+            );
+        }
     }
     // The same delivery again: three duplicates, nothing dispatched twice.
     let (status, _) = run.post("meta", &headers, body).await;

@@ -11,10 +11,23 @@
 //!
 //! One notification batches `entry[]`; each yields one event per message or status with an id
 //! (WhatsApp `changes[].value.messages[]`/`statuses[]`, Messenger/Instagram `messaging[]`),
-//! else one event for the entry. Every event's `part` is its enclosing entry's exact bytes:
-//! the entry holds the metadata (phone number id, contacts) its handler needs.
+//! else one event for the entry. An event's `part` is a small JSON object of raw slices of
+//! the body (never re-serialised, so Meta's escapes stay byte for byte): the item itself
+//! beside what identifies its entry, members absent from the request left out:
+//! - WhatsApp message: `{"object","entry_id","field","messaging_product","metadata",
+//!   "contact","message"}` (`contact` = the `contacts[]` item whose `wa_id` is the sender);
+//! - WhatsApp status: `{"object","entry_id","field","messaging_product","metadata","status"}`;
+//! - Messenger/Instagram: `{"object","entry_id","messaging"}`;
+//! - an entry without such items: `{"object","entry"}` (the whole entry is the event).
+//!
+//! Sibling items and the entry's `time` stay out, so the same message inside a differently
+//! composed batch has the same bytes (a duplicate, not a conflict). The context is copied per
+//! event, so it is capped ([`MAX_CONTEXT_BYTES`]): the parts of a request together take at
+//! most its size plus [`MAX_PART_OVERHEAD`] per event.
 //! Source: developers.facebook.com/docs/graph-api/webhooks/getting-started; WhatsApp Cloud API
 //! "Set up webhooks" and webhook payload reference; Messenger Platform webhook events.
+
+use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -22,8 +35,8 @@ use serde_json::Value;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, TimeUnit};
 use super::{
-    canonical, fields, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
-    SignInput, Verified, VerifyError,
+    canonical, fields, ExtractError, ExtractFailure, Extracted, HandshakeReply, Provider,
+    ProviderConfigError, SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
@@ -108,15 +121,37 @@ impl Meta {
 
 #[derive(Deserialize)]
 struct Notification<'a> {
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
     #[serde(borrow)]
     entry: Vec<&'a RawValue>,
 }
 
-fn array<'v>(value: &'v Value, key: &str) -> &'v [Value] {
-    value
-        .get(key)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+/// The most bytes of context (`object`, entry id, `field`, `messaging_product`, `metadata`,
+/// the sender's contact) copied beside one event. Meta's are a few hundred bytes; the cap
+/// keeps an entry with large context and many items from multiplying it per event.
+pub const MAX_CONTEXT_BYTES: usize = 2048;
+
+/// The most a part adds to its item's own bytes: the context and the member names and
+/// punctuation around it (under 100 bytes). The parts of a request with `n` events take at
+/// most its size plus `n` times this.
+pub const MAX_PART_OVERHEAD: usize = MAX_CONTEXT_BYTES + 128;
+
+/// A JSON object's members as raw slices of the body (the last of a repeated name wins, as
+/// when parsing into a `Value`); `None` when `raw` is no object.
+fn members(raw: &RawValue) -> Option<HashMap<String, &RawValue>> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A JSON array's items as raw slices; empty when `raw` is absent or no array (Meta's
+/// optional lists).
+fn items<'a>(raw: Option<&&'a RawValue>) -> Vec<&'a RawValue> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or_default()
+}
+
+fn value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
 }
 
 /// Messenger stamps entries and events in milliseconds, other Graph objects in seconds.
@@ -166,40 +201,157 @@ fn messaging_canonical(kind: &str) -> Option<&'static str> {
     }
 }
 
-/// The events of one `entry[]` item, each carrying the entry's bytes as its part.
-fn entry_events(raw: &RawValue) -> Result<Vec<Extracted>, ExtractError> {
-    let entry: Value = serde_json::from_str(raw.get())
-        .map_err(|_| ExtractError("meta entry does not parse".into()))?;
-    if !entry.is_object() {
-        return Err(ExtractError("meta entry is not a JSON object".into()));
-    }
-    let part = || Some(raw.get().as_bytes().to_vec());
-    let entry_id = entry.get("id").and_then(fields::id_text);
-    let entry_time = entry.get("time");
-    let mut events = Vec::new();
+/// One `changes[]` item, sliced.
+struct Change<'a> {
+    field: Option<&'a RawValue>,
+    messaging_product: Option<&'a RawValue>,
+    metadata: Option<&'a RawValue>,
+    contacts: Vec<&'a RawValue>,
+    messages: Vec<&'a RawValue>,
+    statuses: Vec<&'a RawValue>,
+}
 
-    for change in array(&entry, "changes") {
-        let value = change.get("value").unwrap_or(&Value::Null);
+impl<'a> Change<'a> {
+    fn slice(raw: &'a RawValue) -> Self {
+        let change = members(raw).unwrap_or_default();
+        let value = change
+            .get("value")
+            .and_then(|v| members(v))
+            .unwrap_or_default();
+        Self {
+            field: change.get("field").copied(),
+            messaging_product: value.get("messaging_product").copied(),
+            metadata: value.get("metadata").copied(),
+            contacts: items(value.get("contacts")),
+            messages: items(value.get("messages")),
+            statuses: items(value.get("statuses")),
+        }
+    }
+
+    /// `contacts[]` by `wa_id`, to set each message's sender beside it.
+    fn contacts_by_wa_id(&self) -> HashMap<String, &'a RawValue> {
+        self.contacts
+            .iter()
+            .filter_map(|raw| Some((fields::str_at(&value(raw), "/wa_id")?.to_string(), *raw)))
+            .collect()
+    }
+}
+
+/// One `entry[]` item, sliced: everything an event needs is a slice of the body, so nothing
+/// is re-serialised and nothing is copied per event but the bounded context.
+struct Entry<'a> {
+    raw: &'a RawValue,
+    id: Option<&'a RawValue>,
+    time: Option<&'a RawValue>,
+    changes: Vec<Change<'a>>,
+    messaging: Vec<&'a RawValue>,
+}
+
+impl<'a> Entry<'a> {
+    fn slice(raw: &'a RawValue) -> Result<Self, ExtractError> {
+        let entry =
+            members(raw).ok_or_else(|| ExtractError("meta entry is not a JSON object".into()))?;
+        Ok(Self {
+            raw,
+            id: entry.get("id").copied(),
+            time: entry.get("time").copied(),
+            changes: items(entry.get("changes"))
+                .into_iter()
+                .map(Change::slice)
+                .collect(),
+            messaging: items(entry.get("messaging")),
+        })
+    }
+
+    /// The events it yields at most: one per listed item, or the entry itself.
+    fn event_count(&self) -> usize {
+        let listed: usize = self.messaging.len()
+            + self
+                .changes
+                .iter()
+                .map(|c| c.messages.len() + c.statuses.len())
+                .sum::<usize>();
+        listed.max(1)
+    }
+}
+
+/// An event's part: a JSON object of raw slices, `{"object":…,"entry_id":…,<context>…,
+/// "<kind>":<item>}`, members whose slice is absent left out. The same item with the same
+/// context is the same bytes whatever else its request carried, so a redelivery in another
+/// batch is a duplicate, not a conflict.
+fn part(
+    context: &[(&str, Option<&RawValue>)],
+    kind: &str,
+    item: &RawValue,
+) -> Result<Vec<u8>, ExtractError> {
+    let present = || context.iter().filter_map(|(n, v)| Some((*n, (*v)?.get())));
+    let context_bytes: usize = present().map(|(_, v)| v.len()).sum();
+    if context_bytes > MAX_CONTEXT_BYTES {
+        return Err(ExtractError(format!(
+            "meta: the entry context copied beside each event is {context_bytes} bytes, over {MAX_CONTEXT_BYTES}"
+        )));
+    }
+    let mut out = Vec::with_capacity(item.get().len() + context_bytes + 16 * (context.len() + 1));
+    out.push(b'{');
+    for (name, raw) in present().chain([(kind, item.get())]) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(raw.as_bytes());
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// The events of one entry: one per message or status with an id, one per `messaging[]`
+/// item, else the entry itself.
+fn entry_events(
+    object: Option<&RawValue>,
+    entry: &Entry<'_>,
+    events: &mut Vec<Extracted>,
+) -> Result<(), ExtractError> {
+    let first = events.len();
+    let entry_id = entry.id.map(value).as_ref().and_then(fields::id_text);
+    let entry_time = entry.time.map(value);
+
+    for change in &entry.changes {
+        let context = [
+            ("object", object),
+            ("entry_id", entry.id),
+            ("field", change.field),
+            ("messaging_product", change.messaging_product),
+            ("metadata", change.metadata),
+        ];
+        let contacts = change.contacts_by_wa_id();
         // WhatsApp inbound messages: the `wamid…` is the dedupe key.
-        for message in array(value, "messages") {
-            let Some(id) = fields::str_at(message, "/id") else {
+        for raw in &change.messages {
+            let message = value(raw);
+            let Some(id) = fields::str_at(&message, "/id") else {
                 continue;
             };
+            let from = fields::str_at(&message, "/from");
+            let contact = from.and_then(|f| contacts.get(f).copied());
+            let mut with_contact = context.to_vec();
+            with_contact.push(("contact", contact));
             events.push(Extracted {
                 event_id: Some(id.to_string()),
                 event_type: Some("messages".into()),
                 canonical_type: Some(canonical::CHAT_MESSAGE),
                 occurred_at_ms: fields::unix_seconds_int_or_text_ms(message.get("timestamp")),
-                entity: fields::str_at(message, "/from").map(str::to_string),
-                part: part(),
+                entity: from.map(str::to_string),
+                part: Some(part(&with_contact, "message", raw)?),
                 ..Default::default()
             });
         }
         // WhatsApp delivery receipts: one per message and status, so `id#status`.
-        for status in array(value, "statuses") {
+        for raw in &change.statuses {
+            let status = value(raw);
             let (Some(id), Some(state)) = (
-                fields::str_at(status, "/id"),
-                fields::str_at(status, "/status"),
+                fields::str_at(&status, "/id"),
+                fields::str_at(&status, "/status"),
             ) else {
                 continue;
             };
@@ -208,37 +360,39 @@ fn entry_events(raw: &RawValue) -> Result<Vec<Extracted>, ExtractError> {
                 event_type: Some(format!("statuses.{state}")),
                 canonical_type: status_canonical(state),
                 occurred_at_ms: fields::unix_seconds_int_or_text_ms(status.get("timestamp")),
-                entity: fields::str_at(status, "/recipient_id").map(str::to_string),
-                part: part(),
+                entity: fields::str_at(&status, "/recipient_id").map(str::to_string),
+                part: Some(part(&context, "status", raw)?),
                 ..Default::default()
             });
         }
     }
 
-    for item in array(&entry, "messaging") {
+    let context = [("object", object), ("entry_id", entry.id)];
+    for raw in &entry.messaging {
+        let item = value(raw);
         let kind = MESSAGING_KINDS
             .iter()
             .copied()
             .find(|k| item.get(*k).is_some())
             .unwrap_or("messaging");
-        let timestamp = item.get("timestamp").or(entry_time);
+        let timestamp = item.get("timestamp").or(entry_time.as_ref());
         let is_echo = item
             .pointer("/message/is_echo")
             .and_then(Value::as_bool)
             .unwrap_or(false);
         // Echoes are the page's own messages: the person is the recipient.
         let person = if is_echo {
-            fields::str_at(item, "/recipient/id")
+            fields::str_at(&item, "/recipient/id")
         } else {
-            fields::str_at(item, "/sender/id")
+            fields::str_at(&item, "/sender/id")
         };
-        let event_id = match (kind, fields::str_at(item, "/message/mid")) {
+        let event_id = match (kind, fields::str_at(&item, "/message/mid")) {
             ("message", Some(mid)) => Some(mid.to_string()),
             _ => timestamp.and_then(fields::id_text).map(|t| {
                 format!(
                     "{}#{}#{t}#{kind}",
                     entry_id.as_deref().unwrap_or(""),
-                    fields::str_at(item, "/sender/id").unwrap_or("")
+                    fields::str_at(&item, "/sender/id").unwrap_or("")
                 )
             }),
         };
@@ -248,32 +402,34 @@ fn entry_events(raw: &RawValue) -> Result<Vec<Extracted>, ExtractError> {
             canonical_type: messaging_canonical(kind),
             occurred_at_ms: unix_guess_ms(timestamp),
             entity: person.map(str::to_string),
-            part: part(),
+            part: Some(part(&context, "messaging", raw)?),
             ..Default::default()
         });
     }
 
-    if events.is_empty() {
+    if events.len() == first {
         // Template status, account updates, Instagram comments, Page feed…: the entry is the
         // event, named after its first change's field.
-        let field = array(&entry, "changes")
+        let field = entry
+            .changes
             .iter()
-            .find_map(|c| fields::str_at(c, "/field"))
-            .unwrap_or("entry");
-        let event_id = match (&entry_id, entry_time.and_then(fields::id_text)) {
+            .find_map(|c| c.field.map(value))
+            .and_then(|f| f.as_str().map(str::to_string))
+            .unwrap_or_else(|| "entry".into());
+        let event_id = match (&entry_id, entry_time.as_ref().and_then(fields::id_text)) {
             (Some(id), Some(time)) => Some(format!("{id}#{time}")),
             _ => None,
         };
         events.push(Extracted {
             event_id,
-            event_type: Some(field.to_string()),
-            occurred_at_ms: unix_guess_ms(entry_time),
+            event_type: Some(field),
+            occurred_at_ms: unix_guess_ms(entry_time.as_ref()),
             entity: entry_id,
-            part: part(),
+            part: Some(part(&[("object", object)], "entry", entry.raw)?),
             ..Default::default()
         });
     }
-    Ok(events)
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -314,12 +470,28 @@ impl Provider for Meta {
     }
 
     fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
+        self.extract_at_most(req, usize::MAX)
+            .map_err(ExtractError::from)
+    }
+
+    /// The entries are sliced and their items counted before any item is parsed.
+    fn extract_at_most(
+        &self,
+        req: &InboundRequest<'_>,
+        limit: usize,
+    ) -> Result<Vec<Extracted>, ExtractFailure> {
         let notification: Notification<'_> = serde_json::from_slice(req.body).map_err(|_| {
             ExtractError("meta notification is not a JSON object with an \"entry\" array".into())
         })?;
+        let entries = notification
+            .entry
+            .iter()
+            .map(|raw| Entry::slice(raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        super::at_most(entries.iter().map(Entry::event_count).sum(), limit)?;
         let mut events = Vec::new();
-        for raw in notification.entry {
-            events.extend(entry_events(raw)?);
+        for entry in &entries {
+            entry_events(notification.object, entry, &mut events)?;
         }
         Ok(events)
     }
@@ -397,15 +569,6 @@ mod tests {
             .collect()
     }
 
-    /// The exact bytes of `needle` inside `body`, to check parts are slices, not re-serialised.
-    fn slice_of(body: &[u8], needle: &str) -> Vec<u8> {
-        let at = body
-            .windows(needle.len())
-            .position(|w| w == needle.as_bytes())
-            .expect("needle in body");
-        body[at..at + needle.len()].to_vec()
-    }
-
     #[test]
     fn every_meta_vector_gets_its_expected_verdict() {
         for v in testkit::vectors_for(&["meta"]) {
@@ -438,7 +601,10 @@ mod tests {
         let h = v.headers();
         let body = v.body.as_bytes();
         let got = meta(vec![v.secret()]).extract(&request(&h, body)).unwrap();
-        let entry = &v.body[v.body.find("[{").unwrap() + 1..v.body.len() - 2];
+        let message = &v.body[v.body.find(r#"{"from""#).unwrap()..v.body.find("]},").unwrap()];
+        let part = format!(
+            r#"{{"object":"whatsapp_business_account","entry_id":"102290129340398","field":"messages","messaging_product":"whatsapp","message":{message}}}"#
+        );
         assert_eq!(
             got,
             vec![Extracted {
@@ -447,10 +613,11 @@ mod tests {
                 canonical_type: Some(canonical::CHAT_MESSAGE),
                 occurred_at_ms: Some(1_504_902_988_000),
                 entity: Some("16315551181".into()),
-                part: Some(slice_of(body, entry)),
+                part: Some(part.into_bytes()),
                 ..Default::default()
             }]
         );
+        assert!(message.ends_with(r#""type":"text"}"#), "{message}");
         // The part keeps Meta's escapes byte for byte.
         assert!(String::from_utf8(got[0].part.clone().unwrap())
             .unwrap()
@@ -459,6 +626,7 @@ mod tests {
 
     const ENTRY_MESSAGES: &str = concat!(
         r#"{"id":"WABA1","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"P1"},"#,
+        r#""contacts":[{"profile":{"name":"Ann"},"wa_id":"111"},{"profile":{"name":"Zed"},"wa_id":"999"}],"#,
         r#""messages":[{"from":"111","id":"wamid.A","timestamp":"1767225600","type":"text","text":{"body":"caf\u00e9"}},"#,
         r#"{"from":"222","id":"wamid.B","timestamp":"1767225601","type":"text","text":{"body":"hi"}}]},"field":"messages"}]}"#
     );
@@ -512,17 +680,52 @@ mod tests {
             Some("message_template_status_update")
         );
         assert_eq!(got[5].occurred_at_ms, Some(1_767_225_605_000));
-        // Two messages of one entry share that entry's exact bytes as their part.
-        let entries = [ENTRY_MESSAGES, ENTRY_STATUSES, ENTRY_TEMPLATE];
-        for (event, entry) in got.iter().zip([0, 0, 1, 1, 1, 2]) {
-            assert_eq!(
-                event.part.as_deref(),
-                Some(slice_of(body, entries[entry]).as_slice()),
-                "{:?}",
-                event.event_id
-            );
+        // Each part is its own item beside its entry's context, every slice byte-exact.
+        let head = r#"{"object":"whatsapp_business_account","entry_id":"WABA1","field":"messages","messaging_product":"whatsapp""#;
+        let parts = [
+            format!(
+                r#"{head},"metadata":{{"phone_number_id":"P1"}},"contact":{},"message":{}}}"#,
+                slice(
+                    ENTRY_MESSAGES,
+                    r#"{"profile":{"name":"Ann"}"#,
+                    r#""wa_id":"111"}"#
+                ),
+                slice(ENTRY_MESSAGES, r#"{"from":"111""#, r#""caf\u00e9"}}"#)
+            ),
+            format!(
+                r#"{head},"metadata":{{"phone_number_id":"P1"}},"message":{}}}"#,
+                slice(ENTRY_MESSAGES, r#"{"from":"222""#, r#""hi"}}"#)
+            ),
+            format!(
+                r#"{head},"status":{}}}"#,
+                slice(ENTRY_STATUSES, r#"{"id":"wamid.C","status":"sent""#, "}")
+            ),
+            format!(
+                r#"{head},"status":{}}}"#,
+                slice(ENTRY_STATUSES, r#"{"id":"wamid.C","status":"read""#, "}")
+            ),
+            format!(
+                r#"{head},"status":{}}}"#,
+                slice(ENTRY_STATUSES, r#"{"id":"wamid.D""#, "}]}")
+            ),
+            format!(r#"{{"object":"whatsapp_business_account","entry":{ENTRY_TEMPLATE}}}"#),
+        ];
+        for (event, want) in got.iter().zip(&parts) {
+            let text = std::str::from_utf8(event.part.as_deref().unwrap()).unwrap();
+            assert_eq!(text, want, "{:?}", event.event_id);
+            serde_json::from_str::<Value>(text).expect("a part is JSON");
         }
-        assert!(ENTRY_MESSAGES.contains(r"caf\u00e9"));
+        assert!(parts[0].contains(r"caf\u00e9"));
+        // The parts together: the items once each, plus bounded context per event.
+        let total: usize = got.iter().map(|e| e.part.as_ref().unwrap().len()).sum();
+        assert!(total <= body.len() + got.len() * MAX_PART_OVERHEAD);
+    }
+
+    /// `text` from the first `start` to the first `end` after it, both included.
+    fn slice<'t>(text: &'t str, start: &str, end: &str) -> &'t str {
+        let at = text.find(start).expect("start in text");
+        let to = at + text[at..].find(end).expect("end after start") + end.len();
+        &text[at..to]
     }
 
     #[test]
@@ -579,7 +782,125 @@ mod tests {
             ]
         );
         assert_eq!(got[0].occurred_at_ms, Some(1_767_225_600_100));
-        assert!(got.iter().all(|e| e.part == got[0].part));
+        let item = slice(body, r#"{"sender":{"id":"PSID1"}"#, r#""hello"}}"#);
+        assert_eq!(
+            std::str::from_utf8(got[0].part.as_deref().unwrap()).unwrap(),
+            format!(r#"{{"object":"page","entry_id":"PAGE1","messaging":{item}}}"#)
+        );
+        let parts: std::collections::HashSet<_> = got.iter().map(|e| &e.part).collect();
+        assert_eq!(parts.len(), got.len(), "each item is its own part");
+    }
+
+    /// A WhatsApp notification of one entry whose messages are `ids`, from sender `111`
+    /// (`contacts` holds it) or `222` (it does not), in `entry_time`.
+    fn whatsapp_entry(ids: &[&str], entry_time: u64) -> String {
+        let messages: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let from = if i % 2 == 0 { "111" } else { "222" };
+                format!(
+                    r#"{{"from":"{from}","id":"{id}","timestamp":"1767225600","type":"text","text":{{"body":"m\u00e9ssage {id}"}}}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"WABA1","time":{entry_time},"changes":[{{"value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550001111","phone_number_id":"P1"}},"contacts":[{{"profile":{{"name":"Ann"}},"wa_id":"111"}}],"messages":[{}]}},"field":"messages"}}]}}]}}"#,
+            messages.join(",")
+        )
+    }
+
+    fn parts_by_id(body: &str) -> std::collections::HashMap<String, Vec<u8>> {
+        meta(vec![secret("k", SECRET)])
+            .extract(&request(&Headers::new(), body.as_bytes()))
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.event_id.unwrap(), e.part.unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn one_message_in_differently_composed_batches_has_the_same_part() {
+        let alone = parts_by_id(&whatsapp_entry(&["wamid.X"], 1_767_225_600));
+        // Other siblings before and after it, another entry time: the same bytes.
+        let crowded = parts_by_id(&whatsapp_entry(
+            &["wamid.A", "wamid.B", "wamid.X", "wamid.C"],
+            1_767_225_700,
+        ));
+        assert_eq!(alone["wamid.X"], crowded["wamid.X"]);
+        let part: Value = serde_json::from_slice(&alone["wamid.X"]).unwrap();
+        assert_eq!(part["metadata"]["phone_number_id"], "P1");
+        assert_eq!(part["contact"]["profile"]["name"], "Ann");
+        assert_eq!(part["message"]["id"], "wamid.X");
+        assert!(part.get("entry").is_none() && part.get("time").is_none());
+        // A sender without a contacts item gets no contact.
+        let second: Value = serde_json::from_slice(&crowded["wamid.B"]).unwrap();
+        assert!(second.get("contact").is_none(), "{second}");
+    }
+
+    #[test]
+    fn a_large_entry_splits_in_linear_bytes_and_time() {
+        let ids: Vec<String> = (0..2_000).map(|i| format!("wamid.{i:05}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let body = whatsapp_entry(&ids, 1_767_225_600);
+        let started = std::time::Instant::now();
+        let got = meta(vec![secret("k", SECRET)])
+            .extract(&request(&Headers::new(), body.as_bytes()))
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(got.len(), 2_000);
+        let total: usize = got.iter().map(|e| e.part.as_ref().unwrap().len()).sum();
+        // Each message once, plus its bounded context: here under 3× the body. Each event
+        // carrying its whole entry (the quadratic split) would be 2,000×.
+        assert!(
+            total <= body.len() + got.len() * MAX_PART_OVERHEAD,
+            "{total} bytes of parts for a {}-byte body",
+            body.len()
+        );
+        assert!(total <= 4 * body.len(), "{total} vs {}", body.len());
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
+    fn the_event_count_is_checked_before_the_items_are_extracted() {
+        let p = meta(vec![secret("k", SECRET)]);
+        let h = Headers::new();
+        let body = whatsapp_entry(&["wamid.A", "wamid.B", "wamid.C"], 1);
+        assert_eq!(
+            p.extract_at_most(&request(&h, body.as_bytes()), 3)
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            p.extract_at_most(&request(&h, body.as_bytes()), 2),
+            Err(ExtractFailure::TooManyEvents { count: 3, limit: 2 })
+        );
+        // Statuses, messaging items and item-less entries count too.
+        let mixed = format!(
+            r#"{{"object":"page","entry":[{ENTRY_STATUSES},{ENTRY_TEMPLATE},{{"id":"PAGE1","messaging":[{{"sender":{{"id":"1"}},"timestamp":1,"read":{{}}}}]}}]}}"#
+        );
+        assert_eq!(
+            p.extract_at_most(&request(&h, mixed.as_bytes()), 5)
+                .unwrap()
+                .len(),
+            5
+        );
+        assert_eq!(
+            p.extract_at_most(&request(&h, mixed.as_bytes()), 4),
+            Err(ExtractFailure::TooManyEvents { count: 5, limit: 4 })
+        );
+    }
+
+    #[test]
+    fn context_too_large_to_copy_per_event_is_refused() {
+        let big = "9".repeat(MAX_CONTEXT_BYTES);
+        let body =
+            whatsapp_entry(&["wamid.A", "wamid.B"], 1).replace("\"P1\"", &format!("\"{big}\""));
+        let err = meta(vec![secret("k", SECRET)])
+            .extract(&request(&Headers::new(), body.as_bytes()))
+            .unwrap_err();
+        assert!(err.0.contains(&MAX_CONTEXT_BYTES.to_string()), "{err}");
     }
 
     #[test]
