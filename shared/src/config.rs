@@ -101,6 +101,14 @@ pub struct Settings {
     /// …of them from one client address (an IPv6 client: its /64).
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// More events in one request are refused (413 `too_many_events`) before any envelope
+    /// is built.
+    #[serde(default = "default_max_events_per_request")]
+    pub max_events_per_request: usize,
+    /// How long ingest may spend putting one request's events on the queue; past it the
+    /// request is answered 503 and the provider retries (dedupe absorbs what was queued).
+    #[serde(default = "default_ingest_deadline")]
+    pub ingest_deadline: String,
 }
 
 /// The largest `max_body_bytes`: its envelope at worst (see
@@ -153,6 +161,18 @@ fn default_max_connections() -> usize {
 fn default_max_connections_per_ip() -> usize {
     128
 }
+/// Above the largest batches real providers send: Meta aggregates at most 1,000 updates per
+/// notification, and SendGrid posts every ~30 s or at 768 KB, which at its smallest events
+/// (~150 bytes) is about 5,000; Adyen, Mailgun, Postmark and the rest send one or a few.
+fn default_max_events_per_request() -> usize {
+    5_000
+}
+/// Well inside the ingest Lambda's default 10 s timeout (template.yaml
+/// `IngestTimeoutSeconds`), leaving time to verify and answer: a Lambda that times out
+/// answers the provider with a gateway error and nothing it did is acknowledged.
+fn default_ingest_deadline() -> String {
+    "6s".into()
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -172,6 +192,8 @@ impl Default for Settings {
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            max_events_per_request: default_max_events_per_request(),
+            ingest_deadline: default_ingest_deadline(),
         }
     }
 }
@@ -462,6 +484,8 @@ pub struct Config {
     /// The longest a target's `Retry-After` may hold an event back.
     pub retry_after_max: std::time::Duration,
     pub server: ServerLimits,
+    /// `settings.ingest_deadline`, parsed.
+    pub ingest_deadline: std::time::Duration,
 }
 
 impl Config {
@@ -994,6 +1018,13 @@ pub fn validate(
     )?;
     let retry_after_max = parse_retry_duration("settings.retry_after_max", &s.retry_after_max)?;
     let server = validate_server_limits(s)?;
+    if !(1..=MAX_EVENTS_PER_REQUEST).contains(&s.max_events_per_request) {
+        return Err(invalid(
+            "settings.max_events_per_request",
+            format!("must be 1–{MAX_EVENTS_PER_REQUEST}"),
+        ));
+    }
+    let ingest_deadline = parse_ingest_deadline(&s.ingest_deadline)?;
 
     let mut sources = BTreeMap::new();
     for (i, src) in doc.sources.iter().enumerate() {
@@ -1278,6 +1309,7 @@ pub fn validate(
         default_retry,
         retry_after_max,
         server,
+        ingest_deadline,
     })
 }
 
@@ -1312,6 +1344,28 @@ fn validate_server_limits(s: &Settings) -> Result<ServerLimits, ConfigError> {
         max_connections: s.max_connections,
         max_connections_per_ip: s.max_connections_per_ip,
     })
+}
+
+/// Past this many events one request could not be queued within any ingest deadline (a
+/// hundred thousand is ten thousand batch sends).
+const MAX_EVENTS_PER_REQUEST: usize = 100_000;
+
+/// `settings.ingest_deadline`: humantime, from 100 ms (one queue round trip) to 29 s (an
+/// HTTP API integration gives up at 30 s, and so does the longest ingest Lambda the
+/// template allows). Keep it below the ingest Lambda's timeout.
+pub fn parse_ingest_deadline(text: &str) -> Result<std::time::Duration, ConfigError> {
+    let field = "settings.ingest_deadline";
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(field, format!("{text:?}: {e}")))?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(29) {
+        return Err(invalid(
+            field,
+            format!(
+                "{text:?} must be between 100ms and 29s (below the ingest Lambda's timeout, at most 30 s)"
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// A retry duration: humantime (`2s`, `10m`), at least a second (SQS visibility is whole
@@ -1858,6 +1912,33 @@ mod tests {
                 cap: s(600)
             }
         );
+    }
+
+    #[test]
+    fn the_request_bounds_have_defaults_and_name_their_fields() {
+        let env = env_of(&[("GH_SECRET", "x")]);
+        let cfg = check(BASE, &env).expect("valid");
+        assert_eq!(cfg.settings.max_events_per_request, 5_000);
+        assert_eq!(cfg.ingest_deadline, std::time::Duration::from_secs(6));
+        let with = |settings: &str| check(&format!("[settings]\n{settings}\n{BASE}"), &env);
+        let cfg = with("max_events_per_request = 20\ningest_deadline = \"1500ms\"").expect("valid");
+        assert_eq!(cfg.settings.max_events_per_request, 20);
+        assert_eq!(cfg.ingest_deadline, std::time::Duration::from_millis(1500));
+        for (settings, field) in [
+            (
+                "max_events_per_request = 0",
+                "settings.max_events_per_request",
+            ),
+            (
+                "max_events_per_request = 100001",
+                "settings.max_events_per_request",
+            ),
+            ("ingest_deadline = \"50ms\"", "settings.ingest_deadline"),
+            ("ingest_deadline = \"30s\"", "settings.ingest_deadline"),
+            ("ingest_deadline = \"soon\"", "settings.ingest_deadline"),
+        ] {
+            assert_eq!(field_of(with(settings)), field, "{settings}");
+        }
     }
 
     #[test]

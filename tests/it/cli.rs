@@ -917,6 +917,18 @@ fn check_against_the_template_names_the_field_and_the_parameter_of_each_mismatch
             ],
         ),
         (
+            "an ingest deadline the ingest Lambda does not outlive",
+            DEPLOY_CONFIG.replace(
+                "lease_seconds = 60",
+                "lease_seconds = 60\ningest_deadline = \"10s\"",
+            ),
+            deploy_overrides(),
+            &[
+                "settings.ingest_deadline (10s)",
+                "IngestTimeoutSeconds (10 s)",
+            ],
+        ),
+        (
             "config and parameter disagree",
             DEPLOY_CONFIG.to_string(),
             with("MaxReceiveCount", "9"),

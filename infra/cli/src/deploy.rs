@@ -497,6 +497,19 @@ pub fn check(
             ));
         }
     }
+    // Past its timeout the ingest Lambda answers a gateway error, not the 503 the deadline
+    // is there to give.
+    if let (Some(t), Ok(deadline)) = (
+        param_u64("IngestTimeoutSeconds"),
+        inlet::config::parse_ingest_deadline(&doc.settings.ingest_deadline),
+    ) {
+        if deadline >= std::time::Duration::from_secs(t) {
+            r.errors.push(format!(
+                "settings.ingest_deadline ({}) is not below IngestTimeoutSeconds ({t} s): a slow queue would time the ingest Lambda out instead of answering 503",
+                doc.settings.ingest_deadline
+            ));
+        }
+    }
     if let Some(t) = timeout {
         let vis = settings.visibility_timeout_seconds;
         if vis < 6 * t {
