@@ -1,10 +1,14 @@
 //! The ingest path: route, check, verify, build the envelope, enqueue — and answer 2xx only
 //! once the envelope is durably on the queue.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures_util::{stream, StreamExt, TryStreamExt};
 use tracing::{info, warn};
 
 use crate::config::{Config, Source};
@@ -16,7 +20,7 @@ use crate::ordering;
 use crate::ports::{
     queue::MAX_BATCH, Clock, Ledger, OutboundMessage, Queue, QueueError, TrailEntry, TrailStatus,
 };
-use crate::providers::{Extracted, HandshakeReply, Verified, VerifyError};
+use crate::providers::{ExtractFailure, Extracted, HandshakeReply, Verified, VerifyError};
 use crate::request::{Headers, InboundRequest};
 
 /// An HTTP request as the ingest path needs it, whatever carried it (API Gateway, a
@@ -92,6 +96,10 @@ pub enum Refusal {
     TooLarge {
         limit: usize,
     },
+    /// More events in one request than `settings.max_events_per_request`.
+    TooManyEvents {
+        limit: usize,
+    },
     Unverified {
         reason: &'static str,
     },
@@ -120,7 +128,7 @@ impl Refusal {
             Refusal::RateLimited { .. } => 429,
             Refusal::MethodNotAllowed => 405,
             Refusal::IpNotAllowed => 403,
-            Refusal::TooLarge { .. } => 413,
+            Refusal::TooLarge { .. } | Refusal::TooManyEvents { .. } => 413,
             Refusal::Unverified { .. } => 401,
             Refusal::VerifierUnavailable => 503,
             Refusal::Malformed { .. } => 400,
@@ -136,6 +144,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::IpNotAllowed => "ip_not_allowed",
             Refusal::TooLarge { .. } => "body_too_large",
+            Refusal::TooManyEvents { .. } => "too_many_events",
             Refusal::Unverified { reason } => reason,
             Refusal::VerifierUnavailable => "verifier_unavailable",
             Refusal::Malformed { .. } => "malformed",
@@ -161,6 +170,9 @@ impl Refusal {
             Refusal::MethodNotAllowed => "use POST".into(),
             Refusal::IpNotAllowed => "caller address not allowed".into(),
             Refusal::TooLarge { limit } => format!("body larger than {limit} bytes"),
+            Refusal::TooManyEvents { limit } => {
+                format!("more than {limit} events in one request; send smaller batches")
+            }
             // Deliberately vague: which check failed is in our trail, not in the answer.
             Refusal::Unverified { .. } => "signature verification failed".into(),
             Refusal::VerifierUnavailable => "temporarily unavailable, retry".into(),
@@ -380,10 +392,18 @@ impl Ingest {
         }
         source.provider.prepare(&inbound).await?;
         let verified = source.provider.verify(&inbound, now)?;
+        // Counted before the envelopes are built, and by batching providers before their
+        // per-event work: what one request may cost stays bounded.
+        let max_events = self.config.settings.max_events_per_request;
         let events = source
             .provider
-            .extract(&inbound)
-            .map_err(|e| Refusal::Malformed { message: e.0 })?;
+            .extract_at_most(&inbound, max_events)
+            .map_err(|e| match e {
+                ExtractFailure::Malformed(e) => Refusal::Malformed { message: e.0 },
+                ExtractFailure::TooManyEvents { .. } => {
+                    Refusal::TooManyEvents { limit: max_events }
+                }
+            })?;
 
         let received = Received {
             source,
@@ -411,7 +431,8 @@ impl Ingest {
                 "verified"
             );
         }
-        match enqueue_envelopes(&*self.queue, &self.config, &envelopes).await {
+        let pace = Pace::Within(self.config.ingest_deadline);
+        match enqueue_envelopes(&*self.queue, &self.config, &envelopes, pace).await {
             Ok(sent) => Ok(Accepted::Enqueued {
                 sent,
                 ack: source.provider.acknowledgement(&inbound),
@@ -468,6 +489,22 @@ impl Ingest {
     }
 }
 
+/// Batch sends in flight at once for one request: a 5,000-event batch is 500 sends, which
+/// one after the other at SQS's tens of milliseconds each would outlast the ingest Lambda.
+const SEND_CONCURRENCY: usize = 8;
+
+/// How [`enqueue_envelopes`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// One batch after the other in body order, for as long as the queue takes (the poller:
+    /// its run has its own budget, and its cursor moves only after the page is queued).
+    Sequential,
+    /// [`SEND_CONCURRENCY`] batches at a time, and past the deadline the sends still in
+    /// flight are dropped and the whole is a failure (ingest: it answers 503 within its time
+    /// budget however slow the queue is).
+    Within(Duration),
+}
+
 /// Put every envelope of one request on the queue, or report that not all of them got
 /// there — in which case the request is answered 503 and the provider's retry re-sends
 /// all of them; the ones already queued are then absorbed by dedupe.
@@ -475,17 +512,124 @@ pub(crate) async fn enqueue_envelopes(
     queue: &dyn Queue,
     config: &Config,
     envelopes: &[Envelope],
+    pace: Pace,
+) -> Result<Vec<(String, String)>, QueueError> {
+    let work = send_all(queue, config, envelopes, pace);
+    let Pace::Within(budget) = pace else {
+        return work.await;
+    };
+    tokio::time::timeout(budget, work).await.map_err(|_| {
+        QueueError::Backend(format!(
+            "the queue did not take all {} events within {budget:?}",
+            envelopes.len()
+        ))
+    })?
+}
+
+async fn send_all(
+    queue: &dyn Queue,
+    config: &Config,
+    envelopes: &[Envelope],
+    pace: Pace,
 ) -> Result<Vec<(String, String)>, QueueError> {
     if let [only] = envelopes {
         let id = queue.send(&outbound(config, only)).await?;
         return Ok(vec![(only.dedupe_key.clone(), id)]);
     }
-    let mut sent = Vec::with_capacity(envelopes.len());
-    for chunk in batches(envelopes) {
-        let messages: Vec<OutboundMessage> = chunk.iter().map(|e| outbound(config, e)).collect();
+    let groups: Vec<String> = envelopes
+        .iter()
+        .map(|e| ordering::message_group(config.ordering(&e.source), e))
+        .collect();
+    let (lanes, concurrency) = match pace {
+        Pace::Sequential => {
+            let all: Vec<usize> = (0..envelopes.len()).collect();
+            let in_order = batches(envelopes, &all)
+                .into_iter()
+                .map(<[usize]>::to_vec)
+                .collect();
+            (vec![in_order], 1)
+        }
+        Pace::Within(_) => (lanes(config, envelopes, &groups), SEND_CONCURRENCY),
+    };
+    let sends = lanes
+        .into_iter()
+        .map(|lane| send_lane(queue, envelopes, &groups, lane));
+    let sent: Vec<Vec<(usize, String)>> = stream::iter(sends)
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    let mut ids: Vec<Option<String>> = vec![None; envelopes.len()];
+    for (i, id) in sent.into_iter().flatten() {
+        ids[i] = Some(id);
+    }
+    envelopes
+        .iter()
+        .zip(ids)
+        .map(|(env, id)| {
+            let id = id.ok_or_else(|| {
+                QueueError::Backend(format!("no message id for {}", env.dedupe_key))
+            })?;
+            Ok((env.dedupe_key.clone(), id))
+        })
+        .collect()
+}
+
+/// Runs of batches (indices into `envelopes`) that may be sent concurrently with each other;
+/// the batches of one run go in order. Events of a source without `order_by` are each their
+/// own FIFO group, so every batch is its own run. With `order_by`, a group's events must
+/// reach a FIFO queue in body order: each group stays in one of [`SEND_CONCURRENCY`] runs.
+fn lanes(config: &Config, envelopes: &[Envelope], groups: &[String]) -> Vec<Vec<Vec<usize>>> {
+    let all: Vec<usize> = (0..envelopes.len()).collect();
+    if envelopes
+        .iter()
+        .all(|e| config.ordering(&e.source).is_none())
+    {
+        return batches(envelopes, &all)
+            .into_iter()
+            .map(|b| vec![b.to_vec()])
+            .collect();
+    }
+    let mut by_lane: Vec<Vec<usize>> = vec![Vec::new(); SEND_CONCURRENCY];
+    for (i, group) in groups.iter().enumerate() {
+        let mut h = DefaultHasher::new();
+        group.hash(&mut h);
+        by_lane[(h.finish() % SEND_CONCURRENCY as u64) as usize].push(i);
+    }
+    by_lane
+        .iter()
+        .filter(|lane| !lane.is_empty())
+        .map(|lane| {
+            batches(envelopes, lane)
+                .into_iter()
+                .map(<[usize]>::to_vec)
+                .collect()
+        })
+        .collect()
+}
+
+/// Send one run's batches in order; `(index, message id)` per event.
+async fn send_lane(
+    queue: &dyn Queue,
+    envelopes: &[Envelope],
+    groups: &[String],
+    lane: Vec<Vec<usize>>,
+) -> Result<Vec<(usize, String)>, QueueError> {
+    let mut sent = Vec::new();
+    for batch in lane {
+        let messages: Vec<OutboundMessage> = batch
+            .iter()
+            .map(|&i| outbound_in(&envelopes[i], groups[i].clone()))
+            .collect();
         let results = queue.send_batch(&messages).await?;
-        for (env, result) in chunk.iter().zip(results) {
-            sent.push((env.dedupe_key.clone(), result?));
+        if results.len() != batch.len() {
+            return Err(QueueError::Backend(format!(
+                "the queue answered {} results for a batch of {}",
+                results.len(),
+                batch.len()
+            )));
+        }
+        for (i, result) in batch.into_iter().zip(results) {
+            sent.push((i, result?));
         }
     }
     Ok(sent)
@@ -495,8 +639,15 @@ pub(crate) async fn enqueue_envelopes(
 /// a group in send order; a standard queue ignores it) and its dedupe key as the FIFO
 /// deduplication id.
 fn outbound(config: &Config, env: &Envelope) -> OutboundMessage {
+    outbound_in(
+        env,
+        ordering::message_group(config.ordering(&env.source), env),
+    )
+}
+
+fn outbound_in(env: &Envelope, group: String) -> OutboundMessage {
     OutboundMessage {
-        group_id: Some(ordering::message_group(config.ordering(&env.source), env)),
+        group_id: Some(group),
         deduplication_id: Some(ordering::deduplication_id(&env.dedupe_key)),
         ..OutboundMessage::new(env.to_json())
     }
@@ -506,21 +657,22 @@ fn outbound(config: &Config, env: &Envelope) -> OutboundMessage {
 /// request framing.
 const MAX_BATCH_BYTES: usize = 900 * 1024;
 
-/// Consecutive runs of at most [`MAX_BATCH`] envelopes and [`MAX_BATCH_BYTES`] of JSON (an
-/// envelope larger than that on its own goes alone, and the queue says whether it fits).
-fn batches(envelopes: &[Envelope]) -> Vec<&[Envelope]> {
+/// `indices` (into `envelopes`, in order) cut into consecutive runs of at most
+/// [`MAX_BATCH`] envelopes and [`MAX_BATCH_BYTES`] of JSON (an envelope larger than that on
+/// its own goes alone, and the queue says whether it fits).
+fn batches<'i>(envelopes: &[Envelope], indices: &'i [usize]) -> Vec<&'i [usize]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (i, env) in envelopes.iter().enumerate() {
-        let size = env.body.len() + 1024;
-        if i > start && (i - start == MAX_BATCH || bytes + size > MAX_BATCH_BYTES) {
-            out.push(&envelopes[start..i]);
-            (start, bytes) = (i, 0);
+    for (n, &i) in indices.iter().enumerate() {
+        let size = envelopes[i].body.len() + 1024;
+        if n > start && (n - start == MAX_BATCH || bytes + size > MAX_BATCH_BYTES) {
+            out.push(&indices[start..n]);
+            (start, bytes) = (n, 0);
         }
         bytes += size;
     }
-    if start < envelopes.len() {
-        out.push(&envelopes[start..]);
+    if start < indices.len() {
+        out.push(&indices[start..]);
     }
     out
 }

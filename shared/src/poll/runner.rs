@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::{FetchContext, FetchError, Page, PollSource};
 use crate::config::{Config, Source};
 use crate::envelope::{self, Envelope, PartOf, VerifiedBy, Via, ENVELOPE_VERSION};
-use crate::ingest::enqueue_envelopes;
+use crate::ingest::{enqueue_envelopes, Pace};
 use crate::metrics;
 use crate::ports::http::HttpClient;
 use crate::ports::{
@@ -270,11 +270,12 @@ impl Poller {
                 .max();
             report.newest_item_ms = report.newest_item_ms.max(newest);
             if !envelopes.is_empty() {
-                let sent = enqueue_envelopes(&*self.queue, &self.config, &envelopes)
-                    .await
-                    .map_err(|e| {
-                        format!("enqueue failed; the page is fetched again next run: {e}")
-                    })?;
+                let sent =
+                    enqueue_envelopes(&*self.queue, &self.config, &envelopes, Pace::Sequential)
+                        .await
+                        .map_err(|e| {
+                            format!("enqueue failed; the page is fetched again next run: {e}")
+                        })?;
                 report.enqueued.extend(sent);
                 report.events.extend(envelopes.iter().map(|e| {
                     PolledEvent {
