@@ -8,6 +8,7 @@ mod conformance;
 mod dlq_aws;
 mod faults;
 mod hostile;
+mod hostile_batches;
 mod hostile_server;
 mod lambda;
 mod load;
