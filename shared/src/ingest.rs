@@ -536,24 +536,23 @@ async fn send_all(
         let id = queue.send(&outbound(config, only)).await?;
         return Ok(vec![(only.dedupe_key.clone(), id)]);
     }
-    let groups: Vec<String> = envelopes
-        .iter()
-        .map(|e| ordering::message_group(config.ordering(&e.source), e))
-        .collect();
+    // Serialised up front, so batches are cut by what each message really weighs (kept
+    // headers and base64 make an envelope larger than its body).
+    let messages: Vec<OutboundMessage> = envelopes.iter().map(|e| outbound(config, e)).collect();
     let (lanes, concurrency) = match pace {
         Pace::Sequential => {
-            let all: Vec<usize> = (0..envelopes.len()).collect();
-            let in_order = batches(envelopes, &all)
+            let all: Vec<usize> = (0..messages.len()).collect();
+            let in_order = batches(&messages, &all)
                 .into_iter()
                 .map(<[usize]>::to_vec)
                 .collect();
             (vec![in_order], 1)
         }
-        Pace::Within(_) => (lanes(config, envelopes, &groups), SEND_CONCURRENCY),
+        Pace::Within(_) => (lanes(config, envelopes, &messages), SEND_CONCURRENCY),
     };
     let sends = lanes
         .into_iter()
-        .map(|lane| send_lane(queue, envelopes, &groups, lane));
+        .map(|lane| send_lane(queue, &messages, lane));
     let sent: Vec<Vec<(usize, String)>> = stream::iter(sends)
         .buffer_unordered(concurrency)
         .try_collect()
@@ -574,32 +573,36 @@ async fn send_all(
         .collect()
 }
 
-/// Runs of batches (indices into `envelopes`) that may be sent concurrently with each other;
+/// Runs of batches (indices into `messages`) that may be sent concurrently with each other;
 /// the batches of one run go in order. Events of a source without `order_by` are each their
 /// own FIFO group, so every batch is its own run. With `order_by`, a group's events must
 /// reach a FIFO queue in body order: each group stays in one of [`SEND_CONCURRENCY`] runs.
-fn lanes(config: &Config, envelopes: &[Envelope], groups: &[String]) -> Vec<Vec<Vec<usize>>> {
-    let all: Vec<usize> = (0..envelopes.len()).collect();
+fn lanes(
+    config: &Config,
+    envelopes: &[Envelope],
+    messages: &[OutboundMessage],
+) -> Vec<Vec<Vec<usize>>> {
+    let all: Vec<usize> = (0..messages.len()).collect();
     if envelopes
         .iter()
         .all(|e| config.ordering(&e.source).is_none())
     {
-        return batches(envelopes, &all)
+        return batches(messages, &all)
             .into_iter()
             .map(|b| vec![b.to_vec()])
             .collect();
     }
     let mut by_lane: Vec<Vec<usize>> = vec![Vec::new(); SEND_CONCURRENCY];
-    for (i, group) in groups.iter().enumerate() {
+    for (i, m) in messages.iter().enumerate() {
         let mut h = DefaultHasher::new();
-        group.hash(&mut h);
+        m.group_id.hash(&mut h);
         by_lane[(h.finish() % SEND_CONCURRENCY as u64) as usize].push(i);
     }
     by_lane
         .iter()
         .filter(|lane| !lane.is_empty())
         .map(|lane| {
-            batches(envelopes, lane)
+            batches(messages, lane)
                 .into_iter()
                 .map(<[usize]>::to_vec)
                 .collect()
@@ -610,17 +613,13 @@ fn lanes(config: &Config, envelopes: &[Envelope], groups: &[String]) -> Vec<Vec<
 /// Send one run's batches in order; `(index, message id)` per event.
 async fn send_lane(
     queue: &dyn Queue,
-    envelopes: &[Envelope],
-    groups: &[String],
+    messages: &[OutboundMessage],
     lane: Vec<Vec<usize>>,
 ) -> Result<Vec<(usize, String)>, QueueError> {
     let mut sent = Vec::new();
     for batch in lane {
-        let messages: Vec<OutboundMessage> = batch
-            .iter()
-            .map(|&i| outbound_in(&envelopes[i], groups[i].clone()))
-            .collect();
-        let results = queue.send_batch(&messages).await?;
+        let chunk: Vec<OutboundMessage> = batch.iter().map(|&i| messages[i].clone()).collect();
+        let results = queue.send_batch(&chunk).await?;
         if results.len() != batch.len() {
             return Err(QueueError::Backend(format!(
                 "the queue answered {} results for a batch of {}",
@@ -639,15 +638,8 @@ async fn send_lane(
 /// a group in send order; a standard queue ignores it) and its dedupe key as the FIFO
 /// deduplication id.
 fn outbound(config: &Config, env: &Envelope) -> OutboundMessage {
-    outbound_in(
-        env,
-        ordering::message_group(config.ordering(&env.source), env),
-    )
-}
-
-fn outbound_in(env: &Envelope, group: String) -> OutboundMessage {
     OutboundMessage {
-        group_id: Some(group),
+        group_id: Some(ordering::message_group(config.ordering(&env.source), env)),
         deduplication_id: Some(ordering::deduplication_id(&env.dedupe_key)),
         ..OutboundMessage::new(env.to_json())
     }
@@ -657,14 +649,15 @@ fn outbound_in(env: &Envelope, group: String) -> OutboundMessage {
 /// request framing.
 const MAX_BATCH_BYTES: usize = 900 * 1024;
 
-/// `indices` (into `envelopes`, in order) cut into consecutive runs of at most
-/// [`MAX_BATCH`] envelopes and [`MAX_BATCH_BYTES`] of JSON (an envelope larger than that on
-/// its own goes alone, and the queue says whether it fits).
-fn batches<'i>(envelopes: &[Envelope], indices: &'i [usize]) -> Vec<&'i [usize]> {
+/// `indices` (into `messages`, in order) cut into consecutive runs of at most
+/// [`MAX_BATCH`] messages and [`MAX_BATCH_BYTES`] (a message larger than that on its own goes
+/// alone, and the queue says whether it fits).
+fn batches<'i>(messages: &[OutboundMessage], indices: &'i [usize]) -> Vec<&'i [usize]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (n, &i) in indices.iter().enumerate() {
-        let size = envelopes[i].body.len() + 1024;
+        // The body and room for the ids and the entry's framing.
+        let size = messages[i].body.len() + 1024;
         if n > start && (n - start == MAX_BATCH || bytes + size > MAX_BATCH_BYTES) {
             out.push(&indices[start..n]);
             (start, bytes) = (n, 0);
@@ -766,7 +759,38 @@ fn kept_headers(source: &Source, headers: &Headers) -> BTreeMap<String, String> 
 
 #[cfg(test)]
 mod tests {
-    use super::{source_from_path, RateLimits};
+    use super::{batches, source_from_path, OutboundMessage, RateLimits, MAX_BATCH_BYTES};
+
+    #[test]
+    fn batches_hold_at_most_ten_messages_and_fit_by_their_real_size() {
+        let mut sizes = vec![1, 400_000, 400_000, 400_000, 10, 10, 1_000_000];
+        sizes.extend([5; 12]);
+        let messages: Vec<OutboundMessage> = sizes
+            .iter()
+            .map(|&n| OutboundMessage::new("x".repeat(n)))
+            .collect();
+        let all: Vec<usize> = (0..messages.len()).collect();
+        let got = batches(&messages, &all);
+        assert_eq!(got.concat(), all, "every message once, in order");
+        for batch in &got {
+            let bytes: usize = batch.iter().map(|&i| messages[i].body.len() + 1024).sum();
+            assert!(batch.len() <= 10, "{batch:?}");
+            assert!(batch.len() == 1 || bytes <= MAX_BATCH_BYTES, "{batch:?}");
+        }
+        // Two 400 KB messages share a batch, three do not; the 1 MB one goes alone; the
+        // small ones ten at a time.
+        let want: Vec<Vec<usize>> = vec![
+            vec![0, 1, 2],
+            vec![3, 4, 5],
+            vec![6],
+            (7..17).collect(),
+            (17..19).collect(),
+        ];
+        assert_eq!(got, want.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // A subset (one run of an order_by source) is cut the same way.
+        let odd: Vec<usize> = all.iter().copied().filter(|i| i % 2 == 1).collect();
+        assert_eq!(batches(&messages, &odd).concat(), odd);
+    }
 
     #[test]
     fn a_bucket_takes_its_burst_then_its_rate() {
