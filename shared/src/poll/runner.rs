@@ -525,6 +525,7 @@ impl Poller {
             event_type: None,
             reason: Some(reason),
             source_ip: None,
+            expires_at_ms: self.config.settings.trail_expires_at(report.started_ms),
         };
         if let Err(e) = self.ledger.append(&entry).await {
             warn!(source = %source, error = %e, "could not record the poll run in the trail");
@@ -726,6 +727,7 @@ mod tests {
             .list(&TrailQuery {
                 source: None,
                 limit: 0,
+                ..Default::default()
             })
             .await
             .unwrap();
