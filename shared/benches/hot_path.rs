@@ -182,6 +182,10 @@ impl Ledger for NoopLedger {
         Ok(())
     }
 
+    async fn append_new(&self, _: &TrailEntry) -> Result<bool, LedgerError> {
+        Ok(true)
+    }
+
     async fn list(&self, _: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError> {
         Ok(Vec::new())
     }

@@ -433,9 +433,10 @@ impl CheckRunner {
     /// One trail entry per check and ending, with an id derived from both, so a second copy
     /// of the message rewrites the same entry instead of adding one.
     async fn trail(&self, record: &CheckRecord, ending: &str, reason: String) {
+        let now = self.clock.now_ms();
         let entry = TrailEntry {
             id: format!("{}#{ending}", record.key),
-            at_ms: self.clock.now_ms(),
+            at_ms: now,
             source: record.source.clone(),
             status: TrailStatus::Check,
             dedupe_key: Some(record.on_event.clone()),
@@ -443,6 +444,7 @@ impl CheckRunner {
             event_type: None,
             reason: Some(reason),
             source_ip: None,
+            expires_at_ms: self.config.settings.trail_expires_at(now),
         };
         if let Err(e) = self.ledger.append(&entry).await {
             warn!(source = %record.source, check = %record.name, error = %e, "could not record the check in the trail");

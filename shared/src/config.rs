@@ -109,6 +109,11 @@ pub struct Settings {
     /// request is answered 503 and the provider retries (dedupe absorbs what was queued).
     #[serde(default = "default_ingest_deadline")]
     pub ingest_deadline: String,
+    /// Days the trail keeps an entry (refusals, duplicates, conflicts, poll runs, checks,
+    /// dead letters…) before it expires. Dedupe records keep their own expiry, the source's
+    /// dedupe window.
+    #[serde(default = "default_trail_retention_days")]
+    pub trail_retention_days: u32,
 }
 
 /// The largest `max_body_bytes`: its envelope at worst (see
@@ -173,6 +178,14 @@ fn default_max_events_per_request() -> usize {
 fn default_ingest_deadline() -> String {
     "6s".into()
 }
+/// 30 days: longer than anything the trail explains can still be acted on — a dead letter
+/// waits at most 14 days in the DLQ (the SQS maximum) and each has a `dead` entry — with room
+/// for a monthly review, while bounding what a flood can store (see `crate::trail`).
+fn default_trail_retention_days() -> u32 {
+    30
+}
+/// Ten years: past that a retention is a mistake, not a policy.
+const MAX_TRAIL_RETENTION_DAYS: u32 = 3650;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -194,6 +207,7 @@ impl Default for Settings {
             max_connections_per_ip: default_max_connections_per_ip(),
             max_events_per_request: default_max_events_per_request(),
             ingest_deadline: default_ingest_deadline(),
+            trail_retention_days: default_trail_retention_days(),
         }
     }
 }
@@ -207,6 +221,13 @@ pub struct ServerLimits {
     pub idle_timeout: std::time::Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+}
+
+impl Settings {
+    /// When a trail entry recorded at `at_ms` expires.
+    pub fn trail_expires_at(&self, at_ms: i64) -> i64 {
+        at_ms.saturating_add(i64::from(self.trail_retention_days) * 86_400_000)
+    }
 }
 
 /// A secret reference: `env:NAME`, or `literal:VALUE` (local configs only); or a table
@@ -997,6 +1018,12 @@ pub fn validate(
         return Err(invalid(
             "settings.visibility_timeout_seconds",
             "must be 1–43200 (SQS limit: 12 h)",
+        ));
+    }
+    if !(1..=MAX_TRAIL_RETENTION_DAYS).contains(&s.trail_retention_days) {
+        return Err(invalid(
+            "settings.trail_retention_days",
+            format!("must be 1–{MAX_TRAIL_RETENTION_DAYS} days"),
         ));
     }
     if s.lease_seconds == 0 || s.lease_seconds > s.visibility_timeout_seconds {
@@ -2047,6 +2074,33 @@ mod tests {
             ),
         ] {
             assert_eq!(field_of(with(settings)), field, "{settings}");
+        }
+    }
+
+    #[test]
+    fn trail_retention_defaults_to_30_days_and_must_be_1_to_3650() {
+        let env = env_of(&[("GH_SECRET", "x")]);
+        let cfg = check(BASE, &env).expect("valid");
+        assert_eq!(cfg.settings.trail_retention_days, 30);
+        assert_eq!(
+            cfg.settings.trail_expires_at(1_000),
+            1_000 + 30 * 86_400_000
+        );
+        for days in [1, 3650] {
+            let text = format!("[settings]\ntrail_retention_days = {days}\n{BASE}");
+            let cfg = check(&text, &env).expect("in range");
+            assert_eq!(
+                cfg.settings.trail_expires_at(0),
+                i64::from(days) * 86_400_000
+            );
+        }
+        for days in [0, 3651] {
+            let text = format!("[settings]\ntrail_retention_days = {days}\n{BASE}");
+            assert_eq!(
+                field_of(check(&text, &env)),
+                "settings.trail_retention_days",
+                "{days}"
+            );
         }
     }
 

@@ -22,6 +22,7 @@ use crate::ports::{
 };
 use crate::providers::{ExtractFailure, Extracted, HandshakeReply, Verified, VerifyError};
 use crate::request::{Headers, InboundRequest};
+use crate::trail::{self, TrailBudget};
 
 /// An HTTP request as the ingest path needs it, whatever carried it (API Gateway, a
 /// Function URL, or the `inlet dev` server).
@@ -181,29 +182,6 @@ impl Refusal {
     }
 }
 
-/// Refusals are recorded in the trail, but an attacker must not turn them into unbounded
-/// writes: past `per_second` per source the rest are only logged and counted.
-#[derive(Debug)]
-struct RefusalBudget {
-    per_second: u32,
-    windows: Mutex<HashMap<String, (i64, u32)>>,
-}
-
-impl RefusalBudget {
-    fn allow(&self, source: &str, now_ms: i64) -> bool {
-        let Ok(mut w) = self.windows.lock() else {
-            return false;
-        };
-        let second = now_ms / 1000;
-        let entry = w.entry(source.to_string()).or_insert((second, 0));
-        if entry.0 != second {
-            *entry = (second, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= self.per_second
-    }
-}
-
 /// Token buckets per source, `(tokens, last refill ms)`. Only a single process can keep
 /// them (`inlet dev`); a Lambda would keep one per container, which limits nothing.
 #[derive(Default)]
@@ -237,7 +215,10 @@ pub struct Ingest {
     queue: Arc<dyn Queue>,
     ledger: Arc<dyn Ledger>,
     clock: Arc<dyn Clock>,
-    budget: RefusalBudget,
+    /// Refusals are recorded in the trail, but an attacker must not turn them into
+    /// unbounded writes: past the bound of `crate::trail` (per source and second, over every
+    /// instance) the rest are only logged and counted.
+    budget: TrailBudget,
     /// `Some` where sources' `rate_limit`s are enforced (`inlet dev`).
     limits: Option<RateLimits>,
 }
@@ -275,10 +256,7 @@ impl Ingest {
             queue,
             ledger,
             clock,
-            budget: RefusalBudget {
-                per_second: 20,
-                windows: Mutex::new(HashMap::new()),
-            },
+            budget: TrailBudget::default(),
             limits: None,
         }
     }
@@ -469,11 +447,12 @@ impl Ingest {
             Some(refusal.reason()),
         );
         // Unknown sources are not recorded: anyone can invent paths, and the trail is per source.
-        if self.config.source(source_id).is_none() || !self.budget.allow(source_id, now) {
+        if self.config.source(source_id).is_none() {
             return;
         }
         let entry = TrailEntry {
-            id: uuid::Uuid::new_v4().to_string(),
+            // The slot's id replaces it.
+            id: String::new(),
             at_ms: now,
             source: source_id.to_string(),
             status: TrailStatus::Refused,
@@ -482,8 +461,9 @@ impl Ingest {
             event_type: None,
             reason: Some(refusal.reason().to_string()),
             source_ip: ip,
+            expires_at_ms: self.config.settings.trail_expires_at(now),
         };
-        if let Err(e) = self.ledger.append(&entry).await {
+        if let Err(e) = trail::append_bounded(&*self.ledger, &self.budget, entry).await {
             warn!(source = %source_id, error = %e, "could not record refusal in the trail");
         }
     }

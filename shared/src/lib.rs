@@ -22,6 +22,7 @@ pub mod retry;
 pub mod secret;
 pub mod targets;
 pub mod telemetry;
+pub mod trail;
 pub mod worker;
 
 /// `make test` searches every log line of the suite for secrets: capture the unit tests' too.

@@ -31,6 +31,7 @@ use crate::ports::{
 };
 use crate::retry::{clamp_delay, Jitter, RetryPolicy, SplitMix};
 use crate::targets::{DispatchError, Outgoing, Target};
+use crate::trail::{self, TrailBudget};
 
 /// A queue message as the worker sees it (from an SQS event or the embedded queue).
 #[derive(Debug, Clone)]
@@ -211,6 +212,8 @@ pub struct Worker {
     /// Without them, failures only go back to the queue as they are (no backoff, no DLQ).
     queues: Option<Queues>,
     jitter: Arc<dyn Jitter>,
+    /// Bounds the duplicate and conflict entries a replayed request can make (`crate::trail`).
+    trail_budget: TrailBudget,
 }
 
 /// The dedupe decision for a key someone else holds.
@@ -258,6 +261,7 @@ impl Worker {
             checks: None,
             queues: None,
             jitter: Arc::new(SplitMix::from_entropy()),
+            trail_budget: TrailBudget::default(),
         }
     }
 
@@ -434,7 +438,7 @@ impl Worker {
                             u64::try_from(left).unwrap_or(0),
                         )));
                     }
-                    self.note_held(&env, &o).await;
+                    self.note_held(&env, &o, Some(&held)).await;
                     outcomes[i] = Some(o);
                 }
                 Err(e) => {
@@ -524,7 +528,7 @@ impl Worker {
                     }
                 }
             };
-            self.note_held(env, &o).await;
+            self.note_held(env, &o, None).await;
             outcomes[i] = Some(o);
         }
     }
@@ -593,6 +597,7 @@ impl Worker {
                 v.entity, v.version
             )),
             source_ip: None,
+            expires_at_ms: self.config.settings.trail_expires_at(now),
         };
         if let Err(e) = self.ledger.append(&entry).await {
             warn!(dedupe_key = %key, error = %e, "could not record trail entry");
@@ -674,9 +679,10 @@ impl Worker {
             .unwrap_or_else(|| "unknown".to_owned());
         if self.to_dlq(rec, &source, DeadReason::Undecodable).await {
             // No dedupe record carries this one into the trail: an entry of its own does.
+            let now = self.clock.now_ms();
             let entry = TrailEntry {
                 id: uuid::Uuid::new_v4().to_string(),
-                at_ms: self.clock.now_ms(),
+                at_ms: now,
                 source,
                 status: TrailStatus::Dead,
                 dedupe_key: None,
@@ -684,6 +690,7 @@ impl Worker {
                 event_type: None,
                 reason: Some(reason.clone()),
                 source_ip: None,
+                expires_at_ms: self.config.settings.trail_expires_at(now),
             };
             if let Err(e) = self.ledger.append(&entry).await {
                 warn!(message_id = %rec.message_id, error = %e, "could not record trail entry");
@@ -808,13 +815,16 @@ impl Worker {
             event_type: env.event_type.clone(),
             reason: None,
             source_ip: None,
+            expires_at_ms: self.config.settings.trail_expires_at(now),
         };
         if let Err(e) = self.ledger.append(&entry).await {
             warn!(dedupe_key = %env.dedupe_key, error = %e, "could not record trail entry");
         }
     }
 
-    async fn note_held(&self, env: &Envelope, outcome: &Outcome) {
+    /// Record a duplicate or a conflict in the trail, within the trail's bounds; `holder`: the
+    /// record that holds the key, when at hand (a conflict with it is that key's first).
+    async fn note_held(&self, env: &Envelope, outcome: &Outcome, holder: Option<&DedupeRecord>) {
         let now = self.clock.now_ms();
         let status = match outcome {
             Outcome::Duplicate { .. } => {
@@ -833,7 +843,8 @@ impl Worker {
             _ => return,
         };
         let entry = TrailEntry {
-            id: uuid::Uuid::new_v4().to_string(),
+            // A slot's id replaces it.
+            id: String::new(),
             at_ms: now,
             source: env.source.clone(),
             status,
@@ -843,8 +854,23 @@ impl Worker {
             reason: (status == TrailStatus::Conflict)
                 .then(|| format!("body_sha256 {}", env.body_sha256)),
             source_ip: None,
+            expires_at_ms: self.config.settings.trail_expires_at(now),
         };
-        if let Err(e) = self.ledger.append(&entry).await {
+        let ledger = &*self.ledger;
+        let stored = match holder {
+            Some(h) if status == TrailStatus::Conflict => {
+                trail::append_conflict(
+                    ledger,
+                    &self.trail_budget,
+                    entry,
+                    &env.dedupe_key,
+                    &h.body_sha256,
+                )
+                .await
+            }
+            _ => trail::append_bounded(ledger, &self.trail_budget, entry).await,
+        };
+        if let Err(e) = stored {
             warn!(dedupe_key = %env.dedupe_key, error = %e, "could not record trail entry");
         }
     }
@@ -1016,6 +1042,7 @@ impl Worker {
                         .as_ref()
                         .map(|r| format!("inlet replay --force at {}", r.at)),
                     source_ip: None,
+                    expires_at_ms: self.config.settings.trail_expires_at(now),
                 };
                 if let Err(e) = self.ledger.append(&entry).await {
                     warn!(dedupe_key = %key, error = %e, "could not record the forced replay in the trail");
@@ -1276,6 +1303,9 @@ mod tests {
         }
         async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
             self.inner.append(entry).await
+        }
+        async fn append_new(&self, entry: &TrailEntry) -> Result<bool, LedgerError> {
+            self.inner.append_new(entry).await
         }
         async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError> {
             self.inner.list(query).await

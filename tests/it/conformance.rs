@@ -717,8 +717,11 @@ fn trail_entry(id: &str, source: &str, at_ms: i64) -> TrailEntry {
         event_type: None,
         reason: Some("bad_signature".to_owned()),
         source_ip: Some("203.0.113.7".to_owned()),
+        expires_at_ms: at_ms + DAY_MS,
     }
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 fn row_at(row: &TrailRow) -> (i64, &'static str) {
     match row {
@@ -738,6 +741,7 @@ async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
         event_type: Some("orders/create".to_owned()),
         reason: None,
         source_ip: None,
+        expires_at_ms: T0 + DAY_MS,
     };
     ledger
         .append(&trail_entry("t-old", "shop", T0 + 1_000))
@@ -759,6 +763,7 @@ async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
     let shop = |limit| TrailQuery {
         source: Some("shop".to_owned()),
         limit,
+        now_ms: T0,
     };
     let rows = ledger.list(&shop(3)).await.expect("list");
     assert_eq!(
@@ -790,6 +795,7 @@ async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
         .list(&TrailQuery {
             source: None,
             limit: 2,
+            now_ms: T0,
         })
         .await
         .expect("list all");
@@ -797,6 +803,122 @@ async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
         all.iter().map(row_at).collect::<Vec<_>>(),
         [(T0 + 4_000, "entry"), (T0 + 3_000, "entry")]
     );
+}
+
+/// What `list` shows at `now_ms`: each row's kind and id (or key), newest first.
+async fn listed(
+    ledger: &dyn Ledger,
+    source: Option<&str>,
+    limit: usize,
+    now_ms: i64,
+) -> Vec<(&'static str, String)> {
+    ledger
+        .list(&TrailQuery {
+            source: source.map(str::to_owned),
+            limit,
+            now_ms,
+        })
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|row| match row {
+            TrailRow::Record(r) => ("record", r.key),
+            TrailRow::Entry(e) => ("entry", e.id),
+        })
+        .collect()
+}
+
+fn ids(rows: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    rows.iter().map(|(k, id)| (*k, (*id).to_owned())).collect()
+}
+
+async fn expired_entries_are_not_listed(ledger: &dyn Ledger) {
+    // The newest entry expires first, so a limited listing must look past it.
+    ledger
+        .append(&TrailEntry {
+            expires_at_ms: T0 + 1_000,
+            ..trail_entry("t-short", "shop", T0 + 30)
+        })
+        .await
+        .expect("append");
+    ledger
+        .append(&trail_entry("t-long", "shop", T0 + 10))
+        .await
+        .expect("append");
+    let mut req = begin_request("shop#1", "h", T0 + 20);
+    req.source = "shop".to_owned();
+    ledger.begin(&req).await.expect("begin");
+    // A dedupe record keeps its own expiry: the trail's does not apply to it.
+    ledger
+        .complete("shop#1", T0 + 20, T0 + 500, &BTreeSet::new())
+        .await
+        .expect("complete");
+
+    let all = ids(&[
+        ("entry", "t-short"),
+        ("record", "shop#1"),
+        ("entry", "t-long"),
+    ]);
+    assert_eq!(
+        listed(ledger, Some("shop"), 0, T0 + 1_000).await,
+        all,
+        "up to the instant of expiry"
+    );
+    let after = ids(&[("record", "shop#1"), ("entry", "t-long")]);
+    assert_eq!(listed(ledger, Some("shop"), 0, T0 + 1_001).await, after);
+    assert_eq!(
+        listed(ledger, None, 0, T0 + 1_001).await,
+        after,
+        "every source"
+    );
+    assert_eq!(
+        listed(ledger, Some("shop"), 1, T0 + 1_001).await,
+        ids(&[("record", "shop#1")]),
+        "a limit counts only what is shown"
+    );
+    assert_eq!(
+        listed(ledger, Some("shop"), 0, T0 + 10 + DAY_MS + 1).await,
+        ids(&[("record", "shop#1")])
+    );
+    assert_eq!(
+        listed(ledger, Some("shop"), 0, 0).await,
+        all,
+        "0 leaves none out"
+    );
+}
+
+async fn append_new_stores_an_id_once_and_keeps_the_first(ledger: &dyn Ledger) {
+    let first = trail_entry("slot-1", "shop", T0);
+    assert!(ledger.append_new(&first).await.expect("append_new"));
+    let later = TrailEntry {
+        at_ms: T0 + 5,
+        reason: Some("another".to_owned()),
+        source_ip: None,
+        ..first.clone()
+    };
+    assert!(
+        !ledger.append_new(&later).await.expect("append_new"),
+        "the id is taken"
+    );
+    let shown = ledger
+        .list(&TrailQuery {
+            source: Some("shop".to_owned()),
+            limit: 0,
+            now_ms: T0,
+        })
+        .await
+        .expect("list");
+    assert_eq!(shown, vec![TrailRow::Entry(first)], "kept as it was");
+    ledger.append(&later).await.expect("append replaces");
+    let shown = ledger
+        .list(&TrailQuery {
+            source: Some("shop".to_owned()),
+            limit: 0,
+            now_ms: T0,
+        })
+        .await
+        .expect("list");
+    assert_eq!(shown, vec![TrailRow::Entry(later)]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1030,6 +1152,96 @@ async fn embedded_list_by_source_is_newest_first_and_limited() {
 #[tokio::test]
 async fn aws_list_by_source_is_newest_first_and_limited() {
     list_by_source_is_newest_first_and_limited(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_expired_entries_are_not_listed() {
+    expired_entries_are_not_listed(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_expired_entries_are_not_listed() {
+    expired_entries_are_not_listed(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_append_new_stores_an_id_once_and_keeps_the_first() {
+    append_new_stores_an_id_once_and_keeps_the_first(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_append_new_stores_an_id_once_and_keeps_the_first() {
+    append_new_stores_an_id_once_and_keeps_the_first(&*aws_ledger().await).await;
+}
+
+/// The embedded store deletes what DynamoDB's TTL would: expired entries, on later writes.
+#[tokio::test]
+async fn embedded_expired_entries_are_deleted_by_later_writes() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let ledger = embedded::ledger(clock.clone());
+    ledger
+        .append(&TrailEntry {
+            expires_at_ms: T0 + 1_000,
+            ..trail_entry("t-short", "shop", T0)
+        })
+        .await
+        .expect("append");
+    ledger
+        .append(&trail_entry("t-long", "shop", T0))
+        .await
+        .expect("append");
+    clock.advance_ms(1_001);
+    ledger
+        .append_new(&trail_entry("t-next", "shop", T0 + 1_001))
+        .await
+        .expect("append_new");
+    assert_eq!(
+        listed(&*ledger, Some("shop"), 0, 0).await,
+        ids(&[("entry", "t-next"), ("entry", "t-long")]),
+        "gone from the store, not only from the listing"
+    );
+}
+
+/// DynamoDB deletes expired items itself, given the TTL attribute: every trail item carries
+/// it, in epoch seconds, on the attribute the table's TTL is enabled on.
+#[tokio::test]
+async fn aws_every_trail_item_carries_its_ttl_on_the_tables_ttl_attribute() {
+    use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
+    use inlet::adapters::aws::dynamodb::TTL_ATTRIBUTE;
+
+    let ledger = aws::ledger().await;
+    let expires = T0 + 1_234_567;
+    let entry = |id: &str| TrailEntry {
+        expires_at_ms: expires,
+        ..trail_entry(id, "shop", T0)
+    };
+    ledger.append(&entry("put")).await.expect("append");
+    assert!(ledger.append_new(&entry("new")).await.expect("append_new"));
+    let ttl = ledger
+        .client()
+        .describe_time_to_live()
+        .table_name(ledger.table())
+        .send()
+        .await
+        .expect("describe TTL");
+    let spec = ttl.time_to_live_description().expect("a TTL description");
+    assert_eq!(spec.attribute_name(), Some(TTL_ATTRIBUTE));
+    assert_eq!(spec.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+    for id in ["put", "new"] {
+        let item = ledger
+            .client()
+            .get_item()
+            .table_name(ledger.table())
+            .key("pk", AttributeValue::S(format!("trail#{id}")))
+            .send()
+            .await
+            .expect("get item")
+            .item
+            .expect("stored");
+        assert_eq!(
+            item.get(TTL_ATTRIBUTE),
+            Some(&AttributeValue::N((expires / 1000).to_string())),
+            "{id}"
+        );
+    }
 }
 
 #[tokio::test]

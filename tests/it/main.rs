@@ -16,6 +16,7 @@ mod ordering;
 mod pipeline;
 mod polling;
 mod polling_acceptance;
+mod retention;
 mod retries;
 mod runtime_stub;
 mod secrets;

@@ -219,6 +219,7 @@ async fn a_wallets_updates_arrive_in_order_when_the_middle_one_fails_once_and_an
         .list(&TrailQuery {
             source: Some("stripe".into()),
             limit: 0,
+            ..Default::default()
         })
         .await
         .expect("list");

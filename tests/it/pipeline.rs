@@ -175,6 +175,7 @@ impl Running {
             .list(&TrailQuery {
                 source: None,
                 limit: 1000,
+                ..Default::default()
             })
             .await
             .expect("list")

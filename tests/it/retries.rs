@@ -438,6 +438,7 @@ async fn an_undecodable_message_goes_to_the_dlq_at_once() {
         .list(&inlet::ports::TrailQuery {
             source: None,
             limit: 10,
+            ..Default::default()
         })
         .await
         .expect("trail");

@@ -398,6 +398,26 @@ def check_ledger_table(t: dict) -> None:
     assert p.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled") is True
 
 
+# The Rust constant naming the attribute the DynamoDB ledger writes each item's expiry to
+# (completed dedupe records and every trail entry).
+LEDGER_SOURCE = ROOT / "shared" / "src" / "adapters" / "aws" / "dynamodb" / "mod.rs"
+
+
+def ttl_attribute_in_code() -> str:
+    found = re.findall(r'^pub const TTL_ATTRIBUTE: &str = "([^"]+)";', LEDGER_SOURCE.read_text(), re.M)
+    assert len(found) == 1, f"expected one TTL_ATTRIBUTE in {LEDGER_SOURCE}, found {found}"
+    return found[0]
+
+
+def check_ttl_is_on_the_attribute_the_code_writes(t: dict) -> None:
+    """Without TTL on that very attribute, nothing the trail stores ever expires on AWS."""
+    p = props(t, "LedgerTable", "AWS::DynamoDB::Table")
+    assert p.get("TimeToLiveSpecification") == {
+        "AttributeName": ttl_attribute_in_code(),
+        "Enabled": True,
+    }, p.get("TimeToLiveSpecification")
+
+
 def check_log_groups(t: dict) -> None:
     for name in FUNCTIONS:
         logging = function_props(t, name).get("LoggingConfig", {})
@@ -699,6 +719,7 @@ CHECKS = [
     check_event_archive,
     check_environment,
     check_ledger_table,
+    check_ttl_is_on_the_attribute_the_code_writes,
     check_log_groups,
     check_no_wildcard_iam,
     check_functions_use_explicit_roles,
@@ -851,6 +872,16 @@ MUTATIONS = {
     "no TTL": (
         check_ledger_table,
         lambda t: t["Resources"]["LedgerTable"]["Properties"].pop("TimeToLiveSpecification"),
+    ),
+    "TTL on another attribute than the code writes": (
+        check_ttl_is_on_the_attribute_the_code_writes,
+        lambda t: t["Resources"]["LedgerTable"]["Properties"]["TimeToLiveSpecification"].update(
+            AttributeName="expires_at"
+        ),
+    ),
+    "TTL disabled": (
+        check_ttl_is_on_the_attribute_the_code_writes,
+        lambda t: t["Resources"]["LedgerTable"]["Properties"]["TimeToLiveSpecification"].update(Enabled=False),
     ),
     "log group without retention": (
         check_log_groups,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use inlet::adapters::embedded::EmbeddedStore;
 use inlet::envelope::rfc3339_ms;
 use inlet::local::{DB_FILE, DEAD_LETTER_QUEUE, MAIN_QUEUE};
-use inlet::ports::{DedupeStatus, EventSummary, Ledger, SystemClock, TrailQuery, TrailRow};
+use inlet::ports::{Clock, DedupeStatus, EventSummary, Ledger, SystemClock, TrailQuery, TrailRow};
 
 struct Line {
     at: String,
@@ -99,7 +99,11 @@ pub async fn run(
     let store = EmbeddedStore::open(&db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
     let rows = store
         .ledger()
-        .list(&TrailQuery { source, limit })
+        .list(&TrailQuery {
+            source,
+            limit,
+            now_ms: SystemClock.now_ms(),
+        })
         .await
         .map_err(|e| e.to_string())?;
     let lines: Vec<Line> = rows.iter().map(line).collect();

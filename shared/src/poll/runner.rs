@@ -530,6 +530,7 @@ impl Poller {
             event_type: None,
             reason: Some(reason),
             source_ip: None,
+            expires_at_ms: self.config.settings.trail_expires_at(report.started_ms),
         };
         if let Err(e) = self.ledger.append(&entry).await {
             warn!(source = %source, error = %e, "could not record the poll run in the trail");
@@ -731,6 +732,7 @@ mod tests {
             .list(&TrailQuery {
                 source: None,
                 limit: 0,
+                ..Default::default()
             })
             .await
             .unwrap();

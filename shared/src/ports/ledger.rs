@@ -138,7 +138,7 @@ pub enum BeginOutcome {
     Held(DedupeRecord),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrailStatus {
     Refused,
@@ -204,12 +204,19 @@ pub struct TrailEntry {
     pub event_type: Option<String>,
     pub reason: Option<String>,
     pub source_ip: Option<String>,
+    /// The entry is kept until this instant (`at_ms` plus the trail's retention): no read
+    /// returns it after, and each backend deletes it (DynamoDB's TTL, lazily; the embedded
+    /// store on its next writes).
+    pub expires_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrailQuery {
     pub source: Option<String>,
     pub limit: usize,
+    /// Entries that expired before this instant are left out even while a backend still
+    /// stores them (0 leaves none out).
+    pub now_ms: i64,
 }
 
 /// A line of `inlet events`: either a dedupe record or a trail entry.
@@ -276,9 +283,15 @@ pub trait Ledger: Send + Sync {
 
     async fn get(&self, key: &str) -> Result<Option<DedupeRecord>, LedgerError>;
 
+    /// Store the entry, replacing one with the same id.
     async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError>;
 
-    /// Newest first, records and entries merged.
+    /// Store the entry only when no entry has its id (one conditional write): `false` when
+    /// one had, which is left as it was. With ids drawn from a fixed set of slots, this is
+    /// what bounds the trail however many writers there are (see `crate::trail`).
+    async fn append_new(&self, entry: &TrailEntry) -> Result<bool, LedgerError>;
+
+    /// Newest first, records and entries merged; entries expired at `query.now_ms` left out.
     async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError>;
 
     /// The last version applied to `entity` of `source` (the stale-version guard), if any.

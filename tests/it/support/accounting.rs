@@ -38,6 +38,7 @@ impl Abandoned {
             .list(&TrailQuery {
                 source: None,
                 limit: 0,
+                ..Default::default()
             })
             .await
             .expect("list the ledger");

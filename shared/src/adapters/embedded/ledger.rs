@@ -10,6 +10,12 @@
 //! Where this differs from the DynamoDB adapter, deliberately:
 //! - Rows are listed in the same order as the DynamoDB index (time, then `dedupe#key` /
 //!   `trail#id`, both descending), and `limit: 0` means no limit, as there.
+//! - What DynamoDB's TTL deletes (expired trail entries, completed dedupe records past their
+//!   window) is deleted here by the writes that add to the tables: each trail write and each
+//!   completion also deletes up to [`PRUNE_BATCH`] expired rows of each table. Work per write
+//!   stays bounded (an index range, a few rows), so the single writer is never held up by a
+//!   backlog, and since rows only come in through writes, every table drains faster than it
+//!   fills. A store that receives nothing keeps its expired rows, which no read returns.
 
 use std::collections::BTreeSet;
 
@@ -27,7 +33,12 @@ const RECORD_COLUMNS: &str =
      updated_at_ms, lease_until_ms, expires_at_ms, attempts, last_error, dead, summary, delivered";
 
 const ENTRY_COLUMNS: &str =
-    "id, at_ms, source, status, dedupe_key, provider_event_id, event_type, reason, source_ip";
+    "id, at_ms, source, status, dedupe_key, provider_event_id, event_type, reason, \
+     source_ip, expires_at_ms";
+
+/// Expired rows of each table one write deletes at most: several per row written, so the
+/// tables shrink back after a flood, and few enough to cost microseconds.
+pub(super) const PRUNE_BATCH: i64 = 8;
 
 /// A handle on the store's ledger; cheap to clone.
 #[derive(Debug, Clone)]
@@ -221,8 +232,56 @@ fn raw_entry(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
             event_type: row.get(6)?,
             reason: row.get(7)?,
             source_ip: row.get(8)?,
+            expires_at_ms: row.get(9)?,
         },
     })
+}
+
+/// Delete up to [`PRUNE_BATCH`] expired trail entries and as many completed dedupe records
+/// past their window (`expires_at_ms < now`: the port's own test of expiry, and the rows
+/// DynamoDB's TTL deletes). A record deleted here is one `begin` would take afresh anyway.
+fn prune(tx: &Transaction<'_>, now_ms: i64) -> Result<(), EmbeddedError> {
+    tx.prepare_cached(
+        "DELETE FROM trail_entries WHERE id IN \
+         (SELECT id FROM trail_entries WHERE expires_at_ms < ?1 ORDER BY expires_at_ms LIMIT ?2)",
+    )?
+    .execute(params![now_ms, PRUNE_BATCH])?;
+    tx.prepare_cached(
+        "DELETE FROM dedupe_records WHERE key IN \
+         (SELECT key FROM dedupe_records WHERE expires_at_ms < ?1 ORDER BY expires_at_ms LIMIT ?2)",
+    )?
+    .execute(params![now_ms, PRUNE_BATCH])?;
+    Ok(())
+}
+
+/// Insert `entry`; `replace`: over an entry with the same id, else only when there is none.
+/// Whether a row was written.
+fn insert_entry(
+    tx: &Transaction<'_>,
+    entry: &TrailEntry,
+    replace: bool,
+) -> Result<bool, EmbeddedError> {
+    let sql = if replace {
+        format!("INSERT OR REPLACE INTO trail_entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+    } else {
+        format!(
+            "INSERT INTO trail_entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (id) DO NOTHING"
+        )
+    };
+    let written = tx.prepare_cached(&sql)?.execute(params![
+        entry.id,
+        entry.at_ms,
+        entry.source,
+        entry.status.as_str(),
+        entry.dedupe_key,
+        entry.provider_event_id,
+        entry.event_type,
+        entry.reason,
+        entry.source_ip,
+        entry.expires_at_ms,
+    ])?;
+    Ok(written > 0)
 }
 
 impl RawEntry {
@@ -245,13 +304,12 @@ impl RawEntry {
 fn newest<R>(
     conn: &rusqlite::Connection,
     sql: &str,
-    source: Option<&str>,
-    limit: i64,
+    params: &[&dyn rusqlite::ToSql],
     read: fn(&Row<'_>) -> rusqlite::Result<R>,
     decode: fn(R) -> Result<(String, TrailRow), EmbeddedError>,
 ) -> Result<Vec<(String, TrailRow)>, EmbeddedError> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params![source, limit], read)?;
+    let rows = stmt.query_map(params, read)?;
     rows.map(|raw| decode(raw?)).collect()
 }
 
@@ -287,8 +345,9 @@ impl Ledger for SqliteLedger {
         let (owned_key, delivered) = (key.to_owned(), delivered.clone());
         let updated = self
             .store
-            .write(move |tx, _| {
+            .write(move |tx, now| {
                 let key = owned_key.as_str();
+                prune(tx, now)?;
                 let Some(mut record) = read_record(tx, key)? else {
                     return Ok(0);
                 };
@@ -433,25 +492,25 @@ impl Ledger for SqliteLedger {
     async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
         let entry = entry.clone();
         self.store
-            .write(move |tx, _| {
-                tx.prepare_cached(&format!(
-                    "INSERT OR REPLACE INTO trail_entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ))?
-                .execute(params![
-                    entry.id,
-                    entry.at_ms,
-                    entry.source,
-                    entry.status.as_str(),
-                    entry.dedupe_key,
-                    entry.provider_event_id,
-                    entry.event_type,
-                    entry.reason,
-                    entry.source_ip,
-                ])?;
-                Ok(())
+            .write(move |tx, now| {
+                prune(tx, now)?;
+                insert_entry(tx, &entry, true)
             })
             .await?;
         Ok(())
+    }
+
+    /// DynamoDB's `PutItem` with `attribute_not_exists(pk)`: one insert that does nothing
+    /// when the id is taken.
+    async fn append_new(&self, entry: &TrailEntry) -> Result<bool, LedgerError> {
+        let entry = entry.clone();
+        Ok(self
+            .store
+            .write(move |tx, now| {
+                prune(tx, now)?;
+                insert_entry(tx, &entry, false)
+            })
+            .await?)
     }
 
     /// The newest `limit` of each table, merged and cut to `limit` (0: every row).
@@ -469,20 +528,26 @@ impl Ledger for SqliteLedger {
             "SELECT {RECORD_COLUMNS} FROM dedupe_records WHERE ?1 IS NULL OR source = ?1 \
              ORDER BY received_at_ms DESC, key DESC LIMIT ?2"
         );
+        // Expired entries the writes have not pruned yet are not shown.
         let entries_sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM trail_entries WHERE ?1 IS NULL OR source = ?1 \
-             ORDER BY at_ms DESC, id DESC LIMIT ?2"
+            "SELECT {ENTRY_COLUMNS} FROM trail_entries WHERE (?1 IS NULL OR source = ?1) \
+             AND expires_at_ms >= ?3 ORDER BY at_ms DESC, id DESC LIMIT ?2"
         );
         let mut rows = self.store.with_conn(|conn| {
-            let mut rows = newest(conn, &records_sql, source, limit, raw_record, |raw| {
-                let r = raw.decode()?;
-                Ok((format!("dedupe#{}", r.key), TrailRow::Record(r)))
-            })?;
+            let mut rows = newest(
+                conn,
+                &records_sql,
+                params![source, limit],
+                raw_record,
+                |raw| {
+                    let r = raw.decode()?;
+                    Ok((format!("dedupe#{}", r.key), TrailRow::Record(r)))
+                },
+            )?;
             rows.extend(newest(
                 conn,
                 &entries_sql,
-                source,
-                limit,
+                params![source, limit, query.now_ms],
                 raw_entry,
                 |raw| {
                     let e = raw.decode()?;
@@ -846,8 +911,11 @@ mod tests {
             event_type: None,
             reason: Some("different body".into()),
             source_ip: Some("203.0.113.7".into()),
+            expires_at_ms: at_ms + DAY,
         }
     }
+
+    const DAY: i64 = 86_400_000;
 
     #[tokio::test]
     async fn list_merges_records_and_entries_newest_first_filtered_and_limited() {
@@ -868,6 +936,7 @@ mod tests {
         let shop = |limit| TrailQuery {
             source: Some("shop".into()),
             limit,
+            now_ms: T0,
         };
         let rows = l.list(&shop(2)).await.expect("list");
         assert_eq!(
@@ -890,12 +959,140 @@ mod tests {
             .list(&TrailQuery {
                 source: None,
                 limit: 10,
+                now_ms: T0,
             })
             .await
             .expect("list");
         assert_eq!(
             all.iter().map(TrailRow::at_ms).collect::<Vec<_>>(),
             [T0 + 4_000, T0 + 3_000, T0 + 2_000, T0 + 1_000]
+        );
+    }
+
+    /// Every entry id still stored, expired or not (`now_ms` 0 leaves none out).
+    async fn stored_ids(l: &SqliteLedger) -> Vec<String> {
+        let rows = l.list(&TrailQuery::default()).await.expect("list");
+        let mut ids: Vec<String> = rows
+            .into_iter()
+            .filter_map(|row| match row {
+                TrailRow::Entry(e) => Some(e.id),
+                TrailRow::Record(_) => None,
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn append_new_stores_an_id_once_and_keeps_the_first() {
+        let l = ledger();
+        let first = entry("slot", "shop", T0);
+        assert!(l.append_new(&first).await.expect("append_new"));
+        let second = TrailEntry {
+            reason: Some("a later one".into()),
+            at_ms: T0 + 5,
+            ..first.clone()
+        };
+        assert!(!l.append_new(&second).await.expect("append_new"), "taken");
+        let rows = l.list(&TrailQuery::default()).await.expect("list");
+        assert_eq!(
+            rows,
+            vec![TrailRow::Entry(first)],
+            "the first is kept as it was"
+        );
+        // `append` still replaces.
+        l.append(&second).await.expect("append");
+        let rows = l.list(&TrailQuery::default()).await.expect("list");
+        assert_eq!(rows, vec![TrailRow::Entry(second)]);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_not_listed_and_writes_delete_them_a_bounded_batch_at_a_time() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let l = EmbeddedStore::open_in_memory(clock.clone())
+            .expect("open")
+            .ledger();
+        let expiring = |id: String| TrailEntry {
+            expires_at_ms: T0 + 1_000,
+            ..entry(&id, "shop", T0)
+        };
+        for n in 0..20 {
+            l.append(&expiring(format!("old{n:02}")))
+                .await
+                .expect("append");
+        }
+        l.append(&entry("live", "shop", T0)).await.expect("append");
+        let listed = |now_ms| {
+            let l = l.clone();
+            async move {
+                l.list(&TrailQuery {
+                    source: Some("shop".into()),
+                    limit: 0,
+                    now_ms,
+                })
+                .await
+                .expect("list")
+                .len()
+            }
+        };
+        assert_eq!(
+            listed(T0 + 1_000).await,
+            21,
+            "listed up to the instant of expiry"
+        );
+        assert_eq!(listed(T0 + 1_001).await, 1, "then only the live one");
+
+        // Nothing is deleted before the store's clock passes the expiry.
+        l.append(&entry("w0", "shop", T0)).await.expect("append");
+        assert_eq!(stored_ids(&l).await.len(), 22);
+
+        clock.advance_ms(1_001);
+        let mut left = Vec::new();
+        for n in 1..=4 {
+            l.append_new(&entry(&format!("w{n}"), "shop", T0 + 1_001))
+                .await
+                .expect("append_new");
+            let ids = stored_ids(&l).await;
+            left.push(ids.iter().filter(|id| id.starts_with("old")).count());
+        }
+        assert_eq!(left, [12, 4, 0, 0], "{PRUNE_BATCH} per write");
+        assert_eq!(
+            stored_ids(&l).await,
+            ["live", "w0", "w1", "w2", "w3", "w4"],
+            "live entries stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn completed_records_past_their_window_are_deleted_by_later_writes_and_no_other() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let l = EmbeddedStore::open_in_memory(clock.clone())
+            .expect("open")
+            .ledger();
+        for (key, expires) in [("done-expired", T0 + 1_000), ("done-live", T0 + DAY)] {
+            l.begin(&req(key, "h1", T0)).await.expect("begin");
+            l.complete(key, T0, expires, &BTreeSet::new())
+                .await
+                .expect("complete");
+        }
+        l.begin(&req("in-progress", "h1", T0)).await.expect("begin");
+        l.begin(&req("failed", "h1", T0)).await.expect("begin");
+        l.fail("failed", T0, "503", true).await.expect("fail");
+
+        clock.advance_ms(DAY / 2);
+        l.append(&entry("e", "stripe", T0 + DAY / 2))
+            .await
+            .expect("append");
+        assert_eq!(l.get("done-expired").await.expect("get"), None);
+        for key in ["done-live", "in-progress", "failed"] {
+            assert!(l.get(key).await.expect("get").is_some(), "{key} kept");
+        }
+        // Gone or expired, the key is free alike.
+        assert_eq!(
+            l.begin(&req("done-expired", "h2", T0 + DAY / 2))
+                .await
+                .expect("begin"),
+            acquired(1, &[])
         );
     }
 

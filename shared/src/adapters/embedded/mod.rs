@@ -48,7 +48,7 @@ pub use queue::{QueueCounts, SqliteQueue};
 
 /// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
 /// version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// The most operations one group commit holds: enough to absorb a burst of concurrent
 /// writers, few enough that the first caller of a group is not kept waiting long.
@@ -110,7 +110,9 @@ CREATE TABLE IF NOT EXISTS trail_entries (
     provider_event_id TEXT,
     event_type        TEXT,
     reason            TEXT,
-    source_ip         TEXT
+    source_ip         TEXT,
+    -- Schema v5: when the entry expires (the trail's retention); pruned after.
+    expires_at_ms     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS trail_entries_by_source ON trail_entries (source, at_ms);
 CREATE INDEX IF NOT EXISTS trail_entries_by_time ON trail_entries (at_ms);
@@ -165,6 +167,14 @@ CREATE TABLE IF NOT EXISTS entity_versions (
     PRIMARY KEY (source, entity)
 );
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visible_at_ms);
+";
+
+/// Schema v5, retention: the indexes that find expired trail entries and dedupe records.
+/// After the column migrations, which the trail's index needs on a store of any earlier
+/// version; idempotent like [`SCHEMA`].
+const RETENTION_SCHEMA: &str = "
+CREATE INDEX IF NOT EXISTS trail_entries_by_expiry ON trail_entries (expires_at_ms);
+CREATE INDEX IF NOT EXISTS dedupe_records_by_expiry ON dedupe_records (expires_at_ms);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -419,6 +429,18 @@ fn migrate(mut conn: Connection, path: &str) -> Result<Connection, EmbeddedError
     if (1..=3).contains(&found) {
         tx.execute_batch("ALTER TABLE dedupe_records ADD COLUMN delivered TEXT;")?;
     }
+    // Versions 1 to 4 gain the trail's expiry; their entries get the default retention (the
+    // configured one is not known here).
+    if (1..=4).contains(&found) {
+        tx.execute_batch(
+            "ALTER TABLE trail_entries ADD COLUMN expires_at_ms INTEGER NOT NULL DEFAULT 0;",
+        )?;
+        tx.execute(
+            "UPDATE trail_entries SET expires_at_ms = at_ms + ?1",
+            [crate::config::Settings::default().trail_expires_at(0)],
+        )?;
+    }
+    tx.execute_batch(RETENTION_SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(conn)
@@ -556,15 +578,76 @@ mod tests {
         }
     }
 
-    /// The schema as version 3 wrote it: without `delivered`.
+    /// The schema as version 4 wrote it: without the trail's expiry.
+    fn schema_v4() -> String {
+        let v4 = SCHEMA.replace(
+            ",\n    -- Schema v5: when the entry expires (the trail's retention); pruned after.\n    \
+             expires_at_ms     INTEGER NOT NULL DEFAULT 0",
+            "",
+        );
+        assert_ne!(v4, SCHEMA, "the v5 column is where the test expects it");
+        v4
+    }
+
+    /// The schema as version 3 wrote it: without `delivered` either.
     fn schema_v3() -> String {
-        let v3 = SCHEMA.replace(
+        let v4 = schema_v4();
+        let v3 = v4.replace(
             ",\n    -- Schema v4: the targets that accepted the event this cycle (a JSON array).\n    \
              delivered         TEXT",
             "",
         );
-        assert_ne!(v3, SCHEMA, "the v4 column is where the test expects it");
+        assert_ne!(v3, v4, "the v4 column is where the test expects it");
         v3
+    }
+
+    #[tokio::test]
+    async fn a_version_4_store_gains_the_trail_expiry_with_the_default_retention() {
+        use crate::ports::{Ledger, TrailQuery, TrailRow};
+        let db = TempDb::new();
+        let at = 1_700_000_000_000_i64;
+        {
+            let conn = Connection::open(&db.0).expect("sqlite");
+            conn.execute_batch(&schema_v4()).expect("v4 schema");
+            conn.execute(
+                "INSERT INTO trail_entries (id, at_ms, source, status) VALUES ('old', ?1, 's', 'refused')",
+                [at],
+            )
+            .expect("v4 row");
+            conn.pragma_update(None, "user_version", 4)
+                .expect("version");
+        }
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(at))).expect("migrates");
+        let version: i64 = store
+            .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .expect("version");
+        assert_eq!(version, 5);
+        let rows = store
+            .ledger()
+            .list(&TrailQuery::default())
+            .await
+            .expect("list");
+        match rows.as_slice() {
+            [TrailRow::Entry(e)] => {
+                assert_eq!(
+                    (e.id.as_str(), e.expires_at_ms),
+                    ("old", at + 30 * 86_400_000)
+                );
+            }
+            other => panic!("expected the old entry, got {other:?}"),
+        }
+        let indexes: i64 = store
+            .with_conn(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name LIKE '%_by_expiry'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .expect("indexes");
+        assert_eq!(indexes, 2);
+        drop(store);
+        EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(at))).expect("reopening a v5 store");
     }
 
     #[test]
@@ -699,7 +782,7 @@ mod tests {
         let version: i64 = store
             .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .expect("version");
-        assert_eq!(version, 4);
+        assert_eq!(version, SCHEMA_VERSION);
         let ledger = store.ledger();
         let old = ledger.get("old").await.expect("get").expect("kept");
         assert_eq!(
@@ -739,7 +822,7 @@ mod tests {
             BTreeSet::from(["bus".to_owned()])
         );
         drop(store);
-        // Reopening a v4 store changes nothing.
+        // Reopening an upgraded store changes nothing.
         let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("reopen");
         assert_eq!(
             store

@@ -8,7 +8,7 @@
 //! | partition key (no sort key) | `pk` | S | `dedupe#<key>` for a dedupe record, `trail#<id>` for a trail entry |
 //! | GSI `by_source`, partition | `gsi1pk` | S | the source |
 //! | GSI `by_source`, sort | `gsi1sk` | S | `received_at_ms` / `at_ms` zero-padded to 15 digits, `#`, `pk` |
-//! | TTL attribute | `ttl` | N | epoch **seconds** = `expires_at_ms / 1000`, on completed records only |
+//! | TTL attribute | `ttl` | N | epoch **seconds** = `expires_at_ms / 1000`, on completed records and every trail entry |
 //!
 //! The GSI projects ALL attributes, so `list` by source is one Query. Billing is on demand.
 //! DynamoDB deletes expired items lazily (up to about two days late), so `begin` compares
@@ -20,8 +20,9 @@
 //! `attempts` N, `last_error`?, `dead` BOOL, `summary`? (JSON [`EventSummary`]), `delivered`? SS
 //! (the targets that accepted the event this cycle; a string set, so marking one is an `ADD`
 //! that `begin`'s update leaves alone). A trail entry has `id`, `at_ms` N, `source`,
-//! `status` (`refused`|`duplicate`|`conflict`), `dedupe_key`?, `provider_event_id`?,
-//! `event_type`?, `reason`?, `source_ip`?. (`?` = absent when `None`.)
+//! `status` (a [`TrailStatus`]), `dedupe_key`?, `provider_event_id`?, `event_type`?,
+//! `reason`?, `source_ip`?, `expires_at_ms` N and its `ttl`. (`?` = absent when `None`.) An
+//! entry written before entries expired has neither and reads as never expiring.
 //!
 //! The stale-version guard keeps one item per entity: `pk` = `entity#<source>#<entity>`,
 //! `v` N (the last applied version), `updated_at_ms` N; it has no index attributes, so no
@@ -371,39 +372,34 @@ impl Ledger for DynamoLedger {
     }
 
     async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
-        let pk = format!("{TRAIL_PREFIX}{}", entry.id);
-        let mut item: Item = HashMap::from([
-            (
-                SOURCE_INDEX_SORT_KEY.to_owned(),
-                s(source_sort_key(entry.at_ms, &pk)),
-            ),
-            (KEY_ATTRIBUTE.to_owned(), s(pk)),
-            ("id".to_owned(), s(&entry.id)),
-            ("at_ms".to_owned(), n(entry.at_ms)),
-            ("source".to_owned(), s(&entry.source)),
-            ("status".to_owned(), s(entry.status.as_str())),
-            (SOURCE_INDEX_PARTITION_KEY.to_owned(), s(&entry.source)),
-        ]);
-        let optional = [
-            ("dedupe_key", &entry.dedupe_key),
-            ("provider_event_id", &entry.provider_event_id),
-            ("event_type", &entry.event_type),
-            ("reason", &entry.reason),
-            ("source_ip", &entry.source_ip),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                item.insert(name.to_owned(), s(v));
-            }
-        }
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(entry_item(entry)))
             .send()
             .await
             .map_err(|e| backend("PutItem", e))?;
         Ok(())
+    }
+
+    /// A PutItem under `attribute_not_exists(pk)`. A refused one stores nothing but is billed
+    /// like any write (a write unit per KB of the item).
+    async fn append_new(&self, entry: &TrailEntry) -> Result<bool, LedgerError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(entry_item(entry)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) => match err.as_service_error() {
+                Some(e) if e.is_conditional_check_failed_exception() => Ok(false),
+                _ => Err(backend("PutItem", err)),
+            },
+        }
     }
 
     async fn applied_version(
@@ -460,7 +456,8 @@ impl Ledger for DynamoLedger {
         let mut start: Option<Item> = None;
         match &query.source {
             Some(source) => loop {
-                // Limit bounds the items read, which with a key condition only are the rows.
+                // Limit bounds the items read, which with a key condition only are the rows
+                // (less the expired entries, which the next page makes up for).
                 let page =
                     (query.limit > 0).then(|| (limit - rows.len()).min(i32::MAX as usize) as i32);
                 let out = self
@@ -477,7 +474,7 @@ impl Ledger for DynamoLedger {
                     .await
                     .map_err(|e| backend("Query", e))?;
                 for item in out.items() {
-                    if let Some(row) = decode_row(item)? {
+                    if let Some(row) = decode_row(item)?.filter(|r| !expired(r, query.now_ms)) {
                         rows.push(row);
                     }
                 }
@@ -497,7 +494,7 @@ impl Ledger for DynamoLedger {
                         .await
                         .map_err(|e| backend("Scan", e))?;
                     for item in out.items() {
-                        if let Some(row) = decode_row(item)? {
+                        if let Some(row) = decode_row(item)?.filter(|r| !expired(r, query.now_ms)) {
                             rows.push(row);
                         }
                     }
@@ -515,6 +512,43 @@ impl Ledger for DynamoLedger {
         rows.truncate(limit);
         Ok(rows.into_iter().map(|(_, row)| row).collect())
     }
+}
+
+/// A trail entry as its item (the schema in the module docs).
+fn entry_item(entry: &TrailEntry) -> Item {
+    let pk = format!("{TRAIL_PREFIX}{}", entry.id);
+    let mut item: Item = HashMap::from([
+        (
+            SOURCE_INDEX_SORT_KEY.to_owned(),
+            s(source_sort_key(entry.at_ms, &pk)),
+        ),
+        (KEY_ATTRIBUTE.to_owned(), s(pk)),
+        ("id".to_owned(), s(&entry.id)),
+        ("at_ms".to_owned(), n(entry.at_ms)),
+        ("source".to_owned(), s(&entry.source)),
+        ("status".to_owned(), s(entry.status.as_str())),
+        (SOURCE_INDEX_PARTITION_KEY.to_owned(), s(&entry.source)),
+        ("expires_at_ms".to_owned(), n(entry.expires_at_ms)),
+        // Seconds: TTL deletes the item after the second of `expires_at_ms` has passed
+        // (lazily, up to days later), so `list` compares `expires_at_ms` itself.
+        (
+            TTL_ATTRIBUTE.to_owned(),
+            n(entry.expires_at_ms.div_euclid(1000)),
+        ),
+    ]);
+    let optional = [
+        ("dedupe_key", &entry.dedupe_key),
+        ("provider_event_id", &entry.provider_event_id),
+        ("event_type", &entry.event_type),
+        ("reason", &entry.reason),
+        ("source_ip", &entry.source_ip),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            item.insert(name.to_owned(), s(v));
+        }
+    }
+    item
 }
 
 /// What one of `begin`'s conditional writes found.
@@ -782,7 +816,13 @@ fn decode_entry(pk: &str, item: &Item) -> Result<TrailEntry, LedgerError> {
         event_type: f.optional_string("event_type")?,
         reason: f.optional_string("reason")?,
         source_ip: f.optional_string("source_ip")?,
+        expires_at_ms: f.optional_i64("expires_at_ms")?.unwrap_or(i64::MAX),
     })
+}
+
+/// A trail entry TTL has not deleted yet although it expired before `now_ms`.
+fn expired((_, row): &(String, TrailRow), now_ms: i64) -> bool {
+    matches!(row, TrailRow::Entry(e) if e.expires_at_ms < now_ms)
 }
 
 /// A listed item as a row with its `pk` (for ordering), or `None` for items of other kinds.
