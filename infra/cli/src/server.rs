@@ -175,18 +175,18 @@ pub async fn serve(
         };
         let client = client_of(peer.ip());
         let clock = Arc::new(ConnClock::new(limits));
-        let (slot, evicting) = match Slot::take(&open, client, clock.clone(), &limits) {
-            Admission::Free(slot) => (slot, false),
+        let (slot, evicted_clock) = match Slot::take(&open, client, clock.clone(), &limits) {
+            Admission::Free(slot) => (slot, None),
             Admission::Evicted { slot, victim } => {
                 if let Some(n) = evicted.note() {
                     warn!(
                         client = %client,
-                        closed_client = %victim,
+                        closed_client = %victim.client,
                         evicted = n,
                         "waiting connections closed to admit new ones: at settings.max_connections or max_connections_per_ip"
                     );
                 }
-                (slot, true)
+                (slot, Some(victim.clock))
             }
             Admission::Refused => {
                 // Closed before a byte is read: a refused client costs no more than the accept.
@@ -209,16 +209,22 @@ pub async fn serve(
             clock,
             shutdown.clone(),
         ));
-        if evicting {
-            // Let the closed connection's task run and give its descriptor back before the
-            // next accept, so a burst of evictions does not hold evicted sockets open.
-            tokio::task::yield_now().await;
+        if let Some(victim) = evicted_clock {
+            // Accept no more until the evicted socket is closed: under a flood, evicted
+            // connections whose tasks have not run yet would otherwise pile up and take the
+            // descriptors kept for the store and outbound calls (1,500 connections under
+            // ulimit -n 256: 256 open at the peak, accept failing; with this wait, 210).
+            // Bounded, in case its task is slow to run.
+            let _ = tokio::time::timeout(EVICTION_WAIT, victim.closed.notified()).await;
         }
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
     Ok(())
 }
+
+/// The longest the accept loop waits for an evicted connection to close.
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
 
 /// Descriptors kept out of `max_connections`: the process also holds the SQLite store (a
 /// writer and a reader, each with its database, WAL and shared-memory files), the JSONL sink,
@@ -367,6 +373,8 @@ struct ConnState {
 struct ConnClock {
     state: Mutex<ConnState>,
     changed: Notify,
+    /// The connection's socket is closed (its slot is dropped after it).
+    closed: Notify,
     header_timeout: Duration,
 }
 
@@ -380,6 +388,7 @@ impl ConnClock {
                 since: now,
             }),
             changed: Notify::new(),
+            closed: Notify::new(),
             header_timeout: limits.header_timeout,
         }
     }
@@ -552,8 +561,8 @@ struct Registered {
 
 impl Open {
     /// Evicts the connection that has waited longest without a request in progress, from
-    /// `client` only or from anyone, and gives its place back; its client if there was one.
-    fn evict_longest_waiting(&mut self, client: Option<IpAddr>) -> Option<IpAddr> {
+    /// `client` only or from anyone, and gives its place back; the evicted one if there was one.
+    fn evict_longest_waiting(&mut self, client: Option<IpAddr>) -> Option<Registered> {
         // A candidate can start a request between the scan and `evict`; then look again
         // (it is no longer a candidate). The bound only guards against a pathological race.
         for _ in 0..4 {
@@ -565,8 +574,8 @@ impl Open {
                 .min()?;
             let evicted = self.conns.get(&id).is_some_and(|c| c.clock.evict());
             if evicted {
-                let victim = self.conns.remove(&id)?.client;
-                self.release(victim);
+                let victim = self.conns.remove(&id)?;
+                self.release(victim.client);
                 return Some(victim);
             }
         }
@@ -586,20 +595,21 @@ impl Open {
 /// How a new connection got its place.
 enum Admission {
     Free(Slot),
-    /// By closing `victim`'s longest-waiting connection.
+    /// By closing `victim`, the longest-waiting connection of the client or of all.
     Evicted {
         slot: Slot,
-        victim: IpAddr,
+        victim: Registered,
     },
     /// Over a cap, and every connection that counts against it has a request in progress.
     Refused,
 }
 
 /// One open connection's place under the caps, given back when it is dropped (unless it was
-/// evicted, which gave it back already).
+/// evicted, which gave it back already). The connection task drops it last, after the socket.
 struct Slot {
     open: Arc<Mutex<Open>>,
     id: u64,
+    clock: Arc<ConnClock>,
 }
 
 impl Slot {
@@ -628,11 +638,18 @@ impl Slot {
         }
         let id = o.next_id;
         o.next_id += 1;
-        o.conns.insert(id, Registered { client, clock });
+        o.conns.insert(
+            id,
+            Registered {
+                client,
+                clock: clock.clone(),
+            },
+        );
         o.per_client.insert(client, mine + 1);
         let slot = Self {
             open: open.clone(),
             id,
+            clock,
         };
         match victim {
             Some(victim) => Admission::Evicted { slot, victim },
@@ -647,6 +664,8 @@ impl Drop for Slot {
         if let Some(c) = o.conns.remove(&self.id) {
             o.release(c.client);
         }
+        drop(o);
+        self.clock.closed.notify_one();
     }
 }
 
@@ -734,14 +753,16 @@ mod tests {
     fn free(a: (Admission, Arc<ConnClock>)) -> (Slot, Arc<ConnClock>) {
         match a {
             (Admission::Free(slot), clock) => (slot, clock),
-            (Admission::Evicted { victim, .. }, _) => panic!("evicted a connection of {victim}"),
+            (Admission::Evicted { victim, .. }, _) => {
+                panic!("evicted a connection of {}", victim.client)
+            }
             (Admission::Refused, _) => panic!("refused"),
         }
     }
 
     fn evicting(a: (Admission, Arc<ConnClock>)) -> (Slot, Arc<ConnClock>, IpAddr) {
         match a {
-            (Admission::Evicted { slot, victim }, clock) => (slot, clock, victim),
+            (Admission::Evicted { slot, victim }, clock) => (slot, clock, victim.client),
             (Admission::Free(_), _) => panic!("admitted without evicting"),
             (Admission::Refused, _) => panic!("refused"),
         }
