@@ -3,7 +3,8 @@
 //!
 //! On AWS the HTTP API (or Function URL) in front of ingest holds the client connections; here
 //! this server does, so it bounds what one client can hold: connections in total and per
-//! address, and how long a request head, a body or an idle keep-alive connection may take.
+//! address (at a cap, the connection waiting longest without a request gives way to the new
+//! one), and how long a request head, a body or an idle keep-alive connection may take.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
