@@ -3,7 +3,8 @@
 //!
 //! On AWS the HTTP API (or Function URL) in front of ingest holds the client connections; here
 //! this server does, so it bounds what one client can hold: connections in total and per
-//! address, and how long a request head, a body or an idle keep-alive connection may take.
+//! address (at a cap, the connection waiting longest without a request gives way to the new
+//! one), and how long a request head, a body or an idle keep-alive connection may take.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -131,9 +132,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let limits = stack.config.server;
+    let limits = within_descriptors(stack.config.server, soft_descriptor_limit());
+    if limits.max_connections < stack.config.server.max_connections {
+        warn!(
+            configured = stack.config.server.max_connections,
+            effective = limits.max_connections,
+            max_connections_per_ip = limits.max_connections_per_ip,
+            reserved = RESERVED_DESCRIPTORS,
+            "settings.max_connections lowered to what the open-file limit (ulimit -n) leaves for clients"
+        );
+    }
     let open = Arc::new(Mutex::new(Open::default()));
-    let mut refused = Refused::default();
+    let (mut refused, mut evicted, mut failed) = (
+        Throttled::default(),
+        Throttled::default(),
+        Throttled::default(),
+    );
     let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -149,42 +163,116 @@ pub async fn serve(
                         | io::ErrorKind::ConnectionRefused
                 ) => continue,
                 Err(e) => {
-                    // Out of descriptors, most likely: retrying at once would spin.
-                    error!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    // Out of descriptors, most likely (the caps keep the server's own use
+                    // below the limit, but the rest of the process shares it): retrying at
+                    // once would spin, and a closing connection soon frees one.
+                    if let Some(n) = failed.note() {
+                        error!(error = %e, failures = n, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let Some(slot) = Slot::take(&open, client_of(peer.ip()), &limits) else {
-            // Closed before a byte is read: a refused client costs no more than the accept.
-            drop(stream);
-            refused.note(peer.ip());
-            continue;
+        let client = client_of(peer.ip());
+        let clock = Arc::new(ConnClock::new(limits));
+        let (slot, evicted_clock) = match Slot::take(&open, client, clock.clone(), &limits) {
+            Admission::Free(slot) => (slot, None),
+            Admission::Evicted { slot, victim } => {
+                if let Some(n) = evicted.note() {
+                    warn!(
+                        client = %client,
+                        closed_client = %victim.client,
+                        evicted = n,
+                        "waiting connections closed to admit new ones: at settings.max_connections or max_connections_per_ip"
+                    );
+                }
+                (slot, Some(victim.clock))
+            }
+            Admission::Refused => {
+                // Closed before a byte is read: a refused client costs no more than the accept.
+                drop(stream);
+                if let Some(n) = refused.note() {
+                    warn!(
+                        client = %client,
+                        refused = n,
+                        "connections refused: over settings.max_connections or max_connections_per_ip, and every connection has a request in progress"
+                    );
+                }
+                continue;
+            }
         };
         connections.spawn(connection(
             stack.clone(),
             stream,
             peer,
             slot,
+            clock,
             shutdown.clone(),
         ));
+        if let Some(victim) = evicted_clock {
+            // Accept no more until the evicted socket is closed: under a flood, evicted
+            // connections whose tasks have not run yet would otherwise pile up and take the
+            // descriptors kept for the store and outbound calls (1,500 connections under
+            // ulimit -n 256: 256 open at the peak, accept failing; with this wait, 210).
+            // Bounded, in case its task is slow to run.
+            let _ = tokio::time::timeout(EVICTION_WAIT, victim.closed.notified()).await;
+        }
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
     Ok(())
 }
 
-/// One connection, closed when the deadline of its current phase passes.
+/// The longest the accept loop waits for an evicted connection to close.
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
+
+/// Descriptors kept out of `max_connections`: the process also holds the SQLite store (a
+/// writer and a reader, each with its database, WAL and shared-memory files), the JSONL sink,
+/// the listener, the runtime's epoll and wake-up descriptors, and outbound connections to
+/// targets, poll sources and PayPal's certificate host. 64 covers those with room to spare.
+const RESERVED_DESCRIPTORS: usize = 64;
+
+/// The caps lowered to what the open-file limit leaves for client connections. Above it,
+/// `accept` fails for want of a descriptor, no connection is admitted (so none can be
+/// evicted for a new one) and a legitimate sender waits in the backlog until a timeout frees
+/// one.
+fn within_descriptors(mut limits: ServerLimits, soft_limit: Option<u64>) -> ServerLimits {
+    if let Some(soft) = soft_limit {
+        let room = usize::try_from(soft)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(RESERVED_DESCRIPTORS)
+            .max(1);
+        limits.max_connections = limits.max_connections.min(room);
+        limits.max_connections_per_ip = limits.max_connections_per_ip.min(limits.max_connections);
+    }
+    limits
+}
+
+/// The soft open-file limit (`ulimit -n`), if the platform tells it (Linux: `/proc`).
+fn soft_descriptor_limit() -> Option<u64> {
+    parse_soft_open_files(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+/// The soft value of the "Max open files" row of `/proc/self/limits`; `None` when unlimited.
+fn parse_soft_open_files(limits: &str) -> Option<u64> {
+    let row = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    row.split_whitespace().next()?.parse().ok()
+}
+
+/// One connection, closed when the deadline of its current phase passes, or when a new
+/// connection needs its place while it waits.
 async fn connection(
     stack: Arc<LocalStack>,
     stream: TcpStream,
     peer: SocketAddr,
     _slot: Slot,
+    clock: Arc<ConnClock>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = stack.config.server;
-    let clock = Arc::new(ConnClock::new(limits));
     let io = TokioIo::new(Watched {
         stream,
         clock: clock.clone(),
@@ -192,11 +280,20 @@ async fn connection(
     let service = {
         let clock = clock.clone();
         hyper::service::service_fn(move |req| {
-            clock.set(Phase::Busy);
+            // Evicted between its head arriving and this call: the task is closing the
+            // connection, so the request is not started (the sender retries it elsewhere).
+            let started = clock.start_request();
             let (stack, clock) = (stack.clone(), clock.clone());
             async move {
+                if !started {
+                    return Ok(refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "too many open connections; retry".into(),
+                    ));
+                }
                 let resp = handle(stack, peer, req).await;
-                clock.set(Phase::Idle(Instant::now() + limits.idle_timeout));
+                clock.finish_request(limits.idle_timeout);
                 Ok::<_, Infallible>(resp)
             }
         })
@@ -209,6 +306,10 @@ async fn connection(
     tokio::pin!(conn);
     let mut draining = false;
     loop {
+        if clock.evicted() {
+            debug!(client = %peer.ip(), "waiting connection closed to admit a new one");
+            return;
+        }
         let deadline = clock.deadline();
         tokio::select! {
             done = conn.as_mut() => {
@@ -260,52 +361,119 @@ enum Phase {
     Idle(Instant),
     /// The handler has the request; its body read has `body_timeout`.
     Busy,
+    /// Closed to admit a new connection; its task ends at its next wake-up.
+    Evicted,
+}
+
+struct ConnState {
+    phase: Phase,
+    /// When the phase began: among waiting connections, the earliest has waited longest.
+    since: Instant,
 }
 
 struct ConnClock {
-    phase: Mutex<Phase>,
+    state: Mutex<ConnState>,
     changed: Notify,
+    /// The connection's socket is closed (its slot is dropped after it).
+    closed: Notify,
     header_timeout: Duration,
 }
 
 impl ConnClock {
     /// A new connection owes its first request head at once: it has no idle allowance.
     fn new(limits: ServerLimits) -> Self {
+        let now = Instant::now();
         Self {
-            phase: Mutex::new(Phase::Head(Instant::now() + limits.header_timeout)),
+            state: Mutex::new(ConnState {
+                phase: Phase::Head(now + limits.header_timeout),
+                since: now,
+            }),
             changed: Notify::new(),
+            closed: Notify::new(),
             header_timeout: limits.header_timeout,
         }
     }
 
-    fn phase(&self) -> MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set(&self, phase: Phase) {
-        *self.phase() = phase;
+    /// Moves to `phase` unless the connection was evicted, which is final.
+    fn enter(&self, phase: Phase) -> bool {
+        let mut state = self.state();
+        if let Phase::Evicted = state.phase {
+            return false;
+        }
+        *state = ConnState {
+            phase,
+            since: Instant::now(),
+        };
+        drop(state);
         self.changed.notify_one();
+        true
+    }
+
+    /// The handler takes a request: from here until its response the connection cannot be
+    /// evicted. False if it already was.
+    fn start_request(&self) -> bool {
+        self.enter(Phase::Busy)
+    }
+
+    fn finish_request(&self, idle_timeout: Duration) {
+        self.enter(Phase::Idle(Instant::now() + idle_timeout));
     }
 
     /// Bytes arrived: an idle connection starts its next request head.
     fn received(&self) {
-        let mut phase = self.phase();
-        if let Phase::Idle(_) = *phase {
-            *phase = Phase::Head(Instant::now() + self.header_timeout);
-            drop(phase);
+        let mut state = self.state();
+        if let Phase::Idle(_) = state.phase {
+            let now = Instant::now();
+            *state = ConnState {
+                phase: Phase::Head(now + self.header_timeout),
+                since: now,
+            };
+            drop(state);
             self.changed.notify_one();
         }
     }
 
+    /// Since when the connection has waited without a request in progress; `None` if the
+    /// handler has one (or it is already evicted).
+    fn waiting_since(&self) -> Option<Instant> {
+        let state = self.state();
+        match state.phase {
+            Phase::Head(_) | Phase::Idle(_) => Some(state.since),
+            Phase::Busy | Phase::Evicted => None,
+        }
+    }
+
+    /// Marks a waiting connection evicted and wakes its task; false (and no change) if a
+    /// request is in progress. Checked and set under one lock, so a request cannot start in
+    /// between and be cut off.
+    fn evict(&self) -> bool {
+        let mut state = self.state();
+        if !matches!(state.phase, Phase::Head(_) | Phase::Idle(_)) {
+            return false;
+        }
+        state.phase = Phase::Evicted;
+        drop(state);
+        self.changed.notify_one();
+        true
+    }
+
+    fn evicted(&self) -> bool {
+        matches!(self.state().phase, Phase::Evicted)
+    }
+
     fn deadline(&self) -> Option<Instant> {
-        match *self.phase() {
+        match self.state().phase {
             Phase::Head(d) | Phase::Idle(d) => Some(d),
-            Phase::Busy => None,
+            Phase::Busy | Phase::Evicted => None,
         }
     }
 
     fn expired(&self, now: Instant) -> Option<Phase> {
-        let phase = *self.phase();
+        let phase = self.state().phase;
         match phase {
             Phase::Head(d) | Phase::Idle(d) if d <= now => Some(phase),
             _ => None,
@@ -378,71 +546,151 @@ fn client_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Open connections, in total and per client.
+/// Open connections, in total and per client, each with its clock so a waiting one can be
+/// closed to make room.
 #[derive(Default)]
 struct Open {
-    total: usize,
+    next_id: u64,
+    conns: HashMap<u64, Registered>,
     per_client: HashMap<IpAddr, usize>,
 }
 
-/// One open connection's place under the caps, given back when it is dropped.
+struct Registered {
+    client: IpAddr,
+    clock: Arc<ConnClock>,
+}
+
+impl Open {
+    /// Evicts the connection that has waited longest without a request in progress, from
+    /// `client` only or from anyone, and gives its place back; the evicted one if there was one.
+    fn evict_longest_waiting(&mut self, client: Option<IpAddr>) -> Option<Registered> {
+        // A candidate can start a request between the scan and `evict`; then look again
+        // (it is no longer a candidate). The bound only guards against a pathological race.
+        for _ in 0..4 {
+            let (_, id) = self
+                .conns
+                .iter()
+                .filter(|(_, c)| client.is_none_or(|ip| c.client == ip))
+                .filter_map(|(id, c)| Some((c.clock.waiting_since()?, *id)))
+                .min()?;
+            let evicted = self.conns.get(&id).is_some_and(|c| c.clock.evict());
+            if evicted {
+                let victim = self.conns.remove(&id)?;
+                self.release(victim.client);
+                return Some(victim);
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, client: IpAddr) {
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+    }
+}
+
+/// How a new connection got its place.
+enum Admission {
+    Free(Slot),
+    /// By closing `victim`, the longest-waiting connection of the client or of all.
+    Evicted {
+        slot: Slot,
+        victim: Registered,
+    },
+    /// Over a cap, and every connection that counts against it has a request in progress.
+    Refused,
+}
+
+/// One open connection's place under the caps, given back when it is dropped (unless it was
+/// evicted, which gave it back already). The connection task drops it last, after the socket.
 struct Slot {
     open: Arc<Mutex<Open>>,
-    client: IpAddr,
+    id: u64,
+    clock: Arc<ConnClock>,
 }
 
 impl Slot {
-    fn take(open: &Arc<Mutex<Open>>, client: IpAddr, limits: &ServerLimits) -> Option<Self> {
+    /// A place for a new connection from `client`. At a cap, the connection that has waited
+    /// longest without a request in progress makes room: the client's own when its cap is
+    /// the one reached, anyone's at the total. So neither idle nor slow-head connections can
+    /// keep a sender out, whatever address they come from.
+    fn take(
+        open: &Arc<Mutex<Open>>,
+        client: IpAddr,
+        clock: Arc<ConnClock>,
+        limits: &ServerLimits,
+    ) -> Admission {
         let mut o = open.lock().unwrap_or_else(PoisonError::into_inner);
         let mine = o.per_client.get(&client).copied().unwrap_or(0);
-        if o.total >= limits.max_connections || mine >= limits.max_connections_per_ip {
-            return None;
+        let victim = if mine >= limits.max_connections_per_ip {
+            o.evict_longest_waiting(Some(client))
+        } else if o.conns.len() >= limits.max_connections {
+            o.evict_longest_waiting(None)
+        } else {
+            None
+        };
+        let mine = o.per_client.get(&client).copied().unwrap_or(0);
+        if o.conns.len() >= limits.max_connections || mine >= limits.max_connections_per_ip {
+            return Admission::Refused;
         }
-        o.total += 1;
+        let id = o.next_id;
+        o.next_id += 1;
+        o.conns.insert(
+            id,
+            Registered {
+                client,
+                clock: clock.clone(),
+            },
+        );
         o.per_client.insert(client, mine + 1);
-        Some(Self {
+        let slot = Self {
             open: open.clone(),
-            client,
-        })
+            id,
+            clock,
+        };
+        match victim {
+            Some(victim) => Admission::Evicted { slot, victim },
+            None => Admission::Free(slot),
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut o = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        o.total = o.total.saturating_sub(1);
-        if let Some(n) = o.per_client.get_mut(&self.client) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                o.per_client.remove(&self.client);
-            }
+        if let Some(c) = o.conns.remove(&self.id) {
+            o.release(c.client);
         }
+        drop(o);
+        self.clock.closed.notify_one();
     }
 }
 
-/// Refused connections, logged at most every 10 s: a flood must not flood the log too.
+/// Counts an event that a flood can repeat, saying when to log it: at most every 10 s, so a
+/// flood does not flood the log too.
 #[derive(Default)]
-struct Refused {
+struct Throttled {
     count: u64,
     logged: Option<Instant>,
 }
 
-impl Refused {
-    fn note(&mut self, client: IpAddr) {
+impl Throttled {
+    /// Counts one; the number to log (those since the last log line), or `None` for now.
+    fn note(&mut self) -> Option<u64> {
         self.count += 1;
         let now = Instant::now();
         if self
             .logged
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
         {
-            warn!(
-                client = %client,
-                refused = self.count,
-                "connections refused: over settings.max_connections or max_connections_per_ip"
-            );
-            self.count = 0;
-            self.logged = Some(now);
+            return None;
         }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.count))
     }
 }
 
@@ -483,23 +731,172 @@ mod tests {
         assert_ne!(client_of(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
     }
 
-    #[test]
-    fn slots_are_capped_in_total_and_per_client_and_given_back() {
-        let limits = ServerLimits {
+    fn limits(total: usize, per_client: usize) -> ServerLimits {
+        ServerLimits {
             header_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
-            max_connections: 3,
-            max_connections_per_ip: 2,
-        };
+            max_connections: total,
+            max_connections_per_ip: per_client,
+        }
+    }
+
+    /// A connection from `client` as the accept loop admits it: its slot and its clock.
+    fn admit(
+        open: &Arc<Mutex<Open>>,
+        client: IpAddr,
+        limits: &ServerLimits,
+    ) -> (Admission, Arc<ConnClock>) {
+        let clock = Arc::new(ConnClock::new(*limits));
+        (Slot::take(open, client, clock.clone(), limits), clock)
+    }
+
+    fn free(a: (Admission, Arc<ConnClock>)) -> (Slot, Arc<ConnClock>) {
+        match a {
+            (Admission::Free(slot), clock) => (slot, clock),
+            (Admission::Evicted { victim, .. }, _) => {
+                panic!("evicted a connection of {}", victim.client)
+            }
+            (Admission::Refused, _) => panic!("refused"),
+        }
+    }
+
+    fn evicting(a: (Admission, Arc<ConnClock>)) -> (Slot, Arc<ConnClock>, IpAddr) {
+        match a {
+            (Admission::Evicted { slot, victim }, clock) => (slot, clock, victim.client),
+            (Admission::Free(_), _) => panic!("admitted without evicting"),
+            (Admission::Refused, _) => panic!("refused"),
+        }
+    }
+
+    fn counts(open: &Arc<Mutex<Open>>, client: IpAddr) -> (usize, usize) {
+        let o = open.lock().expect("lock");
+        (
+            o.conns.len(),
+            o.per_client.get(&client).copied().unwrap_or(0),
+        )
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    const C: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
+
+    #[test]
+    fn at_a_clients_cap_its_longest_waiting_connection_makes_room() {
+        let limits = limits(8, 2);
         let open = Arc::new(Mutex::new(Open::default()));
-        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
-        let a1 = Slot::take(&open, a, &limits).expect("first of a");
-        let _a2 = Slot::take(&open, a, &limits).expect("second of a");
-        assert!(Slot::take(&open, a, &limits).is_none(), "a is at its cap");
-        let _b1 = Slot::take(&open, b, &limits).expect("b has room");
-        assert!(Slot::take(&open, b, &limits).is_none(), "the total is full");
-        drop(a1);
-        assert!(Slot::take(&open, b, &limits).is_some(), "a slot came back");
+        // B's connection has waited longest of all, but it is A that is over its cap.
+        let (_b1, b1) = free(admit(&open, B, &limits));
+        let (_a1, a1) = free(admit(&open, A, &limits));
+        let (_a2, a2) = free(admit(&open, A, &limits));
+        let (_a3, a3, victim) = evicting(admit(&open, A, &limits));
+        assert_eq!(victim, A);
+        assert!(a1.evicted(), "the oldest of A's goes");
+        assert!(!a2.evicted() && !a3.evicted() && !b1.evicted());
+        assert_eq!(counts(&open, A), (3, 2), "A still holds its cap, no more");
+        // A finished request makes a connection the newest waiter again.
+        assert!(a2.start_request());
+        a2.finish_request(Duration::from_secs(1));
+        let (_a4, _, _) = evicting(admit(&open, A, &limits));
+        assert!(a3.evicted() && !a2.evicted());
+    }
+
+    #[test]
+    fn a_connection_with_a_request_in_progress_is_never_evicted() {
+        let limits = limits(3, 2);
+        let open = Arc::new(Mutex::new(Open::default()));
+        let (_a1, a1) = free(admit(&open, A, &limits));
+        let (_a2, a2) = free(admit(&open, A, &limits));
+        assert!(a1.start_request());
+        let (_a3, a3, _) = evicting(admit(&open, A, &limits));
+        assert!(a2.evicted() && !a1.evicted(), "the busy one is skipped");
+        assert!(a3.start_request());
+        assert!(
+            matches!(admit(&open, A, &limits).0, Admission::Refused),
+            "all of A's are busy: the newcomer is refused"
+        );
+        assert!(!a1.evicted() && !a3.evicted());
+        // The total: one place left, then only busy connections.
+        let (_b1, b1) = free(admit(&open, B, &limits));
+        assert!(b1.start_request());
+        assert!(matches!(admit(&open, C, &limits).0, Admission::Refused));
+        assert_eq!(counts(&open, A), (3, 2));
+    }
+
+    #[test]
+    fn at_the_total_cap_anyones_longest_waiting_connection_makes_room() {
+        let limits = limits(3, 2);
+        let open = Arc::new(Mutex::new(Open::default()));
+        let (_a1, a1) = free(admit(&open, A, &limits));
+        let (_b1, b1) = free(admit(&open, B, &limits));
+        let (_b2, b2) = free(admit(&open, B, &limits));
+        let (_c1, c1, victim) = evicting(admit(&open, C, &limits));
+        assert_eq!(victim, A);
+        assert!(a1.evicted() && !b1.evicted() && !b2.evicted() && !c1.evicted());
+        assert_eq!(counts(&open, A), (3, 0));
+    }
+
+    #[test]
+    fn an_evicted_connection_starts_no_request_and_its_place_is_not_given_back_twice() {
+        let limits = limits(2, 2);
+        let open = Arc::new(Mutex::new(Open::default()));
+        let (a1_slot, a1) = free(admit(&open, A, &limits));
+        let (_a2, _) = free(admit(&open, A, &limits));
+        let (_a3, _, _) = evicting(admit(&open, A, &limits));
+        assert!(
+            !a1.start_request(),
+            "evicted first: its request never starts"
+        );
+        assert!(a1.evicted());
+        drop(a1_slot);
+        assert_eq!(
+            counts(&open, A),
+            (2, 2),
+            "the evicted slot's drop frees nothing more"
+        );
+        let (_b, _, _) = evicting(admit(&open, B, &limits));
+        assert_eq!(counts(&open, A), (2, 1));
+    }
+
+    #[test]
+    fn places_come_back_when_connections_end() {
+        let limits = limits(3, 2);
+        let open = Arc::new(Mutex::new(Open::default()));
+        let (a1, _) = free(admit(&open, A, &limits));
+        let (a2, _) = free(admit(&open, A, &limits));
+        assert_eq!(counts(&open, A), (2, 2));
+        drop((a1, a2));
+        assert_eq!(counts(&open, A), (0, 0));
+        assert!(open.lock().expect("lock").per_client.is_empty());
+    }
+
+    #[test]
+    fn the_total_cap_is_lowered_to_what_the_open_file_limit_leaves() {
+        let limits = limits(512, 128);
+        let at = |soft| {
+            let l = within_descriptors(limits, soft);
+            (l.max_connections, l.max_connections_per_ip)
+        };
+        assert_eq!(at(None), (512, 128), "unknown limit: no clamp");
+        assert_eq!(at(Some(1_048_576)), (512, 128));
+        assert_eq!(at(Some(256)), (192, 128));
+        assert_eq!(at(Some(128)), (64, 64));
+        assert_eq!(at(Some(10)), (1, 1), "never below one connection");
+    }
+
+    #[test]
+    fn the_soft_open_file_limit_is_read_from_proc_self_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             63432                63432                processes \n\
+                    Max open files            256                  524288               files     \n";
+        assert_eq!(parse_soft_open_files(text), Some(256));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_soft_open_files(unlimited), None);
+        assert_eq!(parse_soft_open_files("garbage"), None);
+        assert!(
+            soft_descriptor_limit().is_some(),
+            "this is Linux: /proc tells it"
+        );
     }
 }
