@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cli::Dev;
-use crate::pipeline::{jsonl_keys, sample_body, signed_headers, DEV_CONFIG};
+use crate::pipeline::{jsonl_keys, sample_body, signed_headers};
 
 const INLET: &str = env!("CARGO_BIN_EXE_inlet");
 
@@ -27,15 +27,7 @@ const FAST: &str = "header_timeout = \"1s\"\nbody_timeout = \"1s\"\nidle_timeout
 /// The dev config with its files in `dir`, `max_body_bytes` lowered to 1024 and `settings`
 /// added to its `[settings]` table.
 fn write_config(dir: &Path, settings: &str) -> PathBuf {
-    let text = DEV_CONFIG
-        .replace(
-            "data_dir = \"../../.inlet\"",
-            &format!("data_dir = {:?}", dir.join("data")),
-        )
-        .replace(
-            "path = \"../../.inlet/events.jsonl\"",
-            &format!("path = {:?}", dir.join("events.jsonl")),
-        )
+    let text = crate::pipeline::dev_config_text(dir)
         .replace("max_body_bytes = 262144", "max_body_bytes = 1024")
         .replace(
             "max_receive_count = 5",
