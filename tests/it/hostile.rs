@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use inlet::envelope::Envelope;
-use inlet::ports::{Clock, TrailRow, TrailStatus};
+use inlet::ports::Clock;
 use inlet::request::Headers;
 use inlet::worker::Outcome;
 
@@ -100,7 +100,7 @@ async fn a_flood_of_candidate_signatures_costs_one_pass_and_blocks_no_one() {
     let h = header_with(&good, "stripe-signature", nine);
     let (status, _) = run.post("stripe", &h, &body).await;
     assert_eq!(status, 401);
-    let reasons = refusal_reasons(&run).await;
+    let reasons = run.refusal_reasons().await;
     assert!(
         reasons.iter().any(|r| r == "malformed_signature"),
         "{reasons:?}"
@@ -135,17 +135,6 @@ async fn every_signature_list_is_bounded() {
         let (status, answer) = run.post(source, &good, &body).await;
         assert_eq!(status, 200, "{source}: {answer}");
     }
-}
-
-async fn refusal_reasons(run: &Running) -> Vec<String> {
-    run.trail()
-        .await
-        .into_iter()
-        .filter_map(|r| match r {
-            TrailRow::Entry(e) if e.status == TrailStatus::Refused => e.reason,
-            _ => None,
-        })
-        .collect()
 }
 
 /// Missing, garbled, wrong, stale and future signatures: one answer, byte for byte. The
@@ -183,7 +172,7 @@ async fn every_signature_failure_gets_the_same_answer() {
     for a in &answers[1..] {
         assert_eq!(a, &answers[0], "every failure answers alike");
     }
-    let mut reasons = refusal_reasons(&run).await;
+    let mut reasons = run.refusal_reasons().await;
     reasons.sort();
     assert_eq!(
         reasons,

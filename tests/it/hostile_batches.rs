@@ -63,16 +63,6 @@ async fn queued(queue: &dyn Queue) -> Vec<Envelope> {
     }
 }
 
-fn refusal_reasons(trail: Vec<TrailRow>) -> Vec<String> {
-    trail
-        .into_iter()
-        .filter_map(|r| match r {
-            TrailRow::Entry(e) if e.status == TrailStatus::Refused => e.reason,
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_2000_message_meta_entry_queues_each_message_once_in_linear_bytes_and_time() {
     let run = Running::start(|_| {}).await;
@@ -176,7 +166,9 @@ async fn more_events_than_the_limit_are_refused_413_and_nothing_is_queued() {
     assert!(message.contains("10 events"), "{message}");
     assert!(run.drain().await.is_empty(), "nothing of it was queued");
     assert!(
-        refusal_reasons(run.trail().await).contains(&"too_many_events".to_string()),
+        run.refusal_reasons()
+            .await
+            .contains(&"too_many_events".to_string()),
         "the refusal is recorded"
     );
 

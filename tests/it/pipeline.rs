@@ -168,6 +168,18 @@ impl Running {
         drain(&self.stack).await
     }
 
+    /// The reasons of the refusals the trail recorded, oldest first.
+    pub async fn refusal_reasons(&self) -> Vec<String> {
+        self.trail()
+            .await
+            .into_iter()
+            .filter_map(|r| match r {
+                TrailRow::Entry(e) if e.status == TrailStatus::Refused => e.reason,
+                _ => None,
+            })
+            .collect()
+    }
+
     pub async fn trail(&self) -> Vec<TrailRow> {
         self.stack
             .store
@@ -427,15 +439,7 @@ async fn refusals_answer_the_documented_status_codes() {
     assert_eq!(run.drain().await.len(), 2, "the two within the limit");
 
     assert!(run.drain().await.is_empty(), "nothing refused was queued");
-    let reasons: Vec<String> = run
-        .trail()
-        .await
-        .into_iter()
-        .filter_map(|r| match r {
-            TrailRow::Entry(e) if e.status == TrailStatus::Refused => e.reason,
-            _ => None,
-        })
-        .collect();
+    let reasons = run.refusal_reasons().await;
     for reason in [
         "poll_only",
         "rate_limited",
