@@ -190,7 +190,7 @@ async fn handshakes_are_answered_synchronously_and_never_enqueued() {
 }
 
 /// Headers for a Discord request signed with the key behind the dev config's public key
-/// (providers.md's test seed).
+/// (the test seed of the Discord vectors).
 fn discord_signed(run: &Running, body: &[u8]) -> Headers {
     let seed: [u8; 32] = sha2::Sha256::digest(b"discord-test-key-seed").into();
     let key = SigningKey::from_bytes(&seed);

@@ -277,7 +277,7 @@ fn sign_prints_a_request_that_verifies() {
     }
 }
 
-/// One vector of `shared/testdata/vectors.json` (the providers.md vectors).
+/// One vector of `shared/testdata/vectors.json`.
 fn vector(id: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -404,10 +404,10 @@ fn verify_uses_a_configured_source() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("signature_mismatch"));
 }
 
-/// Every providers.md vector through the real binary, the way someone holding only the
+/// Every provider vector through the real binary, the way someone holding only the
 /// provider's docs would call it: the verdict (exit code) must be the vector's.
 #[test]
-fn verify_gives_every_providers_md_vector_its_expected_verdict() {
+fn verify_gives_every_provider_vector_its_expected_verdict() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/testdata/vectors.json"
@@ -418,7 +418,7 @@ fn verify_gives_every_providers_md_vector_its_expected_verdict() {
     let mut checked = 0;
     for v in &vectors {
         let mut v = v.clone();
-        // The vector's own provider name: providers.md's spellings are accepted as written.
+        // The vector's own provider name: its spelling is accepted as written.
         let provider = v["provider"].as_str().expect("provider").to_string();
         if let Some(ct) = v["content_type"].as_str() {
             v["headers"]["Content-Type"] = ct.into();

@@ -1,4 +1,4 @@
-//! The one integration-test binary (each binary links the AWS SDK again; see TOOLCHAIN.md).
+//! The one integration-test binary (each binary links the AWS SDK again, which costs minutes of build on two cores).
 
 mod calls;
 mod catalogue;

@@ -9,8 +9,8 @@
 //! signatures".
 //!
 //! Adyen's older integrations expect the response body `[accepted]`, and any 2xx satisfies the
-//! current ones, so the acknowledgement is `[accepted]` (the requirement is *unverified here*, see
-//! providers.md §17).
+//! current ones, so the acknowledgement is `[accepted]` (the requirement is *unverified here*:
+//! no Adyen document we could check states it).
 
 use std::borrow::Cow;
 

@@ -569,7 +569,7 @@ impl Keyring {
     }
 }
 
-/// Test support: the shared vectors from `providers.md`, and request builders.
+/// Test support: the provider vectors (`testdata/vectors.json`), and request builders.
 #[cfg(test)]
 pub(crate) mod testkit {
     use serde::Deserialize;

@@ -8,8 +8,8 @@
 //!   mode the signature is required: a request carrying only `X-Gitlab-Token` is refused, so
 //!   a sender cannot pick the weaker check.
 //!
-//! Source: docs.gitlab.com "Webhooks" (secret token, `Idempotency-Key`), providers.md §21;
-//! signing tokens: GitLab MR 230944.
+//! Source: docs.gitlab.com "Webhooks" (secret token, `Idempotency-Key`); signing tokens:
+//! GitLab MR 230944.
 
 use serde::Deserialize;
 

@@ -252,7 +252,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError>;
 
     /// How long a delivered event id is remembered: the provider's retry horizon with margin
-    /// (DESIGN.md). A source's `dedupe_window_seconds` overrides it.
+    /// (README, *Exactly once*). A source's `dedupe_window_seconds` overrides it.
     fn default_dedupe_window_seconds(&self) -> u64 {
         7 * 86_400
     }
@@ -315,7 +315,7 @@ pub fn build(
             name, options, secrets,
         )?)),
         "adyen" => Ok(Arc::new(adyen::Adyen::from_config(options, secrets)?)),
-        // providers.md spells these two with punctuation; both spellings are accepted.
+        // Both spellings, with and without punctuation, are accepted.
         "checkout" | "checkout.com" => {
             Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?))
         }

@@ -66,7 +66,7 @@ pub trait CertFetcher: Send + Sync + std::fmt::Debug {
 
 fn default_tolerance() -> u32 {
     // PayPal retries a failed delivery up to 25 times over 3 days. Whether each retry carries
-    // a fresh PAYPAL-TRANSMISSION-TIME is not established (providers.md does not say), and a
+    // a fresh PAYPAL-TRANSMISSION-TIME is not established (PayPal's docs do not say), and a
     // tight window would turn every retry after the first failure into a permanent 401. The
     // dedupe window (≥ 7 days) already catches a replay inside these 3 days + 1 hour.
     3 * 24 * 3600 + 3600

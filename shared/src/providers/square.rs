@@ -1,6 +1,6 @@
 //! Square: `x-square-hmacsha256-signature: <base64>`, HMAC-SHA256 over
 //! `notification_url + body`, keyed with the subscription's signature key as UTF-8. The URL
-//! is the one in the subscription, exactly (option `url`, providers.md §0.7). The legacy
+//! is the one in the subscription, exactly (option `url`). The legacy
 //! `x-square-signature` (HMAC-SHA1, same bytes) is accepted only with `allow_legacy_sha1`.
 //! No timestamp is signed: replay protection is the dedupe on `event_id`.
 //! Source: square-python-sdk `square/utils/webhooks_helper.py`, docs "Validate notifications".

@@ -7,7 +7,7 @@
 //!   and separately that digest must equal the body's;
 //! - GET: the URL alone (the parameters are in its query).
 //!
-//! The URL is the configured public one (option `url`, providers.md §0.7), never the Lambda's
+//! The URL is the configured public one (option `url`), never the Lambda's
 //! view of the request, tried with and without the explicit default port as the SDKs do.
 //! No timestamp is signed: replay protection is the dedupe key.
 //! Source: twilio-python 9.13 `twilio/request_validator.py`, twilio-node 6.3 `webhooks.ts`.
