@@ -1131,7 +1131,7 @@ pub fn validate(
             }
         }
         let provider = providers::build(&src.provider, &options, secrets).map_err(|e| {
-            let field = if providers::PROVIDERS.contains(&src.provider.as_str()) {
+            let field = if providers::is_known(&src.provider) {
                 format!("{f} ({})", src.provider)
             } else {
                 format!("{f}.provider")

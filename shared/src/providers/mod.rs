@@ -266,35 +266,107 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The names `build` accepts, for error messages and `inlet check`.
-pub const PROVIDERS: &[&str] = &[
-    "stripe",
-    "github",
-    "standard_webhooks",
-    "svix",
-    "telegram",
-    "generic",
-    "hmac",
-    "adyen",
-    "checkout",
-    "razorpay",
-    "paypal",
-    "twilio",
-    "sendgrid",
-    "mailgun",
-    "postmark",
-    "paddle",
-    "square",
-    "intercom",
-    "linear",
-    "gitlab",
-    "shopify",
-    "slack",
-    "meta",
-    "zoom",
-    "twitch",
-    "discord",
+type Constructor =
+    fn(&str, &serde_json::Value, Vec<Secret>) -> Result<Arc<dyn Provider>, ProviderConfigError>;
+
+/// Every provider: the names a config may give it (aliases after the first) and how it is
+/// built from that name, its `options` and its secrets. The one list a new provider joins.
+const REGISTRY: &[(&[&str], Constructor)] = &[
+    (&["stripe"], |_, o, s| {
+        Ok(Arc::new(stripe::Stripe::from_config(o, s)?))
+    }),
+    (&["github"], |_, o, s| {
+        Ok(Arc::new(github::GitHub::from_config(o, s)?))
+    }),
+    // `standard-webhooks` is the spelling of the spec's own name.
+    (
+        &["standard_webhooks", "standard-webhooks", "svix"],
+        |name, o, s| {
+            let name = if name == "svix" {
+                name
+            } else {
+                "standard_webhooks"
+            };
+            Ok(Arc::new(
+                standard_webhooks::StandardWebhooks::from_config_as(name, o, s)?,
+            ))
+        },
+    ),
+    (&["telegram"], |_, o, s| {
+        Ok(Arc::new(telegram::Telegram::from_config(o, s)?))
+    }),
+    // `hmac` is the generic scheme's former name: existing configs keep working.
+    (&["generic", "hmac"], |name, o, s| {
+        Ok(Arc::new(generic::Generic::from_config_as(name, o, s)?))
+    }),
+    (&["adyen"], |_, o, s| {
+        Ok(Arc::new(adyen::Adyen::from_config(o, s)?))
+    }),
+    (&["checkout", "checkout.com"], |_, o, s| {
+        Ok(Arc::new(checkout::Checkout::from_config(o, s)?))
+    }),
+    (&["razorpay"], |_, o, s| {
+        Ok(Arc::new(razorpay::Razorpay::from_config(o, s)?))
+    }),
+    (&["paypal"], |_, o, s| {
+        Ok(Arc::new(paypal::PayPal::from_config(o, s)?))
+    }),
+    (&["twilio"], |_, o, s| {
+        Ok(Arc::new(twilio::Twilio::from_config(o, s)?))
+    }),
+    (&["sendgrid"], |_, o, s| {
+        Ok(Arc::new(sendgrid::SendGrid::from_config(o, s)?))
+    }),
+    (&["mailgun"], |_, o, s| {
+        Ok(Arc::new(mailgun::Mailgun::from_config(o, s)?))
+    }),
+    (&["postmark"], |_, o, s| {
+        Ok(Arc::new(postmark::Postmark::from_config(o, s)?))
+    }),
+    (&["paddle"], |_, o, s| {
+        Ok(Arc::new(paddle::Paddle::from_config(o, s)?))
+    }),
+    (&["square"], |_, o, s| {
+        Ok(Arc::new(square::Square::from_config(o, s)?))
+    }),
+    (&["intercom"], |_, o, s| {
+        Ok(Arc::new(intercom::Intercom::from_config(o, s)?))
+    }),
+    (&["linear"], |_, o, s| {
+        Ok(Arc::new(linear::Linear::from_config(o, s)?))
+    }),
+    (&["gitlab"], |_, o, s| {
+        Ok(Arc::new(gitlab::GitLab::from_config(o, s)?))
+    }),
+    (&["shopify"], |_, o, s| {
+        Ok(Arc::new(shopify::Shopify::from_config(o, s)?))
+    }),
+    (&["slack"], |_, o, s| {
+        Ok(Arc::new(slack::Slack::from_config(o, s)?))
+    }),
+    (&["meta"], |_, o, s| {
+        Ok(Arc::new(meta::Meta::from_config(o, s)?))
+    }),
+    (&["zoom"], |_, o, s| {
+        Ok(Arc::new(zoom::Zoom::from_config(o, s)?))
+    }),
+    (&["twitch"], |_, o, s| {
+        Ok(Arc::new(twitch::Twitch::from_config(o, s)?))
+    }),
+    (&["discord"], |_, o, s| {
+        Ok(Arc::new(discord::Discord::from_config(o, s)?))
+    }),
 ];
+
+/// Every name `build` accepts, aliases included, for error messages and `inlet check`.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().flat_map(|(names, _)| names.iter().copied())
+}
+
+/// Whether `name` is a provider `build` knows.
+pub fn is_known(name: &str) -> bool {
+    names().any(|n| n == name)
+}
 
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
 /// refused) and its resolved secrets.
@@ -303,49 +375,56 @@ pub fn build(
     options: &serde_json::Value,
     secrets: Vec<Secret>,
 ) -> Result<Arc<dyn Provider>, ProviderConfigError> {
-    match name {
-        "stripe" => Ok(Arc::new(stripe::Stripe::from_config(options, secrets)?)),
-        "github" => Ok(Arc::new(github::GitHub::from_config(options, secrets)?)),
-        "standard_webhooks" | "svix" => Ok(Arc::new(
-            standard_webhooks::StandardWebhooks::from_config_as(name, options, secrets)?,
-        )),
-        "telegram" => Ok(Arc::new(telegram::Telegram::from_config(options, secrets)?)),
-        // `hmac` is the generic scheme's former name: existing configs keep working.
-        "generic" | "hmac" => Ok(Arc::new(generic::Generic::from_config_as(
-            name, options, secrets,
-        )?)),
-        "adyen" => Ok(Arc::new(adyen::Adyen::from_config(options, secrets)?)),
-        // Both spellings, with and without punctuation, are accepted.
-        "checkout" | "checkout.com" => {
-            Ok(Arc::new(checkout::Checkout::from_config(options, secrets)?))
+    let Some((_, construct)) = REGISTRY.iter().find(|(names, _)| names.contains(&name)) else {
+        return Err(ProviderConfigError(format!(
+            "unknown provider {name:?}; known: {}",
+            names().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    construct(name, options, secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name and alias builds (with a config its provider refuses, so the error comes
+    /// from the provider and not from an unknown name), and no name is listed twice.
+    #[test]
+    fn every_registered_name_reaches_its_provider_and_names_are_unique() {
+        let all: Vec<&str> = names().collect();
+        let unique: std::collections::HashSet<&str> = all.iter().copied().collect();
+        assert_eq!(all.len(), unique.len(), "{all:?}");
+        for name in all {
+            let got = build(name, &serde_json::json!({"no_such_option": 1}), vec![]);
+            let Err(ProviderConfigError(why)) = got else {
+                panic!("{name}: built with an unknown option and no secrets");
+            };
+            assert!(!why.starts_with("unknown provider"), "{name}: {why}");
+            assert!(is_known(name));
         }
-        "standard-webhooks" => Ok(Arc::new(
-            standard_webhooks::StandardWebhooks::from_config_as(
-                "standard_webhooks",
-                options,
-                secrets,
-            )?,
-        )),
-        "razorpay" => Ok(Arc::new(razorpay::Razorpay::from_config(options, secrets)?)),
-        "paypal" => Ok(Arc::new(paypal::PayPal::from_config(options, secrets)?)),
-        "twilio" => Ok(Arc::new(twilio::Twilio::from_config(options, secrets)?)),
-        "sendgrid" => Ok(Arc::new(sendgrid::SendGrid::from_config(options, secrets)?)),
-        "mailgun" => Ok(Arc::new(mailgun::Mailgun::from_config(options, secrets)?)),
-        "postmark" => Ok(Arc::new(postmark::Postmark::from_config(options, secrets)?)),
-        "paddle" => Ok(Arc::new(paddle::Paddle::from_config(options, secrets)?)),
-        "square" => Ok(Arc::new(square::Square::from_config(options, secrets)?)),
-        "intercom" => Ok(Arc::new(intercom::Intercom::from_config(options, secrets)?)),
-        "linear" => Ok(Arc::new(linear::Linear::from_config(options, secrets)?)),
-        "gitlab" => Ok(Arc::new(gitlab::GitLab::from_config(options, secrets)?)),
-        "shopify" => Ok(Arc::new(shopify::Shopify::from_config(options, secrets)?)),
-        "slack" => Ok(Arc::new(slack::Slack::from_config(options, secrets)?)),
-        "meta" => Ok(Arc::new(meta::Meta::from_config(options, secrets)?)),
-        "zoom" => Ok(Arc::new(zoom::Zoom::from_config(options, secrets)?)),
-        "twitch" => Ok(Arc::new(twitch::Twitch::from_config(options, secrets)?)),
-        "discord" => Ok(Arc::new(discord::Discord::from_config(options, secrets)?)),
-        other => Err(ProviderConfigError(format!(
-            "unknown provider {other:?}; known: {}",
-            PROVIDERS.join(", ")
-        ))),
+        assert!(!is_known("stripe2"));
+        let Err(ProviderConfigError(why)) = build("stripe2", &serde_json::Value::Null, vec![])
+        else {
+            panic!("an unknown name built");
+        };
+        assert!(
+            why.contains("checkout.com") && why.contains("standard-webhooks"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn aliases_build_the_provider_under_its_own_name() {
+        let secret = || vec![Secret::new("k", b"whsec_aW5sZXQ=".to_vec(), None)];
+        let null = serde_json::Value::Null;
+        for (alias, name) in [
+            ("standard-webhooks", "standard_webhooks"),
+            ("svix", "svix"),
+            ("checkout.com", "checkout"),
+        ] {
+            let p = build(alias, &null, secret()).expect(alias);
+            assert_eq!(p.name(), name, "{alias}");
+        }
     }
 }
