@@ -38,7 +38,7 @@ pub(crate) struct Dev {
 
 impl Dev {
     pub(crate) fn start(config: &Path) -> Self {
-        let mut child = Command::new(INLET)
+        let child = Command::new(INLET)
             .args(["dev", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0"])
@@ -46,6 +46,11 @@ impl Dev {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn inlet dev");
+        Self::from_child(child)
+    }
+
+    /// A spawned `inlet dev` (stdout piped), once its banner names the address it serves.
+    pub(crate) fn from_child(mut child: Child) -> Self {
         let stdout = child.stdout.take().expect("stdout");
         let mut first = String::new();
         BufReader::new(stdout)

@@ -1204,7 +1204,7 @@ async fn embedded_expired_entries_are_deleted_by_later_writes() {
 /// it, in epoch seconds, on the attribute the table's TTL is enabled on.
 #[tokio::test]
 async fn aws_every_trail_item_carries_its_ttl_on_the_tables_ttl_attribute() {
-    use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
+    use aws_sdk_dynamodb::types::TimeToLiveStatus;
     use inlet::adapters::aws::dynamodb::TTL_ATTRIBUTE;
 
     let ledger = aws::ledger().await;
@@ -1225,23 +1225,7 @@ async fn aws_every_trail_item_carries_its_ttl_on_the_tables_ttl_attribute() {
     let spec = ttl.time_to_live_description().expect("a TTL description");
     assert_eq!(spec.attribute_name(), Some(TTL_ATTRIBUTE));
     assert_eq!(spec.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
-    for id in ["put", "new"] {
-        let item = ledger
-            .client()
-            .get_item()
-            .table_name(ledger.table())
-            .key("pk", AttributeValue::S(format!("trail#{id}")))
-            .send()
-            .await
-            .expect("get item")
-            .item
-            .expect("stored");
-        assert_eq!(
-            item.get(TTL_ATTRIBUTE),
-            Some(&AttributeValue::N((expires / 1000).to_string())),
-            "{id}"
-        );
-    }
+    aws::assert_trail_ttl(&ledger, ["put", "new"], expires).await;
 }
 
 #[tokio::test]

@@ -61,7 +61,7 @@ fn start(settings: &str, fd_limit: Option<u32>) -> Server {
         }
         None => Command::new(INLET),
     };
-    let mut child = cmd
+    let child = cmd
         .args(["dev", "--config"])
         .arg(&config)
         .args(["--listen", "127.0.0.1:0"])
@@ -69,23 +69,14 @@ fn start(settings: &str, fd_limit: Option<u32>) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn inlet dev");
-    let mut banner = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut banner,
-    )
-    .expect("read banner");
-    let base = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {banner:?}"))
-        .to_string();
-    let addr = base
+    let dev = Dev::from_child(child);
+    let addr = dev
+        .base
         .trim_start_matches("http://")
         .parse()
         .expect("socket address");
     Server {
-        dev: Dev { child, base },
+        dev,
         addr,
         cfg,
         jsonl: dir.path().join("events.jsonl"),

@@ -135,31 +135,7 @@ async fn refusals_from_many_instances_store_the_budget_per_second(backend: Backe
         assert_eq!(e.source_ip.as_deref(), Some("203.0.113.9"));
     }
     if let Some(dynamo) = &backend.dynamo {
-        assert_ttl(dynamo, &first, expires).await;
-    }
-}
-
-/// Every item of `entries` carries the TTL attribute, in seconds.
-async fn assert_ttl(dynamo: &DynamoLedger, entries: &[TrailEntry], expires_at_ms: i64) {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    use inlet::adapters::aws::dynamodb::TTL_ATTRIBUTE;
-    for e in entries {
-        let item = dynamo
-            .client()
-            .get_item()
-            .table_name(dynamo.table())
-            .key("pk", AttributeValue::S(format!("trail#{}", e.id)))
-            .send()
-            .await
-            .expect("get item")
-            .item
-            .expect("stored");
-        assert_eq!(
-            item.get(TTL_ATTRIBUTE),
-            Some(&AttributeValue::N((expires_at_ms / 1000).to_string())),
-            "{}",
-            e.id
-        );
+        support::aws::assert_trail_ttl(dynamo, first.iter().map(|e| e.id.as_str()), expires).await;
     }
 }
 

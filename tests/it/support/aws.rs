@@ -98,6 +98,33 @@ pub async fn ledger() -> DynamoLedger {
     DynamoLedger::new(client, table)
 }
 
+/// The trail items `ids` each carry the table's TTL attribute: `expires_at_ms` in seconds.
+pub async fn assert_trail_ttl<'a>(
+    ledger: &DynamoLedger,
+    ids: impl IntoIterator<Item = &'a str>,
+    expires_at_ms: i64,
+) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use inlet::adapters::aws::dynamodb::TTL_ATTRIBUTE;
+    for id in ids {
+        let item = ledger
+            .client()
+            .get_item()
+            .table_name(ledger.table())
+            .key("pk", AttributeValue::S(format!("trail#{id}")))
+            .send()
+            .await
+            .expect("get item")
+            .item
+            .expect("stored");
+        assert_eq!(
+            item.get(TTL_ATTRIBUTE),
+            Some(&AttributeValue::N((expires_at_ms / 1000).to_string())),
+            "{id}"
+        );
+    }
+}
+
 /// A fresh custom event bus.
 pub async fn bus() -> EventBridgeBus {
     let client = aws_sdk_eventbridge::Client::new(&sdk_config().await);
