@@ -16,9 +16,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use inlet::ports::{DedupeStatus, Ledger, TrailQuery, TrailRow};
+use inlet::ports::{DedupeRecord, DedupeStatus, Ledger, LedgerError, TrailQuery, TrailRow};
 
 use super::receiver::Seen;
 
@@ -58,6 +58,24 @@ impl Abandoned {
         }
     }
 
+    /// The record of `key` once it reads whole. A call the worker gave up on (its connection cut
+    /// mid-request) can still be running inside moto, which creates a new item with its key
+    /// first and sets the attributes after: read at that moment, the item has no `status`. Real
+    /// DynamoDB applies an update atomically, so this waits for moto to finish the write rather
+    /// than failing the account.
+    async fn settled_record(ledger: &dyn Ledger, key: &str) -> Option<DedupeRecord> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match ledger.get(key).await {
+                Ok(record) => return record,
+                Err(LedgerError::Corrupt(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("read the ledger: {e:?}"),
+            }
+        }
+    }
+
     /// The records of `keys` that are IN_PROGRESS; call it only when no worker runs.
     pub async fn of_keys<'a>(
         ledger: &dyn Ledger,
@@ -66,7 +84,7 @@ impl Abandoned {
     ) -> Self {
         let mut holdings = BTreeMap::new();
         for key in keys {
-            if let Some(r) = ledger.get(key).await.expect("read the ledger") {
+            if let Some(r) = Self::settled_record(ledger, key).await {
                 if r.status == DedupeStatus::InProgress {
                     holdings.insert(r.key, r.lease_until_ms);
                 }
