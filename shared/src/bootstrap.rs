@@ -153,10 +153,10 @@ pub fn refresh_interval(
     let seconds = match var(NAME).filter(|v| !v.trim().is_empty()) {
         None => 300,
         Some(v) => v.trim().parse::<u64>().map_err(|_| {
-            BootError::Config(config::ConfigError::Invalid {
-                field: NAME.into(),
-                message: format!("{v:?} is not a whole number of seconds"),
-            })
+            BootError::Config(
+                config::FieldError::new(NAME, format!("{v:?} is not a whole number of seconds"))
+                    .into(),
+            )
         })?,
     };
     Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
@@ -327,7 +327,7 @@ async fn worker_with(
         }
         Ok(Arc::new(SqsQueue::from_conf(&sdk, url)))
     };
-    let targets = build_targets(&config, &bus_for, &queue_for)?;
+    let targets = build_targets(&config.targets, &config.base_dir, &bus_for, &queue_for)?;
     let checks = if has_checks(&config) {
         let queue = SqsQueue::from_conf(&sdk, require("INLET_CHECKS_QUEUE_URL")?);
         Some(CheckScheduler::new(ledger.clone(), Arc::new(queue)))

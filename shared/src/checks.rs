@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::config::{type_matches, Config, Source};
+use crate::config::{type_matches, Check, Config, Source};
 use crate::envelope::Envelope;
 use crate::metrics;
 use crate::poll::runner::{Poller, RunOutcome, RunReport};
@@ -33,8 +33,6 @@ use crate::ports::{
 };
 use crate::worker::WorkerRecord;
 
-pub const MIN_AFTER: Duration = Duration::from_secs(60);
-pub const MAX_AFTER: Duration = Duration::from_secs(7 * 86_400);
 /// SQS's ceiling on `DelaySeconds`: a longer wait is a chain of messages.
 pub const MAX_DELAY_SECONDS: u32 = 900;
 /// How long a finished check keeps blocking a new one for the same entity (and how long it
@@ -42,17 +40,6 @@ pub const MAX_DELAY_SECONDS: u32 = 900;
 pub const RETENTION: Duration = Duration::from_secs(7 * 86_400);
 /// A check whose poll source is being polled right now tries again this much later.
 pub const BUSY_RETRY: Duration = Duration::from_secs(60);
-
-/// A validated `[[sources.checks]]` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub name: String,
-    pub on: Vec<String>,
-    pub expect: Vec<String>,
-    pub after: Duration,
-    /// The poll source to run when due.
-    pub poll: String,
-}
 
 /// Type patterns as routes read them: exact, `prefix.*` or `*`, against the provider's type
 /// or the canonical type.

@@ -105,7 +105,7 @@ impl LocalStack {
             }
             Ok(Arc::new(queue_store.queue(name, None)))
         };
-        let targets = build_targets(&config, &bus_for, &queue_for)?;
+        let targets = build_targets(&config.targets, &config.base_dir, &bus_for, &queue_for)?;
         let ingest = Ingest::new(
             config.clone(),
             Arc::new(queue.clone()),

@@ -751,7 +751,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let field_of = |r: Result<crate::config::Config, ConfigError>| match r {
-            Err(ConfigError::Invalid { field, .. }) => field,
+            Err(ConfigError::Invalid(problems)) if !problems.is_empty() => {
+                problems[0].field.clone()
+            }
             other => panic!("expected a field error, got {other:?}"),
         };
         assert_eq!(

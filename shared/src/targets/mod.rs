@@ -2,18 +2,21 @@
 //! envelopes routed to it and gets one result per envelope back.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::{Config, TargetKind};
 use crate::envelope::Envelope;
 use crate::ports::{EventBus, Queue};
 
 pub mod eventbridge;
 pub mod http;
 pub mod jsonl;
+mod spec;
 pub mod sqs;
+
+pub use spec::{TargetKind, TargetSpec};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DispatchError {
@@ -134,14 +137,15 @@ pub type BusFactory<'a> = dyn Fn(Option<&str>) -> Result<Arc<dyn EventBus>, Stri
 pub type QueueFactory<'a> = dyn Fn(&str) -> Result<Arc<dyn Queue>, String> + 'a;
 
 /// Builds the configured targets; the embedded and AWS stacks pass their own `bus_for` and
-/// `queue_for`.
+/// `queue_for`. Relative paths resolve against `base_dir` (the config file's folder).
 pub fn build_targets(
-    config: &Config,
+    specs: &[TargetSpec],
+    base_dir: &Path,
     bus_for: &BusFactory<'_>,
     queue_for: &QueueFactory<'_>,
 ) -> Result<BTreeMap<String, Arc<dyn Target>>, TargetBuildError> {
     let mut out: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
-    for spec in &config.targets {
+    for spec in specs {
         let err = |message: String| TargetBuildError {
             id: spec.id.clone(),
             message,
@@ -152,7 +156,7 @@ pub fn build_targets(
                 bus_for(bus_name.as_deref()).map_err(err)?,
             )),
             TargetKind::Jsonl { path } => Arc::new(
-                jsonl::JsonlTarget::open(spec.id.clone(), &config.resolve_path(path))
+                jsonl::JsonlTarget::open(spec.id.clone(), &base_dir.join(path))
                     .map_err(|e| err(e.to_string()))?,
             ),
             TargetKind::Http(http) => build_http(&spec.id, http).map_err(err)?,
