@@ -100,13 +100,22 @@ impl CheckMessage {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn parse(body: &str) -> Result<Self, String> {
-        let m: Self = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    pub fn parse(body: &str) -> Result<Self, NotACheck> {
+        let m: Self = serde_json::from_str(body).map_err(|e| NotACheck::Json(e.to_string()))?;
         if m.kind != "check" {
-            return Err(format!("kind is {:?}, not \"check\"", m.kind));
+            return Err(NotACheck::Kind(m.kind));
         }
         Ok(m)
     }
+}
+
+/// A message on the checks queue that is not a check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotACheck {
+    #[error("{0}")]
+    Json(String),
+    #[error("kind is {0:?}, not \"check\"")]
+    Kind(String),
 }
 
 /// Seconds to wait before `due_at_ms`, rounded up, within SQS's delay ceiling.

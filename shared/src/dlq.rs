@@ -248,14 +248,18 @@ async fn release(dlq: &dyn Queue, receipts: &[String]) {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither an RFC 3339 time nor a duration like 2h")]
+pub struct BadSince(String);
+
 /// `--since` as an RFC 3339 time or a duration back from `now_ms` (`2h`, `3days`).
-pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
+pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, BadSince> {
     if let Some(ms) = envelope::parse_rfc3339_ms(text.trim()) {
         return Ok(ms);
     }
     humantime::parse_duration(text.trim())
         .map(|d| now_ms - d.as_millis() as i64)
-        .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration like 2h"))
+        .map_err(|_| BadSince(text.to_owned()))
 }
 
 #[cfg(all(test, feature = "embedded"))]

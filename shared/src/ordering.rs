@@ -20,23 +20,35 @@ pub struct Ordering {
 }
 
 /// Why a configured pointer is not usable.
-pub fn check_pointer(pointer: &str) -> Result<(), String> {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PointerError {
+    #[error("{0:?} is not a JSON pointer (RFC 6901): it must start with '/', e.g. \"/data/object/customer\"")]
+    NoLeadingSlash(String),
+    #[error("{0:?}: '~' must be followed by 0 or 1 (RFC 6901 escapes)")]
+    BadEscape(String),
+}
+
+/// A configured JSON pointer, checked before any event needs it.
+pub fn check_pointer(pointer: &str) -> Result<(), PointerError> {
     if !pointer.starts_with('/') {
-        return Err(format!(
-            "{pointer:?} is not a JSON pointer (RFC 6901): it must start with '/', e.g. \"/data/object/customer\""
-        ));
+        return Err(PointerError::NoLeadingSlash(pointer.to_owned()));
     }
     // `~` escapes only `~0` (~) and `~1` (/).
     let mut rest = pointer;
     while let Some(at) = rest.find('~') {
         rest = &rest[at + 1..];
         if !(rest.starts_with('0') || rest.starts_with('1')) {
-            return Err(format!(
-                "{pointer:?}: '~' must be followed by 0 or 1 (RFC 6901 escapes)"
-            ));
+            return Err(PointerError::BadEscape(pointer.to_owned()));
         }
     }
     Ok(())
+}
+
+/// An event whose `version` field holds something that is not a version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: not an integer or an RFC 3339 time")]
+pub struct UnreadableVersion {
+    pub pointer: String,
 }
 
 /// The body as JSON, when it is JSON (a form-encoded or binary body has no entity).
@@ -53,15 +65,15 @@ impl Ordering {
 
     /// The event's version: `Ok(None)` when the source has no `version` or the event has no
     /// value there; `Err` when the value is neither an integer nor an RFC 3339 time.
-    pub fn version(&self, body: &Value) -> Result<Option<i64>, String> {
+    pub fn version(&self, body: &Value) -> Result<Option<i64>, UnreadableVersion> {
         let Some(pointer) = &self.version else {
             return Ok(None);
         };
         match body.pointer(pointer) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => parse_version(v)
-                .map(Some)
-                .ok_or_else(|| format!("{pointer}: not an integer or an RFC 3339 time")),
+            Some(v) => parse_version(v).map(Some).ok_or_else(|| UnreadableVersion {
+                pointer: pointer.clone(),
+            }),
         }
     }
 }
@@ -105,7 +117,10 @@ pub struct Versioned {
 
 /// The entity and version of an event of a source with `version`; `Ok(None)` when the event
 /// carries no entity or no version (it is dispatched unguarded).
-pub fn versioned(ordering: &Ordering, env: &Envelope) -> Result<Option<Versioned>, String> {
+pub fn versioned(
+    ordering: &Ordering,
+    env: &Envelope,
+) -> Result<Option<Versioned>, UnreadableVersion> {
     if ordering.version.is_none() {
         return Ok(None);
     }

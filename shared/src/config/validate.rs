@@ -635,9 +635,9 @@ fn ordering(f: &str, src: &SourceSpec) -> Result<Option<Ordering>, FieldError> {
             None => Ok(None),
         };
     };
-    check_pointer(order_by).map_err(|m| invalid(format!("{f}.order_by"), m))?;
+    check_pointer(order_by).map_err(|e| invalid(format!("{f}.order_by"), e.to_string()))?;
     if let Some(version) = &src.version {
-        check_pointer(version).map_err(|m| invalid(format!("{f}.version"), m))?;
+        check_pointer(version).map_err(|e| invalid(format!("{f}.version"), e.to_string()))?;
     }
     Ok(Some(Ordering {
         order_by: order_by.clone(),
