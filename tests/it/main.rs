@@ -6,6 +6,7 @@ mod checks;
 mod cli;
 mod conformance;
 mod dlq_aws;
+mod docs;
 mod faults;
 mod hostile;
 mod hostile_batches;

@@ -453,12 +453,12 @@ async fn a_retry_reaches_only_the_http_target_that_failed_through_the_local_pipe
 }
 
 #[test]
-fn the_readme_targets_example_is_a_valid_config() {
-    let readme = include_str!("../../README.md");
-    let section = readme
-        .split("## Targets")
+fn the_docs_targets_example_is_a_valid_config() {
+    let page = include_str!("../../docs/targets.md");
+    let section = page
+        .split("## Configuring targets")
         .nth(1)
-        .expect("a Targets section");
+        .expect("a Configuring targets section");
     let example = section
         .split("```toml")
         .nth(1)
