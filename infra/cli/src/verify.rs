@@ -201,7 +201,7 @@ async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
                     "event_id": e.event_id, "type": e.event_type,
                     "canonical_type": e.canonical_type, "entity": e.entity,
                     "amount": e.amount, "currency": e.currency,
-                    "occurred_at": e.occurred_at_ms.map(inlet::envelope::rfc3339_ms),
+                    "occurred_at": e.occurred_at_ms.map(inlet::time::format_rfc3339_ms),
                     "part_bytes": e.part.as_ref().map(Vec::len),
                 });
                 println!("  [{i}] {line}");

@@ -20,13 +20,14 @@ use serde_json::value::RawValue;
 use super::crypto::{
     self, split_named_secrets, HmacAlgorithm, Keyring, SecretIds, SignatureEncoding,
 };
-use super::fields::{self, rfc3339_ms};
+use super::fields;
 use super::{
     canonical, money, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
     SignInput, Verified, VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time::rfc3339_ms;
 
 const HEADER: &str = "hmacsignature";
 const AUTHORIZATION: &str = "authorization";
@@ -445,7 +446,7 @@ impl Provider for Adyen {
             .take(16)
             .collect();
         let merchant_ref = format!("order-{psp}");
-        let date = crate::envelope::rfc3339_ms(now_ms);
+        let date = crate::time::format_rfc3339_ms(now_ms);
         let signing = format!("{psp}::InletTest:{merchant_ref}:2000:EUR:AUTHORISATION:true");
         let signature = self
             .keys

@@ -11,13 +11,13 @@ use super::adyen::PaidSignal;
 use super::crypto::{
     self, split_named_secrets, HmacAlgorithm, Keyring, SecretIds, SignatureEncoding,
 };
-use super::fields::rfc3339_ms;
 use super::{
     canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time::rfc3339_ms;
 
 const HEADER: &str = "cko-signature";
 const AUTHORIZATION: &str = "authorization";
@@ -164,7 +164,7 @@ impl Provider for Checkout {
             .collect();
         serde_json::json!({
             "id": format!("evt_{tag}"), "type": "payment_approved", "version": "1.0.33",
-            "created_on": crate::envelope::rfc3339_ms(now_ms),
+            "created_on": crate::time::format_rfc3339_ms(now_ms),
             "data": {"id": format!("pay_{tag}"), "amount": 2000, "currency": "GBP",
                      "reference": format!("ORD-{}", tag.get(..8).unwrap_or(&tag)),
                      "customer": {"id": "cus_udst2tfldj6upmye2reztkmm4i", "email": "jo@example.com"}}

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const SIGNATURE: &str = "x-signature-ed25519";
 const TIMESTAMP: &str = "x-signature-timestamp";
@@ -187,7 +188,7 @@ impl Provider for Discord {
                 event_id: event_type.zip(data_id).map(|(t, id)| format!("{t}#{id}")),
                 event_type: event_type.map(str::to_string),
                 occurred_at_ms: fields::str_at(event, "/timestamp")
-                    .and_then(fields::rfc3339_ms_utc_if_unzoned),
+                    .and_then(time::rfc3339_ms_utc_if_unzoned),
                 entity: fields::str_at(event, "/data/user/id")
                     .or_else(|| fields::str_at(event, "/data/user_id"))
                     .map(str::to_string),

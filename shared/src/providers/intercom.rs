@@ -13,6 +13,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 /// `X-Hub-Signature: sha1=<hex>`, SHA-1 only.
 const HEADER: &str = crypto::X_HUB_SIGNATURE;
@@ -96,7 +97,7 @@ impl Provider for Intercom {
             event_id: Some(id.to_string()),
             event_type: topic.map(str::to_string),
             canonical_type: topic.and_then(canonical_for),
-            occurred_at_ms: fields::unix_seconds_ms(note.get("created_at")),
+            occurred_at_ms: time::unix_seconds_ms(note.get("created_at")),
             entity: entity(item).map(str::to_string),
             ..Default::default()
         }])

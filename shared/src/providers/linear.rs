@@ -13,6 +13,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const SIGNATURE: &str = "linear-signature";
 const DELIVERY: &str = "linear-delivery";
@@ -129,7 +130,7 @@ impl Provider for Linear {
             event_type,
             canonical_type: (kind == Some("Issue")).then_some(canonical::ISSUE_CHANGED),
             occurred_at_ms: fields::str_at(&event, "/createdAt")
-                .and_then(fields::rfc3339_ms_utc_if_unzoned)
+                .and_then(time::rfc3339_ms_utc_if_unzoned)
                 .or(timestamp),
             entity: fields::str_at(&event, "/data/id").map(str::to_string),
             ..Default::default()
@@ -141,7 +142,7 @@ impl Provider for Linear {
             "action": "create", "type": "Issue",
             "data": {"id": id, "title": "Sample issue", "teamId": "72b2a2dc-6f4f-4423-9d34-24b5bd10634a"},
             "url": "https://linear.app/example/issue/ENG-1",
-            "createdAt": crate::envelope::rfc3339_ms(now_ms),
+            "createdAt": crate::time::format_rfc3339_ms(now_ms),
             "webhookTimestamp": now_ms,
             "webhookId": "000042e3-d123-4980-b49f-8e140eef9329"
         })

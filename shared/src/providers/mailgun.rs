@@ -16,6 +16,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,7 +111,7 @@ fn canonical_for(event: &str, severity: Option<&str>) -> Option<&'static str> {
 
 /// `event-data.timestamp` is float seconds (`1767225598.5`); legacy forms send a string.
 fn seconds_to_ms(value: &serde_json::Value) -> Option<i64> {
-    fields::fractional_seconds_ms(match value {
+    time::fractional_seconds_ms(match value {
         serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
         other => other.as_f64()?,
     })

@@ -40,6 +40,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const SIGNATURE_256: &str = crypto::X_HUB_SIGNATURE_256;
 
@@ -340,7 +341,7 @@ fn entry_events(
                 event_id: Some(id.to_string()),
                 event_type: Some("messages".into()),
                 canonical_type: Some(canonical::CHAT_MESSAGE),
-                occurred_at_ms: fields::unix_seconds_int_or_text_ms(message.get("timestamp")),
+                occurred_at_ms: time::unix_seconds_int_or_text_ms(message.get("timestamp")),
                 entity: from.map(str::to_string),
                 part: Some(part(&with_contact, "message", raw)?),
                 ..Default::default()
@@ -359,7 +360,7 @@ fn entry_events(
                 event_id: Some(format!("{id}#{state}")),
                 event_type: Some(format!("statuses.{state}")),
                 canonical_type: status_canonical(state),
-                occurred_at_ms: fields::unix_seconds_int_or_text_ms(status.get("timestamp")),
+                occurred_at_ms: time::unix_seconds_int_or_text_ms(status.get("timestamp")),
                 entity: fields::str_at(&status, "/recipient_id").map(str::to_string),
                 part: Some(part(&context, "status", raw)?),
                 ..Default::default()

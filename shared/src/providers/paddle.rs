@@ -14,6 +14,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const HEADER: &str = "paddle-signature";
 
@@ -157,7 +158,7 @@ impl Provider for Paddle {
             occurred_at_ms: event
                 .get("occurred_at")
                 .and_then(|v| v.as_str())
-                .and_then(fields::rfc3339_ms_utc_if_unzoned),
+                .and_then(time::rfc3339_ms_utc_if_unzoned),
             entity: fields::str_at(data, "/customer_id").map(str::to_string),
             amount: amount.filter(|_| currency.is_some()),
             currency: currency.filter(|_| amount.is_some()),
@@ -173,7 +174,7 @@ impl Provider for Paddle {
             .collect();
         serde_json::json!({
             "event_id": format!("evt_{short}"), "event_type": "transaction.completed",
-            "occurred_at": crate::envelope::rfc3339_ms(now_ms),
+            "occurred_at": crate::time::format_rfc3339_ms(now_ms),
             "notification_id": format!("ntf_{short}"),
             "data": {"id": format!("txn_{short}"), "status": "completed", "customer_id": "ctm_01hv6y1jedq4p1n0yqn5ba3ky4",
                      "currency_code": "USD", "details": {"totals": {"subtotal": "1000", "tax": "99", "total": "1099"}}}

@@ -18,13 +18,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::crypto::{self, RsaCertificate, SignatureEncoding, TimeUnit, Tolerance};
-use super::fields::rfc3339_ms;
 use super::{
     canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time::rfc3339_ms;
 
 const TRANSMISSION_ID: &str = "paypal-transmission-id";
 const TRANSMISSION_TIME: &str = "paypal-transmission-time";
@@ -528,7 +528,7 @@ impl Provider for PayPal {
             .collect();
         serde_json::json!({
             "id": format!("WH-{tag}"), "event_version": "1.0",
-            "create_time": crate::envelope::rfc3339_ms(now_ms), "resource_type": "capture",
+            "create_time": crate::time::format_rfc3339_ms(now_ms), "resource_type": "capture",
             "resource_version": "2.0", "event_type": "PAYMENT.CAPTURE.COMPLETED",
             "summary": "Payment completed for $ 20.0 USD",
             "resource": {"id": "42311647XV020574X", "status": "COMPLETED",

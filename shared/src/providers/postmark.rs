@@ -15,6 +15,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 use fields::BasicError;
 
 const AUTHORIZATION: &str = "authorization";
@@ -131,7 +132,7 @@ impl Provider for Postmark {
             occurred_at_ms: TIME_FIELDS
                 .iter()
                 .find_map(|f| text(f))
-                .and_then(fields::rfc3339_ms_utc_if_unzoned),
+                .and_then(time::rfc3339_ms_utc_if_unzoned),
             entity: text("Recipient")
                 .or_else(|| text("Email"))
                 .map(str::to_string),
@@ -143,7 +144,7 @@ impl Provider for Postmark {
         serde_json::json!({
             "RecordType": "Delivery", "ServerID": 23, "MessageStream": "outbound",
             "MessageID": id, "Recipient": "john@example.com", "Tag": "welcome-email",
-            "DeliveredAt": crate::envelope::rfc3339_ms(now_ms),
+            "DeliveredAt": crate::time::format_rfc3339_ms(now_ms),
             "Details": "Test delivery webhook details", "Metadata": {}
         })
         .to_string()

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const HEADER: &str = "x-razorpay-signature";
 const EVENT_ID: &str = "x-razorpay-event-id";
@@ -133,7 +134,7 @@ impl Provider for Razorpay {
             unsigned_id,
             event_type: Some(event.to_string()),
             canonical_type: canonical_type(event),
-            occurred_at_ms: fields::unix_seconds_ms(body.get("created_at")),
+            occurred_at_ms: time::unix_seconds_ms(body.get("created_at")),
             entity: who.map(str::to_string),
             amount: currency
                 .as_ref()

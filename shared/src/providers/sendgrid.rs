@@ -16,6 +16,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
 const TIMESTAMP: &str = "x-twilio-email-event-webhook-timestamp";
@@ -160,7 +161,7 @@ impl Provider for SendGrid {
                     event_id: fields::text(event.get("sg_event_id")).map(str::to_string),
                     event_type: kind.map(str::to_string),
                     canonical_type: kind.and_then(canonical_for),
-                    occurred_at_ms: fields::unix_seconds_ms(event.get("timestamp")),
+                    occurred_at_ms: time::unix_seconds_ms(event.get("timestamp")),
                     entity: fields::text(event.get("email")).map(str::to_string),
                     part: Some(raw.get().as_bytes().to_vec()),
                     ..Default::default()

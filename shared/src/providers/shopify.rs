@@ -15,6 +15,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 /// One family of header names: the classic `X-Shopify-*` webhooks or the unprefixed Events.
 struct Names {
@@ -165,7 +166,7 @@ impl Provider for Shopify {
             event_type: topic.map(str::to_string),
             canonical_type: topic.and_then(canonical_type),
             occurred_at_ms: fields::header(req.headers, names.triggered_at)
-                .and_then(fields::rfc3339_ms_utc_if_unzoned),
+                .and_then(time::rfc3339_ms_utc_if_unzoned),
             entity,
             currency: amount.and(currency),
             amount,
@@ -200,7 +201,7 @@ impl Provider for Shopify {
             (WEBHOOK_NAMES.webhook_id, input.delivery_id.to_string()),
             (
                 WEBHOOK_NAMES.triggered_at,
-                crate::envelope::rfc3339_ms(input.now_ms),
+                crate::time::format_rfc3339_ms(input.now_ms),
             ),
         ]))
     }

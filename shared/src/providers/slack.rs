@@ -16,6 +16,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const SIGNATURE: &str = "x-slack-signature";
 const TIMESTAMP: &str = "x-slack-request-timestamp";
@@ -69,7 +70,7 @@ fn is_json(body: &[u8]) -> bool {
 fn request_time_ms(headers: &Headers) -> Option<i64> {
     headers
         .get(TIMESTAMP)
-        .and_then(|t| fields::unix_seconds_text_ms(t.trim()))
+        .and_then(|t| time::unix_seconds_text_ms(t.trim()))
 }
 
 /// Events API messages (and mentions of the app, which are messages too) are chat messages.
@@ -178,7 +179,7 @@ fn extract_events_api(body: &[u8]) -> Result<Vec<Extracted>, ExtractError> {
                 event_id: Some(event_id.to_string()),
                 event_type: event_type.map(str::to_string),
                 canonical_type: event_type.and_then(event_canonical),
-                occurred_at_ms: fields::unix_seconds_ms(body.get("event_time")),
+                occurred_at_ms: time::unix_seconds_ms(body.get("event_time")),
                 entity: fields::str_at(&body, "/event/user")
                     .or_else(|| fields::str_at(&body, "/event/channel"))
                     .map(str::to_string),

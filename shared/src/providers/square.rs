@@ -14,6 +14,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const SIGNATURE_256: &str = "x-square-hmacsha256-signature";
 const SIGNATURE_SHA1: &str = "x-square-signature";
@@ -149,7 +150,7 @@ impl Provider for Square {
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(|t| canonical_for(t, object)),
             occurred_at_ms: fields::str_at(&event, "/created_at")
-                .and_then(fields::rfc3339_ms_utc_if_unzoned),
+                .and_then(time::rfc3339_ms_utc_if_unzoned),
             entity: entity.map(str::to_string),
             amount: amount.filter(|_| currency.is_some()),
             currency: currency.filter(|_| amount.is_some()),
@@ -160,7 +161,7 @@ impl Provider for Square {
     fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
         serde_json::json!({
             "merchant_id": "6SSW7HV8K2ST5", "type": "payment.updated", "event_id": id,
-            "created_at": crate::envelope::rfc3339_ms(now_ms),
+            "created_at": crate::time::format_rfc3339_ms(now_ms),
             "data": {"type": "payment", "id": format!("pay-{id}"), "object": {"payment": {
                 "id": format!("pay-{id}"), "status": "COMPLETED", "customer_id": "JDKYHBWT1D4F8MFH63DBMEN8Y4",
                 "amount_money": {"amount": 1000, "currency": "USD"}}}}

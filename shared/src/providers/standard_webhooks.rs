@@ -17,6 +17,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const STANDARD_WEBHOOKS: &str = "standard_webhooks";
 const SVIX: &str = "svix";
@@ -268,7 +269,7 @@ impl Provider for StandardWebhooks {
         let occurred_at_ms = req
             .headers
             .get(names.timestamp)
-            .and_then(|ts| fields::unix_seconds_text_ms(ts.trim()));
+            .and_then(|ts| time::unix_seconds_text_ms(ts.trim()));
         Ok(vec![Extracted {
             event_id: Some(id.to_string()),
             event_type,

@@ -6,11 +6,12 @@ use serde::Deserialize;
 
 use super::crypto::{self, HmacAlgorithm, Keyring, TimeUnit, Tolerance};
 use super::{
-    canonical, fields, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput,
-    Verified, VerifyError,
+    canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const HEADER: &str = "stripe-signature";
 
@@ -192,7 +193,7 @@ impl Provider for Stripe {
             event_id: Some(id.to_string()),
             event_type: event_type.map(str::to_string),
             canonical_type: event_type.and_then(|t| canonical_type(t, object)),
-            occurred_at_ms: fields::unix_seconds_ms(event.get("created")),
+            occurred_at_ms: time::unix_seconds_ms(event.get("created")),
             entity: entity.map(str::to_string),
             amount: currency
                 .as_ref()

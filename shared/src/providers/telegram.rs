@@ -7,11 +7,12 @@ use serde::Deserialize;
 
 use super::crypto::{self, Keyring};
 use super::{
-    canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
+    canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const HEADER: &str = "x-telegram-bot-api-secret-token";
 
@@ -78,7 +79,7 @@ impl Provider for Telegram {
             .ok_or_else(|| ExtractError("telegram update has no integer \"update_id\"".into()))?;
         let kind = update.iter().find(|(key, _)| key.as_str() != "update_id");
         let payload = kind.map(|(_, payload)| payload);
-        let occurred_at_ms = fields::unix_seconds_ms(payload.and_then(|p| p.get("date")));
+        let occurred_at_ms = time::unix_seconds_ms(payload.and_then(|p| p.get("date")));
         let canonical_type = kind.and_then(|(key, _)| match key.as_str() {
             "message" | "edited_message" | "channel_post" | "edited_channel_post" => {
                 Some(canonical::CHAT_MESSAGE)

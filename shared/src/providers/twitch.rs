@@ -23,6 +23,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 const ID: &str = "twitch-eventsub-message-id";
 const TIMESTAMP: &str = "twitch-eventsub-message-timestamp";
@@ -99,7 +100,7 @@ impl Provider for Twitch {
         let value = crypto::required_header(req.headers, SIGNATURE)?;
         let id = crypto::needed_header(req.headers, ID)?;
         let ts_text = crypto::needed_header(req.headers, TIMESTAMP)?;
-        let ts_ms = fields::rfc3339_ms_utc_if_unzoned(ts_text).ok_or_else(|| {
+        let ts_ms = time::rfc3339_ms_utc_if_unzoned(ts_text).ok_or_else(|| {
             VerifyError::MalformedSignature(format!("{TIMESTAMP} is not an RFC3339 time"))
         })?;
         let sig = value
@@ -149,7 +150,7 @@ impl Provider for Twitch {
         let body: Value = fields::json_object_value(req.body)
             .ok_or_else(|| ExtractError("twitch message body is not a JSON object".into()))?;
         let occurred_at_ms =
-            fields::header(req.headers, TIMESTAMP).and_then(fields::rfc3339_ms_utc_if_unzoned);
+            fields::header(req.headers, TIMESTAMP).and_then(time::rfc3339_ms_utc_if_unzoned);
         if message_type == REVOCATION {
             return Ok(vec![Extracted {
                 event_id: Some(id.to_string()),

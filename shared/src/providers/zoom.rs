@@ -180,7 +180,7 @@ impl Provider for Zoom {
             "event": "meeting.started", "event_ts": now_ms,
             "payload": {"account_id": "AAAAAABBBB", "object": {
                 "id": "1234567890", "uuid": id, "host_id": "z8yAAAAA8bbbQ", "topic": "My Meeting",
-                "type": 2, "start_time": crate::envelope::rfc3339_ms(now_ms), "timezone": "UTC"
+                "type": 2, "start_time": crate::time::format_rfc3339_ms(now_ms), "timezone": "UTC"
             }}
         })
         .to_string()

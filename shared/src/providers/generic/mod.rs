@@ -36,6 +36,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 use options::{
     either, AmountUnit, FormatSpec, GenericOptions, HandshakeSpec, KeyEncoding, Location,
@@ -1165,7 +1166,7 @@ fn parse_timestamp(text: &str, unit: TsUnit) -> Result<(i64, TimeUnit), VerifyEr
     match unit {
         TsUnit::Seconds => Ok((crypto::parse_unix(text)?, TimeUnit::Seconds)),
         TsUnit::Milliseconds => Ok((crypto::parse_unix(text)?, TimeUnit::Milliseconds)),
-        TsUnit::Rfc3339 => fields::rfc3339_ms_any_year(text)
+        TsUnit::Rfc3339 => time::rfc3339_ms_any_year(text)
             .map(|ms| (ms, TimeUnit::Milliseconds))
             .ok_or_else(|| VerifyError::MalformedSignature("timestamp is not RFC 3339".into())),
     }
@@ -1175,13 +1176,13 @@ fn parse_timestamp(text: &str, unit: TsUnit) -> Result<(i64, TimeUnit), VerifyEr
 /// (Mailgun `1767225598.5`).
 fn time_to_ms(text: &str, unit: TsUnit) -> Option<i64> {
     match unit {
-        TsUnit::Seconds => fields::unix_seconds_text_ms(text).or_else(|| {
+        TsUnit::Seconds => time::unix_seconds_text_ms(text).or_else(|| {
             text.parse::<f64>()
                 .ok()
-                .and_then(fields::fractional_seconds_ms)
+                .and_then(time::fractional_seconds_ms)
         }),
         TsUnit::Milliseconds => crypto::parse_unix(text).ok(),
-        TsUnit::Rfc3339 => fields::rfc3339_ms_any_year(text),
+        TsUnit::Rfc3339 => time::rfc3339_ms_any_year(text),
     }
 }
 
