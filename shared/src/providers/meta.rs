@@ -317,120 +317,155 @@ fn entry_events(
     let first = events.len();
     let entry_id = entry.id.map(value).as_ref().and_then(fields::id_text);
     let entry_time = entry.time.map(value);
-
     for change in &entry.changes {
-        let context = [
-            ("object", object),
-            ("entry_id", entry.id),
-            ("field", change.field),
-            ("messaging_product", change.messaging_product),
-            ("metadata", change.metadata),
-        ];
-        let contacts = change.contacts_by_wa_id();
-        // WhatsApp inbound messages: the `wamid…` is the dedupe key.
-        for raw in &change.messages {
-            let message = value(raw);
-            let Some(id) = fields::str_at(&message, "/id") else {
-                continue;
-            };
-            let from = fields::str_at(&message, "/from");
-            let contact = from.and_then(|f| contacts.get(f).copied());
-            let mut with_contact = context.to_vec();
-            with_contact.push(("contact", contact));
-            events.push(Extracted {
-                event_id: Some(id.to_string()),
-                event_type: Some("messages".into()),
-                canonical_type: Some(canonical::CHAT_MESSAGE),
-                occurred_at_ms: time::unix_seconds_int_or_text_ms(message.get("timestamp")),
-                entity: from.map(str::to_string),
-                part: Some(part(&with_contact, "message", raw)?),
-                ..Default::default()
-            });
-        }
-        // WhatsApp delivery receipts: one per message and status, so `id#status`.
-        for raw in &change.statuses {
-            let status = value(raw);
-            let (Some(id), Some(state)) = (
-                fields::str_at(&status, "/id"),
-                fields::str_at(&status, "/status"),
-            ) else {
-                continue;
-            };
-            events.push(Extracted {
-                event_id: Some(format!("{id}#{state}")),
-                event_type: Some(format!("statuses.{state}")),
-                canonical_type: status_canonical(state),
-                occurred_at_ms: time::unix_seconds_int_or_text_ms(status.get("timestamp")),
-                entity: fields::str_at(&status, "/recipient_id").map(str::to_string),
-                part: Some(part(&context, "status", raw)?),
-                ..Default::default()
-            });
-        }
+        change_events(object, entry.id, change, events)?;
     }
-
     let context = [("object", object), ("entry_id", entry.id)];
     for raw in &entry.messaging {
-        let item = value(raw);
-        let kind = MESSAGING_KINDS
-            .iter()
-            .copied()
-            .find(|k| item.get(*k).is_some())
-            .unwrap_or("messaging");
-        let timestamp = item.get("timestamp").or(entry_time.as_ref());
-        let is_echo = item
-            .pointer("/message/is_echo")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        // Echoes are the page's own messages: the person is the recipient.
-        let person = if is_echo {
-            fields::str_at(&item, "/recipient/id")
-        } else {
-            fields::str_at(&item, "/sender/id")
+        let event = messaging_event(&context, entry_id.as_deref(), entry_time.as_ref(), raw)?;
+        events.push(event);
+    }
+    if events.len() == first {
+        events.push(whole_entry_event(
+            object,
+            entry,
+            entry_id,
+            entry_time.as_ref(),
+        )?);
+    }
+    Ok(())
+}
+
+/// The WhatsApp messages and statuses of one change, each beside the change's context.
+fn change_events(
+    object: Option<&RawValue>,
+    entry_id: Option<&RawValue>,
+    change: &Change<'_>,
+    events: &mut Vec<Extracted>,
+) -> Result<(), ExtractError> {
+    let context = [
+        ("object", object),
+        ("entry_id", entry_id),
+        ("field", change.field),
+        ("messaging_product", change.messaging_product),
+        ("metadata", change.metadata),
+    ];
+    let contacts = change.contacts_by_wa_id();
+    // WhatsApp inbound messages: the `wamid…` is the dedupe key.
+    for raw in &change.messages {
+        let message = value(raw);
+        let Some(id) = fields::str_at(&message, "/id") else {
+            continue;
         };
-        let event_id = match (kind, fields::str_at(&item, "/message/mid")) {
-            ("message", Some(mid)) => Some(mid.to_string()),
-            _ => timestamp.and_then(fields::id_text).map(|t| {
-                format!(
-                    "{}#{}#{t}#{kind}",
-                    entry_id.as_deref().unwrap_or(""),
-                    fields::str_at(&item, "/sender/id").unwrap_or("")
-                )
-            }),
-        };
+        let from = fields::str_at(&message, "/from");
+        let contact = from.and_then(|f| contacts.get(f).copied());
+        let mut with_contact = context.to_vec();
+        with_contact.push(("contact", contact));
         events.push(Extracted {
-            event_id,
-            event_type: Some(format!("messaging.{kind}")),
-            canonical_type: messaging_canonical(kind),
-            occurred_at_ms: unix_guess_ms(timestamp),
-            entity: person.map(str::to_string),
-            part: Some(part(&context, "messaging", raw)?),
+            event_id: Some(id.to_string()),
+            event_type: Some("messages".into()),
+            canonical_type: Some(canonical::CHAT_MESSAGE),
+            occurred_at_ms: time::unix_seconds_int_or_text_ms(message.get("timestamp")),
+            entity: from.map(str::to_string),
+            part: Some(part(&with_contact, "message", raw)?),
             ..Default::default()
         });
     }
-
-    if events.len() == first {
-        // Template status, account updates, Instagram comments, Page feed…: the entry is the
-        // event, named after its first change's field.
-        let field = entry
-            .changes
-            .iter()
-            .find_map(|c| c.field.map(value))
-            .and_then(|f| f.as_str().map(str::to_string))
-            .unwrap_or_else(|| "entry".into());
-        let event_id = match (&entry_id, entry_time.as_ref().and_then(fields::id_text)) {
-            (Some(id), Some(time)) => Some(format!("{id}#{time}")),
-            _ => None,
+    // WhatsApp delivery receipts: one per message and status, so `id#status`.
+    for raw in &change.statuses {
+        let status = value(raw);
+        let (Some(id), Some(state)) = (
+            fields::str_at(&status, "/id"),
+            fields::str_at(&status, "/status"),
+        ) else {
+            continue;
         };
         events.push(Extracted {
-            event_id,
-            event_type: Some(field),
-            occurred_at_ms: unix_guess_ms(entry_time.as_ref()),
-            entity: entry_id,
-            part: Some(part(&[("object", object)], "entry", entry.raw)?),
+            event_id: Some(format!("{id}#{state}")),
+            event_type: Some(format!("statuses.{state}")),
+            canonical_type: status_canonical(state),
+            occurred_at_ms: time::unix_seconds_int_or_text_ms(status.get("timestamp")),
+            entity: fields::str_at(&status, "/recipient_id").map(str::to_string),
+            part: Some(part(&context, "status", raw)?),
             ..Default::default()
         });
     }
     Ok(())
+}
+
+/// One Messenger/Instagram `messaging[]` item: keyed by its `mid`, else by entry, sender,
+/// time and kind.
+fn messaging_event(
+    context: &[(&str, Option<&RawValue>)],
+    entry_id: Option<&str>,
+    entry_time: Option<&Value>,
+    raw: &RawValue,
+) -> Result<Extracted, ExtractError> {
+    let item = value(raw);
+    let kind = MESSAGING_KINDS
+        .iter()
+        .copied()
+        .find(|k| item.get(*k).is_some())
+        .unwrap_or("messaging");
+    let timestamp = item.get("timestamp").or(entry_time);
+    let is_echo = item
+        .pointer("/message/is_echo")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    // Echoes are the page's own messages: the person is the recipient.
+    let person = if is_echo {
+        fields::str_at(&item, "/recipient/id")
+    } else {
+        fields::str_at(&item, "/sender/id")
+    };
+    let event_id = match (kind, fields::str_at(&item, "/message/mid")) {
+        ("message", Some(mid)) => Some(mid.to_string()),
+        _ => timestamp.and_then(fields::id_text).map(|t| {
+            format!(
+                "{}#{}#{t}#{kind}",
+                entry_id.unwrap_or(""),
+                fields::str_at(&item, "/sender/id").unwrap_or("")
+            )
+        }),
+    };
+    Ok(Extracted {
+        event_id,
+        event_type: Some(format!("messaging.{kind}")),
+        canonical_type: messaging_canonical(kind),
+        occurred_at_ms: unix_guess_ms(timestamp),
+        entity: person.map(str::to_string),
+        part: Some(part(context, "messaging", raw)?),
+        ..Default::default()
+    })
+}
+
+/// An entry with no message, status or messaging item (template status, account updates,
+/// Instagram comments, Page feed…): the entry is the event, named after its first change's
+/// field.
+fn whole_entry_event(
+    object: Option<&RawValue>,
+    entry: &Entry<'_>,
+    entry_id: Option<String>,
+    entry_time: Option<&Value>,
+) -> Result<Extracted, ExtractError> {
+    let field = entry
+        .changes
+        .iter()
+        .find_map(|c| c.field.map(value))
+        .and_then(|f| f.as_str().map(str::to_string))
+        .unwrap_or_else(|| "entry".into());
+    let event_id = match (&entry_id, entry_time.and_then(fields::id_text)) {
+        (Some(id), Some(time)) => Some(format!("{id}#{time}")),
+        _ => None,
+    };
+    Ok(Extracted {
+        event_id,
+        event_type: Some(field),
+        occurred_at_ms: unix_guess_ms(entry_time),
+        entity: entry_id,
+        part: Some(part(&[("object", object)], "entry", entry.raw)?),
+        ..Default::default()
+    })
 }
 
 #[async_trait::async_trait]
@@ -468,11 +503,6 @@ impl Provider for Meta {
             .find(|(k, _)| k == "hub.mode")
             .map(|(_, v)| v.as_str())?;
         Some(self.subscription_check(req.query, mode, now_ms))
-    }
-
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        self.extract_at_most(req, usize::MAX)
-            .map_err(ExtractError::from)
     }
 
     /// The entries are sliced and their items counted before any item is parsed.

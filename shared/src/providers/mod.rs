@@ -232,7 +232,15 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// The events in a verified request: usually one; several when the provider batches
     /// them (each gets its own envelope and dedupe key); none for an empty batch.
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError>;
+    ///
+    /// A provider implements this or [`Provider::extract_at_most`], each defined by the
+    /// other: one event per request implements `extract`, a batch `extract_at_most`. One that
+    /// implemented neither would recurse forever; the provider suite (`suite.rs`) extracts
+    /// with both for every registered provider, so it cannot pass unnoticed.
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
+        self.extract_at_most(req, usize::MAX)
+            .map_err(ExtractError::from)
+    }
 
     /// [`Provider::extract`], refusing a request that carries more than `limit` events.
     /// Providers that batch count their items before the per-event work; the default

@@ -132,11 +132,6 @@ impl Provider for SendGrid {
         })
     }
 
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        self.extract_at_most(req, usize::MAX)
-            .map_err(ExtractError::from)
-    }
-
     /// One event per array item, each with its exact bytes as `part` (so the parts together
     /// are no larger than the body); an empty array is no event. `sg_event_id` is the dedupe
     /// key (SendGrid's own id for each event). The items are counted before any is parsed.

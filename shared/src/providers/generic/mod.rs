@@ -1349,11 +1349,6 @@ impl Provider for Generic {
         }
     }
 
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        self.extract_at_most(req, usize::MAX)
-            .map_err(ExtractError::from)
-    }
-
     /// With `items_pointer`, one event per item whose `part` is the item's exact bytes (the
     /// parts together are no larger than the body), counted before any is extracted.
     fn extract_at_most(
