@@ -84,7 +84,9 @@ fn provider_from_flags(args: &VerifyArgs, name: &str) -> Result<Arc<dyn Provider
     } else {
         serde_json::Value::Object(options)
     };
-    providers::build(name, &options, secrets).map_err(|e| e.to_string())
+    let provider = providers::build(name, &options, secrets).map_err(|e| e.to_string())?;
+    inlet::bootstrap::supply_cert_fetcher([&provider]);
+    Ok(provider)
 }
 
 fn parse_headers(lines: &[String]) -> Result<Headers, String> {

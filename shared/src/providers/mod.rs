@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::ports::certs::CertFetcher;
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
 
@@ -212,6 +213,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     async fn prepare(&self, _req: &InboundRequest<'_>) -> Result<(), VerifyError> {
         Ok(())
     }
+
+    /// The certificate fetcher of this build, supplied by the composition root once the
+    /// provider is built (`bootstrap::supply_cert_fetcher`). Only providers whose key a
+    /// request names over the network (PayPal) keep it; without one they verify only what
+    /// is pinned.
+    fn use_cert_fetcher(&self, _fetcher: &Arc<dyn CertFetcher>) {}
 
     /// If this request is an endpoint check, its answer (after whatever verification the
     /// check implies); `None` for an ordinary event. Runs before `verify`, for every method.
