@@ -31,6 +31,8 @@ pub mod slack;
 pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
+#[cfg(test)]
+mod suite;
 pub mod telegram;
 pub mod twilio;
 pub mod twitch;

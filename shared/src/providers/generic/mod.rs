@@ -22,6 +22,53 @@ mod template;
 #[cfg(test)]
 mod tests;
 
+/// How the provider suite (`suite.rs`) drives the generic scheme: the former `hmac`
+/// provider's timestamped set-up, `X-Signature: <hex>` HMAC-SHA256 of `"{timestamp}.{body}"`
+/// with `X-Timestamp` in unix seconds. Every other set-up is specified in `tests.rs`.
+#[cfg(test)]
+pub(crate) fn suite_case() -> super::suite::Case {
+    use super::suite::{Carrier, Case, Freshness, Signed, TestKey};
+    fn sign(key: Option<&TestKey>, now_ms: i64) -> Signed {
+        let body = br#"{"id":"evt_1","type":"test.event","created":1767225600}"#;
+        let ts = now_ms.div_euclid(1000).to_string();
+        let tag = key
+            .expect("generic hmac is keyed")
+            .hmac(HmacAlgorithm::Sha256, &[ts.as_bytes(), b".", body]);
+        let headers = Headers::from_iter([("X-Timestamp", ts), ("X-Signature", hex::encode(tag))]);
+        Signed::post(headers, *body)
+    }
+    Case {
+        options: || {
+            serde_json::json!({
+                "header": "X-Signature",
+                "timestamp_header": "X-Timestamp",
+                "message": "{timestamp}.{body}",
+            })
+        },
+        freshness: Some(Freshness {
+            past_s: 300,
+            future_s: 300,
+        }),
+        garbled: |s| {
+            vec![
+                s.with_header("X-Signature", "zz"),
+                s.with_header("X-Signature", "é"),
+                s.with_header("X-Timestamp", "yesterday"),
+            ]
+        },
+        ..Case::new(
+            "generic",
+            "hmac_sha256",
+            || TestKey::pair("Gk3pVz8qWm1xRt6nHd9s", "Lc2vBn7yQe4wJx5kTm8r"),
+            sign,
+            Carrier::Headers {
+                signature: "x-signature",
+                needed: &["x-timestamp"],
+            },
+        )
+    }
+}
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
