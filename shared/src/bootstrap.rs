@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, ProcessEnv};
 use crate::ports::Clock;
+use crate::providers::Provider;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -138,10 +139,28 @@ pub async fn load_config_from(
         env,
         values: &values,
     };
+    let config = config::finish_from_env(doc, base, &env)?;
+    supply_cert_fetcher(config.sources.values().map(|s| &s.provider));
     Ok(Loaded {
-        config: Arc::new(config::finish_from_env(doc, base, &env)?),
+        config: Arc::new(config),
         remote: from_store || !values.is_empty(),
     })
+}
+
+/// Give `providers` this build's certificate fetcher (PayPal's signing certificates, see
+/// `ports::certs`): HTTPS with TLS verification where the `http-fetch` feature is on. Without
+/// it, or if its client cannot be built, only pinned certificates verify. Every place that
+/// builds providers from config and then verifies requests calls this once.
+pub fn supply_cert_fetcher<'a>(providers: impl IntoIterator<Item = &'a Arc<dyn Provider>>) {
+    #[cfg(feature = "http-fetch")]
+    if let Ok(https) = crate::adapters::https::HttpsFetcher::new() {
+        let fetcher: Arc<dyn crate::ports::CertFetcher> = Arc::new(https);
+        for provider in providers {
+            provider.use_cert_fetcher(&fetcher);
+        }
+    }
+    #[cfg(not(feature = "http-fetch"))]
+    let _ = providers;
 }
 
 /// How often a config that reads a secret store is read again: `INLET_SECRETS_REFRESH_SECONDS`
@@ -536,6 +555,75 @@ mod tests {
         assert!(check_leases(&cfg, Some(20)).is_ok());
         let err = check_leases(&cfg, Some(30)).expect_err("20 s < 30 s");
         assert!(err.to_string().contains("source quick"), "{err}");
+    }
+
+    /// The Lambdas' config loader is the composition root that supplies PayPal's certificate
+    /// fetcher: with it, an unpinned certificate is "not loaded" yet (`prepare` fetches it);
+    /// a PayPal built without it has fetching off.
+    #[cfg(feature = "http-fetch")]
+    #[tokio::test]
+    async fn the_lambdas_config_gives_paypal_the_https_certificate_fetcher() {
+        use crate::ports::{SecretStore, SecretStoreError};
+        use crate::providers::VerifyError;
+        use crate::request::{Headers, InboundRequest};
+
+        struct NoStore;
+        #[async_trait::async_trait]
+        impl SecretStore for NoStore {
+            async fn parameter(&self, name: &str) -> Result<String, SecretStoreError> {
+                Err(SecretStoreError::NotFound {
+                    reference: name.into(),
+                })
+            }
+            async fn secret(&self, id: &str) -> Result<String, SecretStoreError> {
+                Err(SecretStoreError::NotFound {
+                    reference: id.into(),
+                })
+            }
+        }
+        let doc = r#"
+            [[sources]]
+            id = "pp"
+            provider = "paypal"
+            options = { webhook_id = "W" }
+            [[targets]]
+            id = "bus"
+            kind = "eventbridge"
+            [[routes]]
+            sources = ["*"]
+            targets = ["bus"]
+        "#;
+        let env = |name: &str| (name == "INLET_CONFIG").then(|| doc.to_string());
+        let Loaded { config, .. } = load_config_from(&env, &NoStore).await.expect("loads");
+        let headers = Headers::from_iter([
+            ("paypal-transmission-sig", "AAAA"),
+            ("paypal-transmission-id", "t-1"),
+            ("paypal-transmission-time", "2026-01-01T00:00:00Z"),
+            (
+                "paypal-cert-url",
+                "https://api.paypal.com/v1/notifications/certs/CERT-1",
+            ),
+        ]);
+        let req = InboundRequest {
+            method: "POST",
+            headers: &headers,
+            query: &[],
+            body: b"{}",
+        };
+        let now_ms = 1_767_225_600_000;
+        let supplied = config.sources["pp"].provider.verify(&req, now_ms);
+        assert!(
+            matches!(&supplied, Err(VerifyError::Unavailable(m)) if m.ends_with("is not loaded")),
+            "{supplied:?}"
+        );
+        let bare =
+            crate::providers::build("paypal", &serde_json::json!({"webhook_id": "W"}), vec![])
+                .expect("builds");
+        let unsupplied = bare.verify(&req, now_ms);
+        assert!(
+            matches!(&unsupplied, Err(VerifyError::Unavailable(m)) if m.contains("fetching is off")),
+            "{unsupplied:?}"
+        );
     }
 
     #[test]

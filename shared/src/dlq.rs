@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::envelope::{self, Envelope, Replay};
+use crate::envelope::{Envelope, Replay};
 use crate::ports::{DedupeRecord, Ledger, OutboundMessage, Queue, QueueError, ReceivedMessage};
 
 /// How long a scan keeps what it received hidden (it gives them back sooner when done).
@@ -213,7 +213,7 @@ pub async fn replay(
                 let body = match env {
                     Some(mut e) if force => {
                         e.replay = Some(Replay {
-                            at: envelope::rfc3339_ms(now_ms),
+                            at: crate::time::format_rfc3339_ms(now_ms),
                             forced: true,
                         });
                         serde_json::to_string(&e).unwrap_or_else(|_| m.body.clone())
@@ -254,7 +254,7 @@ pub struct BadSince(String);
 
 /// `--since` as an RFC 3339 time or a duration back from `now_ms` (`2h`, `3days`).
 pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, BadSince> {
-    if let Some(ms) = envelope::parse_rfc3339_ms(text.trim()) {
+    if let Some(ms) = crate::time::rfc3339_ms_utc_if_unzoned(text.trim()) {
         return Ok(ms);
     }
     humantime::parse_duration(text.trim())
@@ -280,8 +280,8 @@ mod tests {
             "body": "{}", "body_encoding": "utf8", "body_sha256": "x"
         }))
         .unwrap();
-        e.received_at = envelope::rfc3339_ms(received_ms);
-        e.body_sha256 = envelope::sha256_hex(e.body.as_bytes());
+        e.received_at = crate::time::format_rfc3339_ms(received_ms);
+        e.body_sha256 = crate::envelope::sha256_hex(e.body.as_bytes());
         serde_json::to_string(&e).unwrap()
     }
 
@@ -460,7 +460,10 @@ mod tests {
         assert_eq!(bodies[0], "not json");
         let env = Envelope::from_json(&bodies[1]).unwrap();
         assert!(env.forced_replay());
-        assert_eq!(env.replay.unwrap().at, envelope::rfc3339_ms(T0 + 5));
+        assert_eq!(
+            env.replay.unwrap().at,
+            crate::time::format_rfc3339_ms(T0 + 5)
+        );
         assert_eq!(env.dedupe_key, "games#e1");
     }
 

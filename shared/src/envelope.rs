@@ -1,11 +1,9 @@
 //! The envelope: one JSON document per event on the queue, the same for webhooks and polls.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
-
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 pub const ENVELOPE_VERSION: u32 = 1;
 
@@ -168,18 +166,6 @@ pub fn sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-pub fn rfc3339_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// An RFC 3339 time → unix ms, applying its UTC offset (`…+02:00`, with or without a
-/// fraction); a time without a zone is UTC. See
-/// [`crate::providers::fields::rfc3339_ms_utc_if_unzoned`].
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    crate::providers::fields::rfc3339_ms_utc_if_unzoned(s)
-}
-
 /// `source#event_id`, or `source#sha256:<body hash>` when the provider gives no id.
 pub fn dedupe_key(source: &str, event_id: Option<&str>, body_sha256: &str) -> String {
     match event_id {
@@ -269,7 +255,7 @@ impl Envelope {
     }
 
     pub fn received_at_ms(&self) -> i64 {
-        parse_rfc3339_ms(&self.received_at).unwrap_or(0)
+        crate::time::rfc3339_ms_utc_if_unzoned(&self.received_at).unwrap_or(0)
     }
 }
 
@@ -292,7 +278,7 @@ mod tests {
             amount: None,
             currency: None,
             occurred_at: None,
-            received_at: rfc3339_ms(1_767_225_600_123),
+            received_at: crate::time::format_rfc3339_ms(1_767_225_600_123),
             verified: VerifiedBy {
                 scheme: "hmac".into(),
                 key_id: None,

@@ -708,8 +708,8 @@ impl Received<'_> {
             entity: extracted.entity.map(envelope::bounded_field),
             amount: extracted.amount,
             currency: extracted.currency,
-            occurred_at: extracted.occurred_at_ms.map(envelope::rfc3339_ms),
-            received_at: envelope::rfc3339_ms(self.now),
+            occurred_at: extracted.occurred_at_ms.map(crate::time::format_rfc3339_ms),
+            received_at: crate::time::format_rfc3339_ms(self.now),
             verified: VerifiedBy {
                 scheme: self.verified.scheme.to_string(),
                 key_id: self.verified.key_id.clone(),

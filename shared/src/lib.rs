@@ -22,6 +22,7 @@ pub mod retry;
 pub mod secret;
 pub mod targets;
 pub mod telemetry;
+pub mod time;
 pub mod trail;
 pub mod worker;
 

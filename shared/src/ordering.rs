@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::envelope::{sha256_hex, Envelope};
 use crate::providers::fields;
+use crate::time;
 
 /// SQS: `MessageGroupId` and `MessageDeduplicationId` are 1–128 characters of alphanumerics
 /// and punctuation (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html>).
@@ -94,9 +95,9 @@ pub fn parse_version(value: &Value) -> Option<i64> {
     }
 }
 
-/// [`fields::rfc3339_ms`] plus the fraction's 4th–6th digits.
+/// [`time::rfc3339_ms`] plus the fraction's 4th–6th digits.
 fn rfc3339_micros(text: &str) -> Option<i64> {
-    let ms = fields::rfc3339_ms(text)?;
+    let ms = time::rfc3339_ms(text)?;
     let sub_ms: i64 = match text.get(19..).and_then(|r| r.strip_prefix('.')) {
         Some(frac) => {
             let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();

@@ -1420,7 +1420,7 @@ mod tests {
             amount: None,
             currency: None,
             occurred_at: None,
-            received_at: crate::envelope::rfc3339_ms(T0),
+            received_at: crate::time::format_rfc3339_ms(T0),
             verified: VerifiedBy {
                 scheme: "hmac".into(),
                 key_id: None,
@@ -1630,7 +1630,7 @@ mod tests {
         // `inlet replay --force` sends to every target.
         let mut forced = env.clone();
         forced.replay = Some(Replay {
-            at: crate::envelope::rfc3339_ms(T0),
+            at: crate::time::format_rfc3339_ms(T0),
             forced: true,
         });
         assert!(matches!(
@@ -1656,7 +1656,7 @@ mod tests {
             Outcome::DeadLettered { .. }
         ));
         env.replay = Some(Replay {
-            at: crate::envelope::rfc3339_ms(T0),
+            at: crate::time::format_rfc3339_ms(T0),
             forced: true,
         });
         assert!(matches!(

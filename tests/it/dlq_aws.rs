@@ -23,7 +23,7 @@ fn envelope(source: &str, n: u32) -> String {
     let mut e: Envelope = serde_json::from_value(serde_json::json!({
         "v": 1, "source": source, "provider": "generic", "via": "webhook",
         "dedupe_key": format!("{source}#e{n}"), "provider_event_id": format!("e{n}"),
-        "received_at": envelope::rfc3339_ms(1_767_225_600_000), "verified": {"scheme": "hmac"},
+        "received_at": inlet::time::format_rfc3339_ms(1_767_225_600_000), "verified": {"scheme": "hmac"},
         "body": format!("{{\"id\":\"e{n}\"}}"), "body_encoding": "utf8", "body_sha256": ""
     }))
     .expect("envelope");

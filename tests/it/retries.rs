@@ -548,7 +548,7 @@ fn envelope(id: &str) -> String {
     let mut e: Envelope = serde_json::from_value(serde_json::json!({
         "v": 1, "source": "stripe", "provider": "stripe", "via": "webhook",
         "dedupe_key": format!("stripe#{id}"), "provider_event_id": id,
-        "received_at": inlet::envelope::rfc3339_ms(1_767_225_600_000), "verified": {"scheme": "hmac"},
+        "received_at": inlet::time::format_rfc3339_ms(1_767_225_600_000), "verified": {"scheme": "hmac"},
         "body": format!("{{\"id\":\"{id}\"}}"), "body_encoding": "utf8", "body_sha256": ""
     }))
     .expect("envelope");

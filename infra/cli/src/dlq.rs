@@ -11,9 +11,9 @@ use inlet::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
 use inlet::adapters::embedded::SqliteLedger;
 use inlet::config::Config;
 use inlet::dlq::{self, DeadLetter, Filter, Progress};
-use inlet::envelope::rfc3339_ms;
 use inlet::local::LocalStack;
 use inlet::ports::{Clock, Ledger, Queue, SystemClock};
+use inlet::time::format_rfc3339_ms;
 
 /// Which stack the DLQ commands work on: the local store of a config, or a deployed stack's
 /// queues and table (`--aws`; credentials, region and endpoint from the standard AWS
@@ -193,7 +193,7 @@ fn row(l: &DeadLetter) -> serde_json::Value {
     let env = l.envelope.as_ref().ok();
     serde_json::json!({
         "message_id": l.message_id,
-        "sent_at": rfc3339_ms(l.sent_at_ms),
+        "sent_at": format_rfc3339_ms(l.sent_at_ms),
         "source": env.map(|e| e.source.as_str()),
         "dedupe_key": l.dedupe_key(),
         "provider_event_id": env.and_then(|e| e.provider_event_id.as_deref()),
@@ -201,7 +201,7 @@ fn row(l: &DeadLetter) -> serde_json::Value {
         "attempts": l.record.as_ref().map(|r| r.attempts),
         // Targets that took it already: a replay sends only to the others (unless --force).
         "delivered": l.record.as_ref().map(|r| &r.delivered),
-        "last_attempt_at": l.record.as_ref().map(|r| rfc3339_ms(r.updated_at_ms)),
+        "last_attempt_at": l.record.as_ref().map(|r| format_rfc3339_ms(r.updated_at_ms)),
         "reason": l.reason(),
     })
 }
@@ -229,7 +229,7 @@ async fn list(
         let env = l.envelope.as_ref().ok();
         println!(
             "{:<24}  {:<12}  {:<40}  {:>8}  {}",
-            rfc3339_ms(l.sent_at_ms),
+            format_rfc3339_ms(l.sent_at_ms),
             env.map(|e| e.source.as_str()).unwrap_or("?"),
             l.dedupe_key().unwrap_or(&l.message_id),
             l.record

@@ -2,9 +2,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use inlet::adapters::embedded::EmbeddedStore;
-use inlet::envelope::rfc3339_ms;
 use inlet::local::{DB_FILE, DEAD_LETTER_QUEUE, MAIN_QUEUE};
 use inlet::ports::{Clock, DedupeStatus, EventSummary, Ledger, SystemClock, TrailQuery, TrailRow};
+use inlet::time::format_rfc3339_ms;
 
 struct Line {
     at: String,
@@ -39,7 +39,7 @@ fn what(s: &EventSummary) -> String {
 fn line(row: &TrailRow) -> Line {
     match row {
         TrailRow::Record(r) => Line {
-            at: rfc3339_ms(r.received_at_ms),
+            at: format_rfc3339_ms(r.received_at_ms),
             source: r.source.clone(),
             key: r.key.clone(),
             event_id: r.provider_event_id.clone().unwrap_or_default(),
@@ -59,7 +59,7 @@ fn line(row: &TrailRow) -> Line {
             summary: r.summary.clone(),
         },
         TrailRow::Entry(e) => Line {
-            at: rfc3339_ms(e.at_ms),
+            at: format_rfc3339_ms(e.at_ms),
             source: e.source.clone(),
             key: e.dedupe_key.clone().unwrap_or_default(),
             event_id: e.provider_event_id.clone().unwrap_or_default(),

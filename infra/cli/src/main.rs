@@ -163,7 +163,10 @@ enum DlqCommand {
 
 fn load(config: &Path) -> Result<inlet::config::Config, String> {
     let env = inlet::config::ProcessEnv::load().map_err(|e| e.to_string())?;
-    inlet::config::load_file(config, &env).map_err(|e| format!("{}: {e}", config.display()))
+    let cfg =
+        inlet::config::load_file(config, &env).map_err(|e| format!("{}: {e}", config.display()))?;
+    inlet::bootstrap::supply_cert_fetcher(cfg.sources.values().map(|s| &s.provider));
+    Ok(cfg)
 }
 
 fn schedules(config: &Path, bare: bool) -> Result<(), String> {

@@ -84,7 +84,9 @@ fn provider_from_flags(args: &VerifyArgs, name: &str) -> Result<Arc<dyn Provider
     } else {
         serde_json::Value::Object(options)
     };
-    providers::build(name, &options, secrets).map_err(|e| e.to_string())
+    let provider = providers::build(name, &options, secrets).map_err(|e| e.to_string())?;
+    inlet::bootstrap::supply_cert_fetcher([&provider]);
+    Ok(provider)
 }
 
 fn parse_headers(lines: &[String]) -> Result<Headers, String> {
@@ -201,7 +203,7 @@ async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
                     "event_id": e.event_id, "type": e.event_type,
                     "canonical_type": e.canonical_type, "entity": e.entity,
                     "amount": e.amount, "currency": e.currency,
-                    "occurred_at": e.occurred_at_ms.map(inlet::envelope::rfc3339_ms),
+                    "occurred_at": e.occurred_at_ms.map(inlet::time::format_rfc3339_ms),
                     "part_bytes": e.part.as_ref().map(Vec::len),
                 });
                 println!("  [{i}] {line}");

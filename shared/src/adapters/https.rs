@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use super::http_client::ReqwestHttp;
+use crate::ports::certs::{CertFetchError, CertFetcher};
 use crate::ports::http::{HttpClient, HttpRequest};
-use crate::providers::paypal::CertFetcher;
 
 /// Certificates are a few KiB; anything larger is not one.
 const MAX_BYTES: usize = 64 * 1024;
@@ -28,14 +28,14 @@ impl HttpsFetcher {
 
 #[async_trait::async_trait]
 impl CertFetcher for HttpsFetcher {
-    async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, CertFetchError> {
         let resp = self
             .http
             .send(HttpRequest::get(url, TIMEOUT))
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| CertFetchError(format!("GET {url}: {e}")))?;
         if !(200..300).contains(&resp.status) {
-            return Err(format!("GET {url}: HTTP {}", resp.status));
+            return Err(CertFetchError(format!("GET {url}: HTTP {}", resp.status)));
         }
         Ok(resp.body)
     }
@@ -52,7 +52,7 @@ mod tests {
         let url = format!("http://{}/cert.pem", listener.local_addr().expect("addr"));
         let fetcher = HttpsFetcher::new().expect("client");
         let err = fetcher.fetch(&url).await.expect_err("http refused");
-        assert!(err.contains(&url), "{err}");
+        assert!(err.0.contains(&url), "{err}");
         listener.set_nonblocking(true).expect("nonblocking");
         assert!(listener.accept().is_err(), "no connection was made");
     }

@@ -265,7 +265,7 @@ impl Poller {
                 .filter_map(|e| {
                     e.occurred_at
                         .as_deref()
-                        .and_then(envelope::parse_rfc3339_ms)
+                        .and_then(crate::time::rfc3339_ms_utc_if_unzoned)
                 })
                 .max();
             report.newest_item_ms = report.newest_item_ms.max(newest);
@@ -424,8 +424,8 @@ impl Poller {
                     entity: event.entity.map(envelope::bounded_field),
                     amount: event.amount,
                     currency: event.currency,
-                    occurred_at: event.occurred_at_ms.map(envelope::rfc3339_ms),
-                    received_at: envelope::rfc3339_ms(now),
+                    occurred_at: event.occurred_at_ms.map(crate::time::format_rfc3339_ms),
+                    received_at: crate::time::format_rfc3339_ms(now),
                     verified: VerifiedBy {
                         scheme: format!("poll:{}", poll.kind.name()),
                         key_id: poll

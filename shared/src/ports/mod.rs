@@ -3,6 +3,7 @@
 //! semantics; `tests/it/conformance.rs` runs one suite against both.
 
 pub mod bus;
+pub mod certs;
 pub mod checks;
 pub mod clock;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod queue;
 pub mod secrets;
 
 pub use bus::{BusError, BusEvent, EventBus, PublishResult};
+pub use certs::{CertFetchError, CertFetcher};
 pub use checks::{check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Scheduled};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use http::{HttpClient, HttpError, HttpRequest, HttpResponse};

@@ -224,11 +224,8 @@ impl Tolerance {
 /// A unix timestamp as sent: ASCII digits only (no sign, no spaces, no fraction), so the
 /// string that was signed and the number that is checked cannot disagree.
 pub fn parse_unix(text: &str) -> Result<i64, VerifyError> {
-    let malformed = || VerifyError::MalformedSignature("timestamp is not a unix time".into());
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed());
-    }
-    text.parse().map_err(|_| malformed())
+    crate::time::unix_digits(text)
+        .ok_or_else(|| VerifyError::MalformedSignature("timestamp is not a unix time".into()))
 }
 
 /// The header that carries the signature; absent (or blank) is `MissingSignature(name)`.

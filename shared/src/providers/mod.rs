@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::ports::certs::CertFetcher;
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
 
@@ -30,6 +31,8 @@ pub mod slack;
 pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
+#[cfg(test)]
+mod suite;
 pub mod telegram;
 pub mod twilio;
 pub mod twitch;
@@ -213,6 +216,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// The certificate fetcher of this build, supplied by the composition root once the
+    /// provider is built (`bootstrap::supply_cert_fetcher`). Only providers whose key a
+    /// request names over the network (PayPal) keep it; without one they verify only what
+    /// is pinned.
+    fn use_cert_fetcher(&self, _fetcher: &Arc<dyn CertFetcher>) {}
+
     /// If this request is an endpoint check, its answer (after whatever verification the
     /// check implies); `None` for an ordinary event. Runs before `verify`, for every method.
     fn handshake(
@@ -232,7 +241,15 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// The events in a verified request: usually one; several when the provider batches
     /// them (each gets its own envelope and dedupe key); none for an empty batch.
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError>;
+    ///
+    /// A provider implements this or [`Provider::extract_at_most`], each defined by the
+    /// other: one event per request implements `extract`, a batch `extract_at_most`. One that
+    /// implemented neither would recurse forever; the provider suite (`suite.rs`) extracts
+    /// with both for every registered provider, so it cannot pass unnoticed.
+    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
+        self.extract_at_most(req, usize::MAX)
+            .map_err(ExtractError::from)
+    }
 
     /// [`Provider::extract`], refusing a request that carries more than `limit` events.
     /// Providers that batch count their items before the per-event work; the default

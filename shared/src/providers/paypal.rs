@@ -12,19 +12,20 @@
 //! own API host (the fetcher must verify TLS) or from pinning.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::crypto::{self, RsaCertificate, SignatureEncoding, TimeUnit, Tolerance};
-use super::fields::rfc3339_ms;
 use super::{
     canonical, money, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
 };
+use crate::ports::certs::CertFetcher;
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time::rfc3339_ms;
 
 const TRANSMISSION_ID: &str = "paypal-transmission-id";
 const TRANSMISSION_TIME: &str = "paypal-transmission-time";
@@ -55,14 +56,6 @@ const FETCHES_PER_MINUTE: u32 = 8;
 /// A URL whose fetch failed is not fetched again for this long (the request answers 503 and
 /// the provider retries).
 const FAILED_FETCH_BACKOFF_MS: i64 = 60_000;
-
-/// Loads a certificate (PEM bytes) from an already allow-listed HTTPS URL. The production
-/// implementation (HTTP client with TLS verification, timeouts and a size limit) is wired by
-/// the composition root with [`PayPal::with_fetcher`].
-#[async_trait::async_trait]
-pub trait CertFetcher: Send + Sync + std::fmt::Debug {
-    async fn fetch(&self, url: &str) -> Result<Vec<u8>, String>;
-}
 
 fn default_tolerance() -> u32 {
     // PayPal retries a failed delivery up to 25 times over 3 days. Whether each retry carries
@@ -96,29 +89,15 @@ struct PayPalOptions {
     /// tests). The URL must still be an allow-listed PayPal one.
     #[serde(default)]
     certificates: BTreeMap<String, String>,
-    /// Fetch certificates that are not pinned (needs a build with the `http-fetch` feature,
-    /// as the ingest Lambda and the `inlet` CLI are). `false`: pinned certificates only.
+    /// Fetch certificates that are not pinned, with the fetcher the composition root supplies
+    /// (builds with the `http-fetch` feature, as the ingest Lambda and the `inlet` CLI are).
+    /// `false`: pinned certificates only, whatever fetcher is supplied.
     #[serde(default = "default_fetch")]
     fetch_certificates: bool,
 }
 
 fn default_fetch() -> bool {
     true
-}
-
-/// The fetcher this build provides: HTTPS with TLS verification where the `http-fetch`
-/// feature is on, none otherwise (then only pinned certificates verify).
-fn built_in_fetcher() -> Option<Arc<dyn CertFetcher>> {
-    #[cfg(feature = "http-fetch")]
-    {
-        crate::adapters::https::HttpsFetcher::new()
-            .ok()
-            .map(|f| Arc::new(f) as Arc<dyn CertFetcher>)
-    }
-    #[cfg(not(feature = "http-fetch"))]
-    {
-        None
-    }
 }
 
 #[derive(Debug)]
@@ -134,7 +113,9 @@ pub struct PayPal {
     cache_max_age_ms: i64,
     pinned: HashMap<String, Arc<RsaCertificate>>,
     cache: Mutex<HashMap<String, CachedCert>>,
-    fetcher: Option<Arc<dyn CertFetcher>>,
+    fetch_certificates: bool,
+    /// Set once by [`Provider::use_cert_fetcher`]; unset, only pinned certificates verify.
+    fetcher: OnceLock<Arc<dyn CertFetcher>>,
     fetches: Mutex<FetchBudget>,
 }
 
@@ -272,18 +253,9 @@ impl PayPal {
             pinned,
             cache: Mutex::new(HashMap::new()),
             fetches: Mutex::new(FetchBudget::default()),
-            fetcher: if opts.fetch_certificates {
-                built_in_fetcher()
-            } else {
-                None
-            },
+            fetch_certificates: opts.fetch_certificates,
+            fetcher: OnceLock::new(),
         })
-    }
-
-    /// Fetch certificates that are not pinned with `fetcher` (wired by the composition root).
-    pub fn with_fetcher(mut self, fetcher: Arc<dyn CertFetcher>) -> Self {
-        self.fetcher = Some(fetcher);
-        self
     }
 
     /// A poisoned lock only means another request panicked mid-insert; the map is still whole.
@@ -304,7 +276,7 @@ impl PayPal {
         if check_cert_url(url).is_err() || self.pinned.contains_key(url) {
             return Ok(());
         }
-        let Some(fetcher) = &self.fetcher else {
+        let Some(fetcher) = self.fetcher.get() else {
             return Ok(());
         };
         let cached = self.cache().get(url).map(|c| {
@@ -326,6 +298,7 @@ impl PayPal {
                 let fetched = fetcher
                     .fetch(url)
                     .await
+                    .map_err(|e| e.0)
                     .and_then(|pem| RsaCertificate::from_pem(&pem));
                 if fetched.is_err() {
                     self.fetches
@@ -376,7 +349,7 @@ impl PayPal {
         if let Some(cached) = self.cache().get(url) {
             return Ok(Arc::clone(&cached.cert));
         }
-        Err(VerifyError::Unavailable(if self.fetcher.is_none() {
+        Err(VerifyError::Unavailable(if self.fetcher.get().is_none() {
             "paypal certificate fetching is off (fetch_certificates = false, or a build without \
              the http-fetch feature); pin the certificate with options.certificates"
                 .into()
@@ -428,6 +401,13 @@ impl Provider for PayPal {
 
     async fn prepare(&self, req: &InboundRequest<'_>) -> Result<(), VerifyError> {
         self.prepare_at(req, system_now_ms()).await
+    }
+
+    /// Kept only with `fetch_certificates` (the default); the first fetcher supplied stays.
+    fn use_cert_fetcher(&self, fetcher: &Arc<dyn CertFetcher>) {
+        if self.fetch_certificates {
+            let _ = self.fetcher.set(Arc::clone(fetcher));
+        }
     }
 
     fn verify(&self, req: &InboundRequest<'_>, now_ms: i64) -> Result<Verified, VerifyError> {
@@ -528,7 +508,7 @@ impl Provider for PayPal {
             .collect();
         serde_json::json!({
             "id": format!("WH-{tag}"), "event_version": "1.0",
-            "create_time": crate::envelope::rfc3339_ms(now_ms), "resource_type": "capture",
+            "create_time": crate::time::format_rfc3339_ms(now_ms), "resource_type": "capture",
             "resource_version": "2.0", "event_type": "PAYMENT.CAPTURE.COMPLETED",
             "summary": "Payment completed for $ 20.0 USD",
             "resource": {"id": "42311647XV020574X", "status": "COMPLETED",
@@ -547,11 +527,64 @@ impl Provider for PayPal {
     }
 }
 
+/// How the provider suite (`suite.rs`) takes PayPal: its key is the sender's certificate,
+/// not a secret, and only PayPal holds the private key, so the case is the official
+/// self-signed vector with its certificate pinned (no rotation or expiry of secrets apply).
+#[cfg(test)]
+pub(crate) fn suite_case() -> super::suite::Case {
+    use super::crypto::testkit;
+    use super::suite::{Carrier, Case, Freshness, Signed, T};
+    fn sign(key: Option<&super::suite::TestKey>, now_ms: i64) -> Signed {
+        assert!(
+            key.is_none() && now_ms == T,
+            "the vector is signed once, at T"
+        );
+        let v = testkit::vector("paypal-selfsigned");
+        Signed::post(v.headers(), v.body.into_bytes())
+    }
+    Case {
+        name: "paypal",
+        scheme: "paypal_rsa_sha256",
+        options: || {
+            let v = testkit::vector("paypal-selfsigned");
+            serde_json::json!({
+                "webhook_id": v.webhook_id,
+                "certificates": {v.header("PAYPAL-CERT-URL"): v.cert_pem},
+                "fetch_certificates": false,
+            })
+        },
+        keys: None,
+        sign,
+        tamper: super::suite::change_a_digit,
+        tampered: Some(VerifyError::SignatureMismatch { keys_tried: 1 }),
+        freshness: Some(Freshness {
+            past_s: i64::from(default_tolerance()),
+            future_s: i64::from(default_future_tolerance()),
+        }),
+        carrier: Carrier::Headers {
+            signature: TRANSMISSION_SIG,
+            needed: &[TRANSMISSION_ID, TRANSMISSION_TIME, CERT_URL],
+        },
+        garbled: |s| {
+            vec![
+                s.with_header(TRANSMISSION_SIG, "***"),
+                s.with_header(TRANSMISSION_TIME, "yesterday"),
+                s.with_header(TRANSMISSION_TIME, "2026-01-01T00:00:00Z|x"),
+                s.with_header(TRANSMISSION_ID, "a|b"),
+                s.with_header(AUTH_ALGO, "SHA1withRSA"),
+            ]
+        },
+        candidates: None,
+        signs: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::ports::certs::CertFetchError;
     use crate::providers::crypto::testkit::{self, request, secret, Vector};
 
     const NOW_MS: i64 = testkit::DEFAULT_NOW_MS;
@@ -573,13 +606,17 @@ mod tests {
         .unwrap()
     }
 
-    /// No built-in fetcher: tests never reach the network; they attach a fake one.
+    /// Fetching on (the default), but nothing fetches until a fetcher is supplied: tests
+    /// never reach the network; they supply a fake one.
     fn unpinned(webhook_id: &str) -> PayPal {
-        PayPal::from_config(
-            &serde_json::json!({"webhook_id": webhook_id, "fetch_certificates": false}),
-            vec![],
-        )
-        .unwrap()
+        PayPal::from_config(&serde_json::json!({"webhook_id": webhook_id}), vec![]).unwrap()
+    }
+
+    /// [`unpinned`] with `fetcher` supplied, as the composition root supplies its own.
+    fn fetching(webhook_id: &str, fetcher: Arc<FakeFetcher>) -> PayPal {
+        let p = unpinned(webhook_id);
+        p.use_cert_fetcher(&(fetcher as Arc<dyn CertFetcher>));
+        p
     }
 
     #[derive(Debug)]
@@ -603,12 +640,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl CertFetcher for FakeFetcher {
-        async fn fetch(&self, _url: &str) -> Result<Vec<u8>, String> {
+        async fn fetch(&self, _url: &str) -> Result<Vec<u8>, CertFetchError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.pem
                 .clone()
                 .map(String::into_bytes)
-                .ok_or_else(|| "connection refused".into())
+                .ok_or_else(|| CertFetchError("connection refused".into()))
         }
     }
 
@@ -642,7 +679,7 @@ mod tests {
     async fn fetched_certificate_verifies_and_the_second_request_hits_the_cache() {
         let v = vector();
         let fetcher = FakeFetcher::serving(v.cert_pem.as_deref());
-        let p = unpinned(v.webhook_id.as_deref().unwrap()).with_fetcher(fetcher.clone());
+        let p = fetching(v.webhook_id.as_deref().unwrap(), fetcher.clone());
         let h = v.headers();
         let req = request(&h, v.body.as_bytes());
         p.prepare_at(&req, NOW_MS).await.unwrap();
@@ -663,7 +700,7 @@ mod tests {
     async fn failed_fetch_is_unavailable_not_unauthorized() {
         let v = vector();
         let fetcher = FakeFetcher::serving(None);
-        let p = unpinned(v.webhook_id.as_deref().unwrap()).with_fetcher(fetcher.clone());
+        let p = fetching(v.webhook_id.as_deref().unwrap(), fetcher.clone());
         let h = v.headers();
         let req = request(&h, v.body.as_bytes());
         let got = p.prepare_at(&req, NOW_MS).await;
@@ -676,7 +713,7 @@ mod tests {
             Err(VerifyError::Unavailable(_))
         ));
         let garbage = FakeFetcher::serving(Some("<html>busy</html>"));
-        let p = unpinned("1JE4291016473214C").with_fetcher(garbage);
+        let p = fetching("1JE4291016473214C", garbage);
         assert!(matches!(
             p.prepare_at(&req, NOW_MS).await,
             Err(VerifyError::Unavailable(_))
@@ -687,12 +724,13 @@ mod tests {
     async fn stale_cached_certificate_is_kept_when_the_refresh_fails() {
         let v = vector();
         let good = FakeFetcher::serving(v.cert_pem.as_deref());
-        let p = unpinned(v.webhook_id.as_deref().unwrap()).with_fetcher(good);
+        let p = fetching(v.webhook_id.as_deref().unwrap(), good);
         let h = v.headers();
         let req = request(&h, v.body.as_bytes());
         p.prepare_at(&req, NOW_MS).await.unwrap();
+        let failing: Arc<dyn CertFetcher> = FakeFetcher::serving(None);
         let p = PayPal {
-            fetcher: Some(FakeFetcher::serving(None)),
+            fetcher: OnceLock::from(failing),
             ..p
         };
         let later = NOW_MS + 2 * 24 * 3600 * 1000;
@@ -703,22 +741,34 @@ mod tests {
     #[tokio::test]
     async fn with_fetching_off_only_pinned_certificates_work() {
         let v = vector();
-        let p = unpinned(v.webhook_id.as_deref().unwrap());
         let h = v.headers();
         let req = request(&h, v.body.as_bytes());
-        p.prepare(&req).await.unwrap();
-        let got = p.verify(&req, NOW_MS);
-        assert!(
-            matches!(got, Err(VerifyError::Unavailable(ref m)) if m.contains("fetching is off")),
-            "{got:?}"
-        );
+        // Off by option: a supplied fetcher is not used.
+        let off = PayPal::from_config(
+            &serde_json::json!({"webhook_id": v.webhook_id.as_deref().unwrap(), "fetch_certificates": false}),
+            vec![],
+        )
+        .unwrap();
+        let fetcher = FakeFetcher::serving(v.cert_pem.as_deref());
+        off.use_cert_fetcher(&(fetcher.clone() as Arc<dyn CertFetcher>));
+        // Off because none was supplied (a build without `http-fetch`).
+        let unsupplied = unpinned(v.webhook_id.as_deref().unwrap());
+        for p in [off, unsupplied] {
+            p.prepare(&req).await.unwrap();
+            let got = p.verify(&req, NOW_MS);
+            assert!(
+                matches!(got, Err(VerifyError::Unavailable(ref m)) if m.contains("fetching is off")),
+                "{got:?}"
+            );
+        }
+        assert_eq!(fetcher.calls(), 0);
     }
 
     #[tokio::test]
     async fn cache_holds_at_most_sixteen_certificates() {
         let v = vector();
         let fetcher = FakeFetcher::serving(v.cert_pem.as_deref());
-        let p = unpinned("1JE4291016473214C").with_fetcher(fetcher.clone());
+        let p = fetching("1JE4291016473214C", fetcher.clone());
         for i in 0..20 {
             let url = format!("https://api.paypal.com/v1/notifications/certs/CERT-{i}");
             let h = Headers::from_iter([("PAYPAL-CERT-URL", url)]);
@@ -737,7 +787,7 @@ mod tests {
     async fn strangers_naming_new_certificate_urls_cause_a_bounded_number_of_fetches() {
         let v = vector();
         let failing = FakeFetcher::serving(None);
-        let p = unpinned("1JE4291016473214C").with_fetcher(failing.clone());
+        let p = fetching("1JE4291016473214C", failing.clone());
         let at = |i: usize| {
             let url = format!("https://api.paypal.com/v1/notifications/certs/CERT-{i}");
             Headers::from_iter([("PAYPAL-CERT-URL", url)])
@@ -765,7 +815,7 @@ mod tests {
             "https://api.paypal.com/v1/oauth2/token".to_string(),
         )]);
         let serving = FakeFetcher::serving(v.cert_pem.as_deref());
-        let p = unpinned("1JE4291016473214C").with_fetcher(serving.clone());
+        let p = fetching("1JE4291016473214C", serving.clone());
         p.prepare_at(&request(&other, b"{}"), NOW_MS).await.unwrap();
         assert_eq!(serving.calls(), 0);
     }
@@ -774,7 +824,7 @@ mod tests {
     async fn refused_cert_urls_are_never_fetched() {
         let v = vector();
         let fetcher = FakeFetcher::serving(v.cert_pem.as_deref());
-        let p = unpinned(v.webhook_id.as_deref().unwrap()).with_fetcher(fetcher.clone());
+        let p = fetching(v.webhook_id.as_deref().unwrap(), fetcher.clone());
         for url in [
             "https://evil.com/v1/notifications/certs/CERT-1",
             "http://api.paypal.com/v1/notifications/certs/CERT-1",
@@ -810,17 +860,6 @@ mod tests {
         ] {
             assert_eq!(check_cert_url(url), Ok(()), "{url}");
         }
-    }
-
-    #[test]
-    fn tampered_paypal_body_changes_the_crc_and_is_refused() {
-        let v = vector();
-        let h = v.headers();
-        let body = v.body.replace("10.00", "99.00");
-        assert_eq!(
-            pinned(&v).verify(&request(&h, body.as_bytes()), NOW_MS),
-            Err(VerifyError::SignatureMismatch { keys_tried: 1 })
-        );
     }
 
     #[test]
@@ -875,25 +914,10 @@ mod tests {
     }
 
     #[test]
-    fn paypal_transmission_time_freshness_is_checked_after_the_signature() {
+    fn paypal_tolerance_is_configurable() {
         let v = vector();
-        let p = pinned(&v);
         let h = v.headers();
         let req = request(&h, v.body.as_bytes());
-        let past = i64::from(default_tolerance()) * 1000;
-        assert!(p.verify(&req, NOW_MS + past).is_ok());
-        assert!(matches!(
-            p.verify(&req, NOW_MS + past + 1000),
-            Err(VerifyError::TimestampTooOld { .. })
-        ));
-        assert!(p.verify(&req, NOW_MS - 300_000).is_ok());
-        assert_eq!(
-            p.verify(&req, NOW_MS - 301_000),
-            Err(VerifyError::TimestampInFuture {
-                ahead_s: 301,
-                tolerance_s: 300
-            })
-        );
         let url = v.header("PAYPAL-CERT-URL");
         let tight = PayPal::from_config(
             &serde_json::json!({"webhook_id": v.webhook_id.as_deref().unwrap(), "tolerance_seconds": 300,
@@ -911,50 +935,11 @@ mod tests {
     }
 
     #[test]
-    fn missing_and_malformed_paypal_headers_are_named() {
+    fn a_base64_signature_of_the_wrong_length_never_matches() {
         let v = vector();
-        let p = pinned(&v);
-        let without = |name: &str| -> Headers {
-            v.headers()
-                .iter()
-                .filter(|(k, _)| !k.eq_ignore_ascii_case(name))
-                .collect()
-        };
-        let body = v.body.as_bytes();
-        assert_eq!(
-            p.verify(&request(&without("PAYPAL-TRANSMISSION-SIG"), body), NOW_MS),
-            Err(VerifyError::MissingSignature(
-                "paypal-transmission-sig".into()
-            ))
-        );
-        for name in [
-            "PAYPAL-TRANSMISSION-ID",
-            "PAYPAL-TRANSMISSION-TIME",
-            "PAYPAL-CERT-URL",
-        ] {
-            assert_eq!(
-                p.verify(&request(&without(name), body), NOW_MS),
-                Err(VerifyError::MissingHeader(name.to_ascii_lowercase())),
-                "{name}"
-            );
-        }
-        for (name, value) in [
-            ("PAYPAL-TRANSMISSION-SIG", "***"),
-            ("PAYPAL-TRANSMISSION-TIME", "yesterday"),
-            ("PAYPAL-TRANSMISSION-TIME", "2026-01-01T00:00:00Z|x"),
-            ("PAYPAL-TRANSMISSION-ID", "a|b"),
-            ("PAYPAL-AUTH-ALGO", "SHA1withRSA"),
-        ] {
-            let h = with_header(&v, name, value);
-            let got = p.verify(&request(&h, body), NOW_MS);
-            assert!(
-                matches!(got, Err(VerifyError::MalformedSignature(_))),
-                "{name}={value}: {got:?}"
-            );
-        }
         let short_sig = with_header(&v, "PAYPAL-TRANSMISSION-SIG", "AAAA");
         assert_eq!(
-            p.verify(&request(&short_sig, body), NOW_MS),
+            pinned(&v).verify(&request(&short_sig, v.body.as_bytes()), NOW_MS),
             Err(VerifyError::SignatureMismatch { keys_tried: 1 })
         );
     }

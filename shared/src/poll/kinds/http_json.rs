@@ -1062,9 +1062,9 @@ fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     match text.as_bytes().get(10) {
         Some(b' ') => {
             let joined = format!("{}T{}", text.get(..10)?, text.get(11..)?);
-            crate::providers::fields::rfc3339_ms(&joined)
+            crate::time::rfc3339_ms(&joined)
         }
-        _ => crate::providers::fields::rfc3339_ms(text),
+        _ => crate::time::rfc3339_ms(text),
     }
 }
 

@@ -22,6 +22,53 @@ mod template;
 #[cfg(test)]
 mod tests;
 
+/// How the provider suite (`suite.rs`) drives the generic scheme: the former `hmac`
+/// provider's timestamped set-up, `X-Signature: <hex>` HMAC-SHA256 of `"{timestamp}.{body}"`
+/// with `X-Timestamp` in unix seconds. Every other set-up is specified in `tests.rs`.
+#[cfg(test)]
+pub(crate) fn suite_case() -> super::suite::Case {
+    use super::suite::{Carrier, Case, Freshness, Signed, TestKey};
+    fn sign(key: Option<&TestKey>, now_ms: i64) -> Signed {
+        let body = br#"{"id":"evt_1","type":"test.event","created":1767225600}"#;
+        let ts = now_ms.div_euclid(1000).to_string();
+        let tag = key
+            .expect("generic hmac is keyed")
+            .hmac(HmacAlgorithm::Sha256, &[ts.as_bytes(), b".", body]);
+        let headers = Headers::from_iter([("X-Timestamp", ts), ("X-Signature", hex::encode(tag))]);
+        Signed::post(headers, *body)
+    }
+    Case {
+        options: || {
+            serde_json::json!({
+                "header": "X-Signature",
+                "timestamp_header": "X-Timestamp",
+                "message": "{timestamp}.{body}",
+            })
+        },
+        freshness: Some(Freshness {
+            past_s: 300,
+            future_s: 300,
+        }),
+        garbled: |s| {
+            vec![
+                s.with_header("X-Signature", "zz"),
+                s.with_header("X-Signature", "é"),
+                s.with_header("X-Timestamp", "yesterday"),
+            ]
+        },
+        ..Case::new(
+            "generic",
+            "hmac_sha256",
+            || TestKey::pair("Gk3pVz8qWm1xRt6nHd9s", "Lc2vBn7yQe4wJx5kTm8r"),
+            sign,
+            Carrier::Headers {
+                signature: "x-signature",
+                needed: &["x-timestamp"],
+            },
+        )
+    }
+}
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -36,6 +83,7 @@ use super::{
 };
 use crate::request::{Headers, InboundRequest};
 use crate::secret::Secret;
+use crate::time;
 
 use options::{
     either, AmountUnit, FormatSpec, GenericOptions, HandshakeSpec, KeyEncoding, Location,
@@ -1165,7 +1213,7 @@ fn parse_timestamp(text: &str, unit: TsUnit) -> Result<(i64, TimeUnit), VerifyEr
     match unit {
         TsUnit::Seconds => Ok((crypto::parse_unix(text)?, TimeUnit::Seconds)),
         TsUnit::Milliseconds => Ok((crypto::parse_unix(text)?, TimeUnit::Milliseconds)),
-        TsUnit::Rfc3339 => fields::rfc3339_ms_any_year(text)
+        TsUnit::Rfc3339 => time::rfc3339_ms_any_year(text)
             .map(|ms| (ms, TimeUnit::Milliseconds))
             .ok_or_else(|| VerifyError::MalformedSignature("timestamp is not RFC 3339".into())),
     }
@@ -1175,13 +1223,13 @@ fn parse_timestamp(text: &str, unit: TsUnit) -> Result<(i64, TimeUnit), VerifyEr
 /// (Mailgun `1767225598.5`).
 fn time_to_ms(text: &str, unit: TsUnit) -> Option<i64> {
     match unit {
-        TsUnit::Seconds => fields::unix_seconds_text_ms(text).or_else(|| {
+        TsUnit::Seconds => time::unix_seconds_text_ms(text).or_else(|| {
             text.parse::<f64>()
                 .ok()
-                .and_then(fields::fractional_seconds_ms)
+                .and_then(time::fractional_seconds_ms)
         }),
         TsUnit::Milliseconds => crypto::parse_unix(text).ok(),
-        TsUnit::Rfc3339 => fields::rfc3339_ms_any_year(text),
+        TsUnit::Rfc3339 => time::rfc3339_ms_any_year(text),
     }
 }
 
@@ -1346,11 +1394,6 @@ impl Provider for Generic {
                 )
             }
         }
-    }
-
-    fn extract(&self, req: &InboundRequest<'_>) -> Result<Vec<Extracted>, ExtractError> {
-        self.extract_at_most(req, usize::MAX)
-            .map_err(ExtractError::from)
     }
 
     /// With `items_pointer`, one event per item whose `part` is the item's exact bytes (the

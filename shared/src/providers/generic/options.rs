@@ -367,7 +367,7 @@ pub(super) fn either<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::fields::rfc3339_ms_any_year as parse_rfc3339_ms;
+    use crate::time::rfc3339_ms_any_year as parse_rfc3339_ms;
 
     #[test]
     fn rfc3339_with_nanoseconds_and_offsets_becomes_unix_milliseconds() {

@@ -173,35 +173,6 @@ fn sha512_base64_signature_with_hex_key_and_ms_timestamp_verifies() {
 }
 
 #[test]
-fn tampered_body_is_refused() {
-    let h = timestamped_headers("s", NOW_S, "{}");
-    let got = legacy(timestamped(), vec![secret("k", "s")]).verify(&request(&h, b"{ }"), NOW_MS);
-    assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
-}
-
-#[test]
-fn wrong_secret_is_refused() {
-    let h = timestamped_headers("other", NOW_S, "{}");
-    let got = legacy(timestamped(), vec![secret("k", "s")]).verify(&request(&h, b"{}"), NOW_MS);
-    assert_eq!(got, Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
-}
-
-#[test]
-fn missing_signature_is_missing_signature_and_missing_timestamp_is_missing_header() {
-    let p = legacy(timestamped(), vec![secret("k", "s")]);
-    let no_sig = Headers::from_iter([("X-Timestamp", NOW_S.to_string())]);
-    assert_eq!(
-        p.verify(&request(&no_sig, b"{}"), NOW_MS),
-        Err(VerifyError::MissingSignature("x-signature".into()))
-    );
-    let no_ts = Headers::from_iter([("X-Signature", hex_sha256("s", "{}"))]);
-    assert_eq!(
-        p.verify(&request(&no_ts, b"{}"), NOW_MS),
-        Err(VerifyError::MissingHeader("x-timestamp".into()))
-    );
-}
-
-#[test]
 fn missing_signed_header_is_missing_header() {
     let p = legacy(
         json!({"header": "X-Sig", "message": "{header:X-Id}.{body}"}),
@@ -247,16 +218,6 @@ fn garbled_signatures_are_malformed_and_prefix_and_hex_case_do_not_matter() {
 }
 
 #[test]
-fn stale_timestamp_is_refused() {
-    let h = timestamped_headers("s", NOW_S - 301, "{}");
-    let got = legacy(timestamped(), vec![secret("k", "s")]).verify(&request(&h, b"{}"), NOW_MS);
-    assert!(
-        matches!(got, Err(VerifyError::TimestampTooOld { age_s: 301, .. })),
-        "{got:?}"
-    );
-}
-
-#[test]
 fn future_timestamp_is_refused_with_its_own_tolerance() {
     let mut options = timestamped();
     options["future_tolerance_seconds"] = json!(5);
@@ -282,42 +243,6 @@ fn unlimited_future_tolerance_checks_only_the_past() {
     assert!(p.verify(&request(&h, b"{}"), NOW_MS).is_ok());
     let h = timestamped_headers("s", NOW_S - 301, "{}");
     assert!(p.verify(&request(&h, b"{}"), NOW_MS).is_err());
-}
-
-#[test]
-fn rotated_secret_reports_the_key_that_matched() {
-    let h = timestamped_headers("new", NOW_S, "{}");
-    let got = legacy(
-        timestamped(),
-        vec![secret("old", "old"), secret("new", "new")],
-    )
-    .verify(&request(&h, b"{}"), NOW_MS)
-    .unwrap();
-    assert_eq!(got.key_id.as_deref(), Some("new"));
-}
-
-#[test]
-fn secret_past_not_after_is_not_accepted() {
-    let h = timestamped_headers("old", NOW_S, "{}");
-    let p = legacy(
-        timestamped(),
-        vec![
-            expiring_secret("old", "old", NOW_MS - 1),
-            secret("new", "new"),
-        ],
-    );
-    assert_eq!(
-        p.verify(&request(&h, b"{}"), NOW_MS),
-        Err(VerifyError::SignatureMismatch { keys_tried: 1 })
-    );
-    let only_expired = legacy(
-        timestamped(),
-        vec![expiring_secret("old", "old", NOW_MS - 1)],
-    );
-    assert_eq!(
-        only_expired.verify(&request(&h, b"{}"), NOW_MS),
-        Err(VerifyError::NoLiveKey)
-    );
 }
 
 #[test]
