@@ -118,6 +118,7 @@ impl Target for SqsTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "embedded")]
     use crate::envelope::sha256_hex;
 
     #[test]

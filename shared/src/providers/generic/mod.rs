@@ -384,6 +384,388 @@ fn check_pointer(field: &str, pointer: &str) -> Result<(), String> {
     }
 }
 
+fn scheme_name(kind: SchemeKind) -> &'static str {
+    match kind {
+        SchemeKind::Hmac => "hmac",
+        SchemeKind::TokenEquals => "token_equals",
+        SchemeKind::BasicAuth => "basic_auth",
+        SchemeKind::Ed25519 => "ed25519",
+        SchemeKind::EcdsaP256 => "ecdsa_p256",
+    }
+}
+
+/// The whole value is the credential: nothing is signed, so there is no format, encoding,
+/// timestamp or message to configure.
+fn symmetric_token(kind: SchemeKind) -> bool {
+    matches!(kind, SchemeKind::TokenEquals | SchemeKind::BasicAuth)
+}
+
+/// Where the signature is (`signature`, or the `header` shorthand).
+fn signature_location(
+    kind: SchemeKind,
+    signature: Option<Location>,
+    header: Option<String>,
+) -> Result<Location, String> {
+    let located = either(
+        ("signature", signature),
+        ("header", shorthand_header("header", header)?),
+    )?;
+    match (located, kind) {
+        (Some(location), _) => checked("signature", location),
+        (None, SchemeKind::BasicAuth) => Ok(Location::Header("Authorization".into())),
+        (None, _) => Err(
+            "signature is required, e.g. signature = { header = \"X-Signature\" } (or header = \"X-Signature\")".into(),
+        ),
+    }
+}
+
+/// How the signature value is written.
+fn signature_format(kind: SchemeKind, spec: Option<FormatSpec>) -> Result<Format, String> {
+    match spec.unwrap_or(FormatSpec::Plain) {
+        FormatSpec::Plain => Ok(Format::Plain),
+        _ if symmetric_token(kind) => Err(format!(
+            "format does not apply to scheme {} (the whole value is the credential)",
+            scheme_name(kind)
+        )),
+        FormatSpec::KvList {
+            item_separator,
+            kv_separator,
+            timestamp_key,
+            signature_key,
+        } => {
+            if item_separator.is_empty() || kv_separator.is_empty() {
+                return Err(
+                    "format.item_separator and format.kv_separator must not be empty".into(),
+                );
+            }
+            if signature_key.trim().is_empty() {
+                return Err("format.signature_key must not be empty".into());
+            }
+            Ok(Format::KvList {
+                item_separator,
+                kv_separator,
+                timestamp_key: timestamp_key.map(|k| k.trim().to_string()),
+                signature_key: signature_key.trim().to_string(),
+            })
+        }
+        FormatSpec::VersionedList {
+            versions,
+            version_separator,
+        } => {
+            if versions.is_empty() || versions.iter().any(|v| v.trim().is_empty()) {
+                return Err(
+                    "format.versions must list the accepted versions, e.g. [\"v1\"]".into(),
+                );
+            }
+            if version_separator.is_empty() {
+                return Err("format.version_separator must not be empty".into());
+            }
+            Ok(Format::VersionedList {
+                versions,
+                version_separator,
+            })
+        }
+    }
+}
+
+fn signature_encoding(
+    kind: SchemeKind,
+    encoding: Option<SignatureEncoding>,
+) -> Result<SignatureEncoding, String> {
+    match (encoding, kind) {
+        (Some(_), _) if symmetric_token(kind) => Err(format!(
+            "encoding does not apply to scheme {}",
+            scheme_name(kind)
+        )),
+        (Some(e), _) => Ok(e),
+        (None, SchemeKind::EcdsaP256) => Ok(SignatureEncoding::Base64),
+        (None, _) => Ok(SignatureEncoding::Hex),
+    }
+}
+
+/// Where the timestamp is: its own location, or a key of a listed signature format.
+fn timestamp_source(
+    kind: SchemeKind,
+    format: &Format,
+    timestamp: Option<Location>,
+    timestamp_header: Option<String>,
+) -> Result<Option<TimestampSource>, String> {
+    let listed_key = match format {
+        Format::KvList { timestamp_key, .. } => timestamp_key.clone(),
+        _ => None,
+    };
+    let located = either(
+        ("timestamp", timestamp),
+        (
+            "timestamp_header",
+            shorthand_header("timestamp_header", timestamp_header)?,
+        ),
+    )?;
+    let source = match (located, listed_key) {
+        (Some(_), Some(_)) => {
+            return Err("the timestamp comes from format.timestamp_key; remove timestamp".into())
+        }
+        (Some(l), None) => Some(TimestampSource::At(checked("timestamp", l)?)),
+        (None, Some(key)) => Some(TimestampSource::ListKey(key)),
+        (None, None) => None,
+    };
+    if source.is_some() && symmetric_token(kind) {
+        return Err(format!(
+            "scheme {} signs nothing, so a timestamp would not be authenticated; remove it",
+            scheme_name(kind)
+        ));
+    }
+    Ok(source)
+}
+
+/// The parts of the signed message; it must cover the body, or a captured signature could
+/// be replayed with any body.
+fn signed_message(
+    kind: SchemeKind,
+    spec: Option<MessageSpec>,
+    has_timestamp: bool,
+) -> Result<Vec<Part>, String> {
+    let symmetric = symmetric_token(kind);
+    let message = match (spec, symmetric) {
+        (Some(_), true) => {
+            return Err(format!(
+                "message does not apply to scheme {}: it compares the credential, it signs nothing",
+                scheme_name(kind)
+            ))
+        }
+        (None, true) => Vec::new(),
+        (None, false) => vec![Part::Body],
+        (Some(MessageSpec::Template(t)), false) => template::parse_template(&t)?,
+        (Some(MessageSpec::Parts(list)), false) => list
+            .iter()
+            .map(|p| template::parse_part(p))
+            .collect::<Result<_, _>>()?,
+    };
+    if !symmetric && !message.iter().any(Part::is_body_derived) {
+        return Err(
+            "message signs no request content: include body or a body-derived part \
+             (json_field, form_field, sha256_hex(body), crc32_dec(body), twilio_form, \
+             sorted_flat_json_values); without it anyone could replay a captured \
+             signature with a body of their choosing"
+                .into(),
+        );
+    }
+    if message.contains(&Part::Timestamp) && !has_timestamp {
+        return Err(
+            "message part timestamp needs a timestamp source: timestamp = { header = … }, timestamp_header or format.timestamp_key".into(),
+        );
+    }
+    Ok(message)
+}
+
+/// The public URLs the sender signs, exactly when the message has a url, path or query part.
+fn signed_urls(
+    url: Option<options::OneOrMany<String>>,
+    message: &[Part],
+) -> Result<Vec<ConfiguredUrl>, String> {
+    let urls: Vec<ConfiguredUrl> = url
+        .map(|u| u.into_vec())
+        .unwrap_or_default()
+        .iter()
+        .map(|u| ConfiguredUrl::parse(u.trim()))
+        .collect::<Result<_, _>>()?;
+    let uses_url = message.iter().any(Part::needs_url);
+    if uses_url && urls.is_empty() {
+        return Err(
+            "message parts url/path/query need url = \"https://…\" (the public URL the sender signs)".into(),
+        );
+    }
+    if !uses_url && !urls.is_empty() {
+        return Err("url is set but the message has no url, path or query part".into());
+    }
+    Ok(urls)
+}
+
+/// The scheme with its keys decoded as the scheme reads them.
+fn scheme_keys(
+    name: &'static str,
+    kind: SchemeKind,
+    algorithm: HmacAlgorithm,
+    key_encoding: Option<KeyEncoding>,
+    secrets: Vec<Secret>,
+) -> Result<Scheme, ProviderConfigError> {
+    let invalid = |why: String| ProviderConfigError(format!("{name} options: {why}"));
+    let refuse_encoding = || match key_encoding {
+        None | Some(KeyEncoding::Utf8) => Ok(()),
+        Some(_) => Err(invalid(format!(
+            "key_encoding does not apply to scheme {}: secrets are compared as written",
+            scheme_name(kind)
+        ))),
+    };
+    Ok(match kind {
+        SchemeKind::Hmac => {
+            let enc = key_encoding.unwrap_or(KeyEncoding::Utf8);
+            Scheme::Hmac {
+                algorithm,
+                keys: Keyring::decoded(name, secrets, |raw| decode_key(enc, raw))?,
+            }
+        }
+        SchemeKind::TokenEquals => {
+            refuse_encoding()?;
+            Scheme::TokenEquals {
+                keys: Keyring::new(name, secrets)?,
+            }
+        }
+        SchemeKind::BasicAuth => {
+            refuse_encoding()?;
+            Scheme::BasicAuth {
+                keys: Keyring::decoded(name, secrets, check_user_pass)?,
+            }
+        }
+        SchemeKind::Ed25519 => {
+            let enc = match key_encoding.unwrap_or(KeyEncoding::Hex) {
+                KeyEncoding::Utf8 => {
+                    return Err(invalid(
+                        "scheme ed25519 needs key_encoding hex, base64 or whsec (public keys are binary)".into(),
+                    ))
+                }
+                other => other,
+            };
+            Scheme::Ed25519 {
+                keys: Keyring::decoded(name, secrets, |raw| {
+                    let key = decode_key(enc, raw)?;
+                    Ed25519Key::from_bytes(&key)?;
+                    Ok(key)
+                })?,
+            }
+        }
+        SchemeKind::EcdsaP256 => {
+            if key_encoding.is_some() {
+                return Err(invalid(
+                    "key_encoding does not apply to scheme ecdsa_p256: keys are base64 DER SubjectPublicKeyInfo, PEM or hex SEC1".into(),
+                ));
+            }
+            Scheme::EcdsaP256 {
+                keys: Keyring::decoded(name, secrets, |raw| {
+                    let text = std::str::from_utf8(raw).map_err(|_| "is not text")?;
+                    P256Key::parse(text)?;
+                    Ok(raw.to_vec())
+                })?,
+            }
+        }
+    })
+}
+
+/// Meta-style subscription check: `GET ?mode=subscribe&verify_token=…&challenge=…`,
+/// answered with the challenge when the mode and token match.
+fn echo_query_param(
+    ctx: &Ctx<'_>,
+    handshake: &Handshake,
+) -> Option<Result<HandshakeReply, VerifyError>> {
+    let Handshake::EchoQueryParam {
+        mode_param,
+        mode,
+        token_param,
+        challenge_param,
+        token,
+    } = handshake
+    else {
+        return None;
+    };
+    let presented_mode = ctx.query_param(mode_param)?;
+    let token_ok = ctx
+        .query_param(token_param)
+        .is_some_and(|t| crypto::token_eq(t.as_bytes(), token.expose()));
+    if presented_mode != mode || !token_ok {
+        return Some(Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
+    }
+    Some(
+        ctx.query_param(challenge_param)
+            .map(HandshakeReply::text)
+            .ok_or_else(|| {
+                VerifyError::MissingHeader(format!("query parameter {challenge_param}"))
+            }),
+    )
+}
+
+/// The event id: one composite `event_id`, or the legacy shorthands as alternatives (the
+/// header, else the pointer).
+fn event_ids(
+    event_id: Option<options::OneOrMany<Location>>,
+    id_header: Option<String>,
+    id_pointer: Option<String>,
+) -> Result<Vec<Vec<Location>>, String> {
+    let legacy: Vec<Location> = shorthand_header("id_header", id_header)?
+        .into_iter()
+        .chain(shorthand_pointer("id_pointer", id_pointer)?)
+        .collect();
+    match event_id {
+        Some(_) if !legacy.is_empty() => {
+            Err("give event_id or its shorthands id_header/id_pointer, not both".into())
+        }
+        Some(composite) => {
+            let parts = composite.into_vec();
+            if parts.is_empty() {
+                return Err("event_id must name at least one location".into());
+            }
+            Ok(vec![parts
+                .into_iter()
+                .map(|l| checked("event_id", l))
+                .collect::<Result<_, _>>()?])
+        }
+        None => Ok(legacy.into_iter().map(|l| vec![l]).collect()),
+    }
+}
+
+/// The event type: `event_type`, or the legacy shorthands as alternatives.
+fn event_types(
+    event_type: Option<Location>,
+    type_header: Option<String>,
+    type_pointer: Option<String>,
+) -> Result<Vec<Location>, String> {
+    let legacy: Vec<Location> = shorthand_header("type_header", type_header)?
+        .into_iter()
+        .chain(shorthand_pointer("type_pointer", type_pointer)?)
+        .collect();
+    match event_type {
+        Some(_) if !legacy.is_empty() => {
+            Err("give event_type or its shorthands type_header/type_pointer, not both".into())
+        }
+        Some(l) => Ok(vec![checked("event_type", l)?]),
+        None => Ok(legacy),
+    }
+}
+
+/// `canonical = { "provider.type" = "canonical.type" }`, each name a known canonical type.
+fn canonical_types(
+    map: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, &'static str>, String> {
+    let mut out = BTreeMap::new();
+    for (provider_type, canonical_name) in map {
+        let Some(known) = canonical::lookup(&canonical_name) else {
+            return Err(format!(
+                "canonical[{provider_type:?}] = {canonical_name:?} is not a canonical type; known: {}",
+                canonical::ALL.join(", ")
+            ));
+        };
+        out.insert(provider_type, known);
+    }
+    Ok(out)
+}
+
+/// How far a signed timestamp may be from now (default five minutes each way); only a
+/// scheme with a timestamp has one.
+fn tolerance(
+    has_timestamp: bool,
+    past: Option<options::Window>,
+    future: Option<options::Window>,
+) -> Result<Tolerance, String> {
+    if !has_timestamp && (past.is_some() || future.is_some()) {
+        return Err(
+            "tolerance_seconds/future_tolerance_seconds need a timestamp (timestamp = { header = … }, timestamp_header or format.timestamp_key)".into(),
+        );
+    }
+    Ok(Tolerance {
+        past_s: past.map_or(Some(300), |w| w.0),
+        future_s: future.map_or(Some(300), |w| w.0),
+    })
+}
+
 fn checked(field: &str, location: Location) -> Result<Location, String> {
     location.check(field)?;
     Ok(location.trimmed())
@@ -467,296 +849,52 @@ impl Generic {
 
     fn compile(
         name: &'static str,
-        o: GenericOptions,
+        mut o: GenericOptions,
         mut secrets: Vec<Secret>,
     ) -> Result<Self, ProviderConfigError> {
         let invalid = |why: String| ProviderConfigError(format!("{name} options: {why}"));
         let kind = o.scheme;
-        let symmetric_token = matches!(kind, SchemeKind::TokenEquals | SchemeKind::BasicAuth);
-        let scheme_name = match kind {
-            SchemeKind::Hmac => "hmac",
-            SchemeKind::TokenEquals => "token_equals",
-            SchemeKind::BasicAuth => "basic_auth",
-            SchemeKind::Ed25519 => "ed25519",
-            SchemeKind::EcdsaP256 => "ecdsa_p256",
-        };
         if kind == SchemeKind::Hmac && o.algorithm == HmacAlgorithm::Md5 && !o.allow_weak {
             return Err(invalid(
                 "algorithm \"md5\" is weak; set allow_weak = true if the sender offers nothing else"
                     .into(),
             ));
         }
-
-        // Where the signature is and how it is written.
-        let signature = either(
-            ("signature", o.signature),
-            (
-                "header",
-                shorthand_header("header", o.header).map_err(invalid)?,
-            ),
-        )
-        .map_err(invalid)?;
-        let signature = match (signature, kind) {
-            (Some(location), _) => checked("signature", location).map_err(invalid)?,
-            (None, SchemeKind::BasicAuth) => Location::Header("Authorization".into()),
-            (None, _) => {
-                return Err(invalid(
-                    "signature is required, e.g. signature = { header = \"X-Signature\" } (or header = \"X-Signature\")".into(),
-                ))
-            }
-        };
-        let prefix = o.prefix.unwrap_or_else(|| {
-            if kind == SchemeKind::BasicAuth {
-                "Basic ".into()
-            } else {
-                String::new()
-            }
+        let signature =
+            signature_location(kind, o.signature.take(), o.header.take()).map_err(invalid)?;
+        let prefix = o.prefix.take().unwrap_or_else(|| match kind {
+            SchemeKind::BasicAuth => "Basic ".into(),
+            _ => String::new(),
         });
-        let format = match o.format.unwrap_or(FormatSpec::Plain) {
-            FormatSpec::Plain => Format::Plain,
-            _ if symmetric_token => {
-                return Err(invalid(format!(
-                "format does not apply to scheme {scheme_name} (the whole value is the credential)"
-            )))
-            }
-            FormatSpec::KvList {
-                item_separator,
-                kv_separator,
-                timestamp_key,
-                signature_key,
-            } => {
-                if item_separator.is_empty() || kv_separator.is_empty() {
-                    return Err(invalid(
-                        "format.item_separator and format.kv_separator must not be empty".into(),
-                    ));
-                }
-                if signature_key.trim().is_empty() {
-                    return Err(invalid("format.signature_key must not be empty".into()));
-                }
-                Format::KvList {
-                    item_separator,
-                    kv_separator,
-                    timestamp_key: timestamp_key.map(|k| k.trim().to_string()),
-                    signature_key: signature_key.trim().to_string(),
-                }
-            }
-            FormatSpec::VersionedList {
-                versions,
-                version_separator,
-            } => {
-                if versions.is_empty() || versions.iter().any(|v| v.trim().is_empty()) {
-                    return Err(invalid(
-                        "format.versions must list the accepted versions, e.g. [\"v1\"]".into(),
-                    ));
-                }
-                if version_separator.is_empty() {
-                    return Err(invalid("format.version_separator must not be empty".into()));
-                }
-                Format::VersionedList {
-                    versions,
-                    version_separator,
-                }
-            }
-        };
-        let encoding = match (o.encoding, kind) {
-            (Some(_), _) if symmetric_token => {
-                return Err(invalid(format!(
-                    "encoding does not apply to scheme {scheme_name}"
-                )))
-            }
-            (Some(e), _) => e,
-            (None, SchemeKind::EcdsaP256) => SignatureEncoding::Base64,
-            (None, _) => SignatureEncoding::Hex,
-        };
-
-        // The timestamp.
-        let listed_key = match &format {
-            Format::KvList { timestamp_key, .. } => timestamp_key.clone(),
-            _ => None,
-        };
-        let located = either(
-            ("timestamp", o.timestamp),
-            (
-                "timestamp_header",
-                shorthand_header("timestamp_header", o.timestamp_header).map_err(invalid)?,
-            ),
+        let format = signature_format(kind, o.format.take()).map_err(invalid)?;
+        let encoding = signature_encoding(kind, o.encoding.take()).map_err(invalid)?;
+        let timestamp =
+            timestamp_source(kind, &format, o.timestamp.take(), o.timestamp_header.take())
+                .map_err(invalid)?;
+        let tolerance = tolerance(
+            timestamp.is_some(),
+            o.tolerance_seconds,
+            o.future_tolerance_seconds,
         )
         .map_err(invalid)?;
-        let timestamp = match (located, listed_key) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "the timestamp comes from format.timestamp_key; remove timestamp".into(),
-                ))
-            }
-            (Some(l), None) => Some(TimestampSource::At(
-                checked("timestamp", l).map_err(invalid)?,
-            )),
-            (None, Some(key)) => Some(TimestampSource::ListKey(key)),
-            (None, None) => None,
-        };
-        if timestamp.is_some() && symmetric_token {
-            return Err(invalid(format!(
-                "scheme {scheme_name} signs nothing, so a timestamp would not be authenticated; remove it"
-            )));
-        }
-        if timestamp.is_none()
-            && (o.tolerance_seconds.is_some() || o.future_tolerance_seconds.is_some())
-        {
-            return Err(invalid(
-                "tolerance_seconds/future_tolerance_seconds need a timestamp (timestamp = { header = … }, timestamp_header or format.timestamp_key)".into(),
-            ));
-        }
-        let tolerance = Tolerance {
-            past_s: o.tolerance_seconds.map_or(Some(300), |w| w.0),
-            future_s: o.future_tolerance_seconds.map_or(Some(300), |w| w.0),
-        };
-
-        // The signed message.
-        let message = match (o.message, symmetric_token) {
-            (Some(_), true) => {
-                return Err(invalid(format!(
-                    "message does not apply to scheme {scheme_name}: it compares the credential, it signs nothing"
-                )))
-            }
-            (None, true) => Vec::new(),
-            (None, false) => vec![Part::Body],
-            (Some(MessageSpec::Template(t)), false) => {
-                template::parse_template(&t).map_err(invalid)?
-            }
-            (Some(MessageSpec::Parts(list)), false) => list
-                .iter()
-                .map(|p| template::parse_part(p))
-                .collect::<Result<_, _>>()
-                .map_err(invalid)?,
-        };
-        if !symmetric_token && !message.iter().any(Part::is_body_derived) {
-            return Err(invalid(
-                "message signs no request content: include body or a body-derived part \
-                 (json_field, form_field, sha256_hex(body), crc32_dec(body), twilio_form, \
-                 sorted_flat_json_values); without it anyone could replay a captured \
-                 signature with a body of their choosing"
-                    .into(),
-            ));
-        }
-        if message.contains(&Part::Timestamp) && timestamp.is_none() {
-            return Err(invalid(
-                "message part timestamp needs a timestamp source: timestamp = { header = … }, timestamp_header or format.timestamp_key".into(),
-            ));
-        }
-        let urls: Vec<ConfiguredUrl> = o
-            .url
-            .map(|u| u.into_vec())
-            .unwrap_or_default()
-            .iter()
-            .map(|u| ConfiguredUrl::parse(u.trim()))
-            .collect::<Result<_, _>>()
-            .map_err(invalid)?;
-        let uses_url = message.iter().any(Part::needs_url);
-        if uses_url && urls.is_empty() {
-            return Err(invalid(
-                "message parts url/path/query need url = \"https://…\" (the public URL the sender signs)".into(),
-            ));
-        }
-        if !uses_url && !urls.is_empty() {
-            return Err(invalid(
-                "url is set but the message has no url, path or query part".into(),
-            ));
-        }
+        let message =
+            signed_message(kind, o.message.take(), timestamp.is_some()).map_err(invalid)?;
+        let urls = signed_urls(o.url.take(), &message).map_err(invalid)?;
 
         // Batches.
-        if let Some(p) = &o.items_pointer {
-            if !p.is_empty() {
-                check_pointer("items_pointer", p).map_err(invalid)?;
-            }
+        if let Some(p) = o.items_pointer.as_deref().filter(|p| !p.is_empty()) {
+            check_pointer("items_pointer", p).map_err(invalid)?;
         }
         let per_item = o.items_pointer.is_some() && matches!(signature, Location::JsonPointer(_));
 
-        // Extraction.
-        let extraction = Self::compile_extraction(
-            o.event_id,
-            o.id_header,
-            o.id_pointer,
-            o.event_type,
-            o.type_header,
-            o.type_pointer,
-            o.occurred_at,
-            o.occurred_at_pointer,
-            o.occurred_at_unit,
-            o.entity,
-            o.amount,
-            o.amount_unit,
-            o.currency,
-            o.canonical,
-        )
-        .map_err(invalid)?;
+        let extraction = Self::compile_extraction(&mut o).map_err(invalid)?;
 
         // Handshake (takes the verify-token secret out of the signing keys).
         let handshake = match o.handshake {
             None => None,
             Some(spec) => Some(Self::compile_handshake(spec, kind, &mut secrets).map_err(invalid)?),
         };
-
-        let key_encoding = o.key_encoding;
-        let refuse_encoding = |enc: Option<KeyEncoding>| {
-            match enc {
-            None | Some(KeyEncoding::Utf8) => Ok(()),
-            Some(_) => Err(invalid(format!(
-                "key_encoding does not apply to scheme {scheme_name}: secrets are compared as written"
-            ))),
-        }
-        };
-        let scheme = match kind {
-            SchemeKind::Hmac => {
-                let enc = key_encoding.unwrap_or(KeyEncoding::Utf8);
-                Scheme::Hmac {
-                    algorithm: o.algorithm,
-                    keys: Keyring::decoded(name, secrets, |raw| decode_key(enc, raw))?,
-                }
-            }
-            SchemeKind::TokenEquals => {
-                refuse_encoding(key_encoding)?;
-                Scheme::TokenEquals {
-                    keys: Keyring::new(name, secrets)?,
-                }
-            }
-            SchemeKind::BasicAuth => {
-                refuse_encoding(key_encoding)?;
-                Scheme::BasicAuth {
-                    keys: Keyring::decoded(name, secrets, check_user_pass)?,
-                }
-            }
-            SchemeKind::Ed25519 => {
-                let enc = match key_encoding.unwrap_or(KeyEncoding::Hex) {
-                    KeyEncoding::Utf8 => {
-                        return Err(invalid(
-                            "scheme ed25519 needs key_encoding hex, base64 or whsec (public keys are binary)".into(),
-                        ))
-                    }
-                    other => other,
-                };
-                Scheme::Ed25519 {
-                    keys: Keyring::decoded(name, secrets, |raw| {
-                        let key = decode_key(enc, raw)?;
-                        Ed25519Key::from_bytes(&key)?;
-                        Ok(key)
-                    })?,
-                }
-            }
-            SchemeKind::EcdsaP256 => {
-                if key_encoding.is_some() {
-                    return Err(invalid(
-                        "key_encoding does not apply to scheme ecdsa_p256: keys are base64 DER SubjectPublicKeyInfo, PEM or hex SEC1".into(),
-                    ));
-                }
-                Scheme::EcdsaP256 {
-                    keys: Keyring::decoded(name, secrets, |raw| {
-                        let text = std::str::from_utf8(raw).map_err(|_| "is not text")?;
-                        P256Key::parse(text)?;
-                        Ok(raw.to_vec())
-                    })?,
-                }
-            }
-        };
+        let scheme = scheme_keys(name, kind, o.algorithm, o.key_encoding, secrets)?;
         if matches!(handshake, Some(Handshake::HmacJsonResponse { .. }))
             && !matches!(scheme, Scheme::Hmac { .. })
         {
@@ -785,60 +923,21 @@ impl Generic {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn compile_extraction(
-        event_id: Option<options::OneOrMany<Location>>,
-        id_header: Option<String>,
-        id_pointer: Option<String>,
-        event_type: Option<Location>,
-        type_header: Option<String>,
-        type_pointer: Option<String>,
-        occurred_at: Option<Location>,
-        occurred_at_pointer: Option<String>,
-        occurred_at_unit: TsUnit,
-        entity: Option<Location>,
-        amount: Option<Location>,
-        amount_unit: AmountUnit,
-        currency: Option<Location>,
-        canonical_map: BTreeMap<String, String>,
-    ) -> Result<Extraction, String> {
-        let legacy = |header: Option<Location>, pointer: Option<Location>| -> Vec<Location> {
-            header.into_iter().chain(pointer).collect()
-        };
-        let id_legacy = legacy(
-            shorthand_header("id_header", id_header)?,
-            shorthand_pointer("id_pointer", id_pointer)?,
-        );
-        let event_id: Vec<Vec<Location>> = match event_id {
-            Some(_) if !id_legacy.is_empty() => {
-                return Err("give event_id or its shorthands id_header/id_pointer, not both".into())
-            }
-            Some(composite) => {
-                let parts = composite.into_vec();
-                if parts.is_empty() {
-                    return Err("event_id must name at least one location".into());
-                }
-                vec![parts
-                    .into_iter()
-                    .map(|l| checked("event_id", l))
-                    .collect::<Result<_, _>>()?]
-            }
-            // Legacy: the header, else the pointer (alternatives, not a composite).
-            None => id_legacy.into_iter().map(|l| vec![l]).collect(),
-        };
-        let type_legacy = legacy(
-            shorthand_header("type_header", type_header)?,
-            shorthand_pointer("type_pointer", type_pointer)?,
-        );
-        let event_type = match event_type {
-            Some(_) if !type_legacy.is_empty() => {
-                return Err(
-                    "give event_type or its shorthands type_header/type_pointer, not both".into(),
-                )
-            }
-            Some(l) => vec![checked("event_type", l)?],
-            None => type_legacy,
-        };
+    /// What identifies and describes an event, taken out of the options.
+    fn compile_extraction(o: &mut GenericOptions) -> Result<Extraction, String> {
+        let event_id = event_ids(o.event_id.take(), o.id_header.take(), o.id_pointer.take())?;
+        let event_type = event_types(
+            o.event_type.take(),
+            o.type_header.take(),
+            o.type_pointer.take(),
+        )?;
+        let occurred_at = o.occurred_at.take();
+        let occurred_at_pointer = o.occurred_at_pointer.take();
+        let (occurred_at_unit, amount_unit) = (o.occurred_at_unit, o.amount_unit);
+        let entity = o.entity.take();
+        let amount = o.amount.take();
+        let currency = o.currency.take();
+        let canonical_map = std::mem::take(&mut o.canonical);
         let occurred_at = either(
             ("occurred_at", occurred_at),
             (
@@ -862,16 +961,6 @@ impl Generic {
         if !canonical_map.is_empty() && event_type.is_empty() {
             return Err("canonical maps event types: configure event_type too".into());
         }
-        let mut canonical_types = BTreeMap::new();
-        for (provider_type, canonical_name) in canonical_map {
-            let Some(known) = canonical::lookup(&canonical_name) else {
-                return Err(format!(
-                    "canonical[{provider_type:?}] = {canonical_name:?} is not a canonical type; known: {}",
-                    canonical::ALL.join(", ")
-                ));
-            };
-            canonical_types.insert(provider_type, known);
-        }
         Ok(Extraction {
             event_id,
             event_type,
@@ -881,7 +970,7 @@ impl Generic {
             amount,
             amount_unit,
             currency,
-            canonical: canonical_types,
+            canonical: canonical_types(canonical_map)?,
         })
     }
 
@@ -1026,50 +1115,13 @@ impl Generic {
             _ => {}
         }
         let (candidates, listed_timestamp) = self.format.split(value, &carrier)?;
-        let signatures: Vec<Vec<u8>> = candidates
-            .iter()
-            .filter_map(|c| self.encoding.decode(c.trim()))
-            .collect();
-        if signatures.is_empty() {
-            return Err(VerifyError::MalformedSignature(format!(
-                "{carrier} is not {:?}-encoded",
-                self.encoding
-            )));
-        }
-        let signatures = crypto::bounded_candidates(signatures, &carrier)?;
-        let timestamp_text: Option<String> = match &self.timestamp {
-            None => None,
-            Some(TimestampSource::ListKey(key)) => Some(
-                listed_timestamp
-                    .ok_or_else(|| VerifyError::MissingHeader(format!("{key}= in {carrier}")))?
-                    .to_string(),
-            ),
-            Some(TimestampSource::At(location)) => Some(
-                ctx.lookup(location)
-                    .ok_or_else(|| VerifyError::MissingHeader(location.describe()))?,
-            ),
-        };
+        let signatures = self.decoded(&candidates, &carrier)?;
+        let timestamp_text = self.timestamp_text(ctx, listed_timestamp, &carrier)?;
         let timestamp = timestamp_text
             .as_deref()
             .map(|t| parse_timestamp(t, self.timestamp_unit))
             .transpose()?;
-        let url_variants: Vec<Option<&ConfiguredUrl>> = if self.urls.is_empty() {
-            vec![None]
-        } else {
-            self.urls.iter().map(Some).collect()
-        };
-        let messages: Vec<Vec<Cow<'_, [u8]>>> = url_variants
-            .into_iter()
-            .map(|url| {
-                template::render(
-                    &self.message,
-                    &self.separator,
-                    ctx,
-                    timestamp_text.as_deref(),
-                    url,
-                )
-            })
-            .collect::<Result<_, _>>()?;
+        let messages = self.messages(ctx, timestamp_text.as_deref())?;
         let views: Vec<Vec<&[u8]>> = messages
             .iter()
             .map(|m| m.iter().map(AsRef::as_ref).collect())
@@ -1093,6 +1145,59 @@ impl Generic {
             .then_some(matched_key)
             .flatten();
         Ok((verified(key_id), key))
+    }
+
+    /// The candidate signatures, decoded; at least one, at most the bound.
+    fn decoded(&self, candidates: &[&str], carrier: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
+        let signatures: Vec<Vec<u8>> = candidates
+            .iter()
+            .filter_map(|c| self.encoding.decode(c.trim()))
+            .collect();
+        if signatures.is_empty() {
+            return Err(VerifyError::MalformedSignature(format!(
+                "{carrier} is not {:?}-encoded",
+                self.encoding
+            )));
+        }
+        crypto::bounded_candidates(signatures, carrier)
+    }
+
+    /// The timestamp as sent: from the signature's own list or its configured location.
+    fn timestamp_text(
+        &self,
+        ctx: &Ctx<'_>,
+        listed: Option<&str>,
+        carrier: &str,
+    ) -> Result<Option<String>, VerifyError> {
+        Ok(match &self.timestamp {
+            None => None,
+            Some(TimestampSource::ListKey(key)) => Some(
+                listed
+                    .ok_or_else(|| VerifyError::MissingHeader(format!("{key}= in {carrier}")))?
+                    .to_string(),
+            ),
+            Some(TimestampSource::At(location)) => Some(
+                ctx.lookup(location)
+                    .ok_or_else(|| VerifyError::MissingHeader(location.describe()))?,
+            ),
+        })
+    }
+
+    /// The signed message, once per configured URL variant (once when none is configured).
+    fn messages<'a>(
+        &'a self,
+        ctx: &'a Ctx<'_>,
+        timestamp: Option<&'a str>,
+    ) -> Result<Vec<Vec<Cow<'a, [u8]>>>, VerifyError> {
+        let url_variants: Vec<Option<&ConfiguredUrl>> = if self.urls.is_empty() {
+            vec![None]
+        } else {
+            self.urls.iter().map(Some).collect()
+        };
+        url_variants
+            .into_iter()
+            .map(|url| template::render(&self.message, &self.separator, ctx, timestamp, url))
+            .collect()
     }
 
     /// Whether the signature covers the value at `location`, so that it may key the event.
@@ -1187,6 +1292,108 @@ impl Generic {
             currency,
             part,
         })
+    }
+
+    /// Zoom-style URL validation: the plain token and its HMAC under the key that verified
+    /// the request.
+    fn hmac_json_reply(
+        &self,
+        key: Option<Vec<u8>>,
+        plain: String,
+        plain_key: &str,
+        encrypted_key: &str,
+    ) -> Result<HandshakeReply, VerifyError> {
+        let Scheme::Hmac { algorithm, .. } = &self.scheme else {
+            return Err(VerifyError::NoLiveKey);
+        };
+        let key = key.ok_or(VerifyError::NoLiveKey)?;
+        let tag = algorithm
+            .compute(&key, &[plain.as_bytes()])
+            .map_err(|e| VerifyError::Unavailable(e.0))?;
+        let mut reply = serde_json::Map::new();
+        reply.insert(plain_key.to_owned(), serde_json::Value::String(plain));
+        reply.insert(
+            encrypted_key.to_owned(),
+            serde_json::Value::String(hex::encode(tag)),
+        );
+        Ok(HandshakeReply::json(serde_json::Value::Object(reply)))
+    }
+
+    /// A shared-token scheme sends the credential itself.
+    fn sign_with_credential(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
+        let header = self.sign_header()?;
+        let credential = self.scheme.keys().signing_key(input.now_ms)?;
+        let value = match &self.scheme {
+            Scheme::BasicAuth { .. } => SignatureEncoding::Base64.encode(credential),
+            _ => std::str::from_utf8(credential)
+                .map_err(|_| ProviderConfigError("the token is not text".into()))?
+                .to_owned(),
+        };
+        let mut out = Headers::new();
+        out.insert(header, format!("{}{value}", self.prefix));
+        Ok(out)
+    }
+
+    /// The timestamp a signed request carries (set in its header when it has one).
+    fn sign_timestamp(
+        &self,
+        input: &SignInput<'_>,
+        out: &mut Headers,
+    ) -> Result<Option<String>, ProviderConfigError> {
+        let generated = match self.timestamp_unit {
+            TsUnit::Seconds => TimeUnit::Seconds.from_ms(input.now_ms).to_string(),
+            TsUnit::Milliseconds => input.now_ms.to_string(),
+            TsUnit::Rfc3339 => {
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(u64::try_from(input.now_ms).unwrap_or(0));
+                humantime::format_rfc3339_millis(at).to_string()
+            }
+        };
+        Ok(match &self.timestamp {
+            None => None,
+            Some(TimestampSource::ListKey(_)) => Some(generated),
+            Some(TimestampSource::At(Location::Header(name))) => {
+                out.insert(name, generated.clone());
+                Some(generated)
+            }
+            Some(TimestampSource::At(location)) => {
+                let no_headers = Headers::new();
+                let body_ctx = Ctx::new("POST", &no_headers, &[], input.body);
+                Some(body_ctx.lookup(location).ok_or_else(|| {
+                    ProviderConfigError(format!(
+                        "cannot sign: the timestamp is read from the {}, which this body lacks",
+                        location.describe()
+                    ))
+                })?)
+            }
+        })
+    }
+
+    /// A signature written the way the format reads it.
+    fn formatted(&self, sig: String, timestamp: Option<&str>) -> String {
+        match &self.format {
+            Format::Plain => sig,
+            Format::KvList {
+                item_separator,
+                kv_separator,
+                timestamp_key,
+                signature_key,
+            } => {
+                match (timestamp_key, timestamp) {
+                    (Some(tk), Some(ts)) => {
+                        format!("{tk}{kv_separator}{ts}{item_separator}{signature_key}{kv_separator}{sig}")
+                    }
+                    _ => format!("{signature_key}{kv_separator}{sig}"),
+                }
+            }
+            Format::VersionedList {
+                versions,
+                version_separator,
+            } => format!(
+                "{}{version_separator}{sig}",
+                versions.first().map(String::as_str).unwrap_or_default()
+            ),
+        }
     }
 
     fn sign_header(&self) -> Result<&str, ProviderConfigError> {
@@ -1311,30 +1518,11 @@ impl Provider for Generic {
         let text_at = |pointer: &str| ctx.json_at(pointer).and_then(template::json_text);
         let missing = |pointer: &str| VerifyError::MissingHeader(format!("body field {pointer}"));
         match self.handshake.as_ref()? {
-            Handshake::EchoQueryParam {
-                mode_param,
-                mode,
-                token_param,
-                challenge_param,
-                token,
-            } => {
+            query @ Handshake::EchoQueryParam { .. } => {
                 if req.method != "GET" {
                     return None;
                 }
-                let presented_mode = ctx.query_param(mode_param)?;
-                let token_ok = ctx
-                    .query_param(token_param)
-                    .is_some_and(|t| crypto::token_eq(t.as_bytes(), token.expose()));
-                if presented_mode != mode || !token_ok {
-                    return Some(Err(VerifyError::SignatureMismatch { keys_tried: 1 }));
-                }
-                Some(
-                    ctx.query_param(challenge_param)
-                        .map(HandshakeReply::text)
-                        .ok_or_else(|| {
-                            VerifyError::MissingHeader(format!("query parameter {challenge_param}"))
-                        }),
-                )
+                echo_query_param(&ctx, query)
             }
             Handshake::EchoJsonField { when, field, key } => {
                 if !when.matches(&ctx) {
@@ -1368,20 +1556,7 @@ impl Provider for Generic {
                 }
                 Some(self.verify_keyed(req, now_ms).and_then(|(_, key)| {
                     let plain = text_at(field).ok_or_else(|| missing(field))?;
-                    let Scheme::Hmac { algorithm, .. } = &self.scheme else {
-                        return Err(VerifyError::NoLiveKey);
-                    };
-                    let key = key.ok_or(VerifyError::NoLiveKey)?;
-                    let tag = algorithm
-                        .compute(&key, &[plain.as_bytes()])
-                        .map_err(|e| VerifyError::Unavailable(e.0))?;
-                    let mut reply = serde_json::Map::new();
-                    reply.insert(plain_key.clone(), serde_json::Value::String(plain));
-                    reply.insert(
-                        encrypted_key.clone(),
-                        serde_json::Value::String(hex::encode(tag)),
-                    );
-                    Ok(HandshakeReply::json(serde_json::Value::Object(reply)))
+                    self.hmac_json_reply(key, plain, plain_key, encrypted_key)
                 }))
             }
             Handshake::StaticJson { when, body } => {
@@ -1425,7 +1600,6 @@ impl Provider for Generic {
     /// sender's to know.
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
         let keys = self.scheme.keys();
-        let mut out = Headers::new();
         let algorithm = match &self.scheme {
             Scheme::Ed25519 { .. } | Scheme::EcdsaP256 { .. } => {
                 return Err(ProviderConfigError(format!(
@@ -1433,28 +1607,12 @@ impl Provider for Generic {
                     self.scheme.name()
                 )))
             }
-            Scheme::TokenEquals { .. } => {
-                let header = self.sign_header()?;
-                let token = std::str::from_utf8(keys.signing_key(input.now_ms)?)
-                    .map_err(|_| ProviderConfigError("the token is not text".into()))?;
-                out.insert(header, format!("{}{token}", self.prefix));
-                return Ok(out);
-            }
-            Scheme::BasicAuth { .. } => {
-                let header = self.sign_header()?;
-                let credentials = keys.signing_key(input.now_ms)?;
-                out.insert(
-                    header,
-                    format!(
-                        "{}{}",
-                        self.prefix,
-                        SignatureEncoding::Base64.encode(credentials)
-                    ),
-                );
-                return Ok(out);
+            Scheme::TokenEquals { .. } | Scheme::BasicAuth { .. } => {
+                return self.sign_with_credential(input)
             }
             Scheme::Hmac { algorithm, .. } => *algorithm,
         };
+        let mut out = Headers::new();
         let header = self.sign_header()?;
         let key = keys.signing_key(input.now_ms)?;
         // The delivery id goes in the id header (when the id is one header).
@@ -1463,33 +1621,7 @@ impl Provider for Generic {
         {
             out.insert(id_header, input.delivery_id.to_string());
         }
-        let generated = match self.timestamp_unit {
-            TsUnit::Seconds => TimeUnit::Seconds.from_ms(input.now_ms).to_string(),
-            TsUnit::Milliseconds => input.now_ms.to_string(),
-            TsUnit::Rfc3339 => {
-                let at = std::time::UNIX_EPOCH
-                    + std::time::Duration::from_millis(u64::try_from(input.now_ms).unwrap_or(0));
-                humantime::format_rfc3339_millis(at).to_string()
-            }
-        };
-        let timestamp = match &self.timestamp {
-            None => None,
-            Some(TimestampSource::ListKey(_)) => Some(generated),
-            Some(TimestampSource::At(Location::Header(name))) => {
-                out.insert(name, generated.clone());
-                Some(generated)
-            }
-            Some(TimestampSource::At(location)) => {
-                let no_headers = Headers::new();
-                let body_ctx = Ctx::new("POST", &no_headers, &[], input.body);
-                Some(body_ctx.lookup(location).ok_or_else(|| {
-                    ProviderConfigError(format!(
-                        "cannot sign: the timestamp is read from the {}, which this body lacks",
-                        location.describe()
-                    ))
-                })?)
-            }
-        };
+        let timestamp = self.sign_timestamp(input, &mut out)?;
         let ctx = Ctx::new("POST", &out, &[], input.body);
         let message = template::render(
             &self.message,
@@ -1506,29 +1638,7 @@ impl Provider for Generic {
         })?;
         let parts: Vec<&[u8]> = message.iter().map(AsRef::as_ref).collect();
         let sig = self.encoding.encode(&algorithm.compute(key, &parts)?);
-        let value = match &self.format {
-            Format::Plain => sig,
-            Format::KvList {
-                item_separator,
-                kv_separator,
-                timestamp_key,
-                signature_key,
-            } => {
-                match (timestamp_key, &timestamp) {
-                    (Some(tk), Some(ts)) => {
-                        format!("{tk}{kv_separator}{ts}{item_separator}{signature_key}{kv_separator}{sig}")
-                    }
-                    _ => format!("{signature_key}{kv_separator}{sig}"),
-                }
-            }
-            Format::VersionedList {
-                versions,
-                version_separator,
-            } => format!(
-                "{}{version_separator}{sig}",
-                versions.first().map(String::as_str).unwrap_or_default()
-            ),
-        };
+        let value = self.formatted(sig, timestamp.as_deref());
         out.insert(header, format!("{}{value}", self.prefix));
         Ok(out)
     }
