@@ -34,16 +34,16 @@ use crate::ports::{
 use crate::worker::WorkerRecord;
 
 /// SQS's ceiling on `DelaySeconds`: a longer wait is a chain of messages.
-pub const MAX_DELAY_SECONDS: u32 = 900;
+pub(crate) const MAX_DELAY_SECONDS: u32 = 900;
 /// How long a finished check keeps blocking a new one for the same entity (and how long it
 /// stays readable in the store) after it was due.
-pub const RETENTION: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const RETENTION: Duration = Duration::from_secs(7 * 86_400);
 /// A check whose poll source is being polled right now tries again this much later.
-pub const BUSY_RETRY: Duration = Duration::from_secs(60);
+pub(crate) const BUSY_RETRY: Duration = Duration::from_secs(60);
 
 /// Type patterns as routes read them: exact, `prefix.*` or `*`, against the provider's type
 /// or the canonical type.
-pub fn matches_any(patterns: &[String], names: &[&str]) -> bool {
+pub(crate) fn matches_any(patterns: &[String], names: &[&str]) -> bool {
     patterns
         .iter()
         .any(|p| p == "*" || names.iter().any(|n| type_matches(p, n)))
@@ -76,7 +76,7 @@ pub fn plan<'a>(checks: &'a [Check], names: &[&str], entity: Option<&str>) -> Ve
 
 /// The body of a check message (the checks queue carries nothing else).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckMessage {
+pub(crate) struct CheckMessage {
     /// Always `"check"`: tells a check message from anything else on sight.
     pub kind: String,
     pub key: String,
@@ -111,7 +111,7 @@ impl CheckMessage {
 
 /// A message on the checks queue that is not a check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotACheck {
+pub(crate) enum NotACheck {
     #[error("{0}")]
     Json(String),
     #[error("kind is {0:?}, not \"check\"")]
@@ -128,7 +128,7 @@ pub fn delay_seconds(due_at_ms: i64, now_ms: i64) -> u32 {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error(transparent)]
     Store(#[from] CheckStoreError),
     #[error("checks queue: {0}")]
@@ -151,7 +151,7 @@ impl CheckScheduler {
     /// created a check sends its message again; a second message is absorbed at firing).
     /// Satisfying is best effort: a check left pending costs one needless poll, never an
     /// event, so a failed satisfy is only logged.
-    pub async fn after_dispatch(
+    pub(crate) async fn after_dispatch(
         &self,
         source: &Source,
         env: &Envelope,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-pub const ENVELOPE_VERSION: u32 = 1;
+pub(crate) const ENVELOPE_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,7 +113,7 @@ pub enum EnvelopeError {
 }
 
 /// Headers every envelope keeps when present: content metadata and providers' delivery ids.
-pub const BASE_HEADER_ALLOW_LIST: &[&str] = &[
+pub(crate) const BASE_HEADER_ALLOW_LIST: &[&str] = &[
     "content-type",
     "user-agent",
     "x-github-event",
@@ -126,24 +126,24 @@ pub const BASE_HEADER_ALLOW_LIST: &[&str] = &[
 ];
 
 /// One queue message: SQS's limit, which the embedded queue enforces too.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Ids, types and entities come from the sender's body. Longer than this, one is carried as
 /// its digest, so an envelope and a ledger key (DynamoDB: 2,048 bytes) stay bounded.
-pub const MAX_FIELD_BYTES: usize = 256;
+pub(crate) const MAX_FIELD_BYTES: usize = 256;
 
 /// A header value longer than this is not kept in the envelope (it is never needed to
 /// dispatch; the signature was checked on the request itself).
-pub const MAX_KEPT_HEADER_BYTES: usize = 1024;
+pub(crate) const MAX_KEPT_HEADER_BYTES: usize = 1024;
 
 /// At most this many `keep_headers` per source, each name at most [`MAX_HEADER_NAME_BYTES`].
-pub const MAX_KEEP_HEADERS: usize = 16;
-pub const MAX_HEADER_NAME_BYTES: usize = 64;
+pub(crate) const MAX_KEEP_HEADERS: usize = 16;
+pub(crate) const MAX_HEADER_NAME_BYTES: usize = 64;
 
 /// The largest envelope a body of `max_body_bytes` can make, at worst: the body as base64,
 /// every kept header at its longest with every byte escaped, every field at its longest
 /// (a control character escapes to six bytes), and the fixed fields.
-pub fn max_envelope_bytes(max_body_bytes: usize) -> usize {
+pub(crate) fn max_envelope_bytes(max_body_bytes: usize) -> usize {
     let headers = (BASE_HEADER_ALLOW_LIST.len() + MAX_KEEP_HEADERS)
         * (MAX_HEADER_NAME_BYTES + 2 * MAX_KEPT_HEADER_BYTES + 8);
     // provider_event_id, type, entity, and the id inside dedupe_key.
@@ -154,7 +154,7 @@ pub fn max_envelope_bytes(max_body_bytes: usize) -> usize {
 }
 
 /// `text`, or its digest when it is longer than [`MAX_FIELD_BYTES`].
-pub fn bounded_field(text: String) -> String {
+pub(crate) fn bounded_field(text: String) -> String {
     if text.len() <= MAX_FIELD_BYTES {
         text
     } else {
@@ -180,7 +180,7 @@ pub fn dedupe_key(source: &str, event_id: Option<&str>, body_sha256: &str) -> St
 /// The most a body of `max_body_bytes` can take in an envelope: its base64 form. A text
 /// body is kept as text only when its JSON-escaped form is no longer than this, so every
 /// body the config allows has a form that fits.
-pub fn body_field_budget(max_body_bytes: usize) -> usize {
+pub(crate) fn body_field_budget(max_body_bytes: usize) -> usize {
     max_body_bytes.div_ceil(3) * 4
 }
 
@@ -188,7 +188,7 @@ pub fn body_field_budget(max_body_bytes: usize) -> usize {
 /// `text_budget` once JSON-escaped, else base64. Escaping can multiply a body (a backslash
 /// becomes two bytes, a control byte six), and SQS refuses U+FFFE and U+FFFF, which JSON
 /// does not escape: such bodies go as base64, which is 4/3 of the bytes at worst.
-pub fn encode_body(body: &[u8], text_budget: usize) -> (String, BodyEncoding) {
+pub(crate) fn encode_body(body: &[u8], text_budget: usize) -> (String, BodyEncoding) {
     match std::str::from_utf8(body) {
         Ok(text) if escaped_len_if_queueable(body).is_some_and(|n| n <= text_budget) => {
             (text.to_string(), BodyEncoding::Utf8)

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub const NAMESPACE: &str = "Inlet";
+pub(crate) const NAMESPACE: &str = "Inlet";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -15,7 +15,7 @@ pub fn enable(on: bool) {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     Count,
     Milliseconds,
 }
@@ -31,7 +31,7 @@ impl Unit {
 
 /// Render one EMF document for a metric with a `source` dimension and optionally one more
 /// (`("reason", why)`, `("target", id)`).
-pub fn render(
+pub(crate) fn render(
     now_ms: i64,
     name: &str,
     unit: Unit,
@@ -92,7 +92,14 @@ pub(crate) fn captured(name: &str) -> Vec<f64> {
     })
 }
 
-pub fn emit(now_ms: i64, name: &str, unit: Unit, value: f64, source: &str, reason: Option<&str>) {
+pub(crate) fn emit(
+    now_ms: i64,
+    name: &str,
+    unit: Unit,
+    value: f64,
+    source: &str,
+    reason: Option<&str>,
+) {
     emit_with(
         now_ms,
         name,
@@ -105,7 +112,7 @@ pub fn emit(now_ms: i64, name: &str, unit: Unit, value: f64, source: &str, reaso
 
 /// One count per `source` and one more dimension: `count_by(now, "target_failures", source,
 /// ("target", id))`.
-pub fn count_by(now_ms: i64, name: &str, source: &str, dimension: (&str, &str)) {
+pub(crate) fn count_by(now_ms: i64, name: &str, source: &str, dimension: (&str, &str)) {
     emit_with(now_ms, name, Unit::Count, 1.0, source, Some(dimension));
 }
 

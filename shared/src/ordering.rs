@@ -22,7 +22,7 @@ pub struct Ordering {
 
 /// Why a configured pointer is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PointerError {
+pub(crate) enum PointerError {
     #[error("{0:?} is not a JSON pointer (RFC 6901): it must start with '/', e.g. \"/data/object/customer\"")]
     NoLeadingSlash(String),
     #[error("{0:?}: '~' must be followed by 0 or 1 (RFC 6901 escapes)")]
@@ -30,7 +30,7 @@ pub enum PointerError {
 }
 
 /// A configured JSON pointer, checked before any event needs it.
-pub fn check_pointer(pointer: &str) -> Result<(), PointerError> {
+pub(crate) fn check_pointer(pointer: &str) -> Result<(), PointerError> {
     if !pointer.starts_with('/') {
         return Err(PointerError::NoLeadingSlash(pointer.to_owned()));
     }
@@ -81,7 +81,7 @@ impl Ordering {
 
 /// An integer (a JSON integer or a string of digits) as it is; an RFC 3339 time as unix
 /// microseconds, so two updates a fraction of a millisecond apart still order.
-pub fn parse_version(value: &Value) -> Option<i64> {
+pub(crate) fn parse_version(value: &Value) -> Option<i64> {
     match value {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => {
@@ -140,7 +140,7 @@ pub fn versioned(
 /// for an event without the field (they keep their order among themselves). Without: the
 /// event's own dedupe key, a group of one, so a source that asked for no order is never held
 /// back by another event's failure on a FIFO queue. Standard queues ignore it.
-pub fn message_group(ordering: Option<&Ordering>, env: &Envelope) -> String {
+pub(crate) fn message_group(ordering: Option<&Ordering>, env: &Envelope) -> String {
     let group = match ordering {
         Some(o) => match body_json(env).and_then(|b| o.entity(&b)) {
             Some(entity) => format!("{}#{entity}", env.source),

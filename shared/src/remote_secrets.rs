@@ -71,7 +71,7 @@ impl RemoteRef {
 }
 
 /// Whether a reference is read from a secret store rather than the process.
-pub fn is_remote(reference: &str) -> bool {
+pub(crate) fn is_remote(reference: &str) -> bool {
     RemoteRef::parse(reference).is_some()
 }
 
@@ -102,7 +102,7 @@ impl std::fmt::Debug for RemoteValues {
 
 /// Read every distinct reference once. A secret named by several references (different
 /// fields of one JSON secret) is fetched once.
-pub async fn fetch_all<'a>(
+pub(crate) async fn fetch_all<'a>(
     store: &dyn SecretStore,
     references: impl IntoIterator<Item = &'a str>,
 ) -> Result<RemoteValues, RemoteSecretError> {

@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// SQS's longest visibility timeout (and our longest delay before a retry).
-pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+pub(crate) const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
 /// SQS counts the 12 hours from the receive, and the worker has been running since then (a
 /// Lambda for at most 15 minutes): a longer stretch would be refused.
-pub const MAX_DELAY: Duration = Duration::from_secs(12 * 3600 - 15 * 60);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(12 * 3600 - 15 * 60);
 
 /// The shortest delay: SQS visibility is whole seconds, and 0 would redeliver at once.
-pub const MIN_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const MIN_DELAY: Duration = Duration::from_secs(1);
 
 /// How many times, and how far apart, an event is tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The most patient of two policies, field by field: one event is retried at all its
     /// targets together, so the route that needs the most retries sets the pace.
-    pub fn most_patient(self, other: RetryPolicy) -> RetryPolicy {
+    pub(crate) fn most_patient(self, other: RetryPolicy) -> RetryPolicy {
         RetryPolicy {
             attempts: self.attempts.max(other.attempts),
             base: self.base.max(other.base),
@@ -81,7 +81,7 @@ impl RetryPolicy {
 }
 
 /// Whole seconds (rounded up), between [`MIN_DELAY`] and [`MAX_DELAY`].
-pub fn clamp_delay(d: Duration) -> Duration {
+pub(crate) fn clamp_delay(d: Duration) -> Duration {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     Duration::from_secs(secs).clamp(MIN_DELAY, MAX_DELAY)
 }
@@ -94,16 +94,16 @@ pub trait Jitter: Send + Sync {
 /// SplitMix64 (Steele, Lea, Flood 2014) on an atomic counter: lock-free, seedable, and
 /// plenty for spreading retries (not for anything secret).
 #[derive(Debug)]
-pub struct SplitMix(AtomicU64);
+pub(crate) struct SplitMix(AtomicU64);
 
 impl SplitMix {
-    pub fn seeded(seed: u64) -> Self {
+    pub(crate) fn seeded(seed: u64) -> Self {
         Self(AtomicU64::new(seed))
     }
 
     /// Seeded from the OS's randomness (through a v4 UUID), so two workers started together
     /// do not retry in step.
-    pub fn from_entropy() -> Self {
+    pub(crate) fn from_entropy() -> Self {
         let bytes = uuid::Uuid::new_v4().into_bytes();
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&bytes[..8]);

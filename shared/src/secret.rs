@@ -26,11 +26,11 @@ impl Secret {
     }
 
     /// The raw configured bytes (e.g. the full `whsec_…` string). Providers decode them.
-    pub fn expose(&self) -> &[u8] {
+    pub(crate) fn expose(&self) -> &[u8] {
         &self.value
     }
 
-    pub fn is_live(&self, now_ms: i64) -> bool {
+    pub(crate) fn is_live(&self, now_ms: i64) -> bool {
         self.not_after_ms.is_none_or(|t| now_ms <= t)
     }
 }

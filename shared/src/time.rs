@@ -19,7 +19,7 @@ pub fn format_rfc3339_ms(ms: i64) -> String {
 /// A unix time as sent: ASCII digits only (no sign, no spaces, no fraction), so the text that
 /// was signed and the number that is checked cannot disagree. `None` for anything else and on
 /// overflow.
-pub fn unix_digits(text: &str) -> Option<i64> {
+pub(crate) fn unix_digits(text: &str) -> Option<i64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -27,7 +27,7 @@ pub fn unix_digits(text: &str) -> Option<i64> {
 }
 
 /// Whole unix seconds as plain ASCII digits ([`unix_digits`]) → unix ms; `None` on overflow.
-pub fn unix_seconds_text_ms(text: &str) -> Option<i64> {
+pub(crate) fn unix_seconds_text_ms(text: &str) -> Option<i64> {
     unix_digits(text).and_then(seconds_to_ms)
 }
 
@@ -37,13 +37,13 @@ fn seconds_to_ms(seconds: i64) -> Option<i64> {
 
 /// Unix seconds as a JSON integer (`"created": 1767225600`) → unix ms. Strings and floats are
 /// `None`; so is overflow.
-pub fn unix_seconds_ms(value: Option<&Value>) -> Option<i64> {
+pub(crate) fn unix_seconds_ms(value: Option<&Value>) -> Option<i64> {
     value?.as_i64().and_then(seconds_to_ms)
 }
 
 /// Unix seconds as a JSON integer or as a string of digits (WhatsApp `"timestamp":
 /// "1767225600"`) → unix ms.
-pub fn unix_seconds_int_or_text_ms(value: Option<&Value>) -> Option<i64> {
+pub(crate) fn unix_seconds_int_or_text_ms(value: Option<&Value>) -> Option<i64> {
     match value? {
         Value::String(s) => unix_seconds_text_ms(s),
         other => unix_seconds_ms(Some(other)),
@@ -52,7 +52,7 @@ pub fn unix_seconds_int_or_text_ms(value: Option<&Value>) -> Option<i64> {
 
 /// Fractional unix seconds (`1767225598.5`) → unix ms, rounded to the nearest. Not finite or
 /// beyond ±9·10¹⁵ ms (where an `f64` stops counting single milliseconds) is `None`.
-pub fn fractional_seconds_ms(seconds: f64) -> Option<i64> {
+pub(crate) fn fractional_seconds_ms(seconds: f64) -> Option<i64> {
     let ms = seconds * 1000.0;
     (ms.is_finite() && ms.abs() < 9.0e15).then(|| ms.round() as i64)
 }
@@ -68,7 +68,7 @@ pub fn fractional_seconds_ms(seconds: f64) -> Option<i64> {
 /// The date-time before the offset is read by humantime, which on its own ignores a non-zero
 /// offset after a fraction and refuses one without a fraction: hence the offset is split off
 /// and applied here.
-pub fn rfc3339_ms(text: &str) -> Option<i64> {
+pub(crate) fn rfc3339_ms(text: &str) -> Option<i64> {
     let text = text.trim();
     if !text.is_ascii() {
         return None;
@@ -105,7 +105,7 @@ pub fn rfc3339_ms(text: &str) -> Option<i64> {
 /// (`YYYY-MM-DD[T ]HH:MM:SS[.digits]`, such as Discord's webhook events
 /// `2024-10-18T14:42:53.064834`) is read as UTC, as humantime always read it. The envelope's
 /// `received_at`, DLQ times, and provider times that have always been read this way.
-pub fn rfc3339_ms_utc_if_unzoned(text: &str) -> Option<i64> {
+pub(crate) fn rfc3339_ms_utc_if_unzoned(text: &str) -> Option<i64> {
     rfc3339_ms(text).or_else(|| {
         let text = text.trim();
         let rest = text.get(19..)?;
@@ -127,7 +127,7 @@ pub fn rfc3339_ms_utc_if_unzoned(text: &str) -> Option<i64> {
 /// between date and time; the day only checked to be 1–31 (30 February is 2 March) and
 /// second 60 rolling into the next minute; at least one fraction digit after a `.` (truncated
 /// to ms); no surrounding whitespace.
-pub fn rfc3339_ms_any_year(text: &str) -> Option<i64> {
+pub(crate) fn rfc3339_ms_any_year(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let digits = |from: usize, to: usize| -> Option<i64> {
         let s = text.get(from..to)?;

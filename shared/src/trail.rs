@@ -24,7 +24,7 @@ pub const ROWS_PER_SECOND: u32 = 20;
 
 /// One instance's slots: which it tried in the current second, per kind and source.
 #[derive(Debug)]
-pub struct TrailBudget {
+pub(crate) struct TrailBudget {
     per_second: u32,
     /// Picks a window's first slot below `per_second`.
     first_slot: fn(u32) -> u32,
@@ -55,7 +55,7 @@ impl TrailBudget {
     }
 
     /// A budget whose windows start at the slot `first_slot` picks (tests fix it).
-    pub fn with_first_slot(per_second: u32, first_slot: fn(u32) -> u32) -> Self {
+    pub(crate) fn with_first_slot(per_second: u32, first_slot: fn(u32) -> u32) -> Self {
         Self {
             per_second,
             first_slot,
@@ -66,7 +66,12 @@ impl TrailBudget {
     /// The id of the next slot this instance may try for an entry of `status` for `source`
     /// at `at_ms`, or `None` once it tried every slot of that second. The map holds one
     /// window per kind and source (callers pass configured sources only).
-    pub fn next_slot(&self, status: TrailStatus, source: &str, at_ms: i64) -> Option<String> {
+    pub(crate) fn next_slot(
+        &self,
+        status: TrailStatus,
+        source: &str,
+        at_ms: i64,
+    ) -> Option<String> {
         let Ok(mut windows) = self.windows.lock() else {
             // Another thread panicked mid-update: record nothing rather than guess.
             return None;
@@ -95,7 +100,7 @@ impl TrailBudget {
 
 /// A slot's entry id: kind, source (which holds no `#`), second and slot number, so the ids
 /// of one second are a fixed set of [`ROWS_PER_SECOND`].
-pub fn slot_id(status: TrailStatus, source: &str, second: i64, slot: u32) -> String {
+pub(crate) fn slot_id(status: TrailStatus, source: &str, second: i64, slot: u32) -> String {
     format!("{}#{source}#{second}#{slot}", status.as_str())
 }
 
@@ -103,13 +108,13 @@ pub fn slot_id(status: TrailStatus, source: &str, second: i64, slot: u32) -> Str
 /// whatever the budget, because a conflict alarms and the trail must show the first one.
 /// The holder changes only when an accepted event takes the key, so these ids are as many
 /// as accepted events at most.
-pub fn first_conflict_id(dedupe_key: &str, holder_sha256: &str) -> String {
+pub(crate) fn first_conflict_id(dedupe_key: &str, holder_sha256: &str) -> String {
     format!("first_conflict#{dedupe_key}#{holder_sha256}")
 }
 
 /// Store `entry` (its `id` replaced) in this instance's next slot. `Ok(false)`: not stored —
 /// another instance took that slot first, or this one has none left this second.
-pub async fn append_bounded(
+pub(crate) async fn append_bounded(
     ledger: &dyn Ledger,
     budget: &TrailBudget,
     mut entry: TrailEntry,
@@ -123,7 +128,7 @@ pub async fn append_bounded(
 
 /// A conflict: as its key's first against `holder_sha256` when it is, else in a slot like
 /// any other entry.
-pub async fn append_conflict(
+pub(crate) async fn append_conflict(
     ledger: &dyn Ledger,
     budget: &TrailBudget,
     entry: TrailEntry,

@@ -25,7 +25,7 @@ impl ConfigDoc {
     }
 
     /// Every secret reference in the document, as written, in document order.
-    pub fn secret_references(&self) -> Vec<&str> {
+    pub(crate) fn secret_references(&self) -> Vec<&str> {
         fn refs(specs: &[SecretSpec]) -> impl Iterator<Item = &str> {
             specs.iter().map(|s| match s {
                 SecretSpec::Ref(r) => r.as_str(),

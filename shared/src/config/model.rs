@@ -52,7 +52,7 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn ip_allowed(&self, ip: Option<IpAddr>) -> bool {
+    pub(crate) fn ip_allowed(&self, ip: Option<IpAddr>) -> bool {
         if self.allow.is_empty() {
             return true;
         }
@@ -151,7 +151,7 @@ impl Config {
     }
 
     /// Some source wants per-entity order: the main queue must be FIFO.
-    pub fn needs_fifo(&self) -> bool {
+    pub(crate) fn needs_fifo(&self) -> bool {
         self.sources.values().any(|s| s.ordering.is_some())
     }
 
@@ -160,12 +160,12 @@ impl Config {
         self.source(source).and_then(|s| s.ordering.as_ref())
     }
 
-    pub fn lease_ms(&self) -> i64 {
+    pub(crate) fn lease_ms(&self) -> i64 {
         self.settings.lease_seconds as i64 * 1000
     }
 
     /// The dedupe lease of `source`'s events: its own `lease_seconds`, else the settings'.
-    pub fn lease_ms_for(&self, source: &str) -> i64 {
+    pub(crate) fn lease_ms_for(&self, source: &str) -> i64 {
         self.source(source)
             .map(|s| s.lease_ms)
             .unwrap_or_else(|| self.lease_ms())

@@ -37,7 +37,7 @@ const ITEM_SIGNATURE: &str =
 /// Which Adyen event code means "the customer paid" (`payment.succeeded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PaidSignal {
+pub(crate) enum PaidSignal {
     /// `AUTHORISATION` success=true (automatic capture, the common card set-up: Adyen sends a
     /// `CAPTURE` later only for delayed/manual capture, and mapping both would emit two
     /// `payment.succeeded` for one payment). `CAPTURE` keeps its own type, no canonical one.
@@ -64,7 +64,7 @@ struct AdyenOptions {
 }
 
 #[derive(Debug)]
-pub struct Adyen {
+pub(crate) struct Adyen {
     keys: Keyring,
     basic_auth: Option<Keyring>,
     require_hmac_header: bool,

@@ -3,48 +3,48 @@
 //! type always travels beside it. Custom providers map by configuration, checked against
 //! [`ALL`] so a typo is a config error, not a silently unroutable event.
 
-pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
-pub const PAYMENT_FAILED: &str = "payment.failed";
-pub const PAYMENT_PENDING: &str = "payment.pending";
-pub const PAYMENT_REFUNDED: &str = "payment.refunded";
-pub const PAYMENT_DISPUTED: &str = "payment.disputed";
-pub const PAYMENT_CANCELED: &str = "payment.canceled";
-pub const PAYOUT_PAID: &str = "payout.paid";
-pub const PAYOUT_FAILED: &str = "payout.failed";
-pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
-pub const SUBSCRIPTION_UPDATED: &str = "subscription.updated";
-pub const SUBSCRIPTION_CANCELED: &str = "subscription.canceled";
-pub const ORDER_CREATED: &str = "order.created";
-pub const ORDER_UPDATED: &str = "order.updated";
-pub const ORDER_PAID: &str = "order.paid";
-pub const ORDER_CANCELED: &str = "order.canceled";
-pub const KYC_VERIFIED: &str = "kyc.verified";
-pub const KYC_REJECTED: &str = "kyc.rejected";
-pub const KYC_PENDING: &str = "kyc.pending";
-pub const ACCOUNT_REGISTERED: &str = "account.registered";
-pub const ACCOUNT_UPDATED: &str = "account.updated";
-pub const SESSION_STARTED: &str = "session.started";
-pub const SESSION_ENDED: &str = "session.ended";
-pub const BET_PLACED: &str = "bet.placed";
-pub const WIN_SETTLED: &str = "win.settled";
-pub const BALANCE_UPDATED: &str = "balance.updated";
-pub const MESSAGE_RECEIVED: &str = "message.received";
-pub const MESSAGE_SENT: &str = "message.sent";
-pub const MESSAGE_DELIVERED: &str = "message.delivered";
-pub const MESSAGE_OPENED: &str = "message.opened";
-pub const MESSAGE_CLICKED: &str = "message.clicked";
-pub const MESSAGE_BOUNCED: &str = "message.bounced";
-pub const MESSAGE_FAILED: &str = "message.failed";
-pub const MESSAGE_COMPLAINED: &str = "message.complained";
-pub const MESSAGE_UNSUBSCRIBED: &str = "message.unsubscribed";
-pub const CHAT_MESSAGE: &str = "chat.message";
-pub const CHAT_INTERACTION: &str = "chat.interaction";
-pub const CALL_STATUS: &str = "call.status";
-pub const MEETING_STARTED: &str = "meeting.started";
-pub const MEETING_ENDED: &str = "meeting.ended";
-pub const CODE_PUSHED: &str = "code.pushed";
-pub const ISSUE_CHANGED: &str = "issue.changed";
-pub const WEBHOOK_PING: &str = "webhook.ping";
+pub(crate) const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+pub(crate) const PAYMENT_FAILED: &str = "payment.failed";
+pub(crate) const PAYMENT_PENDING: &str = "payment.pending";
+pub(crate) const PAYMENT_REFUNDED: &str = "payment.refunded";
+pub(crate) const PAYMENT_DISPUTED: &str = "payment.disputed";
+pub(crate) const PAYMENT_CANCELED: &str = "payment.canceled";
+pub(crate) const PAYOUT_PAID: &str = "payout.paid";
+pub(crate) const PAYOUT_FAILED: &str = "payout.failed";
+pub(crate) const SUBSCRIPTION_CREATED: &str = "subscription.created";
+pub(crate) const SUBSCRIPTION_UPDATED: &str = "subscription.updated";
+pub(crate) const SUBSCRIPTION_CANCELED: &str = "subscription.canceled";
+pub(crate) const ORDER_CREATED: &str = "order.created";
+pub(crate) const ORDER_UPDATED: &str = "order.updated";
+pub(crate) const ORDER_PAID: &str = "order.paid";
+pub(crate) const ORDER_CANCELED: &str = "order.canceled";
+pub(crate) const KYC_VERIFIED: &str = "kyc.verified";
+pub(crate) const KYC_REJECTED: &str = "kyc.rejected";
+pub(crate) const KYC_PENDING: &str = "kyc.pending";
+pub(crate) const ACCOUNT_REGISTERED: &str = "account.registered";
+pub(crate) const ACCOUNT_UPDATED: &str = "account.updated";
+pub(crate) const SESSION_STARTED: &str = "session.started";
+pub(crate) const SESSION_ENDED: &str = "session.ended";
+pub(crate) const BET_PLACED: &str = "bet.placed";
+pub(crate) const WIN_SETTLED: &str = "win.settled";
+pub(crate) const BALANCE_UPDATED: &str = "balance.updated";
+pub(crate) const MESSAGE_RECEIVED: &str = "message.received";
+pub(crate) const MESSAGE_SENT: &str = "message.sent";
+pub(crate) const MESSAGE_DELIVERED: &str = "message.delivered";
+pub(crate) const MESSAGE_OPENED: &str = "message.opened";
+pub(crate) const MESSAGE_CLICKED: &str = "message.clicked";
+pub(crate) const MESSAGE_BOUNCED: &str = "message.bounced";
+pub(crate) const MESSAGE_FAILED: &str = "message.failed";
+pub(crate) const MESSAGE_COMPLAINED: &str = "message.complained";
+pub(crate) const MESSAGE_UNSUBSCRIBED: &str = "message.unsubscribed";
+pub(crate) const CHAT_MESSAGE: &str = "chat.message";
+pub(crate) const CHAT_INTERACTION: &str = "chat.interaction";
+pub(crate) const CALL_STATUS: &str = "call.status";
+pub(crate) const MEETING_STARTED: &str = "meeting.started";
+pub(crate) const MEETING_ENDED: &str = "meeting.ended";
+pub(crate) const CODE_PUSHED: &str = "code.pushed";
+pub(crate) const ISSUE_CHANGED: &str = "issue.changed";
+pub(crate) const WEBHOOK_PING: &str = "webhook.ping";
 
 /// Every canonical type, for validating configured mappings.
 pub const ALL: &[&str] = &[
@@ -93,7 +93,7 @@ pub const ALL: &[&str] = &[
 ];
 
 /// The catalogue's own spelling of `name`, if it is in the catalogue.
-pub fn lookup(name: &str) -> Option<&'static str> {
+pub(crate) fn lookup(name: &str) -> Option<&'static str> {
     ALL.iter().copied().find(|c| *c == name)
 }
 

@@ -37,7 +37,7 @@ struct CheckoutOptions {
 }
 
 #[derive(Debug)]
-pub struct Checkout {
+pub(crate) struct Checkout {
     keys: Keyring,
     authorization: Option<Keyring>,
     paid_signal: PaidSignal,

@@ -19,7 +19,7 @@ use crate::secret::Secret;
 /// HMAC hash function, as written in config (`"sha1"`, `"sha256"`, `"sha512"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum HmacAlgorithm {
+pub(crate) enum HmacAlgorithm {
     /// Broken as a hash, still used by some legacy iGaming senders; a config must opt in
     /// explicitly (see the generic scheme's `allow_weak`).
     Md5,
@@ -31,7 +31,11 @@ pub enum HmacAlgorithm {
 
 impl HmacAlgorithm {
     /// HMAC of the concatenation of `parts` (so callers never build `"{t}.{body}"` copies).
-    pub fn compute(self, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, ProviderConfigError> {
+    pub(crate) fn compute(
+        self,
+        key: &[u8],
+        parts: &[&[u8]],
+    ) -> Result<Vec<u8>, ProviderConfigError> {
         let tag = match self {
             HmacAlgorithm::Md5 => mac::<Hmac<md5::Md5>>(key, parts).map(finish),
             HmacAlgorithm::Sha1 => mac::<Hmac<sha1::Sha1>>(key, parts).map(finish),
@@ -57,7 +61,7 @@ impl HmacAlgorithm {
     /// Whether any of the presented tags is this key's HMAC of `parts`. The HMAC is computed
     /// once and compared to each candidate in constant time, so a request's cost is one pass
     /// over the body per configured key, however many candidates it offers.
-    pub fn matches_any(self, key: &[u8], parts: &[&[u8]], candidates: &[Vec<u8>]) -> bool {
+    pub(crate) fn matches_any(self, key: &[u8], parts: &[&[u8]], candidates: &[Vec<u8>]) -> bool {
         let _ = MAX_SIGNATURE_CANDIDATES;
         candidates.iter().any(|sig| self.verify(key, parts, sig))
     }
@@ -91,7 +95,7 @@ fn finish<M: Mac>(m: M) -> Vec<u8> {
 /// base64 padding) because we compare decoded bytes, never strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SignatureEncoding {
+pub(crate) enum SignatureEncoding {
     #[default]
     Hex,
     Base64,
@@ -123,17 +127,20 @@ impl SignatureEncoding {
 
 /// Standard-alphabet base64 with or without padding (the Standard Webhooks Python lib also
 /// tolerates unpadded secrets and signatures).
-pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     STANDARD_PAD_INDIFFERENT.decode(text).ok()
 }
 
 /// The most signatures one request may offer. Providers send one per active secret while a
 /// secret rotates (two, rarely three); a longer list only serves to make us verify once per
 /// entry (2,000 `v1=` entries cost 650 times one).
-pub const MAX_SIGNATURE_CANDIDATES: usize = 8;
+pub(crate) const MAX_SIGNATURE_CANDIDATES: usize = 8;
 
 /// `candidates`, or a refusal if the request offers more than [`MAX_SIGNATURE_CANDIDATES`].
-pub fn bounded_candidates<T>(candidates: Vec<T>, carrier: &str) -> Result<Vec<T>, VerifyError> {
+pub(crate) fn bounded_candidates<T>(
+    candidates: Vec<T>,
+    carrier: &str,
+) -> Result<Vec<T>, VerifyError> {
     if candidates.len() > MAX_SIGNATURE_CANDIDATES {
         return Err(VerifyError::MalformedSignature(format!(
             "{carrier}: {} signatures, more than the {MAX_SIGNATURE_CANDIDATES} a sender may offer",
@@ -145,7 +152,7 @@ pub fn bounded_candidates<T>(candidates: Vec<T>, carrier: &str) -> Result<Vec<T>
 
 /// Constant-time equality of two byte strings of possibly different lengths (static tokens).
 /// Both sides are hashed first so neither the content nor the length of the secret leaks.
-pub fn token_eq(presented: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn token_eq(presented: &[u8], expected: &[u8]) -> bool {
     let a = sha2::Sha256::digest(presented);
     let b = sha2::Sha256::digest(expected);
     a.as_slice().ct_eq(b.as_slice()).into()
@@ -154,7 +161,7 @@ pub fn token_eq(presented: &[u8], expected: &[u8]) -> bool {
 /// Resolution of a timestamp as the provider sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TimeUnit {
+pub(crate) enum TimeUnit {
     #[default]
     Seconds,
     Milliseconds,
@@ -169,11 +176,11 @@ impl TimeUnit {
     }
 
     /// `now_ms` in this unit, truncated like the SDKs do (`Math.floor(Date.now() / 1000)`).
-    pub fn from_ms(self, now_ms: i64) -> i64 {
+    pub(crate) fn of_ms(self, now_ms: i64) -> i64 {
         now_ms.div_euclid(1000 / self.per_second())
     }
 
-    pub fn to_ms(self, value: i64) -> Option<i64> {
+    pub(crate) fn to_ms(self, value: i64) -> Option<i64> {
         value.checked_mul(1000 / self.per_second())
     }
 }
@@ -182,7 +189,7 @@ impl TimeUnit {
 /// Separate because some SDKs (Stripe, Slack Bolt) reject only stale timestamps while others
 /// (Standard Webhooks) reject both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tolerance {
+pub(crate) struct Tolerance {
     pub past_s: Option<i64>,
     pub future_s: Option<i64>,
 }
@@ -199,7 +206,7 @@ impl Tolerance {
     /// is accepted, as in the SDKs (`now - ts > tolerance` fails).
     pub fn check(&self, ts: i64, unit: TimeUnit, now_ms: i64) -> Result<(), VerifyError> {
         let per_s = unit.per_second();
-        let age = unit.from_ms(now_ms).saturating_sub(ts);
+        let age = unit.of_ms(now_ms).saturating_sub(ts);
         if let Some(past_s) = self.past_s {
             if age > past_s.saturating_mul(per_s) {
                 return Err(VerifyError::TimestampTooOld {
@@ -223,32 +230,38 @@ impl Tolerance {
 
 /// A unix timestamp as sent: ASCII digits only (no sign, no spaces, no fraction), so the
 /// string that was signed and the number that is checked cannot disagree.
-pub fn parse_unix(text: &str) -> Result<i64, VerifyError> {
+pub(crate) fn parse_unix(text: &str) -> Result<i64, VerifyError> {
     crate::time::unix_digits(text)
         .ok_or_else(|| VerifyError::MalformedSignature("timestamp is not a unix time".into()))
 }
 
 /// The header that carries the signature; absent (or blank) is `MissingSignature(name)`.
-pub fn required_header<'h>(headers: &'h Headers, name: &str) -> Result<&'h str, VerifyError> {
+pub(crate) fn required_header<'h>(
+    headers: &'h Headers,
+    name: &str,
+) -> Result<&'h str, VerifyError> {
     fields::header(headers, name)
         .ok_or_else(|| VerifyError::MissingSignature(name.to_ascii_lowercase()))
 }
 
 /// Another header the scheme needs (timestamp, message id); absent is `MissingHeader`, so
 /// `inlet verify` can say which one.
-pub fn needed_header<'h>(headers: &'h Headers, name: &str) -> Result<&'h str, VerifyError> {
+pub(crate) fn needed_header<'h>(headers: &'h Headers, name: &str) -> Result<&'h str, VerifyError> {
     fields::header(headers, name)
         .ok_or_else(|| VerifyError::MissingHeader(name.to_ascii_lowercase()))
 }
 
 /// The SHA-256 `X-Hub-Signature-256: sha256=<hex>` header (GitHub, Meta).
-pub const X_HUB_SIGNATURE_256: &str = "x-hub-signature-256";
+pub(crate) const X_HUB_SIGNATURE_256: &str = "x-hub-signature-256";
 /// The legacy SHA-1 `X-Hub-Signature: sha1=<hex>` header (GitHub, Meta fallback; Intercom).
-pub const X_HUB_SIGNATURE: &str = "x-hub-signature";
+pub(crate) const X_HUB_SIGNATURE: &str = "x-hub-signature";
 
 /// The decoded tag of an `X-Hub-Signature` value: `sha256=<hex>` or `sha1=<hex>` for
 /// `algorithm`; anything else is `MalformedSignature("expected sha…=<hex>")`.
-pub fn hub_signature_tag(value: &str, algorithm: HmacAlgorithm) -> Result<Vec<u8>, VerifyError> {
+pub(crate) fn hub_signature_tag(
+    value: &str,
+    algorithm: HmacAlgorithm,
+) -> Result<Vec<u8>, VerifyError> {
     let prefix = hub_signature_prefix(algorithm);
     value
         .strip_prefix(prefix)
@@ -257,12 +270,12 @@ pub fn hub_signature_tag(value: &str, algorithm: HmacAlgorithm) -> Result<Vec<u8
 }
 
 /// The header value that carries `tag`: `sha256=<hex>` or `sha1=<hex>` (for `sign`).
-pub fn hub_signature_value(algorithm: HmacAlgorithm, tag: &[u8]) -> String {
+pub(crate) fn hub_signature_value(algorithm: HmacAlgorithm, tag: &[u8]) -> String {
     format!("{}{}", hub_signature_prefix(algorithm), hex::encode(tag))
 }
 
 /// `sha256=` for SHA-256, `sha1=` for SHA-1 (the only two X-Hub algorithms).
-pub fn hub_signature_prefix(algorithm: HmacAlgorithm) -> &'static str {
+pub(crate) fn hub_signature_prefix(algorithm: HmacAlgorithm) -> &'static str {
     match algorithm {
         HmacAlgorithm::Sha1 => "sha1=",
         _ => "sha256=",
@@ -274,7 +287,7 @@ pub fn hub_signature_prefix(algorithm: HmacAlgorithm) -> &'static str {
 /// SHA-1 after a SHA-256 failure would let a forger pick the weaker scheme. Only with
 /// `allow_sha1_fallback` and no SHA-256 header is `X-Hub-Signature` read; with neither, the
 /// SHA-256 header is the one reported missing.
-pub fn x_hub_signature(
+pub(crate) fn x_hub_signature(
     headers: &Headers,
     allow_sha1_fallback: bool,
 ) -> Result<(HmacAlgorithm, Vec<u8>), VerifyError> {
@@ -292,7 +305,7 @@ pub fn x_hub_signature(
 /// One secret id, or several (so a credential can be rotated like the HMAC keys).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum SecretIds {
+pub(crate) enum SecretIds {
     One(String),
     Many(Vec<String>),
 }
@@ -310,7 +323,7 @@ impl SecretIds {
 /// order. A named secret (a Basic-auth credential, a verify token) is never a signing key.
 /// Every id must exist: a typo would otherwise leave the credential among the signing keys
 /// and its check disabled. `Err` is the first id the source does not have.
-pub fn take_named_secrets<'i>(
+pub(crate) fn take_named_secrets<'i>(
     ids: &[&'i str],
     secrets: Vec<Secret>,
 ) -> Result<(Vec<Secret>, Vec<Secret>), &'i str> {
@@ -324,7 +337,7 @@ pub fn take_named_secrets<'i>(
 
 /// [`take_named_secrets`] for an options field `option` of `provider` (`None`: no secret is
 /// named, all are signing keys), with config errors that name the field.
-pub fn split_named_secrets(
+pub(crate) fn split_named_secrets(
     provider: &str,
     option: &str,
     ids: Option<&SecretIds>,
@@ -357,7 +370,7 @@ pub fn concat(parts: &[&[u8]]) -> Vec<u8> {
 
 /// An Ed25519 public key (Discord, Standard Webhooks `whpk_`), checked once at config time.
 #[derive(Debug, Clone)]
-pub struct Ed25519Key(ed25519_dalek::VerifyingKey);
+pub(crate) struct Ed25519Key(ed25519_dalek::VerifyingKey);
 
 impl Ed25519Key {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
@@ -381,7 +394,7 @@ impl Ed25519Key {
 /// An ECDSA P-256 public key (SendGrid), from base64 DER SubjectPublicKeyInfo (what the
 /// SendGrid dashboard shows), PEM, or hex SEC1 point.
 #[derive(Debug, Clone)]
-pub struct P256Key(p256::ecdsa::VerifyingKey);
+pub(crate) struct P256Key(p256::ecdsa::VerifyingKey);
 
 impl P256Key {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -416,7 +429,7 @@ impl P256Key {
 
 /// An X.509 certificate's RSA key and validity window (PayPal's signing certificate).
 #[derive(Debug, Clone)]
-pub struct RsaCertificate {
+pub(crate) struct RsaCertificate {
     key: rsa::pkcs1v15::VerifyingKey<sha2::Sha256>,
     pub not_before_ms: i64,
     pub not_after_ms: i64,
@@ -425,7 +438,7 @@ pub struct RsaCertificate {
 
 impl RsaCertificate {
     /// The first certificate in a PEM bundle (the leaf).
-    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<Self, String> {
         use rsa::pkcs8::DecodePublicKey;
         use x509_cert::der::{DecodePem, Encode};
         let text = std::str::from_utf8(pem).map_err(|_| "certificate is not PEM text")?;
@@ -455,7 +468,7 @@ impl RsaCertificate {
         })
     }
 
-    pub fn is_valid_at(&self, now_ms: i64) -> bool {
+    pub(crate) fn is_valid_at(&self, now_ms: i64) -> bool {
         self.not_before_ms <= now_ms && now_ms <= self.not_after_ms
     }
 
@@ -470,13 +483,13 @@ impl RsaCertificate {
 }
 
 /// CRC-32 (IEEE) of the body as PayPal signs it.
-pub fn crc32(body: &[u8]) -> u32 {
+pub(crate) fn crc32(body: &[u8]) -> u32 {
     crc32fast::hash(body)
 }
 
 /// Deserialize a provider's options table; `Null` means "all defaults". Unknown and misspelt
 /// fields are refused by the options type (`deny_unknown_fields`) and named in the error.
-pub fn parse_options<T: DeserializeOwned>(
+pub(crate) fn parse_options<T: DeserializeOwned>(
     provider: &str,
     options: &serde_json::Value,
 ) -> Result<T, ProviderConfigError> {
@@ -486,7 +499,7 @@ pub fn parse_options<T: DeserializeOwned>(
 }
 
 /// The body as a JSON object, if it is one.
-pub fn json_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+pub(crate) fn json_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
     match serde_json::from_slice(body).ok()? {
         serde_json::Value::Object(map) => Some(map),
         _ => None,
@@ -496,7 +509,7 @@ pub fn json_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Va
 /// A provider's secrets, already decoded into key bytes, in configured order. The decoded keys
 /// stay inside [`Secret`] so `Debug` keeps redacting them.
 #[derive(Debug, Clone)]
-pub struct Keyring {
+pub(crate) struct Keyring {
     keys: Vec<Secret>,
 }
 
@@ -537,7 +550,7 @@ impl Keyring {
 
     /// Id of the first live key (in configured order) for which `matches` holds.
     /// No live key at all is `NoLiveKey`; live keys that all fail is `SignatureMismatch`.
-    pub fn first_match(
+    pub(crate) fn first_match(
         &self,
         now_ms: i64,
         mut matches: impl FnMut(&[u8]) -> bool,
@@ -577,10 +590,10 @@ pub(crate) mod testkit {
     const VECTORS: &str = include_str!("../../testdata/vectors.json");
 
     /// Clock for vectors that carry no `now` (no freshness check applies): 2026-01-01.
-    pub const DEFAULT_NOW_MS: i64 = 1_767_225_600_000;
+    pub(crate) const DEFAULT_NOW_MS: i64 = 1_767_225_600_000;
 
     #[derive(Debug, Deserialize)]
-    pub struct Vector {
+    pub(crate) struct Vector {
         pub id: String,
         pub provider: String,
         pub secret: Option<String>,
@@ -606,7 +619,7 @@ pub(crate) mod testkit {
     }
 
     #[derive(Debug, Deserialize)]
-    pub struct Expected {
+    pub(crate) struct Expected {
         pub valid: bool,
     }
 
@@ -647,7 +660,7 @@ pub(crate) mod testkit {
             .unwrap_or_else(|| panic!("no vector {id}"))
     }
 
-    pub fn vectors_for(providers: &[&str]) -> Vec<Vector> {
+    pub(crate) fn vectors_for(providers: &[&str]) -> Vec<Vector> {
         let found: Vec<Vector> = vectors()
             .into_iter()
             .filter(|v| providers.contains(&v.provider.as_str()))
@@ -669,7 +682,7 @@ pub(crate) mod testkit {
         Secret::new(id, value.as_bytes(), None)
     }
 
-    pub fn expiring_secret(id: &str, value: &str, not_after_ms: i64) -> Secret {
+    pub(crate) fn expiring_secret(id: &str, value: &str, not_after_ms: i64) -> Secret {
         Secret::new(id, value.as_bytes(), Some(not_after_ms))
     }
 }

@@ -17,13 +17,13 @@ pub fn text(value: Option<&Value>) -> Option<&str> {
 }
 
 /// The non-empty string at an RFC 6901 `pointer` (`"/data/id"`).
-pub fn str_at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
+pub(crate) fn str_at<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
     text(value.pointer(pointer))
 }
 
 /// An id as text: a non-empty string as it is, or **any** JSON number as JSON writes it
 /// (`123`, `1.5`). Meta, Shopify and Zoom ids.
-pub fn id_text(value: &Value) -> Option<String> {
+pub(crate) fn id_text(value: &Value) -> Option<String> {
     match value {
         Value::Number(n) => Some(n.to_string()),
         other => text(Some(other)).map(str::to_string),
@@ -31,13 +31,13 @@ pub fn id_text(value: &Value) -> Option<String> {
 }
 
 /// [`id_text`] of the value at `pointer`.
-pub fn id_at(value: &Value, pointer: &str) -> Option<String> {
+pub(crate) fn id_at(value: &Value, pointer: &str) -> Option<String> {
     id_text(value.pointer(pointer)?)
 }
 
 /// An id as text, stricter than [`id_text`]: a non-empty string, or an **integer** (never a
 /// float: `1.5` as an id is a sender bug, not a key). The generic scheme's ids.
-pub fn integer_id_text(value: &Value) -> Option<String> {
+pub(crate) fn integer_id_text(value: &Value) -> Option<String> {
     match value {
         Value::Number(n) if !(n.is_i64() || n.is_u64()) => None,
         other => id_text(other),
@@ -54,7 +54,7 @@ pub fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
 
 /// The first family whose marker header is present (even blank), else `default`: which set of
 /// header names a request uses (Shopify webhooks vs events, Standard Webhooks vs Svix).
-pub fn header_family<T: ?Sized>(
+pub(crate) fn header_family<T: ?Sized>(
     headers: &Headers,
     families: &[(&str, &'static T)],
     default: &'static T,
@@ -85,7 +85,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// The body as a JSON object, held as a `Value` so JSON pointers reach into it; `None` for
 /// anything else (not JSON, or JSON that is not an object).
-pub fn json_object_value(body: &[u8]) -> Option<Value> {
+pub(crate) fn json_object_value(body: &[u8]) -> Option<Value> {
     crypto::json_object(body).map(Value::Object)
 }
 
@@ -94,7 +94,7 @@ pub fn json_object_value(body: &[u8]) -> Option<Value> {
 
 /// Why an `Authorization` value gave no Basic credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BasicError {
+pub(crate) enum BasicError {
     /// Not `Basic <…>` (another scheme, or no space after it).
     NotBasic,
     /// `Basic` followed by something that is not standard base64.
@@ -103,7 +103,7 @@ pub enum BasicError {
 
 /// `Basic <base64(user:pass)>` (scheme name in any case) → the decoded `user:pass` bytes,
 /// which may be empty only if the caller passed untrimmed text.
-pub fn basic_credentials(value: &str) -> Result<Vec<u8>, BasicError> {
+pub(crate) fn basic_credentials(value: &str) -> Result<Vec<u8>, BasicError> {
     let (scheme, encoded) = value.split_once(' ').ok_or(BasicError::NotBasic)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(BasicError::NotBasic);
@@ -113,7 +113,7 @@ pub fn basic_credentials(value: &str) -> Result<Vec<u8>, BasicError> {
 
 /// Whether a configured Basic-auth secret has the `user:pass` shape: a `:`, and with
 /// `user_required` a non-empty user before it (RFC 7617: a user id cannot contain `:`).
-pub fn is_user_pass(raw: &[u8], user_required: bool) -> bool {
+pub(crate) fn is_user_pass(raw: &[u8], user_required: bool) -> bool {
     raw.iter()
         .position(|b| *b == b':')
         .is_some_and(|colon| colon > 0 || !user_required)

@@ -49,7 +49,7 @@ enum Scheme {
 }
 
 #[derive(Debug)]
-pub struct GitLab {
+pub(crate) struct GitLab {
     scheme: Scheme,
 }
 

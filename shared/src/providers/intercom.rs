@@ -24,7 +24,7 @@ const HEADER: &str = crypto::X_HUB_SIGNATURE;
 struct IntercomOptions {}
 
 #[derive(Debug)]
-pub struct Intercom {
+pub(crate) struct Intercom {
     keys: Keyring,
 }
 

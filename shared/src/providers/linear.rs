@@ -38,7 +38,7 @@ impl Default for LinearOptions {
 }
 
 #[derive(Debug)]
-pub struct Linear {
+pub(crate) struct Linear {
     keys: Keyring,
     tolerance: Tolerance,
 }

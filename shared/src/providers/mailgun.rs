@@ -36,7 +36,7 @@ impl Default for MailgunOptions {
 }
 
 #[derive(Debug)]
-pub struct Mailgun {
+pub(crate) struct Mailgun {
     keys: Keyring,
     tolerance: Tolerance,
 }
@@ -198,7 +198,7 @@ impl Provider for Mailgun {
     /// A delivered event, signed with the first live key (the signature is part of the body,
     /// so the sample carries it; `sign` then adds no header).
     fn sample_body(&self, id: &str, now_ms: i64) -> Vec<u8> {
-        let timestamp = TimeUnit::Seconds.from_ms(now_ms).to_string();
+        let timestamp = TimeUnit::Seconds.of_ms(now_ms).to_string();
         let token: String = id.chars().filter(char::is_ascii_alphanumeric).collect();
         let token = format!("{token:0<50}");
         let signature = self

@@ -131,7 +131,7 @@ struct Notification<'a> {
 /// The most bytes of context (`object`, entry id, `field`, `messaging_product`, `metadata`,
 /// the sender's contact) copied beside one event. Meta's are a few hundred bytes; the cap
 /// keeps an entry with large context and many items from multiplying it per event.
-pub const MAX_CONTEXT_BYTES: usize = 2048;
+pub(crate) const MAX_CONTEXT_BYTES: usize = 2048;
 
 /// The most a part adds to its item's own bytes: the context and the member names and
 /// punctuation around it (under 100 bytes). The parts of a request with `n` events take at

@@ -9,18 +9,18 @@ use crate::secret::Secret;
 
 pub mod adyen;
 pub mod canonical;
-pub mod checkout;
-pub mod crypto;
+pub(crate) mod checkout;
+pub(crate) mod crypto;
 pub mod discord;
 pub mod fields;
 pub mod generic;
 pub mod github;
-pub mod gitlab;
-pub mod intercom;
+pub(crate) mod gitlab;
+pub(crate) mod intercom;
 pub mod linear;
-pub mod mailgun;
+pub(crate) mod mailgun;
 pub mod meta;
-pub mod money;
+pub(crate) mod money;
 pub mod paddle;
 pub mod paypal;
 pub mod postmark;
@@ -28,7 +28,7 @@ pub mod razorpay;
 pub mod sendgrid;
 pub mod shopify;
 pub mod slack;
-pub mod square;
+pub(crate) mod square;
 pub mod standard_webhooks;
 pub mod stripe;
 #[cfg(test)]
@@ -381,7 +381,7 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 }
 
 /// Whether `name` is a provider `build` knows.
-pub fn is_known(name: &str) -> bool {
+pub(crate) fn is_known(name: &str) -> bool {
     names().any(|n| n == name)
 }
 

@@ -29,7 +29,7 @@ pub fn currency(code: &str) -> Option<String> {
 /// A decimal amount in major units (`"10.00"`, `"403.5"`, `"1500"`) → minor units of
 /// `currency`. `None` for anything that is not a plain non-negative or negative decimal, has
 /// more fraction digits than the currency allows, or overflows.
-pub fn to_minor(decimal: &str, currency: &str) -> Option<i64> {
+pub(crate) fn to_minor(decimal: &str, currency: &str) -> Option<i64> {
     let exp = exponent(currency);
     let text = decimal.trim();
     let (negative, digits) = match text.strip_prefix('-') {
@@ -58,7 +58,7 @@ pub fn to_minor(decimal: &str, currency: &str) -> Option<i64> {
 /// An amount already in minor units, written as text (Adyen's `amount.value` as signed, Paddle's
 /// `"1099"`): an optional `-` and ASCII digits only (no `+`, spaces or fraction); overflow is
 /// `None`.
-pub fn minor_from_text(text: &str) -> Option<i64> {
+pub(crate) fn minor_from_text(text: &str) -> Option<i64> {
     let digits = text.strip_prefix('-').unwrap_or(text);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -67,7 +67,7 @@ pub fn minor_from_text(text: &str) -> Option<i64> {
 }
 
 /// A JSON amount that is already in minor units (Stripe, Adyen, Checkout.com, Razorpay).
-pub fn minor_from_json(value: &serde_json::Value) -> Option<i64> {
+pub(crate) fn minor_from_json(value: &serde_json::Value) -> Option<i64> {
     value.as_i64()
 }
 

@@ -264,7 +264,7 @@ impl PayPal {
     }
 
     /// [`Provider::prepare`] with an explicit clock (tests).
-    pub async fn prepare_at(
+    pub(crate) async fn prepare_at(
         &self,
         req: &InboundRequest<'_>,
         now_ms: i64,

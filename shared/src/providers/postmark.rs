@@ -26,7 +26,7 @@ const AUTHORIZATION: &str = "authorization";
 struct PostmarkOptions {}
 
 #[derive(Debug)]
-pub struct Postmark {
+pub(crate) struct Postmark {
     keys: Keyring,
 }
 

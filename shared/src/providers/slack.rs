@@ -156,7 +156,7 @@ impl Provider for Slack {
 
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
         let key = self.keys.signing_key(input.now_ms)?;
-        let ts = TimeUnit::Seconds.from_ms(input.now_ms).to_string();
+        let ts = TimeUnit::Seconds.of_ms(input.now_ms).to_string();
         let sig = HmacAlgorithm::Sha256.compute(key, &[b"v0:", ts.as_bytes(), b":", input.body])?;
         Ok(Headers::from_iter([
             (TIMESTAMP, ts),

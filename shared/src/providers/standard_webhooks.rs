@@ -87,7 +87,7 @@ impl StandardWebhooks {
     }
 
     /// `name` is the configured provider name, `standard_webhooks` or `svix`.
-    pub fn from_config_as(
+    pub(crate) fn from_config_as(
         name: &str,
         options: &serde_json::Value,
         secrets: Vec<Secret>,
@@ -302,7 +302,7 @@ impl Provider for StandardWebhooks {
                 ))
             })?
             .signing_key(input.now_ms)?;
-        let ts = TimeUnit::Seconds.from_ms(input.now_ms).to_string();
+        let ts = TimeUnit::Seconds.of_ms(input.now_ms).to_string();
         let id = input.delivery_id.as_bytes();
         let sig =
             HmacAlgorithm::Sha256.compute(key, &[id, b".", ts.as_bytes(), b".", input.body])?;

@@ -222,7 +222,7 @@ impl Provider for Stripe {
 
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError> {
         let key = self.keys.signing_key(input.now_ms)?;
-        let t = TimeUnit::Seconds.from_ms(input.now_ms).to_string();
+        let t = TimeUnit::Seconds.of_ms(input.now_ms).to_string();
         let sig = HmacAlgorithm::Sha256.compute(key, &[t.as_bytes(), b".", input.body])?;
         Ok(Headers::from_iter([(
             HEADER,

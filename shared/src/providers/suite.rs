@@ -81,7 +81,7 @@ impl Signed {
     }
 
     /// This request without header `name` (any case).
-    pub fn without_header(&self, name: &str) -> Self {
+    pub(crate) fn without_header(&self, name: &str) -> Self {
         let headers = self
             .headers
             .iter()
@@ -94,7 +94,7 @@ impl Signed {
     }
 
     /// This request with header `name` set to `value` instead.
-    pub fn with_header(&self, name: &str, value: impl Into<String>) -> Self {
+    pub(crate) fn with_header(&self, name: &str, value: impl Into<String>) -> Self {
         let mut out = self.without_header(name);
         out.headers.insert(name, value);
         out
@@ -108,7 +108,7 @@ impl Signed {
     }
 
     /// This request with `body`.
-    pub fn with_body(&self, body: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn with_body(&self, body: impl Into<Vec<u8>>) -> Self {
         Self {
             body: body.into(),
             ..self.clone()

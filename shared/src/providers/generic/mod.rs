@@ -353,7 +353,7 @@ enum Handshake {
 }
 
 #[derive(Debug)]
-pub struct Generic {
+pub(crate) struct Generic {
     /// `generic` or `hmac`: the name it was configured under.
     name: &'static str,
     scheme: Scheme,
@@ -820,8 +820,9 @@ fn decode_key(encoding: KeyEncoding, raw: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 impl Generic {
-    /// Built as `generic`.
-    pub fn from_config(
+    /// Built as `generic` (the tests' shorthand).
+    #[cfg(test)]
+    pub(crate) fn from_config(
         options: &serde_json::Value,
         secrets: Vec<Secret>,
     ) -> Result<Self, ProviderConfigError> {
@@ -829,7 +830,7 @@ impl Generic {
     }
 
     /// `name` is the configured provider name, `generic` or its alias `hmac`.
-    pub fn from_config_as(
+    pub(crate) fn from_config_as(
         name: &str,
         options: &serde_json::Value,
         secrets: Vec<Secret>,
@@ -1341,7 +1342,7 @@ impl Generic {
         out: &mut Headers,
     ) -> Result<Option<String>, ProviderConfigError> {
         let generated = match self.timestamp_unit {
-            TsUnit::Seconds => TimeUnit::Seconds.from_ms(input.now_ms).to_string(),
+            TsUnit::Seconds => TimeUnit::Seconds.of_ms(input.now_ms).to_string(),
             TsUnit::Milliseconds => input.now_ms.to_string(),
             TsUnit::Rfc3339 => {
                 let at = std::time::UNIX_EPOCH
