@@ -269,7 +269,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn sign(&self, input: &SignInput<'_>) -> Result<Headers, ProviderConfigError>;
 
     /// How long a delivered event id is remembered: the provider's retry horizon with margin
-    /// (README, *Exactly once*). A source's `dedupe_window_seconds` overrides it.
+    /// (docs/guarantees.md, *Exactly once*). A source's `dedupe_window_seconds` overrides it.
     fn default_dedupe_window_seconds(&self) -> u64 {
         7 * 86_400
     }
