@@ -3,8 +3,8 @@
 use base64::Engine;
 use serde::Deserialize;
 
-use super::url::pct;
-use super::HttpJson;
+use super::url::{pct, with_query_param};
+use super::{fatal, HttpJson};
 use crate::poll::FetchError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -26,13 +26,17 @@ pub(super) enum Auth {
 }
 
 impl HttpJson {
-    pub(super) fn with_credential(&self, url: &str, credential: Option<&str>) -> String {
+    /// `url` with the credential in its query, for `auth.kind = "query"`.
+    pub(super) fn with_credential(
+        &self,
+        url: &str,
+        credential: Option<&str>,
+    ) -> Result<String, FetchError> {
         match (&self.auth, credential) {
             (Auth::Query { name }, Some(c)) => {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}{}={}", pct(name), pct(c))
+                with_query_param(url, name, c).map_err(|e| fatal(format!("{url}: {e}")))
             }
-            _ => url.to_string(),
+            _ => Ok(url.to_string()),
         }
     }
 }

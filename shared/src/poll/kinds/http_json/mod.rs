@@ -55,7 +55,7 @@ use serde_json::Value;
 use self::auth::{redact, Auth};
 use self::items::{item_time, raw_pointer, scalar_text, Item, TimeUnit};
 use self::pagination::{next_link, State};
-use self::url::{resolve, strip_param, Origin, Seg};
+use self::url::{parse_url, resolve, strip_param, Seg};
 use crate::poll::{classify, FetchContext, FetchError, Page, PollKind};
 use crate::ports::http::HttpRequest;
 
@@ -79,7 +79,7 @@ enum Mode {
 #[derive(Debug, Clone)]
 pub struct HttpJson {
     template: Vec<Seg>,
-    origin: Origin,
+    origin: ::url::Origin,
     auth: Auth,
     items_pointer: String,
     id_pointer: Option<String>,
@@ -130,7 +130,7 @@ impl HttpJson {
         credential: Option<&str>,
     ) -> Result<Page, FetchError> {
         let url = self.request_url(&state)?;
-        let mut req = HttpRequest::get(self.with_credential(&url, credential), ctx.timeout)
+        let mut req = HttpRequest::get(self.with_credential(&url, credential)?, ctx.timeout)
             .header("accept", "application/json");
         match (&self.auth, credential) {
             (Auth::Bearer {}, Some(c)) => req = req.header("authorization", format!("Bearer {c}")),
@@ -269,7 +269,9 @@ impl HttpJson {
                         Auth::Query { name } => strip_param(&absolute, name),
                         _ => absolute,
                     };
-                    let moved = next != url;
+                    // Compared as the parser writes them: the configured url may be spelt
+                    // otherwise (`HTTP://Host:80/x`).
+                    let moved = parse_url(&url).map_or(true, |u| u.as_str() != next);
                     state.next = Some(next);
                     moved
                 }

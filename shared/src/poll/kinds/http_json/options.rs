@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::auth::Auth;
 use super::items::TimeUnit;
-use super::url::{parse_template, split_url, Seg};
+use super::url::{parse_template, template_origin, Seg};
 use super::{HttpJson, Mode, DEFAULT_LOOKBACK_SECONDS, MAX_LOOKBACK_SECONDS};
 
 /// `poll.options` as written; each field is then read on its own so an error names it.
@@ -94,16 +94,7 @@ impl HttpJson {
             .unwrap_or_default();
 
         let template = parse_template(&url).map_err(|e| format!("url: {e}"))?;
-        let authority = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split(['/', '?', '#']).next());
-        if authority.is_some_and(|a| a.contains(['{', '}'])) {
-            return Err("url: placeholders are allowed only in the path and the query".into());
-        }
-        let parts = split_url(&url).map_err(|e| format!("url: {e}"))?;
-        if url.contains('#') {
-            return Err("url: a fragment (#…) is never sent to the server; remove it".into());
-        }
+        let origin = template_origin(&template).map_err(|e| format!("url: {e}"))?;
 
         match &auth {
             Auth::Header { name } if !is_token(name) => {
@@ -209,7 +200,7 @@ impl HttpJson {
 
         Ok(Self {
             template,
-            origin: parts.origin,
+            origin,
             auth,
             items_pointer,
             id_pointer,

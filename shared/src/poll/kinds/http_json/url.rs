@@ -1,8 +1,10 @@
 //! URLs: the template and its placeholders, origins, relative references, the query
 //! credential.
 
-use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
+
+use ::url::{Origin, ParseError, Url};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{fatal, HttpJson};
 use crate::poll::FetchError;
@@ -18,32 +20,41 @@ pub(super) enum Seg {
 
 impl HttpJson {
     pub(super) fn fill(&self, value: &str, since_s: i64) -> String {
-        let mut out = String::new();
-        for seg in &self.template {
-            match seg {
-                Seg::Lit(s) => out.push_str(s),
-                Seg::Cursor => out.push_str(&pct(value)),
-                Seg::Since => out.push_str(&since_s.to_string()),
-                Seg::SinceRfc3339 => {
-                    let t = UNIX_EPOCH + Duration::from_secs(since_s.max(0) as u64);
-                    out.push_str(&pct(&humantime::format_rfc3339_seconds(t).to_string()));
-                }
-            }
-        }
-        out
+        render(&self.template, value, since_s)
     }
 
     pub(super) fn check_origin(&self, url: &str, what: &str) -> Result<(), FetchError> {
-        let parts = split_url(url).map_err(|e| fatal(format!("{what} {url}: {e}")))?;
-        if parts.origin != self.origin {
+        let origin = parse_url(url)
+            .map_err(|e| fatal(format!("{what} {url}: {e}")))?
+            .origin();
+        if origin != self.origin {
             return Err(fatal(format!(
                 "{what} {url} is on {}, not on {} (the configured url): refusing to send the \
                  credential elsewhere",
-                parts.origin, self.origin
+                origin.ascii_serialization(),
+                self.origin.ascii_serialization()
             )));
         }
         Ok(())
     }
+}
+
+/// The template with `{cursor}` = `value` (percent-encoded) and the `since` placeholders at
+/// `since_s`.
+fn render(template: &[Seg], value: &str, since_s: i64) -> String {
+    let mut out = String::new();
+    for seg in template {
+        match seg {
+            Seg::Lit(s) => out.push_str(s),
+            Seg::Cursor => out.push_str(&pct(value)),
+            Seg::Since => out.push_str(&since_s.to_string()),
+            Seg::SinceRfc3339 => {
+                let t = UNIX_EPOCH + Duration::from_secs(since_s.max(0) as u64);
+                out.push_str(&pct(&humantime::format_rfc3339_seconds(t).to_string()));
+            }
+        }
+    }
+    out
 }
 
 pub(super) fn parse_template(url: &str) -> Result<Vec<Seg>, String> {
@@ -81,103 +92,53 @@ pub(super) fn parse_template(url: &str) -> Result<Vec<Seg>, String> {
     Ok(segs)
 }
 
+/// RFC 3986 unreserved characters: the only ones a placeholder or the query credential keeps
+/// as they are.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encode everything but RFC 3986 unreserved characters.
 pub(super) fn pct(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Origin {
-    scheme: String,
-    host: String,
-    port: u16,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
-    }
-}
-
-pub(super) struct UrlParts<'a> {
-    pub(super) origin: Origin,
-    /// `scheme://authority`.
-    prefix: &'a str,
-    /// Path, query and fragment.
-    rest: &'a str,
-}
-
-/// A strict split of an absolute http(s) URL. Anything a WHATWG parser (reqwest's) could read
-/// differently is refused: non-printable or non-ASCII bytes, backslashes, userinfo, percent
-/// signs or odd characters in the host. So the origin seen here is the one the request goes to.
-pub(super) fn split_url(url: &str) -> Result<UrlParts<'_>, String> {
-    if let Some(bad) = url.bytes().find(|b| !b.is_ascii_graphic() || *b == b'\\') {
+/// An absolute http(s) URL, read by the WHATWG parser the HTTP client uses, so the origin seen
+/// here is the one the request goes to. Refused besides: non-printable or non-ASCII bytes and
+/// backslashes (which a reader of the config would take for something else than the parser
+/// does), and credentials in the URL.
+pub(super) fn parse_url(text: &str) -> Result<Url, String> {
+    if let Some(bad) = text.bytes().find(|b| !b.is_ascii_graphic() || *b == b'\\') {
         return Err(format!("the byte {bad:#04x} is not allowed in a URL here"));
     }
-    let (scheme, after) = url
-        .split_once("://")
-        .ok_or("not an absolute URL (scheme://host/…)")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        other => return Err(format!("scheme {other:?}: only http and https")),
-    };
-    let auth_len = after.find(['/', '?', '#']).unwrap_or(after.len());
-    let (authority, _) = after.split_at(auth_len);
-    let prefix_len = url.len() - after.len() + auth_len;
-    let (prefix, rest) = url.split_at(prefix_len);
-    if authority.contains('@') {
+    let url = Url::parse(text).map_err(|e| match e {
+        ParseError::RelativeUrlWithoutBase => "not an absolute URL (scheme://host/…)".to_owned(),
+        other => other.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?}: only http and https", url.scheme()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
         return Err("credentials in the URL (user@host) are not allowed; use poll.secrets".into());
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (inner, tail) = v6.split_once(']').ok_or("an unclosed [ in the host")?;
-        if inner.is_empty()
-            || !inner
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return Err(format!("host [{inner}] is not an IPv6 address"));
-        }
-        let port = match tail {
-            "" => None,
-            t => Some(t.strip_prefix(':').ok_or("junk after ]")?),
-        };
-        (format!("[{}]", inner.to_ascii_lowercase()), port)
-    } else {
-        let (host, port) = match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        };
-        if host.is_empty()
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        {
-            return Err(format!("host {host:?} is not a host name or address"));
-        }
-        (host.to_ascii_lowercase(), port)
-    };
-    let port = match port {
-        None | Some("") => default_port,
-        Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => p
-            .parse::<u16>()
-            .map_err(|_| format!("port {p:?} out of range"))?,
-        Some(p) => return Err(format!("port {p:?} is not a number")),
-    };
-    Ok(UrlParts {
-        origin: Origin { scheme, host, port },
-        prefix,
-        rest,
-    })
+    Ok(url)
+}
+
+/// The origin every request of `template` goes to. A placeholder in the scheme, host or port
+/// would let a cursor choose where the credential goes: filled with two different values, the
+/// template must name one origin.
+pub(super) fn template_origin(template: &[Seg]) -> Result<Origin, String> {
+    let first = parse_url(&render(template, "0", 0))?;
+    let second = parse_url(&render(template, "1", 1))?;
+    if first.origin() != second.origin() {
+        return Err("placeholders are allowed only in the path and the query".into());
+    }
+    if first.fragment().is_some() {
+        return Err("a fragment (#…) is never sent to the server; remove it".into());
+    }
+    Ok(first.origin())
 }
 
 /// Resolve a `Link` target (absolute, `//host…`, `/path`, `?query` or a relative path) against
@@ -189,38 +150,20 @@ pub(super) fn resolve(base: &str, reference: &str) -> Result<String, String> {
     {
         return Err(format!("the byte {bad:#04x} in a link target"));
     }
-    let reference = reference.split('#').next().unwrap_or_default();
-    let base_parts = split_url(base)?;
-    let has_scheme = reference.find(':').is_some_and(|i| {
-        let (s, _) = reference.split_at(i);
-        s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-    });
-    let base_path_query = base_parts.rest.split('#').next().unwrap_or_default();
-    let resolved = if has_scheme {
-        reference.to_string()
-    } else if reference.starts_with("//") {
-        format!("{}:{reference}", base_parts.origin.scheme)
-    } else if reference.starts_with('/') {
-        format!("{}{reference}", base_parts.prefix)
-    } else if reference.starts_with('?') {
-        let path = base_path_query.split('?').next().unwrap_or_default();
-        format!("{}{path}{reference}", base_parts.prefix)
-    } else if reference.is_empty() {
-        format!("{}{base_path_query}", base_parts.prefix)
-    } else {
-        let path = base_path_query.split('?').next().unwrap_or_default();
-        let dir = path.rfind('/').map_or("/", |i| path.split_at(i + 1).0);
-        format!("{}{dir}{reference}", base_parts.prefix)
-    };
-    Ok(resolved)
+    let mut resolved = parse_url(base)?
+        .join(reference)
+        .map_err(|e| e.to_string())?;
+    resolved.set_fragment(None);
+    Ok(resolved.into())
 }
 
 /// `url` without any query parameter named `name` (a server echoing our query credential into
-/// its next link must not get it stored in the cursor).
+/// its next link must not get it stored in the cursor). The other parameters keep their bytes.
 pub(super) fn strip_param(url: &str, name: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
+    let Ok(mut parsed) = Url::parse(url) else {
+        return url.to_string();
+    };
+    let Some(query) = parsed.query() else {
         return url.to_string();
     };
     let kept: Vec<&str> = query
@@ -232,9 +175,19 @@ pub(super) fn strip_param(url: &str, name: &str) -> String {
                 .is_none_or(|(k, _)| k != name)
         })
         .collect();
-    if kept.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    }
+    let kept = kept.join("&");
+    parsed.set_query((!kept.is_empty()).then_some(kept.as_str()));
+    parsed.into()
+}
+
+/// `url` with `name=value` appended to its query, both percent-encoded.
+pub(super) fn with_query_param(url: &str, name: &str, value: &str) -> Result<String, String> {
+    let mut parsed = parse_url(url)?;
+    let pair = format!("{}={}", pct(name), pct(value));
+    let query = match parsed.query() {
+        Some(q) if !q.is_empty() => format!("{q}&{pair}"),
+        _ => pair,
+    };
+    parsed.set_query(Some(&query));
+    Ok(parsed.into())
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::items::parse_rfc3339_ms;
-use super::url::{pct, split_url};
+use super::url::pct;
 use super::*;
 use crate::adapters::http_client::ReqwestHttp;
 use crate::secret::Secret;

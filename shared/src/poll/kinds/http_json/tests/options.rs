@@ -30,6 +30,21 @@ fn options_are_validated_at_config_time_and_errors_name_the_field() {
             with("url", json!("https://{cursor}.example.com/v1")),
             "url: placeholders",
         ),
+        (
+            with("url", json!("https://api.example.com:{cursor}/v1")),
+            "url: placeholders",
+        ),
+        (
+            with(
+                "url",
+                json!("https://api.example.com/caf\u{e9}?after={cursor}"),
+            ),
+            "url: the byte",
+        ),
+        (
+            with("url", json!("https://api.example.com\\v1?after={cursor}")),
+            "url: the byte",
+        ),
         (with("url", json!("ftp://api.example.com/{cursor}")), "url:"),
         (
             with("url", json!("https://user:pw@api.example.com/{cursor}")),
