@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::url::{pct, with_query_param};
 use super::{fatal, HttpJson};
 use crate::poll::FetchError;
+use crate::ports::http::HttpRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -26,6 +27,28 @@ pub(super) enum Auth {
 }
 
 impl HttpJson {
+    /// `req` with the credential in the header its auth kind names.
+    pub(super) fn authorize(
+        &self,
+        req: HttpRequest,
+        credential: Option<&str>,
+    ) -> Result<HttpRequest, FetchError> {
+        Ok(match (&self.auth, credential) {
+            (Auth::Bearer {}, Some(c)) => req.header("authorization", format!("Bearer {c}")),
+            (Auth::Basic {}, Some(c)) => {
+                if !c.contains(':') {
+                    return Err(fatal(
+                        "the poll credential for basic auth must be user:pass",
+                    ));
+                }
+                let encoded = base64::engine::general_purpose::STANDARD.encode(c);
+                req.header("authorization", format!("Basic {encoded}"))
+            }
+            (Auth::Header { name }, Some(c)) => req.header(name, c),
+            _ => req,
+        })
+    }
+
     /// `url` with the credential in its query, for `auth.kind = "query"`.
     pub(super) fn with_credential(
         &self,

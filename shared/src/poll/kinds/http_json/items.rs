@@ -1,11 +1,14 @@
 //! Items in a response: JSON pointers over the raw body (so items stay byte-exact), ids and
 //! times.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use super::{fatal, HttpJson};
+use crate::poll::FetchError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,6 +22,82 @@ pub(super) struct Item<'a> {
     pub(super) raw: &'a RawValue,
     pub(super) id: Option<String>,
     pub(super) time_ms: Option<i64>,
+}
+
+/// The response body as raw JSON, which items are sliced from byte-exact.
+pub(super) fn json_root<'a>(body: &'a [u8], url: &str) -> Result<&'a RawValue, FetchError> {
+    let body = std::str::from_utf8(body)
+        .map_err(|_| fatal(format!("the response from {url} is not UTF-8 JSON")))?;
+    serde_json::from_str(body)
+        .map_err(|e| fatal(format!("the response from {url} is not JSON: {e}")))
+}
+
+impl HttpJson {
+    /// The page's items, oldest first, an id repeated within the page once; and how many
+    /// elements the page held.
+    pub(super) fn items<'a>(
+        &self,
+        root: &'a RawValue,
+        url: &str,
+    ) -> Result<(Vec<Item<'a>>, usize), FetchError> {
+        let raws = self.item_list(root, url)?;
+        let page_len = raws.len();
+        let mut items = raws
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| self.item(i, raw, url))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.newest_first {
+            items.reverse();
+        }
+        if self.id_pointer.is_some() {
+            let mut seen = HashSet::new();
+            items.retain(|it| it.id.as_ref().is_none_or(|id| seen.insert(id.clone())));
+        }
+        Ok((items, page_len))
+    }
+
+    /// The elements of the array at `items_pointer` (`null` is an empty page).
+    fn item_list<'a>(
+        &self,
+        root: &'a RawValue,
+        url: &str,
+    ) -> Result<Vec<&'a RawValue>, FetchError> {
+        let list = raw_pointer(root, &self.items_pointer).ok_or_else(|| {
+            fatal(format!(
+                "no {:?} in the response from {url}",
+                self.items_pointer
+            ))
+        })?;
+        if list.get() == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(list.get()).map_err(|_| {
+            fatal(format!(
+                "{:?} in the response from {url} is not an array",
+                self.items_pointer
+            ))
+        })
+    }
+
+    /// Element `i` with its id and time read.
+    fn item<'a>(&self, i: usize, raw: &'a RawValue, url: &str) -> Result<Item<'a>, FetchError> {
+        let id = match &self.id_pointer {
+            Some(p) => Some(
+                scalar_text(raw, p)
+                    .map_err(|e| fatal(format!("item {i} from {url}: id_pointer {p:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        let time_ms = match &self.time {
+            Some((p, unit)) => Some(
+                item_time(raw, p, *unit)
+                    .map_err(|e| fatal(format!("item {i} from {url}: time_pointer {p:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Item { raw, id, time_ms })
+    }
 }
 
 /// A JSON pointer applied to raw JSON, without re-serialising: `None` when the path does not
@@ -62,7 +141,7 @@ pub(super) fn scalar_text(item: &RawValue, pointer: &str) -> Result<String, Stri
     }
 }
 
-pub(super) fn item_time(item: &RawValue, pointer: &str, unit: TimeUnit) -> Result<i64, String> {
+fn item_time(item: &RawValue, pointer: &str, unit: TimeUnit) -> Result<i64, String> {
     let v = leaf(item, pointer)?;
     let number = |scale: f64| -> Result<i64, String> {
         let f = match &v {

@@ -45,17 +45,13 @@ mod pagination;
 mod tests;
 mod url;
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
-use base64::Engine;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use self::auth::{redact, Auth};
-use self::items::{item_time, raw_pointer, scalar_text, Item, TimeUnit};
-use self::pagination::{next_link, State};
-use self::url::{parse_url, resolve, strip_param, Seg};
+use self::items::{json_root, TimeUnit};
+use self::pagination::{conditional, State};
+use self::url::Seg;
 use crate::poll::{classify, FetchContext, FetchError, Page, PollKind};
 use crate::ports::http::HttpRequest;
 
@@ -130,31 +126,7 @@ impl HttpJson {
         credential: Option<&str>,
     ) -> Result<Page, FetchError> {
         let url = self.request_url(&state)?;
-        let mut req = HttpRequest::get(self.with_credential(&url, credential)?, ctx.timeout)
-            .header("accept", "application/json");
-        match (&self.auth, credential) {
-            (Auth::Bearer {}, Some(c)) => req = req.header("authorization", format!("Bearer {c}")),
-            (Auth::Basic {}, Some(c)) => {
-                if !c.contains(':') {
-                    return Err(fatal(
-                        "the poll credential for basic auth must be user:pass",
-                    ));
-                }
-                let encoded = base64::engine::general_purpose::STANDARD.encode(c);
-                req = req.header("authorization", format!("Basic {encoded}"));
-            }
-            (Auth::Header { name }, Some(c)) => req = req.header(name, c),
-            _ => {}
-        }
-        if state.validated_url.as_deref() == Some(url.as_str()) {
-            if let Some(etag) = &state.etag {
-                req = req.header("if-none-match", etag.clone());
-            }
-            if let Some(lm) = &state.last_modified {
-                req = req.header("if-modified-since", lm.clone());
-            }
-        }
-
+        let req = self.request(ctx, &url, &state, credential)?;
         let resp = classify(ctx.http.send(req).await)?;
         if resp.status == 304 || resp.status == 204 {
             return Ok(Page {
@@ -163,135 +135,10 @@ impl HttpJson {
                 more: false,
             });
         }
-
-        let body = std::str::from_utf8(&resp.body)
-            .map_err(|_| fatal(format!("the response from {url} is not UTF-8 JSON")))?;
-        let root: &RawValue = serde_json::from_str(body)
-            .map_err(|e| fatal(format!("the response from {url} is not JSON: {e}")))?;
-        let list = raw_pointer(root, &self.items_pointer).ok_or_else(|| {
-            fatal(format!(
-                "no {:?} in the response from {url}",
-                self.items_pointer
-            ))
-        })?;
-        let raws: Vec<&RawValue> = if list.get() == "null" {
-            Vec::new()
-        } else {
-            serde_json::from_str(list.get()).map_err(|_| {
-                fatal(format!(
-                    "{:?} in the response from {url} is not an array",
-                    self.items_pointer
-                ))
-            })?
-        };
-
-        let page_len = raws.len();
-        let mut items = Vec::with_capacity(raws.len());
-        for (i, raw) in raws.into_iter().enumerate() {
-            let id =
-                match &self.id_pointer {
-                    Some(p) => Some(scalar_text(raw, p).map_err(|e| {
-                        fatal(format!("item {i} from {url}: id_pointer {p:?}: {e}"))
-                    })?),
-                    None => None,
-                };
-            let time_ms =
-                match &self.time {
-                    Some((p, unit)) => Some(item_time(raw, p, *unit).map_err(|e| {
-                        fatal(format!("item {i} from {url}: time_pointer {p:?}: {e}"))
-                    })?),
-                    None => None,
-                };
-            items.push(Item { raw, id, time_ms });
-        }
-        if self.newest_first {
-            items.reverse();
-        }
-        if self.id_pointer.is_some() {
-            let mut seen = HashSet::new();
-            items.retain(|it| it.id.as_ref().is_none_or(|id| seen.insert(id.clone())));
-        }
-
-        let more = match &self.mode {
-            Mode::ItemField { pointer } => {
-                match items.last() {
-                    None => false,
-                    Some(last) => {
-                        let value = scalar_text(last.raw, pointer).map_err(|e| {
-                            fatal(format!(
-                                "the newest item from {url}: cursor.pointer {pointer:?}: {e}"
-                            ))
-                        })?;
-                        // An API that ignores the cursor (or includes the cursor's own item)
-                        // would otherwise loop on one page.
-                        let moved = state.value.as_deref() != Some(value.as_str());
-                        state.value = Some(value);
-                        moved
-                    }
-                }
-            }
-            Mode::ResponseToken { pointer } => {
-                let token = match raw_pointer(root, pointer) {
-                    None => None,
-                    Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
-                        Ok(Value::Null) => None,
-                        Ok(Value::String(s)) if s.is_empty() => None,
-                        Ok(Value::String(s)) => Some(s),
-                        Ok(Value::Number(n)) => Some(n.to_string()),
-                        _ => {
-                            return Err(fatal(format!(
-                                "cursor.pointer {pointer:?} in the response from {url} is not a \
-                                 string or number"
-                            )))
-                        }
-                    },
-                };
-                match token {
-                    // Caught up: keep the token of this page, asked again next run.
-                    None => false,
-                    Some(t) => {
-                        let moved = state.value.as_deref() != Some(t.as_str());
-                        state.value = Some(t);
-                        moved
-                    }
-                }
-            }
-            Mode::LinkNext => match next_link(&resp.headers) {
-                None => {
-                    state.next = Some(url.clone());
-                    false
-                }
-                Some(target) => {
-                    let absolute = resolve(&url, &target)
-                        .map_err(|e| fatal(format!("Link rel=next from {url}: {e}")))?;
-                    self.check_origin(&absolute, "Link rel=next")?;
-                    let next = match &self.auth {
-                        Auth::Query { name } => strip_param(&absolute, name),
-                        _ => absolute,
-                    };
-                    // Compared as the parser writes them: the configured url may be spelt
-                    // otherwise (`HTTP://Host:80/x`).
-                    let moved = parse_url(&url).map_or(true, |u| u.as_str() != next);
-                    state.next = Some(next);
-                    moved
-                }
-            },
-            Mode::Since { lookback } => self.advance_since(&mut state, &items, *lookback, &url)?,
-        };
-
-        // Validators belong to the URL they came from, and are kept only where a 304 proves
-        // that nothing new exists (see `conditional_is_sound`).
-        let sound = self.conditional_is_sound(&mut state, page_len, more);
-        state.etag = None;
-        state.last_modified = None;
-        state.validated_url = None;
-        if sound {
-            state.etag = resp.headers.get("etag").map(str::to_string);
-            state.last_modified = resp.headers.get("last-modified").map(str::to_string);
-            state.validated_url =
-                (state.etag.is_some() || state.last_modified.is_some()).then(|| url.clone());
-        }
-
+        let root = json_root(&resp.body, &url)?;
+        let (items, page_len) = self.items(root, &url)?;
+        let more = self.advance(&mut state, root, &resp.headers, &items, &url)?;
+        self.keep_validators(&mut state, &resp.headers, &url, page_len, more);
         Ok(Page {
             items: items
                 .iter()
@@ -300,5 +147,20 @@ impl HttpJson {
             cursor: to_cursor(&state)?,
             more,
         })
+    }
+
+    /// The GET for `url`: the credential where the auth kind puts it, and the validators of
+    /// the last response when the same URL is asked again.
+    fn request(
+        &self,
+        ctx: &FetchContext<'_>,
+        url: &str,
+        state: &State,
+        credential: Option<&str>,
+    ) -> Result<HttpRequest, FetchError> {
+        let req = HttpRequest::get(self.with_credential(url, credential)?, ctx.timeout)
+            .header("accept", "application/json");
+        let req = self.authorize(req, credential)?;
+        Ok(conditional(req, state, url))
     }
 }

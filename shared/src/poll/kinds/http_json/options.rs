@@ -95,109 +95,11 @@ impl HttpJson {
 
         let template = parse_template(&url).map_err(|e| format!("url: {e}"))?;
         let origin = template_origin(&template).map_err(|e| format!("url: {e}"))?;
-
-        match &auth {
-            Auth::Header { name } if !is_token(name) => {
-                return Err(format!("auth.name: {name:?} is not an HTTP header name"));
-            }
-            Auth::Query { name } if name.is_empty() => {
-                return Err("auth.name: the query parameter name is empty".into());
-            }
-            _ => {}
-        }
-
-        let time = match (time_pointer, time_unit) {
-            (Some(p), Some(u)) => Some((p, u)),
-            (Some(_), None) => {
-                return Err(
-                    "time_unit: required with time_pointer (seconds, milliseconds or rfc3339)"
-                        .into(),
-                )
-            }
-            (None, Some(_)) => return Err("time_unit: set without time_pointer".into()),
-            (None, None) => None,
-        };
-
-        let mode = match cursor {
-            CursorDoc::ItemField { pointer } => {
-                let pointer = match pointer.or_else(|| id_pointer.clone()) {
-                    Some(p) => p,
-                    None => {
-                        return Err(
-                            "cursor.pointer: item_field needs a pointer (or id_pointer)".into()
-                        )
-                    }
-                };
-                check_pointer("cursor.pointer", &pointer)?;
-                Mode::ItemField { pointer }
-            }
-            CursorDoc::ResponseToken { pointer } => {
-                check_pointer("cursor.pointer", &pointer)?;
-                Mode::ResponseToken { pointer }
-            }
-            CursorDoc::LinkNext {} => Mode::LinkNext,
-            CursorDoc::Since { lookback_seconds } => {
-                let lookback = lookback_seconds.unwrap_or(DEFAULT_LOOKBACK_SECONDS);
-                if !(1..=MAX_LOOKBACK_SECONDS).contains(&lookback) {
-                    return Err(format!(
-                        "cursor.lookback_seconds: must be between 1 and {MAX_LOOKBACK_SECONDS} \
-                         (the overlap is what keeps items sharing a timestamp at a page boundary)"
-                    ));
-                }
-                if time.is_none() {
-                    return Err(
-                        "time_pointer: required with cursor kind \"since\" (with time_unit)".into(),
-                    );
-                }
-                Mode::Since { lookback }
-            }
-        };
-
-        let has = |s: &Seg| template.contains(s);
-        let since_placeholder = has(&Seg::Since) || has(&Seg::SinceRfc3339);
-        match &mode {
-            Mode::ItemField { .. } | Mode::ResponseToken { .. } => {
-                if !has(&Seg::Cursor) {
-                    return Err("url: this cursor kind needs a {cursor} placeholder".into());
-                }
-                if since_placeholder {
-                    return Err(
-                        "url: {since} and {since_rfc3339} need cursor kind \"since\"".into(),
-                    );
-                }
-            }
-            Mode::LinkNext => {
-                if template.iter().any(|s| !matches!(s, Seg::Lit(_))) {
-                    return Err(
-                        "url: with cursor kind \"link_next\" the URL has no placeholders (the \
-                         next page's URL comes from the Link header)"
-                            .into(),
-                    );
-                }
-            }
-            Mode::Since { .. } => {
-                if !since_placeholder {
-                    return Err(
-                        "url: cursor kind \"since\" needs {since} or {since_rfc3339}".into(),
-                    );
-                }
-                if has(&Seg::Cursor) {
-                    return Err(
-                        "url: {cursor} needs cursor kind item_field or response_token".into(),
-                    );
-                }
-            }
-        }
-        if order == Order::NewestFirst
-            && matches!(mode, Mode::ResponseToken { .. } | Mode::LinkNext)
-        {
-            return Err(
-                "order: newest_first pages followed by token or link walk back in time and \
-                 never reach new items; use cursor kind item_field or since"
-                    .into(),
-            );
-        }
-
+        check_auth(&auth)?;
+        let time = time_option(time_pointer, time_unit)?;
+        let mode = mode_option(cursor, id_pointer.as_ref(), time.is_some())?;
+        check_placeholders(&template, &mode)?;
+        check_order(order, &mode)?;
         Ok(Self {
             template,
             origin,
@@ -209,6 +111,107 @@ impl HttpJson {
             newest_first: order == Order::NewestFirst,
         })
     }
+}
+
+fn check_auth(auth: &Auth) -> Result<(), String> {
+    match auth {
+        Auth::Header { name } if !is_token(name) => {
+            Err(format!("auth.name: {name:?} is not an HTTP header name"))
+        }
+        Auth::Query { name } if name.is_empty() => {
+            Err("auth.name: the query parameter name is empty".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `time_pointer` and `time_unit` go together.
+fn time_option(
+    pointer: Option<String>,
+    unit: Option<TimeUnit>,
+) -> Result<Option<(String, TimeUnit)>, String> {
+    match (pointer, unit) {
+        (Some(p), Some(u)) => Ok(Some((p, u))),
+        (Some(_), None) => {
+            Err("time_unit: required with time_pointer (seconds, milliseconds or rfc3339)".into())
+        }
+        (None, Some(_)) => Err("time_unit: set without time_pointer".into()),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The cursor kind, with what it needs from the other options.
+fn mode_option(
+    cursor: CursorDoc,
+    id_pointer: Option<&String>,
+    has_time: bool,
+) -> Result<Mode, String> {
+    Ok(match cursor {
+        CursorDoc::ItemField { pointer } => {
+            let Some(pointer) = pointer.or_else(|| id_pointer.cloned()) else {
+                return Err("cursor.pointer: item_field needs a pointer (or id_pointer)".into());
+            };
+            check_pointer("cursor.pointer", &pointer)?;
+            Mode::ItemField { pointer }
+        }
+        CursorDoc::ResponseToken { pointer } => {
+            check_pointer("cursor.pointer", &pointer)?;
+            Mode::ResponseToken { pointer }
+        }
+        CursorDoc::LinkNext {} => Mode::LinkNext,
+        CursorDoc::Since { lookback_seconds } => {
+            let lookback = lookback_seconds.unwrap_or(DEFAULT_LOOKBACK_SECONDS);
+            if !(1..=MAX_LOOKBACK_SECONDS).contains(&lookback) {
+                return Err(format!(
+                    "cursor.lookback_seconds: must be between 1 and {MAX_LOOKBACK_SECONDS} \
+                     (the overlap is what keeps items sharing a timestamp at a page boundary)"
+                ));
+            }
+            if !has_time {
+                return Err(
+                    "time_pointer: required with cursor kind \"since\" (with time_unit)".into(),
+                );
+            }
+            Mode::Since { lookback }
+        }
+    })
+}
+
+/// The placeholders the cursor kind fills, and no others.
+fn check_placeholders(template: &[Seg], mode: &Mode) -> Result<(), String> {
+    let has = |s: &Seg| template.contains(s);
+    let since_placeholder = has(&Seg::Since) || has(&Seg::SinceRfc3339);
+    let wrong = match mode {
+        Mode::ItemField { .. } | Mode::ResponseToken { .. } if !has(&Seg::Cursor) => {
+            "this cursor kind needs a {cursor} placeholder"
+        }
+        Mode::ItemField { .. } | Mode::ResponseToken { .. } if since_placeholder => {
+            "{since} and {since_rfc3339} need cursor kind \"since\""
+        }
+        Mode::LinkNext if template.iter().any(|s| !matches!(s, Seg::Lit(_))) => {
+            "with cursor kind \"link_next\" the URL has no placeholders (the next page's URL \
+             comes from the Link header)"
+        }
+        Mode::Since { .. } if !since_placeholder => {
+            "cursor kind \"since\" needs {since} or {since_rfc3339}"
+        }
+        Mode::Since { .. } if has(&Seg::Cursor) => {
+            "{cursor} needs cursor kind item_field or response_token"
+        }
+        _ => return Ok(()),
+    };
+    Err(format!("url: {wrong}"))
+}
+
+fn check_order(order: Order, mode: &Mode) -> Result<(), String> {
+    if order == Order::NewestFirst && matches!(mode, Mode::ResponseToken { .. } | Mode::LinkNext) {
+        return Err(
+            "order: newest_first pages followed by token or link walk back in time and never \
+             reach new items; use cursor kind item_field or since"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// RFC 7230 `token` (a header name).

@@ -2,10 +2,15 @@
 //! `link_next` (the `Link` header) and `since`, and when a conditional request is sound.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
-use super::items::Item;
+use super::auth::Auth;
+use super::items::{raw_pointer, scalar_text, Item};
+use super::url::{parse_url, resolve, strip_param};
 use super::{fatal, HttpJson, Mode, PAGE_OVERLAP_SECONDS};
 use crate::poll::FetchError;
+use crate::ports::http::HttpRequest;
 use crate::request::Headers;
 
 /// What the next fetch needs; stored by the runner as JSON. Never holds the credential.
@@ -63,6 +68,71 @@ impl HttpJson {
         })
     }
 
+    /// Move the cursor past a page the way the cursor kind walks; returns `more` (ask again).
+    pub(super) fn advance(
+        &self,
+        state: &mut State,
+        root: &RawValue,
+        headers: &Headers,
+        items: &[Item<'_>],
+        url: &str,
+    ) -> Result<bool, FetchError> {
+        match &self.mode {
+            Mode::ItemField { pointer } => advance_item_field(state, items, pointer, url),
+            Mode::ResponseToken { pointer } => advance_token(state, root, pointer, url),
+            Mode::LinkNext => self.advance_link(state, headers, url),
+            Mode::Since { lookback } => self.advance_since(state, items, *lookback, url),
+        }
+    }
+
+    /// `link_next`: the next URL from the `Link` header, on our origin and without the query
+    /// credential; without one, this page's URL is asked again next run.
+    fn advance_link(
+        &self,
+        state: &mut State,
+        headers: &Headers,
+        url: &str,
+    ) -> Result<bool, FetchError> {
+        let Some(target) = next_link(headers) else {
+            state.next = Some(url.to_owned());
+            return Ok(false);
+        };
+        let absolute =
+            resolve(url, &target).map_err(|e| fatal(format!("Link rel=next from {url}: {e}")))?;
+        self.check_origin(&absolute, "Link rel=next")?;
+        let next = match &self.auth {
+            Auth::Query { name } => strip_param(&absolute, name),
+            _ => absolute,
+        };
+        // Compared as the parser writes them: the configured url may be spelt otherwise
+        // (`HTTP://Host:80/x`).
+        let moved = parse_url(url).map_or(true, |u| u.as_str() != next);
+        state.next = Some(next);
+        Ok(moved)
+    }
+
+    /// Validators belong to the URL they came from, and are kept only where a 304 proves
+    /// that nothing new exists (see `conditional_is_sound`).
+    pub(super) fn keep_validators(
+        &self,
+        state: &mut State,
+        headers: &Headers,
+        url: &str,
+        page_len: usize,
+        more: bool,
+    ) {
+        let sound = self.conditional_is_sound(state, page_len, more);
+        state.etag = None;
+        state.last_modified = None;
+        state.validated_url = None;
+        if sound {
+            state.etag = headers.get("etag").map(str::to_string);
+            state.last_modified = headers.get("last-modified").map(str::to_string);
+            state.validated_url =
+                (state.etag.is_some() || state.last_modified.is_some()).then(|| url.to_owned());
+        }
+    }
+
     /// Whether a later 304 for this response's URL would prove there is nothing new.
     /// - `item_field`, `response_token`: yes. The first page after the cursor, or the page of a
     ///   token, changes with any new item (or a new next token in the body).
@@ -70,12 +140,7 @@ impl HttpJson {
     ///   a *full* last page goes to a new page, and only the `Link` header (outside what an ETag
     ///   covers) would say so: a 304 there would hide it forever.
     /// - `since`: no. A walk's first page says nothing about the pages after it.
-    pub(super) fn conditional_is_sound(
-        &self,
-        state: &mut State,
-        page_len: usize,
-        more: bool,
-    ) -> bool {
+    fn conditional_is_sound(&self, state: &mut State, page_len: usize, more: bool) -> bool {
         match self.mode {
             Mode::ItemField { .. } | Mode::ResponseToken { .. } => true,
             Mode::LinkNext => {
@@ -88,7 +153,7 @@ impl HttpJson {
     }
 
     /// The `since` walk (see the module docs). Returns `more`.
-    pub(super) fn advance_since(
+    fn advance_since(
         &self,
         state: &mut State,
         items: &[Item<'_>],
@@ -141,6 +206,73 @@ impl HttpJson {
     }
 }
 
+/// `req` asking only for a change when `url` is the URL the stored validators came from.
+pub(super) fn conditional(mut req: HttpRequest, state: &State, url: &str) -> HttpRequest {
+    if state.validated_url.as_deref() == Some(url) {
+        if let Some(etag) = &state.etag {
+            req = req.header("if-none-match", etag.clone());
+        }
+        if let Some(lm) = &state.last_modified {
+            req = req.header("if-modified-since", lm.clone());
+        }
+    }
+    req
+}
+
+/// `item_field`: the cursor is the newest item's field; a page that does not move it is the
+/// end.
+fn advance_item_field(
+    state: &mut State,
+    items: &[Item<'_>],
+    pointer: &str,
+    url: &str,
+) -> Result<bool, FetchError> {
+    let Some(last) = items.last() else {
+        return Ok(false);
+    };
+    let value = scalar_text(last.raw, pointer).map_err(|e| {
+        fatal(format!(
+            "the newest item from {url}: cursor.pointer {pointer:?}: {e}"
+        ))
+    })?;
+    // An API that ignores the cursor (or includes the cursor's own item) would otherwise loop
+    // on one page.
+    let moved = state.value.as_deref() != Some(value.as_str());
+    state.value = Some(value);
+    Ok(moved)
+}
+
+/// `response_token`: the token in the body; absent, `null` or `""` is caught up, and the
+/// token of this page is kept, to be asked again next run.
+fn advance_token(
+    state: &mut State,
+    root: &RawValue,
+    pointer: &str,
+    url: &str,
+) -> Result<bool, FetchError> {
+    let token = match raw_pointer(root, pointer) {
+        None => None,
+        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Null) => None,
+            Ok(Value::String(s)) if s.is_empty() => None,
+            Ok(Value::String(s)) => Some(s),
+            Ok(Value::Number(n)) => Some(n.to_string()),
+            _ => {
+                return Err(fatal(format!(
+                    "cursor.pointer {pointer:?} in the response from {url} is not a string or \
+                     number"
+                )))
+            }
+        },
+    };
+    let Some(t) = token else {
+        return Ok(false);
+    };
+    let moved = state.value.as_deref() != Some(t.as_str());
+    state.value = Some(t);
+    Ok(moved)
+}
+
 /// Where the next `since` page starts, if inside a walk. With a one-second lookback a new walk
 /// is the same request as a step of one, so it is treated as one.
 fn resume(state: &State, lookback: i64) -> Option<i64> {
@@ -152,7 +284,7 @@ fn resume(state: &State, lookback: i64) -> Option<i64> {
 }
 
 /// The `rel="next"` target among the `Link` headers (RFC 8288), if any.
-pub(super) fn next_link(headers: &Headers) -> Option<String> {
+fn next_link(headers: &Headers) -> Option<String> {
     for (name, value) in headers.iter() {
         if !name.eq_ignore_ascii_case("link") {
             continue;

@@ -9,6 +9,7 @@ mod since;
 mod token;
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::items::parse_rfc3339_ms;
-use super::url::pct;
+use super::url::{parse_url, pct, resolve, strip_param};
 use super::*;
 use crate::adapters::http_client::ReqwestHttp;
 use crate::secret::Secret;

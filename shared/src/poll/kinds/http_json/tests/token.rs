@@ -1,5 +1,7 @@
 //! A token API (basic): GET /v2/checks?page_token=<t>, next_page_token in the body.
 
+use base64::Engine;
+
 use super::*;
 
 const BASIC: &str = "kyc_user:pa55/w:rd";
