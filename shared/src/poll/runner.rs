@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use super::{FetchContext, FetchError, Page, PollSource};
 use crate::config::{Config, Source};
+use crate::enqueue::{enqueue_envelopes, Pace};
 use crate::envelope::{self, Envelope, PartOf, VerifiedBy, Via, ENVELOPE_VERSION};
-use crate::ingest::{enqueue_envelopes, Pace};
 use crate::metrics;
 use crate::ports::http::HttpClient;
 use crate::ports::{
