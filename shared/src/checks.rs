@@ -29,9 +29,8 @@ use crate::metrics;
 use crate::poll::runner::{Poller, RunOutcome, RunReport};
 use crate::ports::{
     check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Clock, Ledger,
-    OutboundMessage, Queue, QueueError, Scheduled, TrailEntry, TrailStatus,
+    OutboundMessage, Queue, QueueError, Scheduled, TrailEntry, TrailStatus, WorkerRecord,
 };
-use crate::worker::WorkerRecord;
 
 pub const MIN_AFTER: Duration = Duration::from_secs(60);
 pub const MAX_AFTER: Duration = Duration::from_secs(7 * 86_400);

@@ -27,37 +27,11 @@ use crate::metrics;
 use crate::ordering::{self, Versioned};
 use crate::ports::{
     BeginOutcome, BeginRequest, Clock, DedupeRecord, DedupeStatus, EventSummary, Ledger,
-    OutboundMessage, Queue, TrailEntry, TrailStatus,
+    OutboundMessage, Queue, TrailEntry, TrailStatus, WorkerRecord,
 };
 use crate::retry::{clamp_delay, Jitter, RetryPolicy, SplitMix};
 use crate::targets::{DispatchError, Outgoing, Target};
 use crate::trail::{self, TrailBudget};
-
-/// A queue message as the worker sees it (from an SQS event or the embedded queue).
-#[derive(Debug, Clone)]
-pub struct WorkerRecord {
-    pub message_id: String,
-    pub body: String,
-    pub receive_count: u32,
-    /// For `ChangeMessageVisibility` (the backoff); `None` when the event did not carry it.
-    pub receipt_handle: Option<String>,
-    /// The FIFO message group (`None` on a standard queue): when a record of a group fails,
-    /// the group's later records in the batch fail with it, undispatched.
-    pub group_id: Option<String>,
-}
-
-/// A message as the embedded event-source loop receives it.
-impl From<&crate::ports::ReceivedMessage> for WorkerRecord {
-    fn from(m: &crate::ports::ReceivedMessage) -> Self {
-        Self {
-            message_id: m.message_id.clone(),
-            body: m.body.clone(),
-            receive_count: m.receive_count,
-            receipt_handle: Some(m.receipt_handle.clone()),
-            group_id: m.group_id.clone(),
-        }
-    }
-}
 
 /// What happened to one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
