@@ -327,6 +327,40 @@ impl Ingest {
     }
 
     async fn accept(&self, req: &WebhookRequest, now: i64) -> Result<Accepted, Refusal> {
+        let source = self.admit(req, now)?;
+        let inbound = InboundRequest {
+            method: &req.method,
+            headers: &req.headers,
+            query: &req.query,
+            body: &req.body,
+        };
+        // Endpoint checks come first and for any method (Meta's is a GET); they are answered
+        // here and never enqueued.
+        if let Some(answer) = source.provider.handshake(&inbound, now) {
+            return Ok(Accepted::Handshake(answer?));
+        }
+        // Methods are case-sensitive (RFC 9110 §9.1): `post` is not POST.
+        if req.method != "POST" {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        source.provider.prepare(&inbound).await?;
+        let verified = source.provider.verify(&inbound, now)?;
+        let envelopes = self.envelopes(source, req, &inbound, verified, now)?;
+        let pace = Pace::Within(self.config.ingest_deadline);
+        match enqueue_envelopes(&*self.queue, &self.config, &envelopes, pace).await {
+            Ok(sent) => Ok(Accepted::Enqueued {
+                sent,
+                ack: source.provider.acknowledgement(&inbound),
+            }),
+            Err(e) => Ok(Accepted::QueueDown {
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    /// The source the request is for, if it takes this request at all: webhooks on, within
+    /// its rate, from an allowed address, not too large. Nothing of the body is read yet.
+    fn admit(&self, req: &WebhookRequest, now: i64) -> Result<&Source, Refusal> {
         let source_id = source_from_path(&req.path).ok_or(Refusal::NoRoute)?;
         let source = self
             .config
@@ -347,43 +381,37 @@ impl Ingest {
         if req.body_over_limit || req.body.len() > limit {
             return Err(Refusal::TooLarge { limit });
         }
-        let inbound = InboundRequest {
-            method: &req.method,
-            headers: &req.headers,
-            query: &req.query,
-            body: &req.body,
-        };
-        // Endpoint checks come first and for any method (Meta's is a GET); they are answered
-        // here and never enqueued.
-        if let Some(answer) = source.provider.handshake(&inbound, now) {
-            return Ok(Accepted::Handshake(answer?));
-        }
-        // Methods are case-sensitive (RFC 9110 §9.1): `post` is not POST.
-        if req.method != "POST" {
-            return Err(Refusal::MethodNotAllowed);
-        }
-        source.provider.prepare(&inbound).await?;
-        let verified = source.provider.verify(&inbound, now)?;
-        // Counted before the envelopes are built, and by batching providers before their
-        // per-event work: what one request may cost stays bounded.
+        Ok(source)
+    }
+
+    /// The verified request's events as envelopes. Counted before the envelopes are built,
+    /// and by batching providers before their per-event work: what one request may cost
+    /// stays bounded.
+    fn envelopes(
+        &self,
+        source: &Source,
+        req: &WebhookRequest,
+        inbound: &InboundRequest<'_>,
+        verified: Verified,
+        now: i64,
+    ) -> Result<Vec<Envelope>, Refusal> {
         let max_events = self.config.settings.max_events_per_request;
         let events = source
             .provider
-            .extract_at_most(&inbound, max_events)
+            .extract_at_most(inbound, max_events)
             .map_err(|e| match e {
                 ExtractFailure::Malformed(e) => Refusal::Malformed { message: e.0 },
                 ExtractFailure::TooManyEvents { .. } => {
                     Refusal::TooManyEvents { limit: max_events }
                 }
             })?;
-
         let received = Received {
             source,
             req,
             sha256: envelope::sha256_hex(&req.body),
             now,
             verified,
-            text_budget: envelope::body_field_budget(limit),
+            text_budget: envelope::body_field_budget(self.config.settings.max_body_bytes),
             count: events.len(),
             headers: kept_headers(source, &req.headers),
         };
@@ -403,16 +431,7 @@ impl Ingest {
                 "verified"
             );
         }
-        let pace = Pace::Within(self.config.ingest_deadline);
-        match enqueue_envelopes(&*self.queue, &self.config, &envelopes, pace).await {
-            Ok(sent) => Ok(Accepted::Enqueued {
-                sent,
-                ack: source.provider.acknowledgement(&inbound),
-            }),
-            Err(e) => Ok(Accepted::QueueDown {
-                error: e.to_string(),
-            }),
-        }
+        Ok(envelopes)
     }
 
     async fn record_refusal(
