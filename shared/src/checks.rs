@@ -29,9 +29,8 @@ use crate::metrics;
 use crate::poll::runner::{Poller, RunOutcome, RunReport};
 use crate::ports::{
     check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Clock, Ledger,
-    OutboundMessage, Queue, QueueError, Scheduled, TrailEntry, TrailStatus,
+    OutboundMessage, Queue, QueueError, Scheduled, TrailEntry, TrailStatus, WorkerRecord,
 };
-use crate::worker::WorkerRecord;
 
 /// SQS's ceiling on `DelaySeconds`: a longer wait is a chain of messages.
 pub(crate) const MAX_DELAY_SECONDS: u32 = 900;

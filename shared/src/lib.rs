@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod checks;
 pub mod config;
 pub mod dlq;
+mod enqueue;
 pub mod envelope;
 pub mod ingest;
 pub mod lambda;

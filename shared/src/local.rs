@@ -13,9 +13,9 @@ use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::poll::runner::Poller;
 use crate::ports::http::HttpClient;
-use crate::ports::{Clock, EventBus, Queue};
+use crate::ports::{Clock, EventBus, Queue, WorkerRecord};
 use crate::targets::build_targets;
-use crate::worker::{BatchResult, Worker, WorkerRecord};
+use crate::worker::{BatchResult, Worker};
 
 pub const MAIN_QUEUE: &str = "events";
 pub const DEAD_LETTER_QUEUE: &str = "events-dlq";

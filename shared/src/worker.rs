@@ -27,37 +27,11 @@ use crate::metrics;
 use crate::ordering::{self, Versioned};
 use crate::ports::{
     BeginOutcome, BeginRequest, Clock, DedupeRecord, DedupeStatus, EventSummary, Ledger,
-    OutboundMessage, Queue, TrailEntry, TrailStatus,
+    LedgerError, OutboundMessage, Queue, TrailEntry, TrailStatus, WorkerRecord,
 };
 use crate::retry::{clamp_delay, Jitter, RetryPolicy, SplitMix};
 use crate::targets::{DispatchError, Outgoing, Target};
 use crate::trail::{self, TrailBudget};
-
-/// A queue message as the worker sees it (from an SQS event or the embedded queue).
-#[derive(Debug, Clone)]
-pub struct WorkerRecord {
-    pub message_id: String,
-    pub body: String,
-    pub receive_count: u32,
-    /// For `ChangeMessageVisibility` (the backoff); `None` when the event did not carry it.
-    pub receipt_handle: Option<String>,
-    /// The FIFO message group (`None` on a standard queue): when a record of a group fails,
-    /// the group's later records in the batch fail with it, undispatched.
-    pub group_id: Option<String>,
-}
-
-/// A message as the embedded event-source loop receives it.
-impl From<&crate::ports::ReceivedMessage> for WorkerRecord {
-    fn from(m: &crate::ports::ReceivedMessage) -> Self {
-        Self {
-            message_id: m.message_id.clone(),
-            body: m.body.clone(),
-            receive_count: m.receive_count,
-            receipt_handle: Some(m.receipt_handle.clone()),
-            group_id: m.group_id.clone(),
-        }
-    }
-}
 
 /// What happened to one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +153,109 @@ struct Delivery {
     delivered: BTreeSet<String>,
 }
 
+/// The batch as the worker goes through it: each record with what became of it.
+struct Batch<'r> {
+    slots: Vec<Slot<'r>>,
+}
+
+/// One record of the batch and what became of it.
+struct Slot<'r> {
+    rec: &'r WorkerRecord,
+    /// Decided once, in the record's round; `None` until then.
+    outcome: Option<Outcome>,
+    /// How long the record stays hidden if it is retried; `None`: the default policy's
+    /// backoff.
+    delay: Option<Duration>,
+}
+
+impl<'r> Batch<'r> {
+    fn new(records: &'r [WorkerRecord]) -> Self {
+        Self {
+            slots: records
+                .iter()
+                .map(|rec| Slot {
+                    rec,
+                    outcome: None,
+                    delay: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn rec(&self, i: usize) -> &'r WorkerRecord {
+        self.slots[i].rec
+    }
+
+    fn outcome(&self, i: usize) -> Option<&Outcome> {
+        self.slots[i].outcome.as_ref()
+    }
+
+    fn delay(&self, i: usize) -> Option<Duration> {
+        self.slots[i].delay
+    }
+
+    fn settle(&mut self, i: usize, outcome: Outcome, delay: Option<Duration>) {
+        let slot = &mut self.slots[i];
+        slot.outcome = Some(outcome);
+        slot.delay = delay;
+    }
+
+    /// The round's records to run; those of a FIFO group that failed earlier in the batch
+    /// are held back instead.
+    fn hold_back_failed_groups(
+        &mut self,
+        round: Vec<usize>,
+        failed_groups: &HashSet<&str>,
+    ) -> Vec<usize> {
+        let mut run = Vec::with_capacity(round.len());
+        for i in round {
+            match self.rec(i).group_id.as_deref() {
+                Some(group) if failed_groups.contains(group) => {
+                    debug!(message_id = %self.rec(i).message_id, group, "held back behind a failed record of its group");
+                    let held = Outcome::HeldBack {
+                        group: group.to_owned(),
+                    };
+                    // Visible again at once: the queue still delivers it only after the
+                    // failed record before it, which is hidden for its backoff.
+                    self.settle(i, held, Some(Duration::ZERO));
+                }
+                _ => run.push(i),
+            }
+        }
+        run
+    }
+}
+
+/// What taking the keys of one round left to do.
+#[derive(Default)]
+struct Takes<'r> {
+    /// Envelopes whose key we now hold, to be dispatched together.
+    taken: Vec<Taken<'r>>,
+    /// Done events an operator replayed with --force: dispatched again, outside dedupe.
+    forced: Vec<Taken<'r>>,
+    /// Later copies of a key already taken in this batch, as (record, index in `taken` of
+    /// the first copy).
+    followers: Vec<(usize, usize)>,
+}
+
+impl Takes<'_> {
+    /// The taken envelope `env` is a later copy of (same key, same body), if any.
+    fn leader_of(&self, env: &Envelope) -> Option<usize> {
+        self.taken.iter().position(|t| {
+            t.env.dedupe_key == env.dedupe_key && t.env.body_sha256 == env.body_sha256
+        })
+    }
+}
+
+/// One envelope's dispatch as it goes.
+struct Sending {
+    /// Its routed targets not answered yet in this dispatch.
+    pending: BTreeSet<String>,
+    failures: Vec<DispatchError>,
+    /// Every target that has the event: those of earlier attempts and this one's.
+    delivered: BTreeSet<String>,
+}
+
 /// The main queue (for visibility changes) and its DLQ (for the worker's own moves).
 #[derive(Clone)]
 struct Queues {
@@ -216,7 +293,6 @@ pub struct Worker {
     trail_budget: TrailBudget,
 }
 
-/// The dedupe decision for a key someone else holds.
 /// The names a route's `types` can match: the provider's type and the canonical type.
 fn event_names(env: &Envelope) -> Vec<&str> {
     [env.event_type.as_deref(), env.canonical_type.as_deref()]
@@ -225,6 +301,7 @@ fn event_names(env: &Envelope) -> Vec<&str> {
         .collect()
 }
 
+/// The dedupe decision for a key someone else holds.
 fn held_outcome(env: &Envelope, rec: &DedupeRecord) -> Outcome {
     let key = env.dedupe_key.as_str();
     // The same event brought by the other path (a webhook delivery and the API's list) is the
@@ -285,34 +362,16 @@ impl Worker {
     }
 
     pub async fn process(&self, records: &[WorkerRecord]) -> BatchResult {
-        let mut result = BatchResult::default();
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        // How long a record to retry stays hidden; `None` = the default policy's backoff.
-        let mut delays: Vec<Option<Duration>> = vec![None; records.len()];
-
+        let mut batch = Batch::new(records);
         // A FIFO group's records run one per round, in batch order, so a later one is only
         // dispatched once the earlier ones are done; once one fails, the group's later records
         // fail undispatched (SQS FIFO requires it to keep the order). Other groups go on.
         let mut failed_groups: HashSet<&str> = HashSet::new();
         for round in rounds(records) {
-            let mut run = Vec::with_capacity(round.len());
-            for i in round {
-                match records[i].group_id.as_deref() {
-                    Some(group) if failed_groups.contains(group) => {
-                        debug!(message_id = %records[i].message_id, group, "held back behind a failed record of its group");
-                        outcomes[i] = Some(Outcome::HeldBack {
-                            group: group.to_owned(),
-                        });
-                        // Visible again at once: the queue still delivers it only after the
-                        // failed record before it, which is hidden for its backoff.
-                        delays[i] = Some(Duration::ZERO);
-                    }
-                    _ => run.push(i),
-                }
-            }
-            self.run(records, &run, &mut outcomes, &mut delays).await;
+            let run = batch.hold_back_failed_groups(round, &failed_groups);
+            self.run(&mut batch, &run).await;
             for &i in &run {
-                if let (Some(group), Some(o)) = (records[i].group_id.as_deref(), &outcomes[i]) {
+                if let (Some(group), Some(o)) = (records[i].group_id.as_deref(), batch.outcome(i)) {
                     if o.retry() {
                         failed_groups.insert(group);
                     }
@@ -320,58 +379,64 @@ impl Worker {
             }
         }
 
-        for (i, (rec, o)) in records.iter().zip(outcomes).enumerate() {
-            let o = o.unwrap_or(Outcome::Failed {
+        let mut result = BatchResult::default();
+        for slot in batch.slots {
+            let o = slot.outcome.unwrap_or(Outcome::Failed {
                 dedupe_key: None,
                 error: "not processed".into(),
             });
             if o.retry() {
-                let delay = delays[i].unwrap_or_else(|| {
+                let delay = slot.delay.unwrap_or_else(|| {
                     self.config
                         .default_retry
-                        .backoff(rec.receive_count, self.jitter.unit())
+                        .backoff(slot.rec.receive_count, self.jitter.unit())
                 });
-                self.hold_back(rec, delay).await;
+                self.hold_back(slot.rec, delay).await;
             }
-            result.outcomes.push((rec.message_id.clone(), o));
+            result.outcomes.push((slot.rec.message_id.clone(), o));
         }
         result
     }
 
     /// Decode, take the keys of, guard and dispatch the records at `idx` together.
-    async fn run(
-        &self,
-        records: &[WorkerRecord],
-        idx: &[usize],
-        outcomes: &mut [Option<Outcome>],
-        delays: &mut [Option<Duration>],
-    ) {
-        // Envelopes whose key we now hold, to be dispatched together.
-        let mut taken: Vec<Taken> = Vec::new();
-        // Done events an operator replayed with --force: dispatched again, outside dedupe.
-        let mut forced: Vec<Taken> = Vec::new();
-        // Later copies of a key already taken in this batch (a provider retry that arrived
-        // before the first copy was processed): they follow the first copy's outcome without
-        // a ledger call of their own.
-        let mut followers: Vec<(usize, usize)> = Vec::new();
+    async fn run(&self, batch: &mut Batch<'_>, idx: &[usize]) {
+        let decoded = self.decode(batch, idx).await;
+        let takes = self.take_keys(batch, decoded).await;
+        let (fresh, versions) = self.guard_all(batch, &takes.taken).await;
+        let ready = self.schedule_all(batch, fresh).await;
+        self.deliver(batch, &ready, &versions).await;
+        self.replay_forced(batch, &takes.forced).await;
+        self.follow_leaders(batch, &takes).await;
+    }
 
-        let mut decoded: Vec<(usize, Envelope)> = Vec::with_capacity(idx.len());
+    /// The records' envelopes; a body that is not one is settled at once.
+    async fn decode(&self, batch: &mut Batch<'_>, idx: &[usize]) -> Vec<(usize, Envelope)> {
+        let mut decoded = Vec::with_capacity(idx.len());
         for &i in idx {
-            let rec = &records[i];
+            let rec = batch.rec(i);
             match Envelope::from_json(&rec.body) {
                 Ok(env) => decoded.push((i, env)),
                 Err(e) => {
                     error!(message_id = %rec.message_id, error = %e, "undecodable envelope");
-                    outcomes[i] = Some(
-                        self.undecodable(rec, format!("undecodable envelope: {e}"))
-                            .await,
-                    );
+                    let o = self
+                        .undecodable(rec, format!("undecodable envelope: {e}"))
+                        .await;
+                    batch.settle(i, o, None);
                 }
             }
         }
-        // The first record of each key takes it concurrently with the others (different keys
-        // cannot affect one another, and the embedded store commits the takes together); a
-        // later copy of a key waits for its turn below, as it depends on the first's outcome.
+        decoded
+    }
+
+    /// Take the envelopes' dedupe keys. The first record of each key takes it concurrently
+    /// with the others (different keys cannot affect one another, and the embedded store
+    /// commits the takes together); a later copy of a key waits for its turn, as it depends
+    /// on the first's outcome.
+    async fn take_keys<'r>(
+        &self,
+        batch: &mut Batch<'r>,
+        decoded: Vec<(usize, Envelope)>,
+    ) -> Takes<'r> {
         let mut keys = HashSet::with_capacity(decoded.len());
         let firsts: Vec<bool> = decoded
             .iter()
@@ -386,15 +451,13 @@ impl Worker {
         )
         .await
         .into_iter();
+        let mut takes = Takes::default();
         for ((i, env), first) in decoded.into_iter().zip(firsts) {
-            let rec = &records[i];
             let begun = if first {
                 early.next()
             } else {
-                if let Some(leader) = taken.iter().position(|t| {
-                    t.env.dedupe_key == env.dedupe_key && t.env.body_sha256 == env.body_sha256
-                }) {
-                    followers.push((i, leader));
+                if let Some(leader) = takes.leader_of(&env) {
+                    takes.followers.push((i, leader));
                     continue;
                 }
                 None
@@ -403,133 +466,176 @@ impl Worker {
                 Some(begun) => begun,
                 None => self.begin(&env).await,
             };
-            match begun {
-                Ok(BeginOutcome::Acquired { delivered, .. }) => {
-                    // An operator's --force sends to every target, whatever had it before.
-                    let delivered = if env.forced_replay() {
-                        BTreeSet::new()
-                    } else {
-                        delivered
-                    };
-                    taken.push(Taken {
+            self.on_begun(batch, &mut takes, i, env, begun).await;
+        }
+        takes
+    }
+
+    /// What taking one envelope's key said: ours to dispatch, a forced replay of a done
+    /// event, held by someone else, or a ledger failure to retry.
+    async fn on_begun<'r>(
+        &self,
+        batch: &mut Batch<'r>,
+        takes: &mut Takes<'r>,
+        i: usize,
+        env: Envelope,
+        begun: Result<BeginOutcome, LedgerError>,
+    ) {
+        let rec = batch.rec(i);
+        match begun {
+            Ok(BeginOutcome::Acquired { delivered, .. }) => {
+                // An operator's --force sends to every target, whatever had it before.
+                let delivered = if env.forced_replay() {
+                    BTreeSet::new()
+                } else {
+                    delivered
+                };
+                takes.taken.push(Taken {
+                    i,
+                    env,
+                    json: &rec.body,
+                    delivered,
+                });
+            }
+            Ok(BeginOutcome::Held(held)) => {
+                let o = held_outcome(&env, &held);
+                if env.forced_replay() && matches!(o, Outcome::Duplicate { .. }) {
+                    takes.forced.push(Taken {
                         i,
                         env,
                         json: &rec.body,
-                        delivered,
+                        delivered: BTreeSet::new(),
                     });
+                    return;
                 }
-                Ok(BeginOutcome::Held(held)) => {
-                    let o = held_outcome(&env, &held);
-                    if env.forced_replay() && matches!(o, Outcome::Duplicate { .. }) {
-                        forced.push(Taken {
-                            i,
-                            env,
-                            json: &rec.body,
-                            delivered: BTreeSet::new(),
-                        });
-                        continue;
-                    }
-                    if matches!(o, Outcome::Busy { .. }) {
-                        // Another worker's live lease: try again when it lapses (then the
-                        // key is ours, or done), not after a backoff. A lease is live up to
-                        // and including `lease_until`, hence the second more.
-                        let left = held.lease_until_ms.saturating_sub(self.clock.now_ms()) + 1000;
-                        delays[i] = Some(clamp_delay(Duration::from_millis(
-                            u64::try_from(left).unwrap_or(0),
-                        )));
-                    }
-                    self.note_held(&env, &o, Some(&held)).await;
-                    outcomes[i] = Some(o);
-                }
-                Err(e) => {
-                    warn!(dedupe_key = %env.dedupe_key, error = %e, "dedupe begin failed");
-                    delays[i] = Some(self.backoff(&env, rec.receive_count));
-                    outcomes[i] = Some(Outcome::Failed {
-                        dedupe_key: Some(env.dedupe_key.clone()),
-                        error: e.to_string(),
-                    });
-                }
+                let delay = matches!(o, Outcome::Busy { .. }).then(|| self.until_lapsed(&held));
+                self.note_held(&env, &o, Some(&held)).await;
+                batch.settle(i, o, delay);
+            }
+            Err(e) => {
+                warn!(dedupe_key = %env.dedupe_key, error = %e, "dedupe begin failed");
+                let delay = self.backoff(&env, rec.receive_count);
+                let o = Outcome::Failed {
+                    dedupe_key: Some(env.dedupe_key.clone()),
+                    error: e.to_string(),
+                };
+                batch.settle(i, o, Some(delay));
             }
         }
+    }
 
-        // The stale-version guard, before anything is scheduled or delivered.
+    /// Another worker's live lease: try again when it lapses (then the key is ours, or
+    /// done), not after a backoff. A lease is live up to and including `lease_until`, hence
+    /// the second more.
+    fn until_lapsed(&self, held: &DedupeRecord) -> Duration {
+        let left = held.lease_until_ms.saturating_sub(self.clock.now_ms()) + 1000;
+        clamp_delay(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
+    }
+
+    /// The stale-version guard, before anything is scheduled or delivered: the envelopes to
+    /// deliver, and the version each records once delivered.
+    async fn guard_all<'t, 'r>(
+        &self,
+        batch: &mut Batch<'r>,
+        taken: &'t [Taken<'r>],
+    ) -> (Vec<&'t Taken<'r>>, BTreeMap<usize, Versioned>) {
         let mut versions: BTreeMap<usize, Versioned> = BTreeMap::new();
         let mut fresh: Vec<&Taken> = Vec::with_capacity(taken.len());
-        for t in &taken {
-            match self.guard(&t.env, &records[t.i]).await {
+        for t in taken {
+            match self.guard(&t.env, batch.rec(t.i)).await {
                 Guard::Fresh(v) => {
                     if let Some(v) = v {
                         versions.insert(t.i, v);
                     }
                     fresh.push(t);
                 }
-                Guard::Done(o, d) => {
-                    outcomes[t.i] = Some(o);
-                    delays[t.i] = d;
-                }
+                Guard::Done(o, d) => batch.settle(t.i, o, d),
             }
         }
+        (fresh, versions)
+    }
 
-        // Delayed checks are scheduled before delivery, so a failure to schedule retries the
-        // event before any target saw it: never a second delivery for a check's sake. (A
-        // check scheduled for an event whose delivery then fails only runs a needless poll.)
+    /// Delayed checks are scheduled before delivery, so a failure to schedule retries the
+    /// event before any target saw it: never a second delivery for a check's sake. (A check
+    /// scheduled for an event whose delivery then fails only runs a needless poll.)
+    async fn schedule_all<'t, 'r>(
+        &self,
+        batch: &mut Batch<'r>,
+        fresh: Vec<&'t Taken<'r>>,
+    ) -> Vec<&'t Taken<'r>> {
         let now = self.clock.now_ms();
         let mut ready: Vec<&Taken> = Vec::with_capacity(fresh.len());
         for t in fresh {
             match self.schedule_checks(&t.env, now).await {
                 Ok(()) => ready.push(t),
                 Err(e) => {
-                    let (o, d) = self.checks_failed(&t.env, &records[t.i], e, now).await;
-                    outcomes[t.i] = Some(o);
-                    delays[t.i] = d;
+                    let (o, d) = self.checks_failed(&t.env, batch.rec(t.i), e, now).await;
+                    batch.settle(t.i, o, d);
                 }
             }
         }
-        let dispatch = self.dispatch(&ready, true).await;
+        ready
+    }
+
+    /// Dispatch the envelopes whose keys we hold, then complete or fail each.
+    async fn deliver(
+        &self,
+        batch: &mut Batch<'_>,
+        ready: &[&Taken<'_>],
+        versions: &BTreeMap<usize, Versioned>,
+    ) {
+        let dispatch = self.dispatch(ready, true).await;
         // Each record's completion is its own (one key each), so they run together.
-        let finished =
-            join_all(ready.iter().zip(dispatch).map(|(t, delivery)| {
-                self.finish(&t.env, &records[t.i], versions.get(&t.i), delivery)
-            }))
-            .await;
+        let finished = join_all(ready.iter().zip(dispatch).map(|(t, delivery)| {
+            self.finish(&t.env, batch.rec(t.i), versions.get(&t.i), delivery)
+        }))
+        .await;
         for (t, (o, d)) in ready.iter().zip(finished) {
-            outcomes[t.i] = Some(o);
-            delays[t.i] = d;
+            batch.settle(t.i, o, d);
         }
-        if !forced.is_empty() {
-            // The record is completed, not ours: nothing to mark in it.
-            let batch: Vec<&Taken> = forced.iter().collect();
-            let dispatch = self.dispatch(&batch, false).await;
-            for (t, delivery) in forced.iter().zip(dispatch) {
-                let (o, d) = self
-                    .finish_forced(&t.env, &records[t.i], delivery.result)
-                    .await;
-                outcomes[t.i] = Some(o);
-                delays[t.i] = d;
-            }
+    }
+
+    /// Done events an operator replayed with --force: dispatched again, outside dedupe.
+    async fn replay_forced(&self, batch: &mut Batch<'_>, forced: &[Taken<'_>]) {
+        if forced.is_empty() {
+            return;
         }
-        for (i, leader) in followers {
-            let (leader_i, env) = (taken[leader].i, &taken[leader].env);
-            let o = match &outcomes[leader_i] {
-                Some(Outcome::Dispatched { .. } | Outcome::Stale { .. }) => Outcome::Duplicate {
-                    dedupe_key: env.dedupe_key.clone(),
-                },
+        // The record is completed, not ours: nothing to mark in it.
+        let sends: Vec<&Taken> = forced.iter().collect();
+        let dispatch = self.dispatch(&sends, false).await;
+        for (t, delivery) in forced.iter().zip(dispatch) {
+            let (o, d) = self
+                .finish_forced(&t.env, batch.rec(t.i), delivery.result)
+                .await;
+            batch.settle(t.i, o, d);
+        }
+    }
+
+    /// Later copies of a key taken in this batch (a provider retry that arrived before the
+    /// first copy was processed) follow the first copy's outcome, without a ledger call of
+    /// their own.
+    async fn follow_leaders(&self, batch: &mut Batch<'_>, takes: &Takes<'_>) {
+        for &(i, leader) in &takes.followers {
+            let (leader_i, env) = (takes.taken[leader].i, &takes.taken[leader].env);
+            let key = || env.dedupe_key.clone();
+            let (o, delay) = match batch.outcome(leader_i) {
+                Some(Outcome::Dispatched { .. } | Outcome::Stale { .. }) => {
+                    (Outcome::Duplicate { dedupe_key: key() }, None)
+                }
                 // The same bytes are in the DLQ already: a second copy there adds nothing.
-                Some(Outcome::DeadLettered { reason, .. }) => Outcome::DeadLettered {
-                    dedupe_key: Some(env.dedupe_key.clone()),
-                    reason: reason.clone(),
-                },
+                Some(Outcome::DeadLettered { reason, .. }) => (
+                    Outcome::DeadLettered {
+                        dedupe_key: Some(key()),
+                        reason: reason.clone(),
+                    },
+                    None,
+                ),
                 // The first copy failed and will be retried; so is this one, and dedupe
                 // decides between them next time.
-                _ => {
-                    delays[i] = delays[leader_i];
-                    Outcome::Busy {
-                        dedupe_key: env.dedupe_key.clone(),
-                    }
-                }
+                _ => (Outcome::Busy { dedupe_key: key() }, batch.delay(leader_i)),
             };
             self.note_held(env, &o, None).await;
-            outcomes[i] = Some(o);
+            batch.settle(i, o, delay);
         }
     }
 
@@ -917,87 +1023,112 @@ impl Worker {
     /// yet; an envelope succeeds when all of them do. With `held` (the keys are ours), each
     /// success is marked in the dedupe record as soon as the target answers — except the
     /// last target of an event delivered everywhere, which `complete` records.
-    async fn dispatch(&self, batch: &[&Taken<'_>], held: bool) -> Vec<Delivery> {
-        // Per envelope: the targets still to try in this dispatch, and what failed.
-        let mut pending: Vec<BTreeSet<String>> = Vec::with_capacity(batch.len());
-        let mut failures: Vec<Vec<DispatchError>> = vec![Vec::new(); batch.len()];
-        let mut delivered: Vec<BTreeSet<String>> =
-            batch.iter().map(|t| t.delivered.clone()).collect();
+    async fn dispatch(&self, envelopes: &[&Taken<'_>], held: bool) -> Vec<Delivery> {
         let mut per_target: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (n, t) in batch.iter().enumerate() {
-            let routed = self.config.targets_for(&t.env.source, &event_names(&t.env));
-            if routed.is_empty() {
-                failures[n].push(DispatchError::Permanent(format!(
-                    "no route for source {}",
-                    t.env.source
-                )));
-            }
-            let todo: BTreeSet<String> = routed
-                .into_iter()
-                .filter(|id| !t.delivered.contains(id))
-                .collect();
-            if !t.delivered.is_empty() {
-                debug!(dedupe_key = %t.env.dedupe_key, skipped = ?t.delivered, "not sent again to the targets that have it");
-            }
-            for id in &todo {
+        let mut sends: Vec<Sending> = Vec::with_capacity(envelopes.len());
+        for (n, t) in envelopes.iter().enumerate() {
+            let send = self.route(t);
+            for id in &send.pending {
                 per_target.entry(id.clone()).or_default().push(n);
             }
-            pending.push(todo);
+            sends.push(send);
         }
         for (target_id, idx) in per_target {
-            let results = match self.targets.get(&target_id) {
-                Some(target) => {
-                    let outgoing: Vec<Outgoing> = idx
-                        .iter()
-                        .map(|&n| Outgoing::new(&batch[n].env, batch[n].json))
-                        .collect();
-                    target.deliver(&outgoing).await
-                }
-                None => Vec::new(),
-            };
-            let missing = || {
-                if self.targets.contains_key(&target_id) {
-                    // A target owes one result per envelope; a short answer is no delivery.
-                    DispatchError::Retryable(format!(
-                        "target {target_id} returned no result for this event"
-                    ))
-                } else {
-                    DispatchError::Permanent(format!("target {target_id} is not configured"))
-                }
-            };
-            let results = results.into_iter().map(Some).chain(std::iter::repeat(None));
-            for (n, r) in idx.into_iter().zip(results) {
-                let env = &batch[n].env;
-                pending[n].remove(&target_id);
-                match r.unwrap_or_else(|| Err(missing())) {
-                    Ok(()) => {
-                        delivered[n].insert(target_id.clone());
-                        if held && !(pending[n].is_empty() && failures[n].is_empty()) {
-                            self.mark_delivered(env, &target_id).await;
-                        }
-                    }
-                    Err(e) => {
-                        let e = e.naming(&target_id);
-                        warn!(source = %env.source, dedupe_key = %env.dedupe_key, target = %target_id, error = %e, "target failed");
-                        metrics::count_by(
-                            self.clock.now_ms(),
-                            "target_failures",
-                            &env.source,
-                            ("target", &target_id),
-                        );
-                        failures[n].push(e);
-                    }
-                }
+            let results = self.send_to(&target_id, envelopes, &idx).await;
+            for (n, result) in idx.into_iter().zip(results) {
+                self.answered(&mut sends[n], &envelopes[n].env, &target_id, result, held)
+                    .await;
             }
         }
-        failures
+        sends
             .into_iter()
-            .zip(delivered)
-            .map(|(errors, delivered)| Delivery {
-                result: DispatchError::merge(errors).map_or(Ok(()), Err),
-                delivered,
+            .map(|s| Delivery {
+                result: DispatchError::merge(s.failures).map_or(Ok(()), Err),
+                delivered: s.delivered,
             })
             .collect()
+    }
+
+    /// The envelope's routed targets that do not have it yet.
+    fn route(&self, t: &Taken<'_>) -> Sending {
+        let routed = self.config.targets_for(&t.env.source, &event_names(&t.env));
+        let mut failures = Vec::new();
+        if routed.is_empty() {
+            failures.push(DispatchError::Permanent(format!(
+                "no route for source {}",
+                t.env.source
+            )));
+        }
+        let pending = routed
+            .into_iter()
+            .filter(|id| !t.delivered.contains(id))
+            .collect();
+        if !t.delivered.is_empty() {
+            debug!(dedupe_key = %t.env.dedupe_key, skipped = ?t.delivered, "not sent again to the targets that have it");
+        }
+        Sending {
+            pending,
+            failures,
+            delivered: t.delivered.clone(),
+        }
+    }
+
+    /// `target_id`'s answer for each envelope at `idx`, in order.
+    async fn send_to(
+        &self,
+        target_id: &str,
+        envelopes: &[&Taken<'_>],
+        idx: &[usize],
+    ) -> Vec<Result<(), DispatchError>> {
+        let Some(target) = self.targets.get(target_id) else {
+            let missing =
+                || DispatchError::Permanent(format!("target {target_id} is not configured"));
+            return idx.iter().map(|_| Err(missing())).collect();
+        };
+        let outgoing: Vec<Outgoing> = idx
+            .iter()
+            .map(|&n| Outgoing::new(&envelopes[n].env, envelopes[n].json))
+            .collect();
+        let mut results = target.deliver(&outgoing).await;
+        // A target owes one result per envelope; a short answer is no delivery.
+        results.resize_with(idx.len(), || {
+            Err(DispatchError::Retryable(format!(
+                "target {target_id} returned no result for this event"
+            )))
+        });
+        results
+    }
+
+    /// One target's answer for one envelope: a success is marked at once when `held`, unless
+    /// it completes the event (see `dispatch`); a failure is counted against the target.
+    async fn answered(
+        &self,
+        send: &mut Sending,
+        env: &Envelope,
+        target_id: &str,
+        result: Result<(), DispatchError>,
+        held: bool,
+    ) {
+        send.pending.remove(target_id);
+        match result {
+            Ok(()) => {
+                send.delivered.insert(target_id.to_owned());
+                if held && !(send.pending.is_empty() && send.failures.is_empty()) {
+                    self.mark_delivered(env, target_id).await;
+                }
+            }
+            Err(e) => {
+                let e = e.naming(target_id);
+                warn!(source = %env.source, dedupe_key = %env.dedupe_key, target = %target_id, error = %e, "target failed");
+                metrics::count_by(
+                    self.clock.now_ms(),
+                    "target_failures",
+                    &env.source,
+                    ("target", target_id),
+                );
+                send.failures.push(e);
+            }
+        }
     }
 
     /// Record that `target_id` has the event. A failure here is not the event's: it did
@@ -1498,6 +1629,54 @@ mod tests {
             t.accepted(),
             (0..10).map(|n| format!("games#e{n}")).collect::<Vec<_>>()
         );
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_a_failed_event_in_the_same_batch_stays_hidden_as_long_as_the_first() {
+        let h = harness(&["slow"]);
+        let slow = Scripted::new(
+            "slow",
+            1,
+            DispatchError::RetryAfter {
+                message: "HTTP 503".into(),
+                after: Duration::from_secs(600),
+            },
+        );
+        let worker = h.with_dlq(h.worker(std::slice::from_ref(&slow)));
+        let queue = h.store.queue("events", None);
+        let env = envelope(7);
+        for _ in 0..2 {
+            queue
+                .send(&OutboundMessage::new(env.to_json()))
+                .await
+                .expect("send");
+        }
+        let receive = || queue.receive(10, Duration::from_secs(30), Duration::ZERO);
+        let records: Vec<WorkerRecord> = receive()
+            .await
+            .expect("receive")
+            .iter()
+            .map(WorkerRecord::from)
+            .collect();
+        assert_eq!(records.len(), 2);
+
+        let result = worker.process(&records).await;
+
+        assert!(
+            matches!(result.outcomes[0].1, Outcome::Failed { .. }),
+            "{result:?}"
+        );
+        assert!(
+            matches!(result.outcomes[1].1, Outcome::Busy { .. }),
+            "{result:?}"
+        );
+        assert_eq!(slow.calls(), 1, "the copy is not dispatched");
+        // The copy waits for the target's Retry-After like the first, not the (much shorter)
+        // default backoff: neither comes back before it, both after.
+        h.clock.advance_ms(599_000);
+        assert!(receive().await.expect("receive").is_empty());
+        h.clock.advance_ms(2_000);
+        assert_eq!(receive().await.expect("receive").len(), 2);
     }
 
     #[tokio::test]

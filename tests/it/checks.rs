@@ -14,11 +14,11 @@ use inlet::checks::{CheckOutcome, CheckScheduler};
 use inlet::config::{CheckSpec, PollSpec};
 use inlet::ports::{
     check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Clock, OutboundMessage,
-    Queue, QueueError, ReceivedMessage, Scheduled, TrailRow, TrailStatus,
+    Queue, QueueError, ReceivedMessage, Scheduled, TrailRow, TrailStatus, WorkerRecord,
 };
 use inlet::targets::Target;
+use inlet::worker::Outcome;
 use inlet::worker::Worker;
-use inlet::worker::{Outcome, WorkerRecord};
 
 use crate::pipeline::{jsonl_keys, Running};
 

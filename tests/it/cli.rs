@@ -558,9 +558,9 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
             .receive(10, Duration::ZERO, Duration::ZERO)
             .await
             .expect("receive");
-        let records: Vec<inlet::worker::WorkerRecord> = msgs
+        let records: Vec<inlet::ports::WorkerRecord> = msgs
             .iter()
-            .map(|m| inlet::worker::WorkerRecord {
+            .map(|m| inlet::ports::WorkerRecord {
                 message_id: m.message_id.clone(),
                 body: m.body.clone(),
                 receive_count: m.receive_count,

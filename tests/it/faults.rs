@@ -23,10 +23,10 @@ use inlet::adapters::aws::{sdk_config_for_endpoint, DynamoLedger, SqsQueue};
 use inlet::adapters::embedded::{EmbeddedStore, SqliteQueue};
 use inlet::config::{Config, RetrySpec, TargetKind, TargetSpec};
 use inlet::ingest::{Ingest, WebhookRequest};
-use inlet::ports::{Clock, Ledger, Queue, SystemClock};
+use inlet::ports::{Clock, Ledger, Queue, SystemClock, WorkerRecord};
 use inlet::targets::http::{HttpTarget, HttpTargetSpec};
 use inlet::targets::Target;
-use inlet::worker::{Outcome, Worker, WorkerRecord};
+use inlet::worker::{Outcome, Worker};
 
 use crate::cli::Dev;
 use crate::pipeline::{sample_body, signed_headers, Running, SOURCES};

@@ -565,7 +565,7 @@ async fn worker_killed_mid_dispatch_is_finished_exactly_once_after_the_lease_exp
         .await
         .expect("receive");
     assert_eq!(msgs.len(), 1);
-    let record = inlet::worker::WorkerRecord {
+    let record = inlet::ports::WorkerRecord {
         message_id: msgs[0].message_id.clone(),
         body: msgs[0].body.clone(),
         receive_count: msgs[0].receive_count,

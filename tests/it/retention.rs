@@ -15,10 +15,10 @@ use inlet::envelope::Envelope;
 use inlet::ingest::{Ingest, WebhookRequest};
 use inlet::ports::{
     BeginRequest, EventSummary, Ledger, ManualClock, Queue, TrailEntry, TrailQuery, TrailRow,
-    TrailStatus,
+    TrailStatus, WorkerRecord,
 };
 use inlet::trail::ROWS_PER_SECOND;
-use inlet::worker::{Outcome, Worker, WorkerRecord};
+use inlet::worker::{Outcome, Worker};
 
 use crate::pipeline::{dev_config, sample_body, signed_headers};
 use crate::support;

@@ -619,9 +619,9 @@ async fn on_sqs_the_worker_stretches_visibility_and_sends_permanent_failures_to_
                 .expect("receive"),
         );
     }
-    let records: Vec<inlet::worker::WorkerRecord> = msgs
+    let records: Vec<inlet::ports::WorkerRecord> = msgs
         .iter()
-        .map(|m| inlet::worker::WorkerRecord {
+        .map(|m| inlet::ports::WorkerRecord {
             message_id: m.message_id.clone(),
             body: m.body.clone(),
             receive_count: m.receive_count,

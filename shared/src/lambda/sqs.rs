@@ -3,7 +3,8 @@
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use serde::Deserialize;
 
-use crate::worker::{BatchResult, WorkerRecord};
+use crate::ports::WorkerRecord;
+use crate::worker::BatchResult;
 
 /// The SQS event, as far as the worker reads it. `aws_lambda_events::SqsEvent` decodes every
 /// field of every record (message attributes and their base64 values, md5s, ARNs) into maps

@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use super::{FetchContext, FetchError, Page, PollSource};
 use crate::config::{Config, Source};
+use crate::enqueue::{enqueue_envelopes, Pace};
 use crate::envelope::{self, Envelope, PartOf, VerifiedBy, Via, ENVELOPE_VERSION};
-use crate::ingest::{enqueue_envelopes, Pace};
 use crate::metrics;
 use crate::ports::http::HttpClient;
 use crate::ports::{
@@ -96,6 +96,19 @@ pub struct PolledEvent {
     pub entity: Option<String>,
     /// The provider's type and the canonical type, where known.
     pub names: Vec<String>,
+}
+
+impl PolledEvent {
+    fn of(e: &Envelope) -> Self {
+        Self {
+            dedupe_key: e.dedupe_key.clone(),
+            entity: e.entity.clone(),
+            names: [e.event_type.clone(), e.canonical_type.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        }
+    }
 }
 
 pub struct Poller {
@@ -237,7 +250,7 @@ impl Poller {
                 ),
                 None => None,
             };
-            let page = match self
+            let fetched = self
                 .fetch(
                     poll,
                     cursor.as_ref(),
@@ -246,70 +259,82 @@ impl Poller {
                     &mut last_request_ms,
                     report,
                 )
-                .await?
-            {
-                Some(page) => page,
-                None => {
-                    return Ok(if report.requests >= poll.max_requests_per_run {
-                        RunOutcome::BudgetSpent
-                    } else {
-                        RunOutcome::DeadlineNear
-                    })
-                }
+                .await?;
+            let Some(page) = fetched else {
+                return Ok(if report.requests >= poll.max_requests_per_run {
+                    RunOutcome::BudgetSpent
+                } else {
+                    RunOutcome::DeadlineNear
+                });
             };
-            report.pages += 1;
-            report.items += page.items.len();
-            let envelopes = self.envelopes(source, poll, &page.items)?;
-            let newest = envelopes
-                .iter()
-                .filter_map(|e| {
-                    e.occurred_at
-                        .as_deref()
-                        .and_then(crate::time::rfc3339_ms_utc_if_unzoned)
-                })
-                .max();
-            report.newest_item_ms = report.newest_item_ms.max(newest);
-            if !envelopes.is_empty() {
-                let sent =
-                    enqueue_envelopes(&*self.queue, &self.config, &envelopes, Pace::Sequential)
-                        .await
-                        .map_err(|e| {
-                            format!("enqueue failed; the page is fetched again next run: {e}")
-                        })?;
-                report.enqueued.extend(sent);
-                report.events.extend(envelopes.iter().map(|e| {
-                    PolledEvent {
-                        dedupe_key: e.dedupe_key.clone(),
-                        entity: e.entity.clone(),
-                        names: [e.event_type.clone(), e.canonical_type.clone()]
-                            .into_iter()
-                            .flatten()
-                            .collect(),
-                    }
-                }));
-            }
+            self.queue_page(source, poll, &page, report).await?;
             // Only now, with the page durably queued, does the cursor move.
-            let text = page.cursor.to_string();
-            let now = self.clock.now_ms();
-            let version = self
-                .store
-                .advance(
-                    &source.id,
-                    &self.holder,
-                    state.version,
-                    &text,
-                    now,
-                    lease_until(now),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            state.version = version;
-            state.cursor = Some(text);
-            report.cursor = state.cursor.clone();
+            self.store_cursor(&source.id, &mut state, &page, lease_until, report)
+                .await?;
             if !page.more {
                 return Ok(RunOutcome::CaughtUp);
             }
         }
+    }
+
+    /// The page's items as envelopes, durably on the queue; the report counts them.
+    async fn queue_page(
+        &self,
+        source: &Source,
+        poll: &PollSource,
+        page: &Page,
+        report: &mut RunReport,
+    ) -> Result<(), String> {
+        report.pages += 1;
+        report.items += page.items.len();
+        let envelopes = self.envelopes(source, poll, &page.items)?;
+        let newest = envelopes
+            .iter()
+            .filter_map(|e| {
+                e.occurred_at
+                    .as_deref()
+                    .and_then(crate::time::rfc3339_ms_utc_if_unzoned)
+            })
+            .max();
+        report.newest_item_ms = report.newest_item_ms.max(newest);
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let sent = enqueue_envelopes(&*self.queue, &self.config, &envelopes, Pace::Sequential)
+            .await
+            .map_err(|e| format!("enqueue failed; the page is fetched again next run: {e}"))?;
+        report.enqueued.extend(sent);
+        report.events.extend(envelopes.iter().map(PolledEvent::of));
+        Ok(())
+    }
+
+    /// Store the page's cursor: a conditional write on its version, under our live lease.
+    async fn store_cursor(
+        &self,
+        source_id: &str,
+        state: &mut PollState,
+        page: &Page,
+        lease_until: &(dyn Fn(i64) -> i64 + Sync),
+        report: &mut RunReport,
+    ) -> Result<(), String> {
+        let text = page.cursor.to_string();
+        let now = self.clock.now_ms();
+        let version = self
+            .store
+            .advance(
+                source_id,
+                &self.holder,
+                state.version,
+                &text,
+                now,
+                lease_until(now),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        state.version = version;
+        state.cursor = Some(text);
+        report.cursor = state.cursor.clone();
+        Ok(())
     }
 
     /// One page, with the retries the error calls for; `None` when the budget or the
@@ -452,34 +477,6 @@ impl Poller {
 
     /// The run in the trail, the log and the metrics: who, when, how much, how it ended.
     async fn record(&self, report: &RunReport) {
-        let reason = match &report.outcome {
-            RunOutcome::Failed(why) => format!(
-                "failed: {why}; requests={} pages={} items={}",
-                report.requests, report.pages, report.items
-            ),
-            RunOutcome::Busy { holder, .. } => format!("busy: lease held by {holder}"),
-            other => format!(
-                "{}; requests={} pages={} items={} queued={}",
-                other.as_str(),
-                report.requests,
-                report.pages,
-                report.items,
-                report.enqueued.len()
-            ),
-        };
-        // Where the next run starts, and how long this one took: enough to tell a stalled
-        // cursor from a slow API. A cursor holds ids and times, never a credential.
-        let cursor: String = report
-            .cursor
-            .as_deref()
-            .unwrap_or("none")
-            .chars()
-            .take(200)
-            .collect();
-        let reason = format!(
-            "{reason} ms={} cursor={cursor}",
-            report.ended_ms - report.started_ms
-        );
         let source = report.source.as_str();
         info!(
             source = %source,
@@ -490,36 +487,7 @@ impl Poller {
             queued = report.enqueued.len(),
             "poll run"
         );
-        let now = self.clock.now_ms();
-        metrics::emit(
-            now,
-            "poll_items",
-            metrics::Unit::Count,
-            report.items as f64,
-            source,
-            None,
-        );
-        if let RunOutcome::Failed(_) = report.outcome {
-            metrics::count(now, "poll_errors", source);
-        }
-        // How far behind the provider the poll is: now minus the newest item's own time; a
-        // run that caught up without new items is not behind at all. A run that learnt
-        // nothing (busy, failed before a page) says nothing, and poll_errors speaks instead.
-        let lag = match (report.newest_item_ms, &report.outcome) {
-            (Some(newest), _) => Some((now - newest).max(0)),
-            (None, RunOutcome::CaughtUp) => Some(0),
-            (None, _) => None,
-        };
-        if let Some(lag) = lag {
-            metrics::emit(
-                now,
-                "poll_lag",
-                metrics::Unit::Milliseconds,
-                lag as f64,
-                source,
-                None,
-            );
-        }
+        run_metrics(report, self.clock.now_ms());
         let entry = TrailEntry {
             id: uuid::Uuid::new_v4().to_string(),
             at_ms: report.started_ms,
@@ -528,13 +496,79 @@ impl Poller {
             dedupe_key: None,
             provider_event_id: None,
             event_type: None,
-            reason: Some(reason),
+            reason: Some(trail_reason(report)),
             source_ip: None,
             expires_at_ms: self.config.settings.trail_expires_at(report.started_ms),
         };
         if let Err(e) = self.ledger.append(&entry).await {
             warn!(source = %source, error = %e, "could not record the poll run in the trail");
         }
+    }
+}
+
+/// How the run ended and what it did, where the next run starts, and how long this one took:
+/// enough to tell a stalled cursor from a slow API. A cursor holds ids and times, never a
+/// credential.
+fn trail_reason(report: &RunReport) -> String {
+    let reason = match &report.outcome {
+        RunOutcome::Failed(why) => format!(
+            "failed: {why}; requests={} pages={} items={}",
+            report.requests, report.pages, report.items
+        ),
+        RunOutcome::Busy { holder, .. } => format!("busy: lease held by {holder}"),
+        other => format!(
+            "{}; requests={} pages={} items={} queued={}",
+            other.as_str(),
+            report.requests,
+            report.pages,
+            report.items,
+            report.enqueued.len()
+        ),
+    };
+    let cursor: String = report
+        .cursor
+        .as_deref()
+        .unwrap_or("none")
+        .chars()
+        .take(200)
+        .collect();
+    format!(
+        "{reason} ms={} cursor={cursor}",
+        report.ended_ms - report.started_ms
+    )
+}
+
+/// `poll_items`, `poll_errors` and `poll_lag` for one run.
+fn run_metrics(report: &RunReport, now: i64) {
+    let source = report.source.as_str();
+    metrics::emit(
+        now,
+        "poll_items",
+        metrics::Unit::Count,
+        report.items as f64,
+        source,
+        None,
+    );
+    if let RunOutcome::Failed(_) = report.outcome {
+        metrics::count(now, "poll_errors", source);
+    }
+    // How far behind the provider the poll is: now minus the newest item's own time; a run
+    // that caught up without new items is not behind at all. A run that learnt nothing (busy,
+    // failed before a page) says nothing, and poll_errors speaks instead.
+    let lag = match (report.newest_item_ms, &report.outcome) {
+        (Some(newest), _) => Some((now - newest).max(0)),
+        (None, RunOutcome::CaughtUp) => Some(0),
+        (None, _) => None,
+    };
+    if let Some(lag) = lag {
+        metrics::emit(
+            now,
+            "poll_lag",
+            metrics::Unit::Milliseconds,
+            lag as f64,
+            source,
+            None,
+        );
     }
 }
 

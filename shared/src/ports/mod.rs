@@ -22,5 +22,5 @@ pub use ledger::{
     TrailEntry, TrailQuery, TrailRow, TrailStatus,
 };
 pub use poll::{Acquire, PollState, PollStore, PollStoreError};
-pub use queue::{OutboundMessage, Queue, QueueError, ReceivedMessage};
+pub use queue::{OutboundMessage, Queue, QueueError, ReceivedMessage, WorkerRecord};
 pub use secrets::{SecretStore, SecretStoreError};

@@ -58,6 +58,32 @@ pub struct ReceivedMessage {
     pub group_id: Option<String>,
 }
 
+/// A queue message as the worker sees it (from an SQS event or the embedded queue).
+#[derive(Debug, Clone)]
+pub struct WorkerRecord {
+    pub message_id: String,
+    pub body: String,
+    pub receive_count: u32,
+    /// For `ChangeMessageVisibility` (the backoff); `None` when the event did not carry it.
+    pub receipt_handle: Option<String>,
+    /// The FIFO message group (`None` on a standard queue): when a record of a group fails,
+    /// the group's later records in the batch fail with it, undispatched.
+    pub group_id: Option<String>,
+}
+
+/// A message as the embedded event-source loop receives it.
+impl From<&ReceivedMessage> for WorkerRecord {
+    fn from(m: &ReceivedMessage) -> Self {
+        Self {
+            message_id: m.message_id.clone(),
+            body: m.body.clone(),
+            receive_count: m.receive_count,
+            receipt_handle: Some(m.receipt_handle.clone()),
+            group_id: m.group_id.clone(),
+        }
+    }
+}
+
 /// An at-least-once queue with SQS semantics: a received message is hidden for the
 /// visibility timeout, reappears unless deleted, and after `max_receive_count` receives
 /// is moved to the dead-letter queue by the queue itself (redrive policy).

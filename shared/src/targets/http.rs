@@ -141,54 +141,8 @@ impl HttpTargetSpec {
             .as_ref()
             .ok_or_else(|| field("secret", "not resolved (the config was not validated)"))?;
         let key = decode_secret(raw.expose()).map_err(|m| field("secret", m))?;
-
-        let mut allow = Vec::new();
-        for (j, c) in self.allow_private.iter().enumerate() {
-            let net = c
-                .parse::<IpNet>()
-                .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    field(
-                        format!("allow_private[{j}]"),
-                        format!("{c:?} is not a CIDR"),
-                    )
-                })?;
-            allow.push(net);
-        }
-
-        let url = url::Url::parse(&self.url).map_err(|e| field("url", format!("{e}")))?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(field(
-                "url",
-                "must not carry credentials (they would show in logs); use headers",
-            ));
-        }
-        let only_allowed = match url.scheme() {
-            "https" => false,
-            "http" if !allow.is_empty() => true,
-            "http" => {
-                return Err(field(
-                    "url",
-                    "plain http:// is only allowed to addresses in allow_private; use https://",
-                ))
-            }
-            other => return Err(field("url", format!("scheme {other:?}: use https://"))),
-        };
-        let guard = AddressGuard {
-            allow,
-            only_allowed,
-        };
-        match url.host() {
-            None => return Err(field("url", "has no host")),
-            Some(url::Host::Ipv4(ip)) => {
-                guard.check(IpAddr::V4(ip)).map_err(|m| field("url", m))?
-            }
-            Some(url::Host::Ipv6(ip)) => {
-                guard.check(IpAddr::V6(ip)).map_err(|m| field("url", m))?
-            }
-            Some(url::Host::Domain(_)) => {}
-        }
-
+        let allow = self.allowed_private_nets()?;
+        let (url, guard) = check_url(&self.url, allow)?;
         if !(self.timeout_seconds.is_finite()
             && self.timeout_seconds > 0.0
             && self.timeout_seconds <= MAX_TIMEOUT_SECONDS)
@@ -204,6 +158,37 @@ impl HttpTargetSpec {
                 format!("must be 1–{MAX_CONCURRENCY}"),
             ));
         }
+        Ok(Checked {
+            url,
+            key,
+            guard,
+            timeout: Duration::from_secs_f64(self.timeout_seconds),
+            max_concurrency: self.max_concurrency,
+            headers: self.checked_headers()?,
+        })
+    }
+
+    /// `allow_private`: CIDRs or single addresses.
+    fn allowed_private_nets(&self) -> Result<Vec<IpNet>, FieldError> {
+        self.allow_private
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                c.parse::<IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        field(
+                            format!("allow_private[{j}]"),
+                            format!("{c:?} is not a CIDR"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// `headers`: valid names the target does not set itself, printable values; names
+    /// lowercased.
+    fn checked_headers(&self) -> Result<Vec<(String, String)>, FieldError> {
         let mut headers = Vec::new();
         for (name, value) in &self.headers {
             let f = format!("headers.{name}");
@@ -222,15 +207,42 @@ impl HttpTargetSpec {
             }
             headers.push((lower, value.clone()));
         }
-        Ok(Checked {
-            url,
-            key,
-            guard,
-            timeout: Duration::from_secs_f64(self.timeout_seconds),
-            max_concurrency: self.max_concurrency,
-            headers,
-        })
+        Ok(headers)
     }
+}
+
+/// The target URL, and the guard its addresses must pass: no credentials in it; https, or
+/// plain http only to the addresses in `allow_private`; a literal address checked at once.
+fn check_url(text: &str, allow: Vec<IpNet>) -> Result<(url::Url, AddressGuard), FieldError> {
+    let url = url::Url::parse(text).map_err(|e| field("url", format!("{e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(field(
+            "url",
+            "must not carry credentials (they would show in logs); use headers",
+        ));
+    }
+    let only_allowed = match url.scheme() {
+        "https" => false,
+        "http" if !allow.is_empty() => true,
+        "http" => {
+            return Err(field(
+                "url",
+                "plain http:// is only allowed to addresses in allow_private; use https://",
+            ))
+        }
+        other => return Err(field("url", format!("scheme {other:?}: use https://"))),
+    };
+    let guard = AddressGuard {
+        allow,
+        only_allowed,
+    };
+    match url.host() {
+        None => return Err(field("url", "has no host")),
+        Some(url::Host::Ipv4(ip)) => guard.check(IpAddr::V4(ip)).map_err(|m| field("url", m))?,
+        Some(url::Host::Ipv6(ip)) => guard.check(IpAddr::V6(ip)).map_err(|m| field("url", m))?,
+        Some(url::Host::Domain(_)) => {}
+    }
+    Ok((url, guard))
 }
 
 /// `whsec_<base64>` (or bare base64, as some dashboards show it) → the HMAC key. Keying

@@ -100,6 +100,72 @@ fn field<T: DeserializeOwned>(name: &str, value: Option<Value>) -> Result<Option
         .transpose()
 }
 
+fn bad(name: &str, why: &str) -> String {
+    format!("{NAME} options: {name}: {why}")
+}
+
+/// `api_base` without its trailing `/`: an http(s) URL without query or fragment.
+fn api_base(value: Option<String>) -> Result<String, String> {
+    let api_base = value.unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
+    let api_base = api_base.trim_end_matches('/').to_owned();
+    if !(api_base.starts_with("https://") || api_base.starts_with("http://"))
+        || api_base.contains(['?', '#'])
+    {
+        return Err(bad(
+            "api_base",
+            "must be an http(s) URL without query or fragment",
+        ));
+    }
+    Ok(api_base)
+}
+
+/// `types`: left out (every type), or 1 to [`MAX_TYPES`] non-empty event types.
+fn event_types(value: Option<Vec<String>>) -> Result<Vec<String>, String> {
+    let types = match value {
+        Some(t) if t.is_empty() => {
+            return Err(bad(
+                "types",
+                "list at least one event type, or leave it out",
+            ))
+        }
+        t => t.unwrap_or_default(),
+    };
+    if types.len() > MAX_TYPES {
+        return Err(bad("types", "Stripe accepts at most 20 event types"));
+    }
+    if types.iter().any(|t| t.trim().is_empty()) {
+        return Err(bad("types", "an event type is empty"));
+    }
+    Ok(types)
+}
+
+/// `start`: `"now"` (the default) or `{ lookback_seconds = N }` within Stripe's retention.
+fn start(value: Option<Value>) -> Result<Start, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Lookback {
+        lookback_seconds: u64,
+    }
+    match value {
+        None => Ok(Start::Now),
+        Some(Value::String(s)) if s == "now" => Ok(Start::Now),
+        Some(Value::Object(table)) => {
+            let l: Lookback = serde_json::from_value(Value::Object(table))
+                .map_err(|e| bad("start", &e.to_string()))?;
+            match i64::try_from(l.lookback_seconds) {
+                Ok(seconds) if (1..=RETENTION_SECS).contains(&seconds) => {
+                    Ok(Start::Lookback { seconds })
+                }
+                _ => Err(bad(
+                    "start.lookback_seconds",
+                    "must be between 1 and 2592000 (Stripe keeps events 30 days)",
+                )),
+            }
+        }
+        Some(_) => Err(bad("start", "must be \"now\" or { lookback_seconds = N }")),
+    }
+}
+
 impl StripeEvents {
     pub fn from_options(options: &Value) -> Result<Self, String> {
         let raw: RawOptions = if options.is_null() {
@@ -108,72 +174,17 @@ impl StripeEvents {
             RawOptions::deserialize(options)
         }
         .map_err(|e| format!("{NAME} options: {e}"))?;
-        let bad = |name: &str, why: &str| format!("{NAME} options: {name}: {why}");
-
-        let api_base = field::<String>("api_base", raw.api_base)?
-            .unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
-        let api_base = api_base.trim_end_matches('/').to_owned();
-        if !(api_base.starts_with("https://") || api_base.starts_with("http://"))
-            || api_base.contains(['?', '#'])
-        {
-            return Err(bad(
-                "api_base",
-                "must be an http(s) URL without query or fragment",
-            ));
-        }
-
-        let types = match field::<Vec<String>>("types", raw.types)? {
-            Some(t) if t.is_empty() => {
-                return Err(bad(
-                    "types",
-                    "list at least one event type, or leave it out",
-                ))
-            }
-            t => t.unwrap_or_default(),
-        };
-        if types.len() > MAX_TYPES {
-            return Err(bad("types", "Stripe accepts at most 20 event types"));
-        }
-        if types.iter().any(|t| t.trim().is_empty()) {
-            return Err(bad("types", "an event type is empty"));
-        }
-
+        let api_base = api_base(field("api_base", raw.api_base)?)?;
+        let types = event_types(field("types", raw.types)?)?;
         let page_size = field::<u32>("page_size", raw.page_size)?.unwrap_or(100);
         if !(1..=100).contains(&page_size) {
             return Err(bad("page_size", "must be between 1 and 100"));
         }
-
-        let start = match raw.start {
-            None => Start::Now,
-            Some(Value::String(s)) if s == "now" => Start::Now,
-            Some(Value::Object(table)) => {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Lookback {
-                    lookback_seconds: u64,
-                }
-                let l: Lookback = serde_json::from_value(Value::Object(table))
-                    .map_err(|e| bad("start", &e.to_string()))?;
-                match i64::try_from(l.lookback_seconds) {
-                    Ok(seconds) if (1..=RETENTION_SECS).contains(&seconds) => {
-                        Start::Lookback { seconds }
-                    }
-                    _ => {
-                        return Err(bad(
-                            "start.lookback_seconds",
-                            "must be between 1 and 2592000 (Stripe keeps events 30 days)",
-                        ))
-                    }
-                }
-            }
-            Some(_) => return Err(bad("start", "must be \"now\" or { lookback_seconds = N }")),
-        };
-
+        let start = start(raw.start)?;
         let overlap = field::<u32>("overlap_seconds", raw.overlap_seconds)?.unwrap_or(300);
         if i64::from(overlap) > RETENTION_SECS {
             return Err(bad("overlap_seconds", "must be at most 2592000"));
         }
-
         Ok(Self {
             api_base,
             types,
@@ -664,7 +675,7 @@ mod tests {
             }
         }
 
-        fn missing(id: &str, param: &str) -> (u16, Option<u64>, String) {
+        fn missing(id: &str, param: &str) -> Answer {
             (
                 404,
                 None,
@@ -677,22 +688,8 @@ mod tests {
             )
         }
 
-        fn handle(&mut self, head: &str) -> (u16, Option<u64>, String) {
-            let mut lines = head.split("\r\n");
-            let target = lines
-                .next()
-                .and_then(|l| l.split(' ').nth(1))
-                .unwrap_or("")
-                .to_owned();
-            let auth = lines.find_map(|l| {
-                l.split_once(':')
-                    .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-                    .map(|(_, v)| v.trim().to_owned())
-            });
-            let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
-            let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect();
+        fn handle(&mut self, head: &str) -> Answer {
+            let (path, pairs, auth) = parse_head(head);
             self.requests.push((pairs.clone(), auth.clone()));
             match self.faults.pop_front() {
                 Some(Fault::Status {
@@ -708,68 +705,28 @@ mod tests {
                 return (404, None, stripe_error(&msg, ""));
             }
             if auth.as_deref() != Some(&format!("Bearer {}", self.key)) {
-                // Stripe masks all but the end of the key it was given.
-                let given = auth
-                    .as_deref()
-                    .and_then(|a| a.strip_prefix("Bearer "))
-                    .unwrap_or("");
-                let tail: String = given
-                    .chars()
-                    .rev()
-                    .take(4)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                let msg = format!("Invalid API Key provided: rk_test_{}{tail}", "*".repeat(20));
-                return (401, None, stripe_error(&msg, ""));
+                return invalid_key(auth.as_deref());
             }
-            let bad = |param: &str, msg: &str| {
-                (
-                    400,
-                    None,
-                    stripe_error(msg, &format!("\"param\": \"{param}\",\n    ")),
-                )
-            };
-            let mut limit = 10usize;
-            let (mut ending_before, mut starting_after, mut gte) = (None, None, None);
-            let mut types: Vec<String> = Vec::new();
-            for (k, v) in &pairs {
-                match k.as_str() {
-                    "limit" => match v.parse() {
-                        Ok(l) => limit = l,
-                        Err(_) => return bad("limit", "Invalid integer"),
-                    },
-                    "ending_before" => ending_before = Some(v.clone()),
-                    "starting_after" => starting_after = Some(v.clone()),
-                    "types[]" => types.push(v.clone()),
-                    "created[gte]" => match v.parse::<i64>() {
-                        Ok(t) => gte = Some(t),
-                        Err(_) => return bad("created[gte]", "Invalid integer"),
-                    },
-                    other => return bad(other, &format!("Received unknown parameter: {other}")),
-                }
+            match ListQuery::parse(&pairs) {
+                Ok(q) => self.list(&q),
+                Err(refusal) => refusal,
             }
-            if !(1..=100).contains(&limit) {
-                return bad("limit", "This value must be between 1 and 100");
-            }
-            if ending_before.is_some() && starting_after.is_some() {
-                return bad(
-                    "ending_before",
-                    "You may only specify one of these parameters: ending_before, starting_after.",
-                );
-            }
+        }
+
+        /// One page of `/v1/events` as Stripe lists it, newest first.
+        fn list(&self, q: &ListQuery) -> Answer {
             let wanted = |e: &&Ev| {
-                (types.is_empty() || types.contains(&e.ty)) && gte.is_none_or(|g| e.created >= g)
+                (q.types.is_empty() || q.types.contains(&e.ty))
+                    && q.gte.is_none_or(|g| e.created >= g)
             };
             let position = |id: &str| self.events.iter().position(|e| e.id == id);
             // Candidates in the direction of travel, nearest the cursor first.
-            let candidates: Vec<&Ev> = if let Some(id) = &ending_before {
+            let candidates: Vec<&Ev> = if let Some(id) = &q.ending_before {
                 let Some(p) = position(id) else {
                     return Self::missing(id, "ending_before");
                 };
                 self.events[p + 1..].iter().filter(wanted).collect()
-            } else if let Some(id) = &starting_after {
+            } else if let Some(id) = &q.starting_after {
                 let Some(p) = position(id) else {
                     return Self::missing(id, "starting_after");
                 };
@@ -777,9 +734,9 @@ mod tests {
             } else {
                 self.events.iter().rev().filter(wanted).collect()
             };
-            let has_more = candidates.len() > limit;
-            let mut page: Vec<&Ev> = candidates.into_iter().take(limit).collect();
-            if ending_before.is_some() {
+            let has_more = candidates.len() > q.limit;
+            let mut page: Vec<&Ev> = candidates.into_iter().take(q.limit).collect();
+            if q.ending_before.is_some() {
                 page.reverse(); // still newest first
             }
             let data: Vec<&str> = page.iter().map(|e| e.body.as_str()).collect();
@@ -788,6 +745,99 @@ mod tests {
                 data.join(",\n")
             );
             (200, None, body)
+        }
+    }
+
+    /// Status, `Retry-After` and body of the fake's answer.
+    type Answer = (u16, Option<u64>, String);
+
+    /// The request line's path and query pairs, and the Authorization header.
+    fn parse_head(head: &str) -> (String, Vec<(String, String)>, Option<String>) {
+        let mut lines = head.split("\r\n");
+        let target = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .unwrap_or("")
+            .to_owned();
+        let auth = lines.find_map(|l| {
+            l.split_once(':')
+                .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.trim().to_owned())
+        });
+        let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        (path.to_owned(), pairs, auth)
+    }
+
+    /// Stripe masks all but the end of the key it was given.
+    fn invalid_key(auth: Option<&str>) -> Answer {
+        let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        let tail: String = given
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let msg = format!("Invalid API Key provided: rk_test_{}{tail}", "*".repeat(20));
+        (401, None, stripe_error(&msg, ""))
+    }
+
+    /// The parameters of `GET /v1/events`, refused as Stripe refuses them.
+    struct ListQuery {
+        limit: usize,
+        ending_before: Option<String>,
+        starting_after: Option<String>,
+        gte: Option<i64>,
+        types: Vec<String>,
+    }
+
+    impl ListQuery {
+        fn parse(pairs: &[(String, String)]) -> Result<Self, Answer> {
+            let bad = |param: &str, msg: &str| {
+                (
+                    400,
+                    None,
+                    stripe_error(msg, &format!("\"param\": \"{param}\",\n    ")),
+                )
+            };
+            let mut q = ListQuery {
+                limit: 10,
+                ending_before: None,
+                starting_after: None,
+                gte: None,
+                types: Vec::new(),
+            };
+            for (k, v) in pairs {
+                match k.as_str() {
+                    "limit" => q.limit = v.parse().map_err(|_| bad("limit", "Invalid integer"))?,
+                    "ending_before" => q.ending_before = Some(v.clone()),
+                    "starting_after" => q.starting_after = Some(v.clone()),
+                    "types[]" => q.types.push(v.clone()),
+                    "created[gte]" => {
+                        q.gte = Some(
+                            v.parse()
+                                .map_err(|_| bad("created[gte]", "Invalid integer"))?,
+                        )
+                    }
+                    other => {
+                        return Err(bad(other, &format!("Received unknown parameter: {other}")))
+                    }
+                }
+            }
+            if !(1..=100).contains(&q.limit) {
+                return Err(bad("limit", "This value must be between 1 and 100"));
+            }
+            if q.ending_before.is_some() && q.starting_after.is_some() {
+                return Err(bad(
+                    "ending_before",
+                    "You may only specify one of these parameters: ending_before, starting_after.",
+                ));
+            }
+            Ok(q)
         }
     }
 

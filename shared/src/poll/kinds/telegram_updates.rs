@@ -641,35 +641,50 @@ mod tests {
             let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
                 .into_owned()
                 .collect();
-            let (limit, timeout) = {
-                let mut st = self.state();
-                st.queries.push(params.clone());
-                if let Some(canned) = st.canned.pop_front() {
-                    return canned;
-                }
-                let Some((token, method)) =
-                    path.strip_prefix("/bot").and_then(|p| p.rsplit_once('/'))
-                else {
-                    return Self::refusal(404, "Not Found");
-                };
-                if token != self.token {
-                    return Self::refusal(401, "Unauthorized");
-                }
-                if method != "getUpdates" {
-                    return Self::refusal(404, "Not Found");
-                }
-                if st.webhook {
-                    return Self::refusal(409, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first");
-                }
-                let num = |k: &str| params.get(k).and_then(|v| v.parse::<i64>().ok());
-                let limit = num("limit").unwrap_or(100).clamp(1, 100) as usize;
-                let timeout = num("timeout").unwrap_or(0).max(0) as u64;
-                if let Some(offset) = num("offset") {
-                    // Confirmation: everything below the offset is forgotten.
-                    st.pending.retain(|(id, _)| *id >= offset);
-                }
-                (limit, timeout)
+            match self.accept(path, params) {
+                Ok((limit, timeout)) => self.long_poll(limit, timeout).await,
+                Err(refused) => refused,
+            }
+        }
+
+        /// The request checked as the Bot API checks it (a scripted answer goes first), its
+        /// `offset` confirming the updates below it: its `(limit, timeout)`, or the answer.
+        fn accept(
+            &self,
+            path: &str,
+            params: HashMap<String, String>,
+        ) -> Result<(usize, u64), Canned> {
+            let mut st = self.state();
+            st.queries.push(params.clone());
+            if let Some(canned) = st.canned.pop_front() {
+                return Err(canned);
+            }
+            let Some((token, method)) = path.strip_prefix("/bot").and_then(|p| p.rsplit_once('/'))
+            else {
+                return Err(Self::refusal(404, "Not Found"));
             };
+            if token != self.token {
+                return Err(Self::refusal(401, "Unauthorized"));
+            }
+            if method != "getUpdates" {
+                return Err(Self::refusal(404, "Not Found"));
+            }
+            if st.webhook {
+                return Err(Self::refusal(409, WEBHOOK_ACTIVE));
+            }
+            let num = |k: &str| params.get(k).and_then(|v| v.parse::<i64>().ok());
+            let limit = num("limit").unwrap_or(100).clamp(1, 100) as usize;
+            let timeout = num("timeout").unwrap_or(0).max(0) as u64;
+            if let Some(offset) = num("offset") {
+                // Confirmation: everything below the offset is forgotten.
+                st.pending.retain(|(id, _)| *id >= offset);
+            }
+            Ok((limit, timeout))
+        }
+
+        /// The pending updates, at once or (with a `timeout`) as soon as there are some; a
+        /// newer getUpdates or a webhook set meanwhile ends it with 409.
+        async fn long_poll(&self, limit: usize, timeout: u64) -> Canned {
             // This request supersedes any pending one.
             let mine = {
                 let mut st = self.state();
@@ -683,27 +698,8 @@ mod tests {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
             let answer = loop {
                 let changed = self.changed.notified();
-                {
-                    let st = self.state();
-                    if st.generation != mine {
-                        break Self::refusal(409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running");
-                    }
-                    if st.webhook {
-                        break Self::refusal(409, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first");
-                    }
-                    if !st.pending.is_empty() || timeout == 0 {
-                        let page: Vec<&str> = st
-                            .pending
-                            .iter()
-                            .take(limit)
-                            .map(|(_, text)| text.as_str())
-                            .collect();
-                        break Canned {
-                            status: 200,
-                            headers: Vec::new(),
-                            body: format!("{{\"ok\":true,\"result\":[{}]}}", page.join(",")),
-                        };
-                    }
+                if let Some(answer) = self.ready(mine, limit, timeout) {
+                    break answer;
                 }
                 if tokio::time::timeout_at(deadline, changed).await.is_err() {
                     break Canned {
@@ -719,7 +715,34 @@ mod tests {
             }
             answer
         }
+
+        /// The answer of long-poll `mine` if it has one now.
+        fn ready(&self, mine: u64, limit: usize, timeout: u64) -> Option<Canned> {
+            let st = self.state();
+            if st.generation != mine {
+                return Some(Self::refusal(409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"));
+            }
+            if st.webhook {
+                return Some(Self::refusal(409, WEBHOOK_ACTIVE));
+            }
+            if st.pending.is_empty() && timeout > 0 {
+                return None;
+            }
+            let page: Vec<&str> = st
+                .pending
+                .iter()
+                .take(limit)
+                .map(|(_, text)| text.as_str())
+                .collect();
+            Some(Canned {
+                status: 200,
+                headers: Vec::new(),
+                body: format!("{{\"ok\":true,\"result\":[{}]}}", page.join(",")),
+            })
+        }
     }
+
+    const WEBHOOK_ACTIVE: &str = "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first";
 
     // ---- helpers --------------------------------------------------------------------
 

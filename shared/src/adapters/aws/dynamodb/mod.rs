@@ -123,31 +123,6 @@ impl DynamoLedger {
 /// Create the ledger table (schema in the module docs), wait until it and its index are
 /// ACTIVE, then turn on TTL (DynamoDB refuses `UpdateTimeToLive` on a table still CREATING).
 pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError> {
-    let string_attribute = |attribute: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(attribute)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| backend("CreateTable", e))
-    };
-    let key = |attribute: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(attribute)
-            .key_type(key_type)
-            .build()
-            .map_err(|e| backend("CreateTable", e))
-    };
-    let by_source = GlobalSecondaryIndex::builder()
-        .index_name(SOURCE_INDEX)
-        .key_schema(key(SOURCE_INDEX_PARTITION_KEY, KeyType::Hash)?)
-        .key_schema(key(SOURCE_INDEX_SORT_KEY, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
-        .build()
-        .map_err(|e| backend("CreateTable", e))?;
     client
         .create_table()
         .table_name(name)
@@ -155,13 +130,61 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
         .attribute_definitions(string_attribute(KEY_ATTRIBUTE)?)
         .attribute_definitions(string_attribute(SOURCE_INDEX_PARTITION_KEY)?)
         .attribute_definitions(string_attribute(SOURCE_INDEX_SORT_KEY)?)
-        .key_schema(key(KEY_ATTRIBUTE, KeyType::Hash)?)
-        .global_secondary_indexes(by_source)
+        .key_schema(key_element(KEY_ATTRIBUTE, KeyType::Hash)?)
+        .global_secondary_indexes(by_source_index()?)
         .send()
         .await
         .map_err(|e| backend("CreateTable", e))?;
+    wait_until_active(client, name).await?;
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(TTL_ATTRIBUTE)
+                .build()
+                .map_err(|e| backend("UpdateTimeToLive", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| backend("UpdateTimeToLive", e))?;
+    Ok(())
+}
 
-    // Awaiting a condition with a bound: moto answers ACTIVE at once, AWS in seconds.
+fn string_attribute(attribute: &str) -> Result<AttributeDefinition, LedgerError> {
+    AttributeDefinition::builder()
+        .attribute_name(attribute)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| backend("CreateTable", e))
+}
+
+fn key_element(attribute: &str, key_type: KeyType) -> Result<KeySchemaElement, LedgerError> {
+    KeySchemaElement::builder()
+        .attribute_name(attribute)
+        .key_type(key_type)
+        .build()
+        .map_err(|e| backend("CreateTable", e))
+}
+
+/// [`SOURCE_INDEX`]: a source's rows by time, every attribute projected.
+fn by_source_index() -> Result<GlobalSecondaryIndex, LedgerError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(SOURCE_INDEX)
+        .key_schema(key_element(SOURCE_INDEX_PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key_element(SOURCE_INDEX_SORT_KEY, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(|e| backend("CreateTable", e))
+}
+
+/// Awaiting a condition with a bound: moto answers ACTIVE at once, AWS in seconds.
+async fn wait_until_active(client: &Client, name: &str) -> Result<(), LedgerError> {
     let deadline = tokio::time::Instant::now() + CREATE_TIMEOUT;
     loop {
         let described = client
@@ -177,7 +200,7 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
                     .all(|i| i.index_status().is_none_or(|s| *s == IndexStatus::Active))
         });
         if active {
-            break;
+            return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(LedgerError::Backend(format!(
@@ -187,21 +210,6 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-
-    client
-        .update_time_to_live()
-        .table_name(name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name(TTL_ATTRIBUTE)
-                .build()
-                .map_err(|e| backend("UpdateTimeToLive", e))?,
-        )
-        .send()
-        .await
-        .map_err(|e| backend("UpdateTimeToLive", e))?;
-    Ok(())
 }
 
 fn backend(operation: &str, err: impl std::error::Error) -> LedgerError {
@@ -557,16 +565,54 @@ enum Taken {
     Held(DedupeRecord),
 }
 
-impl DynamoLedger {
-    /// One of `begin`'s writes: take the key under [`BEGIN_CONDITION`], or, with `expired`,
-    /// under [`BEGIN_EXPIRED`] starting a new cycle (attempt 1, nothing delivered).
-    async fn take(
-        &self,
-        req: &BeginRequest,
-        pk: &str,
-        expired: bool,
-    ) -> Result<Taken, LedgerError> {
-        let mut set = vec![
+/// The attribute names `begin`'s expressions use by placeholder (reserved words, or `ttl`).
+const BEGIN_NAMES: [(&str, &str); 5] = [
+    ("#key", "key"),
+    ("#source", "source"),
+    ("#via", "via"),
+    ("#s", "status"),
+    ("#ttl", TTL_ATTRIBUTE),
+];
+
+/// An update expression as it is built: what it sets, what it removes, and its values.
+struct Update {
+    set: Vec<&'static str>,
+    remove: Vec<&'static str>,
+    values: Item,
+}
+
+impl Update {
+    /// `assignment` (`name = placeholder`) with `value`, or remove `name` when there is none.
+    fn set_or_remove(
+        &mut self,
+        name: &'static str,
+        assignment: &'static str,
+        placeholder: &str,
+        value: Option<&str>,
+    ) {
+        match value {
+            Some(v) => {
+                self.set.push(assignment);
+                self.values.insert(placeholder.to_owned(), s(v));
+            }
+            None => self.remove.push(name),
+        }
+    }
+
+    fn expression(&self) -> String {
+        format!(
+            "SET {} REMOVE {}",
+            self.set.join(", "),
+            self.remove.join(", ")
+        )
+    }
+}
+
+/// What every take of `pk` writes: the record in progress under a new lease, not dead, on
+/// the source index.
+fn taken_record(req: &BeginRequest, pk: &str) -> Update {
+    Update {
+        set: vec![
             "#key = :key",
             "#source = :source",
             "body_sha256 = :h",
@@ -578,9 +624,9 @@ impl DynamoLedger {
             "dead = :false",
             "gsi1pk = :source",
             "gsi1sk = :gsi1sk",
-        ];
-        let mut remove = vec!["expires_at_ms", "last_error", "#ttl"];
-        let mut values: Item = HashMap::from([
+        ],
+        remove: vec!["expires_at_ms", "last_error", "#ttl"],
+        values: HashMap::from([
             (":key".to_owned(), s(&req.key)),
             (":source".to_owned(), s(&req.source)),
             (":h".to_owned(), s(&req.body_sha256)),
@@ -595,63 +641,74 @@ impl DynamoLedger {
                 ":gsi1sk".to_owned(),
                 s(source_sort_key(req.received_at_ms, pk)),
             ),
-        ]);
-        let names = [
-            ("#key", "key"),
-            ("#source", "source"),
-            ("#via", "via"),
-            ("#s", "status"),
-            ("#ttl", TTL_ATTRIBUTE),
-        ];
-        // DynamoDB refuses a value the expressions do not use: `:zero` and `:failed` belong
-        // to the first write only.
-        let condition = if expired {
-            set.push("attempts = :one");
-            remove.push("delivered");
-            BEGIN_EXPIRED
-        } else {
-            set.push("attempts = if_not_exists(attempts, :zero) + :one");
-            values.insert(":zero".to_owned(), n(0));
-            values.insert(":failed".to_owned(), s(DedupeStatus::Failed.as_str()));
-            BEGIN_CONDITION
-        };
-        match &req.provider_event_id {
-            Some(id) => {
-                set.push("provider_event_id = :peid");
-                values.insert(":peid".to_owned(), s(id));
-            }
-            None => remove.push("provider_event_id"),
-        }
-        match &req.event_type {
-            Some(t) => {
-                set.push("event_type = :etype");
-                values.insert(":etype".to_owned(), s(t));
-            }
-            None => remove.push("event_type"),
-        }
-        match req.summary.to_json() {
-            Some(summary) => {
-                set.push("summary = :summary");
-                values.insert(":summary".to_owned(), s(summary));
-            }
-            None => remove.push("summary"),
-        }
+        ]),
+    }
+}
+
+/// The record a take of `pk` writes, and the condition it is written under (see
+/// `DynamoLedger::take`).
+fn begin_update(req: &BeginRequest, pk: &str, expired: bool) -> (Update, &'static str) {
+    let mut update = taken_record(req, pk);
+    // DynamoDB refuses a value the expressions do not use: `:zero` and `:failed` belong to
+    // the first write only.
+    let condition = if expired {
+        update.set.push("attempts = :one");
+        update.remove.push("delivered");
+        BEGIN_EXPIRED
+    } else {
+        update
+            .set
+            .push("attempts = if_not_exists(attempts, :zero) + :one");
+        update.values.insert(":zero".to_owned(), n(0));
+        update
+            .values
+            .insert(":failed".to_owned(), s(DedupeStatus::Failed.as_str()));
+        BEGIN_CONDITION
+    };
+    let summary = req.summary.to_json();
+    update.set_or_remove(
+        "provider_event_id",
+        "provider_event_id = :peid",
+        ":peid",
+        req.provider_event_id.as_deref(),
+    );
+    update.set_or_remove(
+        "event_type",
+        "event_type = :etype",
+        ":etype",
+        req.event_type.as_deref(),
+    );
+    update.set_or_remove(
+        "summary",
+        "summary = :summary",
+        ":summary",
+        summary.as_deref(),
+    );
+    (update, condition)
+}
+
+impl DynamoLedger {
+    /// One of `begin`'s writes: take the key under [`BEGIN_CONDITION`], or, with `expired`,
+    /// under [`BEGIN_EXPIRED`] starting a new cycle (attempt 1, nothing delivered).
+    async fn take(
+        &self,
+        req: &BeginRequest,
+        pk: &str,
+        expired: bool,
+    ) -> Result<Taken, LedgerError> {
+        let (update, condition) = begin_update(req, pk, expired);
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(KEY_ATTRIBUTE, s(pk))
-            .update_expression(format!(
-                "SET {} REMOVE {}",
-                set.join(", "),
-                remove.join(", ")
-            ))
+            .update_expression(update.expression())
             .condition_expression(condition)
-            .set_expression_attribute_values(Some(values))
+            .set_expression_attribute_values(Some(update.values))
             // The whole item as written: `attempts` as counted, `delivered` as kept.
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        for (placeholder, name) in names {
+        for (placeholder, name) in BEGIN_NAMES {
             request = request.expression_attribute_names(placeholder, name);
         }
         match request.send().await {
