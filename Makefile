@@ -7,12 +7,12 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev load bench venv fmt lint unit features template build fuzz clean package sam-build footprint
+.PHONY: test dev load bench venv fmt lint unit features cycles template build fuzz clean package sam-build footprint
 
-## Run everything CI runs: format, lints, feature guard, Rust tests (AWS adapters against
+## Run everything CI runs: format, lints, feature guard, module cycles, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
 ## secrets, template guardrails.
-test: venv fmt lint features
+test: venv fmt lint features cycles
 	rm -rf $(TEST_LOGS)
 	INLET_LOG_DIR=$(TEST_LOGS) infra/scripts/with-moto $(CARGO) test --workspace --locked
 	$(VENV)/bin/python infra/scripts/no-secrets-in-logs $(TEST_LOGS)
@@ -52,6 +52,10 @@ lint:
 ## Lambdas stay lean: no SQLite in a function, no AWS SDK in the CLI.
 features:
 	infra/scripts/check-features
+
+## The library's top-level modules import each other in no cycle.
+cycles:
+	infra/scripts/check-module-cycles
 
 build:
 	$(CARGO) build --workspace --locked

@@ -365,7 +365,7 @@ async fn worker_with(
 /// What the poller Lambda runs: scheduled polls, and due checks when a source has checks.
 #[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "http-fetch"))]
 pub struct PollerParts {
-    pub poller: Arc<crate::poll::runner::Poller>,
+    pub poller: Arc<crate::poller::Poller>,
     pub checks: Option<crate::checks::CheckRunner>,
 }
 
@@ -392,7 +392,7 @@ async fn poller_with(sdk: aws_config::SdkConfig) -> Result<(PollerParts, bool), 
     use crate::adapters::aws::{AwsSecretStore, DynamoLedger, SqsQueue};
     use crate::adapters::http_client::ReqwestHttp;
     use crate::checks::CheckRunner;
-    use crate::poll::runner::Poller;
+    use crate::poller::Poller;
     use crate::ports::SystemClock;
 
     let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::config::{type_matches, Check, Config, Source};
 use crate::envelope::Envelope;
 use crate::metrics;
-use crate::poll::runner::{Poller, RunOutcome, RunReport};
+use crate::poller::{Poller, RunOutcome, RunReport};
 use crate::ports::{
     check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Clock, Ledger,
     OutboundMessage, Queue, QueueError, Scheduled, TrailEntry, TrailStatus, WorkerRecord,

@@ -1,5 +1,16 @@
 //! Inlet core. Domain logic (verification, envelopes, dedupe, routing) over small ports;
 //! no AWS type appears outside `adapters::aws` and `lambda`.
+//!
+//! The modules form layers, and no two import each other (`make test` runs
+//! `infra/scripts/check-module-cycles`):
+//! - leaves: `time`, `secret`, `request`, `retry`, `metrics`, `telemetry`;
+//! - the domain: `ports` (the traits the world is reached through), `envelope`, `providers`
+//!   (one file per provider), `ordering`, `poll` (the poll kinds), `targets`, `trail`,
+//!   `remote_secrets`;
+//! - `config`: the document, its validation, and the model everything below is built into;
+//! - the pipeline over a `Config`: `enqueue`, `ingest`, `poller`, `worker`, `checks`, `dlq`;
+//! - the edges: `adapters` (AWS and embedded implementations of the ports), `lambda` (event
+//!   shapes), `bootstrap` and `local` (composition roots of the Lambdas and `inlet dev`).
 
 pub mod adapters;
 pub mod bootstrap;
@@ -15,6 +26,7 @@ pub mod local;
 pub mod metrics;
 pub mod ordering;
 pub mod poll;
+pub mod poller;
 pub mod ports;
 pub mod providers;
 pub mod remote_secrets;

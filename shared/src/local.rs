@@ -11,7 +11,7 @@ use crate::adapters::embedded::{EmbeddedStore, Redrive, SqliteQueue};
 use crate::checks::{CheckOutcome, CheckRunner, CheckScheduler};
 use crate::config::Config;
 use crate::ingest::Ingest;
-use crate::poll::runner::Poller;
+use crate::poller::Poller;
 use crate::ports::http::HttpClient;
 use crate::ports::{Clock, EventBus, Queue, WorkerRecord};
 use crate::targets::build_targets;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use inlet::adapters::aws::{DynamoLedger, EventBridgeBus, SqsQueue};
 use inlet::ingest::Ingest;
 use inlet::lambda::sqs::to_records;
-use inlet::poll::runner::{Poller, RunOutcome};
+use inlet::poller::{Poller, RunOutcome};
 use inlet::ports::{Clock, EventBus, ManualClock, Queue, ReceivedMessage, SystemClock};
 use inlet::targets::eventbridge::EventBridgeTarget;
 use inlet::targets::Target;

@@ -8,7 +8,7 @@ use axum::extract::{RawQuery, State};
 use axum::routing::get;
 use axum::Router;
 use inlet::config::{PollSpec, SecretSpec};
-use inlet::poll::runner::RunOutcome;
+use inlet::poller::RunOutcome;
 use inlet::ports::Clock;
 use inlet::worker::Outcome;
 

@@ -20,7 +20,7 @@ use inlet::adapters::embedded::EmbeddedStore;
 use inlet::adapters::http_client::ReqwestHttp;
 use inlet::config::{self, ConfigDoc};
 use inlet::local::LocalStack;
-use inlet::poll::runner::{Poller, RunOutcome, RunReport};
+use inlet::poller::{Poller, RunOutcome, RunReport};
 use inlet::ports::{
     Acquire, Clock, ManualClock, OutboundMessage, PollState, PollStore, PollStoreError, Queue,
     QueueError, ReceivedMessage,

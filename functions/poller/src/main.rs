@@ -69,7 +69,7 @@ async fn main() -> Result<(), Error> {
         // minute); the answer sums them and gives the last outcome.
         let reports = parts.poller.run_invocation(source, deadline).await?;
         let sum =
-            |f: fn(&inlet::poll::runner::RunReport) -> usize| reports.iter().map(f).sum::<usize>();
+            |f: fn(&inlet::poller::RunReport) -> usize| reports.iter().map(f).sum::<usize>();
         Ok(serde_json::json!({
             "source_id": source,
             "runs": reports.len(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use inlet::adapters::http_client::ReqwestHttp;
 use inlet::config::Config;
 use inlet::local::LocalStack;
-use inlet::poll::runner::{PollError, Poller, RunOutcome, RunReport};
+use inlet::poller::{PollError, Poller, RunOutcome, RunReport};
 use inlet::ports::{Clock, PollStore, SystemClock};
 use tokio::sync::watch;
 use tracing::{info, warn};

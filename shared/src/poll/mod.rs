@@ -1,6 +1,6 @@
 //! Polling: pulling a source's events from its provider's API, into the same envelopes,
 //! queue and dedupe as webhooks. One file per poll kind under [`kinds`], behind [`PollKind`];
-//! the [`runner`] owns everything a kind must not get wrong on its own: the lease, the
+//! the [`poller`](crate::poller) owns everything a kind must not get wrong on its own: the lease, the
 //! request budget, retries, enqueue-before-cursor, and the run record.
 
 use std::fmt::Debug;
@@ -14,7 +14,6 @@ use crate::ports::http::{HttpClient, HttpError, HttpResponse};
 use crate::secret::Secret;
 
 pub mod kinds;
-pub mod runner;
 
 /// Provider API answers larger than this are refused (a page of 100 Stripe events is far
 /// below): the cap every poller's HTTP client is built with.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::{FetchContext, FetchError, Page, PollSource};
+use crate::poll::{FetchContext, FetchError, Page, PollSource};
 use crate::config::{Config, Source};
 use crate::enqueue::{enqueue_envelopes, Pace};
 use crate::envelope::{self, Envelope, PartOf, VerifiedBy, Via, ENVELOPE_VERSION};
