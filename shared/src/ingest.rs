@@ -77,7 +77,7 @@ impl From<HandshakeReply> for WebhookResponse {
 
 /// Why a request was refused. The status code and the trail reason come from here only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     NoRoute,
     UnknownSource,
     /// The source is poll-only (`webhooks = false`).
@@ -149,7 +149,7 @@ impl Refusal {
     /// The code the caller sees. Every verification failure shares one, so a sender without
     /// the secret cannot tell which check it failed (the precise [`Self::reason`] is in the
     /// log, the trail and `inlet verify`).
-    pub fn public_code(&self) -> &'static str {
+    pub(crate) fn public_code(&self) -> &'static str {
         match self {
             Refusal::Unverified { .. } => "unverified",
             other => other.reason(),
@@ -219,7 +219,7 @@ pub struct Ingest {
 
 /// The `{source}` of `…/webhooks/{source}`. A stage prefix (`/prod/webhooks/x`) is allowed
 /// because HTTP API named stages keep it in the raw path.
-pub fn source_from_path(path: &str) -> Option<&str> {
+pub(crate) fn source_from_path(path: &str) -> Option<&str> {
     let mut segments = path
         .trim_end_matches('/')
         .split('/')
@@ -256,7 +256,7 @@ impl Ingest {
     }
 
     /// Enforce each source's `rate_limit` in this process (`inlet dev`).
-    pub fn with_rate_limits(mut self) -> Self {
+    pub(crate) fn with_rate_limits(mut self) -> Self {
         self.limits = Some(RateLimits::default());
         self
     }

@@ -21,11 +21,11 @@ pub const MAIN_QUEUE: &str = "events";
 pub const DEAD_LETTER_QUEUE: &str = "events-dlq";
 /// Delayed check messages, with their own dead-letter queue (a check message replayed onto
 /// the events queue would be an undecodable envelope).
-pub const CHECKS_QUEUE: &str = "checks";
-pub const CHECKS_DEAD_LETTER_QUEUE: &str = "checks-dlq";
+pub(crate) const CHECKS_QUEUE: &str = "checks";
+pub(crate) const CHECKS_DEAD_LETTER_QUEUE: &str = "checks-dlq";
 /// How long a check's poll may run locally before it stops at a page boundary.
 const CHECK_RUN_BUDGET: Duration = Duration::from_secs(120);
-pub const BUS: &str = "default";
+pub(crate) const BUS: &str = "default";
 pub const DB_FILE: &str = "inlet.db";
 
 #[derive(Debug, thiserror::Error)]

@@ -10,11 +10,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::poll::{FetchContext, FetchError, Page, PollSource};
 use crate::config::{Config, Source};
 use crate::enqueue::{enqueue_envelopes, Pace};
 use crate::envelope::{self, Envelope, PartOf, VerifiedBy, Via, ENVELOPE_VERSION};
 use crate::metrics;
+use crate::poll::{FetchContext, FetchError, Page, PollSource};
 use crate::ports::http::HttpClient;
 use crate::ports::{
     Acquire, Clock, Ledger, PollState, PollStore, PollStoreError, Queue, TrailEntry, TrailStatus,

@@ -68,8 +68,7 @@ async fn main() -> Result<(), Error> {
         // A sub-minute poll runs several times in one invocation (Scheduler's floor is a
         // minute); the answer sums them and gives the last outcome.
         let reports = parts.poller.run_invocation(source, deadline).await?;
-        let sum =
-            |f: fn(&inlet::poller::RunReport) -> usize| reports.iter().map(f).sum::<usize>();
+        let sum = |f: fn(&inlet::poller::RunReport) -> usize| reports.iter().map(f).sum::<usize>();
         Ok(serde_json::json!({
             "source_id": source,
             "runs": reports.len(),

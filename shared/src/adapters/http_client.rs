@@ -21,7 +21,7 @@ impl ReqwestHttp {
     }
 
     /// A client for URLs that come from requests (PayPal's certificate): TLS only.
-    pub fn https_only(max_bytes: usize) -> Result<Self, String> {
+    pub(crate) fn https_only(max_bytes: usize) -> Result<Self, String> {
         Self::build(true, max_bytes)
     }
 

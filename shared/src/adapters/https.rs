@@ -14,7 +14,7 @@ const MAX_BYTES: usize = 64 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone)]
-pub struct HttpsFetcher {
+pub(crate) struct HttpsFetcher {
     http: ReqwestHttp,
 }
 

@@ -86,7 +86,7 @@ pub trait PollKind: Send + Sync + Debug {
 
 /// A response as a kind should see it: 2xx and 304 pass; everything else becomes the
 /// [`FetchError`] the runner knows how to handle.
-pub fn classify(resp: Result<HttpResponse, HttpError>) -> Result<HttpResponse, FetchError> {
+pub(crate) fn classify(resp: Result<HttpResponse, HttpError>) -> Result<HttpResponse, FetchError> {
     let resp = match resp {
         Ok(r) => r,
         Err(e @ (HttpError::Timeout(_) | HttpError::Network(_))) => {
@@ -118,7 +118,7 @@ fn retry_after(value: &str) -> Option<Duration> {
 /// The EventBridge Scheduler expression for a poll every `every`: whole days, hours or
 /// minutes, rounded up (Scheduler counts in minutes at best). Below a minute it is one
 /// minute, and the poller Lambda repeats runs inside the invocation to keep `every`.
-pub fn schedule_expression(every: Duration) -> String {
+pub(crate) fn schedule_expression(every: Duration) -> String {
     let minutes = every.as_secs().div_ceil(60).max(1);
     let (n, unit) = if minutes.is_multiple_of(1440) {
         (minutes / 1440, "day")

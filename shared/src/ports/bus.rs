@@ -7,10 +7,10 @@ pub enum BusError {
 }
 
 /// EventBridge `PutEvents` takes at most 10 entries per call.
-pub const MAX_ENTRIES: usize = 10;
+pub(crate) const MAX_ENTRIES: usize = 10;
 
 /// The entry-count rule both adapters enforce.
-pub fn check_entries_len(len: usize) -> Result<(), BusError> {
+pub(crate) fn check_entries_len(len: usize) -> Result<(), BusError> {
     if len > MAX_ENTRIES {
         return Err(BusError::Backend(format!(
             "PutEvents takes at most {MAX_ENTRIES} entries per call, got {len}"

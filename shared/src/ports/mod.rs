@@ -3,7 +3,7 @@
 //! semantics; `tests/it/conformance.rs` runs one suite against both.
 
 pub mod bus;
-pub mod certs;
+pub(crate) mod certs;
 pub mod checks;
 pub mod clock;
 pub mod http;

@@ -11,11 +11,11 @@ pub enum QueueError {
 }
 
 /// SQS `SendMessageBatch` and `ReceiveMessage` take at most 10 messages.
-pub const MAX_BATCH: usize = 10;
+pub(crate) const MAX_BATCH: usize = 10;
 
 /// The batch-size rule both adapters enforce, so an oversized batch fails the same way
 /// locally and on AWS.
-pub fn check_batch_len(len: usize) -> Result<(), QueueError> {
+pub(crate) fn check_batch_len(len: usize) -> Result<(), QueueError> {
     if len > MAX_BATCH {
         return Err(QueueError::Rejected(format!(
             "SendMessageBatch takes at most {MAX_BATCH} messages, got {len}"

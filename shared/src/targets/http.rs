@@ -305,7 +305,7 @@ pub fn signed_headers(
 
 /// `Retry-After` as delay-seconds (the form rate limiters send). An HTTP-date is ignored:
 /// the worker's own backoff applies then.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     value
         .trim()
         .parse::<u64>()

@@ -72,7 +72,7 @@ impl DispatchError {
     /// One event's failures at several targets as one error: permanent if any is (retrying
     /// cannot complete the event), else waiting for the longest `Retry-After`; the message
     /// lists them all. `None` when there are none.
-    pub fn merge(errors: Vec<DispatchError>) -> Option<Self> {
+    pub(crate) fn merge(errors: Vec<DispatchError>) -> Option<Self> {
         if errors.len() <= 1 {
             return errors.into_iter().next();
         }
@@ -130,15 +130,15 @@ pub struct TargetBuildError {
 }
 
 /// Supplies an event bus for a bus name (`None` = the deployment's default bus).
-pub type BusFactory<'a> = dyn Fn(Option<&str>) -> Result<Arc<dyn EventBus>, String> + 'a;
+pub(crate) type BusFactory<'a> = dyn Fn(Option<&str>) -> Result<Arc<dyn EventBus>, String> + 'a;
 
 /// Supplies a queue for an SQS target's `queue_url` (the AWS stack: an SQS client on that
 /// URL; the embedded stack: a queue of that name in the same SQLite file).
-pub type QueueFactory<'a> = dyn Fn(&str) -> Result<Arc<dyn Queue>, String> + 'a;
+pub(crate) type QueueFactory<'a> = dyn Fn(&str) -> Result<Arc<dyn Queue>, String> + 'a;
 
 /// Builds the configured targets; the embedded and AWS stacks pass their own `bus_for` and
 /// `queue_for`. Relative paths resolve against `base_dir` (the config file's folder).
-pub fn build_targets(
+pub(crate) fn build_targets(
     specs: &[TargetSpec],
     base_dir: &Path,
     bus_for: &BusFactory<'_>,

@@ -76,7 +76,7 @@ impl SqliteQueue {
 
     /// This queue with FIFO semantics (module docs). Like SQS's `FifoQueue`, a property of
     /// the queue: open it FIFO everywhere it is used.
-    pub fn into_fifo(mut self) -> Self {
+    pub(crate) fn into_fifo(mut self) -> Self {
         self.fifo = true;
         self
     }

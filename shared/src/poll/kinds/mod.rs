@@ -10,7 +10,7 @@ pub mod stripe_events;
 pub mod telegram_updates;
 
 /// The names `build` accepts, for error messages and `inlet check`.
-pub const KINDS: &[&str] = &[stripe_events::NAME, "telegram_updates", "http_json"];
+pub(crate) const KINDS: &[&str] = &[stripe_events::NAME, "telegram_updates", "http_json"];
 
 /// Build a poll kind from its name and its `poll.options` table (kind-specific, unknown
 /// fields refused).

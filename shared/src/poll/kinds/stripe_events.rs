@@ -75,7 +75,7 @@ enum Start {
 }
 
 #[derive(Debug, Clone)]
-pub struct StripeEvents {
+pub(crate) struct StripeEvents {
     api_base: String,
     types: Vec<String>,
     page_size: u32,
@@ -167,7 +167,7 @@ fn start(value: Option<Value>) -> Result<Start, String> {
 }
 
 impl StripeEvents {
-    pub fn from_options(options: &Value) -> Result<Self, String> {
+    pub(crate) fn from_options(options: &Value) -> Result<Self, String> {
         let raw: RawOptions = if options.is_null() {
             RawOptions::deserialize(json!({}))
         } else {

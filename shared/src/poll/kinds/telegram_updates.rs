@@ -77,7 +77,7 @@ fn field<T: DeserializeOwned>(name: &str, value: Option<Value>) -> Result<Option
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TelegramUpdates {
+pub(crate) struct TelegramUpdates {
     /// Without a trailing slash.
     api_base: String,
     limit: u32,
@@ -88,7 +88,7 @@ pub struct TelegramUpdates {
 }
 
 impl TelegramUpdates {
-    pub fn from_options(options: &Value) -> Result<Self, String> {
+    pub(crate) fn from_options(options: &Value) -> Result<Self, String> {
         let Options {
             api_base,
             limit,

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 /// Why an address is not public. Every class but `Public` is refused unless allow-listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressClass {
+pub(crate) enum AddressClass {
     Public,
     Unspecified,
     Loopback,
@@ -66,7 +66,7 @@ fn in_v6(ip: Ipv6Addr, net: [u16; 8], prefix: u8) -> bool {
     u128::from(ip) & mask == u128::from(Ipv6Addr::from(net)) & mask
 }
 
-pub fn classify_v4(ip: Ipv4Addr) -> AddressClass {
+pub(crate) fn classify_v4(ip: Ipv4Addr) -> AddressClass {
     let o = ip.octets();
     if o == [169, 254, 169, 254] || o == [169, 254, 170, 2] {
         return AddressClass::Metadata;
@@ -98,7 +98,7 @@ pub fn classify_v4(ip: Ipv4Addr) -> AddressClass {
 /// The IPv4 address an IPv6 address carries, where the kernel or a NAT64 gateway would
 /// connect to it: IPv4-mapped `::ffff:a.b.c.d`, the deprecated IPv4-compatible `::a.b.c.d`,
 /// and the NAT64 well-known prefix `64:ff9b::/96`.
-pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4);
     }
@@ -114,7 +114,7 @@ pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     None
 }
 
-pub fn classify_v6(ip: Ipv6Addr) -> AddressClass {
+pub(crate) fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     if ip.is_unspecified() {
         return AddressClass::Unspecified;
     }
@@ -146,7 +146,7 @@ pub fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         .unwrap_or(AddressClass::Public)
 }
 
-pub fn classify(ip: IpAddr) -> AddressClass {
+pub(crate) fn classify(ip: IpAddr) -> AddressClass {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),

@@ -54,11 +54,11 @@ use crate::ports::{
 };
 
 /// The partition key attribute (the table has no sort key).
-pub const KEY_ATTRIBUTE: &str = "pk";
+pub(crate) const KEY_ATTRIBUTE: &str = "pk";
 /// The global secondary index that lists a source's rows newest first.
-pub const SOURCE_INDEX: &str = "by_source";
-pub const SOURCE_INDEX_PARTITION_KEY: &str = "gsi1pk";
-pub const SOURCE_INDEX_SORT_KEY: &str = "gsi1sk";
+pub(crate) const SOURCE_INDEX: &str = "by_source";
+pub(crate) const SOURCE_INDEX_PARTITION_KEY: &str = "gsi1pk";
+pub(crate) const SOURCE_INDEX_SORT_KEY: &str = "gsi1sk";
 /// The TTL attribute, in epoch seconds.
 pub const TTL_ATTRIBUTE: &str = "ttl";
 

@@ -73,7 +73,7 @@ enum Mode {
 
 /// The `http_json` poll kind, built from validated options.
 #[derive(Debug, Clone)]
-pub struct HttpJson {
+pub(crate) struct HttpJson {
     template: Vec<Seg>,
     origin: ::url::Origin,
     auth: Auth,

@@ -76,7 +76,7 @@ fn check_pointer(name: &str, p: &str) -> Result<(), String> {
 
 impl HttpJson {
     /// Build from `poll.options`; every error names the offending field.
-    pub fn from_options(options: &Value) -> Result<Self, String> {
+    pub(crate) fn from_options(options: &Value) -> Result<Self, String> {
         let doc: OptionsDoc =
             serde_json::from_value(options.clone()).map_err(|e| format!("options: {e}"))?;
         let url: String = field("url", doc.url)?;
