@@ -107,12 +107,27 @@ pub async fn run_show(at: Where, id: &str) -> Result<(), String> {
 }
 
 /// What `inlet replay` was asked for.
+#[derive(clap::Args)]
 pub struct ReplayArgs {
+    /// Only this source's events.
+    #[arg(long)]
     pub source: Option<String>,
+    /// Only events received since: an RFC 3339 time or a duration back (2h, 3days).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Only these (comma-separated message ids, dedupe keys or provider event ids).
+    #[arg(long, value_delimiter = ',')]
     pub ids: Vec<String>,
+    /// Count what would move; move nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    /// On AWS, move message by message even without filters (default there: SQS's own
+    /// message move task).
+    #[arg(long)]
     pub one_by_one: bool,
+    /// Dispatch again even the events the ledger says were dispatched (the trail records
+    /// each as forced_replay). Without it a replayed event is still deduplicated.
+    #[arg(long)]
     pub force: bool,
 }
 
