@@ -737,6 +737,68 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
 }
 
+/// `inlet replay` with its output captured, not a terminal: no progress bar, so no carriage
+/// return in a log or a pipe; the summary alone.
+#[tokio::test]
+async fn replay_into_a_pipe_draws_no_progress_bar() {
+    use inlet::ports::Queue;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let clock = std::sync::Arc::new(SystemClock);
+    let stack =
+        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
+            .expect("stack");
+    // Three accepted events, moved from the main queue to the DLQ as they are.
+    for n in 0..3 {
+        let body = sample_body("stripe", 800 + n);
+        let resp = stack
+            .ingest
+            .handle(inlet::ingest::WebhookRequest {
+                method: "POST".into(),
+                path: "/webhooks/stripe".into(),
+                headers: signed_headers(&cfg, "stripe", &body, clock.now_ms(), "d"),
+                body,
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    let queued = stack
+        .queue
+        .receive(10, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .expect("receive");
+    assert_eq!(queued.len(), 3);
+    for m in &queued {
+        stack
+            .dlq
+            .send(&inlet::ports::OutboundMessage::new(m.body.clone()))
+            .await
+            .expect("to the DLQ");
+    }
+    let config = config_path.to_str().expect("utf8");
+    for args in [
+        vec!["replay", "--config", config, "--dry-run"],
+        vec!["replay", "--config", config],
+    ] {
+        let out = inlet(&args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(stdout.contains("3 dead letter(s)"), "{args:?}: {stdout}");
+        assert!(
+            !stderr.contains('\r'),
+            "{args:?}: progress drawn into a pipe: {stderr:?}"
+        );
+        assert!(!stdout.contains('\r'), "{args:?}: {stdout:?}");
+    }
+    assert_eq!(stack.dlq.depth().await.expect("depth"), Some(0));
+}
+
 /// A config that uses every thing the template must grant: an `env:` webhook secret, an
 /// `ssm:` poll key on a poll-only source, a `secretsmanager:` secret, an SQS target and
 /// per-entity order.

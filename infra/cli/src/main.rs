@@ -10,6 +10,7 @@ mod dev;
 mod dlq;
 mod events;
 mod poll;
+mod table;
 mod verify;
 
 use inlet_cli::sign;
