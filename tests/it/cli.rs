@@ -216,6 +216,53 @@ async fn events_shows_dispatched_duplicate_and_refused() {
     assert_eq!(jsonl_keys(&jsonl).len(), 1);
 }
 
+/// `inlet dev`'s log on stderr: one JSON object per line, each event's fields at the top
+/// level beside `timestamp`, `level` and `message`, as CloudWatch Logs Insights reads them.
+#[tokio::test]
+async fn log_lines_carry_their_fields_at_the_top_level() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let mut child = Command::new(INLET)
+        .args(["dev", "--config"])
+        .arg(&config_path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inlet dev");
+    let stderr = child.stderr.take().expect("stderr");
+    let dev = Dev::from_child(child);
+    let (lines, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (status, answer) = post(&dev.base, &cfg, "stripe", &sample_body("stripe", 31)).await;
+    assert_eq!(status, 200, "{answer}");
+    let key = key_of(&answer);
+    let verified = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line naming the verified event")
+            .expect("a line of text");
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["message"] == "verified" {
+            break v;
+        }
+    };
+    assert_eq!(verified["source"], "stripe", "{verified}");
+    assert_eq!(verified["dedupe_key"], key.as_str(), "{verified}");
+    assert_eq!(verified["level"], "INFO", "{verified}");
+    assert!(verified["timestamp"].is_string(), "{verified}");
+    assert!(verified.get("fields").is_none(), "{verified}");
+}
+
 #[test]
 fn check_accepts_the_example_and_names_the_broken_field() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/dev/inlet.toml");
