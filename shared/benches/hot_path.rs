@@ -2,7 +2,7 @@
 //! body measured in the same run (`make bench` prints the ratio; issue 7's target is ≤ 3×).
 //!
 //! - `ingest/<source>/<size>`: an API Gateway v2 event (the committed fixture) parsed as the
-//!   ingest Lambda parses it, turned into the domain request, then `Ingest::handle` — route,
+//!   ingest Lambda parses it (`aws_lambda_events`' `ApiGatewayV2httpRequest`), turned into the domain request, then `Ingest::handle` — route,
 //!   verify, extract, build and serialise the envelope — and the Lambda response, serialised. `handle` is the
 //!   only public entry, so the queue and ledger are in-memory no-ops: no I/O is measured.
 //! - `worker_batch10/<size>`: an SQS event of 10 envelopes (as ingest built them) parsed,
@@ -17,12 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::sqs::SqsEvent;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hmac::{KeyInit, Mac};
 use inlet::config::{self, ConfigDoc, TargetKind, TargetSpec};
 use inlet::ingest::Ingest;
-use inlet::lambda::http::{HttpEvent, HttpResponse};
-use inlet::lambda::sqs::{to_records, SqsEvent};
+use inlet::lambda::http::{into_webhook_request, response};
+use inlet::lambda::sqs::to_records;
 use inlet::ports::{
     BeginOutcome, BeginRequest, BusError, BusEvent, DedupeRecord, EventBus, Ledger, LedgerError,
     ManualClock, OutboundMessage, PublishResult, Queue, QueueError, ReceivedMessage, TrailEntry,
@@ -214,7 +216,9 @@ impl EventBus for NoopBus {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    // Timers: ingest bounds its enqueueing by `settings.ingest_deadline`.
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime")
 }
@@ -253,11 +257,10 @@ fn ingest(c: &mut Criterion) {
         for source in SOURCES {
             let event = http_event(&cfg, source, &body(0, size), 0);
             let handle = || async {
-                let req = HttpEvent::from_slice(event.as_bytes())
-                    .expect("event parses")
-                    .into_webhook_request()
-                    .expect("request");
-                let resp = HttpResponse::from(ingest.handle(req).await);
+                let req = serde_json::from_slice::<ApiGatewayV2httpRequest>(event.as_bytes())
+                    .expect("event parses");
+                let req = into_webhook_request(req).expect("request");
+                let resp = response(ingest.handle(req).await);
                 serde_json::to_vec(&resp).expect("response serialises")
             };
             // A bench of a refusal would measure the wrong path: it must be accepted.
@@ -297,10 +300,9 @@ fn worker(c: &mut Criterion) {
         let envelopes: Vec<String> = (0..BATCH)
             .map(|n| {
                 let event = http_event(&cfg, "stripe", &body(n, size), n);
-                let req = HttpEvent::from_slice(event.as_bytes())
-                    .expect("event parses")
-                    .into_webhook_request()
-                    .expect("request");
+                let req = serde_json::from_slice::<ApiGatewayV2httpRequest>(event.as_bytes())
+                    .expect("event parses");
+                let req = into_webhook_request(req).expect("request");
                 let status = rt.block_on(ingest.handle(req)).status;
                 assert_eq!(status, 200);
                 queue
@@ -328,7 +330,8 @@ fn worker(c: &mut Criterion) {
             .into();
         let event = ev.to_string();
         let process = || async {
-            let sqs = SqsEvent::from_slice(event.as_bytes()).expect("SQS event parses");
+            let sqs =
+                serde_json::from_slice::<SqsEvent>(event.as_bytes()).expect("SQS event parses");
             worker.process(&to_records(sqs).records).await
         };
         let result = rt.block_on(process());

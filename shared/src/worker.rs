@@ -1119,7 +1119,7 @@ impl Worker {
             }
             Err(e) => {
                 let e = e.naming(target_id);
-                warn!(source = %env.source, dedupe_key = %env.dedupe_key, target = %target_id, error = %e, "target failed");
+                warn!(source = %env.source, dedupe_key = %env.dedupe_key, target_id = %target_id, error = %e, "target failed");
                 metrics::count_by(
                     self.clock.now_ms(),
                     "target_failures",
@@ -1140,7 +1140,7 @@ impl Worker {
             .mark_delivered(&env.dedupe_key, target_id, self.clock.now_ms())
             .await
         {
-            warn!(dedupe_key = %env.dedupe_key, target = %target_id, error = %e, "delivered but not recorded; a retry may send it to this target again");
+            warn!(dedupe_key = %env.dedupe_key, target_id = %target_id, error = %e, "delivered but not recorded; a retry may send it to this target again");
         }
     }
 

@@ -216,6 +216,53 @@ async fn events_shows_dispatched_duplicate_and_refused() {
     assert_eq!(jsonl_keys(&jsonl).len(), 1);
 }
 
+/// `inlet dev`'s log on stderr: one JSON object per line, each event's fields at the top
+/// level beside `timestamp`, `level` and `message`, as CloudWatch Logs Insights reads them.
+#[tokio::test]
+async fn log_lines_carry_their_fields_at_the_top_level() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let mut child = Command::new(INLET)
+        .args(["dev", "--config"])
+        .arg(&config_path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inlet dev");
+    let stderr = child.stderr.take().expect("stderr");
+    let dev = Dev::from_child(child);
+    let (lines, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (status, answer) = post(&dev.base, &cfg, "stripe", &sample_body("stripe", 31)).await;
+    assert_eq!(status, 200, "{answer}");
+    let key = key_of(&answer);
+    let verified = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line naming the verified event")
+            .expect("a line of text");
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["message"] == "verified" {
+            break v;
+        }
+    };
+    assert_eq!(verified["source"], "stripe", "{verified}");
+    assert_eq!(verified["dedupe_key"], key.as_str(), "{verified}");
+    assert_eq!(verified["level"], "INFO", "{verified}");
+    assert!(verified["timestamp"].is_string(), "{verified}");
+    assert!(verified.get("fields").is_none(), "{verified}");
+}
+
 #[test]
 fn check_accepts_the_example_and_names_the_broken_field() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/dev/inlet.toml");
@@ -735,6 +782,68 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
     let out = inlet(&["replay", "--config", config, "--since", "not a time"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+}
+
+/// `inlet replay` with its output captured, not a terminal: no progress bar, so no carriage
+/// return in a log or a pipe; the summary alone.
+#[tokio::test]
+async fn replay_into_a_pipe_draws_no_progress_bar() {
+    use inlet::ports::Queue;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let clock = std::sync::Arc::new(SystemClock);
+    let stack =
+        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
+            .expect("stack");
+    // Three accepted events, moved from the main queue to the DLQ as they are.
+    for n in 0..3 {
+        let body = sample_body("stripe", 800 + n);
+        let resp = stack
+            .ingest
+            .handle(inlet::ingest::WebhookRequest {
+                method: "POST".into(),
+                path: "/webhooks/stripe".into(),
+                headers: signed_headers(&cfg, "stripe", &body, clock.now_ms(), "d"),
+                body,
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    let queued = stack
+        .queue
+        .receive(10, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .expect("receive");
+    assert_eq!(queued.len(), 3);
+    for m in &queued {
+        stack
+            .dlq
+            .send(&inlet::ports::OutboundMessage::new(m.body.clone()))
+            .await
+            .expect("to the DLQ");
+    }
+    let config = config_path.to_str().expect("utf8");
+    for args in [
+        vec!["replay", "--config", config, "--dry-run"],
+        vec!["replay", "--config", config],
+    ] {
+        let out = inlet(&args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(stdout.contains("3 dead letter(s)"), "{args:?}: {stdout}");
+        assert!(
+            !stderr.contains('\r'),
+            "{args:?}: progress drawn into a pipe: {stderr:?}"
+        );
+        assert!(!stdout.contains('\r'), "{args:?}: {stdout:?}");
+    }
+    assert_eq!(stack.dlq.depth().await.expect("depth"), Some(0));
 }
 
 /// A config that uses every thing the template must grant: an `env:` webhook secret, an

@@ -1,20 +1,22 @@
 //! The Lambda handlers' conversions driven with real event payload shapes (fixtures from
-//! `aws_lambda_events` and `lambda_http`, each event also read by those crates as the
-//! reference our lean decoding must agree with), and the whole AWS path — ingest → SQS → worker
-//! → DynamoDB → EventBridge → a rule's SQS target — against the moto server.
+//! `aws_lambda_events` and `lambda_http`, each event also read by `lambda_http` as the
+//! reference the ingest request must agree with), and the whole AWS path — ingest → SQS →
+//! worker → DynamoDB → EventBridge → a rule's SQS target — against the moto server.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_sqs::types::QueueAttributeName;
 use base64::Engine;
 use inlet::adapters::aws::SqsQueue;
 use inlet::envelope::Envelope;
 use inlet::ingest::Ingest;
 use inlet::ingest::WebhookRequest;
-use inlet::lambda::http::{HttpEvent, HttpResponse};
-use inlet::lambda::sqs::{to_batch_response, to_records, SqsEvent};
+use inlet::lambda::http::{into_webhook_request, response};
+use inlet::lambda::sqs::{to_batch_response, to_records};
 use inlet::ports::{Clock, DedupeStatus, EventBus, Ledger, Queue, SystemClock};
 use inlet::targets::eventbridge::EventBridgeTarget;
 use inlet::targets::Target;
@@ -61,10 +63,9 @@ pub(crate) fn http_event(
 /// query string), every header (bar cookies, which it merges with the event's `cookies`), body, caller and id.
 pub(crate) fn webhook_request(event: &str) -> WebhookRequest {
     use lambda_http::RequestExt;
-    let ours = HttpEvent::from_slice(event.as_bytes())
-        .expect("the ingest Lambda parses the event")
-        .into_webhook_request()
-        .expect("a request");
+    let parsed: ApiGatewayV2httpRequest =
+        serde_json::from_str(event).expect("the ingest Lambda parses the event");
+    let ours = into_webhook_request(parsed).expect("a request");
     let theirs = lambda_http::request::from_str(event).expect("lambda_http parses the event");
     assert_eq!(ours.method, theirs.method().as_str());
     assert_eq!(ours.path, theirs.raw_http_path());
@@ -137,21 +138,28 @@ pub(crate) fn sqs_event(messages: &[(String, String, u32)]) -> SqsEvent {
         .collect();
     ev["Records"] = records.into();
     let event = ev.to_string();
-    // The reference reading of the same event must name the same records.
-    let reference: aws_lambda_events::event::sqs::SqsEvent =
-        serde_json::from_str(&event).expect("aws_lambda_events parses the event");
-    let ours = || SqsEvent::from_slice(event.as_bytes()).expect("the worker parses the event");
+    // The records must say what the event says, field by field.
+    let reference: serde_json::Value = serde_json::from_str(&event).expect("json");
+    let reference: Vec<&serde_json::Value> = reference["Records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .collect();
+    let ours = || serde_json::from_str::<SqsEvent>(&event).expect("the worker parses the event");
     let records = to_records(ours()).records;
-    assert_eq!(records.len(), reference.records.len());
-    for (r, m) in records.iter().zip(&reference.records) {
-        assert_eq!(Some(&r.message_id), m.message_id.as_ref());
-        assert_eq!(r.body, m.body.clone().unwrap_or_default());
-        assert_eq!(r.receipt_handle, m.receipt_handle);
+    assert_eq!(records.len(), reference.len());
+    for (r, m) in records.iter().zip(reference) {
+        assert_eq!(m["messageId"], r.message_id.as_str());
+        assert_eq!(m["body"], r.body.as_str());
+        assert_eq!(m["receiptHandle"].as_str(), r.receipt_handle.as_deref());
         assert_eq!(
-            Some(r.receive_count.to_string()),
-            m.attributes.get("ApproximateReceiveCount").cloned()
+            m["attributes"]["ApproximateReceiveCount"],
+            r.receive_count.to_string().as_str()
         );
-        assert_eq!(r.group_id, m.attributes.get("MessageGroupId").cloned());
+        assert_eq!(
+            m["attributes"]["MessageGroupId"].as_str(),
+            r.group_id.as_deref()
+        );
     }
     ours()
 }
@@ -186,6 +194,55 @@ fn function_url_event_is_understood_too() {
     assert_eq!(w.path, "/webhooks/github");
 }
 
+/// Why the ingest Lambda reads `aws_lambda_events`' event rather than `lambda_http`'s
+/// `Request`: `lambda_http` builds an `http::Uri` from the raw query string and panics on a
+/// character a sender controls (here a raw space, which reaches `rawQueryString` through a
+/// Function URL), and under the release profile's `panic = "abort"` that would end the warm
+/// process. Ingest reads the same event and answers it.
+#[tokio::test]
+async fn a_raw_query_that_makes_lambda_http_panic_is_answered_by_ingest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Arc::new(dev_config(dir.path(), |_| {}));
+    let body = sample_body("stripe", 5);
+    let headers = signed_headers(&cfg, "stripe", &body, SystemClock.now_ms(), "d");
+    let mut ev: serde_json::Value = serde_json::from_str(&http_event(
+        APIGW_V2,
+        "/webhooks/stripe",
+        &headers,
+        &body,
+        false,
+    ))
+    .expect("event");
+    ev["rawQueryString"] = "note=a b&x=\"<y>\"".into();
+    let event = ev.to_string();
+
+    let read = std::panic::catch_unwind(|| lambda_http::request::from_str(&event).is_ok());
+    assert!(
+        read.is_err(),
+        "lambda_http now reads a raw space in the query: {read:?} (see docs/performance.md, Event parsing)"
+    );
+
+    let store = inlet::adapters::embedded::EmbeddedStore::open_in_memory(Arc::new(SystemClock))
+        .expect("store");
+    let ingest = Ingest::new(
+        cfg,
+        Arc::new(store.queue("main", None)),
+        Arc::new(store.ledger()),
+        Arc::new(SystemClock),
+    );
+    let parsed: ApiGatewayV2httpRequest = serde_json::from_str(&event).expect("parses");
+    let req = into_webhook_request(parsed).expect("a request");
+    assert_eq!(
+        req.query,
+        vec![
+            ("note".to_string(), "a b".to_string()),
+            ("x".to_string(), "\"<y>\"".to_string())
+        ]
+    );
+    let resp = serde_json::to_value(response(ingest.handle(req).await)).expect("json");
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+}
+
 #[tokio::test]
 async fn metas_get_check_is_answered_by_the_ingest_lambda_and_nothing_is_queued() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -213,7 +270,7 @@ async fn metas_get_check_is_answered_by_the_ingest_lambda_and_nothing_is_queued(
     });
     ev["body"] = serde_json::Value::Null;
     let req = webhook_request(&ev.to_string());
-    let resp = serde_json::to_value(HttpResponse::from(ingest.handle(req).await)).expect("json");
+    let resp = serde_json::to_value(response(ingest.handle(req).await)).expect("json");
     assert_eq!(resp["statusCode"], 200);
     assert_eq!(resp["headers"]["content-type"], "text/plain");
     assert_eq!(resp["body"], "1158201444");
@@ -339,7 +396,7 @@ async fn aws_webhook_goes_through_sqs_dynamodb_and_eventbridge_exactly_once() {
     let body = sample_body("stripe", 77);
     let headers = signed_headers(&cfg, "stripe", &body, clock.now_ms(), "d");
     let event = http_event(APIGW_V2, "/webhooks/stripe", &headers, &body, false);
-    let resp = HttpResponse::from(ingest.handle(webhook_request(&event)).await);
+    let resp = response(ingest.handle(webhook_request(&event)).await);
     assert_eq!(resp.status_code, 200);
 
     // The same delivery again (a provider retry) is accepted and enqueued again.

@@ -22,11 +22,11 @@ def run(log_dir: Path) -> subprocess.CompletedProcess:
 
 def write(log_dir: Path, line: str) -> None:
     log_dir.mkdir(exist_ok=True)
-    (log_dir / "tests-1.jsonl").write_text('{"level":"INFO","fields":{"message":"ok"}}\n' + line + "\n")
+    (log_dir / "tests-1.jsonl").write_text('{"timestamp":"2026-01-01T00:00:00.000000Z","level":"INFO","message":"ok"}\n' + line + "\n")
 
 
 def test_clean_logs_pass(tmp_path):
-    write(tmp_path / "logs", '{"level":"WARN","fields":{"message":"refused","reason":"signature_mismatch"}}')
+    write(tmp_path / "logs", '{"timestamp":"2026-01-01T00:00:00.000000Z","level":"WARN","message":"refused","reason":"signature_mismatch"}')
     out = run(tmp_path / "logs")
     assert out.returncode == 0, out.stderr
     assert "ok (" in out.stdout
@@ -38,7 +38,7 @@ def test_clean_logs_pass(tmp_path):
     ids=["raw", "percent-encoded", "base64"],
 )
 def test_a_leak_fails_with_file_and_line(tmp_path, form):
-    write(tmp_path / "logs", '{"level":"DEBUG","fields":{"message":"sent","auth":"' + form + '"}}')
+    write(tmp_path / "logs", '{"timestamp":"2026-01-01T00:00:00.000000Z","level":"DEBUG","message":"sent","auth":"' + form + '"}')
     out = run(tmp_path / "logs")
     assert out.returncode == 1
     assert "tests-1.jsonl:2" in out.stderr, out.stderr

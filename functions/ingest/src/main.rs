@@ -1,6 +1,7 @@
 //! Ingest Lambda (API Gateway HTTP API v2 or Function URL): verify, enqueue, answer.
 
-use inlet::lambda::http::{HttpEvent, HttpResponse};
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use inlet::lambda::http::{bad_event_response, into_webhook_request, response};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
@@ -10,10 +11,10 @@ async fn main() -> Result<(), Error> {
     let ingest = inlet::bootstrap::ingest().await?;
     let ingest = &ingest;
     run(service_fn(
-        move |event: LambdaEvent<HttpEvent>| async move {
-            let resp = match event.payload.into_webhook_request() {
-                Ok(req) => ingest.get().await.handle(req).await.into(),
-                Err(bad) => HttpResponse::from(bad),
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            let resp = match into_webhook_request(event.payload) {
+                Ok(req) => response(ingest.get().await.handle(req).await),
+                Err(bad) => bad_event_response(&bad),
             };
             Ok::<_, Error>(resp)
         },

@@ -4,7 +4,8 @@
 //! - an SQS event from the checks queue (`Records` from `aws:sqs`): fire the delayed checks
 //!   it carries, answering with partial batch failures.
 
-use inlet::lambda::sqs::{failures_response, to_records, SqsEvent};
+use aws_lambda_events::sqs::SqsEvent;
+use inlet::lambda::sqs::{failures_response, to_records};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 

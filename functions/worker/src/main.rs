@@ -1,7 +1,7 @@
 //! Worker Lambda (SQS event source with ReportBatchItemFailures): dedupe and dispatch.
 
-use aws_lambda_events::event::sqs::SqsBatchResponse;
-use inlet::lambda::sqs::{to_batch_response, to_records, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use inlet::lambda::sqs::{to_batch_response, to_records};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]

@@ -338,47 +338,65 @@ pub fn check(
     given: &BTreeMap<String, String>,
     strict: bool,
 ) -> Report {
-    let mut r = Report::default();
-    for (name, value) in given {
-        let Some(p) = template.params.get(name) else {
-            r.errors.push(format!(
-                "override {name}: the template has no such parameter"
-            ));
-            continue;
-        };
-        if !p.allowed.is_empty() && !p.allowed.contains(value) {
-            r.errors.push(format!(
-                "override {name}={value}: allowed values are {}",
-                p.allowed.join(", ")
-            ));
-        }
-        if p.kind == "Number" {
-            match value.trim().parse::<f64>() {
-                Err(_) => r
-                    .errors
-                    .push(format!("override {name}={value}: not a number")),
-                Ok(n) => {
-                    if p.min_value.is_some_and(|m| n < m) || p.max_value.is_some_and(|m| n > m) {
-                        r.errors.push(format!(
-                            "override {name}={value}: outside {}..{}",
-                            p.min_value.map_or("".into(), |m| m.to_string()),
-                            p.max_value.map_or("".into(), |m| m.to_string())
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    let value = |name: &str| -> Option<String> {
-        given
-            .get(name)
-            .cloned()
-            .or_else(|| template.params.get(name).and_then(|p| p.default.clone()))
+    let mut c = Checker {
+        doc,
+        template,
+        given,
+        strict,
+        r: Report::default(),
     };
-    // A needed value: agree with a given override, or be listed to pass.
-    let need = |r: &mut Report, field: &str, name: &str, want: String, same: bool| {
-        if !template.params.contains_key(name) {
-            r.errors.push(format!(
+    c.overrides_fit_the_template();
+    c.inline_config(config_json);
+    c.queue_settings();
+    c.timeouts();
+    c.poll_schedules();
+    c.sqs_targets();
+    c.secret_references();
+    c.fifo_order();
+    c.r
+}
+
+/// One `inlet check --template` run: the inputs and the report its sections add to, in
+/// the order the report lists them.
+struct Checker<'a> {
+    doc: &'a ConfigDoc,
+    template: &'a Template,
+    given: &'a BTreeMap<String, String>,
+    strict: bool,
+    r: Report,
+}
+
+impl Checker<'_> {
+    /// A parameter's value for this deploy: the override, else the template's default.
+    fn value(&self, name: &str) -> Option<String> {
+        self.given.get(name).cloned().or_else(|| {
+            self.template
+                .params
+                .get(name)
+                .and_then(|p| p.default.clone())
+        })
+    }
+
+    fn param_u64(&self, name: &str) -> Option<u64> {
+        self.value(name).and_then(|v| v.trim().parse::<u64>().ok())
+    }
+
+    fn list_param(&self, name: &str) -> Vec<String> {
+        self.value(name).map(|v| list(&v)).unwrap_or_default()
+    }
+
+    /// `InletConfig=ssm:<name>`: the config is read from that SSM parameter.
+    fn config_ssm(&self) -> Option<String> {
+        self.given
+            .get("InletConfig")
+            .and_then(|v| v.trim().strip_prefix("ssm:"))
+            .map(str::to_string)
+    }
+
+    /// A needed value: agree with a given override, or be listed to pass.
+    fn need(&mut self, field: &str, name: &str, want: String, same: bool) {
+        if !self.template.params.contains_key(name) {
+            self.r.errors.push(format!(
                 "{field} needs the template parameter {name}, which it does not have"
             ));
             return;
@@ -389,299 +407,336 @@ pub fn check(
         } else {
             want.clone()
         };
-        match given.get(name) {
+        let current = self.value(name);
+        match self.given.get(name) {
             Some(_) if same => {}
-            Some(have) if have.len() > 80 => r.errors.push(format!(
+            Some(have) if have.len() > 80 => self.r.errors.push(format!(
                 "{field} needs {name}={shown}, the overrides pass another value"
             )),
-            Some(have) => r.errors.push(format!(
+            Some(have) => self.r.errors.push(format!(
                 "{field} needs {name}={shown}, the overrides pass {name}={have}"
             )),
-            None if strict && value(name).as_deref() != Some(want.as_str()) => r.errors.push(
+            None if self.strict && current.as_deref() != Some(want.as_str()) => self.r.errors.push(
                 format!("{field} needs {name}={shown}, the overrides do not pass {name}"),
             ),
             None => {}
         }
-        if value(name).as_deref() != Some(want.as_str()) || given.contains_key(name) {
-            r.overrides.push((name.to_string(), want));
+        if current.as_deref() != Some(want.as_str()) || self.given.contains_key(name) {
+            self.r.overrides.push((name.to_string(), want));
         }
-    };
+    }
 
-    // InletConfig: inline compact JSON within CloudFormation's cap, or an SSM parameter.
-    let inline = given
-        .get("InletConfig")
-        .filter(|v| !v.trim_start().starts_with("ssm:"));
-    let config_ssm = given
-        .get("InletConfig")
-        .and_then(|v| v.trim().strip_prefix("ssm:"))
-        .map(str::to_string);
-    if config_ssm.is_none() {
+    /// Each override names a template parameter and fits its type, allowed values and range.
+    fn overrides_fit_the_template(&mut self) {
+        for (name, value) in self.given {
+            let Some(p) = self.template.params.get(name) else {
+                self.r.errors.push(format!(
+                    "override {name}: the template has no such parameter"
+                ));
+                continue;
+            };
+            if !p.allowed.is_empty() && !p.allowed.contains(value) {
+                self.r.errors.push(format!(
+                    "override {name}={value}: allowed values are {}",
+                    p.allowed.join(", ")
+                ));
+            }
+            if p.kind != "Number" {
+                continue;
+            }
+            match value.trim().parse::<f64>() {
+                Err(_) => self
+                    .r
+                    .errors
+                    .push(format!("override {name}={value}: not a number")),
+                Ok(n)
+                    if p.min_value.is_some_and(|m| n < m) || p.max_value.is_some_and(|m| n > m) =>
+                {
+                    self.r.errors.push(format!(
+                        "override {name}={value}: outside {}..{}",
+                        p.min_value.map_or("".into(), |m| m.to_string()),
+                        p.max_value.map_or("".into(), |m| m.to_string())
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// InletConfig: inline compact JSON within CloudFormation's cap, or an SSM parameter.
+    fn inline_config(&mut self, config_json: &str) {
+        if self.config_ssm().is_some() {
+            return;
+        }
         if config_json.len() > MAX_INLINE_CONFIG {
-            r.errors.push(format!(
+            self.r.errors.push(format!(
                 "the config is {} bytes as compact JSON; InletConfig takes at most {MAX_INLINE_CONFIG}: store it in an SSM parameter, pass InletConfig=ssm:/name and list the parameter's ARN in SsmParameterArns",
                 config_json.len()
             ));
-        } else {
-            let same = inline.is_some_and(|v| {
-                serde_json::from_str::<serde_json::Value>(v).ok()
-                    == serde_json::from_str::<serde_json::Value>(config_json).ok()
-            });
-            need(
-                &mut r,
-                "the config",
-                "InletConfig",
-                config_json.to_string(),
-                same,
-            );
+            return;
+        }
+        let same = self.given.get("InletConfig").is_some_and(|v| {
+            serde_json::from_str::<serde_json::Value>(v).ok()
+                == serde_json::from_str::<serde_json::Value>(config_json).ok()
+        });
+        self.need("the config", "InletConfig", config_json.to_string(), same);
+    }
+
+    /// The deployment's queue settings replace the document's (finish_from_env).
+    fn queue_settings(&mut self) {
+        let s = &self.doc.settings;
+        let numbers = [
+            ("settings.lease_seconds", "LeaseSeconds", s.lease_seconds),
+            (
+                "settings.visibility_timeout_seconds",
+                "QueueVisibilityTimeoutSeconds",
+                s.visibility_timeout_seconds,
+            ),
+            (
+                "settings.max_receive_count",
+                "MaxReceiveCount",
+                u64::from(s.max_receive_count),
+            ),
+        ];
+        for (field, name, want) in numbers {
+            let same = self
+                .given
+                .get(name)
+                .is_some_and(|v| v.trim().parse::<u64>().ok() == Some(want));
+            self.need(&format!("{field} = {want}"), name, want.to_string(), same);
         }
     }
 
-    // The deployment's queue settings replace the document's (finish_from_env).
-    let numbers = [
-        (
-            "settings.lease_seconds",
-            "LeaseSeconds",
-            doc.settings.lease_seconds,
-        ),
-        (
-            "settings.visibility_timeout_seconds",
-            "QueueVisibilityTimeoutSeconds",
-            doc.settings.visibility_timeout_seconds,
-        ),
-        (
-            "settings.max_receive_count",
-            "MaxReceiveCount",
-            u64::from(doc.settings.max_receive_count),
-        ),
-    ];
-    for (field, name, want) in numbers {
-        let same = given
-            .get(name)
-            .is_some_and(|v| v.trim().parse::<u64>().ok() == Some(want));
-        need(
-            &mut r,
-            &format!("{field} = {want}"),
-            name,
-            want.to_string(),
-            same,
-        );
-    }
-    let param_u64 = |name: &str| value(name).and_then(|v| v.trim().parse::<u64>().ok());
-    let settings = Settings {
-        lease_seconds: param_u64("LeaseSeconds").unwrap_or(doc.settings.lease_seconds),
-        visibility_timeout_seconds: param_u64("QueueVisibilityTimeoutSeconds")
-            .unwrap_or(doc.settings.visibility_timeout_seconds),
-        ..doc.settings.clone()
-    };
-    let timeout = param_u64("WorkerTimeoutSeconds");
-    if let Err(e) = inlet::bootstrap::check_lease(&settings, timeout) {
-        r.errors.push(format!(
-            "settings.lease_seconds vs LeaseSeconds, QueueVisibilityTimeoutSeconds, WorkerTimeoutSeconds: {e}"
-        ));
-    }
-    for (i, src) in doc.sources.iter().enumerate() {
-        let Some(lease) = src.lease_seconds else {
-            continue;
+    /// Leases against the worker's timeout and the queue's visibility timeout, and the
+    /// ingest deadline against the ingest Lambda's timeout.
+    fn timeouts(&mut self) {
+        let doc = self.doc;
+        let settings = Settings {
+            lease_seconds: self
+                .param_u64("LeaseSeconds")
+                .unwrap_or(doc.settings.lease_seconds),
+            visibility_timeout_seconds: self
+                .param_u64("QueueVisibilityTimeoutSeconds")
+                .unwrap_or(doc.settings.visibility_timeout_seconds),
+            ..doc.settings.clone()
         };
+        let timeout = self.param_u64("WorkerTimeoutSeconds");
+        if let Err(e) = inlet::bootstrap::check_lease(&settings, timeout) {
+            self.r.errors.push(format!(
+                "settings.lease_seconds vs LeaseSeconds, QueueVisibilityTimeoutSeconds, WorkerTimeoutSeconds: {e}"
+            ));
+        }
+        self.source_leases(settings.visibility_timeout_seconds, timeout);
+        self.ingest_deadline();
         if let Some(t) = timeout {
-            if let Err(e) = inlet::bootstrap::check_source_lease(&src.id, lease as i64, t) {
-                r.errors.push(format!(
-                    "sources[{i}].lease_seconds vs WorkerTimeoutSeconds: {e}"
+            let vis = settings.visibility_timeout_seconds;
+            if vis < 6 * t {
+                self.r.warnings.push(format!(
+                    "QueueVisibilityTimeoutSeconds ({vis}) is under 6 x WorkerTimeoutSeconds ({t}), which AWS asks for an SQS event source"
                 ));
             }
         }
-        if lease > settings.visibility_timeout_seconds {
-            r.errors.push(format!(
-                "sources[{i}].lease_seconds ({lease}) is longer than QueueVisibilityTimeoutSeconds ({}): a redelivery could meet a dead worker's live lease",
-                settings.visibility_timeout_seconds
-            ));
-        }
     }
-    // Past its timeout the ingest Lambda answers a gateway error, not the 503 the deadline
-    // is there to give.
-    if let (Some(t), Ok(deadline)) = (
-        param_u64("IngestTimeoutSeconds"),
-        inlet::config::parse_ingest_deadline(&doc.settings.ingest_deadline),
-    ) {
-        if deadline >= std::time::Duration::from_secs(t) {
-            r.errors.push(format!(
-                "settings.ingest_deadline ({}) is not below IngestTimeoutSeconds ({t} s): a slow queue would time the ingest Lambda out instead of answering 503",
-                doc.settings.ingest_deadline
-            ));
-        }
-    }
-    if let Some(t) = timeout {
-        let vis = settings.visibility_timeout_seconds;
-        if vis < 6 * t {
-            r.warnings.push(format!(
-                "QueueVisibilityTimeoutSeconds ({vis}) is under 6 x WorkerTimeoutSeconds ({t}), which AWS asks for an SQS event source"
-            ));
+
+    fn source_leases(&mut self, visibility: u64, timeout: Option<u64>) {
+        for (i, src) in self.doc.sources.iter().enumerate() {
+            let Some(lease) = src.lease_seconds else {
+                continue;
+            };
+            if let Some(t) = timeout {
+                if let Err(e) = inlet::bootstrap::check_source_lease(&src.id, lease as i64, t) {
+                    self.r.errors.push(format!(
+                        "sources[{i}].lease_seconds vs WorkerTimeoutSeconds: {e}"
+                    ));
+                }
+            }
+            if lease > visibility {
+                self.r.errors.push(format!(
+                    "sources[{i}].lease_seconds ({lease}) is longer than QueueVisibilityTimeoutSeconds ({visibility}): a redelivery could meet a dead worker's live lease"
+                ));
+            }
         }
     }
 
-    // One schedule per poll source, exactly what `inlet schedules` prints.
-    match doc.poll_schedules() {
-        Err(e) => r.errors.push(e.to_string()),
-        Ok(schedules) => {
-            let want: Vec<String> = schedules
-                .iter()
-                .map(|(id, e)| format!("{id}={e}"))
-                .collect();
-            let have = value("PollSchedules").map(|v| list(&v)).unwrap_or_default();
-            let have_set: BTreeSet<&String> = have.iter().collect();
-            if given.contains_key("PollSchedules") || strict {
-                for (i, src) in doc.sources.iter().enumerate() {
-                    if let Some((_, e)) = schedules.iter().find(|(id, _)| id == &src.id) {
-                        let entry = format!("{}={e}", src.id);
-                        if !have_set.contains(&entry) {
-                            r.errors.push(format!(
-                                "sources[{i}].poll ({}) has no entry {entry} in PollSchedules",
-                                src.id
-                            ));
-                        }
-                    }
-                }
-                for entry in &have {
-                    if !want.contains(entry) {
-                        r.errors.push(format!(
-                            "PollSchedules entry {entry} matches no poll source of the config (`inlet schedules` prints the list): its invocations would fail"
+    /// Past its timeout the ingest Lambda answers a gateway error, not the 503 the deadline
+    /// is there to give.
+    fn ingest_deadline(&mut self) {
+        let written = &self.doc.settings.ingest_deadline;
+        if let (Some(t), Ok(deadline)) = (
+            self.param_u64("IngestTimeoutSeconds"),
+            inlet::config::parse_ingest_deadline(written),
+        ) {
+            if deadline >= std::time::Duration::from_secs(t) {
+                self.r.errors.push(format!(
+                    "settings.ingest_deadline ({written}) is not below IngestTimeoutSeconds ({t} s): a slow queue would time the ingest Lambda out instead of answering 503"
+                ));
+            }
+        }
+    }
+
+    /// One schedule per poll source, exactly what `inlet schedules` prints.
+    fn poll_schedules(&mut self) {
+        let schedules = match self.doc.poll_schedules() {
+            Err(e) => return self.r.errors.push(e.to_string()),
+            Ok(schedules) => schedules,
+        };
+        let want: Vec<String> = schedules
+            .iter()
+            .map(|(id, e)| format!("{id}={e}"))
+            .collect();
+        let have = self.list_param("PollSchedules");
+        let have_set: BTreeSet<&String> = have.iter().collect();
+        if self.given.contains_key("PollSchedules") || self.strict {
+            for (i, src) in self.doc.sources.iter().enumerate() {
+                if let Some((_, e)) = schedules.iter().find(|(id, _)| id == &src.id) {
+                    let entry = format!("{}={e}", src.id);
+                    if !have_set.contains(&entry) {
+                        self.r.errors.push(format!(
+                            "sources[{i}].poll ({}) has no entry {entry} in PollSchedules",
+                            src.id
                         ));
                     }
                 }
             }
-            let want_set: BTreeSet<&String> = want.iter().collect();
-            if want_set != have_set || given.contains_key("PollSchedules") {
-                r.overrides.push(("PollSchedules".into(), want.join(",")));
+            for entry in have.iter().filter(|e| !want.contains(*e)) {
+                self.r.errors.push(format!(
+                    "PollSchedules entry {entry} matches no poll source of the config (`inlet schedules` prints the list): its invocations would fail"
+                ));
             }
+        }
+        let want_set: BTreeSet<&String> = want.iter().collect();
+        if want_set != have_set || self.given.contains_key("PollSchedules") {
+            self.r
+                .overrides
+                .push(("PollSchedules".into(), want.join(",")));
         }
     }
 
-    // SQS targets: the worker may send only to the queues TargetQueueArns lists.
-    let mut queue_arns = Vec::new();
-    for (i, t) in doc.targets.iter().enumerate() {
-        if let TargetKind::Sqs(sqs) = &t.kind {
-            match queue_arn(&sqs.queue_url) {
-                Some(arn) => queue_arns.push((i, arn)),
-                None => r.errors.push(format!(
-                    "targets[{i}].queue_url {:?} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>): TargetQueueArns cannot grant it",
-                    sqs.queue_url
-                )),
+    /// SQS targets: the worker may send only to the queues TargetQueueArns lists.
+    fn sqs_targets(&mut self) {
+        let mut queue_arns = Vec::new();
+        for (i, t) in self.doc.targets.iter().enumerate() {
+            if let TargetKind::Sqs(sqs) = &t.kind {
+                match queue_arn(&sqs.queue_url) {
+                    Some(arn) => queue_arns.push((i, arn)),
+                    None => self.r.errors.push(format!(
+                        "targets[{i}].queue_url {:?} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>): TargetQueueArns cannot grant it",
+                        sqs.queue_url
+                    )),
+                }
             }
         }
-    }
-    let granted = value("TargetQueueArns")
-        .map(|v| list(&v))
-        .unwrap_or_default();
-    if given.contains_key("TargetQueueArns") || strict {
-        for (i, arn) in &queue_arns {
-            if !granted.contains(arn) {
-                r.errors.push(format!(
+        let granted = self.list_param("TargetQueueArns");
+        if self.given.contains_key("TargetQueueArns") || self.strict {
+            for (i, arn) in queue_arns.iter().filter(|(_, a)| !granted.contains(a)) {
+                self.r.errors.push(format!(
                     "targets[{i}].queue_url: TargetQueueArns does not list {arn}"
                 ));
             }
         }
-    }
-    let mut want_arns: Vec<String> = granted.clone();
-    for (_, arn) in &queue_arns {
-        if !want_arns.contains(arn) {
-            want_arns.push(arn.clone());
+        let mut want_arns: Vec<String> = granted.clone();
+        for (_, arn) in queue_arns {
+            if !want_arns.contains(&arn) {
+                want_arns.push(arn);
+            }
         }
-    }
-    if want_arns != granted {
-        r.overrides
-            .push(("TargetQueueArns".into(), want_arns.join(",")));
+        if want_arns != granted {
+            self.r
+                .overrides
+                .push(("TargetQueueArns".into(), want_arns.join(",")));
+        }
     }
 
-    // Secret references: ssm: and secretsmanager: need their grants, env: a WebhookSecrets key.
-    let mut refs = references(doc);
-    if let Some(name) = &config_ssm {
-        refs.push(("InletConfig".into(), format!("ssm:{name}")));
-    }
-    let mut env_names: Vec<(String, String)> = Vec::new();
-    for (field, reference) in &refs {
-        if let Some(name) = reference.strip_prefix("env:") {
-            env_names.push((field.clone(), name.to_string()));
-            continue;
+    /// Secret references: ssm: and secretsmanager: need their grants, env: a WebhookSecrets key.
+    fn secret_references(&mut self) {
+        let mut refs = references(self.doc);
+        if let Some(name) = self.config_ssm() {
+            refs.push(("InletConfig".into(), format!("ssm:{name}")));
         }
-        let Some(parsed) = RemoteRef::parse(reference) else {
-            continue;
-        };
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                r.errors.push(format!("{field}: {e}"));
+        let mut env_names: Vec<(String, String)> = Vec::new();
+        for (field, reference) in &refs {
+            if let Some(name) = reference.strip_prefix("env:") {
+                env_names.push((field.clone(), name.to_string()));
                 continue;
             }
-        };
+            match RemoteRef::parse(reference) {
+                None => {}
+                Some(Err(e)) => self.r.errors.push(format!("{field}: {e}")),
+                Some(Ok(parsed)) => self.remote_grant(field, reference, &parsed),
+            }
+        }
+        if !env_names.is_empty() {
+            self.webhook_secrets(&env_names);
+        }
+    }
+
+    /// An `ssm:` or `secretsmanager:` reference against the ARNs its parameter grants.
+    fn remote_grant(&mut self, field: &str, reference: &str, parsed: &RemoteRef) {
         let param = match parsed {
             RemoteRef::Ssm { .. } => "SsmParameterArns",
             RemoteRef::SecretsManager { .. } => "SecretArns",
         };
-        let arns = value(param).map(|v| list(&v)).unwrap_or_default();
-        match covered(&parsed, &arns) {
+        let arns = self.list_param(param);
+        match covered(parsed, &arns) {
             Some(true) => {}
-            Some(false) if given.contains_key(param) || strict => r.errors.push(format!(
+            Some(false) if self.given.contains_key(param) || self.strict => self.r.errors.push(format!(
                 "{field} = {reference}: {param} lists no ARN for it (the functions may read only what it lists)"
             )),
-            Some(false) => r.warnings.push(format!(
+            Some(false) => self.r.warnings.push(format!(
                 "{field} = {reference}: pass its ARN in {param}"
             )),
-            None => r.warnings.push(format!(
+            None => self.r.warnings.push(format!(
                 "{field} = {reference}: cannot tell whether {param} covers it (a pattern or not an ARN); check by hand"
             )),
         }
     }
-    if !env_names.is_empty() {
-        match given.get("WebhookSecrets") {
-            Some(json) => match serde_json::from_str::<BTreeMap<String, serde_json::Value>>(json) {
-                Err(_) => r
-                    .errors
-                    .push("WebhookSecrets is not a JSON object".to_string()),
-                Ok(keys) => {
-                    for (field, name) in &env_names {
-                        if !keys.contains_key(name) {
-                            r.errors.push(format!(
-                                "{field} = env:{name}: WebhookSecrets has no key {name}"
-                            ));
-                        }
-                    }
-                    r.warnings.push(
-                        "WebhookSecrets: only its key names were checked, not the secrets".into(),
-                    );
-                }
-            },
-            None => {
-                let names: BTreeSet<&str> = env_names.iter().map(|(_, n)| n.as_str()).collect();
-                let msg = format!(
-                    "env: references need WebhookSecrets (NoEcho, never printed) with the keys {}",
-                    names.into_iter().collect::<Vec<_>>().join(", ")
-                );
-                if strict {
-                    r.errors.push(msg);
-                } else {
-                    r.warnings.push(msg);
-                }
+
+    /// `env:` references against the keys of WebhookSecrets (the values are never read).
+    fn webhook_secrets(&mut self, env_names: &[(String, String)]) {
+        let Some(json) = self.given.get("WebhookSecrets") else {
+            let names: BTreeSet<&str> = env_names.iter().map(|(_, n)| n.as_str()).collect();
+            let msg = format!(
+                "env: references need WebhookSecrets (NoEcho, never printed) with the keys {}",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            if self.strict {
+                self.r.errors.push(msg);
+            } else {
+                self.r.warnings.push(msg);
+            }
+            return;
+        };
+        let Ok(keys) = serde_json::from_str::<BTreeMap<String, serde_json::Value>>(json) else {
+            self.r
+                .errors
+                .push("WebhookSecrets is not a JSON object".to_string());
+            return;
+        };
+        for (field, name) in env_names {
+            if !keys.contains_key(name) {
+                self.r.errors.push(format!(
+                    "{field} = env:{name}: WebhookSecrets has no key {name}"
+                ));
             }
         }
+        self.r
+            .warnings
+            .push("WebhookSecrets: only its key names were checked, not the secrets".into());
     }
 
-    // Per-entity order needs FIFO queues.
-    if let Some((i, _)) = doc
-        .sources
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.order_by.is_some())
-    {
-        let same = given.get("QueueType").map(String::as_str) == Some("fifo");
-        need(
-            &mut r,
-            &format!("sources[{i}].order_by"),
-            "QueueType",
-            "fifo".into(),
-            same,
-        );
+    /// Per-entity order needs FIFO queues.
+    fn fifo_order(&mut self) {
+        let ordered = self.doc.sources.iter().position(|s| s.order_by.is_some());
+        if let Some(i) = ordered {
+            let same = self.given.get("QueueType").map(String::as_str) == Some("fifo");
+            self.need(
+                &format!("sources[{i}].order_by"),
+                "QueueType",
+                "fifo".into(),
+                same,
+            );
+        }
     }
-    r
 }
 
 /// One override as SAM's `--parameter-overrides` takes it.

@@ -2,11 +2,11 @@
 //! command line, over any `Queue` and `Ledger` (the local store here; the same code runs
 //! against a deployed stack's SQS queues and table).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use inlet::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
 use inlet::adapters::embedded::SqliteLedger;
 use inlet::config::Config;
@@ -107,12 +107,27 @@ pub async fn run_show(at: Where, id: &str) -> Result<(), String> {
 }
 
 /// What `inlet replay` was asked for.
+#[derive(clap::Args)]
 pub struct ReplayArgs {
+    /// Only this source's events.
+    #[arg(long)]
     pub source: Option<String>,
+    /// Only events received since: an RFC 3339 time or a duration back (2h, 3days).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Only these (comma-separated message ids, dedupe keys or provider event ids).
+    #[arg(long, value_delimiter = ',')]
     pub ids: Vec<String>,
+    /// Count what would move; move nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    /// On AWS, move message by message even without filters (default there: SQS's own
+    /// message move task).
+    #[arg(long)]
     pub one_by_one: bool,
+    /// Dispatch again even the events the ledger says were dispatched (the trail records
+    /// each as forced_replay). Without it a replayed event is still deduplicated.
+    #[arg(long)]
     pub force: bool,
 }
 
@@ -153,6 +168,7 @@ pub async fn run_replay(at: Where, args: ReplayArgs) -> Result<(), String> {
 async fn move_task(dlq: &SqsQueue, main: &SqsQueue) -> Result<(), String> {
     let handle = dlq.start_move_to(main).await.map_err(|e| e.to_string())?;
     eprintln!("started SQS message move task {handle}");
+    let mut bar = Bar::new();
     loop {
         let task = dlq
             .move_task()
@@ -165,13 +181,9 @@ async fn move_task(dlq: &SqsQueue, main: &SqsQueue) -> Result<(), String> {
             moved: task.moved as usize,
             total: task.to_move,
         };
-        {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{} ({})", bar(&p), task.status);
-            let _ = err.flush();
-        }
+        bar.show(&p, Some(&task.status));
         if task.finished() {
-            eprintln!();
+            bar.0.finish_and_clear();
             return match task.status.as_str() {
                 "COMPLETED" => {
                     println!("replayed {} dead letter(s) to the main queue", task.moved);
@@ -221,24 +233,22 @@ async fn list(
         }
         return Ok(());
     }
-    println!(
-        "{:<24}  {:<12}  {:<40}  {:>8}  REASON",
-        "SENT", "SOURCE", "DEDUPE KEY", "ATTEMPTS"
-    );
+    let mut table = crate::table::plain(&["SENT", "SOURCE", "DEDUPE KEY", "ATTEMPTS", "REASON"]);
+    crate::table::align_right(&mut table, 3);
     for l in &letters {
         let env = l.envelope.as_ref().ok();
-        println!(
-            "{:<24}  {:<12}  {:<40}  {:>8}  {}",
+        table.add_row(vec![
             format_rfc3339_ms(l.sent_at_ms),
-            env.map(|e| e.source.as_str()).unwrap_or("?"),
-            l.dedupe_key().unwrap_or(&l.message_id),
+            env.map(|e| e.source.clone()).unwrap_or_else(|| "?".into()),
+            l.dedupe_key().unwrap_or(&l.message_id).to_string(),
             l.record
                 .as_ref()
                 .map(|r| r.attempts.to_string())
                 .unwrap_or_default(),
-            l.reason()
-        );
+            l.reason(),
+        ]);
     }
+    println!("{}", table.trim_fmt());
     println!("{} dead letter(s)", letters.len());
     Ok(())
 }
@@ -274,25 +284,51 @@ async fn show(dlq: &dyn Queue, ledger: &dyn Ledger, id: &str) -> Result<(), Stri
     Ok(())
 }
 
-fn bar(p: &Progress) -> String {
-    const WIDTH: usize = 30;
-    match p.total.filter(|t| *t > 0) {
-        Some(total) => {
-            let done = (p.scanned as u64).min(total);
-            let filled = (done * WIDTH as u64 / total) as usize;
-            format!(
-                "[{}{}] {done}/{total} scanned, {} matched, {} moved",
-                "#".repeat(filled),
-                "-".repeat(WIDTH - filled),
-                p.matched,
-                p.moved
-            )
-        }
-        None => format!(
-            "{} scanned, {} matched, {} moved",
-            p.scanned, p.matched, p.moved
-        ),
+/// A replay's progress on stderr. indicatif draws it only when stderr is a terminal, so a
+/// pipe or a log file gets no carriage returns, only the summary printed at the end.
+struct Bar(ProgressBar, Option<bool>);
+
+impl Bar {
+    fn new() -> Self {
+        Self::with_target(ProgressDrawTarget::stderr())
     }
+
+    fn with_target(target: ProgressDrawTarget) -> Self {
+        Self(ProgressBar::with_draw_target(None, target), None)
+    }
+
+    /// `note` follows the counts in parentheses (the SQS move task's status).
+    fn show(&mut self, p: &Progress, note: Option<&str>) {
+        let total = p.total.filter(|t| *t > 0);
+        if self.1 != Some(total.is_some()) {
+            self.1 = Some(total.is_some());
+            self.0.set_style(style(total.is_some()));
+        }
+        match total {
+            Some(total) => {
+                self.0.set_length(total);
+                self.0.set_position((p.scanned as u64).min(total));
+            }
+            None => self.0.set_position(p.scanned as u64),
+        }
+        let counts = format!("{} matched, {} moved", p.matched, p.moved);
+        self.0.set_message(match note {
+            Some(note) => format!("{counts} ({note})"),
+            None => counts,
+        });
+    }
+}
+
+/// A bar out of 30 when the DLQ's size is known; the counts alone when it is not.
+fn style(known_total: bool) -> ProgressStyle {
+    let template = if known_total {
+        "[{bar:30}] {pos}/{len} scanned, {msg}"
+    } else {
+        "{pos} scanned, {msg}"
+    };
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("#-")
 }
 
 async fn replay(
@@ -301,13 +337,10 @@ async fn replay(
     filter: &Filter,
     options: dlq::ReplayOptions,
 ) -> Result<(), String> {
-    let mut show = |p: Progress| {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r{}", bar(&p));
-        let _ = err.flush();
-    };
+    let mut bar = Bar::new();
+    let mut show = |p: Progress| bar.show(&p, None);
     let done = dlq::replay(dlq, main, filter, options, &mut show).await;
-    eprintln!();
+    bar.0.finish_and_clear();
     let p =
         done.map_err(|e| format!("{e} (safe to rerun: a message sent twice is deduplicated)"))?;
     if options.dry_run {
@@ -330,25 +363,77 @@ async fn replay(
 mod tests {
     use super::*;
 
+    /// A terminal that keeps every piece of text drawn on it.
+    #[derive(Debug, Default, Clone)]
+    struct Screen(Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Screen {
+        /// The last text drawn, without the spaces that clear the rest of its line.
+        fn last(&self) -> String {
+            let written = self.0.lock().expect("screen");
+            written
+                .iter()
+                .rev()
+                .find(|s| !s.trim().is_empty())
+                .map(|s| s.trim_end().to_string())
+                .unwrap_or_default()
+        }
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            200
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(s)
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().expect("screen").push(s.to_string());
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn the_bar_fills_with_the_scan() {
+        let screen = Screen::default();
+        let mut bar = Bar::with_target(ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        let drawn = || screen.last();
         let p = Progress {
             scanned: 15,
             matched: 4,
             moved: 4,
             total: Some(30),
         };
+        bar.show(&p, None);
+        bar.0.tick();
         assert_eq!(
-            bar(&p),
+            drawn(),
             format!(
                 "[{}{}] 15/30 scanned, 4 matched, 4 moved",
                 "#".repeat(15),
                 "-".repeat(15)
             )
         );
-        assert_eq!(
-            bar(&Progress { total: None, ..p }),
-            "15 scanned, 4 matched, 4 moved"
-        );
+        bar.show(&Progress { total: None, ..p }, Some("RUNNING"));
+        bar.0.tick();
+        assert_eq!(drawn(), "15 scanned, 4 matched, 4 moved (RUNNING)");
     }
 }

@@ -121,8 +121,7 @@ pub async fn run(
         }
         return Ok(());
     }
-    println!(
-        "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {:<24}  {:<20}  WHAT",
+    let mut table = crate::table::plain(&[
         "RECEIVED_AT",
         "SOURCE",
         "DEDUPE_KEY",
@@ -130,22 +129,23 @@ pub async fn run(
         "TYPE",
         "ATTEMPTS",
         "STATUS",
-        "DELIVERED_TO"
-    );
+        "DELIVERED_TO",
+        "WHAT",
+    ]);
     for l in &lines {
-        println!(
-            "{:<24}  {:<10}  {:<44}  {:<28}  {:<28}  {:<8}  {:<24}  {:<20}  {}",
-            l.at,
-            l.source,
-            l.key,
-            l.event_id,
-            l.event_type,
-            l.attempts,
-            l.status,
+        table.add_row(vec![
+            l.at.clone(),
+            l.source.clone(),
+            l.key.clone(),
+            l.event_id.clone(),
+            l.event_type.clone(),
+            l.attempts.clone(),
+            l.status.clone(),
             l.delivered.join(","),
-            what(&l.summary)
-        );
+            what(&l.summary),
+        ]);
     }
+    println!("{}", table.trim_fmt());
     let main = store.queue_counts(MAIN_QUEUE).map_err(|e| e.to_string())?;
     let dlq = store
         .queue_counts(DEAD_LETTER_QUEUE)

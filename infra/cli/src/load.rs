@@ -224,6 +224,20 @@ struct Tally {
     first_error: Option<String>,
 }
 
+impl Tally {
+    fn merge(&mut self, t: Tally) {
+        self.latencies.extend(t.latencies);
+        for (s, n) in t.statuses {
+            *self.statuses.entry(s).or_default() += n;
+        }
+        self.keys.extend(t.keys);
+        self.unkeyed += t.unkeyed;
+        if self.first_error.is_none() {
+            self.first_error = t.first_error;
+        }
+    }
+}
+
 async fn connection(
     client: reqwest::Client,
     base: String,
@@ -370,45 +384,9 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
     // Sign one request up front so a source that cannot be signed fails before any load.
     distinct_request(&source, plan.body_size, SystemClock.now_ms())?;
     let mut log = DispatchLog::at_end(events)?;
-    let issued = Arc::new(AtomicU64::new(0));
     let cpu_before = (cpu_seconds(None), cpu_seconds(plan.server_pid));
     let started = Instant::now();
-    let deadline = match plan.stop {
-        Stop::After(d) => started + d,
-        Stop::Requests(_) => started,
-    };
-    let mut tasks = Vec::with_capacity(plan.connections);
-    for _ in 0..plan.connections {
-        // A client per connection with one idle connection kept: exactly N keep-alive
-        // connections, each carrying one request at a time (closed loop).
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(LoadError::Client)?;
-        tasks.push(tokio::spawn(connection(
-            client,
-            plan.base.trim_end_matches('/').to_string(),
-            source.clone(),
-            plan.body_size,
-            plan.stop,
-            deadline,
-            issued.clone(),
-        )));
-    }
-    let mut tally = Tally::default();
-    for task in tasks {
-        let t = task.await.map_err(LoadError::Task)??;
-        tally.latencies.extend(t.latencies);
-        for (s, n) in t.statuses {
-            *tally.statuses.entry(s).or_default() += n;
-        }
-        tally.keys.extend(t.keys);
-        tally.unkeyed += t.unkeyed;
-        if tally.first_error.is_none() {
-            tally.first_error = t.first_error;
-        }
-    }
+    let tally = drive(plan, source, started).await?;
     let elapsed = started.elapsed();
     let cpu_after = (cpu_seconds(None), cpu_seconds(plan.server_pid));
     let cores =
@@ -418,21 +396,7 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
     acknowledged.sort();
     acknowledged.dedup();
     let repeated_keys = (tally.keys.len() - acknowledged.len()) as u64;
-
-    // Wait for the worker: the condition is "every acknowledged key is in the file", read
-    // as the worker appends; the timeout only bounds a broken run.
-    let load_ended = Instant::now();
-    let drain_deadline = load_ended + plan.drain_timeout;
-    let drained = loop {
-        log.read_new()?;
-        if acknowledged.iter().all(|k| log.count(k) > 0) {
-            break Some(load_ended.elapsed());
-        }
-        if Instant::now() >= drain_deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let drained = drain(&mut log, &acknowledged, plan.drain_timeout).await?;
 
     let mut latencies = tally.latencies;
     latencies.sort();
@@ -459,6 +423,61 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
         server_cores: cores(cpu_before.1, cpu_after.1),
         first_error: tally.first_error,
     })
+}
+
+/// `plan.connections` closed loops from `started` until `plan.stop`, their tallies merged.
+async fn drive(plan: &Plan, source: Arc<Source>, started: Instant) -> Result<Tally, LoadError> {
+    let issued = Arc::new(AtomicU64::new(0));
+    let deadline = match plan.stop {
+        Stop::After(d) => started + d,
+        Stop::Requests(_) => started,
+    };
+    let mut tasks = Vec::with_capacity(plan.connections);
+    for _ in 0..plan.connections {
+        // A client per connection with one idle connection kept: exactly N keep-alive
+        // connections, each carrying one request at a time (closed loop).
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(LoadError::Client)?;
+        tasks.push(tokio::spawn(connection(
+            client,
+            plan.base.trim_end_matches('/').to_string(),
+            source.clone(),
+            plan.body_size,
+            plan.stop,
+            deadline,
+            issued.clone(),
+        )));
+    }
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.merge(task.await.map_err(LoadError::Task)??);
+    }
+    Ok(tally)
+}
+
+/// How long after the load the worker took to dispatch every acknowledged event, read from
+/// the file as the worker appends to it; `None` if it had not within `timeout` (the timeout
+/// only bounds a broken run).
+async fn drain(
+    log: &mut DispatchLog,
+    acknowledged: &[String],
+    timeout: Duration,
+) -> Result<Option<Duration>, LoadError> {
+    let load_ended = Instant::now();
+    let deadline = load_ended + timeout;
+    loop {
+        log.read_new()?;
+        if acknowledged.iter().all(|k| log.count(k) > 0) {
+            return Ok(Some(load_ended.elapsed()));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn statuses_text(statuses: &BTreeMap<String, u64>) -> String {

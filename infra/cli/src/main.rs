@@ -10,6 +10,7 @@ mod dev;
 mod dlq;
 mod events;
 mod poll;
+mod table;
 mod verify;
 
 use inlet_cli::sign;
@@ -89,26 +90,8 @@ enum Command {
     Replay {
         #[command(flatten)]
         at: dlq::Where,
-        /// Only this source's events.
-        #[arg(long)]
-        source: Option<String>,
-        /// Only events received since: an RFC 3339 time or a duration back (2h, 3days).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only these (comma-separated message ids, dedupe keys or provider event ids).
-        #[arg(long, value_delimiter = ',')]
-        ids: Vec<String>,
-        /// Count what would move; move nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// On AWS, move message by message even without filters (default there: SQS's own
-        /// message move task).
-        #[arg(long)]
-        one_by_one: bool,
-        /// Dispatch again even the events the ledger says were dispatched (the trail records
-        /// each as forced_replay). Without it a replayed event is still deduplicated.
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        args: dlq::ReplayArgs,
     },
     /// Print (or send) a correctly signed request for a configured source.
     Sign {
@@ -258,11 +241,75 @@ fn data_dir(cfg: &inlet::config::Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| cfg.resolve_path(&cfg.settings.data_dir))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Verify(args) => return verify::run(args).await,
+/// `inlet check` without `--template`: load the config (secrets resolved) and print each
+/// source's entry point, targets, retry policy and poll.
+fn check_config(config: &Path, base_url: Option<&str>) -> Result<(), String> {
+    let cfg = load(config)?;
+    println!("{}: ok", config.display());
+    let base = base_url
+        .map(inlet_cli::deploy::webhook_base)
+        .unwrap_or_else(|| "/webhooks/".into());
+    for (id, s) in &cfg.sources {
+        let targets = cfg.targets_for(id, &[]);
+        let entry = if s.webhooks {
+            format!("POST {base}{id}")
+        } else {
+            "poll only".to_owned()
+        };
+        println!(
+            "  source {id}: provider {}, {entry} → {}",
+            s.provider.name(),
+            targets.join(", ")
+        );
+        // Types-specific routes may retry some events longer (see docs/guarantees.md, Retries and the DLQ).
+        let r = cfg.retry_policy(id, &[]);
+        println!(
+            "    retry: {} attempts, backoff {} doubling to {}",
+            r.attempts,
+            humantime::format_duration(r.base),
+            humantime::format_duration(r.cap)
+        );
+        if let Some(p) = &s.poll {
+            println!(
+                "    poll: {} every {}",
+                p.kind.name(),
+                humantime::format_duration(p.every)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn dev(config: &Path, listen: &str, dir: Option<PathBuf>) -> Result<(), String> {
+    let cfg = load(config)?;
+    let dir = data_dir(&cfg, dir);
+    dev::run(cfg, listen, &dir).await
+}
+
+async fn poll_once(config: &Path, source: &str, dir: Option<PathBuf>) -> Result<(), String> {
+    let cfg = load(config)?;
+    // Logs to stderr: stdout carries the run's summary.
+    inlet::telemetry::init_json_logs(true);
+    let dir = data_dir(&cfg, dir);
+    poll::run_once(cfg, &dir, source).await
+}
+
+async fn trail(
+    config: &Path,
+    source: Option<String>,
+    json: bool,
+    limit: usize,
+    dir: Option<PathBuf>,
+) -> Result<(), String> {
+    let cfg = load(config)?;
+    let dir = data_dir(&cfg, dir);
+    events::run(&dir, source, json, limit).await
+}
+
+/// Runs a command; `inlet verify` picks its own exit code (0 valid, 1 invalid, 2 usage).
+async fn run(command: Command) -> Result<ExitCode, String> {
+    let done = match command {
+        Command::Verify(args) => return Ok(verify::run(args).await),
         Command::Check {
             config,
             template: Some(template),
@@ -279,119 +326,49 @@ async fn main() -> ExitCode {
         ),
         Command::Check {
             config, base_url, ..
-        } => load(&config).map(|cfg| {
-            println!("{}: ok", config.display());
-            let base = base_url
-                .as_deref()
-                .map(inlet_cli::deploy::webhook_base)
-                .unwrap_or_else(|| "/webhooks/".into());
-            for (id, s) in &cfg.sources {
-                let targets = cfg.targets_for(id, &[]);
-                let entry = if s.webhooks {
-                    format!("POST {base}{id}")
-                } else {
-                    "poll only".to_owned()
-                };
-                println!(
-                    "  source {id}: provider {}, {entry} → {}",
-                    s.provider.name(),
-                    targets.join(", ")
-                );
-                // Types-specific routes may retry some events longer (see README, Retries).
-                let r = cfg.retry_policy(id, &[]);
-                println!(
-                    "    retry: {} attempts, backoff {} doubling to {}",
-                    r.attempts,
-                    humantime::format_duration(r.base),
-                    humantime::format_duration(r.cap)
-                );
-                if let Some(p) = &s.poll {
-                    println!(
-                        "    poll: {} every {}",
-                        p.kind.name(),
-                        humantime::format_duration(p.every)
-                    );
-                }
-            }
-        }),
+        } => check_config(&config, base_url.as_deref()),
         Command::Schedules { config, value } => schedules(&config, value),
         Command::Dev {
             config,
             listen,
-            data_dir: dir,
-        } => match load(&config) {
-            Ok(cfg) => {
-                let dir = data_dir(&cfg, dir);
-                dev::run(cfg, &listen, &dir).await
-            }
-            Err(e) => Err(e),
-        },
+            data_dir,
+        } => dev(&config, &listen, data_dir).await,
         Command::Poll {
             config,
             source,
-            data_dir: dir,
-        } => match load(&config) {
-            Ok(cfg) => {
-                // Logs to stderr: stdout carries the run's summary.
-                inlet::telemetry::init_json_logs(true);
-                let dir = data_dir(&cfg, dir);
-                poll::run_once(cfg, &dir, &source).await
-            }
-            Err(e) => Err(e),
-        },
+            data_dir,
+        } => poll_once(&config, &source, data_dir).await,
         Command::Dlq {
             command: DlqCommand::List { at, limit, json },
         } => dlq::run_list(at, limit, json).await,
         Command::Dlq {
             command: DlqCommand::Show { at, id },
         } => dlq::run_show(at, &id).await,
-        Command::Replay {
-            at,
-            source,
-            since,
-            ids,
-            dry_run,
-            one_by_one,
-            force,
-        } => {
-            dlq::run_replay(
-                at,
-                dlq::ReplayArgs {
-                    source,
-                    since,
-                    ids,
-                    dry_run,
-                    one_by_one,
-                    force,
-                },
-            )
-            .await
-        }
+        Command::Replay { at, args } => dlq::run_replay(at, args).await,
         Command::Sign {
             config,
             source,
             body,
             send,
-        } => match load(&config) {
-            Ok(cfg) => sign::run(&cfg, &source, body.as_deref(), send.as_deref()).await,
-            Err(e) => Err(e),
-        },
+        } => {
+            let cfg = load(&config)?;
+            sign::run(&cfg, &source, body.as_deref(), send.as_deref()).await
+        }
         Command::Events {
             config,
             source,
             json,
             limit,
-            data_dir: dir,
-        } => match load(&config) {
-            Ok(cfg) => {
-                let dir = data_dir(&cfg, dir);
-                events::run(&dir, source, json, limit).await
-            }
-            Err(e) => Err(e),
-        },
+            data_dir,
+        } => trail(&config, source, json, limit, data_dir).await,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("inlet: {e}");
             ExitCode::FAILURE

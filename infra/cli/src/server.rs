@@ -142,65 +142,19 @@ pub async fn serve(
             "settings.max_connections lowered to what the open-file limit (ulimit -n) leaves for clients"
         );
     }
-    let open = Arc::new(Mutex::new(Open::default()));
-    let (mut refused, mut evicted, mut failed) = (
-        Throttled::default(),
-        Throttled::default(),
-        Throttled::default(),
-    );
+    let mut admissions = Admissions::new(limits);
+    let mut failed = Throttled::default();
     let mut connections = JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stopping(&mut shutdown) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // The client gave up before we got to it.
-                Err(e) if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::ConnectionRefused
-                ) => continue,
-                Err(e) => {
-                    // Out of descriptors, most likely (the caps keep the server's own use
-                    // below the limit, but the rest of the process shares it): retrying at
-                    // once would spin, and a closing connection soon frees one.
-                    if let Some(n) = failed.note() {
-                        error!(error = %e, failures = n, "accept failed");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) =
+        next_client(&listener, &mut shutdown, &mut connections, &mut failed).await
+    {
         let client = client_of(peer.ip());
         let clock = Arc::new(ConnClock::new(limits));
-        let (slot, evicted_clock) = match Slot::take(&open, client, clock.clone(), &limits) {
-            Admission::Free(slot) => (slot, None),
-            Admission::Evicted { slot, victim } => {
-                if let Some(n) = evicted.note() {
-                    warn!(
-                        client = %client,
-                        closed_client = %victim.client,
-                        evicted = n,
-                        "waiting connections closed to admit new ones: at settings.max_connections or max_connections_per_ip"
-                    );
-                }
-                (slot, Some(victim.clock))
-            }
-            Admission::Refused => {
-                // Closed before a byte is read: a refused client costs no more than the accept.
-                drop(stream);
-                if let Some(n) = refused.note() {
-                    warn!(
-                        client = %client,
-                        refused = n,
-                        "connections refused: over settings.max_connections or max_connections_per_ip, and every connection has a request in progress"
-                    );
-                }
-                continue;
-            }
+        let Some((slot, evicted_clock)) = admissions.admit(client, clock.clone()) else {
+            // Closed before a byte is read: a refused client costs no more than the accept.
+            drop(stream);
+            admissions.note_refused(client);
+            continue;
         };
         connections.spawn(connection(
             stack.clone(),
@@ -222,6 +176,95 @@ pub async fn serve(
     drop(listener);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The next client connection, or `None` once `shutdown` turns true. Finished connection
+/// tasks are reaped while it waits.
+async fn next_client(
+    listener: &tokio::net::TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    connections: &mut JoinSet<()>,
+    failed: &mut Throttled,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = stopping(shutdown) => return None,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                // The client gave up before we got to it.
+                Err(e) if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionRefused
+                ) => continue,
+                Err(e) => {
+                    // Out of descriptors, most likely (the caps keep the server's own use
+                    // below the limit, but the rest of the process shares it): retrying at
+                    // once would spin, and a closing connection soon frees one.
+                    if let Some(n) = failed.note() {
+                        error!(error = %e, failures = n, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// The accept loop's view of the open connections under the caps, with its throttled
+/// warnings about the connections it evicts or refuses.
+struct Admissions {
+    open: Arc<Mutex<Open>>,
+    limits: ServerLimits,
+    refused: Throttled,
+    evicted: Throttled,
+}
+
+impl Admissions {
+    fn new(limits: ServerLimits) -> Self {
+        Self {
+            open: Arc::new(Mutex::new(Open::default())),
+            limits,
+            refused: Throttled::default(),
+            evicted: Throttled::default(),
+        }
+    }
+
+    /// A place for a connection from `client`, with the clock of the connection evicted to
+    /// make room, if one was; `None` when it is refused.
+    fn admit(
+        &mut self,
+        client: IpAddr,
+        clock: Arc<ConnClock>,
+    ) -> Option<(Slot, Option<Arc<ConnClock>>)> {
+        match Slot::take(&self.open, client, clock, &self.limits) {
+            Admission::Free(slot) => Some((slot, None)),
+            Admission::Evicted { slot, victim } => {
+                if let Some(n) = self.evicted.note() {
+                    warn!(
+                        client = %client,
+                        closed_client = %victim.client,
+                        evicted = n,
+                        "waiting connections closed to admit new ones: at settings.max_connections or max_connections_per_ip"
+                    );
+                }
+                Some((slot, Some(victim.clock)))
+            }
+            Admission::Refused => None,
+        }
+    }
+
+    fn note_refused(&mut self, client: IpAddr) {
+        if let Some(n) = self.refused.note() {
+            warn!(
+                client = %client,
+                refused = n,
+                "connections refused: over settings.max_connections or max_connections_per_ip, and every connection has a request in progress"
+            );
+        }
+    }
 }
 
 /// The longest the accept loop waits for an evicted connection to close.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use inlet::ports::{Clock, SystemClock};
-use inlet::providers::{self, Provider};
+use inlet::providers::{self, HandshakeReply, Provider, VerifyError};
 use inlet::request::{Headers, InboundRequest};
 use inlet::secret::Secret;
 
@@ -124,19 +124,31 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
     }
 }
 
-async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
-    let provider = match (&args.source, &args.config, &args.provider) {
+/// The provider to verify with: a configured source's, or one built from the flags.
+fn provider(args: &VerifyArgs) -> Result<Arc<dyn Provider>, (u8, String)> {
+    match (&args.source, &args.config, &args.provider) {
         (Some(source), Some(config), _) => {
             let cfg = crate::load(config).map_err(usage)?;
             let src = cfg
                 .source(source)
                 .ok_or_else(|| usage(format!("no source {source:?} in {}", config.display())))?;
-            src.provider.clone()
+            Ok(src.provider.clone())
         }
         // Keys are checked by the provider (PayPal needs none: its key is a certificate).
-        (None, _, Some(name)) => provider_from_flags(args, name).map_err(usage)?,
-        _ => return Err(usage("give --provider or --source with --config".into())),
-    };
+        (None, _, Some(name)) => provider_from_flags(args, name).map_err(usage),
+        _ => Err(usage("give --provider or --source with --config".into())),
+    }
+}
+
+/// The captured request's parts, as read from the flags and the body file.
+struct Captured {
+    body: Vec<u8>,
+    headers: Headers,
+    query: Vec<(String, String)>,
+    now_ms: i64,
+}
+
+fn captured(args: &VerifyArgs) -> Result<Captured, (u8, String)> {
     let body = std::fs::read(&args.body_file)
         .map_err(|e| usage(format!("{}: {e}", args.body_file.display())))?;
     let headers = parse_headers(&args.headers).map_err(usage)?;
@@ -147,38 +159,34 @@ async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
             .ok_or_else(|| usage(format!("--now {s}: out of range")))?,
         None => SystemClock.now_ms(),
     };
+    Ok(Captured {
+        body,
+        headers,
+        query,
+        now_ms,
+    })
+}
+
+async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
+    let provider = provider(args)?;
+    let c = captured(args)?;
     let req = InboundRequest {
         method: &args.method,
-        headers: &headers,
-        query: &query,
-        body: &body,
+        headers: &c.headers,
+        query: &c.query,
+        body: &c.body,
     };
     println!("provider: {}", provider.name());
     println!(
         "body: {} bytes, sha256 {}",
-        body.len(),
-        inlet::envelope::sha256_hex(&body)
+        c.body.len(),
+        inlet::envelope::sha256_hex(&c.body)
     );
-
-    if let Some(answer) = provider.handshake(&req, now_ms) {
-        return Ok(match answer {
-            Ok(reply) => {
-                println!("verdict: VALID handshake");
-                println!(
-                    "answer: {} {} {}",
-                    reply.status, reply.content_type, reply.body
-                );
-                VALID
-            }
-            Err(e) => {
-                println!("verdict: INVALID handshake ({})", e.reason());
-                println!("reason: {e}");
-                INVALID
-            }
-        });
+    if let Some(answer) = provider.handshake(&req, c.now_ms) {
+        return Ok(handshake_verdict(answer));
     }
     let checked = match provider.prepare(&req).await {
-        Ok(()) => provider.verify(&req, now_ms),
+        Ok(()) => provider.verify(&req, c.now_ms),
         Err(e) => Err(e),
     };
     let verified = match checked {
@@ -195,7 +203,32 @@ async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
         verified.scheme,
         verified.key_id.as_deref().unwrap_or("-")
     );
-    match provider.extract(&req) {
+    print_events(provider.as_ref(), &req);
+    Ok(VALID)
+}
+
+fn handshake_verdict(answer: Result<HandshakeReply, VerifyError>) -> u8 {
+    match answer {
+        Ok(reply) => {
+            println!("verdict: VALID handshake");
+            println!(
+                "answer: {} {} {}",
+                reply.status, reply.content_type, reply.body
+            );
+            VALID
+        }
+        Err(e) => {
+            println!("verdict: INVALID handshake ({})", e.reason());
+            println!("reason: {e}");
+            INVALID
+        }
+    }
+}
+
+/// What ingest would make of a verified request. The verdict is about authenticity, which
+/// holds either way; a body ingest would refuse is reported beside it.
+fn print_events(provider: &dyn Provider, req: &InboundRequest<'_>) {
+    match provider.extract(req) {
         Ok(events) => {
             println!("events: {}", events.len());
             for (i, e) in events.iter().enumerate() {
@@ -208,13 +241,7 @@ async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
                 });
                 println!("  [{i}] {line}");
             }
-            Ok(VALID)
         }
-        Err(e) => {
-            // The verdict is about authenticity, which holds; what ingest would do with it
-            // is reported beside it.
-            println!("events: none: ingest would answer 400: {e}");
-            Ok(VALID)
-        }
+        Err(e) => println!("events: none: ingest would answer 400: {e}"),
     }
 }
