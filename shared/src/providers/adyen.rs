@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::crypto::{
-    self, split_named_secrets, HmacAlgorithm, Keyring, SecretIds, SignatureEncoding,
+    self, split_named_secrets, HmacAlgorithm, KeyError, Keyring, SecretIds, SignatureEncoding,
 };
 use super::fields;
 use super::{
@@ -90,7 +90,7 @@ impl Adyen {
                 if fields::is_user_pass(raw, false) {
                     Ok(raw.to_vec())
                 } else {
-                    Err("must be user:pass".into())
+                    Err(KeyError::Format("must be user:pass"))
                 }
             })?)
         };
@@ -202,12 +202,14 @@ impl Adyen {
     }
 }
 
-fn decode_hex_key(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_hex_key(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     std::str::from_utf8(raw)
         .ok()
         .map(str::trim)
         .and_then(|text| hex::decode(text).ok())
-        .ok_or_else(|| "is not a hex HMAC key (Adyen shows 64 hex characters)".into())
+        .ok_or(KeyError::Format(
+            "is not a hex HMAC key (Adyen shows 64 hex characters)",
+        ))
 }
 
 #[derive(Deserialize)]

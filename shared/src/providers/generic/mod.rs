@@ -75,7 +75,8 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 
 use super::crypto::{
-    self, Ed25519Key, HmacAlgorithm, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance,
+    self, Ed25519Key, HmacAlgorithm, KeyError, Keyring, P256Key, SignatureEncoding, TimeUnit,
+    Tolerance,
 };
 use super::{
     canonical, fields, money, ExtractError, ExtractFailure, Extracted, HandshakeReply, Provider,
@@ -642,7 +643,8 @@ fn scheme_keys(
             }
             Scheme::EcdsaP256 {
                 keys: Keyring::decoded(name, secrets, |raw| {
-                    let text = std::str::from_utf8(raw).map_err(|_| "is not text")?;
+                    let text =
+                        std::str::from_utf8(raw).map_err(|_| KeyError::Format("is not text"))?;
                     P256Key::parse(text)?;
                     Ok(raw.to_vec())
                 })?,
@@ -790,24 +792,26 @@ fn shorthand_pointer(field: &str, pointer: Option<String>) -> Result<Option<Loca
 }
 
 /// `user:pass` secrets for `basic_auth`; the error never quotes the secret.
-fn check_user_pass(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn check_user_pass(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     if fields::is_user_pass(raw, false) {
         Ok(raw.to_vec())
     } else {
-        Err("is not user:pass (scheme basic_auth)".into())
+        Err(KeyError::Format("is not user:pass (scheme basic_auth)"))
     }
 }
 
-fn decode_key(encoding: KeyEncoding, raw: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_key(encoding: KeyEncoding, raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     let text = || std::str::from_utf8(raw).ok().map(str::trim);
     match encoding {
         KeyEncoding::Utf8 => Ok(raw.to_vec()),
         KeyEncoding::Hex => text()
             .and_then(|t| hex::decode(t).ok())
-            .ok_or_else(|| "is not hex (key_encoding = \"hex\")".into()),
+            .ok_or(KeyError::Format("is not hex (key_encoding = \"hex\")")),
         KeyEncoding::Base64 => text()
             .and_then(crypto::decode_base64)
-            .ok_or_else(|| "is not base64 (key_encoding = \"base64\")".into()),
+            .ok_or(KeyError::Format(
+                "is not base64 (key_encoding = \"base64\")",
+            )),
         KeyEncoding::Whsec => text()
             .map(|t| {
                 t.strip_prefix("whsec_")
@@ -815,7 +819,9 @@ fn decode_key(encoding: KeyEncoding, raw: &[u8]) -> Result<Vec<u8>, String> {
                     .unwrap_or(t)
             })
             .and_then(crypto::decode_base64)
-            .ok_or_else(|| "is not whsec_<base64> (key_encoding = \"whsec\")".into()),
+            .ok_or(KeyError::Format(
+                "is not whsec_<base64> (key_encoding = \"whsec\")",
+            )),
     }
 }
 
