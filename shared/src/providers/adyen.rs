@@ -281,7 +281,11 @@ enum ItemsError {
 
 /// A signed field as the SDKs stringify it: a string's content, a number's or boolean's
 /// literal text exactly as written in the body (never through a float), `""` when absent.
-fn field_text<'a>(raw: Option<&'a RawValue>, name: &str, i: usize) -> Result<Cow<'a, str>, String> {
+fn field_text<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+    i: usize,
+) -> Result<Cow<'a, str>, ItemsError> {
     let Some(raw) = raw else {
         return Ok(Cow::Borrowed(""));
     };
@@ -289,10 +293,10 @@ fn field_text<'a>(raw: Option<&'a RawValue>, name: &str, i: usize) -> Result<Cow
     match text.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<String>(text)
             .map(Cow::Owned)
-            .map_err(|e| format!("notificationItems[{i}].{name}: {e}")),
-        Some(b'{' | b'[') => Err(format!(
+            .map_err(|e| ItemsError::Malformed(format!("notificationItems[{i}].{name}: {e}"))),
+        Some(b'{' | b'[') => Err(ItemsError::Malformed(format!(
             "notificationItems[{i}].{name} is not a string or number"
-        )),
+        ))),
         _ if text == "null" => Ok(Cow::Borrowed("")),
         _ => Ok(Cow::Borrowed(text)),
     }
@@ -320,7 +324,7 @@ fn parse_items(body: &[u8]) -> Result<Vec<Item<'_>>, ItemsError> {
                 Some(a) => (a.value, a.currency),
                 None => (None, None),
             };
-            let text = |raw, name| field_text(raw, name, i).map_err(ItemsError::Malformed);
+            let text = |raw, name| field_text(raw, name, i);
             let (signature, modification_action) = match item.additional_data {
                 Some(d) => (d.hmac_signature, d.modification_action),
                 None => (None, None),

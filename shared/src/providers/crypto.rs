@@ -440,6 +440,21 @@ impl P256Key {
     }
 }
 
+/// Why a PEM bundle does not yield an RSA signing certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CertError {
+    #[error("certificate is not PEM text")]
+    NotText,
+    #[error("no PEM certificate found")]
+    NoPem,
+    #[error("certificate does not parse: {0}")]
+    Parse(x509_cert::der::Error),
+    #[error("certificate key does not encode: {0}")]
+    KeyEncoding(x509_cert::der::Error),
+    #[error("certificate key is not RSA")]
+    NotRsa,
+}
+
 /// An X.509 certificate's RSA key and validity window (PayPal's signing certificate).
 #[derive(Debug, Clone)]
 pub(crate) struct RsaCertificate {
@@ -451,24 +466,22 @@ pub(crate) struct RsaCertificate {
 
 impl RsaCertificate {
     /// The first certificate in a PEM bundle (the leaf).
-    pub(crate) fn from_pem(pem: &[u8]) -> Result<Self, String> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<Self, CertError> {
         use rsa::pkcs8::DecodePublicKey;
         use x509_cert::der::{DecodePem, Encode};
-        let text = std::str::from_utf8(pem).map_err(|_| "certificate is not PEM text")?;
+        let text = std::str::from_utf8(pem).map_err(|_| CertError::NotText)?;
         let end = "-----END CERTIFICATE-----";
         let first = text
             .find(end)
             .map(|at| &text[..at + end.len()])
-            .ok_or("no PEM certificate found")?;
-        let cert = x509_cert::Certificate::from_pem(first)
-            .map_err(|e| format!("certificate does not parse: {e}"))?;
+            .ok_or(CertError::NoPem)?;
+        let cert = x509_cert::Certificate::from_pem(first).map_err(CertError::Parse)?;
         let tbs = cert.tbs_certificate();
         let spki = tbs
             .subject_public_key_info()
             .to_der()
-            .map_err(|e| format!("certificate key does not encode: {e}"))?;
-        let public =
-            rsa::PublicKey::from_public_key_der(&spki).map_err(|_| "certificate key is not RSA")?;
+            .map_err(CertError::KeyEncoding)?;
+        let public = rsa::PublicKey::from_public_key_der(&spki).map_err(|_| CertError::NotRsa)?;
         let validity = tbs.validity();
         let ms = |t: x509_cert::time::Time| {
             i64::try_from(t.to_unix_duration().as_millis()).unwrap_or(i64::MAX)
