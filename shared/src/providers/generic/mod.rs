@@ -1461,37 +1461,57 @@ fn id_at_location(ctx: &Ctx<'_>, location: &Location) -> Option<String> {
     }
 }
 
+/// Why the body has no item list at `items_pointer`; callers name the pointer around it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ItemsError {
+    #[error("the body is not UTF-8 JSON")]
+    NotUtf8,
+    #[error("the body is not JSON")]
+    NotJson,
+    #[error("no {token:?} on the way to {pointer:?}")]
+    NoKey { token: String, pointer: String },
+    #[error("no item {token:?} on the way to {pointer:?}")]
+    NoItem { token: String, pointer: String },
+    #[error("{0:?} passes through a scalar")]
+    Scalar(String),
+    #[error("the value at {0:?} is not an array")]
+    NotArray(String),
+}
+
 /// The exact bytes of each item of the array at `pointer` (`""`: the body is the array),
 /// sliced from the body, never re-serialised.
-fn raw_items<'b>(body: &'b [u8], pointer: &str) -> Result<Vec<&'b [u8]>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8 JSON".to_string())?;
-    let mut current: &'b RawValue =
-        serde_json::from_str(text).map_err(|_| "the body is not JSON".to_string())?;
+fn raw_items<'b>(body: &'b [u8], pointer: &str) -> Result<Vec<&'b [u8]>, ItemsError> {
+    let text = std::str::from_utf8(body).map_err(|_| ItemsError::NotUtf8)?;
+    let mut current: &'b RawValue = serde_json::from_str(text).map_err(|_| ItemsError::NotJson)?;
     for token in pointer.split('/').skip(1) {
         let token = token.replace("~1", "/").replace("~0", "~");
         let inner: &'b str = current.get();
         current = match inner.as_bytes().first() {
             Some(b'{') => {
                 let map: BTreeMap<String, &'b RawValue> =
-                    serde_json::from_str(inner).map_err(|_| "the body is not JSON".to_string())?;
-                map.get(&token)
-                    .copied()
-                    .ok_or_else(|| format!("no {token:?} on the way to {pointer:?}"))?
+                    serde_json::from_str(inner).map_err(|_| ItemsError::NotJson)?;
+                map.get(&token).copied().ok_or_else(|| ItemsError::NoKey {
+                    token: token.clone(),
+                    pointer: pointer.to_string(),
+                })?
             }
             Some(b'[') => {
                 let list: Vec<&'b RawValue> =
-                    serde_json::from_str(inner).map_err(|_| "the body is not JSON".to_string())?;
+                    serde_json::from_str(inner).map_err(|_| ItemsError::NotJson)?;
                 token
                     .parse::<usize>()
                     .ok()
                     .and_then(|i| list.get(i).copied())
-                    .ok_or_else(|| format!("no item {token:?} on the way to {pointer:?}"))?
+                    .ok_or_else(|| ItemsError::NoItem {
+                        token: token.clone(),
+                        pointer: pointer.to_string(),
+                    })?
             }
-            _ => return Err(format!("{pointer:?} passes through a scalar")),
+            _ => return Err(ItemsError::Scalar(pointer.to_string())),
         };
     }
     let list: Vec<&'b RawValue> = serde_json::from_str(current.get())
-        .map_err(|_| format!("the value at {pointer:?} is not an array"))?;
+        .map_err(|_| ItemsError::NotArray(pointer.to_string()))?;
     Ok(list.into_iter().map(|r| r.get().as_bytes()).collect())
 }
 
