@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::crypto::{
-    self, split_named_secrets, HmacAlgorithm, Keyring, SecretIds, SignatureEncoding,
+    self, split_named_secrets, HmacAlgorithm, KeyError, Keyring, SecretIds, SignatureEncoding,
 };
 use super::fields;
 use super::{
@@ -90,7 +90,7 @@ impl Adyen {
                 if fields::is_user_pass(raw, false) {
                     Ok(raw.to_vec())
                 } else {
-                    Err("must be user:pass".into())
+                    Err(KeyError::Format("must be user:pass"))
                 }
             })?)
         };
@@ -202,12 +202,14 @@ impl Adyen {
     }
 }
 
-fn decode_hex_key(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_hex_key(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     std::str::from_utf8(raw)
         .ok()
         .map(str::trim)
         .and_then(|text| hex::decode(text).ok())
-        .ok_or_else(|| "is not a hex HMAC key (Adyen shows 64 hex characters)".into())
+        .ok_or(KeyError::Format(
+            "is not a hex HMAC key (Adyen shows 64 hex characters)",
+        ))
 }
 
 #[derive(Deserialize)]
@@ -279,7 +281,11 @@ enum ItemsError {
 
 /// A signed field as the SDKs stringify it: a string's content, a number's or boolean's
 /// literal text exactly as written in the body (never through a float), `""` when absent.
-fn field_text<'a>(raw: Option<&'a RawValue>, name: &str, i: usize) -> Result<Cow<'a, str>, String> {
+fn field_text<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+    i: usize,
+) -> Result<Cow<'a, str>, ItemsError> {
     let Some(raw) = raw else {
         return Ok(Cow::Borrowed(""));
     };
@@ -287,10 +293,10 @@ fn field_text<'a>(raw: Option<&'a RawValue>, name: &str, i: usize) -> Result<Cow
     match text.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<String>(text)
             .map(Cow::Owned)
-            .map_err(|e| format!("notificationItems[{i}].{name}: {e}")),
-        Some(b'{' | b'[') => Err(format!(
+            .map_err(|e| ItemsError::Malformed(format!("notificationItems[{i}].{name}: {e}"))),
+        Some(b'{' | b'[') => Err(ItemsError::Malformed(format!(
             "notificationItems[{i}].{name} is not a string or number"
-        )),
+        ))),
         _ if text == "null" => Ok(Cow::Borrowed("")),
         _ => Ok(Cow::Borrowed(text)),
     }
@@ -318,7 +324,7 @@ fn parse_items(body: &[u8]) -> Result<Vec<Item<'_>>, ItemsError> {
                 Some(a) => (a.value, a.currency),
                 None => (None, None),
             };
-            let text = |raw, name| field_text(raw, name, i).map_err(ItemsError::Malformed);
+            let text = |raw, name| field_text(raw, name, i);
             let (signature, modification_action) = match item.additional_data {
                 Some(d) => (d.hmac_signature, d.modification_action),
                 None => (None, None),

@@ -368,18 +368,33 @@ pub fn concat(parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// Why a configured secret is not a usable key. The text never quotes the secret: the keyring
+/// prefixes it with the secret's id (`secret "id" <reason>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum KeyError {
+    #[error("is {0} bytes, an Ed25519 public key is 32")]
+    Ed25519Length(usize),
+    #[error("is not a valid Ed25519 public key")]
+    Ed25519Invalid,
+    #[error("is not a P-256 public key (base64 DER SubjectPublicKeyInfo, PEM or hex SEC1)")]
+    NotP256,
+    /// The secret breaks the provider's own rule for it, stated in the provider's words.
+    #[error("{0}")]
+    Format(&'static str),
+}
+
 /// An Ed25519 public key (Discord, Standard Webhooks `whpk_`), checked once at config time.
 #[derive(Debug, Clone)]
 pub(crate) struct Ed25519Key(ed25519_dalek::VerifyingKey);
 
 impl Ed25519Key {
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let raw: &[u8; 32] = bytes
             .try_into()
-            .map_err(|_| format!("is {} bytes, an Ed25519 public key is 32", bytes.len()))?;
+            .map_err(|_| KeyError::Ed25519Length(bytes.len()))?;
         ed25519_dalek::VerifyingKey::from_bytes(raw)
             .map(Self)
-            .map_err(|_| "is not a valid Ed25519 public key".into())
+            .map_err(|_| KeyError::Ed25519Invalid)
     }
 
     /// Strict verification (no malleable or small-order signatures) over the concatenated parts.
@@ -397,7 +412,7 @@ impl Ed25519Key {
 pub(crate) struct P256Key(p256::ecdsa::VerifyingKey);
 
 impl P256Key {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
         use p256::pkcs8::DecodePublicKey;
         let text = text.trim();
         let key = if text.starts_with("-----BEGIN") {
@@ -409,9 +424,7 @@ impl P256Key {
                 .ok()
                 .and_then(|sec1| p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok())
         };
-        key.map(Self).ok_or_else(|| {
-            "is not a P-256 public key (base64 DER SubjectPublicKeyInfo, PEM or hex SEC1)".into()
-        })
+        key.map(Self).ok_or(KeyError::NotP256)
     }
 
     /// ECDSA-SHA256 over the concatenated parts; the signature may be ASN.1 DER (SendGrid)
@@ -427,6 +440,21 @@ impl P256Key {
     }
 }
 
+/// Why a PEM bundle does not yield an RSA signing certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CertError {
+    #[error("certificate is not PEM text")]
+    NotText,
+    #[error("no PEM certificate found")]
+    NoPem,
+    #[error("certificate does not parse: {0}")]
+    Parse(x509_cert::der::Error),
+    #[error("certificate key does not encode: {0}")]
+    KeyEncoding(x509_cert::der::Error),
+    #[error("certificate key is not RSA")]
+    NotRsa,
+}
+
 /// An X.509 certificate's RSA key and validity window (PayPal's signing certificate).
 #[derive(Debug, Clone)]
 pub(crate) struct RsaCertificate {
@@ -438,24 +466,22 @@ pub(crate) struct RsaCertificate {
 
 impl RsaCertificate {
     /// The first certificate in a PEM bundle (the leaf).
-    pub(crate) fn from_pem(pem: &[u8]) -> Result<Self, String> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<Self, CertError> {
         use rsa::pkcs8::DecodePublicKey;
         use x509_cert::der::{DecodePem, Encode};
-        let text = std::str::from_utf8(pem).map_err(|_| "certificate is not PEM text")?;
+        let text = std::str::from_utf8(pem).map_err(|_| CertError::NotText)?;
         let end = "-----END CERTIFICATE-----";
         let first = text
             .find(end)
             .map(|at| &text[..at + end.len()])
-            .ok_or("no PEM certificate found")?;
-        let cert = x509_cert::Certificate::from_pem(first)
-            .map_err(|e| format!("certificate does not parse: {e}"))?;
+            .ok_or(CertError::NoPem)?;
+        let cert = x509_cert::Certificate::from_pem(first).map_err(CertError::Parse)?;
         let tbs = cert.tbs_certificate();
         let spki = tbs
             .subject_public_key_info()
             .to_der()
-            .map_err(|e| format!("certificate key does not encode: {e}"))?;
-        let public =
-            rsa::PublicKey::from_public_key_der(&spki).map_err(|_| "certificate key is not RSA")?;
+            .map_err(CertError::KeyEncoding)?;
+        let public = rsa::PublicKey::from_public_key_der(&spki).map_err(|_| CertError::NotRsa)?;
         let validity = tbs.validity();
         let ms = |t: x509_cert::time::Time| {
             i64::try_from(t.to_unix_duration().as_millis()).unwrap_or(i64::MAX)
@@ -524,7 +550,7 @@ impl Keyring {
     pub fn decoded(
         provider: &str,
         secrets: Vec<Secret>,
-        decode: impl Fn(&[u8]) -> Result<Vec<u8>, String>,
+        decode: impl Fn(&[u8]) -> Result<Vec<u8>, KeyError>,
     ) -> Result<Self, ProviderConfigError> {
         if secrets.is_empty() {
             return Err(ProviderConfigError(format!(
@@ -856,7 +882,7 @@ mod tests {
         let err = Keyring::new("stripe", vec![]).unwrap_err();
         assert!(err.0.contains("at least one secret"), "{err}");
         let err = Keyring::decoded("x", vec![secret("k1", "hunter2")], |_| {
-            Err("is not base64".into())
+            Err(KeyError::Format("is not base64"))
         })
         .unwrap_err();
         assert!(err.0.contains("\"k1\" is not base64"), "{err}");

@@ -15,7 +15,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::crypto::{self, Ed25519Key, Keyring, SignatureEncoding, TimeUnit, Tolerance};
+use super::crypto::{self, Ed25519Key, KeyError, Keyring, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
     canonical, fields, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
     SignInput, Verified, VerifyError,
@@ -52,11 +52,13 @@ pub struct Discord {
 }
 
 /// The portal shows the public key as 64 hex characters; anything else is a config mistake.
-fn decode_public_key(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_public_key(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     let key = std::str::from_utf8(raw)
         .ok()
         .and_then(|text| hex::decode(text.trim()).ok())
-        .ok_or("is not a hex public key (64 hex characters from the developer portal)")?;
+        .ok_or(KeyError::Format(
+            "is not a hex public key (64 hex characters from the developer portal)",
+        ))?;
     Ed25519Key::from_bytes(&key)?;
     Ok(key)
 }

@@ -161,39 +161,52 @@ impl FetchBudget {
     }
 }
 
+/// Why a certificate URL is not one PayPal signs with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum CertUrlError {
+    #[error("certificate URL has characters outside plain printable ASCII")]
+    Characters,
+    #[error("certificate URL is not https")]
+    NotHttps,
+    #[error("certificate URL carries user info")]
+    UserInfo,
+    #[error("certificate URL port {0:?} is not 443")]
+    Port(String),
+    #[error("certificate host {0:?} is not a PayPal API host")]
+    Host(String),
+    #[error("certificate URL path is not under {CERT_PATH} (PayPal's certificates)")]
+    Path,
+}
+
 /// `Ok` when `url` is `https://<allow-listed host>[:443]/…` with nothing a URL parser could
 /// read differently (user info, backslashes, spaces, control or non-ASCII characters).
-fn check_cert_url(url: &str) -> Result<(), String> {
+fn check_cert_url(url: &str) -> Result<(), CertUrlError> {
     if url
         .bytes()
         .any(|b| !b.is_ascii_graphic() || b == b'\\' || b == b'%')
     {
-        return Err("certificate URL has characters outside plain printable ASCII".into());
+        return Err(CertUrlError::Characters);
     }
     let rest = url
         .get(..8)
         .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
         .and_then(|_| url.get(8..))
-        .ok_or("certificate URL is not https")?;
+        .ok_or(CertUrlError::NotHttps)?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = (rest.get(..end).unwrap_or(""), rest.get(end..).unwrap_or(""));
     if authority.contains('@') {
-        return Err("certificate URL carries user info".into());
+        return Err(CertUrlError::UserInfo);
     }
     let host = match authority.rsplit_once(':') {
         Some((host, "443")) => host,
-        Some((_, port)) => return Err(format!("certificate URL port {port:?} is not 443")),
+        Some((_, port)) => return Err(CertUrlError::Port(port.to_string())),
         None => authority,
     };
     if !CERT_HOSTS.iter().any(|h| host.eq_ignore_ascii_case(h)) {
-        return Err(format!(
-            "certificate host {host:?} is not a PayPal API host"
-        ));
+        return Err(CertUrlError::Host(host.to_string()));
     }
     if !path.starts_with(CERT_PATH) {
-        return Err(format!(
-            "certificate URL path is not under {CERT_PATH} (PayPal's certificates)"
-        ));
+        return Err(CertUrlError::Path);
     }
     Ok(())
 }
@@ -299,7 +312,7 @@ impl PayPal {
                     .fetch(url)
                     .await
                     .map_err(|e| e.0)
-                    .and_then(|pem| RsaCertificate::from_pem(&pem));
+                    .and_then(|pem| RsaCertificate::from_pem(&pem).map_err(|e| e.to_string()));
                 if fetched.is_err() {
                     self.fetches
                         .lock()
@@ -429,7 +442,7 @@ impl Provider for PayPal {
         let sent_ms = rfc3339_ms(time).ok_or_else(|| {
             VerifyError::MalformedSignature(format!("{TRANSMISSION_TIME} is not an RFC 3339 time"))
         })?;
-        check_cert_url(url).map_err(VerifyError::CertificateRefused)?;
+        check_cert_url(url).map_err(|why| VerifyError::CertificateRefused(why.to_string()))?;
         let cert = self.certificate(url)?;
         if !cert.is_valid_at(now_ms) {
             return Err(VerifyError::CertificateRefused(format!(
@@ -859,6 +872,39 @@ mod tests {
             "https://api-m.sandbox.paypal.com/v1/notifications/certs/CERT-1",
         ] {
             assert_eq!(check_cert_url(url), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn refused_cert_urls_say_why() {
+        for (url, why) in [
+            (
+                "https://api.paypal.com/v1/notifications/certs/a b",
+                "certificate URL has characters outside plain printable ASCII",
+            ),
+            (
+                "http://api.paypal.com/v1/notifications/certs/C",
+                "certificate URL is not https",
+            ),
+            (
+                "https://u@api.paypal.com/v1/notifications/certs/C",
+                "certificate URL carries user info",
+            ),
+            (
+                "https://api.paypal.com:8443/v1/notifications/certs/C",
+                "certificate URL port \"8443\" is not 443",
+            ),
+            (
+                "https://evil.com/v1/notifications/certs/C",
+                "certificate host \"evil.com\" is not a PayPal API host",
+            ),
+            (
+                "https://api.paypal.com/v1/other/C",
+                "certificate URL path is not under /v1/notifications/certs/ (PayPal's certificates)",
+            ),
+        ] {
+            let err = check_cert_url(url).unwrap_err();
+            assert_eq!(err.to_string(), why, "{url}");
         }
     }
 

@@ -8,7 +8,7 @@
 use base64::Engine;
 use serde::Deserialize;
 
-use super::crypto::{self, Keyring};
+use super::crypto::{self, KeyError, Keyring};
 use super::{
     canonical, fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
@@ -31,11 +31,13 @@ pub(crate) struct Postmark {
 }
 
 /// `user:pass`: a user id cannot contain `:` in Basic auth (RFC 7617), so one is required.
-fn check_credentials(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn check_credentials(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     if fields::is_user_pass(raw, true) {
         Ok(raw.to_vec())
     } else {
-        Err("must be user:password (the credentials in the webhook URL)".into())
+        Err(KeyError::Format(
+            "must be user:password (the credentials in the webhook URL)",
+        ))
     }
 }
 

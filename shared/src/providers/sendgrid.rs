@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::crypto::{self, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance};
+use super::crypto::{self, KeyError, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance};
 use super::{
     canonical, fields, ExtractError, ExtractFailure, Extracted, Provider, ProviderConfigError,
     SignInput, Verified, VerifyError,
@@ -55,9 +55,9 @@ pub struct SendGrid {
 }
 
 /// The configured key text, trimmed, if it is a P-256 public key. The error never quotes it.
-fn parse_key(raw: &[u8]) -> Result<(Vec<u8>, P256Key), String> {
+fn parse_key(raw: &[u8]) -> Result<(Vec<u8>, P256Key), KeyError> {
     let text = std::str::from_utf8(raw)
-        .map_err(|_| "is not text (expected base64 DER SubjectPublicKeyInfo)".to_string())?
+        .map_err(|_| KeyError::Format("is not text (expected base64 DER SubjectPublicKeyInfo)"))?
         .trim();
     let key = P256Key::parse(text)?;
     Ok((text.as_bytes().to_vec(), key))

@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use super::crypto::{self, Ed25519Key, HmacAlgorithm, Keyring, TimeUnit, Tolerance};
+use super::crypto::{self, Ed25519Key, HmacAlgorithm, KeyError, Keyring, TimeUnit, Tolerance};
 use super::{
     fields, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
@@ -119,7 +119,7 @@ impl StandardWebhooks {
         let (public, symmetric): (Vec<Secret>, Vec<Secret>) = secrets
             .into_iter()
             .partition(|s| s.expose().starts_with(PUBLIC_KEY_PREFIX));
-        let ring = |secrets: Vec<Secret>, decode: fn(&[u8]) -> Result<Vec<u8>, String>| {
+        let ring = |secrets: Vec<Secret>, decode: fn(&[u8]) -> Result<Vec<u8>, KeyError>| {
             (!secrets.is_empty())
                 .then(|| Keyring::decoded(name, secrets, decode))
                 .transpose()
@@ -144,21 +144,21 @@ impl StandardWebhooks {
 /// `whsec_<base64>` → key bytes. A secret without the prefix is taken as bare base64 (some
 /// dashboards show it that way). Using the `whsec_…` string itself as the key is the classic
 /// mistake this avoids.
-fn decode_secret(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_secret(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     let b64 = raw.strip_prefix(SECRET_PREFIX).unwrap_or(raw);
     std::str::from_utf8(b64)
         .ok()
         .and_then(crypto::decode_base64)
-        .ok_or_else(|| "is not whsec_<base64> (or bare base64)".to_string())
+        .ok_or(KeyError::Format("is not whsec_<base64> (or bare base64)"))
 }
 
 /// `whpk_<base64>` → the 32-byte Ed25519 public key, checked once here.
-fn decode_public_key(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_public_key(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     let key = raw
         .strip_prefix(PUBLIC_KEY_PREFIX)
         .and_then(|b64| std::str::from_utf8(b64).ok())
         .and_then(crypto::decode_base64)
-        .ok_or("is not whpk_<base64>")?;
+        .ok_or(KeyError::Format("is not whpk_<base64>"))?;
     Ed25519Key::from_bytes(&key)?;
     Ok(key)
 }

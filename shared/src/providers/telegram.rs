@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::crypto::{self, Keyring};
+use super::crypto::{self, KeyError, Keyring};
 use super::{
     canonical, ExtractError, Extracted, Provider, ProviderConfigError, SignInput, Verified,
     VerifyError,
@@ -28,13 +28,12 @@ pub struct Telegram {
 
 /// `setWebhook` accepts only 1–256 characters of `A-Z a-z 0-9 _ -`; anything else can never
 /// arrive, so it is a configuration mistake.
-fn check_token(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn check_token(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     let allowed = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-';
     if raw.is_empty() || raw.len() > 256 || !raw.iter().all(allowed) {
-        return Err(
-            "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's secret_token rule)"
-                .into(),
-        );
+        return Err(KeyError::Format(
+            "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's secret_token rule)",
+        ));
     }
     Ok(raw.to_vec())
 }

@@ -16,7 +16,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::crypto::{self, HmacAlgorithm, Keyring, SignatureEncoding, TimeUnit, Tolerance};
+use super::crypto::{
+    self, HmacAlgorithm, KeyError, Keyring, SignatureEncoding, TimeUnit, Tolerance,
+};
 use super::{
     canonical, fields, ExtractError, Extracted, HandshakeReply, Provider, ProviderConfigError,
     SignInput, Verified, VerifyError,
@@ -59,11 +61,11 @@ pub struct Twitch {
 }
 
 /// Twitch refuses to create a subscription with any other secret, so one can never arrive.
-fn check_secret(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn check_secret(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     if !(10..=100).contains(&raw.len()) || !raw.iter().all(|b| b.is_ascii_graphic()) {
-        return Err(
-            "must be 10-100 printable ASCII characters (Twitch's subscription secret rule)".into(),
-        );
+        return Err(KeyError::Format(
+            "must be 10-100 printable ASCII characters (Twitch's subscription secret rule)",
+        ));
     }
     Ok(raw.to_vec())
 }

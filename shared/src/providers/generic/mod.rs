@@ -75,7 +75,8 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 
 use super::crypto::{
-    self, Ed25519Key, HmacAlgorithm, Keyring, P256Key, SignatureEncoding, TimeUnit, Tolerance,
+    self, Ed25519Key, HmacAlgorithm, KeyError, Keyring, P256Key, SignatureEncoding, TimeUnit,
+    Tolerance,
 };
 use super::{
     canonical, fields, money, ExtractError, ExtractFailure, Extracted, HandshakeReply, Provider,
@@ -87,7 +88,7 @@ use crate::time;
 
 use options::{
     either, AmountUnit, FormatSpec, GenericOptions, HandshakeSpec, KeyEncoding, Location,
-    MessageSpec, SchemeKind, TsUnit, When,
+    MessageSpec, OptionsError, SchemeKind, TsUnit, When,
 };
 use template::{ConfiguredUrl, Ctx, Part};
 
@@ -290,13 +291,13 @@ struct Condition {
 }
 
 impl Condition {
-    fn compile(when: When) -> Result<Self, String> {
+    fn compile(when: When) -> Result<Self, OptionsError> {
         let at = match (when.json_pointer, when.header) {
             (Some(p), None) if p.starts_with('/') => CondAt::JsonPointer(p),
             (Some(p), None) => {
-                return Err(format!(
+                return Err(OptionsError(format!(
                     "handshake.when.json_pointer must start with '/', got {p:?}"
-                ))
+                )))
             }
             (None, Some(h)) if !h.trim().is_empty() => CondAt::Header(h.trim().to_string()),
             _ => {
@@ -374,13 +375,13 @@ pub(crate) struct Generic {
     handshake: Option<Handshake>,
 }
 
-fn check_pointer(field: &str, pointer: &str) -> Result<(), String> {
+fn check_pointer(field: &str, pointer: &str) -> Result<(), OptionsError> {
     if pointer.starts_with('/') {
         Ok(())
     } else {
-        Err(format!(
+        Err(OptionsError(format!(
             "{field} must be a JSON pointer starting with '/' (RFC 6901), got {pointer:?}"
-        ))
+        )))
     }
 }
 
@@ -405,7 +406,7 @@ fn signature_location(
     kind: SchemeKind,
     signature: Option<Location>,
     header: Option<String>,
-) -> Result<Location, String> {
+) -> Result<Location, OptionsError> {
     let located = either(
         ("signature", signature),
         ("header", shorthand_header("header", header)?),
@@ -420,13 +421,13 @@ fn signature_location(
 }
 
 /// How the signature value is written.
-fn signature_format(kind: SchemeKind, spec: Option<FormatSpec>) -> Result<Format, String> {
+fn signature_format(kind: SchemeKind, spec: Option<FormatSpec>) -> Result<Format, OptionsError> {
     match spec.unwrap_or(FormatSpec::Plain) {
         FormatSpec::Plain => Ok(Format::Plain),
-        _ if symmetric_token(kind) => Err(format!(
+        _ if symmetric_token(kind) => Err(OptionsError(format!(
             "format does not apply to scheme {} (the whole value is the credential)",
             scheme_name(kind)
-        )),
+        ))),
         FormatSpec::KvList {
             item_separator,
             kv_separator,
@@ -471,12 +472,12 @@ fn signature_format(kind: SchemeKind, spec: Option<FormatSpec>) -> Result<Format
 fn signature_encoding(
     kind: SchemeKind,
     encoding: Option<SignatureEncoding>,
-) -> Result<SignatureEncoding, String> {
+) -> Result<SignatureEncoding, OptionsError> {
     match (encoding, kind) {
-        (Some(_), _) if symmetric_token(kind) => Err(format!(
+        (Some(_), _) if symmetric_token(kind) => Err(OptionsError(format!(
             "encoding does not apply to scheme {}",
             scheme_name(kind)
-        )),
+        ))),
         (Some(e), _) => Ok(e),
         (None, SchemeKind::EcdsaP256) => Ok(SignatureEncoding::Base64),
         (None, _) => Ok(SignatureEncoding::Hex),
@@ -489,7 +490,7 @@ fn timestamp_source(
     format: &Format,
     timestamp: Option<Location>,
     timestamp_header: Option<String>,
-) -> Result<Option<TimestampSource>, String> {
+) -> Result<Option<TimestampSource>, OptionsError> {
     let listed_key = match format {
         Format::KvList { timestamp_key, .. } => timestamp_key.clone(),
         _ => None,
@@ -510,10 +511,10 @@ fn timestamp_source(
         (None, None) => None,
     };
     if source.is_some() && symmetric_token(kind) {
-        return Err(format!(
+        return Err(OptionsError(format!(
             "scheme {} signs nothing, so a timestamp would not be authenticated; remove it",
             scheme_name(kind)
-        ));
+        )));
     }
     Ok(source)
 }
@@ -524,14 +525,14 @@ fn signed_message(
     kind: SchemeKind,
     spec: Option<MessageSpec>,
     has_timestamp: bool,
-) -> Result<Vec<Part>, String> {
+) -> Result<Vec<Part>, OptionsError> {
     let symmetric = symmetric_token(kind);
     let message = match (spec, symmetric) {
         (Some(_), true) => {
-            return Err(format!(
+            return Err(OptionsError(format!(
                 "message does not apply to scheme {}: it compares the credential, it signs nothing",
                 scheme_name(kind)
-            ))
+            )))
         }
         (None, true) => Vec::new(),
         (None, false) => vec![Part::Body],
@@ -562,7 +563,7 @@ fn signed_message(
 fn signed_urls(
     url: Option<options::OneOrMany<String>>,
     message: &[Part],
-) -> Result<Vec<ConfiguredUrl>, String> {
+) -> Result<Vec<ConfiguredUrl>, OptionsError> {
     let urls: Vec<ConfiguredUrl> = url
         .map(|u| u.into_vec())
         .unwrap_or_default()
@@ -589,13 +590,13 @@ fn scheme_keys(
     key_encoding: Option<KeyEncoding>,
     secrets: Vec<Secret>,
 ) -> Result<Scheme, ProviderConfigError> {
-    let invalid = |why: String| ProviderConfigError(format!("{name} options: {why}"));
+    let invalid = |why: OptionsError| ProviderConfigError(format!("{name} options: {why}"));
     let refuse_encoding = || match key_encoding {
         None | Some(KeyEncoding::Utf8) => Ok(()),
-        Some(_) => Err(invalid(format!(
+        Some(_) => Err(invalid(OptionsError(format!(
             "key_encoding does not apply to scheme {}: secrets are compared as written",
             scheme_name(kind)
-        ))),
+        )))),
     };
     Ok(match kind {
         SchemeKind::Hmac => {
@@ -642,7 +643,8 @@ fn scheme_keys(
             }
             Scheme::EcdsaP256 {
                 keys: Keyring::decoded(name, secrets, |raw| {
-                    let text = std::str::from_utf8(raw).map_err(|_| "is not text")?;
+                    let text =
+                        std::str::from_utf8(raw).map_err(|_| KeyError::Format("is not text"))?;
                     P256Key::parse(text)?;
                     Ok(raw.to_vec())
                 })?,
@@ -689,7 +691,7 @@ fn event_ids(
     event_id: Option<options::OneOrMany<Location>>,
     id_header: Option<String>,
     id_pointer: Option<String>,
-) -> Result<Vec<Vec<Location>>, String> {
+) -> Result<Vec<Vec<Location>>, OptionsError> {
     let legacy: Vec<Location> = shorthand_header("id_header", id_header)?
         .into_iter()
         .chain(shorthand_pointer("id_pointer", id_pointer)?)
@@ -717,7 +719,7 @@ fn event_types(
     event_type: Option<Location>,
     type_header: Option<String>,
     type_pointer: Option<String>,
-) -> Result<Vec<Location>, String> {
+) -> Result<Vec<Location>, OptionsError> {
     let legacy: Vec<Location> = shorthand_header("type_header", type_header)?
         .into_iter()
         .chain(shorthand_pointer("type_pointer", type_pointer)?)
@@ -734,14 +736,14 @@ fn event_types(
 /// `canonical = { "provider.type" = "canonical.type" }`, each name a known canonical type.
 fn canonical_types(
     map: BTreeMap<String, String>,
-) -> Result<BTreeMap<String, &'static str>, String> {
+) -> Result<BTreeMap<String, &'static str>, OptionsError> {
     let mut out = BTreeMap::new();
     for (provider_type, canonical_name) in map {
         let Some(known) = canonical::lookup(&canonical_name) else {
-            return Err(format!(
+            return Err(OptionsError(format!(
                 "canonical[{provider_type:?}] = {canonical_name:?} is not a canonical type; known: {}",
                 canonical::ALL.join(", ")
-            ));
+            )));
         };
         out.insert(provider_type, known);
     }
@@ -754,7 +756,7 @@ fn tolerance(
     has_timestamp: bool,
     past: Option<options::Window>,
     future: Option<options::Window>,
-) -> Result<Tolerance, String> {
+) -> Result<Tolerance, OptionsError> {
     if !has_timestamp && (past.is_some() || future.is_some()) {
         return Err(
             "tolerance_seconds/future_tolerance_seconds need a timestamp (timestamp = { header = … }, timestamp_header or format.timestamp_key)".into(),
@@ -766,20 +768,23 @@ fn tolerance(
     })
 }
 
-fn checked(field: &str, location: Location) -> Result<Location, String> {
+fn checked(field: &str, location: Location) -> Result<Location, OptionsError> {
     location.check(field)?;
     Ok(location.trimmed())
 }
 
-fn shorthand_header(field: &str, name: Option<String>) -> Result<Option<Location>, String> {
+fn shorthand_header(field: &str, name: Option<String>) -> Result<Option<Location>, OptionsError> {
     match name {
-        Some(h) if h.trim().is_empty() => Err(format!("{field} must not be empty")),
+        Some(h) if h.trim().is_empty() => Err(OptionsError(format!("{field} must not be empty"))),
         Some(h) => Ok(Some(Location::Header(h.trim().to_string()))),
         None => Ok(None),
     }
 }
 
-fn shorthand_pointer(field: &str, pointer: Option<String>) -> Result<Option<Location>, String> {
+fn shorthand_pointer(
+    field: &str,
+    pointer: Option<String>,
+) -> Result<Option<Location>, OptionsError> {
     match pointer {
         Some(p) => {
             check_pointer(field, &p)?;
@@ -790,24 +795,26 @@ fn shorthand_pointer(field: &str, pointer: Option<String>) -> Result<Option<Loca
 }
 
 /// `user:pass` secrets for `basic_auth`; the error never quotes the secret.
-fn check_user_pass(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn check_user_pass(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     if fields::is_user_pass(raw, false) {
         Ok(raw.to_vec())
     } else {
-        Err("is not user:pass (scheme basic_auth)".into())
+        Err(KeyError::Format("is not user:pass (scheme basic_auth)"))
     }
 }
 
-fn decode_key(encoding: KeyEncoding, raw: &[u8]) -> Result<Vec<u8>, String> {
+fn decode_key(encoding: KeyEncoding, raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     let text = || std::str::from_utf8(raw).ok().map(str::trim);
     match encoding {
         KeyEncoding::Utf8 => Ok(raw.to_vec()),
         KeyEncoding::Hex => text()
             .and_then(|t| hex::decode(t).ok())
-            .ok_or_else(|| "is not hex (key_encoding = \"hex\")".into()),
+            .ok_or(KeyError::Format("is not hex (key_encoding = \"hex\")")),
         KeyEncoding::Base64 => text()
             .and_then(crypto::decode_base64)
-            .ok_or_else(|| "is not base64 (key_encoding = \"base64\")".into()),
+            .ok_or(KeyError::Format(
+                "is not base64 (key_encoding = \"base64\")",
+            )),
         KeyEncoding::Whsec => text()
             .map(|t| {
                 t.strip_prefix("whsec_")
@@ -815,7 +822,9 @@ fn decode_key(encoding: KeyEncoding, raw: &[u8]) -> Result<Vec<u8>, String> {
                     .unwrap_or(t)
             })
             .and_then(crypto::decode_base64)
-            .ok_or_else(|| "is not whsec_<base64> (key_encoding = \"whsec\")".into()),
+            .ok_or(KeyError::Format(
+                "is not whsec_<base64> (key_encoding = \"whsec\")",
+            )),
     }
 }
 
@@ -853,7 +862,7 @@ impl Generic {
         mut o: GenericOptions,
         mut secrets: Vec<Secret>,
     ) -> Result<Self, ProviderConfigError> {
-        let invalid = |why: String| ProviderConfigError(format!("{name} options: {why}"));
+        let invalid = |why: OptionsError| ProviderConfigError(format!("{name} options: {why}"));
         let kind = o.scheme;
         if kind == SchemeKind::Hmac && o.algorithm == HmacAlgorithm::Md5 && !o.allow_weak {
             return Err(invalid(
@@ -925,7 +934,7 @@ impl Generic {
     }
 
     /// What identifies and describes an event, taken out of the options.
-    fn compile_extraction(o: &mut GenericOptions) -> Result<Extraction, String> {
+    fn compile_extraction(o: &mut GenericOptions) -> Result<Extraction, OptionsError> {
         let event_id = event_ids(o.event_id.take(), o.id_header.take(), o.id_pointer.take())?;
         let event_type = event_types(
             o.event_type.take(),
@@ -979,8 +988,8 @@ impl Generic {
         spec: HandshakeSpec,
         kind: SchemeKind,
         secrets: &mut Vec<Secret>,
-    ) -> Result<Handshake, String> {
-        let pointer = |field: &str, p: String| -> Result<String, String> {
+    ) -> Result<Handshake, OptionsError> {
+        let pointer = |field: &str, p: String| -> Result<String, OptionsError> {
             check_pointer(field, &p)?;
             Ok(p)
         };
@@ -1003,7 +1012,9 @@ impl Generic {
                     })?;
                 let token = secrets.remove(at);
                 if token.expose().is_empty() {
-                    return Err(format!("secret {verify_token_secret:?} is empty"));
+                    return Err(OptionsError(format!(
+                        "secret {verify_token_secret:?} is empty"
+                    )));
                 }
                 Handshake::EchoQueryParam {
                     mode_param,
@@ -1450,37 +1461,57 @@ fn id_at_location(ctx: &Ctx<'_>, location: &Location) -> Option<String> {
     }
 }
 
+/// Why the body has no item list at `items_pointer`; callers name the pointer around it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ItemsError {
+    #[error("the body is not UTF-8 JSON")]
+    NotUtf8,
+    #[error("the body is not JSON")]
+    NotJson,
+    #[error("no {token:?} on the way to {pointer:?}")]
+    NoKey { token: String, pointer: String },
+    #[error("no item {token:?} on the way to {pointer:?}")]
+    NoItem { token: String, pointer: String },
+    #[error("{0:?} passes through a scalar")]
+    Scalar(String),
+    #[error("the value at {0:?} is not an array")]
+    NotArray(String),
+}
+
 /// The exact bytes of each item of the array at `pointer` (`""`: the body is the array),
 /// sliced from the body, never re-serialised.
-fn raw_items<'b>(body: &'b [u8], pointer: &str) -> Result<Vec<&'b [u8]>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8 JSON".to_string())?;
-    let mut current: &'b RawValue =
-        serde_json::from_str(text).map_err(|_| "the body is not JSON".to_string())?;
+fn raw_items<'b>(body: &'b [u8], pointer: &str) -> Result<Vec<&'b [u8]>, ItemsError> {
+    let text = std::str::from_utf8(body).map_err(|_| ItemsError::NotUtf8)?;
+    let mut current: &'b RawValue = serde_json::from_str(text).map_err(|_| ItemsError::NotJson)?;
     for token in pointer.split('/').skip(1) {
         let token = token.replace("~1", "/").replace("~0", "~");
         let inner: &'b str = current.get();
         current = match inner.as_bytes().first() {
             Some(b'{') => {
                 let map: BTreeMap<String, &'b RawValue> =
-                    serde_json::from_str(inner).map_err(|_| "the body is not JSON".to_string())?;
-                map.get(&token)
-                    .copied()
-                    .ok_or_else(|| format!("no {token:?} on the way to {pointer:?}"))?
+                    serde_json::from_str(inner).map_err(|_| ItemsError::NotJson)?;
+                map.get(&token).copied().ok_or_else(|| ItemsError::NoKey {
+                    token: token.clone(),
+                    pointer: pointer.to_string(),
+                })?
             }
             Some(b'[') => {
                 let list: Vec<&'b RawValue> =
-                    serde_json::from_str(inner).map_err(|_| "the body is not JSON".to_string())?;
+                    serde_json::from_str(inner).map_err(|_| ItemsError::NotJson)?;
                 token
                     .parse::<usize>()
                     .ok()
                     .and_then(|i| list.get(i).copied())
-                    .ok_or_else(|| format!("no item {token:?} on the way to {pointer:?}"))?
+                    .ok_or_else(|| ItemsError::NoItem {
+                        token: token.clone(),
+                        pointer: pointer.to_string(),
+                    })?
             }
-            _ => return Err(format!("{pointer:?} passes through a scalar")),
+            _ => return Err(ItemsError::Scalar(pointer.to_string())),
         };
     }
     let list: Vec<&'b RawValue> = serde_json::from_str(current.get())
-        .map_err(|_| format!("the value at {pointer:?} is not an array"))?;
+        .map_err(|_| ItemsError::NotArray(pointer.to_string()))?;
     Ok(list.into_iter().map(|r| r.get().as_bytes()).collect())
 }
 

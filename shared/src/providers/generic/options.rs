@@ -10,6 +10,24 @@ use serde::Deserialize;
 
 use crate::providers::crypto::{HmacAlgorithm, SignatureEncoding};
 
+/// A problem with a generic source's options, found once at config time. The text is what the
+/// user sees after `<source> options: `, so it names the option and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct OptionsError(pub(super) String);
+
+impl From<&str> for OptionsError {
+    fn from(why: &str) -> Self {
+        Self(why.to_string())
+    }
+}
+
+impl From<String> for OptionsError {
+    fn from(why: String) -> Self {
+        Self(why)
+    }
+}
+
 /// Where a value is in the request. In TOML: `{ header = "X-Sig" }`, `{ query = "sig" }`,
 /// `{ form_field = "signature" }` or `{ json_pointer = "/signature/signature" }`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -32,16 +50,18 @@ impl Location {
         }
     }
 
-    pub(super) fn check(&self, field: &str) -> Result<(), String> {
+    pub(super) fn check(&self, field: &str) -> Result<(), OptionsError> {
         match self {
             Location::Header(n) | Location::Query(n) | Location::FormField(n)
                 if n.trim().is_empty() =>
             {
-                Err(format!("{field} must name a header, parameter or field"))
+                Err(OptionsError(format!(
+                    "{field} must name a header, parameter or field"
+                )))
             }
-            Location::JsonPointer(p) if !p.starts_with('/') => Err(format!(
+            Location::JsonPointer(p) if !p.starts_with('/') => Err(OptionsError(format!(
                 "{field} json_pointer must start with '/' (RFC 6901), got {p:?}"
-            )),
+            ))),
             _ => Ok(()),
         }
     }
@@ -354,12 +374,12 @@ pub(super) struct GenericOptions {
 pub(super) fn either<T>(
     structured: (&str, Option<T>),
     shorthand: (&str, Option<T>),
-) -> Result<Option<T>, String> {
+) -> Result<Option<T>, OptionsError> {
     match (structured.1, shorthand.1) {
-        (Some(_), Some(_)) => Err(format!(
+        (Some(_), Some(_)) => Err(OptionsError(format!(
             "give {} or its shorthand {}, not both",
             structured.0, shorthand.0
-        )),
+        ))),
         (a, b) => Ok(a.or(b)),
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::providers::VerifyError;
 use crate::request::Headers;
 
-use super::options::Location;
+use super::options::{Location, OptionsError};
 
 /// One piece of the signed message, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ path, query, query_param:NAME, form_field:NAME, json_field:/POINTER, sha256_hex(
 crc32_dec(body), twilio_form, sorted_flat_json_values:SEP, literal:TEXT";
 
 /// One part from its name (`body`, `header:X-Id`, `literal:v0:`…).
-pub(super) fn parse_part(spec: &str) -> Result<Part, String> {
+pub(super) fn parse_part(spec: &str) -> Result<Part, OptionsError> {
     let (name, arg) = match spec.split_once(':') {
         Some((name, arg)) => (name.trim(), Some(arg)),
         None => (spec.trim(), None),
@@ -105,19 +105,23 @@ pub(super) fn parse_part(spec: &str) -> Result<Part, String> {
         ("json_field", Some(pointer)) => {
             let pointer = pointer.trim();
             if !pointer.starts_with('/') {
-                return Err(format!(
+                return Err(OptionsError(format!(
                     "message part {spec:?}: json_field needs a JSON pointer starting with '/'"
-                ));
+                )));
             }
             Part::JsonField(pointer.into())
         }
-        _ => return Err(format!("unknown message part {spec:?}; {VOCABULARY}")),
+        _ => {
+            return Err(OptionsError(format!(
+                "unknown message part {spec:?}; {VOCABULARY}"
+            )))
+        }
     };
     Ok(part)
 }
 
 /// A template string: literal text with `{part}` placeholders.
-pub(super) fn parse_template(template: &str) -> Result<Vec<Part>, String> {
+pub(super) fn parse_template(template: &str) -> Result<Vec<Part>, OptionsError> {
     let mut parts = Vec::new();
     let mut literal = String::new();
     let mut rest = template;
@@ -143,9 +147,9 @@ pub(super) fn parse_template(template: &str) -> Result<Vec<Part>, String> {
             parts.push(part);
             rest = after;
         } else {
-            return Err(format!(
+            return Err(OptionsError(format!(
                 "unmatched '}}' in message {template:?}; write }}}} for a literal brace"
-            ));
+            )));
         }
     }
     literal.push_str(rest);
@@ -164,7 +168,7 @@ pub(super) struct ConfiguredUrl {
 }
 
 impl ConfiguredUrl {
-    pub(super) fn parse(url: &str) -> Result<Self, String> {
+    pub(super) fn parse(url: &str) -> Result<Self, OptionsError> {
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))
