@@ -334,7 +334,7 @@ pub fn outcome(target: &str, status: u16, retry_after: Option<&str>) -> Result<(
 }
 
 #[cfg(feature = "http-fetch")]
-pub use client::HttpTarget;
+pub use client::{HttpTarget, HttpTargetError};
 
 #[cfg(feature = "http-fetch")]
 mod client {
@@ -407,9 +407,20 @@ mod client {
         inner: Arc<Inner>,
     }
 
+    /// Why an HTTP target cannot be built from its (already validated) spec.
+    #[derive(Debug, thiserror::Error)]
+    pub enum HttpTargetError {
+        #[error("{field}: {message}")]
+        Spec { field: String, message: String },
+        #[error("HTTP client: {0}")]
+        Client(reqwest::Error),
+    }
+
     impl HttpTarget {
-        pub fn new(id: String, spec: &HttpTargetSpec) -> Result<Self, String> {
-            let checked = spec.check().map_err(|(f, m)| format!("{f}: {m}"))?;
+        pub fn new(id: String, spec: &HttpTargetSpec) -> Result<Self, HttpTargetError> {
+            let checked = spec
+                .check()
+                .map_err(|(field, message)| HttpTargetError::Spec { field, message })?;
             let https = checked.url.scheme() == "https";
             let client = reqwest::Client::builder()
                 .https_only(https)
@@ -421,7 +432,7 @@ mod client {
                 }))
                 .user_agent(concat!("inlet/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|e| format!("HTTP client: {e}"))?;
+                .map_err(HttpTargetError::Client)?;
             // The same rule for a URL whose host is an address: checked at validation
             // (connecting to a literal address skips the resolver).
             Ok(Self {
