@@ -238,8 +238,12 @@ fn check_url(text: &str, allow: Vec<IpNet>) -> Result<(url::Url, AddressGuard), 
     };
     match url.host() {
         None => return Err(field("url", "has no host")),
-        Some(url::Host::Ipv4(ip)) => guard.check(IpAddr::V4(ip)).map_err(|m| field("url", m))?,
-        Some(url::Host::Ipv6(ip)) => guard.check(IpAddr::V6(ip)).map_err(|m| field("url", m))?,
+        Some(url::Host::Ipv4(ip)) => guard
+            .check(IpAddr::V4(ip))
+            .map_err(|m| field("url", m.to_string()))?,
+        Some(url::Host::Ipv6(ip)) => guard
+            .check(IpAddr::V6(ip))
+            .map_err(|m| field("url", m.to_string()))?,
         Some(url::Host::Domain(_)) => {}
     }
     Ok((url, guard))
@@ -377,7 +381,7 @@ mod client {
                 for addr in found {
                     match guard.check(addr.ip()) {
                         Ok(()) => allowed.push(addr),
-                        Err(why) => reasons.push(why),
+                        Err(why) => reasons.push(why.to_string()),
                     }
                 }
                 if allowed.is_empty() {
