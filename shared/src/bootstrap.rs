@@ -319,7 +319,7 @@ async fn worker_with(
     use crate::adapters::aws::{AwsSecretStore, DynamoLedger, EventBridgeBus, SqsQueue};
     use crate::checks::CheckScheduler;
     use crate::ports::{EventBus, Queue, SystemClock};
-    use crate::targets::build_targets;
+    use crate::targets::{build_targets, TargetFactoryError};
     use crate::worker::Worker;
 
     let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
@@ -330,19 +330,17 @@ async fn worker_with(
     let default_bus = std::env::var("INLET_BUS_NAME")
         .ok()
         .filter(|b| !b.is_empty());
-    let bus_for = |name: Option<&str>| -> Result<Arc<dyn EventBus>, String> {
+    let bus_for = |name: Option<&str>| -> Result<Arc<dyn EventBus>, TargetFactoryError> {
         let bus = name
             .map(str::to_string)
             .or_else(|| default_bus.clone())
-            .ok_or("no bus_name and INLET_BUS_NAME is not set")?;
+            .ok_or(TargetFactoryError::NoBus)?;
         Ok(Arc::new(EventBridgeBus::from_conf(&sdk, bus)))
     };
-    let queue_for = |url: &str| -> Result<Arc<dyn Queue>, String> {
+    let queue_for = |url: &str| -> Result<Arc<dyn Queue>, TargetFactoryError> {
         // A bare name would need a GetQueueUrl call (and its IAM grant) per cold start.
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(format!(
-                "queue_url {url:?}: on AWS an SQS target needs the queue's URL"
-            ));
+            return Err(TargetFactoryError::QueueNotUrl(url.to_owned()));
         }
         Ok(Arc::new(SqsQueue::from_conf(&sdk, url)))
     };

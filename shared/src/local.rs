@@ -14,7 +14,7 @@ use crate::ingest::Ingest;
 use crate::poller::Poller;
 use crate::ports::http::HttpClient;
 use crate::ports::{Clock, EventBus, Queue, WorkerRecord};
-use crate::targets::build_targets;
+use crate::targets::{build_targets, TargetFactoryError};
 use crate::worker::{BatchResult, Worker};
 
 pub const MAIN_QUEUE: &str = "events";
@@ -91,17 +91,15 @@ impl LocalStack {
         );
         let ledger = Arc::new(store.ledger());
         let bus_store = store.clone();
-        let bus_for = move |name: Option<&str>| -> Result<Arc<dyn EventBus>, String> {
+        let bus_for = move |name: Option<&str>| -> Result<Arc<dyn EventBus>, TargetFactoryError> {
             Ok(Arc::new(bus_store.bus(name.unwrap_or(BUS))))
         };
         // An SQS target's queue lives in the same SQLite file, named by its URL.
         let queue_store = store.clone();
-        let queue_for = move |url: &str| -> Result<Arc<dyn Queue>, String> {
+        let queue_for = move |url: &str| -> Result<Arc<dyn Queue>, TargetFactoryError> {
             let name = crate::targets::sqs::local_queue_name(url);
             if name == MAIN_QUEUE || name == DEAD_LETTER_QUEUE {
-                return Err(format!(
-                    "queue {name:?} is the stack's own queue; forwarding there would loop"
-                ));
+                return Err(TargetFactoryError::OwnQueue(name.to_owned()));
             }
             Ok(Arc::new(queue_store.queue(name, None)))
         };

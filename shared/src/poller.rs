@@ -17,7 +17,8 @@ use crate::metrics;
 use crate::poll::{FetchContext, FetchError, Page, PollSource};
 use crate::ports::http::HttpClient;
 use crate::ports::{
-    Acquire, Clock, Ledger, PollState, PollStore, PollStoreError, Queue, TrailEntry, TrailStatus,
+    Acquire, Clock, Ledger, PollState, PollStore, PollStoreError, Queue, QueueError, TrailEntry,
+    TrailStatus,
 };
 use crate::request::{Headers, InboundRequest};
 
@@ -38,6 +39,27 @@ pub enum PollError {
     NotPolled(String),
     #[error(transparent)]
     Store(#[from] PollStoreError),
+}
+
+/// Why a run stopped early; recorded as [`RunOutcome::Failed`] with its message.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("stored cursor is not JSON: {0}")]
+    StoredCursor(serde_json::Error),
+    /// The kind's own words: a retry would not fix it.
+    #[error("{0}")]
+    Fatal(String),
+    #[error("gave up after {tries} tries: {last}")]
+    GaveUp { tries: u32, last: FetchError },
+    #[error("item {index} of the page: {source}")]
+    Item {
+        index: usize,
+        source: crate::providers::ExtractError,
+    },
+    #[error("enqueue failed; the page is fetched again next run: {0}")]
+    Enqueue(QueueError),
+    #[error(transparent)]
+    Cursor(#[from] PollStoreError),
 }
 
 /// How a run ended.
@@ -221,7 +243,7 @@ impl Poller {
         }
         report.outcome = match result {
             Ok(outcome) => outcome,
-            Err(why) => RunOutcome::Failed(why),
+            Err(why) => RunOutcome::Failed(why.to_string()),
         };
         report.ended_ms = self.clock.now_ms();
         self.record(&report).await;
@@ -236,7 +258,7 @@ impl Poller {
         deadline_ms: i64,
         lease_until: &(dyn Fn(i64) -> i64 + Sync),
         report: &mut RunReport,
-    ) -> Result<RunOutcome, String> {
+    ) -> Result<RunOutcome, RunError> {
         report.cursor = state.cursor.clone();
         let gap_ms = 60_000 / i64::from(poll.max_requests_per_minute.max(1));
         // The rate limit spans runs: the previous run's last stored page was a request too
@@ -244,10 +266,7 @@ impl Poller {
         let mut last_request_ms: Option<i64> = state.cursor.as_ref().map(|_| state.updated_at_ms);
         loop {
             let cursor: Option<Value> = match &state.cursor {
-                Some(text) => Some(
-                    serde_json::from_str(text)
-                        .map_err(|e| format!("stored cursor is not JSON: {e}"))?,
-                ),
+                Some(text) => Some(serde_json::from_str(text).map_err(RunError::StoredCursor)?),
                 None => None,
             };
             let fetched = self
@@ -284,7 +303,7 @@ impl Poller {
         poll: &PollSource,
         page: &Page,
         report: &mut RunReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         report.pages += 1;
         report.items += page.items.len();
         let envelopes = self.envelopes(source, poll, &page.items)?;
@@ -302,7 +321,7 @@ impl Poller {
         }
         let sent = enqueue_envelopes(&*self.queue, &self.config, &envelopes, Pace::Sequential)
             .await
-            .map_err(|e| format!("enqueue failed; the page is fetched again next run: {e}"))?;
+            .map_err(RunError::Enqueue)?;
         report.enqueued.extend(sent);
         report.events.extend(envelopes.iter().map(PolledEvent::of));
         Ok(())
@@ -316,7 +335,7 @@ impl Poller {
         page: &Page,
         lease_until: &(dyn Fn(i64) -> i64 + Sync),
         report: &mut RunReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let text = page.cursor.to_string();
         let now = self.clock.now_ms();
         let version = self
@@ -329,8 +348,7 @@ impl Poller {
                 now,
                 lease_until(now),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         state.version = version;
         state.cursor = Some(text);
         report.cursor = state.cursor.clone();
@@ -347,7 +365,7 @@ impl Poller {
         gap_ms: i64,
         last_request_ms: &mut Option<i64>,
         report: &mut RunReport,
-    ) -> Result<Option<Page>, String> {
+    ) -> Result<Option<Page>, RunError> {
         let mut failures = 0u32;
         loop {
             if report.requests >= poll.max_requests_per_run {
@@ -374,9 +392,12 @@ impl Poller {
             };
             let wait = match poll.kind.fetch(&ctx, cursor).await {
                 Ok(page) => return Ok(Some(page)),
-                Err(FetchError::Fatal(why)) => return Err(why),
-                Err(e) if failures >= RETRIES => {
-                    return Err(format!("gave up after {} tries: {e}", failures + 1))
+                Err(FetchError::Fatal(why)) => return Err(RunError::Fatal(why)),
+                Err(last) if failures >= RETRIES => {
+                    return Err(RunError::GaveUp {
+                        tries: failures + 1,
+                        last,
+                    })
                 }
                 Err(FetchError::Throttled {
                     retry_after,
@@ -406,7 +427,7 @@ impl Poller {
         source: &Source,
         poll: &PollSource,
         items: &[Vec<u8>],
-    ) -> Result<Vec<Envelope>, String> {
+    ) -> Result<Vec<Envelope>, RunError> {
         let now = self.clock.now_ms();
         let headers = Headers::new();
         let text_budget = envelope::body_field_budget(self.config.settings.max_body_bytes);
@@ -423,7 +444,7 @@ impl Poller {
             let events = source
                 .provider
                 .extract(&req)
-                .map_err(|e| format!("item {i} of the page: {e}"))?;
+                .map_err(|source| RunError::Item { index: i, source })?;
             let count = events.len();
             let request_sha256 = envelope::sha256_hex(item);
             for (index, event) in events.into_iter().enumerate() {

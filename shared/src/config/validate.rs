@@ -534,7 +534,7 @@ fn poll(
         } else {
             format!("{f}.kind")
         };
-        invalid(field, why)
+        invalid(field, why.to_string())
     })?;
     Ok(PollSource {
         kind,

@@ -238,8 +238,12 @@ fn check_url(text: &str, allow: Vec<IpNet>) -> Result<(url::Url, AddressGuard), 
     };
     match url.host() {
         None => return Err(field("url", "has no host")),
-        Some(url::Host::Ipv4(ip)) => guard.check(IpAddr::V4(ip)).map_err(|m| field("url", m))?,
-        Some(url::Host::Ipv6(ip)) => guard.check(IpAddr::V6(ip)).map_err(|m| field("url", m))?,
+        Some(url::Host::Ipv4(ip)) => guard
+            .check(IpAddr::V4(ip))
+            .map_err(|m| field("url", m.to_string()))?,
+        Some(url::Host::Ipv6(ip)) => guard
+            .check(IpAddr::V6(ip))
+            .map_err(|m| field("url", m.to_string()))?,
         Some(url::Host::Domain(_)) => {}
     }
     Ok((url, guard))
@@ -334,7 +338,7 @@ pub fn outcome(target: &str, status: u16, retry_after: Option<&str>) -> Result<(
 }
 
 #[cfg(feature = "http-fetch")]
-pub use client::HttpTarget;
+pub use client::{HttpTarget, HttpTargetError};
 
 #[cfg(feature = "http-fetch")]
 mod client {
@@ -377,7 +381,7 @@ mod client {
                 for addr in found {
                     match guard.check(addr.ip()) {
                         Ok(()) => allowed.push(addr),
-                        Err(why) => reasons.push(why),
+                        Err(why) => reasons.push(why.to_string()),
                     }
                 }
                 if allowed.is_empty() {
@@ -407,9 +411,20 @@ mod client {
         inner: Arc<Inner>,
     }
 
+    /// Why an HTTP target cannot be built from its (already validated) spec.
+    #[derive(Debug, thiserror::Error)]
+    pub enum HttpTargetError {
+        #[error("{field}: {message}")]
+        Spec { field: String, message: String },
+        #[error("HTTP client: {0}")]
+        Client(reqwest::Error),
+    }
+
     impl HttpTarget {
-        pub fn new(id: String, spec: &HttpTargetSpec) -> Result<Self, String> {
-            let checked = spec.check().map_err(|(f, m)| format!("{f}: {m}"))?;
+        pub fn new(id: String, spec: &HttpTargetSpec) -> Result<Self, HttpTargetError> {
+            let checked = spec
+                .check()
+                .map_err(|(field, message)| HttpTargetError::Spec { field, message })?;
             let https = checked.url.scheme() == "https";
             let client = reqwest::Client::builder()
                 .https_only(https)
@@ -421,7 +436,7 @@ mod client {
                 }))
                 .user_agent(concat!("inlet/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|e| format!("HTTP client: {e}"))?;
+                .map_err(HttpTargetError::Client)?;
             // The same rule for a URL whose host is an address: checked at validation
             // (connecting to a literal address skips the resolver).
             Ok(Self {

@@ -100,19 +100,21 @@ impl Target for JsonlTarget {
         // queued behind it (in `inlet dev`, the webhooks being answered).
         let written = tokio::task::spawn_blocking(move || append(&state, &path, &batch))
             .await
-            .unwrap_or_else(|e| Err(format!("jsonl writer task: {e}")));
-        events
-            .iter()
-            .map(|_| written.clone().map_err(DispatchError::Retryable))
-            .collect()
+            .unwrap_or_else(|e| Err(DispatchError::Retryable(format!("jsonl writer task: {e}"))));
+        events.iter().map(|_| written.clone()).collect()
     }
 }
 
 /// Append the batch's envelopes not written before, one line each, and sync them.
-fn append(state: &Mutex<State>, path: &Path, batch: &[(String, String)]) -> Result<(), String> {
+/// Every failure is retryable: the next delivery skips the lines already written.
+fn append(
+    state: &Mutex<State>,
+    path: &Path,
+    batch: &[(String, String)],
+) -> Result<(), DispatchError> {
     let mut st = state
         .lock()
-        .map_err(|_| "jsonl target lock poisoned".to_owned())?;
+        .map_err(|_| DispatchError::Retryable("jsonl target lock poisoned".to_owned()))?;
     let mut buf = String::new();
     let mut new_keys: Vec<&String> = Vec::new();
     for (key, json) in batch {
@@ -129,7 +131,7 @@ fn append(state: &Mutex<State>, path: &Path, batch: &[(String, String)]) -> Resu
     st.file
         .write_all(buf.as_bytes())
         .and_then(|_| st.file.sync_data())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| DispatchError::Retryable(format!("{}: {e}", path.display())))?;
     st.written.extend(new_keys.into_iter().cloned());
     Ok(())
 }

@@ -123,18 +123,38 @@ pub trait Target: Send + Sync {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("target {id}: {message}")]
+#[error("target {id}: {reason}")]
 pub struct TargetBuildError {
     pub id: String,
-    pub message: String,
+    #[source]
+    pub reason: TargetFactoryError,
+}
+
+/// Why the bus, queue, file or client a target needs cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetFactoryError {
+    #[error("no bus_name and INLET_BUS_NAME is not set")]
+    NoBus,
+    #[error("queue {0:?} is the stack's own queue; forwarding there would loop")]
+    OwnQueue(String),
+    #[error("queue_url {0:?}: on AWS an SQS target needs the queue's URL")]
+    QueueNotUrl(String),
+    #[error("this build has no HTTP client (feature http-fetch)")]
+    NoHttpClient,
+    #[error("{0}")]
+    Jsonl(#[from] jsonl::JsonlError),
+    #[cfg(feature = "http-fetch")]
+    #[error("{0}")]
+    Http(#[from] http::HttpTargetError),
 }
 
 /// Supplies an event bus for a bus name (`None` = the deployment's default bus).
-pub(crate) type BusFactory<'a> = dyn Fn(Option<&str>) -> Result<Arc<dyn EventBus>, String> + 'a;
+pub(crate) type BusFactory<'a> =
+    dyn Fn(Option<&str>) -> Result<Arc<dyn EventBus>, TargetFactoryError> + 'a;
 
 /// Supplies a queue for an SQS target's `queue_url` (the AWS stack: an SQS client on that
 /// URL; the embedded stack: a queue of that name in the same SQLite file).
-pub(crate) type QueueFactory<'a> = dyn Fn(&str) -> Result<Arc<dyn Queue>, String> + 'a;
+pub(crate) type QueueFactory<'a> = dyn Fn(&str) -> Result<Arc<dyn Queue>, TargetFactoryError> + 'a;
 
 /// Builds the configured targets; the embedded and AWS stacks pass their own `bus_for` and
 /// `queue_for`. Relative paths resolve against `base_dir` (the config file's folder).
@@ -146,9 +166,9 @@ pub(crate) fn build_targets(
 ) -> Result<BTreeMap<String, Arc<dyn Target>>, TargetBuildError> {
     let mut out: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
     for spec in specs {
-        let err = |message: String| TargetBuildError {
+        let err = |reason: TargetFactoryError| TargetBuildError {
             id: spec.id.clone(),
-            message,
+            reason,
         };
         let target: Arc<dyn Target> = match &spec.kind {
             TargetKind::Eventbridge { bus_name } => Arc::new(eventbridge::EventBridgeTarget::new(
@@ -157,7 +177,7 @@ pub(crate) fn build_targets(
             )),
             TargetKind::Jsonl { path } => Arc::new(
                 jsonl::JsonlTarget::open(spec.id.clone(), &base_dir.join(path))
-                    .map_err(|e| err(e.to_string()))?,
+                    .map_err(|e| err(e.into()))?,
             ),
             TargetKind::Http(http) => build_http(&spec.id, http).map_err(err)?,
             TargetKind::Sqs(sqs) => Arc::new(sqs::SqsTarget::new(
@@ -172,12 +192,18 @@ pub(crate) fn build_targets(
 }
 
 #[cfg(feature = "http-fetch")]
-fn build_http(id: &str, spec: &http::HttpTargetSpec) -> Result<Arc<dyn Target>, String> {
+fn build_http(
+    id: &str,
+    spec: &http::HttpTargetSpec,
+) -> Result<Arc<dyn Target>, TargetFactoryError> {
     Ok(Arc::new(http::HttpTarget::new(id.to_owned(), spec)?))
 }
 
 /// Only a build that links an HTTP client (feature `http-fetch`) can deliver over HTTP.
 #[cfg(not(feature = "http-fetch"))]
-fn build_http(_id: &str, _spec: &http::HttpTargetSpec) -> Result<Arc<dyn Target>, String> {
-    Err("this build has no HTTP client (feature http-fetch)".into())
+fn build_http(
+    _id: &str,
+    _spec: &http::HttpTargetSpec,
+) -> Result<Arc<dyn Target>, TargetFactoryError> {
+    Err(TargetFactoryError::NoHttpClient)
 }

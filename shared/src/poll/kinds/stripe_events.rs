@@ -55,6 +55,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::OptionsError;
 use crate::poll::{classify, FetchContext, FetchError, Page, PollKind};
 use crate::ports::http::{HttpError, HttpRequest, HttpResponse};
 
@@ -94,18 +95,20 @@ struct RawOptions {
     overlap_seconds: Option<Value>,
 }
 
-fn field<T: DeserializeOwned>(name: &str, value: Option<Value>) -> Result<Option<T>, String> {
+fn field<T: DeserializeOwned>(name: &str, value: Option<Value>) -> Result<Option<T>, OptionsError> {
     value
-        .map(|v| serde_json::from_value(v).map_err(|e| format!("{NAME} options: {name}: {e}")))
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| OptionsError::kind(NAME, format!("{name}: {e}")))
+        })
         .transpose()
 }
 
-fn bad(name: &str, why: &str) -> String {
-    format!("{NAME} options: {name}: {why}")
+fn bad(name: &str, why: &str) -> OptionsError {
+    OptionsError::kind(NAME, format!("{name}: {why}"))
 }
 
 /// `api_base` without its trailing `/`: an http(s) URL without query or fragment.
-fn api_base(value: Option<String>) -> Result<String, String> {
+fn api_base(value: Option<String>) -> Result<String, OptionsError> {
     let api_base = value.unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
     let api_base = api_base.trim_end_matches('/').to_owned();
     if !(api_base.starts_with("https://") || api_base.starts_with("http://"))
@@ -120,7 +123,7 @@ fn api_base(value: Option<String>) -> Result<String, String> {
 }
 
 /// `types`: left out (every type), or 1 to [`MAX_TYPES`] non-empty event types.
-fn event_types(value: Option<Vec<String>>) -> Result<Vec<String>, String> {
+fn event_types(value: Option<Vec<String>>) -> Result<Vec<String>, OptionsError> {
     let types = match value {
         Some(t) if t.is_empty() => {
             return Err(bad(
@@ -140,7 +143,7 @@ fn event_types(value: Option<Vec<String>>) -> Result<Vec<String>, String> {
 }
 
 /// `start`: `"now"` (the default) or `{ lookback_seconds = N }` within Stripe's retention.
-fn start(value: Option<Value>) -> Result<Start, String> {
+fn start(value: Option<Value>) -> Result<Start, OptionsError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Lookback {
@@ -167,13 +170,13 @@ fn start(value: Option<Value>) -> Result<Start, String> {
 }
 
 impl StripeEvents {
-    pub(crate) fn from_options(options: &Value) -> Result<Self, String> {
+    pub(crate) fn from_options(options: &Value) -> Result<Self, OptionsError> {
         let raw: RawOptions = if options.is_null() {
             RawOptions::deserialize(json!({}))
         } else {
             RawOptions::deserialize(options)
         }
-        .map_err(|e| format!("{NAME} options: {e}"))?;
+        .map_err(|e| OptionsError::kind(NAME, e))?;
         let api_base = api_base(field("api_base", raw.api_base)?)?;
         let types = event_types(field("types", raw.types)?)?;
         let page_size = field::<u32>("page_size", raw.page_size)?.unwrap_or(100);
@@ -1431,7 +1434,9 @@ mod tests {
             ),
             (json!({"overlap_seconds": -1}), "overlap_seconds"),
         ] {
-            let e = StripeEvents::from_options(&options).expect_err("refused");
+            let e = StripeEvents::from_options(&options)
+                .expect_err("refused")
+                .to_string();
             assert!(
                 e.starts_with("stripe_events options: ") && e.contains(field),
                 "{options}: {e}"
@@ -1444,9 +1449,13 @@ mod tests {
         assert!(super::super::KINDS.contains(&"stripe_events"));
         let kind = super::super::build("stripe_events", &json!({"page_size": 10})).expect("kind");
         assert_eq!(kind.name(), "stripe_events");
-        let e = super::super::build("stripe_events", &json!({"nope": 1})).expect_err("refused");
+        let e = super::super::build("stripe_events", &json!({"nope": 1}))
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("nope"), "{e}");
-        let e = super::super::build("stripe_evnts", &json!({})).expect_err("unknown");
+        let e = super::super::build("stripe_evnts", &json!({}))
+            .expect_err("unknown")
+            .to_string();
         assert!(e.contains("stripe_events"), "{e}");
     }
 }

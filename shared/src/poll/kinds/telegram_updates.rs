@@ -45,6 +45,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::OptionsError;
 use crate::poll::{classify, FetchContext, FetchError, Page, PollKind};
 use crate::ports::http::{HttpRequest, HttpResponse};
 
@@ -70,9 +71,11 @@ struct Options {
     allowed_updates: Option<Value>,
 }
 
-fn field<T: DeserializeOwned>(name: &str, value: Option<Value>) -> Result<Option<T>, String> {
+fn field<T: DeserializeOwned>(name: &str, value: Option<Value>) -> Result<Option<T>, OptionsError> {
     value
-        .map(|v| serde_json::from_value(v).map_err(|e| format!("{NAME} options: {name}: {e}")))
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| OptionsError::kind(NAME, format!("{name}: {e}")))
+        })
         .transpose()
 }
 
@@ -88,7 +91,7 @@ pub(crate) struct TelegramUpdates {
 }
 
 impl TelegramUpdates {
-    pub(crate) fn from_options(options: &Value) -> Result<Self, String> {
+    pub(crate) fn from_options(options: &Value) -> Result<Self, OptionsError> {
         let Options {
             api_base,
             limit,
@@ -97,7 +100,7 @@ impl TelegramUpdates {
         } = if options.is_null() {
             Options::default()
         } else {
-            Options::deserialize(options).map_err(|e| format!("{NAME} options: {e}"))?
+            Options::deserialize(options).map_err(|e| OptionsError::kind(NAME, e))?
         };
 
         let api_base: String =
@@ -107,23 +110,30 @@ impl TelegramUpdates {
             .strip_prefix("https://")
             .or_else(|| api_base.strip_prefix("http://"));
         if !host.is_some_and(|h| !h.is_empty() && !h.contains(['?', '#', ' '])) {
-            return Err(format!(
-                "{NAME} options: api_base must be an http(s) URL such as {DEFAULT_API_BASE:?}, got {api_base:?}"
+            return Err(OptionsError::kind(
+                NAME,
+                format!(
+                "api_base must be an http(s) URL such as {DEFAULT_API_BASE:?}, got {api_base:?}"
+            ),
             ));
         }
 
         let limit: u32 = field("limit", limit)?.unwrap_or(MAX_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(format!(
-                "{NAME} options: limit must be 1-{MAX_LIMIT} (getUpdates' range), got {limit}"
+            return Err(OptionsError::kind(
+                NAME,
+                format!("limit must be 1-{MAX_LIMIT} (getUpdates' range), got {limit}"),
             ));
         }
 
         let timeout_seconds: u32 = field("timeout_seconds", timeout_seconds)?.unwrap_or(0);
         if timeout_seconds > MAX_TIMEOUT_SECONDS {
-            return Err(format!(
-                "{NAME} options: timeout_seconds must be 0-{MAX_TIMEOUT_SECONDS} (the long-poll \
+            return Err(OptionsError::kind(
+                NAME,
+                format!(
+                    "timeout_seconds must be 0-{MAX_TIMEOUT_SECONDS} (the long-poll \
                  must end inside the poller's request timeout), got {timeout_seconds}"
+                ),
             ));
         }
 
@@ -133,9 +143,12 @@ impl TelegramUpdates {
                 !t.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
             };
             if let Some(bad) = types.iter().find(|t| !valid(t)) {
-                return Err(format!(
-                    "{NAME} options: allowed_updates: {bad:?} is not an update type \
+                return Err(OptionsError::kind(
+                    NAME,
+                    format!(
+                        "allowed_updates: {bad:?} is not an update type \
                      (snake_case names such as \"message\", \"callback_query\")"
+                    ),
                 ));
             }
         }
@@ -1270,7 +1283,9 @@ mod tests {
             (json!({"api_base": 5}), "api_base"),
         ];
         for (options, named) in cases {
-            let err = TelegramUpdates::from_options(&options).unwrap_err();
+            let err = TelegramUpdates::from_options(&options)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(named), "{options}: {err}");
         }
     }

@@ -173,23 +173,30 @@ impl AddressGuard {
     }
 
     /// `Ok` when the target may connect to `ip`, else why not.
-    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn check(&self, ip: IpAddr) -> Result<(), AddressRefusal> {
         if self.allow_listed(ip) {
             return Ok(());
         }
         if self.only_allowed {
-            return Err(format!(
-                "{ip} is not in allow_private, and plain http:// goes only to allow-listed addresses"
-            ));
+            return Err(AddressRefusal::NotAllowListed(ip));
         }
         match classify(ip) {
             AddressClass::Public => Ok(()),
-            class => Err(format!(
-                "{ip} is a {} address (not in allow_private)",
-                class.describe()
-            )),
+            class => Err(AddressRefusal::Private {
+                ip,
+                class: class.describe(),
+            }),
         }
     }
+}
+
+/// Why [`AddressGuard::check`] refuses an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressRefusal {
+    #[error("{0} is not in allow_private, and plain http:// goes only to allow-listed addresses")]
+    NotAllowListed(IpAddr),
+    #[error("{ip} is a {class} address (not in allow_private)")]
+    Private { ip: IpAddr, class: &'static str },
 }
 
 #[cfg(test)]
@@ -269,11 +276,13 @@ mod tests {
         assert!(guard.check("8.8.8.8".parse().expect("ip")).is_ok());
         let err = guard
             .check("127.0.0.2".parse().expect("ip"))
-            .expect_err("outside the list");
+            .expect_err("outside the list")
+            .to_string();
         assert!(err.contains("loopback"), "{err}");
         let err = guard
             .check("169.254.169.254".parse().expect("ip"))
-            .expect_err("metadata");
+            .expect_err("metadata")
+            .to_string();
         assert!(err.contains("metadata"), "{err}");
         assert!(guard.check("::1".parse().expect("ip")).is_err());
 

@@ -127,33 +127,52 @@ pub(super) fn raw_pointer<'a>(root: &'a RawValue, pointer: &str) -> Option<&'a R
     Some(cur)
 }
 
-fn leaf(item: &RawValue, pointer: &str) -> Result<Value, String> {
-    let raw = raw_pointer(item, pointer).ok_or("missing")?;
-    serde_json::from_str(raw.get()).map_err(|e| e.to_string())
+/// Why the value at an item's `id_pointer`, `time_pointer` or `cursor.pointer` is unusable.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LeafError {
+    #[error("missing")]
+    Missing,
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("not a string or number: {0}")]
+    NotScalar(Value),
+    #[error("not a number: {0}")]
+    NotNumber(Value),
+    #[error("out of range: {0}")]
+    OutOfRange(Value),
+    #[error("not RFC 3339: {0:?}")]
+    NotRfc3339(String),
+    #[error("not an RFC 3339 string: {0}")]
+    NotRfc3339String(Value),
+}
+
+fn leaf(item: &RawValue, pointer: &str) -> Result<Value, LeafError> {
+    let raw = raw_pointer(item, pointer).ok_or(LeafError::Missing)?;
+    serde_json::from_str(raw.get()).map_err(LeafError::Json)
 }
 
 /// A string or number at `pointer`, as text.
-pub(super) fn scalar_text(item: &RawValue, pointer: &str) -> Result<String, String> {
+pub(super) fn scalar_text(item: &RawValue, pointer: &str) -> Result<String, LeafError> {
     match leaf(item, pointer)? {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
-        other => Err(format!("not a string or number: {other}")),
+        other => Err(LeafError::NotScalar(other)),
     }
 }
 
-fn item_time(item: &RawValue, pointer: &str, unit: TimeUnit) -> Result<i64, String> {
+fn item_time(item: &RawValue, pointer: &str, unit: TimeUnit) -> Result<i64, LeafError> {
     let v = leaf(item, pointer)?;
-    let number = |scale: f64| -> Result<i64, String> {
+    let number = |scale: f64| -> Result<i64, LeafError> {
         let f = match &v {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse::<f64>().ok(),
             _ => None,
         }
         .filter(|f| f.is_finite())
-        .ok_or_else(|| format!("not a number: {v}"))?;
+        .ok_or_else(|| LeafError::NotNumber(v.clone()))?;
         let ms = (f * scale).floor();
         if !(0.0..=1e16).contains(&ms) {
-            return Err(format!("out of range: {v}"));
+            return Err(LeafError::OutOfRange(v.clone()));
         }
         Ok(ms as i64)
     };
@@ -161,8 +180,8 @@ fn item_time(item: &RawValue, pointer: &str, unit: TimeUnit) -> Result<i64, Stri
         TimeUnit::Seconds => number(1000.0),
         TimeUnit::Milliseconds => number(1.0),
         TimeUnit::Rfc3339 => match &v {
-            Value::String(s) => parse_rfc3339_ms(s).ok_or_else(|| format!("not RFC 3339: {s:?}")),
-            _ => Err(format!("not an RFC 3339 string: {v}")),
+            Value::String(s) => parse_rfc3339_ms(s).ok_or_else(|| LeafError::NotRfc3339(s.clone())),
+            _ => Err(LeafError::NotRfc3339String(v)),
         },
     }
 }

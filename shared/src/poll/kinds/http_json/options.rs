@@ -8,6 +8,7 @@ use super::auth::Auth;
 use super::items::TimeUnit;
 use super::url::{parse_template, template_origin, Seg};
 use super::{HttpJson, Mode, DEFAULT_LOOKBACK_SECONDS, MAX_LOOKBACK_SECONDS};
+use crate::poll::kinds::OptionsError;
 
 /// `poll.options` as written; each field is then read on its own so an error names it.
 #[derive(Deserialize)]
@@ -53,32 +54,33 @@ enum Order {
     NewestFirst,
 }
 
-fn field<T: DeserializeOwned>(name: &str, value: Value) -> Result<T, String> {
-    serde_json::from_value(value).map_err(|e| format!("{name}: {e}"))
+fn field<T: DeserializeOwned>(name: &str, value: Value) -> Result<T, OptionsError> {
+    serde_json::from_value(value).map_err(|e| OptionsError::field(name, e))
 }
 
-fn pointer_field(name: &str, value: Option<Value>) -> Result<Option<String>, String> {
+fn pointer_field(name: &str, value: Option<Value>) -> Result<Option<String>, OptionsError> {
     let Some(value) = value else { return Ok(None) };
     let p: String = field(name, value)?;
     check_pointer(name, &p)?;
     Ok(Some(p))
 }
 
-fn check_pointer(name: &str, p: &str) -> Result<(), String> {
+fn check_pointer(name: &str, p: &str) -> Result<(), OptionsError> {
     if p.is_empty() || p.starts_with('/') {
         Ok(())
     } else {
-        Err(format!(
-            "{name}: {p:?} is not a JSON pointer (\"\" or starting with /)"
+        Err(OptionsError::field(
+            name,
+            format!("{p:?} is not a JSON pointer (\"\" or starting with /)"),
         ))
     }
 }
 
 impl HttpJson {
     /// Build from `poll.options`; every error names the offending field.
-    pub(crate) fn from_options(options: &Value) -> Result<Self, String> {
-        let doc: OptionsDoc =
-            serde_json::from_value(options.clone()).map_err(|e| format!("options: {e}"))?;
+    pub(crate) fn from_options(options: &Value) -> Result<Self, OptionsError> {
+        let doc: OptionsDoc = serde_json::from_value(options.clone())
+            .map_err(|e| OptionsError::field("options", e))?;
         let url: String = field("url", doc.url)?;
         let auth: Auth = field("auth", doc.auth)?;
         let cursor: CursorDoc = field("cursor", doc.cursor)?;
@@ -93,8 +95,8 @@ impl HttpJson {
             .transpose()?
             .unwrap_or_default();
 
-        let template = parse_template(&url).map_err(|e| format!("url: {e}"))?;
-        let origin = template_origin(&template).map_err(|e| format!("url: {e}"))?;
+        let template = parse_template(&url).map_err(|e| OptionsError::field("url", e))?;
+        let origin = template_origin(&template).map_err(|e| OptionsError::field("url", e))?;
         check_auth(&auth)?;
         let time = time_option(time_pointer, time_unit)?;
         let mode = mode_option(cursor, id_pointer.as_ref(), time.is_some())?;
@@ -113,14 +115,16 @@ impl HttpJson {
     }
 }
 
-fn check_auth(auth: &Auth) -> Result<(), String> {
+fn check_auth(auth: &Auth) -> Result<(), OptionsError> {
     match auth {
-        Auth::Header { name } if !is_token(name) => {
-            Err(format!("auth.name: {name:?} is not an HTTP header name"))
-        }
-        Auth::Query { name } if name.is_empty() => {
-            Err("auth.name: the query parameter name is empty".into())
-        }
+        Auth::Header { name } if !is_token(name) => Err(OptionsError::field(
+            "auth.name",
+            format!("{name:?} is not an HTTP header name"),
+        )),
+        Auth::Query { name } if name.is_empty() => Err(OptionsError::field(
+            "auth.name",
+            "the query parameter name is empty",
+        )),
         _ => Ok(()),
     }
 }
@@ -129,13 +133,14 @@ fn check_auth(auth: &Auth) -> Result<(), String> {
 fn time_option(
     pointer: Option<String>,
     unit: Option<TimeUnit>,
-) -> Result<Option<(String, TimeUnit)>, String> {
+) -> Result<Option<(String, TimeUnit)>, OptionsError> {
     match (pointer, unit) {
         (Some(p), Some(u)) => Ok(Some((p, u))),
-        (Some(_), None) => {
-            Err("time_unit: required with time_pointer (seconds, milliseconds or rfc3339)".into())
-        }
-        (None, Some(_)) => Err("time_unit: set without time_pointer".into()),
+        (Some(_), None) => Err(OptionsError::field(
+            "time_unit",
+            "required with time_pointer (seconds, milliseconds or rfc3339)",
+        )),
+        (None, Some(_)) => Err(OptionsError::field("time_unit", "set without time_pointer")),
         (None, None) => Ok(None),
     }
 }
@@ -145,11 +150,14 @@ fn mode_option(
     cursor: CursorDoc,
     id_pointer: Option<&String>,
     has_time: bool,
-) -> Result<Mode, String> {
+) -> Result<Mode, OptionsError> {
     Ok(match cursor {
         CursorDoc::ItemField { pointer } => {
             let Some(pointer) = pointer.or_else(|| id_pointer.cloned()) else {
-                return Err("cursor.pointer: item_field needs a pointer (or id_pointer)".into());
+                return Err(OptionsError::field(
+                    "cursor.pointer",
+                    "item_field needs a pointer (or id_pointer)",
+                ));
             };
             check_pointer("cursor.pointer", &pointer)?;
             Mode::ItemField { pointer }
@@ -162,15 +170,19 @@ fn mode_option(
         CursorDoc::Since { lookback_seconds } => {
             let lookback = lookback_seconds.unwrap_or(DEFAULT_LOOKBACK_SECONDS);
             if !(1..=MAX_LOOKBACK_SECONDS).contains(&lookback) {
-                return Err(format!(
-                    "cursor.lookback_seconds: must be between 1 and {MAX_LOOKBACK_SECONDS} \
-                     (the overlap is what keeps items sharing a timestamp at a page boundary)"
+                return Err(OptionsError::field(
+                    "cursor.lookback_seconds",
+                    format!(
+                        "must be between 1 and {MAX_LOOKBACK_SECONDS} (the overlap is what keeps \
+                         items sharing a timestamp at a page boundary)"
+                    ),
                 ));
             }
             if !has_time {
-                return Err(
-                    "time_pointer: required with cursor kind \"since\" (with time_unit)".into(),
-                );
+                return Err(OptionsError::field(
+                    "time_pointer",
+                    "required with cursor kind \"since\" (with time_unit)",
+                ));
             }
             Mode::Since { lookback }
         }
@@ -178,7 +190,7 @@ fn mode_option(
 }
 
 /// The placeholders the cursor kind fills, and no others.
-fn check_placeholders(template: &[Seg], mode: &Mode) -> Result<(), String> {
+fn check_placeholders(template: &[Seg], mode: &Mode) -> Result<(), OptionsError> {
     let has = |s: &Seg| template.contains(s);
     let since_placeholder = has(&Seg::Since) || has(&Seg::SinceRfc3339);
     let wrong = match mode {
@@ -200,16 +212,16 @@ fn check_placeholders(template: &[Seg], mode: &Mode) -> Result<(), String> {
         }
         _ => return Ok(()),
     };
-    Err(format!("url: {wrong}"))
+    Err(OptionsError::field("url", wrong))
 }
 
-fn check_order(order: Order, mode: &Mode) -> Result<(), String> {
+fn check_order(order: Order, mode: &Mode) -> Result<(), OptionsError> {
     if order == Order::NewestFirst && matches!(mode, Mode::ResponseToken { .. } | Mode::LinkNext) {
-        return Err(
-            "order: newest_first pages followed by token or link walk back in time and never \
-             reach new items; use cursor kind item_field or since"
-                .into(),
-        );
+        return Err(OptionsError::field(
+            "order",
+            "newest_first pages followed by token or link walk back in time and never reach new \
+             items; use cursor kind item_field or since",
+        ));
     }
     Ok(())
 }

@@ -9,6 +9,33 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use super::{fatal, HttpJson};
 use crate::poll::FetchError;
 
+/// Why a URL (the configured template, a request URL, a `Link` target) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UrlError {
+    #[error("a `}}` without `{{`")]
+    UnopenedBrace,
+    #[error("a `{{` without `}}`")]
+    UnclosedBrace,
+    #[error("unknown placeholder {{{0}}}; known: {{cursor}}, {{since}}, {{since_rfc3339}}")]
+    UnknownPlaceholder(String),
+    #[error("the byte {0:#04x} is not allowed in a URL here")]
+    Byte(u8),
+    #[error("the byte {0:#04x} in a link target")]
+    LinkByte(u8),
+    #[error("not an absolute URL (scheme://host/…)")]
+    NotAbsolute,
+    #[error("{0}")]
+    Parse(ParseError),
+    #[error("scheme {0:?}: only http and https")]
+    Scheme(String),
+    #[error("credentials in the URL (user@host) are not allowed; use poll.secrets")]
+    Credentials,
+    #[error("placeholders are allowed only in the path and the query")]
+    PlaceholderInOrigin,
+    #[error("a fragment (#…) is never sent to the server; remove it")]
+    Fragment,
+}
+
 /// A piece of the URL template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Seg {
@@ -57,7 +84,7 @@ fn render(template: &[Seg], value: &str, since_s: i64) -> String {
     out
 }
 
-pub(super) fn parse_template(url: &str) -> Result<Vec<Seg>, String> {
+pub(super) fn parse_template(url: &str) -> Result<Vec<Seg>, UrlError> {
     let mut segs = Vec::new();
     let mut lit = String::new();
     let mut rest = url;
@@ -65,19 +92,15 @@ pub(super) fn parse_template(url: &str) -> Result<Vec<Seg>, String> {
         let (before, from) = rest.split_at(i);
         lit.push_str(before);
         let Some(after) = from.strip_prefix('{') else {
-            return Err("a `}` without `{`".into());
+            return Err(UrlError::UnopenedBrace);
         };
-        let end = after.find('}').ok_or("a `{` without `}`")?;
+        let end = after.find('}').ok_or(UrlError::UnclosedBrace)?;
         let (name, tail) = after.split_at(end);
         let seg = match name {
             "cursor" => Seg::Cursor,
             "since" => Seg::Since,
             "since_rfc3339" => Seg::SinceRfc3339,
-            other => {
-                return Err(format!(
-                "unknown placeholder {{{other}}}; known: {{cursor}}, {{since}}, {{since_rfc3339}}"
-            ))
-            }
+            other => return Err(UrlError::UnknownPlaceholder(other.to_owned())),
         };
         if !lit.is_empty() {
             segs.push(Seg::Lit(std::mem::take(&mut lit)));
@@ -109,19 +132,19 @@ pub(super) fn pct(s: &str) -> String {
 /// here is the one the request goes to. Refused besides: non-printable or non-ASCII bytes and
 /// backslashes (which a reader of the config would take for something else than the parser
 /// does), and credentials in the URL.
-pub(super) fn parse_url(text: &str) -> Result<Url, String> {
+pub(super) fn parse_url(text: &str) -> Result<Url, UrlError> {
     if let Some(bad) = text.bytes().find(|b| !b.is_ascii_graphic() || *b == b'\\') {
-        return Err(format!("the byte {bad:#04x} is not allowed in a URL here"));
+        return Err(UrlError::Byte(bad));
     }
     let url = Url::parse(text).map_err(|e| match e {
-        ParseError::RelativeUrlWithoutBase => "not an absolute URL (scheme://host/…)".to_owned(),
-        other => other.to_string(),
+        ParseError::RelativeUrlWithoutBase => UrlError::NotAbsolute,
+        other => UrlError::Parse(other),
     })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme {:?}: only http and https", url.scheme()));
+        return Err(UrlError::Scheme(url.scheme().to_owned()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("credentials in the URL (user@host) are not allowed; use poll.secrets".into());
+        return Err(UrlError::Credentials);
     }
     Ok(url)
 }
@@ -129,30 +152,28 @@ pub(super) fn parse_url(text: &str) -> Result<Url, String> {
 /// The origin every request of `template` goes to. A placeholder in the scheme, host or port
 /// would let a cursor choose where the credential goes: filled with two different values, the
 /// template must name one origin.
-pub(super) fn template_origin(template: &[Seg]) -> Result<Origin, String> {
+pub(super) fn template_origin(template: &[Seg]) -> Result<Origin, UrlError> {
     let first = parse_url(&render(template, "0", 0))?;
     let second = parse_url(&render(template, "1", 1))?;
     if first.origin() != second.origin() {
-        return Err("placeholders are allowed only in the path and the query".into());
+        return Err(UrlError::PlaceholderInOrigin);
     }
     if first.fragment().is_some() {
-        return Err("a fragment (#…) is never sent to the server; remove it".into());
+        return Err(UrlError::Fragment);
     }
     Ok(first.origin())
 }
 
 /// Resolve a `Link` target (absolute, `//host…`, `/path`, `?query` or a relative path) against
 /// the URL of the request it answered; the fragment is dropped.
-pub(super) fn resolve(base: &str, reference: &str) -> Result<String, String> {
+pub(super) fn resolve(base: &str, reference: &str) -> Result<String, UrlError> {
     if let Some(bad) = reference
         .bytes()
         .find(|b| !b.is_ascii_graphic() || *b == b'\\')
     {
-        return Err(format!("the byte {bad:#04x} in a link target"));
+        return Err(UrlError::LinkByte(bad));
     }
-    let mut resolved = parse_url(base)?
-        .join(reference)
-        .map_err(|e| e.to_string())?;
+    let mut resolved = parse_url(base)?.join(reference).map_err(UrlError::Parse)?;
     resolved.set_fragment(None);
     Ok(resolved.into())
 }
@@ -181,7 +202,7 @@ pub(super) fn strip_param(url: &str, name: &str) -> String {
 }
 
 /// `url` with `name=value` appended to its query, both percent-encoded.
-pub(super) fn with_query_param(url: &str, name: &str, value: &str) -> Result<String, String> {
+pub(super) fn with_query_param(url: &str, name: &str, value: &str) -> Result<String, UrlError> {
     let mut parsed = parse_url(url)?;
     let pair = format!("{}={}", pct(name), pct(value));
     let query = match parsed.query() {

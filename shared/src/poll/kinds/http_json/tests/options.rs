@@ -14,7 +14,10 @@ fn options_are_validated_at_config_time_and_errors_name_the_field() {
     let with = |k: &str, v: Value| {
         let mut o = base.clone();
         o[k] = v;
-        HttpJson::from_options(&o).err().unwrap_or_default()
+        HttpJson::from_options(&o)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     };
     let cases: Vec<(String, &str)> = vec![
         (with("page_size", json!(100)), "page_size"),
@@ -94,13 +97,19 @@ fn options_are_validated_at_config_time_and_errors_name_the_field() {
         "time_unit": "seconds",
         "cursor": { "kind": "since", "lookback_seconds": 0 },
     });
-    let e = HttpJson::from_options(&since).err().unwrap_or_default();
+    let e = HttpJson::from_options(&since)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("cursor.lookback_seconds"), "{e}");
     let mut no_time = since.clone();
     no_time["cursor"] = json!({"kind": "since"});
     no_time.as_object_mut().map(|o| o.remove("time_pointer"));
     no_time.as_object_mut().map(|o| o.remove("time_unit"));
-    let e = HttpJson::from_options(&no_time).err().unwrap_or_default();
+    let e = HttpJson::from_options(&no_time)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("time_pointer"), "{e}");
 
     let link = json!({
@@ -109,7 +118,10 @@ fn options_are_validated_at_config_time_and_errors_name_the_field() {
         "cursor": { "kind": "link_next" },
         "order": "newest_first",
     });
-    let e = HttpJson::from_options(&link).err().unwrap_or_default();
+    let e = HttpJson::from_options(&link)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("order:"), "{e}");
 
     assert_eq!(
