@@ -256,7 +256,7 @@ impl Ingest {
     }
 
     /// Enforce each source's `rate_limit` in this process (`inlet dev`).
-    pub(crate) fn with_rate_limits(mut self) -> Self {
+    pub fn with_rate_limits(mut self) -> Self {
         self.limits = Some(RateLimits::default());
         self
     }

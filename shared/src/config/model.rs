@@ -151,7 +151,7 @@ impl Config {
     }
 
     /// Some source wants per-entity order: the main queue must be FIFO.
-    pub(crate) fn needs_fifo(&self) -> bool {
+    pub fn needs_fifo(&self) -> bool {
         self.sources.values().any(|s| s.ordering.is_some())
     }
 

@@ -10,7 +10,7 @@ pub enum BusError {
 pub(crate) const MAX_ENTRIES: usize = 10;
 
 /// The entry-count rule both adapters enforce.
-pub(crate) fn check_entries_len(len: usize) -> Result<(), BusError> {
+pub fn check_entries_len(len: usize) -> Result<(), BusError> {
     if len > MAX_ENTRIES {
         return Err(BusError::Backend(format!(
             "PutEvents takes at most {MAX_ENTRIES} entries per call, got {len}"

@@ -15,7 +15,7 @@ pub(crate) const MAX_BATCH: usize = 10;
 
 /// The batch-size rule both adapters enforce, so an oversized batch fails the same way
 /// locally and on AWS.
-pub(crate) fn check_batch_len(len: usize) -> Result<(), QueueError> {
+pub fn check_batch_len(len: usize) -> Result<(), QueueError> {
     if len > MAX_BATCH {
         return Err(QueueError::Rejected(format!(
             "SendMessageBatch takes at most {MAX_BATCH} messages, got {len}"

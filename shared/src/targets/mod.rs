@@ -149,16 +149,16 @@ pub enum TargetFactoryError {
 }
 
 /// Supplies an event bus for a bus name (`None` = the deployment's default bus).
-pub(crate) type BusFactory<'a> =
+pub type BusFactory<'a> =
     dyn Fn(Option<&str>) -> Result<Arc<dyn EventBus>, TargetFactoryError> + 'a;
 
 /// Supplies a queue for an SQS target's `queue_url` (the AWS stack: an SQS client on that
 /// URL; the embedded stack: a queue of that name in the same SQLite file).
-pub(crate) type QueueFactory<'a> = dyn Fn(&str) -> Result<Arc<dyn Queue>, TargetFactoryError> + 'a;
+pub type QueueFactory<'a> = dyn Fn(&str) -> Result<Arc<dyn Queue>, TargetFactoryError> + 'a;
 
 /// Builds the configured targets; the embedded and AWS stacks pass their own `bus_for` and
 /// `queue_for`. Relative paths resolve against `base_dir` (the config file's folder).
-pub(crate) fn build_targets(
+pub fn build_targets(
     specs: &[TargetSpec],
     base_dir: &Path,
     bus_for: &BusFactory<'_>,

@@ -22,7 +22,7 @@ pub struct SqsTargetSpec {
 }
 
 /// The embedded queue's name for a `queue_url`: its last path segment, or the text itself.
-pub(crate) fn local_queue_name(queue_url: &str) -> &str {
+pub fn local_queue_name(queue_url: &str) -> &str {
     queue_url
         .trim_end_matches('/')
         .rsplit('/')
