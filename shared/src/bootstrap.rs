@@ -396,7 +396,8 @@ async fn poller_with(sdk: aws_config::SdkConfig) -> Result<(PollerParts, bool), 
     let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
     let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
     let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
-    let http = ReqwestHttp::new(crate::poll::MAX_RESPONSE_BYTES).map_err(BootError::Http)?;
+    let http = ReqwestHttp::new(crate::poll::MAX_RESPONSE_BYTES)
+        .map_err(|e| BootError::Http(e.to_string()))?;
     let clock = Arc::new(SystemClock);
     let poller = Arc::new(Poller::new(
         config.clone(),

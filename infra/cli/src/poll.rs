@@ -17,7 +17,9 @@ use tracing::{info, warn};
 const RUN_BUDGET: Duration = Duration::from_secs(120);
 
 pub fn http() -> Result<Arc<ReqwestHttp>, String> {
-    ReqwestHttp::new(inlet::poll::MAX_RESPONSE_BYTES).map(Arc::new)
+    ReqwestHttp::new(inlet::poll::MAX_RESPONSE_BYTES)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 pub async fn run_once(cfg: Config, data_dir: &Path, source: &str) -> Result<(), String> {

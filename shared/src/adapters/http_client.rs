@@ -13,25 +13,30 @@ pub struct ReqwestHttp {
     max_bytes: usize,
 }
 
+/// The HTTP client could not be built (its TLS set-up failed).
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP client: {0}")]
+pub struct HttpClientError(reqwest_tls::Error);
+
 impl ReqwestHttp {
     /// A client for configured provider APIs (the poller): plain `http://` is allowed because
     /// the operator wrote the URL (local fakes, internal gateways).
-    pub fn new(max_bytes: usize) -> Result<Self, String> {
+    pub fn new(max_bytes: usize) -> Result<Self, HttpClientError> {
         Self::build(false, max_bytes)
     }
 
     /// A client for URLs that come from requests (PayPal's certificate): TLS only.
-    pub(crate) fn https_only(max_bytes: usize) -> Result<Self, String> {
+    pub(crate) fn https_only(max_bytes: usize) -> Result<Self, HttpClientError> {
         Self::build(true, max_bytes)
     }
 
-    fn build(https_only: bool, max_bytes: usize) -> Result<Self, String> {
+    fn build(https_only: bool, max_bytes: usize) -> Result<Self, HttpClientError> {
         reqwest_tls::Client::builder()
             .https_only(https_only)
             .redirect(reqwest_tls::redirect::Policy::none())
             .build()
             .map(|client| Self { client, max_bytes })
-            .map_err(|e| format!("HTTP client: {e}"))
+            .map_err(HttpClientError)
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) struct HttpsFetcher {
 }
 
 impl HttpsFetcher {
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, super::http_client::HttpClientError> {
         Ok(Self {
             http: ReqwestHttp::https_only(MAX_BYTES)?,
         })

@@ -768,6 +768,22 @@ fn tolerance(
     })
 }
 
+/// The verify token of a Meta-style subscription check: taken out of the signing keys, so it
+/// can never verify a signature.
+fn take_verify_token(secrets: &mut Vec<Secret>, id: &str) -> Result<Secret, OptionsError> {
+    let at = secrets.iter().position(|s| s.id == id).ok_or_else(|| {
+        format!(
+            "handshake echo_query_param needs a secret with id {id:?} \
+             (the verify token), e.g. secrets = [{{ id = \"{id}\", value = \"env:VERIFY_TOKEN\" }}, …]"
+        )
+    })?;
+    let token = secrets.remove(at);
+    if token.expose().is_empty() {
+        return Err(OptionsError(format!("secret {id:?} is empty")));
+    }
+    Ok(token)
+}
+
 fn checked(field: &str, location: Location) -> Result<Location, OptionsError> {
     location.check(field)?;
     Ok(location.trimmed())
@@ -1000,30 +1016,13 @@ impl Generic {
                 token_param,
                 challenge_param,
                 verify_token_secret,
-            } => {
-                let at = secrets
-                    .iter()
-                    .position(|s| s.id == verify_token_secret)
-                    .ok_or_else(|| {
-                        format!(
-                            "handshake echo_query_param needs a secret with id {verify_token_secret:?} \
-                             (the verify token), e.g. secrets = [{{ id = \"{verify_token_secret}\", value = \"env:VERIFY_TOKEN\" }}, …]"
-                        )
-                    })?;
-                let token = secrets.remove(at);
-                if token.expose().is_empty() {
-                    return Err(OptionsError(format!(
-                        "secret {verify_token_secret:?} is empty"
-                    )));
-                }
-                Handshake::EchoQueryParam {
-                    mode_param,
-                    mode,
-                    token_param,
-                    challenge_param,
-                    token,
-                }
-            }
+            } => Handshake::EchoQueryParam {
+                mode_param,
+                mode,
+                token_param,
+                challenge_param,
+                token: take_verify_token(secrets, &verify_token_secret)?,
+            },
             HandshakeSpec::EchoJsonField { when, field } => {
                 let field = pointer("handshake.field", field)?;
                 let key = field
