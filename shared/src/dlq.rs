@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::envelope::{Envelope, Replay};
+use crate::envelope::{Envelope, EnvelopeError, Replay};
 use crate::ports::{DedupeRecord, Ledger, OutboundMessage, Queue, QueueError, ReceivedMessage};
 
 /// How long a scan keeps what it received hidden (it gives them back sooner when done).
@@ -25,13 +25,13 @@ pub enum DlqError {
 }
 
 /// One dead letter, with what the ledger knows about its event.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DeadLetter {
     pub message_id: String,
     /// When the message was first sent (to the main queue: SQS keeps the time on redrive).
     pub sent_at_ms: i64,
     /// The envelope, or why the body is not one (such a message can never be dispatched).
-    pub envelope: Result<Envelope, String>,
+    pub envelope: Result<Envelope, EnvelopeError>,
     /// The dedupe record of its key: attempts, last error, whether it was dispatched since.
     pub record: Option<DedupeRecord>,
 }
@@ -151,7 +151,7 @@ pub async fn list(
 }
 
 async fn describe(m: &ReceivedMessage, ledger: &dyn Ledger) -> DeadLetter {
-    let envelope = Envelope::from_json(&m.body).map_err(|e| e.to_string());
+    let envelope = Envelope::from_json(&m.body);
     let record = match &envelope {
         // A ledger that cannot answer leaves the reason blank rather than hiding the letter.
         Ok(env) => ledger.get(&env.dedupe_key).await.ok().flatten(),

@@ -11,6 +11,9 @@
 //! - the pipeline over a `Config`: `enqueue`, `ingest`, `poller`, `worker`, `checks`, `dlq`;
 //! - the edges: `adapters` (AWS and embedded implementations of the ports), `lambda` (event
 //!   shapes), `bootstrap` and `local` (composition roots of the Lambdas and `inlet dev`).
+//!
+//! The Lambdas use only `bootstrap`, `lambda` and `poller`'s run report; the CLI's modules are
+//! listed in `docs/architecture.md` ("The library's surface"), which a test keeps true.
 
 pub mod adapters;
 pub mod bootstrap;
@@ -23,7 +26,7 @@ pub mod ingest;
 pub mod lambda;
 #[cfg(feature = "embedded")]
 pub mod local;
-pub mod metrics;
+mod metrics;
 pub mod ordering;
 pub mod poll;
 pub mod poller;

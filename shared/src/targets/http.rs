@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use super::DispatchError;
 use crate::providers::crypto::{self, HmacAlgorithm, SignatureEncoding};
+use crate::providers::ProviderConfigError;
 use crate::secret::Secret;
 
 pub mod guard;
@@ -140,7 +141,7 @@ impl HttpTargetSpec {
             .signing_key
             .as_ref()
             .ok_or_else(|| field("secret", "not resolved (the config was not validated)"))?;
-        let key = decode_secret(raw.expose()).map_err(|m| field("secret", m))?;
+        let key = decode_secret(raw.expose()).map_err(|m| field("secret", m.to_string()))?;
         let allow = self.allowed_private_nets()?;
         let (url, guard) = check_url(&self.url, allow)?;
         if !(self.timeout_seconds.is_finite()
@@ -249,17 +250,23 @@ fn check_url(text: &str, allow: Vec<IpNet>) -> Result<(url::Url, AddressGuard), 
     Ok((url, guard))
 }
 
+/// Why a target's signing secret cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretFormatError {
+    #[error("is not whsec_<base64>")]
+    NotBase64,
+    #[error("the key is {0} bytes; use at least {MIN_KEY_BYTES} (e.g. whsec_ + base64 of 24 random bytes)")]
+    TooShort(usize),
+}
+
 /// `whsec_<base64>` (or bare base64, as some dashboards show it) → the HMAC key. Keying
 /// with the `whsec_…` text itself is the classic mistake this avoids.
-fn decode_secret(raw: &[u8]) -> Result<Vec<u8>, String> {
-    let text = std::str::from_utf8(raw).map_err(|_| "is not whsec_<base64>".to_string())?;
+fn decode_secret(raw: &[u8]) -> Result<Vec<u8>, SecretFormatError> {
+    let text = std::str::from_utf8(raw).map_err(|_| SecretFormatError::NotBase64)?;
     let key = crypto::decode_base64(text.strip_prefix("whsec_").unwrap_or(text))
-        .ok_or_else(|| "is not whsec_<base64>".to_string())?;
+        .ok_or(SecretFormatError::NotBase64)?;
     if key.len() < MIN_KEY_BYTES {
-        return Err(format!(
-            "the key is {} bytes; use at least {MIN_KEY_BYTES} (e.g. whsec_ + base64 of 24 random bytes)",
-            key.len()
-        ));
+        return Err(SecretFormatError::TooShort(key.len()));
     }
     Ok(key)
 }
@@ -283,11 +290,15 @@ pub fn webhook_id(dedupe_key: &str) -> String {
 }
 
 /// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`.
-pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
+pub fn signature(
+    key: &[u8],
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, ProviderConfigError> {
     let ts = timestamp.to_string();
-    let tag = HmacAlgorithm::Sha256
-        .compute(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body])
-        .map_err(|e| e.to_string())?;
+    let tag =
+        HmacAlgorithm::Sha256.compute(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body])?;
     Ok(format!("v1,{}", SignatureEncoding::Base64.encode(&tag)))
 }
 
@@ -297,7 +308,7 @@ pub fn signed_headers(
     dedupe_key: &str,
     now_s: i64,
     body: &[u8],
-) -> Result<[(&'static str, String); 3], String> {
+) -> Result<[(&'static str, String); 3], ProviderConfigError> {
     let id = webhook_id(dedupe_key);
     let sig = signature(key, &id, now_s, body)?;
     Ok([
