@@ -105,7 +105,8 @@ pub struct Loaded {
     pub remote: bool,
 }
 
-/// Log format, EMF metrics on; the config read (from SSM when `INLET_CONFIG=ssm:/name`), its
+/// Log format, EMF metrics on; the config read (from SSM when `INLET_CONFIG=ssm:/name`),
+/// refused if it holds settings for one machine (`config::single_machine_settings`), its
 /// `ssm:` and `secretsmanager:` references read, and validated.
 pub async fn load_config(store: &dyn crate::ports::SecretStore) -> Result<Loaded, BootError> {
     crate::telemetry::init_json_logs(false);
@@ -134,6 +135,8 @@ pub async fn load_config_from(
             )
         }
     };
+    // Before any secret is fetched: a config written for one machine never starts here.
+    config::refuse_single_machine(&doc)?;
     let values = fetch_all(store, doc.secret_references()).await?;
     let env = config::WithRemote {
         env,

@@ -1167,3 +1167,86 @@ fn check_reads_the_overrides_of_a_samconfig() {
     // What samconfig gives counts as the whole deploy: the missing grants are errors too.
     assert!(stderr.contains("error: targets[0].queue_url"), "{stderr}");
 }
+
+/// A secret store that counts its reads: the Lambdas' start must refuse a one-machine config
+/// before it reads any secret.
+#[derive(Default)]
+struct CountingStore(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl inlet::ports::SecretStore for CountingStore {
+    async fn parameter(&self, name: &str) -> Result<String, inlet::ports::SecretStoreError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(inlet::ports::SecretStoreError::NotFound {
+            reference: name.into(),
+        })
+    }
+    async fn secret(&self, id: &str) -> Result<String, inlet::ports::SecretStoreError> {
+        self.parameter(id).await
+    }
+}
+
+/// The fields named on `error: FIELD: …` lines of `inlet check` (a field has no spaces).
+fn error_fields(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .filter_map(|l| l.split_once(": ").map(|(field, _)| field.to_string()))
+        .filter(|f| !f.contains(' '))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_local_config_is_refused_by_check_and_by_a_lambda_start_for_the_same_fields() {
+    let dev = format!("{}/../dev/inlet.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = inlet(&["check", "--config", &dev, "--template", &template_path()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let named = error_fields(&stderr);
+    assert_eq!(
+        named.first().map(String::as_str),
+        Some("settings.environment"),
+        "{stderr}"
+    );
+    let doc = inlet::config::ConfigDoc::parse(DEV_CONFIG, Some("toml")).expect("parses");
+    let literals: Vec<(String, &str)> = doc
+        .secret_fields()
+        .into_iter()
+        .filter(|(_, r)| r.starts_with("literal:"))
+        .collect();
+    assert!(literals.len() >= 5, "{literals:?}");
+    for (field, reference) in &literals {
+        assert!(named.contains(field), "{field} not named:\n{stderr}");
+        let value = reference.trim_start_matches("literal:");
+        assert!(
+            !stdout.contains(value) && !stderr.contains(value),
+            "the value of {field} was printed:\n{stdout}\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("is \"jsonl\"") && stderr.contains("the Lambdas refuse it at start"),
+        "{stderr}"
+    );
+
+    // What a Lambda's init runs (`bootstrap::ingest`, `worker` and `poller` all load through
+    // it), with INLET_CONFIG set to the same document.
+    let store = CountingStore::default();
+    let env = |name: &str| (name == "INLET_CONFIG").then(|| DEV_CONFIG.to_string());
+    let err = inlet::bootstrap::load_config_from(&env, &store)
+        .await
+        .err()
+        .expect("refused at start");
+    let refused: Vec<String> = match &err {
+        inlet::bootstrap::BootError::Config(e) => {
+            e.problems().iter().map(|p| p.field.clone()).collect()
+        }
+        other => panic!("not a config error: {other}"),
+    };
+    assert_eq!(refused, named, "{err}");
+    assert_eq!(store.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    for (_, reference) in &literals {
+        let value = reference.trim_start_matches("literal:");
+        assert!(!err.to_string().contains(value), "{err}");
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use inlet::config::{ConfigDoc, SecretSpec, Settings, TargetKind};
+use inlet::config::{ConfigDoc, Settings, TargetKind};
 use inlet::remote_secrets::RemoteRef;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -210,31 +210,32 @@ pub fn compact_json(text: &str, hint: Option<&str>) -> Result<String, String> {
     serde_json::to_string(&value).map_err(|e| e.to_string())
 }
 
-/// Every secret reference with the field that holds it.
-fn references(doc: &ConfigDoc) -> Vec<(String, String)> {
-    fn specs(field: &str, list: &[SecretSpec], out: &mut Vec<(String, String)>) {
-        for (j, s) in list.iter().enumerate() {
-            match s {
-                SecretSpec::Ref(r) => out.push((format!("{field}[{j}]"), r.clone())),
-                SecretSpec::Full { value, .. } => {
-                    out.push((format!("{field}[{j}].value"), value.clone()))
-                }
+/// The config as JSON with each literal secret's value replaced: the report prints the
+/// InletConfig override, and a literal's value must never reach a terminal or a CI log.
+fn without_literal_values(config_json: &str, doc: &ConfigDoc) -> String {
+    fn walk(v: &mut serde_json::Value, literals: &[&str]) {
+        match v {
+            serde_json::Value::String(s) if literals.contains(&s.as_str()) => {
+                *s = "literal:<not shown>".into();
             }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, literals)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|i| walk(i, literals)),
+            _ => {}
         }
     }
-    let mut out = Vec::new();
-    for (i, src) in doc.sources.iter().enumerate() {
-        specs(&format!("sources[{i}].secrets"), &src.secrets, &mut out);
-        if let Some(p) = &src.poll {
-            specs(&format!("sources[{i}].poll.secrets"), &p.secrets, &mut out);
+    let fields = doc.secret_fields();
+    let literals: Vec<&str> = fields
+        .iter()
+        .map(|(_, r)| *r)
+        .filter(|r| r.starts_with("literal:"))
+        .collect();
+    match serde_json::from_str::<serde_json::Value>(config_json) {
+        Ok(mut value) if !literals.is_empty() => {
+            walk(&mut value, &literals);
+            value.to_string()
         }
+        _ => config_json.to_string(),
     }
-    for (i, t) in doc.targets.iter().enumerate() {
-        if let TargetKind::Http(http) = &t.kind {
-            out.push((format!("targets[{i}].secret"), http.secret.clone()));
-        }
-    }
-    out
 }
 
 /// The queue ARN of an SQS queue URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`).
@@ -345,8 +346,9 @@ pub fn check(
         strict,
         r: Report::default(),
     };
+    c.single_machine();
     c.overrides_fit_the_template();
-    c.inline_config(config_json);
+    c.inline_config(&without_literal_values(config_json, doc));
     c.queue_settings();
     c.timeouts();
     c.poll_schedules();
@@ -460,6 +462,16 @@ impl Checker<'_> {
                 }
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// What only works on one machine (a local config, literal secrets, a file target) is
+    /// refused by the Lambdas at start: an error here, before anything is deployed.
+    fn single_machine(&mut self) {
+        for problem in inlet::config::single_machine_settings(self.doc) {
+            self.r
+                .errors
+                .push(format!("{problem} (the Lambdas refuse it at start)"));
         }
     }
 
@@ -649,7 +661,12 @@ impl Checker<'_> {
 
     /// Secret references: ssm: and secretsmanager: need their grants, env: a WebhookSecrets key.
     fn secret_references(&mut self) {
-        let mut refs = references(self.doc);
+        let mut refs: Vec<(String, String)> = self
+            .doc
+            .secret_fields()
+            .into_iter()
+            .map(|(field, reference)| (field, reference.to_string()))
+            .collect();
         if let Some(name) = self.config_ssm() {
             refs.push(("InletConfig".into(), format!("ssm:{name}")));
         }

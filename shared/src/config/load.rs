@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::schema::{ConfigDoc, SecretSpec};
+use super::schema::ConfigDoc;
 use super::secrets::SecretEnv;
 use super::validate::{parse_every, validate};
 use super::{invalid, Config, ConfigError};
-use crate::targets::TargetKind;
 
 impl ConfigDoc {
     /// `(source id, EventBridge Scheduler expression)` of every poll source, in config order:
@@ -26,25 +25,7 @@ impl ConfigDoc {
 
     /// Every secret reference in the document, as written, in document order.
     pub(crate) fn secret_references(&self) -> Vec<&str> {
-        fn refs(specs: &[SecretSpec]) -> impl Iterator<Item = &str> {
-            specs.iter().map(|s| match s {
-                SecretSpec::Ref(r) => r.as_str(),
-                SecretSpec::Full { value, .. } => value.as_str(),
-            })
-        }
-        let mut out = Vec::new();
-        for src in &self.sources {
-            out.extend(refs(&src.secrets));
-            if let Some(p) = &src.poll {
-                out.extend(refs(&p.secrets));
-            }
-        }
-        for t in &self.targets {
-            if let TargetKind::Http(http) = &t.kind {
-                out.push(http.secret.as_str());
-            }
-        }
-        out
+        self.secret_fields().into_iter().map(|(_, r)| r).collect()
     }
 
     pub fn parse(text: &str, hint: Option<&str>) -> Result<Self, ConfigError> {

@@ -8,6 +8,7 @@
 //!   runtime [`model`] — sources with their providers, polls, checks and ordering, targets,
 //!   routes and the settings parsed.
 
+mod deployed;
 mod load;
 mod model;
 mod schema;
@@ -19,6 +20,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use deployed::{refuse_single_machine, single_machine_settings};
 pub use load::{doc_source_from_env, finish_from_env, load_file, load_from_env, DocSource};
 pub(crate) use model::type_matches;
 pub use model::{Check, Config, Route, ServerLimits, Source, MAX_AFTER, MIN_AFTER};
