@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{self, Config, ProcessEnv};
+use crate::config::{self, Config, ProcessEnv, Vars};
 use crate::ports::Clock;
 use crate::providers::Provider;
 
@@ -91,9 +91,8 @@ pub fn worker_timeout_seconds(
 }
 
 #[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "aws-secrets"))]
-fn require(name: &'static str) -> Result<String, BootError> {
-    std::env::var(name)
-        .ok()
+fn require(vars: &Vars, name: &'static str) -> Result<String, BootError> {
+    vars(name)
         .filter(|v| !v.is_empty())
         .ok_or(BootError::MissingEnv(name))
 }
@@ -105,13 +104,14 @@ pub struct Loaded {
     pub remote: bool,
 }
 
-/// Log format, EMF metrics on; the config read (from SSM when `INLET_CONFIG=ssm:/name`),
+/// The config read from `vars` (from SSM when `INLET_CONFIG=ssm:/name`),
 /// refused if it holds settings for one machine (`config::single_machine_settings`), its
 /// `ssm:` and `secretsmanager:` references read, and validated.
-pub async fn load_config(store: &dyn crate::ports::SecretStore) -> Result<Loaded, BootError> {
-    crate::telemetry::init_json_logs(false);
-    crate::metrics::enable(true);
-    load_config_from(&ProcessEnv::load()?, store).await
+pub async fn load_config(
+    store: &dyn crate::ports::SecretStore,
+    vars: &Vars,
+) -> Result<Loaded, BootError> {
+    load_config_from(&ProcessEnv::from_vars(vars.clone())?, store).await
 }
 
 /// [`load_config`] from a given environment.
@@ -248,22 +248,23 @@ pub async fn ingest() -> Result<Refreshing<crate::ingest::Ingest>, BootError> {
 }
 
 #[cfg(all(feature = "aws-sqs", feature = "aws-dynamodb", feature = "aws-secrets"))]
-async fn ingest_with(
+pub async fn ingest_with(
     sdk: aws_config::SdkConfig,
+    vars: Vars,
 ) -> Result<(crate::ingest::Ingest, bool), BootError> {
     use crate::adapters::aws::{AwsSecretStore, DynamoLedger, SqsQueue};
     use crate::ingest::Ingest;
     use crate::ports::SystemClock;
 
-    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
-    let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
+    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk), &vars).await?;
+    let queue = SqsQueue::from_conf(&sdk, require(&vars, "INLET_QUEUE_URL")?);
     if config.needs_fifo() && !queue.is_fifo() {
         // Not fatal: the events still flow, only without the order the config asks for.
         tracing::warn!(
             "a source sets order_by but INLET_QUEUE_URL is a standard queue: deploy with QueueType=fifo for per-entity order"
         );
     }
-    let ledger = DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?);
+    let ledger = DynamoLedger::from_conf(&sdk, require(&vars, "INLET_TABLE")?);
     let ingest = Ingest::new(
         config,
         Arc::new(queue),
@@ -276,15 +277,19 @@ async fn ingest_with(
 /// One SDK configuration per cold start, shared by every rebuild of the part.
 #[cfg(feature = "aws-secrets")]
 async fn refreshing<T, Fut>(
-    build: fn(aws_config::SdkConfig) -> Fut,
+    build: fn(aws_config::SdkConfig, Vars) -> Fut,
 ) -> Result<Refreshing<T>, BootError>
 where
     T: Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(T, bool), BootError>> + Send + 'static,
 {
+    // A Lambda's process: JSON logs and EMF metrics on stdout, for CloudWatch.
+    crate::telemetry::init_json_logs(false);
+    crate::metrics::enable(true);
     let sdk = crate::adapters::aws::sdk_config_from_env().await;
-    let every = refresh_interval(|n| std::env::var(n).ok())?;
-    Refreshing::start(every, move || build(sdk.clone())).await
+    let vars = config::process_vars();
+    let every = refresh_interval(|n| vars(n))?;
+    Refreshing::start(every, move || build(sdk.clone(), vars.clone())).await
 }
 
 /// Whether any source has delayed checks (then the worker and the poller need the checks
@@ -316,8 +321,9 @@ pub async fn worker() -> Result<Refreshing<crate::worker::Worker>, BootError> {
     feature = "aws-secrets",
     feature = "http-fetch"
 ))]
-async fn worker_with(
+pub async fn worker_with(
     sdk: aws_config::SdkConfig,
+    vars: Vars,
 ) -> Result<(crate::worker::Worker, bool), BootError> {
     use crate::adapters::aws::{AwsSecretStore, DynamoLedger, EventBridgeBus, SqsQueue};
     use crate::checks::CheckScheduler;
@@ -325,14 +331,15 @@ async fn worker_with(
     use crate::targets::{build_targets, TargetFactoryError};
     use crate::worker::Worker;
 
-    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
-    check_leases(&config, worker_timeout_seconds(|n| std::env::var(n).ok())?)?;
-    let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
-    let main_queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
-    let dlq = SqsQueue::from_conf(&sdk, require("INLET_DLQ_URL")?);
-    let default_bus = std::env::var("INLET_BUS_NAME")
-        .ok()
-        .filter(|b| !b.is_empty());
+    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk), &vars).await?;
+    check_leases(&config, worker_timeout_seconds(|n| vars(n))?)?;
+    let ledger = Arc::new(DynamoLedger::from_conf(
+        &sdk,
+        require(&vars, "INLET_TABLE")?,
+    ));
+    let main_queue = SqsQueue::from_conf(&sdk, require(&vars, "INLET_QUEUE_URL")?);
+    let dlq = SqsQueue::from_conf(&sdk, require(&vars, "INLET_DLQ_URL")?);
+    let default_bus = vars("INLET_BUS_NAME").filter(|b| !b.is_empty());
     let bus_for = |name: Option<&str>| -> Result<Arc<dyn EventBus>, TargetFactoryError> {
         let bus = name
             .map(str::to_string)
@@ -349,7 +356,7 @@ async fn worker_with(
     };
     let targets = build_targets(&config.targets, &config.base_dir, &bus_for, &queue_for)?;
     let checks = if has_checks(&config) {
-        let queue = SqsQueue::from_conf(&sdk, require("INLET_CHECKS_QUEUE_URL")?);
+        let queue = SqsQueue::from_conf(&sdk, require(&vars, "INLET_CHECKS_QUEUE_URL")?);
         Some(CheckScheduler::new(ledger.clone(), Arc::new(queue)))
     } else {
         None
@@ -389,16 +396,22 @@ pub async fn poller() -> Result<Refreshing<PollerParts>, BootError> {
     feature = "aws-secrets",
     feature = "http-fetch"
 ))]
-async fn poller_with(sdk: aws_config::SdkConfig) -> Result<(PollerParts, bool), BootError> {
+pub async fn poller_with(
+    sdk: aws_config::SdkConfig,
+    vars: Vars,
+) -> Result<(PollerParts, bool), BootError> {
     use crate::adapters::aws::{AwsSecretStore, DynamoLedger, SqsQueue};
     use crate::adapters::http_client::ReqwestHttp;
     use crate::checks::CheckRunner;
     use crate::poller::Poller;
     use crate::ports::SystemClock;
 
-    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk)).await?;
-    let queue = SqsQueue::from_conf(&sdk, require("INLET_QUEUE_URL")?);
-    let ledger = Arc::new(DynamoLedger::from_conf(&sdk, require("INLET_TABLE")?));
+    let Loaded { config, remote } = load_config(&AwsSecretStore::from_conf(&sdk), &vars).await?;
+    let queue = SqsQueue::from_conf(&sdk, require(&vars, "INLET_QUEUE_URL")?);
+    let ledger = Arc::new(DynamoLedger::from_conf(
+        &sdk,
+        require(&vars, "INLET_TABLE")?,
+    ));
     let http = ReqwestHttp::new(crate::poll::MAX_RESPONSE_BYTES)
         .map_err(|e| BootError::Http(e.to_string()))?;
     let clock = Arc::new(SystemClock);
@@ -413,7 +426,7 @@ async fn poller_with(sdk: aws_config::SdkConfig) -> Result<(PollerParts, bool), 
         format!("poller-{}", uuid::Uuid::new_v4().simple()),
     ));
     let checks = if has_checks(&config) {
-        let checks_queue = SqsQueue::from_conf(&sdk, require("INLET_CHECKS_QUEUE_URL")?);
+        let checks_queue = SqsQueue::from_conf(&sdk, require(&vars, "INLET_CHECKS_QUEUE_URL")?);
         Some(CheckRunner::new(
             config,
             ledger.clone(),

@@ -28,7 +28,7 @@ pub use schema::{
     CheckSpec, ConfigDoc, Environment, PollSpec, RateLimitSpec, RetrySpec, RouteSpec, SecretSpec,
     Settings, SourceSpec, MAX_BODY_BYTES,
 };
-pub use secrets::{ProcessEnv, SecretEnv, WithRemote};
+pub use secrets::{process_vars, ProcessEnv, SecretEnv, Vars, WithRemote};
 pub use validate::{parse_ingest_deadline, validate};
 // Targets own their section of the document; it is part of the config's schema all the same.
 pub use crate::targets::{TargetKind, TargetSpec};

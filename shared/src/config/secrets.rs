@@ -35,15 +35,29 @@ impl SecretEnv for WithRemote<'_> {
     }
 }
 
-#[derive(Debug, Default)]
+/// A function's environment variables: the process's own, or (in the deploy rehearsal) the
+/// ones a template gives a function.
+pub type Vars = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The process's environment variables as [`Vars`].
+pub fn process_vars() -> Vars {
+    std::sync::Arc::new(|name: &str| std::env::var(name).ok())
+}
+
+/// A function's environment variables, then the keys of its `INLET_SECRETS_JSON`.
 pub struct ProcessEnv {
+    vars: Vars,
     json: BTreeMap<String, String>,
 }
 
 impl ProcessEnv {
     pub fn load() -> Result<Self, ConfigError> {
-        let json = match std::env::var("INLET_SECRETS_JSON") {
-            Ok(s) if !s.trim().is_empty() => serde_json::from_str(&s).map_err(|e| {
+        Self::from_vars(process_vars())
+    }
+
+    pub fn from_vars(vars: Vars) -> Result<Self, ConfigError> {
+        let json = match vars("INLET_SECRETS_JSON") {
+            Some(s) if !s.trim().is_empty() => serde_json::from_str(&s).map_err(|e| {
                 ConfigError::from(invalid(
                     "INLET_SECRETS_JSON",
                     format!("must be a JSON object of strings: {e}"),
@@ -51,15 +65,22 @@ impl ProcessEnv {
             })?,
             _ => BTreeMap::new(),
         };
-        Ok(Self { json })
+        Ok(Self { vars, json })
+    }
+}
+
+impl std::fmt::Debug for ProcessEnv {
+    // Never the values: INLET_SECRETS_JSON holds secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessEnv")
+            .field("secret_names", &self.json.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
 impl SecretEnv for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name)
-            .ok()
-            .or_else(|| self.json.get(name).cloned())
+        (self.vars)(name).or_else(|| self.json.get(name).cloned())
     }
 }
 

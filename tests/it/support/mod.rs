@@ -3,8 +3,10 @@
 pub mod accounting;
 pub mod aws;
 pub mod calls;
+pub mod cfn;
 pub mod proxy;
 pub mod receiver;
+pub mod recorder;
 
 /// The embedded (SQLite) side: one in-memory store per test, on the test's clock.
 pub mod embedded {
