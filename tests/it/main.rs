@@ -21,6 +21,7 @@ mod rehearsal;
 mod retention;
 mod retries;
 mod runtime_stub;
+mod scale;
 mod secrets;
 mod support;
 mod targets;

@@ -6,11 +6,20 @@
 //! | what | attribute | type | value |
 //! |---|---|---|---|
 //! | partition key (no sort key) | `pk` | S | `dedupe#<key>` for a dedupe record, `trail#<id>` for a trail entry |
-//! | GSI `by_source`, partition | `gsi1pk` | S | the source |
+//! | GSI `by_source`, partition | `gsi1pk` | S | `<source>#<shard>`: the source and one of [`SOURCE_INDEX_SHARDS`] shards, from a hash of `pk` |
 //! | GSI `by_source`, sort | `gsi1sk` | S | `received_at_ms` / `at_ms` zero-padded to 15 digits, `#`, `pk` |
 //! | TTL attribute | `ttl` | N | epoch **seconds** = `expires_at_ms / 1000`, on completed records and every trail entry |
 //!
-//! The GSI projects ALL attributes, so `list` by source is one Query. Billing is on demand.
+//! The GSI projects ALL attributes, so `list` by source is one Query per shard. Billing is on
+//! demand.
+//!
+//! Why shards: a GSI partition takes about 1,000 write units a second, and its sort key here
+//! is a time, so DynamoDB cannot split a hot source's partition by key range (every write
+//! lands at its end). Keyed by the source alone, one busy source would throttle the index,
+//! and with it the table's writes, at a few hundred events a second. Spread over the shards
+//! (two index writes per event: `begin` and `complete`) one source can take
+//! `SOURCE_INDEX_SHARDS * 500` events a second before the index binds (docs/scale.md).
+//! Items written before the shards (`gsi1pk` = the bare source) are still listed.
 //! DynamoDB deletes expired items lazily (up to about two days late), so `begin` compares
 //! `expires_at_ms` itself and never trusts that an expired item is gone.
 //!
@@ -58,6 +67,9 @@ pub(crate) const KEY_ATTRIBUTE: &str = "pk";
 /// The global secondary index that lists a source's rows newest first.
 pub(crate) const SOURCE_INDEX: &str = "by_source";
 pub(crate) const SOURCE_INDEX_PARTITION_KEY: &str = "gsi1pk";
+/// How many index partitions one source's rows are spread over. Reads of a source fan out
+/// over all of them (operators' listings only, never the event path).
+pub const SOURCE_INDEX_SHARDS: u32 = 32;
 pub(crate) const SOURCE_INDEX_SORT_KEY: &str = "gsi1sk";
 /// The TTL attribute, in epoch seconds.
 pub const TTL_ATTRIBUTE: &str = "ttl";
@@ -234,6 +246,23 @@ fn entity_pk(source: &str, entity: &str) -> String {
 
 fn dedupe_pk(key: &str) -> String {
     format!("{DEDUPE_PREFIX}{key}")
+}
+
+/// The index partition of the row `pk` of `source`: a stable hash (FNV-1a, the same in every
+/// build and version, unlike std's hasher) of the key picks the shard.
+fn source_shard(source: &str, pk: &str) -> String {
+    let hash = pk.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{source}#{:02}", hash % SOURCE_INDEX_SHARDS)
+}
+
+/// Every index partition a source's rows can be in: its shards, and the bare source of rows
+/// written before there were shards.
+fn source_partitions(source: &str) -> impl Iterator<Item = String> + '_ {
+    (0..SOURCE_INDEX_SHARDS)
+        .map(move |shard| format!("{source}#{shard:02}"))
+        .chain(std::iter::once(source.to_owned()))
 }
 
 /// The GSI sort key: time first (fixed width so strings sort as numbers), then `pk` so two
@@ -451,9 +480,10 @@ impl Ledger for DynamoLedger {
         }
     }
 
-    /// With a source: one Query of the `by_source` index, newest first, `limit` rows (paged
-    /// only past 1 MB). Without one: a full Scan sorted here — for operators (`inlet
-    /// events`), never on the event path. A `limit` of 0 means no limit.
+    /// With a source: one Query per partition of the `by_source` index (its shards, at once),
+    /// each newest first and at most `limit` rows, merged. Without one: a full Scan sorted
+    /// here — for operators (`inlet events`), never on the event path. A `limit` of 0 means
+    /// no limit.
     async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError> {
         let limit = if query.limit == 0 {
             usize::MAX
@@ -463,34 +493,14 @@ impl Ledger for DynamoLedger {
         let mut rows: Vec<(String, TrailRow)> = Vec::new();
         let mut start: Option<Item> = None;
         match &query.source {
-            Some(source) => loop {
-                // Limit bounds the items read, which with a key condition only are the rows
-                // (less the expired entries, which the next page makes up for).
-                let page =
-                    (query.limit > 0).then(|| (limit - rows.len()).min(i32::MAX as usize) as i32);
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(SOURCE_INDEX)
-                    .key_condition_expression("gsi1pk = :source")
-                    .expression_attribute_values(":source", s(source))
-                    .scan_index_forward(false)
-                    .set_limit(page)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| backend("Query", e))?;
-                for item in out.items() {
-                    if let Some(row) = decode_row(item)?.filter(|r| !expired(r, query.now_ms)) {
-                        rows.push(row);
-                    }
+            Some(source) => {
+                let partitions = source_partitions(source)
+                    .map(|partition| self.list_partition(partition, query, limit));
+                for part in futures_util::future::try_join_all(partitions).await? {
+                    rows.extend(part);
                 }
-                start = out.last_evaluated_key;
-                if start.is_none() || rows.len() >= limit {
-                    break;
-                }
-            },
+                sort_newest_first(&mut rows);
+            }
             None => {
                 loop {
                     let out = self
@@ -511,10 +521,7 @@ impl Ledger for DynamoLedger {
                         break;
                     }
                 }
-                // The index's order: time, then pk, both descending.
-                rows.sort_by(|(pk_a, a), (pk_b, b)| {
-                    b.at_ms().cmp(&a.at_ms()).then_with(|| pk_b.cmp(pk_a))
-                });
+                sort_newest_first(&mut rows);
             }
         }
         rows.truncate(limit);
@@ -522,9 +529,56 @@ impl Ledger for DynamoLedger {
     }
 }
 
+/// The index's order: time, then pk, both descending.
+fn sort_newest_first(rows: &mut [(String, TrailRow)]) {
+    rows.sort_by(|(pk_a, a), (pk_b, b)| b.at_ms().cmp(&a.at_ms()).then_with(|| pk_b.cmp(pk_a)));
+}
+
+impl DynamoLedger {
+    /// The newest `limit` unexpired rows of one index partition (paged only past 1 MB).
+    async fn list_partition(
+        &self,
+        partition: String,
+        query: &TrailQuery,
+        limit: usize,
+    ) -> Result<Vec<(String, TrailRow)>, LedgerError> {
+        let mut rows = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            // Limit bounds the items read, which with a key condition only are the rows
+            // (less the expired entries, which the next page makes up for).
+            let page =
+                (query.limit > 0).then(|| (limit - rows.len()).min(i32::MAX as usize) as i32);
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(SOURCE_INDEX)
+                .key_condition_expression("gsi1pk = :partition")
+                .expression_attribute_values(":partition", s(&partition))
+                .scan_index_forward(false)
+                .set_limit(page)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            for item in out.items() {
+                if let Some(row) = decode_row(item)?.filter(|r| !expired(r, query.now_ms)) {
+                    rows.push(row);
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || rows.len() >= limit {
+                return Ok(rows);
+            }
+        }
+    }
+}
+
 /// A trail entry as its item (the schema in the module docs).
 fn entry_item(entry: &TrailEntry) -> Item {
     let pk = format!("{TRAIL_PREFIX}{}", entry.id);
+    let shard = source_shard(&entry.source, &pk);
     let mut item: Item = HashMap::from([
         (
             SOURCE_INDEX_SORT_KEY.to_owned(),
@@ -535,7 +589,7 @@ fn entry_item(entry: &TrailEntry) -> Item {
         ("at_ms".to_owned(), n(entry.at_ms)),
         ("source".to_owned(), s(&entry.source)),
         ("status".to_owned(), s(entry.status.as_str())),
-        (SOURCE_INDEX_PARTITION_KEY.to_owned(), s(&entry.source)),
+        (SOURCE_INDEX_PARTITION_KEY.to_owned(), s(shard)),
         ("expires_at_ms".to_owned(), n(entry.expires_at_ms)),
         // Seconds: TTL deletes the item after the second of `expires_at_ms` has passed
         // (lazily, up to days later), so `list` compares `expires_at_ms` itself.
@@ -622,7 +676,7 @@ fn taken_record(req: &BeginRequest, pk: &str) -> Update {
             "lease_until_ms = :lease",
             "#s = :inprog",
             "dead = :false",
-            "gsi1pk = :source",
+            "gsi1pk = :shard",
             "gsi1sk = :gsi1sk",
         ],
         remove: vec!["expires_at_ms", "last_error", "#ttl"],
@@ -637,6 +691,7 @@ fn taken_record(req: &BeginRequest, pk: &str) -> Update {
             (":inprog".to_owned(), s(DedupeStatus::InProgress.as_str())),
             (":false".to_owned(), AttributeValue::Bool(false)),
             (":one".to_owned(), n(1)),
+            (":shard".to_owned(), s(source_shard(&req.source, pk))),
             (
                 ":gsi1sk".to_owned(),
                 s(source_sort_key(req.received_at_ms, pk)),
