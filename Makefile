@@ -7,7 +7,7 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev load bench venv fmt lint unit features cycles template build fuzz clean package sam-build footprint
+.PHONY: test dev load bench venv fmt lint unit features cycles template build fuzz clean package sam-build footprint capacity
 
 ## Run everything CI runs: format, lints, feature guard, module cycles, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
@@ -87,3 +87,10 @@ FOOTPRINT_STARTS ?= 10
 FOOTPRINT_EVENTS ?= 20
 footprint:
 	infra/scripts/footprint $(FOOTPRINT_STARTS) $(FOOTPRINT_EVENTS)
+
+## The capacity table of docs/scale.md: item, message and entry sizes measured on the wiring
+## template.yaml deploys (against moto), and the events per second at which each limit binds.
+capacity: venv
+	VENV=$(VENV) infra/scripts/with-moto cargo test --locked -p inlet-cli --test it -- \
+	  scale::capacity_table_from_measured_sizes --exact --nocapture 2>/dev/null | grep '^|'
+

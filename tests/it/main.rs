@@ -17,7 +17,7 @@ mod ordering;
 mod pipeline;
 mod polling;
 mod polling_acceptance;
-mod rehearsal;
+pub(crate) mod rehearsal;
 mod retention;
 mod retries;
 mod runtime_stub;

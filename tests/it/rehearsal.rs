@@ -155,8 +155,17 @@ fn vars(env: BTreeMap<String, String>) -> inlet::config::Vars {
     Arc::new(move |name: &str| env.get(name).cloned())
 }
 
-#[tokio::test]
-async fn a_webhook_goes_through_the_wiring_the_template_defines_and_every_call_is_granted() {
+/// What a rehearsal saw: the stack, and the AWS calls of each function on the way.
+pub(crate) struct Rehearsed {
+    pub stack: Stack,
+    pub ingest: Vec<Call>,
+    pub worker: Vec<Call>,
+    /// The worker's calls for the same message delivered again (SQS is at-least-once).
+    pub duplicate: Vec<Call>,
+}
+
+/// Deploys the template's wiring on moto and sends one signed Stripe webhook through it.
+pub(crate) async fn rehearse() -> Rehearsed {
     let stack_name = unique_name("rehearsal");
     let template = load(&template());
     let resources = physical_resources(&stack_name, &template).await;
@@ -280,13 +289,40 @@ async fn a_webhook_goes_through_the_wiring_the_template_defines_and_every_call_i
 
     let ingest_seen = ingest_calls.take();
     let worker_seen = worker_calls.take();
-    let bus = &stack.resources["EventBus"].reference;
+
+    // The same message again: a duplicate, which reaches no target and leaves a trail line.
+    let again = worker.process(&records).await;
     assert!(
-        worker_seen
+        matches!(again.outcomes.as_slice(), [(_, Outcome::Duplicate { .. })]),
+        "{again:?}"
+    );
+    Rehearsed {
+        stack,
+        ingest: ingest_seen,
+        worker: worker_seen,
+        duplicate: worker_calls.take(),
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_goes_through_the_wiring_the_template_defines_and_every_call_is_granted() {
+    let seen = rehearse().await;
+    let bus = &seen.stack.resources["EventBus"].reference;
+    assert!(
+        seen.worker
             .iter()
             .any(|c| c.operation == "AWSEvents.PutEvents" && c.resources.contains(bus)),
-        "{worker_seen:?}"
+        "{:?}",
+        seen.worker
     );
-    assert_granted(&stack, "IngestRole", &ingest_seen);
-    assert_granted(&stack, "WorkerRole", &worker_seen);
+    assert!(
+        seen.duplicate
+            .iter()
+            .all(|c| c.operation != "AWSEvents.PutEvents"),
+        "{:?}",
+        seen.duplicate
+    );
+    assert_granted(&seen.stack, "IngestRole", &seen.ingest);
+    assert_granted(&seen.stack, "WorkerRole", &seen.worker);
+    assert_granted(&seen.stack, "WorkerRole", &seen.duplicate);
 }

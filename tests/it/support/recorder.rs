@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// One forwarded request: its operation and every resource its body names.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// One forwarded request: its operation, every resource its body names, and the body.
+#[derive(Debug, Clone)]
 pub struct Call {
     pub operation: String,
     pub resources: Vec<String>,
+    pub body: serde_json::Value,
 }
 
 #[derive(Clone)]
@@ -116,10 +117,9 @@ async fn serve(
         let mut call = Call {
             operation: header("x-amz-target").unwrap_or_else(|| format!("(no target) {path}")),
             resources: Vec::new(),
+            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         };
-        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
-            resources(&json, &mut call.resources);
-        }
+        resources(&call.body, &mut call.resources);
         calls.lock().expect("calls").push(call);
 
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
