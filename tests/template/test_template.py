@@ -96,7 +96,6 @@ ALLOWED_GRANTS = {
         "sqs:ReceiveMessage": {"ChecksQueue"},
         "sqs:DeleteMessage": {"ChecksQueue"},
         "sqs:GetQueueAttributes": {"ChecksQueue"},
-        "sqs:ChangeMessageVisibility": {"ChecksQueue"},
         **SECRET_GRANTS,
     },
     "PollSchedulerRole": {

@@ -16,10 +16,14 @@ pub struct Call {
     pub body: serde_json::Value,
 }
 
+/// Answers to give instead of forwarding: `(operation, JSON body)`, each used once.
+type Faults = Arc<Mutex<Vec<(String, String)>>>;
+
 #[derive(Clone)]
 pub struct Recorder {
     endpoint: String,
     calls: Arc<Mutex<Vec<Call>>>,
+    faults: Faults,
 }
 
 /// The body fields that name what a request acts on.
@@ -50,15 +54,23 @@ impl Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let faults: Faults = Arc::default();
         let recorder = Self {
             endpoint,
             calls: calls.clone(),
+            faults: faults.clone(),
         };
         let upstream = upstream.trim_end_matches('/').to_owned();
         let http = reqwest::Client::new();
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve(conn, upstream.clone(), http.clone(), calls.clone()));
+                tokio::spawn(serve(
+                    conn,
+                    upstream.clone(),
+                    http.clone(),
+                    calls.clone(),
+                    faults.clone(),
+                ));
             }
         });
         recorder
@@ -66,6 +78,15 @@ impl Recorder {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The next `operation` request is answered `200` with `body` instead of reaching moto
+    /// (recorded all the same): a service's answer the emulator cannot be made to give.
+    pub fn answer_next(&self, operation: &str, body: &str) {
+        self.faults
+            .lock()
+            .expect("faults")
+            .push((operation.to_owned(), body.to_owned()));
     }
 
     /// The calls recorded since the last `take`.
@@ -80,6 +101,7 @@ async fn serve(
     upstream: String,
     http: reqwest::Client,
     calls: Arc<Mutex<Vec<Call>>>,
+    faults: Faults,
 ) {
     let (read, mut write) = conn.into_split();
     let mut read = BufReader::new(read);
@@ -120,7 +142,24 @@ async fn serve(
             body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         };
         resources(&call.body, &mut call.resources);
+        let fault = {
+            let mut faults = faults.lock().expect("faults");
+            let at = faults.iter().position(|(op, _)| *op == call.operation);
+            at.map(|i| faults.remove(i).1)
+        };
         calls.lock().expect("calls").push(call);
+        if let Some(answer) = fault {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-requestid: injected\r\ncontent-length: {}\r\n\r\n",
+                answer.len()
+            );
+            if write.write_all(head.as_bytes()).await.is_err()
+                || write.write_all(answer.as_bytes()).await.is_err()
+            {
+                return;
+            }
+            continue;
+        }
 
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut forward = http.request(method, format!("{upstream}{path}")).body(body);

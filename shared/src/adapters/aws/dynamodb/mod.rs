@@ -17,8 +17,9 @@
 //! is a time, so DynamoDB cannot split a hot source's partition by key range (every write
 //! lands at its end). Keyed by the source alone, one busy source would throttle the index,
 //! and with it the table's writes, at a few hundred events a second. Spread over the shards
-//! (two index writes per event: `begin` and `complete`) one source can take
-//! `SOURCE_INDEX_SHARDS * 500` events a second before the index binds (docs/scale.md).
+//! (an index write per write of the record: `begin`, `complete`, and with several targets one
+//! mark per target but the last) one source of one target can take `SOURCE_INDEX_SHARDS * 500`
+//! events a second before the index binds (docs/scale.md).
 //! Items written before the shards (`gsi1pk` = the bare source) are still listed.
 //! DynamoDB deletes expired items lazily (up to about two days late), so `begin` compares
 //! `expires_at_ms` itself and never trusts that an expired item is gone.
@@ -69,7 +70,7 @@ pub(crate) const SOURCE_INDEX: &str = "by_source";
 pub(crate) const SOURCE_INDEX_PARTITION_KEY: &str = "gsi1pk";
 /// How many index partitions one source's rows are spread over. Reads of a source fan out
 /// over all of them (operators' listings only, never the event path).
-pub const SOURCE_INDEX_SHARDS: u32 = 32;
+pub const SOURCE_INDEX_SHARDS: u32 = 64;
 pub(crate) const SOURCE_INDEX_SORT_KEY: &str = "gsi1sk";
 /// The TTL attribute, in epoch seconds.
 pub const TTL_ATTRIBUTE: &str = "ttl";
