@@ -452,9 +452,66 @@ pub(crate) async fn rehearse() -> Rehearsed {
             );
         }
     }
+    // So does each output, and the webhook base is where the HTTP API routes to ingest.
+    for (name, value) in stack.outputs() {
+        let want = if name.ends_with("QueueUrl") {
+            "AWS::SQS::Queue"
+        } else if name == "TableName" {
+            "AWS::DynamoDB::Table"
+        } else if name == "EventBusName" {
+            "AWS::Events::EventBus"
+        } else if name.ends_with("FunctionName") {
+            "AWS::Serverless::Function"
+        } else {
+            continue;
+        };
+        assert_eq!(
+            kind_of(&value).as_deref(),
+            Some(want),
+            "output {name}={value}"
+        );
+    }
+    let route = stack.resolve(
+        stack
+            .resource("IngestFunction")
+            .get("Properties")
+            .and_then(|p| p.get("Events"))
+            .and_then(|e| e.get("Webhook"))
+            .and_then(|w| w.get("Properties"))
+            .and_then(|p| p.get("Path"))
+            .expect("ingest's HTTP API route"),
+    );
+    let base = stack.outputs()["WebhookBaseUrl"].clone();
+    let path = base
+        .split_once(".amazonaws.com")
+        .map(|(_, p)| p.to_string())
+        .expect("an execute-api URL");
+    assert_eq!(
+        route.text().map(|r| r.replace("{source}", "")),
+        Some(path),
+        "{base}"
+    );
+
     let ingest_env = &env["IngestFunction"];
     let worker_env = &env["WorkerFunction"];
     let poller_env = &env["PollerFunction"];
+    // What the CLI reads from the outputs (`inlet dlq`, `inlet replay`) is what the functions use.
+    let outputs = stack.outputs();
+    for (output, function, var) in [
+        ("QueueUrl", ingest_env, "INLET_QUEUE_URL"),
+        ("TableName", ingest_env, "INLET_TABLE"),
+        ("DeadLetterQueueUrl", worker_env, "INLET_DLQ_URL"),
+        ("EventBusName", worker_env, "INLET_BUS_NAME"),
+        ("ChecksQueueUrl", worker_env, "INLET_CHECKS_QUEUE_URL"),
+        ("ChecksQueueUrl", poller_env, "INLET_CHECKS_QUEUE_URL"),
+        ("TableName", poller_env, "INLET_TABLE"),
+    ] {
+        assert_eq!(
+            outputs.get(output),
+            function.get(var),
+            "output {output} vs {var}"
+        );
+    }
     let events_queue = &stack.resources["EventsQueue"].reference;
     for e in [ingest_env, worker_env, poller_env] {
         assert_eq!(&e["INLET_QUEUE_URL"], events_queue);

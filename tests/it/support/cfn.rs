@@ -191,6 +191,7 @@ impl Stack {
             "AWS::Region" => Value::Text(self.region.clone()),
             "AWS::AccountId" => Value::Text(self.account.clone()),
             "AWS::Partition" => Value::Text("aws".into()),
+            "AWS::URLSuffix" => Value::Text("amazonaws.com".into()),
             _ => self
                 .param(name)
                 .or_else(|| {
@@ -385,6 +386,30 @@ impl Stack {
             }
         }
         env
+    }
+
+    /// The stack's outputs as a deployment shows them (an output whose condition is false is
+    /// left out).
+    pub fn outputs(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (name, output) in self
+            .template
+            .get("Outputs")
+            .map(Node::entries)
+            .unwrap_or_default()
+        {
+            if let Some(cond) = output.get("Condition").and_then(Node::str) {
+                if !self.condition(cond) {
+                    continue;
+                }
+            }
+            let value = self.resolve(output.get("Value").expect("an output has a Value"));
+            let text = value
+                .text()
+                .unwrap_or_else(|| panic!("output {name} = {value:?}"));
+            out.insert(name.clone(), text.to_string());
+        }
+        out
     }
 
     /// Every `(action, resource)` a role's inline policies allow, for the roles' `Allow`
