@@ -105,10 +105,10 @@ pub struct Loaded {
     pub remote: bool,
 }
 
-/// Log format, EMF metrics on; the config read (from SSM when `INLET_CONFIG=ssm:/name`), its
-/// `ssm:` and `secretsmanager:` references read, and validated.
+/// EMF metrics on; the config read (from SSM when `INLET_CONFIG=ssm:/name`), its `ssm:` and
+/// `secretsmanager:` references read, and validated. (Each Lambda's `main` sets up its logs
+/// first, with its own service name.)
 pub async fn load_config(store: &dyn crate::ports::SecretStore) -> Result<Loaded, BootError> {
-    crate::telemetry::init_json_logs(false);
     crate::metrics::enable(true);
     load_config_from(&ProcessEnv::load()?, store).await
 }

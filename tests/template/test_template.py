@@ -433,13 +433,47 @@ def check_log_groups(t: dict) -> None:
         assert 1 <= int(days) <= 3653
 
 
+# X-Ray has no resource-level permissions: its write actions take only "*". This statement is
+# the one allowed to name "*", and only in a policy of its own that exists with Tracing on
+# (check_tracing).
+XRAY_STATEMENT = {
+    "Sid": "XRayWrite",
+    "Effect": "Allow",
+    "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+    "Resource": "*",
+}
+
+
+def tracing_policies(role: dict) -> list:
+    """The role's policies that exist only with Tracing on: (policy, else-branch)."""
+    return [
+        (p["Fn::If"][1], p["Fn::If"][2])
+        for p in role.get("Properties", {}).get("Policies", [])
+        if isinstance(p, dict) and "Fn::If" in p and p["Fn::If"][0] == "TracingOn"
+    ]
+
+
+def xray_exemptions(t: dict) -> set[int]:
+    """The X-Ray statements that may name "*": exactly XRAY_STATEMENT, under TracingOn."""
+    return {
+        id(st)
+        for role in resources(t, "AWS::IAM::Role").values()
+        for policy, _ in tracing_policies(role)
+        for st in policy["PolicyDocument"]["Statement"]
+        if st == XRAY_STATEMENT
+    }
+
+
 def check_no_wildcard_iam(t: dict) -> None:
     statements = list(iam_statements(t))
     assert statements, "no IAM statements found (the roles moved?)"
+    exempt = xray_exemptions(t)
     for path, st in statements:
         assert "NotResource" not in st and "NotAction" not in st, f"{path}: Not* grants are too wide"
         if st.get("Effect") != "Allow" or "Principal" in st:
             continue  # trust policies name a principal, not a resource
+        if id(st) in exempt:
+            continue
         assert "Resource" in st, f"{path}: Allow without Resource"
         for r in as_list(st["Resource"]):
             assert r != "*", f'{path}: Resource "*"'
@@ -460,10 +494,13 @@ def check_functions_use_explicit_roles(t: dict) -> None:
 
 
 def check_least_privilege(t: dict) -> None:
+    exempt = xray_exemptions(t)  # check_tracing's
     for role_name, allowed in ALLOWED_GRANTS.items():
         role = props(t, role_name, "AWS::IAM::Role")
         granted: dict[str, set[str]] = {}
         for _, st in iam_statements(role.get("Policies", [])):
+            if id(st) in exempt:
+                continue
             assert st.get("Effect") == "Allow"
             targets = set()
             for r in as_list(st["Resource"]):
@@ -892,7 +929,68 @@ def check_stacks_never_share_a_series(t: dict) -> None:
     assert ("Payments/inlet", "refused", frozenset()) in named.alarm_series()["RefusalSpikeAlarm"]
 
 
+APPLICATION_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+
+
+def check_log_levels(t: dict) -> None:
+    """The LogLevel parameter is the level every function logs at, through Lambda's own
+    ApplicationLogLevel where it can be: up to INFO, where the function follows
+    AWS_LAMBDA_LOG_LEVEL (a level changed in the console applies). Above INFO Lambda's filter
+    stays at INFO, because a metric (EMF) line has no level and Lambda counts it INFO, and
+    POWERTOOLS_LOG_LEVEL, which the functions honour first, carries the level."""
+    params = t["Parameters"]
+    assert params["LogLevel"]["AllowedValues"] == APPLICATION_LEVELS
+    assert params["LogLevel"]["Default"] == "INFO"
+    assert sorted(params["SystemLogLevel"]["AllowedValues"]) == ["DEBUG", "INFO", "WARN"]
+    for level in APPLICATION_LEVELS:
+        for system in params["SystemLogLevel"]["AllowedValues"]:
+            stack = Stack(t, "inlet-staging", {"LogLevel": level, "SystemLogLevel": system})
+            for fn in FUNCTIONS:
+                p = stack.resolve(function_props(t, fn))
+                logging, env = p["LoggingConfig"], p["Environment"]["Variables"]
+                assert logging["LogFormat"] == "JSON", fn
+                assert logging["SystemLogLevel"] == system, f"{fn}: {logging}"
+                app = logging.get("ApplicationLogLevel")
+                assert app in ("TRACE", "DEBUG", "INFO"), f"{fn} at {level}: Lambda would drop the metric lines ({app})"
+                assert env.get("POWERTOOLS_LOG_LEVEL", app) == level, f"{fn} at {level}: logs at {env.get('POWERTOOLS_LOG_LEVEL', app)}"
+                if APPLICATION_LEVELS.index(level) <= APPLICATION_LEVELS.index("INFO"):
+                    assert "POWERTOOLS_LOG_LEVEL" not in env, f"{fn} at {level}: would override the console's level"
+                # AWS_LAMBDA_LOG_LEVEL, always set with a JSON log format, is honoured first.
+                assert "RUST_LOG" not in env, f"{fn}: RUST_LOG would never apply"
+
+
+def check_tracing(t: dict) -> None:
+    """X-Ray is an option: the functions' Tracing mode and their roles' X-Ray grant exist
+    together, only when Tracing is not Disabled, and the grant is XRAY_STATEMENT alone."""
+    p = t["Parameters"]["Tracing"]
+    assert p["AllowedValues"] == ["Disabled", "PassThrough", "Active"] and p["Default"] == "Disabled", p
+    for name, role in resources(t, "AWS::IAM::Role").items():
+        policies = tracing_policies(role)
+        if name not in {fn.replace("Function", "Role") for fn in FUNCTIONS}:
+            assert not policies, f"{name} is no function's role"
+            continue
+        assert len(policies) == 1, f"{name}: {len(policies)} X-Ray policies"
+        ((policy, otherwise),) = policies
+        assert ref(otherwise) == "AWS::NoValue", f"{name}: {otherwise}"
+        assert policy["PolicyDocument"]["Statement"] == [XRAY_STATEMENT], f"{name}: {policy}"
+    for mode in p["AllowedValues"]:
+        stack = Stack(t, "inlet-staging", {"Tracing": mode})
+        for fn in FUNCTIONS:
+            traced = stack.resolve(function_props(t, fn)).get("Tracing")
+            statements = [
+                st
+                for policy in stack.resolve(props(t, fn.replace("Function", "Role"), "AWS::IAM::Role"))["Policies"]
+                for st in policy["PolicyDocument"]["Statement"]
+            ]
+            if mode == "Disabled":
+                assert traced is None and XRAY_STATEMENT not in statements, f"{fn}: {traced}"
+            else:
+                assert traced == mode and XRAY_STATEMENT in statements, f"{fn} with {mode}: {traced}"
+
+
 CHECKS = [
+    check_log_levels,
+    check_tracing,
     check_stacks_never_share_a_series,
     check_references_resolve,
     check_poller_fires_delayed_checks,
@@ -1203,6 +1301,50 @@ MUTATIONS = {
     "a Lambda alarm without its function": (
         check_stacks_never_share_a_series,
         lambda t: t["Resources"]["PollerThrottlesAlarm"]["Properties"].pop("Dimensions"),
+    ),
+    "Lambda's level follows WARN and drops the metrics": (
+        check_log_levels,
+        lambda t: t["Resources"]["WorkerFunction"]["Properties"]["LoggingConfig"].update(
+            ApplicationLogLevel={"Ref": "LogLevel"}
+        ),
+    ),
+    "POWERTOOLS_LOG_LEVEL always set, the console's level ignored": (
+        check_log_levels,
+        lambda t: t["Globals"]["Function"]["Environment"]["Variables"].update(POWERTOOLS_LOG_LEVEL={"Ref": "LogLevel"}),
+    ),
+    "a dead RUST_LOG": (
+        check_log_levels,
+        lambda t: t["Globals"]["Function"]["Environment"]["Variables"].update(RUST_LOG={"Ref": "LogLevel"}),
+    ),
+    "system log level fixed": (
+        check_log_levels,
+        lambda t: t["Resources"]["PollerFunction"]["Properties"]["LoggingConfig"].update(SystemLogLevel="WARN"),
+    ),
+    "X-Ray grant without its condition": (
+        check_tracing,
+        lambda t: t["Resources"]["IngestRole"]["Properties"]["Policies"].__setitem__(
+            -1, t["Resources"]["IngestRole"]["Properties"]["Policies"][-1]["Fn::If"][1]
+        ),
+    ),
+    "X-Ray grant on a wider action": (
+        check_no_wildcard_iam,
+        lambda t: t["Resources"]["WorkerRole"]["Properties"]["Policies"][-1]["Fn::If"][1]["PolicyDocument"]["Statement"][0][
+            "Action"
+        ].append("xray:GetTraceSummaries"),
+    ),
+    "a resource-wide grant named like X-Ray's": (
+        check_no_wildcard_iam,
+        lambda t: t["Resources"]["PollerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(
+            {**XRAY_STATEMENT, "Action": ["sqs:SendMessage"]}
+        ),
+    ),
+    "tracing on without the grant": (
+        check_tracing,
+        lambda t: t["Resources"]["PollerRole"]["Properties"]["Policies"].pop(),
+    ),
+    "tracing on regardless of the parameter": (
+        check_tracing,
+        lambda t: t["Globals"]["Function"].update(Tracing="Active"),
     ),
     "a queue alarm naming a fixed queue": (
         check_stacks_never_share_a_series,
