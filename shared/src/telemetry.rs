@@ -242,12 +242,26 @@ pub fn init_lambda_logs(default_service: &str) {
     );
 }
 
-/// JSON lines to stderr-or-stdout as given, with no `service` key (the CLI); idempotent.
-pub fn init_json_logs(to_stderr: bool) {
-    let out = if to_stderr {
-        json_layer(std::io::stderr, None, false).boxed()
-    } else {
-        json_layer(std::io::stdout, None, false).boxed()
+/// How the CLI writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, the Lambdas' shape without their keys: for a pipe, a file,
+    /// a log collector.
+    Json,
+    /// tracing-subscriber's compact lines (time, level, message, then `key=value` fields):
+    /// for a person at a terminal.
+    Text,
+}
+
+/// The CLI's logs, on stderr in `format`, with no `service` key; idempotent.
+pub fn init_cli_logs(format: LogFormat) {
+    let out = match format {
+        LogFormat::Json => json_layer(std::io::stderr, None, false).boxed(),
+        LogFormat::Text => fmt::layer()
+            .compact()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     init(out, None);
 }
