@@ -283,8 +283,8 @@ where
     T: Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(T, bool), BootError>> + Send + 'static,
 {
-    // A Lambda's process: JSON logs and EMF metrics on stdout, for CloudWatch.
-    crate::telemetry::init_json_logs(false);
+    // A Lambda's process: EMF metrics on stdout, for CloudWatch (each `main` has set up its
+    // logs already, with its own service name).
     crate::metrics::enable(true);
     let sdk = crate::adapters::aws::sdk_config_from_env().await;
     let vars = config::process_vars();

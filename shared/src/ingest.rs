@@ -296,13 +296,13 @@ impl Ingest {
                 WebhookResponse::json(200, body)
             }
             Ok(Accepted::Handshake(reply)) => {
-                info!(source = %source_id, request_id = ?req.request_id, "handshake answered");
+                info!(source = %source_id, request_id = req.request_id.as_deref(), "handshake answered");
                 metrics::count(now, "handshake", &source_id);
                 WebhookResponse::from(reply)
             }
             Ok(Accepted::QueueDown { error }) => {
                 // The provider must retry: nothing was stored, so nothing is acknowledged.
-                warn!(source = %source_id, error = %error, request_id = ?req.request_id, "enqueue failed; answering 503");
+                warn!(source = %source_id, error = %error, request_id = req.request_id.as_deref(), "enqueue failed; answering 503");
                 metrics::count(now, "enqueue_failed", &source_id);
                 WebhookResponse::json(
                     503,
@@ -427,7 +427,7 @@ impl Ingest {
                 event_type = env.event_type.as_deref().unwrap_or(""),
                 canonical_type = env.canonical_type.as_deref().unwrap_or(""),
                 key_id = env.verified.key_id.as_deref().unwrap_or(""),
-                request_id = ?req.request_id,
+                request_id = req.request_id.as_deref(),
                 "verified"
             );
         }
@@ -448,7 +448,7 @@ impl Ingest {
             status = refusal.status(),
             reason = refusal.reason(),
             source_ip = ip.as_deref().unwrap_or(""),
-            request_id = ?req.request_id,
+            request_id = req.request_id.as_deref(),
             "refused"
         );
         metrics::emit(

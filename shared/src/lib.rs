@@ -12,8 +12,9 @@
 //! - the edges: `adapters` (AWS and embedded implementations of the ports), `lambda` (event
 //!   shapes), `bootstrap` and `local` (composition roots of the Lambdas and `inlet dev`).
 //!
-//! The Lambdas use only `bootstrap`, `lambda` and `poller`'s run report; the CLI's modules are
-//! listed in `docs/architecture.md` ("The library's surface"), which a test keeps true.
+//! The Lambdas use only `bootstrap`, `lambda`, `telemetry` and `poller`'s run report; the
+//! CLI's modules are listed in `docs/architecture.md` ("The library's surface"), which a test
+//! keeps true.
 
 pub mod adapters;
 pub mod bootstrap;

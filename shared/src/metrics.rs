@@ -1,17 +1,40 @@
 //! CloudWatch Embedded Metric Format: one JSON line on stdout per data point, which Lambda
 //! ships to CloudWatch Logs and CloudWatch turns into metrics with no API call. Every
 //! metric is per `source` and stack-wide (no dimension), the latter for alarms.
+//!
+//! The namespace is the stack's own (`POWERTOOLS_METRICS_NAMESPACE`, which the template
+//! sets to `Inlet/<stack name>` unless its `MetricsNamespace` parameter says otherwise), so
+//! the stack-wide series of two stacks in one account never mix under one alarm.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
-pub(crate) const NAMESPACE: &str = "Inlet";
+/// Powertools for AWS Lambda's variable for the metrics namespace.
+pub(crate) const NAMESPACE_ENV: &str = "POWERTOOLS_METRICS_NAMESPACE";
+/// The namespace when that variable is unset or blank (the CLI, tests).
+pub(crate) const DEFAULT_NAMESPACE: &str = "Inlet";
+
+static NAMESPACE: OnceLock<String> = OnceLock::new();
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Turn EMF output on (Lambdas) or leave it off (the CLI, tests).
 pub fn enable(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// The namespace `var` names under [`NAMESPACE_ENV`], else [`DEFAULT_NAMESPACE`].
+pub(crate) fn namespace_from(var: impl Fn(&str) -> Option<String>) -> String {
+    var(NAMESPACE_ENV)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+/// This process's namespace, read from its environment once, at its first metric.
+fn namespace() -> &'static str {
+    NAMESPACE.get_or_init(|| namespace_from(|name| std::env::var(name).ok()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +52,10 @@ impl Unit {
     }
 }
 
-/// Render one EMF document for a metric with a `source` dimension and optionally one more
-/// (`("reason", why)`, `("target", id)`).
+/// Render one EMF document in `namespace` for a metric with a `source` dimension and
+/// optionally one more (`("reason", why)`, `("target", id)`).
 pub(crate) fn render(
+    namespace: &str,
     now_ms: i64,
     name: &str,
     unit: Unit,
@@ -50,7 +74,7 @@ pub(crate) fn render(
         "_aws": {
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
+                "Namespace": namespace,
                 "Dimensions": dims,
                 "Metrics": [{"Name": name, "Unit": unit.as_str()}],
             }],
@@ -126,7 +150,7 @@ fn emit_with(
 ) {
     #[cfg(test)]
     {
-        let line = render(now_ms, name, unit, value, source, extra);
+        let line = render(namespace(), now_ms, name, unit, value, source, extra);
         let taken = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
             Some(docs) => {
                 docs.extend(serde_json::from_str(&line).ok());
@@ -141,7 +165,7 @@ fn emit_with(
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    let line = render(now_ms, name, unit, value, source, extra);
+    let line = render(namespace(), now_ms, name, unit, value, source, extra);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
 }
@@ -157,6 +181,7 @@ mod tests {
     #[test]
     fn emf_document_declares_metric_and_dimensions() {
         let line = render(
+            DEFAULT_NAMESPACE,
             1_000,
             "refused",
             Unit::Count,
@@ -175,6 +200,7 @@ mod tests {
             serde_json::json!([["source", "reason"], ["source"], []])
         );
         let plain: serde_json::Value = serde_json::from_str(&render(
+            DEFAULT_NAMESPACE,
             1_000,
             "dispatched",
             Unit::Count,
@@ -188,6 +214,7 @@ mod tests {
             serde_json::json!([["source"], []])
         );
         let by_target: serde_json::Value = serde_json::from_str(&render(
+            DEFAULT_NAMESPACE,
             1_000,
             "target_failures",
             Unit::Count,
@@ -204,5 +231,44 @@ mod tests {
         assert_eq!(v["refused"], 1.0);
         assert_eq!(v["reason"], "signature_mismatch");
         assert_eq!(v["source"], "stripe");
+    }
+
+    /// The namespace the environment names is the one in the document: what the template
+    /// passes as `POWERTOOLS_METRICS_NAMESPACE` is what its alarms read.
+    #[test]
+    fn the_namespace_comes_from_powertools_variable_else_inlet() {
+        let env = |value: Option<&'static str>| {
+            move |name: &str| {
+                (name == NAMESPACE_ENV)
+                    .then_some(value)
+                    .flatten()
+                    .map(String::from)
+            }
+        };
+        let doc = |namespace: &str| -> serde_json::Value {
+            let line = render(
+                namespace,
+                1_000,
+                "refused",
+                Unit::Count,
+                1.0,
+                "stripe",
+                None,
+            );
+            serde_json::from_str(&line).expect("json")
+        };
+        let staging = doc(&namespace_from(env(Some("Inlet/staging"))));
+        assert_eq!(
+            staging["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "Inlet/staging"
+        );
+        let production = doc(&namespace_from(env(Some(" Inlet/production "))));
+        assert_eq!(
+            production["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "Inlet/production"
+        );
+        for unset in [None, Some(""), Some("  ")] {
+            assert_eq!(namespace_from(env(unset)), "Inlet", "{unset:?}");
+        }
     }
 }

@@ -216,10 +216,14 @@ async fn events_shows_dispatched_duplicate_and_refused() {
     assert_eq!(jsonl_keys(&jsonl).len(), 1);
 }
 
-/// `inlet dev`'s log on stderr: one JSON object per line, each event's fields at the top
-/// level beside `timestamp`, `level` and `message`, as CloudWatch Logs Insights reads them.
-#[tokio::test]
-async fn log_lines_carry_their_fields_at_the_top_level() {
+/// `inlet dev` with its stderr read line by line on a thread, and a signed webhook posted to
+/// it: the dedupe key of the accepted event, and the first log line `is_verified` picks
+/// (the "verified" line of that event).
+async fn dev_log_line_of_a_webhook(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    is_verified: impl Fn(&str) -> bool,
+) -> (String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = write_config(dir.path());
     let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
@@ -227,7 +231,10 @@ async fn log_lines_carry_their_fields_at_the_top_level() {
         .args(["dev", "--config"])
         .arg(&config_path)
         .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("INLET_LOG_FORMAT")
         .env("RUST_LOG", "info")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -245,22 +252,60 @@ async fn log_lines_carry_their_fields_at_the_top_level() {
     let (status, answer) = post(&dev.base, &cfg, "stripe", &sample_body("stripe", 31)).await;
     assert_eq!(status, 200, "{answer}");
     let key = key_of(&answer);
-    let verified = loop {
+    loop {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("a log line naming the verified event")
             .expect("a line of text");
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        if v["message"] == "verified" {
-            break v;
+        if is_verified(&line) {
+            return (key, line);
         }
+    }
+}
+
+/// `inlet dev`'s log on stderr into a pipe: one JSON object per line, each event's fields at
+/// the top level beside `timestamp`, `level` and `message`, as CloudWatch Logs Insights
+/// reads them; the same with `--log-format json` or `INLET_LOG_FORMAT=json`.
+#[tokio::test]
+async fn log_lines_carry_their_fields_at_the_top_level() {
+    let json_verified = |line: &str| {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        v["message"] == "verified"
     };
-    assert_eq!(verified["source"], "stripe", "{verified}");
-    assert_eq!(verified["dedupe_key"], key.as_str(), "{verified}");
-    assert_eq!(verified["level"], "INFO", "{verified}");
-    assert!(verified["timestamp"].is_string(), "{verified}");
-    assert!(verified.get("fields").is_none(), "{verified}");
+    for (args, envs) in [
+        (&[][..], &[][..]),
+        (&["--log-format", "json"][..], &[][..]),
+        (&[][..], &[("INLET_LOG_FORMAT", "json")][..]),
+    ] {
+        let (key, line) = dev_log_line_of_a_webhook(args, envs, json_verified).await;
+        let verified: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(verified["source"], "stripe", "{verified}");
+        assert_eq!(verified["dedupe_key"], key.as_str(), "{verified}");
+        assert_eq!(verified["level"], "INFO", "{verified}");
+        assert!(verified["timestamp"].is_string(), "{verified}");
+        assert!(verified.get("fields").is_none(), "{verified}");
+    }
+}
+
+/// Asked for text (as on a terminal), `inlet dev` prints readable lines: level, message,
+/// then the fields as `key=value`, and no JSON.
+#[tokio::test]
+async fn log_lines_are_text_when_asked() {
+    for (args, envs) in [
+        (&["--log-format", "text"][..], &[][..]),
+        (&[][..], &[("INLET_LOG_FORMAT", "text")][..]),
+    ] {
+        let (key, line) =
+            dev_log_line_of_a_webhook(args, envs, |line| line.contains(" verified ")).await;
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&line).is_err(),
+            "{line}"
+        );
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(line.contains(" source=stripe "), "{line}");
+        assert!(line.contains(&format!("dedupe_key={key}")), "{line}");
+    }
 }
 
 #[test]

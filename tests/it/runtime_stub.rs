@@ -45,6 +45,10 @@ async fn the_stub_hands_out_its_events_in_order_records_the_first_next_and_every
             .as_millis();
         assert!(deadline > now_ms, "the deadline is in the future");
         assert!(header("lambda-runtime-invoked-function-arn").starts_with("arn:aws:lambda:"));
+        let (want_id, want_trace) = RuntimeStub::invocation(ids.len());
+        assert_eq!(id, want_id);
+        assert_eq!(header("lambda-runtime-trace-id"), want_trace);
+        assert!(want_trace.starts_with("Root=1-"), "{want_trace}");
         assert_eq!(resp.text().await.expect("body"), expected);
         ids.push(id);
     }

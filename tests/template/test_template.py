@@ -14,6 +14,7 @@ Another template: INLET_TEMPLATE=path/to/template.yaml (same command).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -431,13 +432,47 @@ def check_log_groups(t: dict) -> None:
         assert 1 <= int(days) <= 3653
 
 
+# X-Ray has no resource-level permissions: its write actions take only "*". This statement is
+# the one allowed to name "*", and only in a policy of its own that exists with Tracing on
+# (check_tracing).
+XRAY_STATEMENT = {
+    "Sid": "XRayWrite",
+    "Effect": "Allow",
+    "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+    "Resource": "*",
+}
+
+
+def tracing_policies(role: dict) -> list:
+    """The role's policies that exist only with Tracing on: (policy, else-branch)."""
+    return [
+        (p["Fn::If"][1], p["Fn::If"][2])
+        for p in role.get("Properties", {}).get("Policies", [])
+        if isinstance(p, dict) and "Fn::If" in p and p["Fn::If"][0] == "TracingOn"
+    ]
+
+
+def xray_exemptions(t: dict) -> set[int]:
+    """The X-Ray statements that may name "*": exactly XRAY_STATEMENT, under TracingOn."""
+    return {
+        id(st)
+        for role in resources(t, "AWS::IAM::Role").values()
+        for policy, _ in tracing_policies(role)
+        for st in policy["PolicyDocument"]["Statement"]
+        if st == XRAY_STATEMENT
+    }
+
+
 def check_no_wildcard_iam(t: dict) -> None:
     statements = list(iam_statements(t))
     assert statements, "no IAM statements found (the roles moved?)"
+    exempt = xray_exemptions(t)
     for path, st in statements:
         assert "NotResource" not in st and "NotAction" not in st, f"{path}: Not* grants are too wide"
         if st.get("Effect") != "Allow" or "Principal" in st:
             continue  # trust policies name a principal, not a resource
+        if id(st) in exempt:
+            continue
         assert "Resource" in st, f"{path}: Allow without Resource"
         for r in as_list(st["Resource"]):
             assert r != "*", f'{path}: Resource "*"'
@@ -458,10 +493,13 @@ def check_functions_use_explicit_roles(t: dict) -> None:
 
 
 def check_least_privilege(t: dict) -> None:
+    exempt = xray_exemptions(t)  # check_tracing's
     for role_name, allowed in ALLOWED_GRANTS.items():
         role = props(t, role_name, "AWS::IAM::Role")
         granted: dict[str, set[str]] = {}
         for _, st in iam_statements(role.get("Policies", [])):
+            if id(st) in exempt:
+                continue
             assert st.get("Effect") == "Allow"
             targets = set()
             for r in as_list(st["Resource"]):
@@ -540,18 +578,25 @@ def check_poll_schedules(t: dict) -> None:
     assert getatt(dest.get("Destination")) == ("PollDeadLetterQueue", "Arn"), "failed invocations are kept"
 
 
+# The namespace of Inlet's own metrics, as the template writes it wherever it is used: the
+# MetricsNamespace parameter, or Inlet/<stack name> when that is empty.
+STACK_METRICS_NAMESPACE = {
+    "Fn::If": ["DerivedMetricsNamespace", {"Fn::Sub": "Inlet/${AWS::StackName}"}, {"Ref": "MetricsNamespace"}]
+}
+STACK_NS = "<the stack's metrics namespace>"
+
 # Every way events stop flowing has an alarm: (namespace, metric, what it watches).
 REQUIRED_ALARMS = [
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "DeadLetterQueue"),
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "PollDeadLetterQueue"),
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "ChecksDeadLetterQueue"),
     ("AWS/SQS", "ApproximateAgeOfOldestMessage", "EventsQueue"),
-    ("Inlet", "refused", None),
-    ("Inlet", "conflicts", None),
-    ("Inlet", "dispatch_failures", None),
-    ("Inlet", "poll_lag", None),
-    ("Inlet", "poll_errors", None),
-    ("Inlet", "secrets_refresh_failures", None),
+    (STACK_NS, "refused", None),
+    (STACK_NS, "conflicts", None),
+    (STACK_NS, "dispatch_failures", None),
+    (STACK_NS, "poll_lag", None),
+    (STACK_NS, "poll_errors", None),
+    (STACK_NS, "secrets_refresh_failures", None),
 ] + [("AWS/Lambda", m, f) for f in FUNCTIONS for m in ("Errors", "Throttles")]
 
 
@@ -590,6 +635,7 @@ def alarm_metrics(alarm: dict) -> list[tuple[str, str, str | None]]:
     ]
     out = []
     for ns, name, dims in plain + math:
+        ns = STACK_NS if ns == STACK_METRICS_NAMESPACE else ns if isinstance(ns, str) else json.dumps(ns)
         target = None
         for d in dims:
             v = d["Value"]
@@ -612,12 +658,18 @@ def check_alarms(t: dict) -> None:
     # Inlet's metrics are alarmed stack-wide: the EMF lines carry a no-dimension set for this.
     for name, a in alarms.items():
         for ns, metric, target in alarm_metrics(a):
-            if ns == "Inlet":
+            if ns == STACK_NS:
                 assert target is None, f"{name}: {metric} is emitted per source and stack-wide; alarm on the latter"
 
 
+def dashboard_text(t: dict) -> str:
+    """The dashboard body's text, before substitution."""
+    sub = props(t, "Dashboard", "AWS::CloudWatch::Dashboard")["DashboardBody"]["Fn::Sub"]
+    return sub[0] if isinstance(sub, list) else sub
+
+
 def check_dashboard(t: dict) -> None:
-    body = props(t, "Dashboard", "AWS::CloudWatch::Dashboard")["DashboardBody"]["Fn::Sub"]
+    body = dashboard_text(t)
     for metric in ("enqueued", "refused", "dispatched", "dispatch_failures", "end_to_end_latency", "poll_lag", "missed_webhooks"):
         assert f'"{metric}"' in body, f"dashboard lacks {metric}"
     for alarm in resources(t, "AWS::CloudWatch::Alarm"):
@@ -707,7 +759,238 @@ def check_poller_fires_delayed_checks(t: dict) -> None:
         assert ref(env.get("INLET_CHECKS_QUEUE_URL")) == "ChecksQueue", fn
 
 
+# ------------------------------------------------------ two stacks in one account
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+NO_VALUE = object()
+# Properties by which a template names a resource itself (else CloudFormation makes a name).
+NAME_PROPERTIES = ("QueueName", "FunctionName", "TableName", "Name", "AlarmName", "DashboardName", "LogGroupName")
+
+
+class Stack:
+    """The template deployed as one stack: the intrinsic functions CloudFormation resolves,
+    enough of them for the alarms, the dashboard and the functions' environment, with the
+    names CloudFormation gives resources that do not name themselves
+    (`<stack>-<logical id>-<suffix>`)."""
+
+    def __init__(self, t: dict, name: str, params: dict | None = None):
+        self.t, self.name, self.params = t, name, params or {}
+
+    def resource_name(self, logical: str) -> str:
+        res = self.t["Resources"].get(logical)
+        assert res is not None, f"{self.name}: no resource {logical}"
+        for key in NAME_PROPERTIES:
+            if key in res.get("Properties", {}):
+                return self.resolve(res["Properties"][key])
+        suffix = hashlib.sha1(f"{self.name}/{logical}".encode()).hexdigest()[:12].upper()
+        return f"{self.name}-{logical}-{suffix}"
+
+    def ref(self, name: str):
+        pseudo = {
+            "AWS::StackName": self.name,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": NO_VALUE,
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.t.get("Parameters", {}):
+            p = self.t["Parameters"][name]
+            value = self.params.get(name, p.get("Default", ""))
+            return str(value).split(",") if p["Type"] == "CommaDelimitedList" else str(value)
+        rtype = self.t["Resources"][name]["Type"]
+        if rtype == "AWS::SQS::Queue":
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{self.resource_name(name)}"
+        return self.resource_name(name)
+
+    def getatt(self, logical: str, attribute: str) -> str:
+        rtype = self.t["Resources"][logical]["Type"]
+        if attribute == "Arn":
+            service = rtype.split("::")[1].lower()
+            return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{logical.lower()}:{self.resource_name(logical)}"
+        if attribute == "QueueName":
+            return self.resource_name(logical)
+        return f"{self.resource_name(logical)}.{attribute}"
+
+    def condition(self, name: str) -> bool:
+        return bool(self.resolve(self.t["Conditions"][name]))
+
+    def sub(self, text: str, local: dict) -> str:
+        def one(match):
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in local:
+                return self.resolve(local[name])
+            if "." in name and "::" not in name:
+                return self.getatt(*name.split(".", 1))
+            return self.ref(name)
+
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def resolve(self, node):
+        if isinstance(node, list):
+            return [v for v in (self.resolve(x) for x in node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (fn, arg), = node.items()
+            if fn == "Ref":
+                return self.ref(arg)
+            if fn == "Fn::GetAtt":
+                return self.getatt(*getatt(node))
+            if fn == "Fn::Sub":
+                text, local = (arg, {}) if isinstance(arg, str) else arg
+                return self.sub(text, local)
+            if fn == "Fn::If":
+                return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
+            if fn == "Condition":
+                return self.condition(arg)
+            if fn == "Fn::Equals":
+                return self.resolve(arg[0]) == self.resolve(arg[1])
+            if fn == "Fn::Not":
+                return not self.resolve(arg[0])
+            if fn == "Fn::And":
+                return all(self.resolve(a) for a in arg)
+            if fn == "Fn::Or":
+                return any(self.resolve(a) for a in arg)
+            if fn == "Fn::Join":
+                return arg[0].join(self.resolve(arg[1]))
+            if fn == "Fn::Split":
+                return self.resolve(arg[1]).split(arg[0])
+            if fn == "Fn::Select":
+                return self.resolve(arg[1])[int(arg[0])]
+            assert not fn.startswith("Fn::"), f"{fn} is not resolved by this test: add it"
+        return {k: v for k, v in ((k, self.resolve(v)) for k, v in node.items()) if v is not NO_VALUE}
+
+    def alarm_series(self) -> dict[str, set]:
+        """Alarm → every series it reads: (namespace, metric, dimensions)."""
+        out = {}
+        for name, alarm in resources(self.t, "AWS::CloudWatch::Alarm").items():
+            p = self.resolve(alarm["Properties"])
+            metrics = [p] if "MetricName" in p else [m["MetricStat"]["Metric"] for m in p.get("Metrics", []) if "MetricStat" in m]
+            out[name] = {
+                (m["Namespace"], m["MetricName"], frozenset((d["Name"], d["Value"]) for d in m.get("Dimensions", [])))
+                for m in metrics
+            }
+        return out
+
+    def dashboard_series(self) -> set:
+        body = json.loads(self.resolve(props(self.t, "Dashboard", "AWS::CloudWatch::Dashboard")["DashboardBody"]))
+        out = set()
+        for widget in body["widgets"]:
+            if widget["type"] != "metric":
+                continue
+            for entry in widget["properties"]["metrics"]:
+                names = [x for x in entry if isinstance(x, str)]
+                assert names[0] not in (".", "..."), "the shorthand of repeated entries is not read by this test"
+                ns, metric, dims = names[0], names[1], names[2:]
+                out.add((ns, metric, frozenset(zip(dims[::2], dims[1::2]))))
+        return out
+
+    def function_namespaces(self) -> dict[str, str]:
+        return {
+            fn: self.resolve(function_props(self.t, fn)["Environment"]["Variables"].get("POWERTOOLS_METRICS_NAMESPACE"))
+            for fn in FUNCTIONS
+        }
+
+
+def check_stacks_never_share_a_series(t: dict) -> None:
+    """Staging and production in one account: no alarm or dashboard widget of one reads a series
+    (namespace, metric, dimensions) of the other, and Inlet's own series are read in the very
+    namespace the functions emit to."""
+    stacks = [Stack(t, "inlet-staging"), Stack(t, "inlet-production")]
+    read = []
+    for stack in stacks:
+        alarms = stack.alarm_series()
+        assert alarms, "no alarms"
+        for name, series in alarms.items():
+            assert series, f"{stack.name}: {name} reads no metric"
+        namespaces = set(stack.function_namespaces().values())
+        assert len(namespaces) == 1 and None not in namespaces, f"{stack.name}: functions' namespaces {namespaces}"
+        (emitted,) = namespaces
+        assert not emitted.startswith("AWS/"), emitted
+        every = {(name, s) for name, series in alarms.items() for s in series}
+        every |= {("Dashboard", s) for s in stack.dashboard_series()}
+        for where, (ns, metric, _) in every:
+            if not ns.startswith("AWS/"):
+                assert ns == emitted, f"{stack.name}: {where} reads {metric} in {ns}, the functions emit to {emitted}"
+        read.append(every)
+    shared = {s for _, s in read[0]} & {s for _, s in read[1]}
+    readers = sorted({where for where, s in read[0] if s in shared})
+    assert not shared, f"{readers} read series both stacks write: {sorted(map(str, shared))}"
+    # A namespace given as a parameter is used as is, by the functions and the alarms alike.
+    named = Stack(t, "inlet-staging", {"MetricsNamespace": "Payments/inlet"})
+    assert set(named.function_namespaces().values()) == {"Payments/inlet"}
+    assert ("Payments/inlet", "refused", frozenset()) in named.alarm_series()["RefusalSpikeAlarm"]
+
+
+APPLICATION_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+
+
+def check_log_levels(t: dict) -> None:
+    """The LogLevel parameter is the level every function logs at, through Lambda's own
+    ApplicationLogLevel where it can be: up to INFO, where the function follows
+    AWS_LAMBDA_LOG_LEVEL (a level changed in the console applies). Above INFO Lambda's filter
+    stays at INFO, because a metric (EMF) line has no level and Lambda counts it INFO, and
+    POWERTOOLS_LOG_LEVEL, which the functions honour first, carries the level."""
+    params = t["Parameters"]
+    assert params["LogLevel"]["AllowedValues"] == APPLICATION_LEVELS
+    assert params["LogLevel"]["Default"] == "INFO"
+    assert sorted(params["SystemLogLevel"]["AllowedValues"]) == ["DEBUG", "INFO", "WARN"]
+    for level in APPLICATION_LEVELS:
+        for system in params["SystemLogLevel"]["AllowedValues"]:
+            stack = Stack(t, "inlet-staging", {"LogLevel": level, "SystemLogLevel": system})
+            for fn in FUNCTIONS:
+                p = stack.resolve(function_props(t, fn))
+                logging, env = p["LoggingConfig"], p["Environment"]["Variables"]
+                assert logging["LogFormat"] == "JSON", fn
+                assert logging["SystemLogLevel"] == system, f"{fn}: {logging}"
+                app = logging.get("ApplicationLogLevel")
+                assert app in ("TRACE", "DEBUG", "INFO"), f"{fn} at {level}: Lambda would drop the metric lines ({app})"
+                assert env.get("POWERTOOLS_LOG_LEVEL", app) == level, f"{fn} at {level}: logs at {env.get('POWERTOOLS_LOG_LEVEL', app)}"
+                if APPLICATION_LEVELS.index(level) <= APPLICATION_LEVELS.index("INFO"):
+                    assert "POWERTOOLS_LOG_LEVEL" not in env, f"{fn} at {level}: would override the console's level"
+                # AWS_LAMBDA_LOG_LEVEL, always set with a JSON log format, is honoured first.
+                assert "RUST_LOG" not in env, f"{fn}: RUST_LOG would never apply"
+
+
+def check_tracing(t: dict) -> None:
+    """X-Ray is an option: the functions' Tracing mode and their roles' X-Ray grant exist
+    together, only when Tracing is not Disabled, and the grant is XRAY_STATEMENT alone."""
+    p = t["Parameters"]["Tracing"]
+    assert p["AllowedValues"] == ["Disabled", "PassThrough", "Active"] and p["Default"] == "Disabled", p
+    for name, role in resources(t, "AWS::IAM::Role").items():
+        policies = tracing_policies(role)
+        if name not in {fn.replace("Function", "Role") for fn in FUNCTIONS}:
+            assert not policies, f"{name} is no function's role"
+            continue
+        assert len(policies) == 1, f"{name}: {len(policies)} X-Ray policies"
+        ((policy, otherwise),) = policies
+        assert ref(otherwise) == "AWS::NoValue", f"{name}: {otherwise}"
+        assert policy["PolicyDocument"]["Statement"] == [XRAY_STATEMENT], f"{name}: {policy}"
+    for mode in p["AllowedValues"]:
+        stack = Stack(t, "inlet-staging", {"Tracing": mode})
+        for fn in FUNCTIONS:
+            traced = stack.resolve(function_props(t, fn)).get("Tracing")
+            statements = [
+                st
+                for policy in stack.resolve(props(t, fn.replace("Function", "Role"), "AWS::IAM::Role"))["Policies"]
+                for st in policy["PolicyDocument"]["Statement"]
+            ]
+            if mode == "Disabled":
+                assert traced is None and XRAY_STATEMENT not in statements, f"{fn}: {traced}"
+            else:
+                assert traced == mode and XRAY_STATEMENT in statements, f"{fn} with {mode}: {traced}"
+
+
 CHECKS = [
+    check_log_levels,
+    check_tracing,
+    check_stacks_never_share_a_series,
     check_references_resolve,
     check_poller_fires_delayed_checks,
     check_worker_reports_batch_item_failures,
@@ -833,6 +1116,10 @@ def _rename_key(d: dict, old: str, new: str) -> None:
 
 def _worker_queue_event(t: dict) -> dict:
     return worker_sqs_events(t)[0][1]["Properties"]
+
+
+def _dashboard_sub(t: dict) -> list:
+    return t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
 
 
 MUTATIONS = {
@@ -988,9 +1275,79 @@ MUTATIONS = {
     ),
     "dashboard without latency": (
         check_dashboard,
-        lambda t: t["Resources"]["Dashboard"]["Properties"]["DashboardBody"].update(
-            {"Fn::Sub": t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"].replace("end_to_end_latency", "x")}
+        lambda t: _dashboard_sub(t).__setitem__(0, _dashboard_sub(t)[0].replace("end_to_end_latency", "x")),
+    ),
+    "an alarm left at the namespace Inlet": (
+        check_stacks_never_share_a_series,
+        lambda t: t["Resources"]["ConflictAlarm"]["Properties"].update(Namespace="Inlet"),
+    ),
+    "a metric-math alarm reading Inlet": (
+        check_stacks_never_share_a_series,
+        lambda t: t["Resources"]["DispatchFailureRateAlarm"]["Properties"]["Metrics"][1]["MetricStat"]["Metric"].update(
+            Namespace="Inlet"
         ),
+    ),
+    "a dashboard widget reading Inlet": (
+        check_stacks_never_share_a_series,
+        lambda t: _dashboard_sub(t).__setitem__(
+            0, _dashboard_sub(t)[0].replace('["${Namespace}", "poll_lag"', '["Inlet", "poll_lag"')
+        ),
+    ),
+    "the functions emit to another namespace than the alarms read": (
+        check_stacks_never_share_a_series,
+        lambda t: t["Globals"]["Function"]["Environment"]["Variables"].update(POWERTOOLS_METRICS_NAMESPACE="Inlet"),
+    ),
+    "a Lambda alarm without its function": (
+        check_stacks_never_share_a_series,
+        lambda t: t["Resources"]["PollerThrottlesAlarm"]["Properties"].pop("Dimensions"),
+    ),
+    "Lambda's level follows WARN and drops the metrics": (
+        check_log_levels,
+        lambda t: t["Resources"]["WorkerFunction"]["Properties"]["LoggingConfig"].update(
+            ApplicationLogLevel={"Ref": "LogLevel"}
+        ),
+    ),
+    "POWERTOOLS_LOG_LEVEL always set, the console's level ignored": (
+        check_log_levels,
+        lambda t: t["Globals"]["Function"]["Environment"]["Variables"].update(POWERTOOLS_LOG_LEVEL={"Ref": "LogLevel"}),
+    ),
+    "a dead RUST_LOG": (
+        check_log_levels,
+        lambda t: t["Globals"]["Function"]["Environment"]["Variables"].update(RUST_LOG={"Ref": "LogLevel"}),
+    ),
+    "system log level fixed": (
+        check_log_levels,
+        lambda t: t["Resources"]["PollerFunction"]["Properties"]["LoggingConfig"].update(SystemLogLevel="WARN"),
+    ),
+    "X-Ray grant without its condition": (
+        check_tracing,
+        lambda t: t["Resources"]["IngestRole"]["Properties"]["Policies"].__setitem__(
+            -1, t["Resources"]["IngestRole"]["Properties"]["Policies"][-1]["Fn::If"][1]
+        ),
+    ),
+    "X-Ray grant on a wider action": (
+        check_no_wildcard_iam,
+        lambda t: t["Resources"]["WorkerRole"]["Properties"]["Policies"][-1]["Fn::If"][1]["PolicyDocument"]["Statement"][0][
+            "Action"
+        ].append("xray:GetTraceSummaries"),
+    ),
+    "a resource-wide grant named like X-Ray's": (
+        check_no_wildcard_iam,
+        lambda t: t["Resources"]["PollerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(
+            {**XRAY_STATEMENT, "Action": ["sqs:SendMessage"]}
+        ),
+    ),
+    "tracing on without the grant": (
+        check_tracing,
+        lambda t: t["Resources"]["PollerRole"]["Properties"]["Policies"].pop(),
+    ),
+    "tracing on regardless of the parameter": (
+        check_tracing,
+        lambda t: t["Globals"]["Function"].update(Tracing="Active"),
+    ),
+    "a queue alarm naming a fixed queue": (
+        check_stacks_never_share_a_series,
+        lambda t: t["Resources"]["ChecksDeadLetterQueueAlarm"]["Properties"]["Dimensions"][0].update(Value="inlet-checks-dlq"),
     ),
     "missing env": (
         check_environment,

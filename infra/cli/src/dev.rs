@@ -7,8 +7,8 @@ use inlet::ports::SystemClock;
 use inlet_cli::server;
 use tokio::sync::watch;
 
+/// The stack, until Ctrl-C. The caller has set up the logs.
 pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), String> {
-    inlet::telemetry::init_json_logs(true);
     let stack = Arc::new(
         LocalStack::open(cfg, data_dir, Arc::new(SystemClock)).map_err(|e| e.to_string())?,
     );

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use inlet::telemetry::LogFormat;
 
 mod dev;
 mod dlq;
@@ -70,6 +71,10 @@ enum Command {
         /// Where the SQLite store lives (default: settings.data_dir beside the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The log lines on stderr: readable text on a terminal and JSON otherwise (auto),
+        /// or always one of them.
+        #[arg(long, value_enum, env = "INLET_LOG_FORMAT", default_value_t = LogFormatArg::Auto)]
+        log_format: LogFormatArg,
     },
     /// Run one poll of a source now (its `poll` table) on the local store.
     Poll {
@@ -79,6 +84,9 @@ enum Command {
         source: String,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The log lines on stderr, as `inlet dev --log-format`.
+        #[arg(long, value_enum, env = "INLET_LOG_FORMAT", default_value_t = LogFormatArg::Auto)]
+        log_format: LogFormatArg,
     },
     /// The dead-letter queue: what is in it and why.
     Dlq {
@@ -142,6 +150,31 @@ enum DlqCommand {
         at: dlq::Where,
         id: String,
     },
+}
+
+/// `--log-format` of the commands that log as they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    /// Text when stderr is a terminal, JSON otherwise.
+    Auto,
+    Json,
+    Text,
+}
+
+impl LogFormatArg {
+    fn resolve(self, stderr_is_terminal: bool) -> LogFormat {
+        match self {
+            LogFormatArg::Auto if stderr_is_terminal => LogFormat::Text,
+            LogFormatArg::Auto | LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Text => LogFormat::Text,
+        }
+    }
+
+    /// Logs on stderr in this format.
+    fn init(self) {
+        use std::io::IsTerminal;
+        inlet::telemetry::init_cli_logs(self.resolve(std::io::stderr().is_terminal()));
+    }
 }
 
 fn load(config: &Path) -> Result<inlet::config::Config, String> {
@@ -280,16 +313,27 @@ fn check_config(config: &Path, base_url: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-async fn dev(config: &Path, listen: &str, dir: Option<PathBuf>) -> Result<(), String> {
+async fn dev(
+    config: &Path,
+    listen: &str,
+    dir: Option<PathBuf>,
+    logs: LogFormatArg,
+) -> Result<(), String> {
     let cfg = load(config)?;
     let dir = data_dir(&cfg, dir);
+    logs.init();
     dev::run(cfg, listen, &dir).await
 }
 
-async fn poll_once(config: &Path, source: &str, dir: Option<PathBuf>) -> Result<(), String> {
+async fn poll_once(
+    config: &Path,
+    source: &str,
+    dir: Option<PathBuf>,
+    logs: LogFormatArg,
+) -> Result<(), String> {
     let cfg = load(config)?;
     // Logs to stderr: stdout carries the run's summary.
-    inlet::telemetry::init_json_logs(true);
+    logs.init();
     let dir = data_dir(&cfg, dir);
     poll::run_once(cfg, &dir, source).await
 }
@@ -332,12 +376,14 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             config,
             listen,
             data_dir,
-        } => dev(&config, &listen, data_dir).await,
+            log_format,
+        } => dev(&config, &listen, data_dir, log_format).await,
         Command::Poll {
             config,
             source,
             data_dir,
-        } => poll_once(&config, &source, data_dir).await,
+            log_format,
+        } => poll_once(&config, &source, data_dir, log_format).await,
         Command::Dlq {
             command: DlqCommand::List { at, limit, json },
         } => dlq::run_list(at, limit, json).await,
@@ -372,6 +418,21 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("inlet: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_text_on_a_terminal_and_json_otherwise() {
+        assert_eq!(LogFormatArg::Auto.resolve(true), LogFormat::Text);
+        assert_eq!(LogFormatArg::Auto.resolve(false), LogFormat::Json);
+        for terminal in [true, false] {
+            assert_eq!(LogFormatArg::Json.resolve(terminal), LogFormat::Json);
+            assert_eq!(LogFormatArg::Text.resolve(terminal), LogFormat::Text);
         }
     }
 }

@@ -3,8 +3,9 @@
 //! `inlet-footprint` measures the functions' init time and memory against it.
 //!
 //! It records the instant of the first `GET …/invocation/next` (a function asks for its
-//! first event only once its init is done), hands out its events in order and then holds
-//! further `next` requests open, as the real API does while no event is waiting.
+//! first event only once its init is done), hands out its events in order, each with a
+//! request id and an X-Ray trace header of its own ([`RuntimeStub::invocation`]), and then
+//! holds further `next` requests open, as the real API does while no event is waiting.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -33,7 +34,8 @@ pub enum Outcome {
 }
 
 struct Shared {
-    events: Mutex<VecDeque<(String, String)>>,
+    /// (request id, trace header, event) in the order they are handed out.
+    events: Mutex<VecDeque<(String, String, String)>>,
     first_next: OnceLock<Instant>,
     outcomes: Mutex<Vec<Outcome>>,
     /// Bumped on every `next` and every outcome, so waiters wake without polling.
@@ -61,7 +63,10 @@ impl RuntimeStub {
                 events
                     .into_iter()
                     .enumerate()
-                    .map(|(i, e)| (format!("inlet-footprint-{i}"), e))
+                    .map(|(i, e)| {
+                        let (id, trace) = Self::invocation(i);
+                        (id, trace, e)
+                    })
                     .collect(),
             ),
             first_next: OnceLock::new(),
@@ -85,6 +90,16 @@ impl RuntimeStub {
             shared,
             server,
         })
+    }
+
+    /// The request id and X-Ray trace header (`Lambda-Runtime-Trace-Id`) the stub gives its
+    /// `index`-th event (from 0).
+    pub fn invocation(index: usize) -> (String, String) {
+        let n = index + 1;
+        (
+            format!("inlet-footprint-{index}"),
+            format!("Root=1-6a1b2c3d-{n:024x};Parent={n:016x};Sampled=0"),
+        )
     }
 
     /// The value for `AWS_LAMBDA_RUNTIME_API` (host:port, no scheme).
@@ -149,7 +164,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn next(State(shared): State<Arc<Shared>>) -> Response {
     shared.first_next.get_or_init(Instant::now);
     shared.bump();
-    let Some((id, event)) = lock(&shared.events).pop_front() else {
+    let Some((id, trace, event)) = lock(&shared.events).pop_front() else {
         // No event waiting: the real API holds the request until one comes; here none will.
         return std::future::pending().await;
     };
@@ -162,6 +177,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
         ("lambda-runtime-aws-request-id", id),
         ("lambda-runtime-deadline-ms", deadline_ms.to_string()),
         ("lambda-runtime-invoked-function-arn", FUNCTION_ARN.into()),
+        ("lambda-runtime-trace-id", trace),
         ("content-type", "application/json".into()),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
