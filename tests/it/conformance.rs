@@ -706,7 +706,7 @@ async fn complete_or_fail_on_missing_key_is_not_found(ledger: &dyn Ledger) {
     );
 }
 
-fn trail_entry(id: &str, source: &str, at_ms: i64) -> TrailEntry {
+pub(crate) fn trail_entry(id: &str, source: &str, at_ms: i64) -> TrailEntry {
     TrailEntry {
         id: id.to_owned(),
         at_ms,
@@ -806,7 +806,7 @@ async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
 }
 
 /// What `list` shows at `now_ms`: each row's kind and id (or key), newest first.
-async fn listed(
+pub(crate) async fn listed(
     ledger: &dyn Ledger,
     source: Option<&str>,
     limit: usize,

@@ -7,34 +7,12 @@ use std::collections::BTreeSet;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use inlet::adapters::aws::dynamodb::SOURCE_INDEX_SHARDS;
-use inlet::ports::{Ledger, TrailEntry, TrailQuery, TrailRow, TrailStatus};
+use inlet::ports::{Ledger, TrailQuery};
 
+use crate::conformance::{listed, trail_entry};
 use crate::support;
 
 const T0: i64 = 1_767_225_600_000;
-const DAY_MS: i64 = 86_400_000;
-
-fn entry(id: String, source: &str, at_ms: i64) -> TrailEntry {
-    TrailEntry {
-        id,
-        at_ms,
-        source: source.to_owned(),
-        status: TrailStatus::Refused,
-        dedupe_key: None,
-        provider_event_id: None,
-        event_type: None,
-        reason: Some("bad_signature".to_owned()),
-        source_ip: None,
-        expires_at_ms: at_ms + DAY_MS,
-    }
-}
-
-fn id_of(row: &TrailRow) -> String {
-    match row {
-        TrailRow::Entry(e) => e.id.clone(),
-        TrailRow::Record(r) => r.key.clone(),
-    }
-}
 
 #[tokio::test]
 async fn one_source_is_spread_over_the_index_shards_and_still_listed_newest_first() {
@@ -42,13 +20,13 @@ async fn one_source_is_spread_over_the_index_shards_and_still_listed_newest_firs
     let ledger = support::aws::ledger().await;
     for i in 0..ROWS {
         ledger
-            .append(&entry(format!("hot-{i}"), "hot", T0 + i * 10))
+            .append(&trail_entry(&format!("hot-{i}"), "hot", T0 + i * 10))
             .await
             .expect("append");
     }
     for i in 0..3 {
         ledger
-            .append(&entry(format!("cold-{i}"), "cold", T0 + i))
+            .append(&trail_entry(&format!("cold-{i}"), "cold", T0 + i))
             .await
             .expect("append");
     }
@@ -108,18 +86,11 @@ async fn one_source_is_spread_over_the_index_shards_and_still_listed_newest_firs
     assert_eq!(partitions.len(), shards.len() + 1, "{partitions:?}");
 
     // Newest first across the shards, limited, the legacy row first (it is the newest).
-    let newest = ledger
-        .list(&TrailQuery {
-            source: Some("hot".into()),
-            limit: 25,
-            now_ms: T0,
-        })
-        .await
-        .expect("list");
+    let entries = |ids: Vec<String>| ids.into_iter().map(|id| ("entry", id)).collect::<Vec<_>>();
     let want: Vec<String> = std::iter::once("hot-legacy".to_string())
         .chain((ROWS - 24..ROWS).rev().map(|i| format!("hot-{i}")))
         .collect();
-    assert_eq!(newest.iter().map(id_of).collect::<Vec<_>>(), want);
+    assert_eq!(listed(&ledger, Some("hot"), 25, T0).await, entries(want));
 
     let all = ledger
         .list(&TrailQuery {
@@ -131,17 +102,9 @@ async fn one_source_is_spread_over_the_index_shards_and_still_listed_newest_firs
         .expect("list");
     assert_eq!(all.len() as i64, ROWS + 1);
     assert!(all.windows(2).all(|w| w[0].at_ms() >= w[1].at_ms()));
-    let cold = ledger
-        .list(&TrailQuery {
-            source: Some("cold".into()),
-            limit: 0,
-            now_ms: T0,
-        })
-        .await
-        .expect("list");
     assert_eq!(
-        cold.iter().map(id_of).collect::<Vec<_>>(),
-        ["cold-2", "cold-1", "cold-0"]
+        listed(&ledger, Some("cold"), 0, T0).await,
+        entries(vec!["cold-2".into(), "cold-1".into(), "cold-0".into()])
     );
 }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use yaml_rust2::scanner::Marker;
 
 /// A YAML node with its tag (`Ref` for `!Ref`, …).
 #[derive(Debug, Clone, PartialEq)]
@@ -76,10 +76,7 @@ impl Loader {
 impl MarkedEventReceiver for Loader {
     fn on_event(&mut self, ev: Event, _: Marker) {
         match ev {
-            Event::Scalar(v, _style, _, tag) => {
-                let _: TScalarStyle = _style;
-                self.push(Node::Scalar(v, tag_name(tag)));
-            }
+            Event::Scalar(v, _, _, tag) => self.push(Node::Scalar(v, tag_name(tag))),
             Event::SequenceStart(_, tag) => self.stack.push(Node::Seq(Vec::new(), tag_name(tag))),
             Event::MappingStart(_, tag) => {
                 self.stack.push(Node::Map(Vec::new(), tag_name(tag)));
