@@ -20,6 +20,8 @@ static NAMESPACE: OnceLock<String> = OnceLock::new();
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Turn EMF output on (Lambdas) or leave it off (the CLI, tests).
+// Only the Lambdas' composition root (feature `aws-secrets`) turns it on.
+#[cfg_attr(not(feature = "aws-secrets"), allow(dead_code))]
 pub fn enable(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }

@@ -195,11 +195,16 @@ async fn events_shows_dispatched_duplicate_and_refused() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The status, and its reason when there is one (`inlet events` shows them so).
         let statuses: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("json line");
-                v["status"].as_str().expect("status").to_string()
+                let status = v["status"].as_str().expect("status");
+                match v["reason"].as_str().expect("reason") {
+                    "" => status.to_string(),
+                    reason => format!("{status} ({reason})"),
+                }
             })
             .collect();
         if statuses.iter().any(|s| s == "duplicate") || tokio::time::Instant::now() > deadline {

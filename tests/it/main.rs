@@ -7,6 +7,7 @@ mod cli;
 mod conformance;
 mod dlq_aws;
 mod docs;
+mod events;
 mod faults;
 mod hostile;
 mod hostile_batches;

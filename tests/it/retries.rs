@@ -140,7 +140,8 @@ impl Stack {
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
-            .find(|v| v["dedupe_key"] == key && !v["attempts"].as_str().unwrap_or("").is_empty())
+            // A record's row has its attempts (a trail entry's are null).
+            .find(|v| v["dedupe_key"] == key && v["attempts"].is_u64())
             .map(|v| v["delivered"].clone())
             .unwrap_or_else(|| panic!("no record of {key} in inlet events"))
     }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use inlet::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
-use inlet::adapters::embedded::SqliteLedger;
+use inlet::adapters::embedded::{QueueCounts, SqliteLedger};
 use inlet::config::Config;
 use inlet::dlq::{self, DeadLetter, Filter, Progress};
-use inlet::local::LocalStack;
+use inlet::local::{LocalStack, DEAD_LETTER_QUEUE, MAIN_QUEUE};
 use inlet::ports::{Clock, Ledger, Queue, SystemClock};
 use inlet::time::format_rfc3339_ms;
 
@@ -38,7 +38,7 @@ pub struct Where {
     table: Option<String>,
 }
 
-enum Stack {
+pub(crate) enum Stack {
     Local(Box<LocalStack>, SqliteLedger),
     Aws {
         main: SqsQueue,
@@ -49,7 +49,7 @@ enum Stack {
 }
 
 impl Stack {
-    async fn open(w: Where) -> Result<Self, String> {
+    pub(crate) async fn open(w: Where) -> Result<Self, String> {
         let config = w.config.as_deref().map(crate::load).transpose()?;
         if !w.aws {
             let config = config.ok_or("--config is required for the local store (or --aws)")?;
@@ -77,7 +77,7 @@ impl Stack {
         })
     }
 
-    fn parts(&self) -> (&dyn Queue, &dyn Queue, &dyn Ledger) {
+    pub(crate) fn parts(&self) -> (&dyn Queue, &dyn Queue, &dyn Ledger) {
         match self {
             Stack::Local(s, ledger) => (&s.queue, &s.dlq, ledger),
             Stack::Aws {
@@ -86,11 +86,20 @@ impl Stack {
         }
     }
 
-    fn config(&self) -> Option<&Config> {
+    pub(crate) fn config(&self) -> Option<&Config> {
         match self {
             Stack::Local(s, _) => Some(&s.config),
             Stack::Aws { config, .. } => config.as_deref(),
         }
+    }
+
+    /// The local store's main queue and DLQ counts (a deployed stack's are in CloudWatch).
+    pub(crate) fn local_counts(&self) -> Result<Option<(QueueCounts, QueueCounts)>, String> {
+        let Stack::Local(s, _) = self else {
+            return Ok(None);
+        };
+        let count = |name| s.store.queue_counts(name).map_err(|e| e.to_string());
+        Ok(Some((count(MAIN_QUEUE)?, count(DEAD_LETTER_QUEUE)?)))
     }
 }
 

@@ -1,22 +1,86 @@
-use std::path::Path;
-use std::sync::Arc;
+//! `inlet events`: the trail — dedupe records and trail entries, newest first — from the local
+//! store or a deployed stack's table (`--aws`), with the same columns and JSON either way.
 
-use inlet::adapters::embedded::EmbeddedStore;
-use inlet::local::{DB_FILE, DEAD_LETTER_QUEUE, MAIN_QUEUE};
-use inlet::ports::{Clock, DedupeStatus, EventSummary, Ledger, SystemClock, TrailQuery, TrailRow};
+use inlet::ports::{
+    Clock, DedupeStatus, EventSummary, Ledger, SystemClock, TrailQuery, TrailRow, TrailStatus,
+};
 use inlet::time::format_rfc3339_ms;
 
+use crate::dlq::{Stack, Where};
+
+/// Which rows to show. Filters are applied to the source's rows newest first, so `--limit`
+/// counts matching rows.
+#[derive(clap::Args, Debug, Default)]
+pub struct Filters {
+    /// Only this source (checked against the config when one is given).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only rows whose status is this: dispatched, in_progress, failed, dead, refused,
+    /// duplicate, conflict, poll_run, check, missed_webhook, stale, forced_replay.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this event type: the provider's (payment_intent.succeeded) or the canonical one
+    /// (payment.succeeded).
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Only events about this entity: the player, customer or wallet the provider names.
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Only this event: its provider event id or its dedupe key.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only rows from this time on: RFC 3339, or a duration back from now (15m, 2h, 3days).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only rows up to this time: RFC 3339, or a duration back from now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many rows (0: all).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row as both outputs show it.
+#[derive(Debug, PartialEq)]
 struct Line {
-    at: String,
+    at_ms: i64,
     source: String,
     key: String,
     event_id: String,
     event_type: String,
+    /// `dispatched`, `dead`, `refused`, `poll_run`, … (no reason).
     status: String,
-    attempts: String,
+    /// Why: the last error, the refusal, the poll run's outcome and counts, the check's result.
+    reason: String,
+    attempts: Option<u32>,
     /// The targets that have the event (a record's; empty for a trail entry).
     delivered: Vec<String>,
     summary: EventSummary,
+}
+
+impl Line {
+    /// The status column: the status, and its reason when there is one.
+    fn status_text(&self) -> String {
+        if self.reason.is_empty() {
+            self.status.clone()
+        } else {
+            format!("{} ({})", self.status, self.reason)
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "received_at": format_rfc3339_ms(self.at_ms), "source": self.source,
+            "dedupe_key": self.key, "provider_event_id": self.event_id, "type": self.event_type,
+            "status": self.status, "reason": self.reason, "attempts": self.attempts,
+            "delivered": self.delivered, "canonical_type": self.summary.canonical_type,
+            "entity": self.summary.entity, "amount": self.summary.amount,
+            "currency": self.summary.currency, "key_id": self.summary.key_id,
+        })
+    }
 }
 
 /// "Who, which payment": the canonical type, entity and amount in one column.
@@ -36,92 +100,169 @@ fn what(s: &EventSummary) -> String {
     parts.join(" ")
 }
 
-fn line(row: &TrailRow) -> Line {
+fn line(row: TrailRow) -> Line {
     match row {
         TrailRow::Record(r) => Line {
-            at: format_rfc3339_ms(r.received_at_ms),
-            source: r.source.clone(),
-            key: r.key.clone(),
-            event_id: r.provider_event_id.clone().unwrap_or_default(),
-            event_type: r.event_type.clone().unwrap_or_default(),
+            at_ms: r.received_at_ms,
+            source: r.source,
+            key: r.key,
+            event_id: r.provider_event_id.unwrap_or_default(),
+            event_type: r.event_type.unwrap_or_default(),
             status: match (r.status, r.dead) {
-                (DedupeStatus::Completed, _) => "dispatched".into(),
-                (DedupeStatus::InProgress, _) => "in_progress".into(),
-                (DedupeStatus::Failed, true) => {
-                    format!("dead ({})", r.last_error.as_deref().unwrap_or(""))
-                }
-                (DedupeStatus::Failed, false) => {
-                    format!("failed ({})", r.last_error.as_deref().unwrap_or(""))
-                }
+                (DedupeStatus::Completed, _) => "dispatched",
+                (DedupeStatus::InProgress, _) => "in_progress",
+                (DedupeStatus::Failed, true) => "dead",
+                (DedupeStatus::Failed, false) => "failed",
+            }
+            .to_string(),
+            reason: match r.status {
+                DedupeStatus::Failed => r.last_error.unwrap_or_default(),
+                _ => String::new(),
             },
-            attempts: r.attempts.to_string(),
-            delivered: r.delivered.iter().cloned().collect(),
-            summary: r.summary.clone(),
+            attempts: Some(r.attempts),
+            delivered: r.delivered.into_iter().collect(),
+            summary: r.summary,
         },
         TrailRow::Entry(e) => Line {
-            at: format_rfc3339_ms(e.at_ms),
-            source: e.source.clone(),
-            key: e.dedupe_key.clone().unwrap_or_default(),
-            event_id: e.provider_event_id.clone().unwrap_or_default(),
-            event_type: e.event_type.clone().unwrap_or_default(),
-            status: match &e.reason {
-                Some(r) if e.status == inlet::ports::TrailStatus::Refused => {
-                    format!("refused ({r})")
-                }
-                Some(r) if e.status == inlet::ports::TrailStatus::Check => {
-                    format!("check ({r})")
-                }
-                Some(r) if e.status == inlet::ports::TrailStatus::Dead => {
-                    format!("dead ({r})")
-                }
-                _ => e.status.as_str().to_string(),
-            },
-            attempts: String::new(),
+            at_ms: e.at_ms,
+            source: e.source,
+            key: e.dedupe_key.unwrap_or_default(),
+            event_id: e.provider_event_id.unwrap_or_default(),
+            event_type: e.event_type.unwrap_or_default(),
+            status: e.status.as_str().to_string(),
+            reason: e.reason.unwrap_or_default(),
+            attempts: None,
             delivered: Vec::new(),
             summary: EventSummary::default(),
         },
     }
 }
 
-pub async fn run(
-    data_dir: &Path,
-    source: Option<String>,
-    json: bool,
-    limit: usize,
-) -> Result<(), String> {
-    let db = data_dir.join(DB_FILE);
-    if !db.exists() {
-        return Err(format!(
-            "no local store at {} (run `inlet dev` first)",
-            db.display()
-        ));
+/// The filters, checked and with their times read.
+struct Query {
+    filters: Filters,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+}
+
+impl Query {
+    fn new(filters: Filters, now_ms: i64) -> Result<Self, String> {
+        let time = |flag: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| inlet::dlq::parse_since(t, now_ms).map_err(|e| format!("{flag}: {e}")))
+                .transpose()
+        };
+        if let Some(status) = &filters.status {
+            let known = ["dispatched", "in_progress", "failed", "dead"];
+            if !known.contains(&status.as_str()) && TrailStatus::parse(status).is_none() {
+                return Err(format!(
+                    "--status {status:?} is not a status: {}, or a trail status ({})",
+                    known.join(", "),
+                    "refused, duplicate, conflict, poll_run, check, missed_webhook, stale, forced_replay"
+                ));
+            }
+        }
+        Ok(Self {
+            since_ms: time("--since", &filters.since)?,
+            until_ms: time("--until", &filters.until)?,
+            filters,
+        })
     }
-    let store = EmbeddedStore::open(&db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
-    let rows = store
-        .ledger()
+
+    fn matches(&self, l: &Line) -> bool {
+        let f = &self.filters;
+        let is = |want: &Option<String>, have: &[Option<&str>]| {
+            want.as_deref().is_none_or(|w| have.contains(&Some(w)))
+        };
+        is(&f.status, &[Some(&l.status)])
+            && is(
+                &f.event_type,
+                &[Some(&l.event_type), l.summary.canonical_type.as_deref()],
+            )
+            && is(&f.entity, &[l.summary.entity.as_deref()])
+            && is(&f.id, &[Some(&l.event_id), Some(&l.key)])
+            && self.since_ms.is_none_or(|t| l.at_ms >= t)
+            && self.until_ms.is_none_or(|t| l.at_ms <= t)
+    }
+
+    /// Whether listing must read past `limit` rows to find `limit` matching ones.
+    fn filters_rows(&self) -> bool {
+        let f = &self.filters;
+        f.status.is_some()
+            || f.event_type.is_some()
+            || f.entity.is_some()
+            || f.id.is_some()
+            || self.since_ms.is_some()
+            || self.until_ms.is_some()
+    }
+}
+
+/// The trail's rows that match, newest first, at most `limit` (0: all).
+async fn rows(ledger: &dyn Ledger, query: &Query, now_ms: i64) -> Result<Vec<Line>, String> {
+    let limit = query.filters.limit;
+    let listed = ledger
         .list(&TrailQuery {
-            source,
-            limit,
-            now_ms: SystemClock.now_ms(),
+            source: query.filters.source.clone(),
+            limit: if query.filters_rows() { 0 } else { limit },
+            now_ms,
         })
         .await
         .map_err(|e| e.to_string())?;
-    let lines: Vec<Line> = rows.iter().map(line).collect();
+    let matching = listed.into_iter().map(line).filter(|l| query.matches(l));
+    Ok(if limit == 0 {
+        matching.collect()
+    } else {
+        matching.take(limit).collect()
+    })
+}
+
+/// The closest of `known` to `name`, when it is close enough to be a typo.
+fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::levenshtein(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
+pub async fn run(at: Where, filters: Filters) -> Result<(), String> {
+    let stack = Stack::open(at).await?;
+    if let (Some(source), Some(cfg)) = (&filters.source, stack.config()) {
+        if cfg.source(source).is_none() {
+            let hint = did_you_mean(source, cfg.sources.keys().map(String::as_str))
+                .map(|k| format!(" (did you mean {k:?}?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "--source {source:?}: no such source in the config{hint}"
+            ));
+        }
+    }
+    let now_ms = SystemClock.now_ms();
+    let json = filters.json;
+    let query = Query::new(filters, now_ms)?;
+    let (_, _, ledger) = stack.parts();
+    let lines = rows(ledger, &query, now_ms).await?;
     if json {
         for l in &lines {
-            let v = serde_json::json!({
-                "received_at": l.at, "source": l.source, "dedupe_key": l.key,
-                "provider_event_id": l.event_id, "type": l.event_type,
-                "status": l.status, "attempts": l.attempts, "delivered": l.delivered,
-                "canonical_type": l.summary.canonical_type, "entity": l.summary.entity,
-                "amount": l.summary.amount, "currency": l.summary.currency,
-                "key_id": l.summary.key_id,
-            });
-            println!("{v}");
+            println!("{}", l.json());
         }
         return Ok(());
     }
-    let mut table = crate::table::plain(&[
+    print_table(&lines);
+    if let Some((main, dlq)) = stack.local_counts()? {
+        println!(
+            "\naccepted, not yet processed: {} queued, {} in flight; dead-letter queue: {}",
+            main.visible + main.delayed,
+            main.in_flight,
+            dlq.visible + dlq.delayed + dlq.in_flight
+        );
+    }
+    Ok(())
+}
+
+fn print_table(lines: &[Line]) {
+    let mut table = crate::table::fitted(&[
         "RECEIVED_AT",
         "SOURCE",
         "DEDUPE_KEY",
@@ -132,29 +273,45 @@ pub async fn run(
         "DELIVERED_TO",
         "WHAT",
     ]);
-    for l in &lines {
+    crate::table::align_right(&mut table, 5);
+    for l in lines {
         table.add_row(vec![
-            l.at.clone(),
+            format_rfc3339_ms(l.at_ms),
             l.source.clone(),
             l.key.clone(),
             l.event_id.clone(),
             l.event_type.clone(),
-            l.attempts.clone(),
-            l.status.clone(),
+            l.attempts.map(|a| a.to_string()).unwrap_or_default(),
+            l.status_text(),
             l.delivered.join(","),
             what(&l.summary),
         ]);
     }
     println!("{}", table.trim_fmt());
-    let main = store.queue_counts(MAIN_QUEUE).map_err(|e| e.to_string())?;
-    let dlq = store
-        .queue_counts(DEAD_LETTER_QUEUE)
-        .map_err(|e| e.to_string())?;
-    println!(
-        "\naccepted, not yet processed: {} queued, {} in flight; dead-letter queue: {}",
-        main.visible + main.delayed,
-        main.in_flight,
-        dlq.visible + dlq.delayed + dlq.in_flight
-    );
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_gets_the_closest_name_and_a_stranger_none() {
+        let known = ["stripe", "github", "telegram", "custom"];
+        assert_eq!(did_you_mean("strpe", known), Some("stripe"));
+        assert_eq!(did_you_mean("githb", known), Some("github"));
+        assert_eq!(did_you_mean("paypal", known), None);
+    }
+
+    #[test]
+    fn an_unknown_status_is_refused_naming_the_known_ones() {
+        let f = Filters {
+            status: Some("dispatch".into()),
+            ..Filters::default()
+        };
+        let err = Query::new(f, 0).err().expect("refused");
+        assert!(
+            err.contains("dispatched") && err.contains("poll_run"),
+            "{err}"
+        );
+    }
 }

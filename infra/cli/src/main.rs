@@ -117,18 +117,13 @@ enum Command {
     /// Diagnose a captured request: verdict and the precise reason. Exits 0 valid, 1 invalid,
     /// 2 on usage errors.
     Verify(verify::VerifyArgs),
-    /// The event trail of the local store: accepted, refused, dispatched, duplicate, failed, dead.
+    /// The event trail, newest first: dispatched, failed, dead, refused, duplicate, poll runs
+    /// and checks, each with its reason; from the local store or a deployed stack (`--aws`).
     Events {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long)]
-        source: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: dlq::Where,
+        #[command(flatten)]
+        filters: events::Filters,
     },
 }
 
@@ -338,18 +333,6 @@ async fn poll_once(
     poll::run_once(cfg, &dir, source).await
 }
 
-async fn trail(
-    config: &Path,
-    source: Option<String>,
-    json: bool,
-    limit: usize,
-    dir: Option<PathBuf>,
-) -> Result<(), String> {
-    let cfg = load(config)?;
-    let dir = data_dir(&cfg, dir);
-    events::run(&dir, source, json, limit).await
-}
-
 /// Runs a command; `inlet verify` picks its own exit code (0 valid, 1 invalid, 2 usage).
 async fn run(command: Command) -> Result<ExitCode, String> {
     let done = match command {
@@ -400,13 +383,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             let cfg = load(&config)?;
             sign::run(&cfg, &source, body.as_deref(), send.as_deref()).await
         }
-        Command::Events {
-            config,
-            source,
-            json,
-            limit,
-            data_dir,
-        } => trail(&config, source, json, limit, data_dir).await,
+        Command::Events { at, filters } => events::run(at, filters).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

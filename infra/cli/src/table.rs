@@ -1,13 +1,25 @@
 //! The CLI's tables (`inlet events`, `inlet dlq list`): columns two spaces apart, no borders,
-//! never wrapped, each line's trailing spaces trimmed.
+//! each line's trailing spaces trimmed; wrapped only to fit a terminal.
 
-use comfy_table::{presets::NOTHING, CellAlignment, Table};
+use comfy_table::{presets::NOTHING, CellAlignment, ContentArrangement, Table};
 
 pub fn plain(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_style(NOTHING).set_header(header.to_vec());
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
+    }
+    table
+}
+
+/// A [`plain`] table that fits the terminal it is printed to: long cells wrap within their
+/// column. Into a pipe nothing wraps, so each row stays one line for grep and scripts.
+pub fn fitted(header: &[&str]) -> Table {
+    let mut table = plain(header);
+    if let Some((_, width)) = console::Term::stdout().size_checked() {
+        table
+            .set_width(width)
+            .set_content_arrangement(ContentArrangement::Dynamic);
     }
     table
 }

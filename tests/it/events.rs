@@ -1,0 +1,305 @@
+//! `inlet events` answers the same rows from the local store and from a deployed stack's
+//! DynamoDB table (moto): the same trail written into both, the same queries run through the
+//! real CLI binary, the same JSON lines back.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use inlet::adapters::embedded::EmbeddedStore;
+use inlet::local::DB_FILE;
+use inlet::ports::{BeginRequest, EventSummary, Ledger, SystemClock, TrailEntry, TrailStatus};
+
+use crate::support::aws;
+
+const INLET: &str = env!("CARGO_BIN_EXE_inlet");
+/// Recent enough that no entry has expired: `list` leaves expired ones out.
+const DAY_MS: i64 = 86_400_000;
+
+const CONFIG: &str = r#"[settings]
+environment = "local"
+
+[[sources]]
+id = "stripe"
+provider = "stripe"
+secrets = ["literal:whsec_events_conformance_0123456789"]
+
+[[sources]]
+id = "backoffice"
+provider = "stripe"
+secrets = ["literal:whsec_events_conformance_9876543210"]
+
+[[targets]]
+id = "bus"
+kind = "jsonl"
+path = "events.jsonl"
+
+[[routes]]
+sources = ["*"]
+targets = ["bus"]
+"#;
+
+fn begin(
+    key: &str,
+    source: &str,
+    event_id: &str,
+    kind: &str,
+    entity: &str,
+    at_ms: i64,
+) -> BeginRequest {
+    BeginRequest {
+        key: key.to_owned(),
+        source: source.to_owned(),
+        body_sha256: format!("sha-{key}"),
+        provider_event_id: Some(event_id.to_owned()),
+        event_type: Some(kind.to_owned()),
+        via: "webhook".to_owned(),
+        received_at_ms: at_ms,
+        now_ms: at_ms,
+        lease_until_ms: at_ms + 60_000,
+        summary: EventSummary {
+            canonical_type: Some(
+                if kind.ends_with("succeeded") {
+                    "payment.succeeded"
+                } else {
+                    "payment.refunded"
+                }
+                .to_owned(),
+            ),
+            entity: Some(entity.to_owned()),
+            amount: Some(2_000),
+            currency: Some("USD".to_owned()),
+            key_id: Some("0".to_owned()),
+        },
+    }
+}
+
+fn entry(id: &str, source: &str, status: TrailStatus, reason: &str, at_ms: i64) -> TrailEntry {
+    TrailEntry {
+        id: id.to_owned(),
+        at_ms,
+        source: source.to_owned(),
+        status,
+        dedupe_key: None,
+        provider_event_id: None,
+        event_type: None,
+        reason: Some(reason.to_owned()),
+        source_ip: None,
+        expires_at_ms: at_ms + DAY_MS,
+    }
+}
+
+/// The same trail in any ledger: dispatched, failed and dead records, a refusal, a poll run.
+async fn write_trail(ledger: &dyn Ledger, t0: i64) {
+    let delivered = BTreeSet::from(["bus".to_string()]);
+    for (n, (key, source, id, kind, entity)) in [
+        (
+            "stripe#evt_1",
+            "stripe",
+            "evt_1",
+            "payment_intent.succeeded",
+            "cus_1",
+        ),
+        (
+            "stripe#evt_2",
+            "stripe",
+            "evt_2",
+            "charge.refunded",
+            "cus_2",
+        ),
+        (
+            "stripe#evt_3",
+            "stripe",
+            "evt_3",
+            "payment_intent.succeeded",
+            "cus_1",
+        ),
+        (
+            "backoffice#evt_9",
+            "backoffice",
+            "evt_9",
+            "payment_intent.succeeded",
+            "cus_9",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = t0 + n as i64 * 1_000;
+        ledger
+            .begin(&begin(key, source, id, kind, entity, at))
+            .await
+            .expect("begin");
+        match n {
+            1 => ledger
+                .fail(key, at, "target bus answered 503", false)
+                .await
+                .expect("fail"),
+            2 => ledger
+                .fail(key, at, "target bus answered 400", true)
+                .await
+                .expect("fail"),
+            _ => ledger
+                .complete(key, at, at + DAY_MS, &delivered)
+                .await
+                .expect("complete"),
+        }
+    }
+    ledger
+        .append(&entry(
+            "r-1",
+            "stripe",
+            TrailStatus::Refused,
+            "bad_signature",
+            t0 + 4_000,
+        ))
+        .await
+        .expect("append");
+    ledger
+        .append(&entry(
+            "p-1",
+            "stripe",
+            TrailStatus::PollRun,
+            "caught_up: 2 pages, 10 items, 3 new",
+            t0 + 5_000,
+        ))
+        .await
+        .expect("append");
+}
+
+fn lines(out: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn local(dir: &Path, args: &[&str]) -> Output {
+    Command::new(INLET)
+        .args(["events", "--json", "--config"])
+        .arg(dir.join("inlet.toml"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run inlet")
+}
+
+fn deployed(table: &str, queues: (&str, &str), args: &[&str]) -> Output {
+    Command::new(INLET)
+        .args(["events", "--json", "--aws"])
+        .args(args)
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", aws::endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", aws::REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("INLET_QUEUE_URL", queues.0)
+        .env("INLET_DLQ_URL", queues.1)
+        .env("INLET_TABLE", table)
+        .output()
+        .expect("run inlet")
+}
+
+#[tokio::test]
+async fn the_same_queries_answer_the_same_rows_from_the_local_store_and_dynamodb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("inlet.toml"), CONFIG).expect("config");
+    let t0 = inlet::ports::Clock::now_ms(&SystemClock) - 60_000;
+    {
+        let store =
+            EmbeddedStore::open(&dir.path().join(DB_FILE), Arc::new(SystemClock)).expect("store");
+        write_trail(&store.ledger(), t0).await;
+    }
+    let table = aws::ledger().await;
+    write_trail(&table, t0).await;
+    let queues = aws::queues_with_dlq(5).await;
+    let urls = (queues.main.queue_url(), queues.dlq.queue_url());
+
+    let since = inlet::time::format_rfc3339_ms(t0 + 2_000);
+    let queries: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["--source", "stripe"],
+        vec!["--status", "dispatched"],
+        vec!["--status", "dead"],
+        vec!["--type", "payment.succeeded"],
+        vec!["--type", "charge.refunded"],
+        vec!["--entity", "cus_1"],
+        vec!["--id", "evt_2"],
+        vec!["--id", "backoffice#evt_9"],
+        vec!["--source", "stripe", "--since", &since],
+        vec!["--status", "poll_run"],
+        vec!["--limit", "2"],
+    ];
+    let mut seen = Vec::new();
+    for q in &queries {
+        let here = lines(&local(dir.path(), q));
+        let there = lines(&deployed(table.table(), urls, q));
+        assert_eq!(here, there, "inlet events {q:?}");
+        seen.push((q.clone(), here));
+    }
+
+    // And the answers are the right ones, not merely equal.
+    let ids = |rows: &[serde_json::Value]| -> Vec<String> {
+        rows.iter()
+            .map(|r| {
+                let key = r["dedupe_key"].as_str().unwrap_or_default();
+                if key.is_empty() {
+                    r["status"].as_str().unwrap_or_default().to_string()
+                } else {
+                    key.to_string()
+                }
+            })
+            .collect()
+    };
+    let answer = |i: usize| ids(&seen[i].1);
+    assert_eq!(
+        answer(0),
+        [
+            "poll_run",
+            "refused",
+            "backoffice#evt_9",
+            "stripe#evt_3",
+            "stripe#evt_2",
+            "stripe#evt_1"
+        ]
+    );
+    assert_eq!(answer(1).len(), 5);
+    assert_eq!(answer(2), ["backoffice#evt_9", "stripe#evt_1"]);
+    assert_eq!(answer(3), ["stripe#evt_3"]);
+    assert_eq!(
+        answer(4),
+        ["backoffice#evt_9", "stripe#evt_3", "stripe#evt_1"]
+    );
+    assert_eq!(answer(5), ["stripe#evt_2"]);
+    assert_eq!(answer(6), ["stripe#evt_3", "stripe#evt_1"]);
+    assert_eq!(answer(7), ["stripe#evt_2"]);
+    assert_eq!(answer(8), ["backoffice#evt_9"]);
+    assert_eq!(answer(9), ["poll_run", "refused", "stripe#evt_3"]);
+    assert_eq!(answer(11).len(), 2);
+    let all = &seen[0].1;
+    assert_eq!(all[0]["reason"], "caught_up: 2 pages, 10 items, 3 new");
+    assert_eq!(all[1]["reason"], "bad_signature");
+    assert_eq!(all[3]["status"], "dead");
+    assert_eq!(all[3]["reason"], "target bus answered 400");
+    assert_eq!(all[5]["attempts"], 1, "a number: {}", all[5]);
+    assert!(all[0]["attempts"].is_null());
+}
+
+#[test]
+fn an_unknown_source_is_an_error_with_the_closest_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("inlet.toml"), CONFIG).expect("config");
+    let out = local(dir.path(), &["--source", "strpe"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("did you mean \"stripe\""), "{stderr}");
+}
