@@ -697,6 +697,29 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"provider\": \"github\""));
 
+    // The event's story says where it is and how to bring it back.
+    let out = inlet(&["events", "show", &keys[1], "--config", config]);
+    let story = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        story.contains("dead (") && story.contains("test target down"),
+        "{story}"
+    );
+    assert!(
+        story.contains("in the DLQ as message")
+            && story.contains(&format!("inlet replay --ids {}", keys[1])),
+        "{story}"
+    );
+    let out = inlet(&["events", "show", &keys[1], "--json", "--config", config]);
+    let story: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(story["event"]["dedupe_key"], keys[1].as_str());
+    assert_eq!(story["event"]["attempts"], 2);
+    assert!(story["dead_letter"].is_string(), "{story}");
+
     // A dry run moves nothing; then only stripe's two go back, and are dispatched once.
     let out = inlet(&[
         "replay",

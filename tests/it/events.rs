@@ -193,8 +193,14 @@ fn local(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn deployed(table: &str, queues: (&str, &str), args: &[&str]) -> Output {
+    let mut all = vec!["events", "--json", "--aws"];
+    all.extend(args);
+    deployed_raw(table, queues, &all)
+}
+
+/// `inlet ARGS` against moto, with the stack's names in the environment.
+fn deployed_raw(table: &str, queues: (&str, &str), args: &[&str]) -> Output {
     Command::new(INLET)
-        .args(["events", "--json", "--aws"])
         .args(args)
         .env_clear()
         .env("AWS_ENDPOINT_URL", aws::endpoint())
@@ -292,6 +298,36 @@ async fn the_same_queries_answer_the_same_rows_from_the_local_store_and_dynamodb
     assert_eq!(all[3]["reason"], "target bus answered 400");
     assert_eq!(all[5]["attempts"], 1, "a number: {}", all[5]);
     assert!(all[0]["attempts"].is_null());
+
+    // One event's story, found by its provider event id, with what arrived for it later.
+    let mut duplicate = entry("d-1", "stripe", TrailStatus::Duplicate, "", t0 + 6_000);
+    duplicate.dedupe_key = Some("stripe#evt_1".into());
+    duplicate.reason = None;
+    let store =
+        EmbeddedStore::open(&dir.path().join(DB_FILE), Arc::new(SystemClock)).expect("store");
+    store.ledger().append(&duplicate).await.expect("append");
+    table.append(&duplicate).await.expect("append");
+    let show = ["show", "evt_1", "--json"];
+    let here = Command::new(INLET)
+        .args(["events"])
+        .args(show)
+        .arg("--config")
+        .arg(dir.path().join("inlet.toml"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run inlet");
+    let here = lines(&here);
+    let mut aws_args = vec!["events"];
+    aws_args.extend(show);
+    aws_args.push("--aws");
+    let there = lines(&deployed_raw(table.table(), urls, &aws_args));
+    assert_eq!(here, there);
+    let story = &here[0];
+    assert_eq!(story["event"]["dedupe_key"], "stripe#evt_1");
+    assert_eq!(story["event"]["entity"], "cus_1");
+    assert_eq!(story["trail"][0]["status"], "duplicate");
+    assert!(story["dead_letter"].is_null());
 }
 
 #[test]

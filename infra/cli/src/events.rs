@@ -261,6 +261,109 @@ pub async fn run(at: Where, filters: Filters) -> Result<(), String> {
     Ok(())
 }
 
+/// `inlet events show ID`: one event's whole story.
+pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
+    let stack = Stack::open(at).await?;
+    let (_, dlq, ledger) = stack.parts();
+    let now_ms = SystemClock.now_ms();
+    // The id as a dedupe key, else as a provider event id found in the trail.
+    let record = match ledger.get(id).await.map_err(|e| e.to_string())? {
+        Some(r) => r,
+        None => {
+            let query = Query::new(
+                Filters {
+                    id: Some(id.to_owned()),
+                    limit: 1,
+                    ..Filters::default()
+                },
+                now_ms,
+            )?;
+            let key = rows(ledger, &query, now_ms)
+                .await?
+                .into_iter()
+                .map(|l| l.key)
+                .find(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    format!("no event {id:?} (a dedupe key or provider event id) in the trail")
+                })?;
+            ledger
+                .get(&key)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{key}: in the trail but its record has expired"))?
+        }
+    };
+    let key = record.key.clone();
+    // What else the trail holds for the key: duplicates, conflicts, forced replays, the DLQ move.
+    let query = Query::new(
+        Filters {
+            source: Some(record.source.clone()),
+            limit: 0,
+            ..Filters::default()
+        },
+        now_ms,
+    )?;
+    let mut later: Vec<Line> = rows(ledger, &query, now_ms)
+        .await?
+        .into_iter()
+        .filter(|l| l.key == key && l.attempts.is_none())
+        .collect();
+    later.reverse();
+    // Only an event that failed can be in the DLQ: the queue is read only then.
+    let dead_letter = if record.status == DedupeStatus::Failed {
+        inlet::dlq::list(dlq, ledger, usize::MAX)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|l| l.dedupe_key() == Some(key.as_str()))
+            .map(|l| l.message_id)
+    } else {
+        None
+    };
+    let event = line(TrailRow::Record(record.clone()));
+    if json {
+        let story = serde_json::json!({
+            "event": event.json(),
+            "via": record.via,
+            "updated_at": format_rfc3339_ms(record.updated_at_ms),
+            "trail": later.iter().map(Line::json).collect::<Vec<_>>(),
+            "dead_letter": dead_letter,
+        });
+        println!("{story}");
+        return Ok(());
+    }
+    println!("{key}  ({} event {})", event.source, event.event_id);
+    println!(
+        "  what:      {}  [{}]",
+        what(&event.summary),
+        event.event_type
+    );
+    println!(
+        "  verified:  key {}, via {}",
+        event.summary.key_id.as_deref().unwrap_or("?"),
+        record.via
+    );
+    println!(
+        "  received:  {}   last change {}   attempts {}",
+        format_rfc3339_ms(record.received_at_ms),
+        format_rfc3339_ms(record.updated_at_ms),
+        record.attempts
+    );
+    println!("  status:    {}", event.status_text());
+    if !event.delivered.is_empty() {
+        println!("  delivered: {}", event.delivered.join(", "));
+    }
+    for l in &later {
+        println!("  then {}  {}", format_rfc3339_ms(l.at_ms), l.status_text());
+    }
+    if let Some(message_id) = dead_letter {
+        println!(
+            "  in the DLQ as message {message_id}: replay it with `inlet replay --ids {key}` (and --config or --aws)"
+        );
+    }
+    Ok(())
+}
+
 fn print_table(lines: &[Line]) {
     let mut table = crate::table::fitted(&[
         "RECEIVED_AT",

@@ -119,11 +119,29 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// The event trail, newest first: dispatched, failed, dead, refused, duplicate, poll runs
     /// and checks, each with its reason; from the local store or a deployed stack (`--aws`).
+    #[command(args_conflicts_with_subcommands = true)]
     Events {
+        #[command(subcommand)]
+        command: Option<EventsCommand>,
         #[command(flatten)]
         at: dlq::Where,
         #[command(flatten)]
         filters: events::Filters,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// One event's whole story: what it is, who sent it and when, each attempt's outcome,
+    /// the targets that have it, what arrived for it later, and whether it is in the DLQ.
+    Show {
+        #[command(flatten)]
+        at: dlq::Where,
+        /// A dedupe key or a provider event id.
+        id: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -383,7 +401,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             let cfg = load(&config)?;
             sign::run(&cfg, &source, body.as_deref(), send.as_deref()).await
         }
-        Command::Events { at, filters } => events::run(at, filters).await,
+        Command::Events {
+            command: Some(EventsCommand::Show { at, id, json }),
+            ..
+        } => events::show(at, &id, json).await,
+        Command::Events { at, filters, .. } => events::run(at, filters).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }
