@@ -35,7 +35,7 @@ const BACKOFF_CAP_MS: u64 = 8_000;
 pub enum PollError {
     #[error("no source {0:?}")]
     UnknownSource(String),
-    #[error("source {0:?} has no poll table")]
+    #[error("source {0:?} has no poll table: add a [sources.poll] table to it (docs/polling.md)")]
     NotPolled(String),
     #[error(transparent)]
     Store(#[from] PollStoreError),

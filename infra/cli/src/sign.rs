@@ -66,6 +66,19 @@ pub fn sign_request(
     })
 }
 
+/// Where `--send` posts: given the server's base (`http://127.0.0.1:8787`), the webhook base
+/// (`…/webhooks/`, the stack's `WebhookBaseUrl`) or the source's full URL.
+fn send_url(given: &str, path: &str) -> String {
+    let given = given.trim_end_matches('/');
+    if given.ends_with(path) {
+        given.to_string()
+    } else if let Some(base) = given.strip_suffix("/webhooks") {
+        format!("{base}{path}")
+    } else {
+        format!("{given}{path}")
+    }
+}
+
 /// `inlet sign`: print the request as JSON, or send it to `send` and print the answer.
 pub async fn run(
     cfg: &Config,
@@ -99,7 +112,7 @@ pub async fn run(
             Ok(())
         }
         Some(base) => {
-            let url = format!("{}{}", base.trim_end_matches('/'), signed.path);
+            let url = send_url(base, &signed.path);
             let client = reqwest::Client::new();
             let mut req = client.post(&url);
             for (k, v) in signed.headers.iter() {
@@ -109,7 +122,7 @@ pub async fn run(
                 .body(signed.body)
                 .send()
                 .await
-                .map_err(|e| format!("POST {url}: {e}"))?;
+                .map_err(|e| format!("POST {url}: {}", crate::causes(&e)))?;
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
             println!("{} {}", status.as_u16(), text);
@@ -118,6 +131,24 @@ pub async fn run(
             } else {
                 Err(format!("{url} answered {status}"))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::send_url;
+
+    #[test]
+    fn send_takes_a_server_a_webhook_base_or_the_full_url() {
+        let want = "http://127.0.0.1:8787/webhooks/stripe";
+        for given in [
+            "http://127.0.0.1:8787",
+            "http://127.0.0.1:8787/",
+            "http://127.0.0.1:8787/webhooks/",
+            "http://127.0.0.1:8787/webhooks/stripe",
+        ] {
+            assert_eq!(send_url(given, "/webhooks/stripe"), want, "{given}");
         }
     }
 }

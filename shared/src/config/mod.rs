@@ -57,7 +57,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config is not valid {format}: {message}")]
+    // The message says what is wrong, often with its line: a syntax error, or a well-formed
+    // document with an unknown field or a wrong type (not "invalid TOML" then).
+    #[error("config ({format}): {message}")]
     Parse {
         format: &'static str,
         message: String,

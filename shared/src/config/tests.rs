@@ -878,3 +878,16 @@ fn every_problem_is_reported_in_one_pass_without_echoes() {
         "sources[0].secrets[0]: environment variable MISSING is not set (nor a key in INLET_SECRETS_JSON)"
     );
 }
+
+#[test]
+fn an_unknown_field_is_named_as_such_not_as_invalid_toml() {
+    let err = ConfigDoc::parse(
+        "[[sources]]\nid = \"s\"\nprovider = \"stripe\"\nsecretz = []\n",
+        Some("toml"),
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(err.starts_with("config (TOML): "), "{err}");
+    assert!(err.contains("unknown field `secretz`"), "{err}");
+    assert!(!err.contains("not valid"), "{err}");
+}
