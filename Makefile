@@ -18,9 +18,11 @@ test: venv fmt lint features cycles
 	$(VENV)/bin/python infra/scripts/no-secrets-in-logs $(TEST_LOGS)
 	$(VENV)/bin/python -m pytest -q tests/template tests/tooling
 
-## The whole pipeline locally on SQLite: POST http://127.0.0.1:8787/webhooks/{source}.
+## The whole pipeline locally on SQLite: POST http://127.0.0.1:8787/webhooks/{source}
+## (LISTEN=127.0.0.1:PORT for another address).
+LISTEN ?= 127.0.0.1:8787
 dev:
-	$(CARGO) run --locked -p inlet-cli --bin inlet -- dev --config $(DEV_CONFIG)
+	$(CARGO) run --locked -p inlet-cli --bin inlet -- dev --config $(DEV_CONFIG) --listen $(LISTEN)
 
 ## Load test: a release `inlet dev` on a free loopback port with a temporary store, driven by
 ## `inlet-load` (a separate process: signed webhooks, closed loop) at each connection count,

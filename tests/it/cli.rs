@@ -1323,3 +1323,25 @@ async fn the_local_config_is_refused_by_check_and_by_a_lambda_start_for_the_same
         assert!(!err.to_string().contains(value), "{err}");
     }
 }
+
+#[test]
+fn a_busy_port_is_named_with_the_way_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = inlet(&[
+        "dev",
+        "--config",
+        config_path.to_str().expect("utf8"),
+        "--listen",
+        &addr,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}: the address is in use"))
+            && stderr.contains("--listen"),
+        "{stderr}"
+    );
+}

@@ -14,7 +14,12 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
     );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "cannot listen on {listen}: the address is in use (another `inlet dev`?); pick another with --listen 127.0.0.1:PORT (make dev LISTEN=127.0.0.1:PORT)"
+            ),
+            _ => format!("cannot listen on {listen}: {e}"),
+        })?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // One line on stdout a script can wait for. A closed stdout must not stop the stack,
     // so write errors are ignored rather than panicking like println! would.

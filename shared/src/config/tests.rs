@@ -891,3 +891,16 @@ fn an_unknown_field_is_named_as_such_not_as_invalid_toml() {
     assert!(err.contains("unknown field `secretz`"), "{err}");
     assert!(!err.contains("not valid"), "{err}");
 }
+
+#[test]
+fn a_duration_typo_shows_the_form_a_duration_takes() {
+    let text = format!("[settings]\ningest_deadline = \"5 secs.\"\n{BASE}");
+    let err = check(&text, &env_of(&[("GH_SECRET", "s3cret")]))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.starts_with("settings.ingest_deadline: \"5 secs.\" is not a duration ("),
+        "{err}"
+    );
+    assert!(err.contains("write it like 30s, 5m"), "{err}");
+}

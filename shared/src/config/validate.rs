@@ -169,8 +169,7 @@ fn server_limits(s: &Settings, p: &mut Problems) -> Option<ServerLimits> {
     // arithmetic (now + timeout) from overflowing.
     const MAX: Duration = Duration::from_secs(3600);
     let timeout = |field: &str, text: &str| {
-        let d = humantime::parse_duration(text.trim())
-            .map_err(|e| invalid(field, format!("{text:?}: {e}")))?;
+        let d = duration(field, text)?;
         if d.is_zero() || d > MAX {
             return Err(invalid(
                 field,
@@ -207,13 +206,23 @@ fn server_limits(s: &Settings, p: &mut Problems) -> Option<ServerLimits> {
     })
 }
 
+/// A duration as people write them (`30s`, `5m`, `1h30m`, `2days`); the error shows the
+/// form, since humantime's own ("expected number at 10") does not say what was expected.
+fn duration(field: &str, text: &str) -> Result<Duration, FieldError> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(
+            field,
+            format!("{text:?} is not a duration ({e}): write it like 30s, 5m, 1h30m or 2days"),
+        )
+    })
+}
+
 /// `settings.ingest_deadline`: humantime, from 100 ms (one queue round trip) to 29 s (an
 /// HTTP API integration gives up at 30 s, and so does the longest ingest Lambda the
 /// template allows). Keep it below the ingest Lambda's timeout.
 pub fn parse_ingest_deadline(text: &str) -> Result<Duration, FieldError> {
     let field = "settings.ingest_deadline";
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| invalid(field, format!("{text:?}: {e}")))?;
+    let d = duration(field, text)?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(29) {
         return Err(invalid(
             field,
@@ -228,8 +237,7 @@ pub fn parse_ingest_deadline(text: &str) -> Result<Duration, FieldError> {
 /// A retry duration: humantime (`2s`, `10m`), at least a second (SQS visibility is whole
 /// seconds) and at most SQS's 12 hours.
 fn parse_retry_duration(field: &str, text: &str) -> Result<Duration, FieldError> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| invalid(field, format!("{text:?}: {e}")))?;
+    let d = duration(field, text)?;
     if d < Duration::from_secs(1) || d > MAX_VISIBILITY {
         return Err(invalid(
             field,
@@ -502,8 +510,7 @@ fn allow_list(f: &str, cidrs: &[String], p: &mut Problems) -> Vec<IpNet> {
 }
 
 pub(super) fn parse_every(f: &str, text: &str) -> Result<Duration, FieldError> {
-    let every = humantime::parse_duration(text.trim())
-        .map_err(|e| invalid(format!("{f}.every"), format!("{text:?}: {e}")))?;
+    let every = duration(&format!("{f}.every"), text)?;
     if every < Duration::from_secs(1) {
         return Err(invalid(format!("{f}.every"), "must be at least 1s"));
     }
@@ -584,8 +591,7 @@ fn check(cf: &str, spec: &CheckSpec, source_id: &str) -> Result<Check, FieldErro
             "must name at least one event type (and no empty one)",
         ));
     }
-    let after = humantime::parse_duration(spec.after.trim())
-        .map_err(|e| invalid(format!("{cf}.after"), format!("{:?}: {e}", spec.after)))?;
+    let after = duration(&format!("{cf}.after"), &spec.after)?;
     if !(MIN_AFTER..=MAX_AFTER).contains(&after) {
         return Err(invalid(
             format!("{cf}.after"),
