@@ -1345,3 +1345,27 @@ fn a_busy_port_is_named_with_the_way_out() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_second_inlet_dev_on_the_same_store_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let first = Dev::start(&config_path);
+    let out = inlet(&[
+        "dev",
+        "--config",
+        config_path.to_str().expect("utf8"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("another `inlet dev` (pid {})", first.child.id())),
+        "{stderr}"
+    );
+    // Killed, it leaves no lock behind: the next one starts.
+    first.kill();
+    let next = Dev::start(&config_path);
+    assert!(next.base.starts_with("http://127.0.0.1:"), "{}", next.base);
+}

@@ -7,8 +7,46 @@ use inlet::ports::SystemClock;
 use inlet_cli::server;
 use tokio::sync::watch;
 
+/// The file `inlet dev` holds locked while it runs on a store (its pid inside).
+const DEV_LOCK: &str = "inlet-dev.lock";
+
+/// One `inlet dev` per store: a second one would start silently, then the two would share
+/// its queues with neither saying so. The lock is the kernel's, so a killed process leaves
+/// none behind; other commands (`inlet events`, `inlet dlq`) read the store beside it.
+fn lock_store(data_dir: &Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let path = data_dir.join(DEV_LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(format!(
+                "another `inlet dev` (pid {}) is running on the store in {}: stop it, or give this one --data-dir DIR",
+                pid.trim(),
+                data_dir.display()
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(format!("{}: {e}", path.display())),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(file)
+}
+
 /// The stack, until Ctrl-C. The caller has set up the logs.
 pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), String> {
+    let _lock = lock_store(data_dir)?;
     let stack = Arc::new(
         LocalStack::open(cfg, data_dir, Arc::new(SystemClock)).map_err(|e| e.to_string())?,
     );
