@@ -30,10 +30,13 @@ pub struct Where {
     /// outputs) instead of the local store.
     #[arg(long)]
     aws: bool,
+    /// With --aws: the stack's events queue (its QueueUrl output).
     #[arg(long, env = "INLET_QUEUE_URL", requires = "aws")]
     queue_url: Option<String>,
+    /// With --aws: the stack's dead-letter queue (its DeadLetterQueueUrl output).
     #[arg(long, env = "INLET_DLQ_URL", requires = "aws")]
     dlq_url: Option<String>,
+    /// With --aws: the stack's ledger table (its TableName output).
     #[arg(long, env = "INLET_TABLE", requires = "aws")]
     table: Option<String>,
 }

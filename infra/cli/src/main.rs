@@ -33,6 +33,7 @@ enum Command {
     /// what the SAM template will create (no secrets needed) and print the parameter
     /// overrides it needs; exits 1 on an error.
     Check {
+        /// The config file (TOML, or JSON).
         #[arg(long, short)]
         config: PathBuf,
         /// The SAM template (template.yaml) the config will be deployed with.
@@ -45,6 +46,7 @@ enum Command {
         /// Read the overrides from a samconfig.toml's `[<env>.deploy.parameters]`.
         #[arg(long, requires = "template")]
         samconfig: Option<PathBuf>,
+        /// The samconfig environment whose parameters to read.
         #[arg(long, default_value = "default", requires = "samconfig")]
         config_env: String,
         /// The stack's WebhookBaseUrl (or IngestFunctionUrl) output: print each source's
@@ -56,6 +58,7 @@ enum Command {
     /// schedule per poll source (`PollSchedules="id=rate(…),…"`, ready for
     /// `sam deploy --parameter-overrides`). Needs no secrets.
     Schedules {
+        /// The config file (TOML, or JSON).
         #[arg(long, short)]
         config: PathBuf,
         /// Print only the value, without `PollSchedules="…"` around it.
@@ -64,8 +67,10 @@ enum Command {
     },
     /// Run ingest, queue, worker, ledger and targets in one process on SQLite.
     Dev {
+        /// The config file (TOML, or JSON).
         #[arg(long, short)]
         config: PathBuf,
+        /// The address ingest's HTTP server listens on (port 0: any free one, printed).
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: String,
         /// Where the SQLite store lives (default: settings.data_dir beside the config).
@@ -78,10 +83,13 @@ enum Command {
     },
     /// Run one poll of a source now (its `poll` table) on the local store.
     Poll {
+        /// The config file (TOML, or JSON).
         #[arg(long, short)]
         config: PathBuf,
+        /// The source to poll (it needs a [sources.poll] table).
         #[arg(long)]
         source: String,
+        /// Where the SQLite store lives (default: settings.data_dir beside the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// The log lines on stderr, as `inlet dev --log-format`.
@@ -103,8 +111,10 @@ enum Command {
     },
     /// Print (or send) a correctly signed request for a configured source.
     Sign {
+        /// The config file (TOML, or JSON).
         #[arg(long, short)]
         config: PathBuf,
+        /// The source whose provider signs the request.
         #[arg(long)]
         source: String,
         /// Body file (default: a sample event for the provider).
@@ -151,6 +161,7 @@ enum DlqCommand {
     List {
         #[command(flatten)]
         at: dlq::Where,
+        /// At most this many dead letters.
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// One JSON object per line.
@@ -161,6 +172,7 @@ enum DlqCommand {
     Show {
         #[command(flatten)]
         at: dlq::Where,
+        /// A message id, dedupe key or provider event id.
         id: String,
     },
 }
@@ -424,6 +436,30 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every option and argument of every command, nested ones too, without help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() {
+                out.push(format!("{path} --{id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() {
+                out.push(format!("{path} {} (no about)", sub.get_name()));
+            }
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_of_every_command_says_what_it_does() {
+        use clap::CommandFactory;
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "inlet", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 
     #[test]
     fn auto_is_text_on_a_terminal_and_json_otherwise() {

@@ -37,6 +37,7 @@ pub struct VerifyArgs {
     /// A configured source instead of --provider (needs --config).
     #[arg(long, requires = "config")]
     source: Option<String>,
+    /// The config that defines --source.
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// A request header, 'Name: value'; repeatable.
@@ -45,6 +46,7 @@ pub struct VerifyArgs {
     /// A query parameter, NAME=VALUE (Meta's GET handshake); repeatable.
     #[arg(long = "query", value_name = "NAME=VALUE")]
     query: Vec<String>,
+    /// The request's method (GET for a handshake).
     #[arg(long, default_value = "POST")]
     method: String,
     /// The exact body bytes as captured.
