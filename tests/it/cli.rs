@@ -1369,3 +1369,36 @@ fn a_second_inlet_dev_on_the_same_store_is_refused_naming_the_first() {
     let next = Dev::start(&config_path);
     assert!(next.base.starts_with("http://127.0.0.1:"), "{}", next.base);
 }
+
+#[test]
+fn completions_cover_every_command_and_the_bash_script_parses() {
+    let out = inlet(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout).into_owned();
+    for word in [
+        "events",
+        "dlq",
+        "replay",
+        "--since",
+        "--entity",
+        "completions",
+    ] {
+        assert!(script.contains(word), "no {word} in the bash completions");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("inlet.bash");
+    std::fs::write(&path, &script).expect("write");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("bash");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let zsh = inlet(&["completions", "zsh"]);
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef inlet"));
+    assert!(!inlet(&["completions", "tcsh"]).status.success());
+}

@@ -96,6 +96,12 @@ enum Command {
         #[arg(long, value_enum, env = "INLET_LOG_FORMAT", default_value_t = LogFormatArg::Auto)]
         log_format: LogFormatArg,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `inlet completions bash > ~/.local/share/bash-completion/completions/inlet`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
     /// The dead-letter queue: what is in it and why.
     Dlq {
         #[command(subcommand)]
@@ -412,6 +418,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         } => {
             let cfg = load(&config)?;
             sign::run(&cfg, &source, body.as_deref(), send.as_deref()).await
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "inlet", &mut std::io::stdout());
+            Ok(())
         }
         Command::Events {
             command: Some(EventsCommand::Show { at, id, json }),
