@@ -273,7 +273,7 @@ pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
             let query = Query::new(
                 Filters {
                     id: Some(id.to_owned()),
-                    limit: 1,
+                    limit: 0,
                     ..Filters::default()
                 },
                 now_ms,
@@ -298,6 +298,7 @@ pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
     let query = Query::new(
         Filters {
             source: Some(record.source.clone()),
+            id: Some(key.clone()),
             limit: 0,
             ..Filters::default()
         },
