@@ -32,7 +32,7 @@ fn envelope(source: &str, n: u32) -> String {
 }
 
 /// The binary with an AWS environment that can only reach `endpoint`.
-fn inlet_aws(endpoint: &str, urls: (&str, &str, &str), args: &[&str]) -> Output {
+pub(crate) fn inlet_aws(endpoint: &str, urls: (&str, &str, &str), args: &[&str]) -> Output {
     Command::new(INLET)
         .args(args)
         .arg("--aws")

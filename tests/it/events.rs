@@ -11,6 +11,7 @@ use inlet::adapters::embedded::EmbeddedStore;
 use inlet::local::DB_FILE;
 use inlet::ports::{BeginRequest, EventSummary, Ledger, SystemClock, TrailEntry, TrailStatus};
 
+use crate::dlq_aws::inlet_aws;
 use crate::support::aws;
 
 const INLET: &str = env!("CARGO_BIN_EXE_inlet");
@@ -192,27 +193,11 @@ fn local(dir: &Path, args: &[&str]) -> Output {
         .expect("run inlet")
 }
 
+/// `inlet events --json ARGS --aws` against moto, with the stack's names in the environment.
 fn deployed(table: &str, queues: (&str, &str), args: &[&str]) -> Output {
-    let mut all = vec!["events", "--json", "--aws"];
+    let mut all = vec!["events", "--json"];
     all.extend(args);
-    deployed_raw(table, queues, &all)
-}
-
-/// `inlet ARGS` against moto, with the stack's names in the environment.
-fn deployed_raw(table: &str, queues: (&str, &str), args: &[&str]) -> Output {
-    Command::new(INLET)
-        .args(args)
-        .env_clear()
-        .env("AWS_ENDPOINT_URL", aws::endpoint())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", aws::REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("INLET_QUEUE_URL", queues.0)
-        .env("INLET_DLQ_URL", queues.1)
-        .env("INLET_TABLE", table)
-        .output()
-        .expect("run inlet")
+    inlet_aws(&aws::endpoint(), (queues.0, queues.1, table), &all)
 }
 
 #[tokio::test]
@@ -320,8 +305,11 @@ async fn the_same_queries_answer_the_same_rows_from_the_local_store_and_dynamodb
     let here = lines(&here);
     let mut aws_args = vec!["events"];
     aws_args.extend(show);
-    aws_args.push("--aws");
-    let there = lines(&deployed_raw(table.table(), urls, &aws_args));
+    let there = lines(&inlet_aws(
+        &aws::endpoint(),
+        (urls.0, urls.1, table.table()),
+        &aws_args,
+    ));
     assert_eq!(here, there);
     let story = &here[0];
     assert_eq!(story["event"]["dedupe_key"], "stripe#evt_1");
