@@ -12,7 +12,7 @@ use inlet::adapters::embedded::{QueueCounts, SqliteLedger};
 use inlet::config::Config;
 use inlet::dlq::{self, DeadLetter, Filter, Progress};
 use inlet::local::{LocalStack, DEAD_LETTER_QUEUE, MAIN_QUEUE};
-use inlet::ports::{Clock, Ledger, Queue, SystemClock};
+use inlet::ports::{Clock, Ledger, PollStore, Queue, SystemClock};
 use inlet::time::format_rfc3339_ms;
 
 /// Which stack the DLQ commands work on: the local store of a config, or a deployed stack's
@@ -86,6 +86,14 @@ impl Stack {
             Stack::Aws {
                 main, dlq, ledger, ..
             } => (main, dlq, ledger),
+        }
+    }
+
+    /// The poll cursors and leases (they live in the ledger's table on either store).
+    pub(crate) fn polls(&self) -> &dyn PollStore {
+        match self {
+            Stack::Local(_, ledger) => ledger,
+            Stack::Aws { ledger, .. } => ledger,
         }
     }
 

@@ -45,25 +45,25 @@ pub struct Filters {
 
 /// One row as both outputs show it.
 #[derive(Debug, PartialEq)]
-struct Line {
-    at_ms: i64,
-    source: String,
-    key: String,
-    event_id: String,
-    event_type: String,
+pub(crate) struct Line {
+    pub(crate) at_ms: i64,
+    pub(crate) source: String,
+    pub(crate) key: String,
+    pub(crate) event_id: String,
+    pub(crate) event_type: String,
     /// `dispatched`, `dead`, `refused`, `poll_run`, … (no reason).
-    status: String,
+    pub(crate) status: String,
     /// Why: the last error, the refusal, the poll run's outcome and counts, the check's result.
-    reason: String,
-    attempts: Option<u32>,
+    pub(crate) reason: String,
+    pub(crate) attempts: Option<u32>,
     /// The targets that have the event (a record's; empty for a trail entry).
-    delivered: Vec<String>,
-    summary: EventSummary,
+    pub(crate) delivered: Vec<String>,
+    pub(crate) summary: EventSummary,
 }
 
 impl Line {
     /// The status column: the status, and its reason when there is one.
-    fn status_text(&self) -> String {
+    pub(crate) fn status_text(&self) -> String {
         if self.reason.is_empty() {
             self.status.clone()
         } else {
@@ -71,7 +71,7 @@ impl Line {
         }
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "received_at": format_rfc3339_ms(self.at_ms), "source": self.source,
             "dedupe_key": self.key, "provider_event_id": self.event_id, "type": self.event_type,
@@ -84,7 +84,7 @@ impl Line {
 }
 
 /// "Who, which payment": the canonical type, entity and amount in one column.
-fn what(s: &EventSummary) -> String {
+pub(crate) fn what(s: &EventSummary) -> String {
     let mut parts = Vec::new();
     if let Some(c) = &s.canonical_type {
         parts.push(c.clone());
@@ -139,14 +139,14 @@ fn line(row: TrailRow) -> Line {
 }
 
 /// The filters, checked and with their times read.
-struct Query {
+pub(crate) struct Query {
     filters: Filters,
     since_ms: Option<i64>,
     until_ms: Option<i64>,
 }
 
 impl Query {
-    fn new(filters: Filters, now_ms: i64) -> Result<Self, String> {
+    pub(crate) fn new(filters: Filters, now_ms: i64) -> Result<Self, String> {
         let time = |flag: &str, text: &Option<String>| {
             text.as_deref()
                 .map(|t| inlet::dlq::parse_since(t, now_ms).map_err(|e| format!("{flag}: {e}")))
@@ -198,7 +198,11 @@ impl Query {
 }
 
 /// The trail's rows that match, newest first, at most `limit` (0: all).
-async fn rows(ledger: &dyn Ledger, query: &Query, now_ms: i64) -> Result<Vec<Line>, String> {
+pub(crate) async fn rows(
+    ledger: &dyn Ledger,
+    query: &Query,
+    now_ms: i64,
+) -> Result<Vec<Line>, String> {
     let limit = query.filters.limit;
     let listed = ledger
         .list(&TrailQuery {
@@ -226,18 +230,25 @@ fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Opt
         .map(|(_, k)| k)
 }
 
+/// Refuse a `--source` the config does not have, with the closest name as a hint.
+pub(crate) fn check_source(stack: &Stack, source: Option<&str>) -> Result<(), String> {
+    let (Some(source), Some(cfg)) = (source, stack.config()) else {
+        return Ok(());
+    };
+    if cfg.source(source).is_some() {
+        return Ok(());
+    }
+    let hint = did_you_mean(source, cfg.sources.keys().map(String::as_str))
+        .map(|k| format!(" (did you mean {k:?}?)"))
+        .unwrap_or_default();
+    Err(format!(
+        "--source {source:?}: no such source in the config{hint}"
+    ))
+}
+
 pub async fn run(at: Where, filters: Filters) -> Result<(), String> {
     let stack = Stack::open(at).await?;
-    if let (Some(source), Some(cfg)) = (&filters.source, stack.config()) {
-        if cfg.source(source).is_none() {
-            let hint = did_you_mean(source, cfg.sources.keys().map(String::as_str))
-                .map(|k| format!(" (did you mean {k:?}?)"))
-                .unwrap_or_default();
-            return Err(format!(
-                "--source {source:?}: no such source in the config{hint}"
-            ));
-        }
-    }
+    check_source(&stack, filters.source.as_deref())?;
     let now_ms = SystemClock.now_ms();
     let json = filters.json;
     let query = Query::new(filters, now_ms)?;
@@ -261,12 +272,33 @@ pub async fn run(at: Where, filters: Filters) -> Result<(), String> {
     Ok(())
 }
 
-/// `inlet events show ID`: one event's whole story.
-pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
-    let stack = Stack::open(at).await?;
+/// One event's whole story: its record, what the trail holds for its key since, and the
+/// dead-letter message that carries it, if any.
+pub(crate) struct Story {
+    pub(crate) event: Line,
+    pub(crate) via: String,
+    pub(crate) updated_at_ms: i64,
+    /// Duplicates, conflicts, forced replays, the DLQ move: oldest first.
+    pub(crate) later: Vec<Line>,
+    /// The DLQ message id, when the event sits in the dead-letter queue.
+    pub(crate) dead_letter: Option<String>,
+}
+
+impl Story {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": self.event.json(),
+            "via": self.via,
+            "updated_at": format_rfc3339_ms(self.updated_at_ms),
+            "trail": self.later.iter().map(Line::json).collect::<Vec<_>>(),
+            "dead_letter": self.dead_letter,
+        })
+    }
+}
+
+/// The story of `id`: a dedupe key, else a provider event id found in the trail.
+pub(crate) async fn story(stack: &Stack, id: &str, now_ms: i64) -> Result<Story, String> {
     let (_, dlq, ledger) = stack.parts();
-    let now_ms = SystemClock.now_ms();
-    // The id as a dedupe key, else as a provider event id found in the trail.
     let record = match ledger.get(id).await.map_err(|e| e.to_string())? {
         Some(r) => r,
         None => {
@@ -294,7 +326,6 @@ pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
         }
     };
     let key = record.key.clone();
-    // What else the trail holds for the key: duplicates, conflicts, forced replays, the DLQ move.
     let query = Query::new(
         Filters {
             source: Some(record.source.clone()),
@@ -321,18 +352,26 @@ pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
     } else {
         None
     };
-    let event = line(TrailRow::Record(record.clone()));
+    let (via, updated_at_ms) = (record.via.clone(), record.updated_at_ms);
+    Ok(Story {
+        event: line(TrailRow::Record(record)),
+        via,
+        updated_at_ms,
+        later,
+        dead_letter,
+    })
+}
+
+/// `inlet events show ID`: one event's whole story.
+pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
+    let stack = Stack::open(at).await?;
+    let story = story(&stack, id, SystemClock.now_ms()).await?;
     if json {
-        let story = serde_json::json!({
-            "event": event.json(),
-            "via": record.via,
-            "updated_at": format_rfc3339_ms(record.updated_at_ms),
-            "trail": later.iter().map(Line::json).collect::<Vec<_>>(),
-            "dead_letter": dead_letter,
-        });
-        println!("{story}");
+        println!("{}", story.json());
         return Ok(());
     }
+    let event = &story.event;
+    let key = &event.key;
     println!("{key}  ({} event {})", event.source, event.event_id);
     println!(
         "  what:      {}  [{}]",
@@ -342,22 +381,22 @@ pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
     println!(
         "  verified:  key {}, via {}",
         event.summary.key_id.as_deref().unwrap_or("?"),
-        record.via
+        story.via
     );
     println!(
         "  received:  {}   last change {}   attempts {}",
-        format_rfc3339_ms(record.received_at_ms),
-        format_rfc3339_ms(record.updated_at_ms),
-        record.attempts
+        format_rfc3339_ms(event.at_ms),
+        format_rfc3339_ms(story.updated_at_ms),
+        event.attempts.unwrap_or_default()
     );
     println!("  status:    {}", event.status_text());
     if !event.delivered.is_empty() {
         println!("  delivered: {}", event.delivered.join(", "));
     }
-    for l in &later {
+    for l in &story.later {
         println!("  then {}  {}", format_rfc3339_ms(l.at_ms), l.status_text());
     }
-    if let Some(message_id) = dead_letter {
+    if let Some(message_id) = &story.dead_letter {
         println!(
             "  in the DLQ as message {message_id}: replay it with `inlet replay --ids {key}` (and --config or --aws)"
         );
