@@ -52,6 +52,9 @@ pub struct Envelope {
     pub canonical_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity: Option<String>,
+    /// The payment, refund or order the event reports on (Stripe's `data.object.id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +65,9 @@ pub struct Envelope {
     /// RFC 3339, UTC, milliseconds.
     pub received_at: String,
     pub verified: VerifiedBy,
+    /// The address a webhook came from, as API Gateway (or `inlet dev`) saw the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_ip: Option<String>,
     /// Allow-listed request headers only: never signatures or authorization.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -275,6 +281,7 @@ mod tests {
             event_type: None,
             canonical_type: None,
             entity: None,
+            object_id: None,
             amount: None,
             currency: None,
             occurred_at: None,
@@ -283,6 +290,7 @@ mod tests {
                 scheme: "hmac".into(),
                 key_id: None,
             },
+            caller_ip: None,
             headers: BTreeMap::new(),
             body: b,
             body_encoding: enc,

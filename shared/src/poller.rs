@@ -468,6 +468,7 @@ impl Poller {
                     event_type: event.event_type.map(envelope::bounded_field),
                     canonical_type: event.canonical_type.map(str::to_owned),
                     entity: event.entity.map(envelope::bounded_field),
+                    object_id: event.object_id.map(envelope::bounded_field),
                     amount: event.amount,
                     currency: event.currency,
                     occurred_at: event.occurred_at_ms.map(crate::time::format_rfc3339_ms),
@@ -480,6 +481,7 @@ impl Poller {
                             .find(|s| s.is_live(now))
                             .map(|s| s.id.clone()),
                     },
+                    caller_ip: None,
                     headers: Default::default(),
                     body,
                     body_encoding,

@@ -891,6 +891,8 @@ impl Worker {
                 summary: EventSummary {
                     canonical_type: env.canonical_type.clone(),
                     entity: env.entity.clone(),
+                    object_id: env.object_id.clone(),
+                    caller_ip: env.caller_ip.clone(),
                     amount: env.amount,
                     currency: env.currency.clone(),
                     key_id: env.verified.key_id.clone(),
@@ -1435,6 +1437,13 @@ mod tests {
         async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
             self.inner.append(entry).await
         }
+        async fn lookup(
+            &self,
+            by: crate::ports::Lookup<'_>,
+            now_ms: i64,
+        ) -> Result<Vec<crate::ports::TrailRow>, LedgerError> {
+            self.inner.lookup(by, now_ms).await
+        }
         async fn append_new(&self, entry: &TrailEntry) -> Result<bool, LedgerError> {
             self.inner.append_new(entry).await
         }
@@ -1548,6 +1557,7 @@ mod tests {
             event_type: None,
             canonical_type: None,
             entity: None,
+            object_id: None,
             amount: None,
             currency: None,
             occurred_at: None,
@@ -1556,6 +1566,7 @@ mod tests {
                 scheme: "hmac".into(),
                 key_id: None,
             },
+            caller_ip: None,
             headers: Default::default(),
             body_sha256: sha256_hex(body.as_bytes()),
             body,

@@ -643,6 +643,7 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
                 path: format!("/webhooks/{source}"),
                 headers: signed_headers(&cfg, source, &body, clock.now_ms(), "d"),
                 body,
+                source_ip: Some([198, 51, 100, 4].into()),
                 ..Default::default()
             })
             .await;
@@ -719,6 +720,10 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_once_the_target_
     assert_eq!(story["event"]["dedupe_key"], keys[1].as_str());
     assert_eq!(story["event"]["attempts"], 2);
     assert!(story["dead_letter"].is_string(), "{story}");
+    assert_eq!(
+        story["event"]["caller_ip"], "198.51.100.4",
+        "who sent it, as ingest saw the connection"
+    );
 
     // A dry run moves nothing; then only stripe's two go back, and are dispatched once.
     let out = inlet(&[

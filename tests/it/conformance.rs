@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use inlet::ports::{
     check_key, Acquire, BeginOutcome, BeginRequest, BusEvent, CheckRecord, CheckStatus, CheckStore,
-    DedupeStatus, EventBus, EventSummary, Ledger, LedgerError, ManualClock, OutboundMessage,
-    PollStore, PollStoreError, PublishResult, Queue, ReceivedMessage, Scheduled, TrailEntry,
-    TrailQuery, TrailRow, TrailStatus,
+    DedupeStatus, EventBus, EventSummary, Ledger, LedgerError, Lookup, ManualClock,
+    OutboundMessage, PollStore, PollStoreError, PublishResult, Queue, ReceivedMessage, Scheduled,
+    TrailEntry, TrailQuery, TrailRow, TrailStatus, LOOKUP_LIMIT,
 };
 
 use crate::support::{aws, embedded};
@@ -355,6 +355,8 @@ fn summary() -> EventSummary {
     EventSummary {
         canonical_type: Some("payment.succeeded".to_owned()),
         entity: Some("cus_42".to_owned()),
+        object_id: Some("pi_42".to_owned()),
+        caller_ip: Some("203.0.113.9".to_owned()),
         amount: Some(2000),
         currency: Some("USD".to_owned()),
         key_id: Some("current".to_owned()),
@@ -728,6 +730,87 @@ fn row_at(row: &TrailRow) -> (i64, &'static str) {
         TrailRow::Record(_) => (row.at_ms(), "record"),
         TrailRow::Entry(_) => (row.at_ms(), "entry"),
     }
+}
+
+/// A payment's records and a key's trail entries are found by their id alone, newest first,
+/// with nothing else and nothing expired; and the rows read back whole.
+async fn lookups_find_a_payment_and_a_keys_entries_and_nothing_else(ledger: &dyn Ledger) {
+    let with_object = |key: &str, object: Option<&str>, at: i64| {
+        let mut req = begin_request(key, &format!("h-{key}"), at);
+        req.summary.object_id = object.map(str::to_owned);
+        req
+    };
+    for req in [
+        with_object("stripe-live#evt_a", Some("pi_7"), T0 + 1_000),
+        with_object("stripe-live#evt_b", Some("pi_7"), T0 + 3_000),
+        with_object("stripe-live#evt_c", Some("pi_8"), T0 + 2_000),
+        with_object("stripe-live#evt_d", None, T0 + 4_000),
+    ] {
+        ledger.begin(&req).await.expect("begin");
+    }
+    let about = |id: &str, key: Option<&str>, at: i64, expires: i64| TrailEntry {
+        status: TrailStatus::Duplicate,
+        dedupe_key: key.map(str::to_owned),
+        expires_at_ms: expires,
+        ..trail_entry(id, "stripe-live", at)
+    };
+    let dup_old = about("d-old", Some("stripe-live#evt_a"), T0 + 5_000, T0 + DAY_MS);
+    let dup_new = about("d-new", Some("stripe-live#evt_a"), T0 + 6_000, T0 + DAY_MS);
+    for entry in [
+        &dup_old,
+        &dup_new,
+        &about("d-gone", Some("stripe-live#evt_a"), T0 + 7_000, T0 - 1),
+        &about(
+            "d-other",
+            Some("stripe-live#evt_b"),
+            T0 + 8_000,
+            T0 + DAY_MS,
+        ),
+        &about("d-none", None, T0 + 9_000, T0 + DAY_MS),
+    ] {
+        ledger.append(entry).await.expect("append");
+    }
+
+    let keys = |rows: Vec<TrailRow>| -> Vec<String> {
+        rows.into_iter()
+            .map(|r| match r {
+                TrailRow::Record(r) => r.key,
+                TrailRow::Entry(e) => e.id,
+            })
+            .collect()
+    };
+    let payment = ledger
+        .lookup(Lookup::Object("pi_7"), T0)
+        .await
+        .expect("lookup");
+    match &payment[0] {
+        TrailRow::Record(r) => assert_eq!(
+            (r.summary.object_id.as_deref(), r.source.as_str()),
+            (Some("pi_7"), "stripe-live"),
+            "the record reads back whole"
+        ),
+        other => panic!("expected a record, got {other:?}"),
+    }
+    assert_eq!(
+        keys(payment),
+        ["stripe-live#evt_b", "stripe-live#evt_a"],
+        "the payment's two events, newest first, and no other payment's"
+    );
+    assert!(ledger
+        .lookup(Lookup::Object("pi_9"), T0)
+        .await
+        .expect("lookup")
+        .is_empty());
+    let entries = ledger
+        .lookup(Lookup::Entries("stripe-live#evt_a"), T0)
+        .await
+        .expect("lookup");
+    assert_eq!(
+        entries,
+        [TrailRow::Entry(dup_new), TrailRow::Entry(dup_old)],
+        "the key's live entries, newest first, read back as written"
+    );
+    assert!(LOOKUP_LIMIT >= 100);
 }
 
 async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
@@ -1143,6 +1226,15 @@ async fn embedded_complete_or_fail_on_missing_key_is_not_found() {
 #[tokio::test]
 async fn aws_complete_or_fail_on_missing_key_is_not_found() {
     complete_or_fail_on_missing_key_is_not_found(&*aws_ledger().await).await;
+}
+
+#[tokio::test]
+async fn embedded_lookups_find_a_payment_and_a_keys_entries_and_nothing_else() {
+    lookups_find_a_payment_and_a_keys_entries_and_nothing_else(&*embedded_ledger()).await;
+}
+#[tokio::test]
+async fn aws_lookups_find_a_payment_and_a_keys_entries_and_nothing_else() {
+    lookups_find_a_payment_and_a_keys_entries_and_nothing_else(&*aws_ledger().await).await;
 }
 
 #[tokio::test]

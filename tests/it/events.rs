@@ -69,6 +69,8 @@ fn begin(
                 .to_owned(),
             ),
             entity: Some(entity.to_owned()),
+            object_id: Some(format!("pi_{event_id}")),
+            caller_ip: None,
             amount: Some(2_000),
             currency: Some("USD".to_owned()),
             key_id: Some("0".to_owned()),
@@ -229,6 +231,10 @@ async fn the_same_queries_answer_the_same_rows_from_the_local_store_and_dynamodb
         vec!["--source", "stripe", "--since", &since],
         vec!["--status", "poll_run"],
         vec!["--limit", "2"],
+        // A payment id, through the lookup index on both stores.
+        vec!["--id", "pi_evt_3"],
+        vec!["--id", "pi_evt_1", "--status", "dispatched"],
+        vec!["--id", "pi_evt_1", "--status", "dead"],
     ];
     let mut seen = Vec::new();
     for q in &queries {
@@ -276,6 +282,10 @@ async fn the_same_queries_answer_the_same_rows_from_the_local_store_and_dynamodb
     assert_eq!(answer(8), ["backoffice#evt_9"]);
     assert_eq!(answer(9), ["poll_run", "refused", "stripe#evt_3"]);
     assert_eq!(answer(11).len(), 2);
+    assert_eq!(answer(12), ["stripe#evt_3"]);
+    assert_eq!(answer(13), ["stripe#evt_1"]);
+    assert!(answer(14).is_empty());
+    assert_eq!(seen[12].1[0]["object_id"], "pi_evt_3");
     let all = &seen[0].1;
     assert_eq!(all[0]["reason"], "caught_up: 2 pages, 10 items, 3 new");
     assert_eq!(all[1]["reason"], "bad_signature");
@@ -316,6 +326,15 @@ async fn the_same_queries_answer_the_same_rows_from_the_local_store_and_dynamodb
     assert_eq!(story["event"]["entity"], "cus_1");
     assert_eq!(story["trail"][0]["status"], "duplicate");
     assert!(story["dead_letter"].is_null());
+
+    // The same story from the payment id a support ticket quotes, on both stores.
+    let by_payment = ["events", "show", "pi_evt_1", "--json"];
+    let there = lines(&inlet_aws(
+        &aws::endpoint(),
+        (urls.0, urls.1, table.table()),
+        &by_payment,
+    ));
+    assert_eq!(&there[0], story);
 }
 
 #[test]

@@ -384,7 +384,7 @@ def check_ledger_table(t: dict) -> None:
     p = props(t, "LedgerTable", "AWS::DynamoDB::Table")
     assert p.get("BillingMode") == "PAY_PER_REQUEST"
     attrs = {a["AttributeName"]: a["AttributeType"] for a in p.get("AttributeDefinitions", [])}
-    assert attrs == {"pk": "S", "gsi1pk": "S", "gsi1sk": "S"}, attrs
+    assert attrs == {"pk": "S", "gsi1pk": "S", "gsi1sk": "S", "gsi2pk": "S"}, attrs
     assert p.get("KeySchema") == [{"AttributeName": "pk", "KeyType": "HASH"}]
     gsis = {g["IndexName"]: g for g in p.get("GlobalSecondaryIndexes", [])}
     assert "by_source" in gsis, "GSI by_source missing"
@@ -394,6 +394,14 @@ def check_ledger_table(t: dict) -> None:
         {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
     ]
     assert g["Projection"] == {"ProjectionType": "ALL"}
+    # Lookups by payment id or dedupe key: keys only (one index write per event).
+    assert "by_ref" in gsis, "GSI by_ref missing"
+    g = gsis["by_ref"]
+    assert g["KeySchema"] == [
+        {"AttributeName": "gsi2pk", "KeyType": "HASH"},
+        {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+    ]
+    assert g["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     assert p.get("TimeToLiveSpecification") == {"AttributeName": "ttl", "Enabled": True}
     assert p.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled") is True
 

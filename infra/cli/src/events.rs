@@ -2,7 +2,8 @@
 //! store or a deployed stack's table (`--aws`), with the same columns and JSON either way.
 
 use inlet::ports::{
-    Clock, DedupeStatus, EventSummary, Ledger, SystemClock, TrailQuery, TrailRow, TrailStatus,
+    Clock, DedupeRecord, DedupeStatus, EventSummary, Ledger, Lookup, SystemClock, TrailQuery,
+    TrailRow, TrailStatus,
 };
 use inlet::time::format_rfc3339_ms;
 
@@ -26,7 +27,8 @@ pub struct Filters {
     /// Only events about this entity: the player, customer or wallet the provider names.
     #[arg(long)]
     pub entity: Option<String>,
-    /// Only this event: its provider event id or its dedupe key.
+    /// Only this event or payment: a provider event id, a dedupe key, or the id of the
+    /// payment, refund or order it reports on (pi_…). Found through an index, not a listing.
     #[arg(long)]
     pub id: Option<String>,
     /// Only rows from this time on: RFC 3339, or a duration back from now (15m, 2h, 3days).
@@ -79,6 +81,7 @@ impl Line {
             "delivered": self.delivered, "canonical_type": self.summary.canonical_type,
             "entity": self.summary.entity, "amount": self.summary.amount,
             "currency": self.summary.currency, "key_id": self.summary.key_id,
+            "object_id": self.summary.object_id, "caller_ip": self.summary.caller_ip,
         })
     }
 }
@@ -89,8 +92,11 @@ pub(crate) fn what(s: &EventSummary) -> String {
     if let Some(c) = &s.canonical_type {
         parts.push(c.clone());
     }
+    if let Some(o) = &s.object_id {
+        parts.push(o.clone());
+    }
     if let Some(e) = &s.entity {
-        parts.push(e.clone());
+        parts.push(format!("for {e}"));
     }
     match (s.amount, &s.currency) {
         (Some(a), Some(c)) => parts.push(format!("{a} {c} (minor units)")),
@@ -143,6 +149,9 @@ pub(crate) struct Query {
     filters: Filters,
     since_ms: Option<i64>,
     until_ms: Option<i64>,
+    /// The config's sources, when there is a config: an id is also tried as the dedupe key
+    /// `<source>#<id>` of each (one read apiece).
+    sources: Vec<String>,
 }
 
 impl Query {
@@ -166,7 +175,17 @@ impl Query {
             since_ms: time("--since", &filters.since)?,
             until_ms: time("--until", &filters.until)?,
             filters,
+            sources: Vec::new(),
         })
+    }
+
+    /// The query with the stack's configured sources, for id lookups.
+    pub(crate) fn for_stack(mut self, stack: &Stack) -> Self {
+        self.sources = stack
+            .config()
+            .map(|c| c.sources.keys().cloned().collect())
+            .unwrap_or_default();
+        self
     }
 
     fn matches(&self, l: &Line) -> bool {
@@ -180,7 +199,14 @@ impl Query {
                 &[Some(&l.event_type), l.summary.canonical_type.as_deref()],
             )
             && is(&f.entity, &[l.summary.entity.as_deref()])
-            && is(&f.id, &[Some(&l.event_id), Some(&l.key)])
+            && is(
+                &f.id,
+                &[
+                    Some(&l.event_id),
+                    Some(&l.key),
+                    l.summary.object_id.as_deref(),
+                ],
+            )
             && self.since_ms.is_none_or(|t| l.at_ms >= t)
             && self.until_ms.is_none_or(|t| l.at_ms <= t)
     }
@@ -197,6 +223,52 @@ impl Query {
     }
 }
 
+/// The records an id names, read by key and through the lookup index: the id as a dedupe
+/// key, as `<source>#<id>` for each known source, and as the object (payment) id. Empty when
+/// none is found.
+async fn records_named(
+    ledger: &dyn Ledger,
+    id: &str,
+    sources: &[String],
+    now_ms: i64,
+) -> Result<Vec<DedupeRecord>, String> {
+    let err = |e: inlet::ports::LedgerError| e.to_string();
+    let keys = std::iter::once(id.to_owned()).chain(sources.iter().map(|s| format!("{s}#{id}")));
+    let gets =
+        futures_util::future::try_join_all(keys.map(|k| async move { ledger.get(&k).await }))
+            .await
+            .map_err(err)?;
+    let mut records: Vec<DedupeRecord> = gets.into_iter().flatten().collect();
+    for row in ledger
+        .lookup(Lookup::Object(id), now_ms)
+        .await
+        .map_err(err)?
+    {
+        if let TrailRow::Record(r) = row {
+            if !records.iter().any(|have| have.key == r.key) {
+                records.push(r);
+            }
+        }
+    }
+    records.sort_by(|a, b| {
+        b.received_at_ms
+            .cmp(&a.received_at_ms)
+            .then(b.key.cmp(&a.key))
+    });
+    Ok(records)
+}
+
+/// The trail entries about `key` (duplicates, conflicts, replays, the DLQ move), newest first.
+async fn entries_about(ledger: &dyn Ledger, key: &str, now_ms: i64) -> Result<Vec<Line>, String> {
+    Ok(ledger
+        .lookup(Lookup::Entries(key), now_ms)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(line)
+        .collect())
+}
+
 /// The trail's rows that match, newest first, at most `limit` (0: all).
 pub(crate) async fn rows(
     ledger: &dyn Ledger,
@@ -204,6 +276,40 @@ pub(crate) async fn rows(
     now_ms: i64,
 ) -> Result<Vec<Line>, String> {
     let limit = query.filters.limit;
+    if let Some(id) = &query.filters.id {
+        let records = records_named(ledger, id, &query.sources, now_ms).await?;
+        if !records.is_empty() {
+            let mut lines = Vec::new();
+            for r in records {
+                lines.extend(entries_about(ledger, &r.key, now_ms).await?);
+                lines.push(line(TrailRow::Record(r)));
+            }
+            // The entries name the id's records, not the id itself: every other filter holds.
+            let rest = Query {
+                filters: Filters {
+                    id: None,
+                    source: query.filters.source.clone(),
+                    status: query.filters.status.clone(),
+                    event_type: query.filters.event_type.clone(),
+                    entity: query.filters.entity.clone(),
+                    ..Filters::default()
+                },
+                since_ms: query.since_ms,
+                until_ms: query.until_ms,
+                sources: Vec::new(),
+            };
+            lines.retain(|l| {
+                rest.matches(l) && rest.filters.source.as_ref().is_none_or(|s| *s == l.source)
+            });
+            lines.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+            if limit > 0 {
+                lines.truncate(limit);
+            }
+            return Ok(lines);
+        }
+        // An id no key or index names (an unsigned delivery id, a refused request's id):
+        // the listing below, filtered here.
+    }
     let listed = ledger
         .list(&TrailQuery {
             source: query.filters.source.clone(),
@@ -251,7 +357,7 @@ pub async fn run(at: Where, filters: Filters) -> Result<(), String> {
     check_source(&stack, filters.source.as_deref())?;
     let now_ms = SystemClock.now_ms();
     let json = filters.json;
-    let query = Query::new(filters, now_ms)?;
+    let query = Query::new(filters, now_ms)?.for_stack(&stack);
     let (_, _, ledger) = stack.parts();
     let lines = rows(ledger, &query, now_ms).await?;
     if json {
@@ -282,6 +388,8 @@ pub(crate) struct Story {
     pub(crate) later: Vec<Line>,
     /// The DLQ message id, when the event sits in the dead-letter queue.
     pub(crate) dead_letter: Option<String>,
+    /// The other events of the same payment, newest first (their dedupe keys).
+    pub(crate) others: Vec<String>,
 }
 
 impl Story {
@@ -292,55 +400,51 @@ impl Story {
             "updated_at": format_rfc3339_ms(self.updated_at_ms),
             "trail": self.later.iter().map(Line::json).collect::<Vec<_>>(),
             "dead_letter": self.dead_letter,
+            "same_payment": self.others,
         })
     }
 }
 
-/// The story of `id`: a dedupe key, else a provider event id found in the trail.
+/// The story of `id`: a dedupe key, `<source>#<id>`, a payment (object) id — its newest
+/// event — else a provider event id found in the trail.
 pub(crate) async fn story(stack: &Stack, id: &str, now_ms: i64) -> Result<Story, String> {
     let (_, dlq, ledger) = stack.parts();
-    let record = match ledger.get(id).await.map_err(|e| e.to_string())? {
-        Some(r) => r,
-        None => {
-            let query = Query::new(
-                Filters {
-                    id: Some(id.to_owned()),
-                    limit: 0,
-                    ..Filters::default()
-                },
-                now_ms,
-            )?;
-            let key = rows(ledger, &query, now_ms)
-                .await?
-                .into_iter()
-                .map(|l| l.key)
-                .find(|k| !k.is_empty())
-                .ok_or_else(|| {
-                    format!("no event {id:?} (a dedupe key or provider event id) in the trail")
-                })?;
-            ledger
-                .get(&key)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{key}: in the trail but its record has expired"))?
-        }
+    let sources: Vec<String> = stack
+        .config()
+        .map(|c| c.sources.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut named = records_named(ledger, id, &sources, now_ms).await?;
+    let record = if named.is_empty() {
+        let query = Query::new(
+            Filters {
+                id: Some(id.to_owned()),
+                limit: 0,
+                ..Filters::default()
+            },
+            now_ms,
+        )?;
+        let key = rows(ledger, &query, now_ms)
+            .await?
+            .into_iter()
+            .map(|l| l.key)
+            .find(|k| !k.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "no event {id:?} (a dedupe key, provider event id or payment id) in the trail"
+                )
+            })?;
+        ledger
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{key}: in the trail but its record has expired"))?
+    } else {
+        named.remove(0)
     };
     let key = record.key.clone();
-    let query = Query::new(
-        Filters {
-            source: Some(record.source.clone()),
-            id: Some(key.clone()),
-            limit: 0,
-            ..Filters::default()
-        },
-        now_ms,
-    )?;
-    let mut later: Vec<Line> = rows(ledger, &query, now_ms)
-        .await?
-        .into_iter()
-        .filter(|l| l.key == key && l.attempts.is_none())
-        .collect();
+    let mut later = entries_about(ledger, &key, now_ms).await?;
     later.reverse();
+    let others = named.into_iter().map(|r| r.key).collect();
     // Only an event that failed can be in the DLQ: the queue is read only then.
     let dead_letter = if record.status == DedupeStatus::Failed {
         inlet::dlq::list(dlq, ledger, usize::MAX)
@@ -359,6 +463,7 @@ pub(crate) async fn story(stack: &Stack, id: &str, now_ms: i64) -> Result<Story,
         updated_at_ms,
         later,
         dead_letter,
+        others,
     })
 }
 
@@ -379,9 +484,15 @@ pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
         event.event_type
     );
     println!(
-        "  verified:  key {}, via {}",
+        "  verified:  key {}, via {}{}",
         event.summary.key_id.as_deref().unwrap_or("?"),
-        story.via
+        story.via,
+        event
+            .summary
+            .caller_ip
+            .as_deref()
+            .map(|ip| format!(", from {ip}"))
+            .unwrap_or_default()
     );
     println!(
         "  received:  {}   last change {}   attempts {}",
@@ -395,6 +506,9 @@ pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
     }
     for l in &story.later {
         println!("  then {}  {}", format_rfc3339_ms(l.at_ms), l.status_text());
+    }
+    if !story.others.is_empty() {
+        println!("  same payment: {}", story.others.join(", "));
     }
     if let Some(message_id) = &story.dead_letter {
         println!(

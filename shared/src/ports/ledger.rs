@@ -53,6 +53,12 @@ pub struct EventSummary {
     pub canonical_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity: Option<String>,
+    /// The payment, refund or order the event reports on: what support has in hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
+    /// Where a webhook came from (a poll has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_ip: Option<String>,
     /// Minor units of `currency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<i64>,
@@ -219,6 +225,21 @@ pub struct TrailQuery {
     pub now_ms: i64,
 }
 
+/// What a support person has in hand, found through an index (no listing of a source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// The records whose event reports on this object: a payment, refund or order id
+    /// ([`EventSummary::object_id`]).
+    Object(&'a str),
+    /// The trail entries about this dedupe key: duplicates, conflicts, forced replays, the
+    /// move to the dead-letter queue.
+    Entries(&'a str),
+}
+
+/// The most rows one lookup returns: an id names a handful of events, so more is a sign
+/// of a shared id, and reading every row would cost what the caller did not ask for.
+pub const LOOKUP_LIMIT: usize = 200;
+
 /// A line of `inlet events`: either a dedupe record or a trail entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrailRow {
@@ -293,6 +314,11 @@ pub trait Ledger: Send + Sync {
 
     /// Newest first, records and entries merged; entries expired at `query.now_ms` left out.
     async fn list(&self, query: &TrailQuery) -> Result<Vec<TrailRow>, LedgerError>;
+
+    /// The rows `by` names, newest first, entries expired at `now_ms` left out, at most
+    /// [`LOOKUP_LIMIT`]. Read through an index on either backend: its cost is the rows found,
+    /// not the size of the trail.
+    async fn lookup(&self, by: Lookup<'_>, now_ms: i64) -> Result<Vec<TrailRow>, LedgerError>;
 
     /// The last version applied to `entity` of `source` (the stale-version guard), if any.
     async fn applied_version(&self, source: &str, entity: &str)

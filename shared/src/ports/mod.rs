@@ -19,7 +19,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 pub use ledger::{
     BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
-    TrailEntry, TrailQuery, TrailRow, TrailStatus,
+    Lookup, TrailEntry, TrailQuery, TrailRow, TrailStatus, LOOKUP_LIMIT,
 };
 pub use poll::{Acquire, PollState, PollStore, PollStoreError};
 pub use queue::{OutboundMessage, Queue, QueueError, ReceivedMessage, WorkerRecord};

@@ -432,6 +432,7 @@ impl Provider for Adyen {
                     canonical_type: self.item_canonical(event_code, succeeded, item),
                     occurred_at_ms: item.event_date.as_deref().and_then(rfc3339_ms),
                     entity: (!merchant_ref.is_empty()).then(|| merchant_ref.to_string()),
+                    object_id: Some(psp.to_string()),
                     amount: currency
                         .as_ref()
                         .and_then(|_| money::minor_from_text(value)),

@@ -146,6 +146,10 @@ impl Provider for Checkout {
                 .and_then(|v| v.as_str())
                 .and_then(rfc3339_ms),
             entity,
+            object_id: field("id")
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
             amount: currency
                 .as_ref()
                 .and(field("amount"))
@@ -273,6 +277,7 @@ mod tests {
                 canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
                 occurred_at_ms: Some(NOW_MS),
                 entity: None,
+                object_id: Some("pay_mbabizu24mvu3mela5njyhpit4".into()),
                 amount: Some(10000),
                 currency: Some("GBP".into()),
                 part: None,

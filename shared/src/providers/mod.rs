@@ -147,6 +147,10 @@ pub struct Extracted {
     pub occurred_at_ms: Option<i64>,
     /// Who or what the event is about: customer, player, wallet, chat, message…
     pub entity: Option<String>,
+    /// The id of the thing the event reports on, as the provider's dashboard shows it: the
+    /// payment, refund, order or transaction (Stripe's `data.object.id`, `pi_…`). What a
+    /// support person has in hand; searchable in the trail.
+    pub object_id: Option<String>,
     /// Money the event carries, in minor units of `currency` (see [`money::to_minor`]).
     pub amount: Option<i64>,
     /// ISO 4217, upper case.

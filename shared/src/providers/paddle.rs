@@ -160,6 +160,7 @@ impl Provider for Paddle {
                 .and_then(|v| v.as_str())
                 .and_then(time::rfc3339_ms_utc_if_unzoned),
             entity: fields::str_at(data, "/customer_id").map(str::to_string),
+            object_id: fields::str_at(data, "/id").map(str::to_string),
             amount: amount.filter(|_| currency.is_some()),
             currency: currency.filter(|_| amount.is_some()),
             part: None,
@@ -291,6 +292,7 @@ mod tests {
                 event_type: Some("transaction.completed".into()),
                 canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
                 occurred_at_ms: Some(T * 1000),
+                object_id: Some("txn_01jkr8fgq2yzd0v1n0p5r9e3kz".into()),
                 ..Default::default()
             }]
         );

@@ -506,6 +506,7 @@ impl Provider for PayPal {
                 .and_then(Value::as_str)
                 .and_then(rfc3339_ms),
             entity: entity.map(str::to_string),
+            object_id: at("/id").map(str::to_string),
             amount,
             currency,
             part: None,
@@ -1004,6 +1005,7 @@ mod tests {
                 canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
                 occurred_at_ms: Some(NOW_MS),
                 entity: Some("42311647XV020574X".into()),
+                object_id: Some("42311647XV020574X".into()),
                 amount: Some(1000),
                 currency: Some("USD".into()),
                 part: None,

@@ -136,6 +136,7 @@ impl Provider for Razorpay {
             canonical_type: canonical_type(event),
             occurred_at_ms: time::unix_seconds_ms(body.get("created_at")),
             entity: who.map(str::to_string),
+            object_id: fields::text(main.and_then(|v| v.get("id"))).map(str::to_string),
             amount: currency
                 .as_ref()
                 .and(money_from.and_then(|e| e.get("amount")))
@@ -248,6 +249,7 @@ mod tests {
                 canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
                 occurred_at_ms: Some(NOW_MS),
                 entity: None,
+                object_id: Some("pay_DESlfW9H8K9uqM".into()),
                 amount: Some(100),
                 currency: Some("INR".into()),
                 part: None,

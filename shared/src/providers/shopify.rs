@@ -168,6 +168,7 @@ impl Provider for Shopify {
             occurred_at_ms: fields::header(req.headers, names.triggered_at)
                 .and_then(time::rfc3339_ms_utc_if_unzoned),
             entity,
+            object_id: body.get("id").and_then(fields::id_text),
             currency: amount.and(currency),
             amount,
             part: None,
@@ -290,6 +291,7 @@ mod tests {
                 canonical_type: Some(canonical::ORDER_CREATED),
                 occurred_at_ms: Some(1_767_225_600_000),
                 entity: Some("example.myshopify.com".into()),
+                object_id: Some("820982911946154508".into()),
                 // `total_price` without `currency` is not an amount.
                 amount: None,
                 currency: None,

@@ -152,6 +152,7 @@ impl Provider for Square {
             occurred_at_ms: fields::str_at(&event, "/created_at")
                 .and_then(time::rfc3339_ms_utc_if_unzoned),
             entity: entity.map(str::to_string),
+            object_id: fields::str_at(&event, "/data/id").map(str::to_string),
             amount: amount.filter(|_| currency.is_some()),
             currency: currency.filter(|_| amount.is_some()),
             part: None,
@@ -259,6 +260,7 @@ mod tests {
                 event_id: Some("ac3ac95b-f97d-458c-a6e6-18981597e05f".into()),
                 event_type: Some("webhooks.test_notification".into()),
                 occurred_at_ms: Some(1_657_744_259_037),
+                object_id: Some("bc368e64-01aa-407e-b46e-3231809b1129".into()),
                 ..Default::default()
             }]
         );

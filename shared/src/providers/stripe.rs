@@ -195,6 +195,7 @@ impl Provider for Stripe {
             canonical_type: event_type.and_then(|t| canonical_type(t, object)),
             occurred_at_ms: time::unix_seconds_ms(event.get("created")),
             entity: entity.map(str::to_string),
+            object_id: text("id").map(str::to_string),
             amount: currency
                 .as_ref()
                 .and(field(amount_field))
@@ -337,6 +338,7 @@ mod tests {
                 canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
                 occurred_at_ms: None,
                 entity: Some("pi_123".into()),
+                object_id: Some("pi_123".into()),
                 amount: Some(2000),
                 currency: Some("USD".into()),
                 part: None,

@@ -25,7 +25,7 @@ use rusqlite::{params, OptionalExtension, Row, Transaction};
 use super::{count_u32, EmbeddedError, EmbeddedStore};
 use crate::ports::{
     BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
-    TrailEntry, TrailQuery, TrailRow, TrailStatus,
+    Lookup, TrailEntry, TrailQuery, TrailRow, TrailStatus, LOOKUP_LIMIT,
 };
 
 const RECORD_COLUMNS: &str =
@@ -560,6 +560,36 @@ impl Ledger for SqliteLedger {
         if query.limit > 0 {
             rows.truncate(query.limit);
         }
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
+    }
+
+    /// Through `dedupe_records_by_object` or `trail_entries_by_key` (schema v6).
+    async fn lookup(&self, by: Lookup<'_>, now_ms: i64) -> Result<Vec<TrailRow>, LedgerError> {
+        let limit = i64::try_from(LOOKUP_LIMIT).unwrap_or(i64::MAX);
+        let rows = self.store.with_conn(|conn| match by {
+            Lookup::Object(id) => newest(
+                conn,
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM dedupe_records \
+                     WHERE json_extract(summary, '$.object_id') = ?1 \
+                     ORDER BY received_at_ms DESC, key DESC LIMIT ?2"
+                ),
+                params![id, limit],
+                raw_record,
+                |raw| Ok((String::new(), TrailRow::Record(raw.decode()?))),
+            ),
+            Lookup::Entries(key) => newest(
+                conn,
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM trail_entries \
+                     WHERE dedupe_key = ?1 AND expires_at_ms >= ?3 \
+                     ORDER BY at_ms DESC, id DESC LIMIT ?2"
+                ),
+                params![key, limit, now_ms],
+                raw_entry,
+                |raw| Ok((String::new(), TrailRow::Entry(raw.decode()?))),
+            ),
+        })?;
         Ok(rows.into_iter().map(|(_, row)| row).collect())
     }
 }

@@ -48,7 +48,7 @@ pub use queue::{QueueCounts, SqliteQueue};
 
 /// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
 /// version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// The most operations one group commit holds: enough to absorb a burst of concurrent
 /// writers, few enough that the first caller of a group is not kept waiting long.
@@ -175,6 +175,14 @@ CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visib
 const RETENTION_SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS trail_entries_by_expiry ON trail_entries (expires_at_ms);
 CREATE INDEX IF NOT EXISTS dedupe_records_by_expiry ON dedupe_records (expires_at_ms);
+";
+
+/// Schema v6, lookups: a record by the object its event reports on (read out of the summary,
+/// so no column migration), and a key's trail entries. Idempotent like [`SCHEMA`].
+const LOOKUP_SCHEMA: &str = "
+CREATE INDEX IF NOT EXISTS dedupe_records_by_object
+    ON dedupe_records (json_extract(summary, '$.object_id'), received_at_ms);
+CREATE INDEX IF NOT EXISTS trail_entries_by_key ON trail_entries (dedupe_key, at_ms);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -441,6 +449,7 @@ fn migrate(mut conn: Connection, path: &str) -> Result<Connection, EmbeddedError
         )?;
     }
     tx.execute_batch(RETENTION_SCHEMA)?;
+    tx.execute_batch(LOOKUP_SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(conn)

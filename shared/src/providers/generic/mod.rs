@@ -272,6 +272,7 @@ struct Extraction {
     occurred_at: Vec<Location>,
     occurred_at_unit: TsUnit,
     entity: Option<Location>,
+    object_id: Option<Location>,
     amount: Option<Location>,
     amount_unit: AmountUnit,
     currency: Option<Location>,
@@ -961,6 +962,7 @@ impl Generic {
         let occurred_at_pointer = o.occurred_at_pointer.take();
         let (occurred_at_unit, amount_unit) = (o.occurred_at_unit, o.amount_unit);
         let entity = o.entity.take();
+        let object_id = o.object_id.take();
         let amount = o.amount.take();
         let currency = o.currency.take();
         let canonical_map = std::mem::take(&mut o.canonical);
@@ -976,6 +978,7 @@ impl Generic {
         .into_iter()
         .collect();
         let entity = entity.map(|l| checked("entity", l)).transpose()?;
+        let object_id = object_id.map(|l| checked("object_id", l)).transpose()?;
         let amount = amount.map(|l| checked("amount", l)).transpose()?;
         let currency = currency.map(|l| checked("currency", l)).transpose()?;
         if amount.is_some() && amount_unit == AmountUnit::Major && currency.is_none() {
@@ -993,6 +996,7 @@ impl Generic {
             occurred_at,
             occurred_at_unit,
             entity,
+            object_id,
             amount,
             amount_unit,
             currency,
@@ -1299,6 +1303,7 @@ impl Generic {
             canonical_type,
             occurred_at_ms,
             entity: x.entity.as_ref().and_then(|l| ctx.lookup(l)),
+            object_id: x.object_id.as_ref().and_then(|l| ctx.lookup(l)),
             amount,
             currency,
             part,

@@ -356,6 +356,8 @@ pub(super) struct GenericOptions {
     #[serde(default)]
     pub entity: Option<Location>,
     #[serde(default)]
+    pub object_id: Option<Location>,
+    #[serde(default)]
     pub amount: Option<Location>,
     #[serde(default)]
     pub amount_unit: AmountUnit,

@@ -1121,7 +1121,7 @@ fn without_an_id_source_dedupe_falls_back_to_the_body_hash() {
 }
 
 #[test]
-fn extract_maps_money_entity_time_and_canonical_types() {
+fn extract_maps_money_entity_object_time_and_canonical_types() {
     let p = generic(
         json!({
             "header": "X-Sig",
@@ -1131,6 +1131,7 @@ fn extract_maps_money_entity_time_and_canonical_types() {
             "occurred_at": {"json_pointer": "/at"},
             "occurred_at_unit": "rfc3339",
             "entity": {"json_pointer": "/player"},
+            "object_id": {"json_pointer": "/psp"},
             "amount": {"json_pointer": "/amount"},
             "amount_unit": "major",
             "currency": {"json_pointer": "/ccy"},
@@ -1151,6 +1152,7 @@ fn extract_maps_money_entity_time_and_canonical_types() {
             canonical_type: Some(canonical::PAYMENT_SUCCEEDED),
             occurred_at_ms: Some(NOW_MS),
             entity: Some("p-1".into()),
+            object_id: Some("7914".into()),
             amount: Some(1130),
             currency: Some("EUR".into()),
             part: None,

@@ -8,10 +8,15 @@
 //! | partition key (no sort key) | `pk` | S | `dedupe#<key>` for a dedupe record, `trail#<id>` for a trail entry |
 //! | GSI `by_source`, partition | `gsi1pk` | S | `<source>#<shard>`: the source and one of [`SOURCE_INDEX_SHARDS`] shards, from a hash of `pk` |
 //! | GSI `by_source`, sort | `gsi1sk` | S | `received_at_ms` / `at_ms` zero-padded to 15 digits, `#`, `pk` |
+//! | GSI `by_ref`, partition | `gsi2pk` | S | `obj#<object id>` on a record whose event names one (a payment id), `key#<dedupe key>` on a trail entry about a key |
+//! | GSI `by_ref`, sort | `gsi1sk` | S | as for `by_source` |
 //! | TTL attribute | `ttl` | N | epoch **seconds** = `expires_at_ms / 1000`, on completed records and every trail entry |
 //!
-//! The GSI projects ALL attributes, so `list` by source is one Query per shard. Billing is on
-//! demand.
+//! `by_source` projects ALL attributes, so `list` by source is one Query per shard.
+//! `by_ref` projects the keys only: its key attributes are written once per record (the
+//! take sets the same values again), so it costs one index write per event, and a lookup
+//! reads the few items it names. Its partitions are one payment or one key each, so no
+//! source can make one hot. Billing is on demand.
 //!
 //! Why shards: a GSI partition takes about 1,000 write units a second, and its sort key here
 //! is a time, so DynamoDB cannot split a hot source's partition by key range (every write
@@ -60,7 +65,7 @@ mod poll;
 
 use crate::ports::{
     BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
-    TrailEntry, TrailQuery, TrailRow, TrailStatus,
+    Lookup, TrailEntry, TrailQuery, TrailRow, TrailStatus, LOOKUP_LIMIT,
 };
 
 /// The partition key attribute (the table has no sort key).
@@ -72,6 +77,9 @@ pub(crate) const SOURCE_INDEX_PARTITION_KEY: &str = "gsi1pk";
 /// over all of them (operators' listings only, never the event path).
 pub const SOURCE_INDEX_SHARDS: u32 = 64;
 pub(crate) const SOURCE_INDEX_SORT_KEY: &str = "gsi1sk";
+/// The global secondary index that finds a payment's records and a key's trail entries.
+pub(crate) const REF_INDEX: &str = "by_ref";
+pub(crate) const REF_INDEX_PARTITION_KEY: &str = "gsi2pk";
 /// The TTL attribute, in epoch seconds.
 pub const TTL_ATTRIBUTE: &str = "ttl";
 
@@ -143,8 +151,10 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
         .attribute_definitions(string_attribute(KEY_ATTRIBUTE)?)
         .attribute_definitions(string_attribute(SOURCE_INDEX_PARTITION_KEY)?)
         .attribute_definitions(string_attribute(SOURCE_INDEX_SORT_KEY)?)
+        .attribute_definitions(string_attribute(REF_INDEX_PARTITION_KEY)?)
         .key_schema(key_element(KEY_ATTRIBUTE, KeyType::Hash)?)
         .global_secondary_indexes(by_source_index()?)
+        .global_secondary_indexes(by_ref_index()?)
         .send()
         .await
         .map_err(|e| backend("CreateTable", e))?;
@@ -194,6 +204,29 @@ fn by_source_index() -> Result<GlobalSecondaryIndex, LedgerError> {
         )
         .build()
         .map_err(|e| backend("CreateTable", e))
+}
+
+/// [`REF_INDEX`]: the keys of the rows that name an object or a dedupe key.
+fn by_ref_index() -> Result<GlobalSecondaryIndex, LedgerError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(REF_INDEX)
+        .key_schema(key_element(REF_INDEX_PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key_element(SOURCE_INDEX_SORT_KEY, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()
+        .map_err(|e| backend("CreateTable", e))
+}
+
+/// The `by_ref` partition of a lookup.
+fn ref_partition(by: Lookup<'_>) -> String {
+    match by {
+        Lookup::Object(id) => format!("obj#{id}"),
+        Lookup::Entries(key) => format!("key#{key}"),
+    }
 }
 
 /// Awaiting a condition with a bound: moto answers ACTIVE at once, AWS in seconds.
@@ -528,6 +561,42 @@ impl Ledger for DynamoLedger {
         rows.truncate(limit);
         Ok(rows.into_iter().map(|(_, row)| row).collect())
     }
+
+    /// One Query of `by_ref` (keys only, newest first), then each item it names read at once.
+    async fn lookup(&self, by: Lookup<'_>, now_ms: i64) -> Result<Vec<TrailRow>, LedgerError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(REF_INDEX)
+            .key_condition_expression("gsi2pk = :ref")
+            .expression_attribute_values(":ref", s(ref_partition(by)))
+            .scan_index_forward(false)
+            .limit(LOOKUP_LIMIT as i32)
+            .send()
+            .await
+            .map_err(|e| backend("Query", e))?;
+        let pks: Vec<String> = out
+            .items()
+            .iter()
+            .filter_map(|item| match item.get(KEY_ATTRIBUTE) {
+                Some(AttributeValue::S(pk)) => Some(pk.clone()),
+                _ => None,
+            })
+            .collect();
+        let items = futures_util::future::try_join_all(pks.iter().map(|pk| self.read_item(pk)))
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        let mut rows = Vec::new();
+        // An item gone between the index and the read (TTL) is simply not there.
+        for item in items.into_iter().flatten() {
+            if let Some(row) = decode_row(&item)?.filter(|r| !expired(r, now_ms)) {
+                rows.push(row);
+            }
+        }
+        sort_newest_first(&mut rows);
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
+    }
 }
 
 /// The index's order: time, then pk, both descending.
@@ -610,6 +679,12 @@ fn entry_item(entry: &TrailEntry) -> Item {
         if let Some(v) = value {
             item.insert(name.to_owned(), s(v));
         }
+    }
+    if let Some(key) = &entry.dedupe_key {
+        item.insert(
+            REF_INDEX_PARTITION_KEY.to_owned(),
+            s(ref_partition(Lookup::Entries(key))),
+        );
     }
     item
 }
@@ -739,6 +814,17 @@ fn begin_update(req: &BeginRequest, pk: &str, expired: bool) -> (Update, &'stati
         "summary = :summary",
         ":summary",
         summary.as_deref(),
+    );
+    let reference = req
+        .summary
+        .object_id
+        .as_deref()
+        .map(|id| ref_partition(Lookup::Object(id)));
+    update.set_or_remove(
+        REF_INDEX_PARTITION_KEY,
+        "gsi2pk = :ref",
+        ":ref",
+        reference.as_deref(),
     );
     (update, condition)
 }
