@@ -874,6 +874,9 @@ mod tests {
         async fn state(&self, s: &str) -> Result<Option<PollState>, PollStoreError> {
             self.inner.state(s).await
         }
+        async fn reset(&self, s: &str, v: u64, now: i64) -> Result<u64, PollStoreError> {
+            self.inner.reset(s, v, now).await
+        }
     }
 
     #[tokio::test]

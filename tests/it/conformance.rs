@@ -1532,6 +1532,72 @@ async fn aws_the_cursor_moves_only_under_a_live_lease_from_the_version_read() {
     the_cursor_moves_only_under_a_live_lease_from_the_version_read(&*aws_poll_store().await).await;
 }
 
+fn not_reset(result: Result<u64, PollStoreError>) -> String {
+    match result {
+        Err(PollStoreError::NotReset { why, .. }) => why,
+        other => panic!("expected NotReset, got {other:?}"),
+    }
+}
+
+/// An operator's reset: refused for a source never polled, while a run holds the lease, and
+/// from a version the cursor has since left; otherwise the cursor is gone, the version moves
+/// on (so a run that read the old one cannot write over the reset), and a run starts afresh.
+async fn a_reset_forgets_the_cursor_only_between_runs_from_the_version_shown(p: &dyn PollStore) {
+    assert!(not_reset(p.reset("src", 0, T0).await).contains("never been polled"));
+    let s = acquired(
+        p.acquire("src", "run-a", T0, T0 + POLL_LEASE_MS)
+            .await
+            .expect("a"),
+    );
+    let v1 = p
+        .advance(
+            "src",
+            "run-a",
+            s.version,
+            r#"{"after":"evt_1"}"#,
+            T0 + 1,
+            T0 + POLL_LEASE_MS,
+        )
+        .await
+        .expect("advance");
+    let why = not_reset(p.reset("src", v1, T0 + 2).await);
+    assert!(why.contains("run-a") && why.contains("lease"), "{why}");
+    p.release("src", "run-a").await.expect("release");
+    let why = not_reset(p.reset("src", v1 - 1, T0 + 3).await);
+    assert!(why.contains(&format!("version {v1}")), "{why}");
+
+    let v2 = p.reset("src", v1, T0 + 4).await.expect("reset");
+    assert_eq!(v2, v1 + 1);
+    let after = p.state("src").await.expect("state").expect("row kept");
+    assert_eq!(
+        (after.cursor, after.version, after.updated_at_ms),
+        (None, v2, T0 + 4)
+    );
+    // The run that read v1 before the reset cannot store its cursor over it.
+    let run = acquired(
+        p.acquire("src", "run-b", T0 + 5, T0 + 5 + POLL_LEASE_MS)
+            .await
+            .expect("b"),
+    );
+    assert_eq!((run.cursor, run.version), (None, v2));
+    assert!(matches!(
+        p.advance("src", "run-b", v1, "{}", T0 + 6, T0 + POLL_LEASE_MS)
+            .await,
+        Err(PollStoreError::LeaseLost { .. })
+    ));
+}
+
+#[tokio::test]
+async fn embedded_a_reset_forgets_the_cursor_only_between_runs_from_the_version_shown() {
+    a_reset_forgets_the_cursor_only_between_runs_from_the_version_shown(&*embedded_poll_store())
+        .await;
+}
+#[tokio::test]
+async fn aws_a_reset_forgets_the_cursor_only_between_runs_from_the_version_shown() {
+    a_reset_forgets_the_cursor_only_between_runs_from_the_version_shown(&*aws_poll_store().await)
+        .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Delayed checks
 

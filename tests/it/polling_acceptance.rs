@@ -1108,6 +1108,9 @@ impl PollStore for CrashingStore {
     async fn state(&self, source: &str) -> Result<Option<PollState>, PollStoreError> {
         self.inner.state(source).await
     }
+    async fn reset(&self, source: &str, v: u64, now_ms: i64) -> Result<u64, PollStoreError> {
+        self.inner.reset(source, v, now_ms).await
+    }
 }
 
 /// A poller whose queue and poll store die at `crash`.

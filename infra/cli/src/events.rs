@@ -16,8 +16,9 @@ pub struct Filters {
     /// Only this source (checked against the config when one is given).
     #[arg(long)]
     pub source: Option<String>,
-    /// Only rows whose status is this: dispatched, in_progress, failed, dead, refused,
-    /// duplicate, conflict, poll_run, check, missed_webhook, stale, forced_replay.
+    /// Only rows whose status is this: an event's (dispatched, in_progress, failed, dead) or
+    /// a trail entry's (refused, duplicate, conflict, poll_run, check, missed_webhook, stale,
+    /// forced_replay, cursor_reset; a wrong one is answered with the list).
     #[arg(long)]
     pub status: Option<String>,
     /// Only this event type: the provider's (payment_intent.succeeded) or the canonical one
@@ -164,10 +165,11 @@ impl Query {
         if let Some(status) = &filters.status {
             let known = ["dispatched", "in_progress", "failed", "dead"];
             if !known.contains(&status.as_str()) && TrailStatus::parse(status).is_none() {
+                let trail: Vec<&str> = TrailStatus::ALL.iter().map(|t| t.as_str()).collect();
                 return Err(format!(
                     "--status {status:?} is not a status: {}, or a trail status ({})",
                     known.join(", "),
-                    "refused, duplicate, conflict, poll_run, check, missed_webhook, stale, forced_replay"
+                    trail.join(", ")
                 ));
             }
         }

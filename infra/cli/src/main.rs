@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use inlet::telemetry::LogFormat;
 
+mod cursor;
 mod dev;
 mod dlq;
 mod events;
@@ -96,6 +97,10 @@ enum Command {
         #[arg(long, value_enum, env = "INLET_LOG_FORMAT", default_value_t = LogFormatArg::Auto)]
         log_format: LogFormatArg,
     },
+    /// A poll source's cursor, the lease of a run in progress, its last runs and how long
+    /// since the cursor moved; `--reset` forgets the cursor (asked for, and recorded in the
+    /// trail). On the local store or a deployed stack (`--aws`).
+    Cursor(cursor::CursorArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
     /// `inlet completions bash > ~/.local/share/bash-completion/completions/inlet`.
     Completions {
@@ -403,6 +408,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             data_dir,
             log_format,
         } => poll_once(&config, &source, data_dir, log_format).await,
+        Command::Cursor(args) => cursor::run(args).await,
         Command::Dlq {
             command: DlqCommand::List { at, limit, json },
         } => dlq::run_list(at, limit, json).await,

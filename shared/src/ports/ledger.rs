@@ -164,6 +164,9 @@ pub enum TrailStatus {
     /// An update older than (or as old as) the last one applied to its entity: dropped, not
     /// dispatched. Both versions are in `reason`.
     Stale,
+    /// An operator reset a poll source's cursor (`inlet cursor --reset`): who, and the
+    /// cursor it had, are in `reason`.
+    CursorReset,
 }
 
 impl TrailStatus {
@@ -178,22 +181,25 @@ impl TrailStatus {
             TrailStatus::Dead => "dead",
             TrailStatus::ForcedReplay => "forced_replay",
             TrailStatus::Stale => "stale",
+            TrailStatus::CursorReset => "cursor_reset",
         }
     }
 
+    pub const ALL: [TrailStatus; 10] = [
+        TrailStatus::Refused,
+        TrailStatus::Duplicate,
+        TrailStatus::Conflict,
+        TrailStatus::PollRun,
+        TrailStatus::MissedWebhook,
+        TrailStatus::Check,
+        TrailStatus::Dead,
+        TrailStatus::ForcedReplay,
+        TrailStatus::Stale,
+        TrailStatus::CursorReset,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "refused" => Some(TrailStatus::Refused),
-            "duplicate" => Some(TrailStatus::Duplicate),
-            "conflict" => Some(TrailStatus::Conflict),
-            "poll_run" => Some(TrailStatus::PollRun),
-            "missed_webhook" => Some(TrailStatus::MissedWebhook),
-            "check" => Some(TrailStatus::Check),
-            "forced_replay" => Some(TrailStatus::ForcedReplay),
-            "dead" => Some(TrailStatus::Dead),
-            "stale" => Some(TrailStatus::Stale),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 

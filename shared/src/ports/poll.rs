@@ -17,6 +17,34 @@ pub enum PollStoreError {
     LeaseLost { source_id: String, why: String },
     #[error("corrupt poll state: {0}")]
     Corrupt(String),
+    /// An operator's reset found the source other than as they saw it: a run holds the
+    /// lease, or the cursor moved since they read it.
+    #[error("the poll cursor of {source_id} was not reset: {why}")]
+    NotReset { source_id: String, why: String },
+}
+
+/// Why a reset is refused, given the state as stored (`None`: never polled).
+pub fn reset_refusal(
+    state: Option<&PollState>,
+    expected_version: u64,
+    now_ms: i64,
+) -> Option<String> {
+    let Some(s) = state else {
+        return Some("it has never been polled (there is no cursor)".to_owned());
+    };
+    if s.lease_until_ms >= now_ms {
+        return Some(format!(
+            "a run ({}) holds its lease until {}; try again after it",
+            s.lease_holder.as_deref().unwrap_or("unknown"),
+            crate::time::format_rfc3339_ms(s.lease_until_ms)
+        ));
+    }
+    (s.version != expected_version).then(|| {
+        format!(
+            "the cursor moved to version {} since version {expected_version} was read",
+            s.version
+        )
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,4 +98,15 @@ pub trait PollStore: Send + Sync {
     async fn release(&self, source: &str, holder: &str) -> Result<(), PollStoreError>;
 
     async fn state(&self, source: &str) -> Result<Option<PollState>, PollStoreError>;
+
+    /// Forget `source`'s cursor, as version `expected_version + 1`, so its next run starts
+    /// where a new source's does (dedupe absorbs what it sees again). Only while no run
+    /// holds a live lease and the stored version is `expected_version`, the one the operator
+    /// was shown: otherwise `NotReset`, with [`reset_refusal`]'s reason. Returns the new version.
+    async fn reset(
+        &self,
+        source: &str,
+        expected_version: u64,
+        now_ms: i64,
+    ) -> Result<u64, PollStoreError>;
 }

@@ -8,6 +8,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::ledger::SqliteLedger;
 use super::EmbeddedError;
+use crate::ports::poll::reset_refusal;
 use crate::ports::{Acquire, PollState, PollStore, PollStoreError};
 
 fn read(tx: &Transaction<'_>, source: &str) -> Result<Option<PollState>, EmbeddedError> {
@@ -170,5 +171,34 @@ impl PollStore for SqliteLedger {
     async fn state(&self, source: &str) -> Result<Option<PollState>, PollStoreError> {
         let source = source.to_owned();
         Ok(self.store().write(move |tx, _| read(tx, &source)).await?)
+    }
+
+    async fn reset(
+        &self,
+        source: &str,
+        expected_version: u64,
+        now_ms: i64,
+    ) -> Result<u64, PollStoreError> {
+        let owned = source.to_owned();
+        let outcome = self
+            .store()
+            .write(move |tx, _| {
+                let state = read(tx, &owned)?;
+                if let Some(why) = reset_refusal(state.as_ref(), expected_version, now_ms) {
+                    return Ok(Err(why));
+                }
+                let next = expected_version + 1;
+                tx.prepare_cached(
+                    "UPDATE poll_state SET cursor = NULL, version = ?2, updated_at_ms = ?3 \
+                     WHERE source = ?1",
+                )?
+                .execute(params![owned, version_i64(next)?, now_ms])?;
+                Ok(Ok(next))
+            })
+            .await?;
+        outcome.map_err(|why| PollStoreError::NotReset {
+            source_id: source.to_owned(),
+            why,
+        })
     }
 }

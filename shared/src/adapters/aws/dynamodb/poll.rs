@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{n, s, DynamoLedger, Fields, Item, KEY_ATTRIBUTE};
+use crate::ports::poll::reset_refusal;
 use crate::ports::{Acquire, LedgerError, PollState, PollStore, PollStoreError};
 
 const POLL_PREFIX: &str = "poll#";
@@ -194,5 +195,47 @@ impl PollStore for DynamoLedger {
             .await
             .map_err(|e| backend("GetItem", e))?;
         item.map(|item| decode(&pk, &item)).transpose()
+    }
+
+    /// One conditional `UpdateItem`; a refusal returns the item as stored, to say why.
+    async fn reset(
+        &self,
+        source: &str,
+        expected_version: u64,
+        now_ms: i64,
+    ) -> Result<u64, PollStoreError> {
+        let pk = poll_pk(source);
+        let next = expected_version + 1;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, s(&pk))
+            .update_expression("SET version = :next, updated_at_ms = :now REMOVE #cursor")
+            .condition_expression(
+                "attribute_exists(pk) AND version = :expected AND lease_until_ms < :now",
+            )
+            .expression_attribute_names("#cursor", "cursor")
+            .expression_attribute_values(":next", n(next))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":expected", n(expected_version))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(next),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let stored = failed.item().map(|old| decode(&pk, old)).transpose()?;
+                    let why = reset_refusal(stored.as_ref(), expected_version, now_ms)
+                        .unwrap_or_else(|| "the stored state changed while resetting".to_owned());
+                    Err(PollStoreError::NotReset {
+                        source_id: source.to_owned(),
+                        why,
+                    })
+                }
+                _ => Err(backend("UpdateItem", err)),
+            },
+        }
     }
 }
