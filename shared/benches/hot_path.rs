@@ -192,6 +192,14 @@ impl Ledger for NoopLedger {
         Ok(Vec::new())
     }
 
+    async fn lookup(
+        &self,
+        _: inlet::ports::Lookup<'_>,
+        _: i64,
+    ) -> Result<Vec<TrailRow>, LedgerError> {
+        Ok(Vec::new())
+    }
+
     async fn applied_version(&self, _: &str, _: &str) -> Result<Option<i64>, LedgerError> {
         Ok(None)
     }

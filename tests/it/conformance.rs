@@ -15,7 +15,7 @@ use inlet::ports::{
     check_key, Acquire, BeginOutcome, BeginRequest, BusEvent, CheckRecord, CheckStatus, CheckStore,
     DedupeStatus, EventBus, EventSummary, Ledger, LedgerError, Lookup, ManualClock,
     OutboundMessage, PollStore, PollStoreError, PublishResult, Queue, ReceivedMessage, Scheduled,
-    TrailEntry, TrailQuery, TrailRow, TrailStatus, LOOKUP_LIMIT,
+    TrailEntry, TrailQuery, TrailRow, TrailStatus,
 };
 
 use crate::support::{aws, embedded};
@@ -810,7 +810,6 @@ async fn lookups_find_a_payment_and_a_keys_entries_and_nothing_else(ledger: &dyn
         [TrailRow::Entry(dup_new), TrailRow::Entry(dup_old)],
         "the key's live entries, newest first, read back as written"
     );
-    assert!(LOOKUP_LIMIT >= 100);
 }
 
 async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {

@@ -303,7 +303,7 @@ pub(crate) async fn rows(
             lines.retain(|l| {
                 rest.matches(l) && rest.filters.source.as_ref().is_none_or(|s| *s == l.source)
             });
-            lines.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+            lines.sort_by_key(|l| std::cmp::Reverse(l.at_ms));
             if limit > 0 {
                 lines.truncate(limit);
             }

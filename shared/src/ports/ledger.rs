@@ -247,6 +247,9 @@ pub enum Lookup<'a> {
 pub const LOOKUP_LIMIT: usize = 200;
 
 /// A line of `inlet events`: either a dedupe record or a trail entry.
+// Rows exist only in an operator's bounded listing, most of them records: boxing the record
+// would add an allocation to nearly every row to save a few hundred bytes on the others.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrailRow {
     Record(DedupeRecord),
