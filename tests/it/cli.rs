@@ -1052,6 +1052,21 @@ fn check_against_the_template_passes_a_complete_deploy_and_prints_its_overrides(
         stderr.contains("SsmParameterArns") && stderr.contains("STRIPE_WHSEC"),
         "{stderr}"
     );
+    // The same report as one JSON object, for a deploy script.
+    let report = json_of(&inlet(&[
+        "check",
+        "--json",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--template",
+        &template_path(),
+    ]));
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["parameter_overrides_line"], line);
+    assert_eq!(report["parameter_overrides"]["QueueType"], "fifo");
+    assert_eq!(report["webhook_urls"]["tg"], serde_json::Value::Null);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("SsmParameterArns"), "{warnings}");
 
     // The whole deploy given: clean, and the URLs to register.
     let mut all = deploy_overrides();
@@ -1406,4 +1421,109 @@ fn completions_cover_every_command_and_the_bash_script_parses() {
     let zsh = inlet(&["completions", "zsh"]);
     assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef inlet"));
     assert!(!inlet(&["completions", "tcsh"]).status.success());
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "inlet failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn the_config_is_inlet_toml_here_else_inlet_config_else_an_error_that_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let run = |cwd: &Path, env: Option<&Path>, args: &[&str]| {
+        let mut cmd = Command::new(INLET);
+        cmd.args(args).current_dir(cwd).env_remove("INLET_CONFIG");
+        if let Some(path) = env {
+            cmd.env("INLET_CONFIG", path);
+        }
+        cmd.output().expect("run inlet")
+    };
+
+    let here = json_of(&run(dir.path(), None, &["check", "--json"]));
+    assert_eq!(here["ok"], true);
+    assert_eq!(here["config"], "inlet.toml");
+    let ids: Vec<&str> = here["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"stripe") && ids.contains(&"paddle"),
+        "{ids:?}"
+    );
+    let stripe = &here["sources"][ids.iter().position(|i| *i == "stripe").expect("stripe")];
+    assert_eq!(stripe["webhook"], "POST /webhooks/stripe");
+    assert!(stripe["retry"]["attempts"].as_u64().is_some(), "{stripe}");
+
+    let by_env = json_of(&run(elsewhere.path(), Some(&config), &["check", "--json"]));
+    assert_eq!(by_env["sources"], here["sources"]);
+    // The local trail finds its store through the same default.
+    let out = run(dir.path(), None, &["events", "--json"]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "a new, empty store: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for args in [&["check"][..], &["events"], &["dlq", "list"]] {
+        let out = run(elsewhere.path(), None, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("inlet.toml") && err.contains("INLET_CONFIG"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn schedules_json_gives_the_parameter_and_each_sources_schedule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("inlet.toml");
+    std::fs::write(&path, DEPLOY_CONFIG).expect("config");
+    let out = json_of(&inlet(&[
+        "schedules",
+        "--json",
+        "--config",
+        path.to_str().expect("utf8"),
+    ]));
+    assert_eq!(out["PollSchedules"], "tg=rate(1 minute)");
+    assert_eq!(out["schedules"]["tg"], "rate(1 minute)");
+}
+
+#[test]
+fn sign_type_makes_the_sample_that_type_or_says_why_it_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let config = config.to_str().expect("utf8");
+    let out = json_of(&inlet(&[
+        "sign",
+        "--config",
+        config,
+        "--source",
+        "stripe",
+        "--type",
+        "charge.refunded",
+    ]));
+    let body: serde_json::Value =
+        serde_json::from_str(out["body"].as_str().expect("body")).expect("json body");
+    assert_eq!(body["type"], "charge.refunded");
+    // GitHub names the event in a header its signature does not cover.
+    let out = inlet(&[
+        "sign", "--config", config, "--source", "github", "--type", "push",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("outside the body") && err.contains("--body"),
+        "{err}"
+    );
 }

@@ -20,7 +20,8 @@ use inlet::time::format_rfc3339_ms;
 /// environment, e.g. `AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`).
 #[derive(clap::Args)]
 pub struct Where {
-    /// The config: for the local store, and to check `--source` against.
+    /// The config: for the local store (default: inlet.toml in this folder, else
+    /// $INLET_CONFIG), and to check `--source` against.
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// The local store's folder (default: the config's settings.data_dir).
@@ -53,9 +54,19 @@ pub(crate) enum Stack {
 
 impl Stack {
     pub(crate) async fn open(w: Where) -> Result<Self, String> {
-        let config = w.config.as_deref().map(crate::load).transpose()?;
+        // A deployed stack's config may name secrets only the stack can read: with --aws it is
+        // read only when given.
+        let path = if w.aws {
+            w.config
+        } else {
+            w.config.or_else(crate::default_config)
+        };
+        let config = path.as_deref().map(crate::load).transpose()?;
         if !w.aws {
-            let config = config.ok_or("--config is required for the local store (or --aws)")?;
+            let config = config.ok_or(
+                "no config for the local store: pass --config FILE, put an inlet.toml in this \
+                 folder or set INLET_CONFIG (or use --aws for a deployed stack)",
+            )?;
             let dir = crate::data_dir(&config, w.data_dir);
             let stack =
                 LocalStack::open(config, &dir, Arc::new(SystemClock)).map_err(|e| e.to_string())?;

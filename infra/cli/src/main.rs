@@ -34,9 +34,9 @@ enum Command {
     /// what the SAM template will create (no secrets needed) and print the parameter
     /// overrides it needs; exits 1 on an error.
     Check {
-        /// The config file (TOML, or JSON).
+        /// The config file, TOML or JSON (default: inlet.toml in this folder, else $INLET_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// The SAM template (template.yaml) the config will be deployed with.
         #[arg(long)]
         template: Option<PathBuf>,
@@ -54,23 +54,30 @@ enum Command {
         /// full webhook URL.
         #[arg(long)]
         base_url: Option<String>,
+        /// One JSON object: the sources (and with --template the errors, warnings, webhook
+        /// URLs and parameter overrides).
+        #[arg(long)]
+        json: bool,
     },
     /// Print the template's PollSchedules parameter for a config: one EventBridge Scheduler
     /// schedule per poll source (`PollSchedules="id=rate(…),…"`, ready for
     /// `sam deploy --parameter-overrides`). Needs no secrets.
     Schedules {
-        /// The config file (TOML, or JSON).
+        /// The config file, TOML or JSON (default: inlet.toml in this folder, else $INLET_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Print only the value, without `PollSchedules="…"` around it.
         #[arg(long)]
         value: bool,
+        /// One JSON object: the parameter's value and each source's schedule.
+        #[arg(long, conflicts_with = "value")]
+        json: bool,
     },
     /// Run ingest, queue, worker, ledger and targets in one process on SQLite.
     Dev {
-        /// The config file (TOML, or JSON).
+        /// The config file, TOML or JSON (default: inlet.toml in this folder, else $INLET_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// The address ingest's HTTP server listens on (port 0: any free one, printed).
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: String,
@@ -84,9 +91,9 @@ enum Command {
     },
     /// Run one poll of a source now (its `poll` table) on the local store.
     Poll {
-        /// The config file (TOML, or JSON).
+        /// The config file, TOML or JSON (default: inlet.toml in this folder, else $INLET_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// The source to poll (it needs a [sources.poll] table).
         #[arg(long)]
         source: String,
@@ -122,15 +129,19 @@ enum Command {
     },
     /// Print (or send) a correctly signed request for a configured source.
     Sign {
-        /// The config file (TOML, or JSON).
+        /// The config file, TOML or JSON (default: inlet.toml in this folder, else $INLET_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// The source whose provider signs the request.
         #[arg(long)]
         source: String,
         /// Body file (default: a sample event for the provider).
         #[arg(long)]
         body: Option<PathBuf>,
+        /// The sample event as this type, the provider's own (charge.refunded): for providers
+        /// whose type is in the body.
+        #[arg(long = "type", conflicts_with = "body")]
+        event_type: Option<String>,
         /// POST it to this base URL (e.g. http://127.0.0.1:8787) and print the answer.
         #[arg(long)]
         send: Option<String>,
@@ -213,6 +224,26 @@ impl LogFormatArg {
     }
 }
 
+/// The config when no `--config` is given: `inlet.toml` in the current folder, else the
+/// file `INLET_CONFIG` names.
+fn default_config() -> Option<PathBuf> {
+    let here = PathBuf::from("inlet.toml");
+    if here.is_file() {
+        return Some(here);
+    }
+    std::env::var_os("INLET_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `--config`, else the default, else an error that says where it looked.
+fn config_path(flag: Option<PathBuf>) -> Result<PathBuf, String> {
+    flag.or_else(default_config).ok_or_else(|| {
+        "no config: pass --config FILE, put an inlet.toml in this folder, or set INLET_CONFIG"
+            .to_owned()
+    })
+}
+
 fn load(config: &Path) -> Result<inlet::config::Config, String> {
     let env = inlet::config::ProcessEnv::load().map_err(|e| e.to_string())?;
     let cfg =
@@ -221,7 +252,7 @@ fn load(config: &Path) -> Result<inlet::config::Config, String> {
     Ok(cfg)
 }
 
-fn schedules(config: &Path, bare: bool) -> Result<(), String> {
+fn schedules(config: &Path, bare: bool, json: bool) -> Result<(), String> {
     let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
     let hint = config.extension().and_then(|e| e.to_str());
     let doc = inlet::config::ConfigDoc::parse(&text, hint)
@@ -236,14 +267,25 @@ fn schedules(config: &Path, bare: bool) -> Result<(), String> {
                 "source id {id:?} cannot be scheduled: it contains , or ="
             ));
         }
-        eprintln!("  {id}: {expr}");
+        if !json {
+            eprintln!("  {id}: {expr}");
+        }
     }
     let list = schedules
         .iter()
         .map(|(id, expr)| format!("{id}={expr}"))
         .collect::<Vec<_>>()
         .join(",");
-    if bare {
+    if json {
+        let each: serde_json::Map<String, serde_json::Value> = schedules
+            .iter()
+            .map(|(id, expr)| (id.clone(), expr.clone().into()))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"PollSchedules": list, "schedules": each})
+        );
+    } else if bare {
         println!("{list}");
     } else {
         println!("PollSchedules=\"{list}\"");
@@ -257,6 +299,7 @@ fn check_template(
     overrides: Option<&str>,
     samconfig: Option<(&Path, &str)>,
     base_url: Option<&str>,
+    json: bool,
 ) -> Result<(), String> {
     use inlet_cli::deploy;
 
@@ -264,7 +307,7 @@ fn check_template(
     let text = std::fs::read_to_string(config).map_err(|e| at(&e))?;
     let hint = config.extension().and_then(|e| e.to_str());
     let doc = inlet::config::ConfigDoc::parse(&text, hint).map_err(|e| at(&e))?;
-    let json = deploy::compact_json(&text, hint).map_err(|e| at(&e))?;
+    let compact = deploy::compact_json(&text, hint).map_err(|e| at(&e))?;
     let tpl = deploy::Template::read(template).map_err(|e| e.to_string())?;
     let mut given = std::collections::BTreeMap::new();
     if let Some((path, env)) = samconfig {
@@ -274,28 +317,54 @@ fn check_template(
         given.extend(deploy::parse_overrides(text).map_err(|e| e.to_string())?);
     }
     let strict = overrides.is_some() || samconfig.is_some();
-    let report = deploy::check(&doc, &json, &tpl, &given, strict);
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
-    }
-    for e in &report.errors {
-        eprintln!("error: {e}");
-    }
-    println!("webhook URLs to register at each provider:");
-    for (id, url) in deploy::webhook_urls(&doc, base_url) {
-        match url {
-            Some(url) => println!("  {id}: {url}"),
-            None => println!("  {id}: poll only (no webhook URL)"),
-        }
-    }
-    println!("parameter overrides this config needs (secrets not included):");
+    let report = deploy::check(&doc, &compact, &tpl, &given, strict);
+    let urls = deploy::webhook_urls(&doc, base_url);
     let line = report
         .overrides
         .iter()
         .map(|(k, v)| deploy::quote(k, v))
         .collect::<Vec<_>>()
         .join(" ");
-    println!("{line}");
+    if json {
+        let urls: serde_json::Map<String, serde_json::Value> = urls
+            .into_iter()
+            .map(|(id, url)| (id.to_string(), url.into()))
+            .collect();
+        let overrides: serde_json::Map<String, serde_json::Value> = report
+            .overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone().into()))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "config": config.display().to_string(),
+                "template": template.display().to_string(),
+                "ok": report.errors.is_empty(),
+                "errors": report.errors,
+                "warnings": report.warnings,
+                "webhook_urls": urls,
+                "parameter_overrides": overrides,
+                "parameter_overrides_line": line,
+            })
+        );
+    } else {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        println!("webhook URLs to register at each provider:");
+        for (id, url) in urls {
+            match url {
+                Some(url) => println!("  {id}: {url}"),
+                None => println!("  {id}: poll only (no webhook URL)"),
+            }
+        }
+        println!("parameter overrides this config needs (secrets not included):");
+        println!("{line}");
+    }
     match report.errors.len() {
         0 => Ok(()),
         n => Err(format!(
@@ -312,26 +381,44 @@ fn data_dir(cfg: &inlet::config::Config, flag: Option<PathBuf>) -> PathBuf {
 
 /// `inlet check` without `--template`: load the config (secrets resolved) and print each
 /// source's entry point, targets, retry policy and poll.
-fn check_config(config: &Path, base_url: Option<&str>) -> Result<(), String> {
+fn check_config(config: &Path, base_url: Option<&str>, json: bool) -> Result<(), String> {
     let cfg = load(config)?;
-    println!("{}: ok", config.display());
     let base = base_url
         .map(inlet_cli::deploy::webhook_base)
         .unwrap_or_else(|| "/webhooks/".into());
+    let mut sources = Vec::new();
+    if !json {
+        println!("{}: ok", config.display());
+    }
     for (id, s) in &cfg.sources {
         let targets = cfg.targets_for(id, &[]);
-        let entry = if s.webhooks {
-            format!("POST {base}{id}")
-        } else {
-            "poll only".to_owned()
-        };
-        println!(
-            "  source {id}: provider {}, {entry} → {}",
-            s.provider.name(),
-            targets.join(", ")
-        );
+        let entry = s.webhooks.then(|| format!("POST {base}{id}"));
         // Types-specific routes may retry some events longer (see docs/guarantees.md, Retries and the DLQ).
         let r = cfg.retry_policy(id, &[]);
+        if json {
+            sources.push(serde_json::json!({
+                "id": id,
+                "provider": s.provider.name(),
+                "webhook": entry,
+                "targets": targets,
+                "retry": {
+                    "attempts": r.attempts,
+                    "backoff_ms": r.base.as_millis() as u64,
+                    "backoff_cap_ms": r.cap.as_millis() as u64,
+                },
+                "poll": s.poll.as_ref().map(|p| serde_json::json!({
+                    "kind": p.kind.name(),
+                    "every_seconds": p.every.as_secs(),
+                })),
+            }));
+            continue;
+        }
+        println!(
+            "  source {id}: provider {}, {} → {}",
+            s.provider.name(),
+            entry.as_deref().unwrap_or("poll only"),
+            targets.join(", ")
+        );
         println!(
             "    retry: {} attempts, backoff {} doubling to {}",
             r.attempts,
@@ -345,6 +432,16 @@ fn check_config(config: &Path, base_url: Option<&str>) -> Result<(), String> {
                 humantime::format_duration(p.every)
             );
         }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "config": config.display().to_string(),
+                "ok": true,
+                "sources": sources,
+            })
+        );
     }
     Ok(())
 }
@@ -385,29 +482,38 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             samconfig,
             config_env,
             base_url,
+            json,
         } => check_template(
-            &config,
+            &config_path(config)?,
             &template,
             parameter_overrides.as_deref(),
             samconfig.as_deref().map(|p| (p, config_env.as_str())),
             base_url.as_deref(),
+            json,
         ),
         Command::Check {
-            config, base_url, ..
-        } => check_config(&config, base_url.as_deref()),
-        Command::Schedules { config, value } => schedules(&config, value),
+            config,
+            base_url,
+            json,
+            ..
+        } => check_config(&config_path(config)?, base_url.as_deref(), json),
+        Command::Schedules {
+            config,
+            value,
+            json,
+        } => schedules(&config_path(config)?, value, json),
         Command::Dev {
             config,
             listen,
             data_dir,
             log_format,
-        } => dev(&config, &listen, data_dir, log_format).await,
+        } => dev(&config_path(config)?, &listen, data_dir, log_format).await,
         Command::Poll {
             config,
             source,
             data_dir,
             log_format,
-        } => poll_once(&config, &source, data_dir, log_format).await,
+        } => poll_once(&config_path(config)?, &source, data_dir, log_format).await,
         Command::Cursor(args) => cursor::run(args).await,
         Command::Dlq {
             command: DlqCommand::List { at, limit, json },
@@ -420,10 +526,18 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             config,
             source,
             body,
+            event_type,
             send,
         } => {
-            let cfg = load(&config)?;
-            sign::run(&cfg, &source, body.as_deref(), send.as_deref()).await
+            let cfg = load(&config_path(config)?)?;
+            sign::run(
+                &cfg,
+                &source,
+                body.as_deref(),
+                event_type.as_deref(),
+                send.as_deref(),
+            )
+            .await
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;

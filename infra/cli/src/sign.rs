@@ -84,15 +84,21 @@ pub async fn run(
     cfg: &Config,
     source_id: &str,
     body: Option<&Path>,
+    event_type: Option<&str>,
     send: Option<&str>,
 ) -> Result<(), String> {
     let source = source(cfg, source_id).map_err(|e| e.to_string())?;
-    let body = match body {
-        Some(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        None => source.provider.sample_body(
-            &uuid::Uuid::new_v4().simple().to_string(),
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let body = match (body, event_type) {
+        (Some(p), _) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        (None, Some(t)) => inlet::providers::sample::sample_of_type(
+            source.provider.as_ref(),
+            &id,
+            t,
             SystemClock.now_ms(),
-        ),
+        )
+        .map_err(|e| format!("--type {t}: {e}"))?,
+        (None, None) => source.provider.sample_body(&id, SystemClock.now_ms()),
     };
     let delivery_id = uuid::Uuid::new_v4().to_string();
     let signed = sign_request(source, body, SystemClock.now_ms(), &delivery_id)

@@ -25,6 +25,7 @@ pub mod paddle;
 pub mod paypal;
 pub mod postmark;
 pub mod razorpay;
+pub mod sample;
 pub mod sendgrid;
 pub mod shopify;
 pub mod slack;

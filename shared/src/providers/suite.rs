@@ -220,7 +220,7 @@ impl Case {
 
     /// A request signed with the first key (or the keyless case's own) at [`T`], and the
     /// provider holding that key as `k0`.
-    fn signed(&self) -> (Arc<dyn Provider>, Signed) {
+    pub(crate) fn signed(&self) -> (Arc<dyn Provider>, Signed) {
         let keys = self.keys();
         let key = keys.as_ref().map(|k| &k[0]);
         (self.with_key("k0", key), (self.sign)(key, T))
@@ -243,7 +243,7 @@ pub(crate) fn change_a_digit(signed: &mut Signed) {
 }
 
 /// Every provider's case. The suite fails if the registry and this list disagree.
-fn cases() -> Vec<Case> {
+pub(crate) fn cases() -> Vec<Case> {
     use super::*;
     vec![
         stripe::suite_case(),
