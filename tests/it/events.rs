@@ -346,3 +346,124 @@ fn an_unknown_source_is_an_error_with_the_closest_name() {
     assert!(!out.status.success());
     assert!(stderr.contains("did you mean \"stripe\""), "{stderr}");
 }
+
+/// `--follow` prints what is there, then each new row and each change of an event's status
+/// once, as the store changes under it.
+#[tokio::test]
+async fn follow_prints_each_new_row_and_each_status_change_once() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("inlet.toml"), CONFIG).expect("config");
+    let store =
+        EmbeddedStore::open(&dir.path().join(DB_FILE), Arc::new(SystemClock)).expect("store");
+    let ledger = store.ledger();
+    let now = || inlet::ports::Clock::now_ms(&SystemClock);
+    let t0 = now();
+    ledger
+        .begin(&begin(
+            "stripe#evt_old",
+            "stripe",
+            "evt_old",
+            "payment_intent.succeeded",
+            "cus_1",
+            t0,
+        ))
+        .await
+        .expect("begin");
+
+    let mut child = Command::new(INLET)
+        .args([
+            "events", "--follow", "--json", "--every", "100ms", "--config",
+        ])
+        .arg(dir.path().join("inlet.toml"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn inlet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx
+                .send(serde_json::from_str(&line).expect("a JSON line"))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line within 10 s")
+    };
+    let what = |v: &serde_json::Value| {
+        (
+            v["dedupe_key"].as_str().unwrap_or_default().to_owned(),
+            v["status"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    assert_eq!(
+        what(&next()),
+        ("stripe#evt_old".into(), "in_progress".into())
+    );
+
+    ledger
+        .begin(&begin(
+            "stripe#evt_new",
+            "stripe",
+            "evt_new",
+            "charge.refunded",
+            "cus_2",
+            now(),
+        ))
+        .await
+        .expect("begin");
+    assert_eq!(
+        what(&next()),
+        ("stripe#evt_new".into(), "in_progress".into())
+    );
+    ledger
+        .complete(
+            "stripe#evt_new",
+            now(),
+            now() + DAY_MS,
+            &BTreeSet::from(["bus".to_string()]),
+        )
+        .await
+        .expect("complete");
+    let done = next();
+    assert_eq!(what(&done), ("stripe#evt_new".into(), "dispatched".into()));
+    assert_eq!(done["delivered"], serde_json::json!(["bus"]));
+    ledger
+        .append(&entry(
+            "f-1",
+            "stripe",
+            TrailStatus::Refused,
+            "bad_signature",
+            now(),
+        ))
+        .await
+        .expect("append");
+    let refused = next();
+    assert_eq!(refused["status"], "refused");
+    assert_eq!(refused["reason"], "bad_signature");
+    // Nothing was printed twice: the next line is the next change, not a repeat.
+    ledger
+        .append(&entry(
+            "f-2",
+            "backoffice",
+            TrailStatus::Refused,
+            "unknown_key",
+            now(),
+        ))
+        .await
+        .expect("append");
+    assert_eq!(next()["reason"], "unknown_key");
+    child.kill().expect("kill");
+    let _ = child.wait();
+}

@@ -44,6 +44,13 @@ pub struct Filters {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Keep watching: after the rows so far, print each new row and each change of an
+    /// event's status (received, then dispatched or dead) as it happens, until Ctrl-C.
+    #[arg(long, conflicts_with = "until")]
+    pub follow: bool,
+    /// With --follow: how often to look, e.g. 1s, 500ms (each look is one listing).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, requires = "follow")]
+    pub every: std::time::Duration,
 }
 
 /// One row as both outputs show it.
@@ -358,10 +365,13 @@ pub async fn run(at: Where, filters: Filters) -> Result<(), String> {
     let stack = Stack::open(at).await?;
     check_source(&stack, filters.source.as_deref())?;
     let now_ms = SystemClock.now_ms();
-    let json = filters.json;
+    let (json, follow, every) = (filters.json, filters.follow, filters.every);
     let query = Query::new(filters, now_ms)?.for_stack(&stack);
     let (_, _, ledger) = stack.parts();
     let lines = rows(ledger, &query, now_ms).await?;
+    if follow {
+        return follow_rows(ledger, query, lines, json, every).await;
+    }
     if json {
         for l in &lines {
             println!("{}", l.json());
@@ -378,6 +388,91 @@ pub async fn run(at: Where, filters: Filters) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// What makes a row new to a follower: an event's key with its status and attempts (so each
+/// change is shown once), a trail entry's time, source, key, status and reason.
+fn seen_as(l: &Line) -> String {
+    match l.attempts {
+        Some(n) => format!("{}|{}|{n}", l.key, l.status),
+        None => format!(
+            "{}|{}|{}|{}|{}",
+            l.at_ms, l.source, l.key, l.status, l.reason
+        ),
+    }
+}
+
+/// How far back each look reaches: an event received earlier than this before the follow
+/// began, or this long ago, is no longer watched for a change of status.
+const FOLLOW_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// `--follow`: the rows so far oldest first, then every `every` the rows of the window that
+/// are new or changed, until Ctrl-C. Each look is one listing of the window, so what a look
+/// costs is bounded by the window, not by how long the follow has run.
+async fn follow_rows(
+    ledger: &dyn Ledger,
+    mut query: Query,
+    first: Vec<Line>,
+    json: bool,
+    every: std::time::Duration,
+) -> Result<(), String> {
+    use std::io::Write;
+    // Written, not println!'d: a reader that went away (`| head`) ends the follow instead
+    // of a panic.
+    let show = |lines: &mut dyn Iterator<Item = &Line>| -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            if json {
+                writeln!(out, "{}", l.json())?;
+            } else {
+                writeln!(
+                    out,
+                    "{}  {}  {}  {}  {}  {}",
+                    format_rfc3339_ms(l.at_ms),
+                    l.source,
+                    if l.key.is_empty() { "-" } else { &l.key },
+                    if l.event_type.is_empty() {
+                        "-"
+                    } else {
+                        &l.event_type
+                    },
+                    l.status_text(),
+                    what(&l.summary)
+                )?;
+            }
+        }
+        out.flush()
+    };
+    // What has been shown, with when it happened, so the set forgets what left the window.
+    let mut seen: std::collections::HashMap<String, i64> =
+        first.iter().map(|l| (seen_as(l), l.at_ms)).collect();
+    if show(&mut first.iter().rev()).is_err() {
+        return Ok(());
+    }
+    let started = SystemClock.now_ms();
+    query.filters.limit = 0;
+    let asked_since = query.since_ms;
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now = SystemClock.now_ms();
+        let floor = (started - FOLLOW_WINDOW_MS).max(now - FOLLOW_WINDOW_MS);
+        query.since_ms = Some(asked_since.map_or(floor, |s| s.max(floor)));
+        seen.retain(|_, at| *at >= floor);
+        let mut fresh: Vec<Line> = rows(ledger, &query, now)
+            .await?
+            .into_iter()
+            .filter(|l| seen.insert(seen_as(l), l.at_ms).is_none())
+            .collect();
+        fresh.reverse();
+        if show(&mut fresh.iter()).is_err() {
+            return Ok(());
+        }
+    }
 }
 
 /// One event's whole story: its record, what the trail holds for its key since, and the
