@@ -335,16 +335,6 @@ pub(crate) async fn rows(
     })
 }
 
-/// The closest of `known` to `name`, when it is close enough to be a typo.
-fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .into_iter()
-        .map(|k| (strsim::levenshtein(name, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min()
-        .map(|(_, k)| k)
-}
-
 /// Refuse a `--source` the config does not have, with the closest name as a hint.
 pub(crate) fn check_source(stack: &Stack, source: Option<&str>) -> Result<(), String> {
     let (Some(source), Some(cfg)) = (source, stack.config()) else {
@@ -353,7 +343,7 @@ pub(crate) fn check_source(stack: &Stack, source: Option<&str>) -> Result<(), St
     if cfg.source(source).is_some() {
         return Ok(());
     }
-    let hint = did_you_mean(source, cfg.sources.keys().map(String::as_str))
+    let hint = inlet::providers::closest_name(source, cfg.sources.keys().map(String::as_str))
         .map(|k| format!(" (did you mean {k:?}?)"))
         .unwrap_or_default();
     Err(format!(
@@ -647,14 +637,6 @@ fn print_table(lines: &[Line]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_typo_gets_the_closest_name_and_a_stranger_none() {
-        let known = ["stripe", "github", "telegram", "custom"];
-        assert_eq!(did_you_mean("strpe", known), Some("stripe"));
-        assert_eq!(did_you_mean("githb", known), Some("github"));
-        assert_eq!(did_you_mean("paypal", known), None);
-    }
 
     #[test]
     fn an_unknown_status_is_refused_naming_the_known_ones() {

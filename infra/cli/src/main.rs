@@ -158,7 +158,7 @@ enum Command {
         #[command(flatten)]
         at: dlq::Where,
         #[command(flatten)]
-        filters: events::Filters,
+        filters: Box<events::Filters>,
     },
 }
 
@@ -548,7 +548,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             command: Some(EventsCommand::Show { at, id, json }),
             ..
         } => events::show(at, &id, json).await,
-        Command::Events { at, filters, .. } => events::run(at, filters).await,
+        Command::Events { at, filters, .. } => events::run(at, *filters).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

@@ -390,6 +390,17 @@ pub(crate) fn is_known(name: &str) -> bool {
     names().any(|n| n == name)
 }
 
+/// The closest of `known` to `name` when it is near enough to be a typo (an edit distance of
+/// at most 2, or a third of the name): what a "did you mean" offers.
+pub fn closest_name<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::levenshtein(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
 /// Build a provider from its name, its `options` table (provider-specific, unknown fields
 /// refused) and its resolved secrets.
 pub fn build(
@@ -398,8 +409,11 @@ pub fn build(
     secrets: Vec<Secret>,
 ) -> Result<Arc<dyn Provider>, ProviderConfigError> {
     let Some((_, construct)) = REGISTRY.iter().find(|(names, _)| names.contains(&name)) else {
+        let hint = closest_name(name, names())
+            .map(|k| format!(" (did you mean {k:?}?)"))
+            .unwrap_or_default();
         return Err(ProviderConfigError(format!(
-            "unknown provider {name:?}; known: {}",
+            "unknown provider {name:?}{hint}; known: {}",
             names().collect::<Vec<_>>().join(", ")
         )));
     };
@@ -409,6 +423,17 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_provider_is_refused_with_the_closest_name_and_a_stranger_without() {
+        let err = build("strpe", &serde_json::json!({}), Vec::new()).expect_err("refused");
+        assert!(err.0.contains("did you mean \"stripe\"?"), "{}", err.0);
+        let err = build("paypall", &serde_json::json!({}), Vec::new()).expect_err("refused");
+        assert!(err.0.contains("did you mean \"paypal\"?"), "{}", err.0);
+        let err = build("mychain", &serde_json::json!({}), Vec::new()).expect_err("refused");
+        assert!(!err.0.contains("did you mean"), "{}", err.0);
+        assert_eq!(closest_name("githb", ["stripe", "github"]), Some("github"));
+    }
 
     /// Every name and alias builds (with a config its provider refuses, so the error comes
     /// from the provider and not from an unknown name), and no name is listed twice.
