@@ -846,6 +846,7 @@ async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
         source: Some("shop".to_owned()),
         limit,
         now_ms: T0,
+        ..Default::default()
     };
     let rows = ledger.list(&shop(3)).await.expect("list");
     assert_eq!(
@@ -872,12 +873,32 @@ async fn list_by_source_is_newest_first_and_limited(ledger: &dyn Ledger) {
         rows[3],
         TrailRow::Entry(trail_entry("t-old", "shop", T0 + 1_000))
     );
+    // A time window, bounds included, with a source (read as a range of the index) and
+    // without one.
+    for source in [Some("shop".to_owned()), None] {
+        let rows = ledger
+            .list(&TrailQuery {
+                source: source.clone(),
+                limit: 0,
+                now_ms: T0,
+                since_ms: Some(T0 + 2_000),
+                until_ms: Some(T0 + 2_500),
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            rows.iter().map(row_at).collect::<Vec<_>>(),
+            [(T0 + 2_500, "record"), (T0 + 2_000, "entry")],
+            "{source:?}"
+        );
+    }
 
     let all = ledger
         .list(&TrailQuery {
             source: None,
             limit: 2,
             now_ms: T0,
+            ..Default::default()
         })
         .await
         .expect("list all");
@@ -899,6 +920,7 @@ pub(crate) async fn listed(
             source: source.map(str::to_owned),
             limit,
             now_ms,
+            ..Default::default()
         })
         .await
         .expect("list")
@@ -987,6 +1009,7 @@ async fn append_new_stores_an_id_once_and_keeps_the_first(ledger: &dyn Ledger) {
             source: Some("shop".to_owned()),
             limit: 0,
             now_ms: T0,
+            ..Default::default()
         })
         .await
         .expect("list");
@@ -997,6 +1020,7 @@ async fn append_new_stores_an_id_once_and_keeps_the_first(ledger: &dyn Ledger) {
             source: Some("shop".to_owned()),
             limit: 0,
             now_ms: T0,
+            ..Default::default()
         })
         .await
         .expect("list");

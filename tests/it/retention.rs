@@ -55,6 +55,7 @@ async fn entries(ledger: &dyn Ledger, status: TrailStatus, now_ms: i64) -> Vec<T
             source: Some("stripe".into()),
             limit: 0,
             now_ms,
+            ..Default::default()
         })
         .await
         .expect("list")

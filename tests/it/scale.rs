@@ -97,6 +97,7 @@ async fn one_source_is_spread_over_the_index_shards_and_still_listed_newest_firs
             source: Some("hot".into()),
             limit: 0,
             now_ms: T0,
+            ..Default::default()
         })
         .await
         .expect("list");

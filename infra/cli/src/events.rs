@@ -324,6 +324,8 @@ pub(crate) async fn rows(
             source: query.filters.source.clone(),
             limit: if query.filters_rows() { 0 } else { limit },
             now_ms,
+            since_ms: query.since_ms,
+            until_ms: query.until_ms,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -229,6 +229,18 @@ pub struct TrailQuery {
     /// Entries that expired before this instant are left out even while a backend still
     /// stores them (0 leaves none out).
     pub now_ms: i64,
+    /// Only rows from this instant on / up to this one (a record's `received_at_ms`, an
+    /// entry's `at_ms`). With a source, both backends read only that stretch of its index.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl TrailQuery {
+    /// Whether `row` falls in the query's time window.
+    pub fn in_window(&self, row: &TrailRow) -> bool {
+        let at = row.at_ms();
+        self.since_ms.is_none_or(|s| at >= s) && self.until_ms.is_none_or(|u| at <= u)
+    }
 }
 
 /// What a support person has in hand, found through an index (no listing of a source).

@@ -525,19 +525,25 @@ impl Ledger for SqliteLedger {
         // `?1 IS NULL OR source = ?1`: one statement for both cases; with a source, SQLite
         // still uses the (source, time) index.
         let records_sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM dedupe_records WHERE ?1 IS NULL OR source = ?1 \
+            "SELECT {RECORD_COLUMNS} FROM dedupe_records WHERE (?1 IS NULL OR source = ?1) \
+             AND received_at_ms BETWEEN ?3 AND ?4 \
              ORDER BY received_at_ms DESC, key DESC LIMIT ?2"
         );
         // Expired entries the writes have not pruned yet are not shown.
         let entries_sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM trail_entries WHERE (?1 IS NULL OR source = ?1) \
-             AND expires_at_ms >= ?3 ORDER BY at_ms DESC, id DESC LIMIT ?2"
+             AND expires_at_ms >= ?5 AND at_ms BETWEEN ?3 AND ?4 \
+             ORDER BY at_ms DESC, id DESC LIMIT ?2"
+        );
+        let (since, until) = (
+            query.since_ms.unwrap_or(i64::MIN),
+            query.until_ms.unwrap_or(i64::MAX),
         );
         let mut rows = self.store.with_conn(|conn| {
             let mut rows = newest(
                 conn,
                 &records_sql,
-                params![source, limit],
+                params![source, limit, since, until],
                 raw_record,
                 |raw| {
                     let r = raw.decode()?;
@@ -547,7 +553,7 @@ impl Ledger for SqliteLedger {
             rows.extend(newest(
                 conn,
                 &entries_sql,
-                params![source, limit, query.now_ms],
+                params![source, limit, since, until, query.now_ms],
                 raw_entry,
                 |raw| {
                     let e = raw.decode()?;
@@ -967,6 +973,7 @@ mod tests {
             source: Some("shop".into()),
             limit,
             now_ms: T0,
+            ..Default::default()
         };
         let rows = l.list(&shop(2)).await.expect("list");
         assert_eq!(
@@ -990,6 +997,7 @@ mod tests {
                 source: None,
                 limit: 10,
                 now_ms: T0,
+                ..Default::default()
             })
             .await
             .expect("list");
@@ -1059,6 +1067,7 @@ mod tests {
                     source: Some("shop".into()),
                     limit: 0,
                     now_ms,
+                    ..Default::default()
                 })
                 .await
                 .expect("list")

@@ -630,7 +630,7 @@ mod tests {
         let version: i64 = store
             .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .expect("version");
-        assert_eq!(version, 5);
+        assert_eq!(version, SCHEMA_VERSION);
         let rows = store
             .ledger()
             .list(&TrailQuery::default())

@@ -546,7 +546,9 @@ impl Ledger for DynamoLedger {
                         .await
                         .map_err(|e| backend("Scan", e))?;
                     for item in out.items() {
-                        if let Some(row) = decode_row(item)?.filter(|r| !expired(r, query.now_ms)) {
+                        if let Some(row) = decode_row(item)?
+                            .filter(|r| !expired(r, query.now_ms) && query.in_window(&r.1))
+                        {
                             rows.push(row);
                         }
                     }
@@ -619,13 +621,21 @@ impl DynamoLedger {
             // (less the expired entries, which the next page makes up for).
             let page =
                 (query.limit > 0).then(|| (limit - rows.len()).min(i32::MAX as usize) as i32);
+            // The window as a range of the sort key (time first, zero-padded): only that
+            // stretch of the partition is read. `$` sorts after the `#` that follows the time.
+            let (lo, hi) = (
+                format!("{:015}", query.since_ms.unwrap_or(0).max(0)),
+                format!("{:015}$", query.until_ms.unwrap_or(i64::MAX / 1000).max(0)),
+            );
             let out = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(SOURCE_INDEX)
-                .key_condition_expression("gsi1pk = :partition")
+                .key_condition_expression("gsi1pk = :partition AND gsi1sk BETWEEN :lo AND :hi")
                 .expression_attribute_values(":partition", s(&partition))
+                .expression_attribute_values(":lo", s(lo))
+                .expression_attribute_values(":hi", s(hi))
                 .scan_index_forward(false)
                 .set_limit(page)
                 .set_exclusive_start_key(start.take())
