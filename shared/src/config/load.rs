@@ -34,18 +34,88 @@ impl ConfigDoc {
             Some(_) => false,
             None => text.trim_start().starts_with('{'),
         };
-        if json_first {
-            serde_json::from_str(text).map_err(|e| ConfigError::Parse {
-                format: "JSON",
-                message: e.to_string(),
-            })
+        let (format, parsed) = if json_first {
+            (
+                "JSON",
+                serde_json::from_str(text).map_err(|e| e.to_string()),
+            )
         } else {
-            toml::from_str(text).map_err(|e| ConfigError::Parse {
-                format: "TOML",
-                message: e.to_string(),
-            })
+            ("TOML", toml::from_str(text).map_err(|e| e.to_string()))
+        };
+        parsed.map_err(|first| ConfigError::Parse {
+            format,
+            message: every_unknown_field(text, json_first).unwrap_or(first),
+        })
+    }
+}
+
+/// The most unknown fields one error lists (each found by a parse of its own).
+const MAX_UNKNOWN_FIELDS: usize = 50;
+
+/// When the document is well formed but names fields the schema does not have: every such
+/// field at once, each by its path, with the closest known name where one is near — rather
+/// than serde's first only, one fix and rerun per typo. `None` when that is not the trouble
+/// (a syntax error, a wrong type), and the parser's own message stands.
+fn every_unknown_field(text: &str, json: bool) -> Option<String> {
+    let mut doc: serde_json::Value = if json {
+        serde_json::from_str(text).ok()?
+    } else {
+        toml::from_str(text).ok()?
+    };
+    let mut found = Vec::new();
+    while found.len() < MAX_UNKNOWN_FIELDS {
+        let Err(e) = serde_path_to_error::deserialize::<_, ConfigDoc>(&doc) else {
+            break;
+        };
+        let message = e.inner().to_string();
+        if !message.starts_with("unknown field") {
+            break;
+        }
+        let hint = unknown_field_hint(&message);
+        found.push(format!("{}: {message}{hint}", e.path()));
+        if !remove_at(&mut doc, e.path()) {
+            break;
         }
     }
+    match found.len() {
+        0 => None,
+        1 => found.pop(),
+        n => Some(format!("{n} unknown fields:\n  {}", found.join("\n  "))),
+    }
+}
+
+/// "did you mean" from serde's own list of the expected names.
+fn unknown_field_hint(message: &str) -> String {
+    let mut names = message.split('`').skip(1).step_by(2);
+    let Some(field) = names.next() else {
+        return String::new();
+    };
+    crate::providers::closest_name(field, names)
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+/// Remove the field `path` names, so the next parse finds the next unknown one.
+fn remove_at(doc: &mut serde_json::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = doc;
+    for segment in parents {
+        let next = match (segment, at) {
+            (Segment::Map { key }, serde_json::Value::Object(map)) => map.get_mut(key.as_str()),
+            (Segment::Seq { index }, serde_json::Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        at = next;
+    }
+    at.as_object_mut()
+        .is_some_and(|map| map.remove(key.as_str()).is_some())
 }
 
 /// Read a config file; relative paths in it resolve against its folder.

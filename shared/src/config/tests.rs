@@ -904,3 +904,37 @@ fn a_duration_typo_shows_the_form_a_duration_takes() {
     );
     assert!(err.contains("write it like 30s, 5m"), "{err}");
 }
+
+#[test]
+fn every_unknown_field_is_named_at_once_by_its_path_with_the_closest_name() {
+    let text = "[settings]\nlease_secondz = 5\n\n[[sources]]\nid = \"s\"\nprovider = \"stripe\"\n\
+                secrets = [\"env:X\"]\ncolour = \"red\"\n\n[[sources]]\nid = \"t\"\nprovider = \"stripe\"\n\
+                secretz = [\"env:X\"]\n";
+    for (doc, hint) in [
+        (text.to_owned(), Some("toml")),
+        (
+            serde_json::to_string(&toml::from_str::<serde_json::Value>(text).expect("toml"))
+                .expect("json"),
+            Some("json"),
+        ),
+    ] {
+        let err = ConfigDoc::parse(&doc, hint)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("3 unknown fields"), "{err}");
+        for want in [
+            "settings.lease_secondz: unknown field `lease_secondz`",
+            "(did you mean `lease_seconds`?)",
+            "sources[0].colour: unknown field `colour`",
+            "sources[1].secretz: unknown field `secretz`",
+            "(did you mean `secrets`?)",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+    // A wrong type is not an unknown field: the parser's own message, with its line.
+    let err = ConfigDoc::parse("[settings]\nlease_seconds = \"soon\"\n", Some("toml"))
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+}
