@@ -221,7 +221,11 @@ fn chart(w: &Window) -> Markup {
             });
         }
     }
-    let per = std::time::Duration::from_secs((bucket_ms.max(0) / 1000) as u64);
+    // Whole seconds, or milliseconds for a window shorter than the buckets' count.
+    let per = match bucket_ms.max(0) as u64 {
+        ms if ms >= 1000 => std::time::Duration::from_secs(ms / 1000),
+        ms => std::time::Duration::from_millis(ms),
+    };
     html! {
         figure #chart data-live {
             svg xmlns="http://www.w3.org/2000/svg" width=(CHART_W) height=(CHART_H + 20)
@@ -284,16 +288,21 @@ pub(crate) fn events_page(
     window: &Window,
 ) -> Markup {
     let shown = &lines[..lines.len().min(form.limit)];
-    let here = query(&[
-        ("source", form.source.as_deref().unwrap_or_default()),
-        ("status", form.status.as_deref().unwrap_or_default()),
-        ("type", form.event_type.as_deref().unwrap_or_default()),
-        ("entity", form.entity.as_deref().unwrap_or_default()),
-        ("id", form.id.as_deref().unwrap_or_default()),
-        ("since", form.since.as_deref().unwrap_or_default()),
-        ("until", form.until.as_deref().unwrap_or_default()),
-        ("limit", &form.limit.to_string()),
-    ]);
+    let limit = form.limit.to_string();
+    let given: Vec<(&str, &str)> = [
+        ("source", form.source.as_deref()),
+        ("status", form.status.as_deref()),
+        ("type", form.event_type.as_deref()),
+        ("entity", form.entity.as_deref()),
+        ("id", form.id.as_deref()),
+        ("since", form.since.as_deref()),
+        ("until", form.until.as_deref()),
+        ("limit", Some(limit.as_str())),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    let here = query(&given);
     layout(
         view,
         "Events",
