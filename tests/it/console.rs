@@ -44,7 +44,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + limit;
     while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -116,7 +119,12 @@ async fn an_operator_finds_a_dead_payment_reads_its_story_and_replays_it_in_the_
     let dir = tempfile::tempdir().expect("tempdir");
     let run = uuid::Uuid::new_v4().simple().to_string();
     let events: Vec<(String, String)> = (0..3)
-        .map(|n| (format!("evt_console_{run}_{n}"), format!("pi_console_{run}_{n}")))
+        .map(|n| {
+            (
+                format!("evt_console_{run}_{n}"),
+                format!("pi_console_{run}_{n}"),
+            )
+        })
         .collect();
     let (dead_event, dead_payment) = &events[1];
     let dead_key = format!("stripe#{dead_event}");
@@ -131,17 +139,27 @@ async fn an_operator_finds_a_dead_payment_reads_its_story_and_replays_it_in_the_
         assert_eq!(status, 200, "{answer}");
     }
     // Two dispatched, one dead-lettered at its first 400.
-    let store = EmbeddedStore::open(&dir.path().join("data").join(DB_FILE), Arc::new(SystemClock))
-        .expect("store");
+    let store = EmbeddedStore::open(
+        &dir.path().join("data").join(DB_FILE),
+        Arc::new(SystemClock),
+    )
+    .expect("store");
     let (ledger, dlq) = (store.ledger(), store.queue(DEAD_LETTER_QUEUE, None));
-    until("two dispatched, one dead letter", Duration::from_secs(30), || async {
-        let mut done = 0;
-        for (event_id, _) in &events {
-            let record = ledger.get(&format!("stripe#{event_id}")).await.expect("get");
-            done += usize::from(record.is_some_and(|r| r.status == DedupeStatus::Completed));
-        }
-        done == 2 && dlq.depth().await.expect("depth") == Some(1)
-    })
+    until(
+        "two dispatched, one dead letter",
+        Duration::from_secs(30),
+        || async {
+            let mut done = 0;
+            for (event_id, _) in &events {
+                let record = ledger
+                    .get(&format!("stripe#{event_id}"))
+                    .await
+                    .expect("get");
+                done += usize::from(record.is_some_and(|r| r.status == DedupeStatus::Completed));
+            }
+            done == 2 && dlq.depth().await.expect("depth") == Some(1)
+        },
+    )
     .await;
 
     let console = console(&config, &[]);
@@ -172,14 +190,18 @@ async fn an_operator_finds_a_dead_payment_reads_its_story_and_replays_it_in_the_
     let story_url = browser.url().await;
 
     // The DLQ page: select it, replay, confirm; the target is fixed before the event goes back.
-    browser.follow(&browser.find("header a[href='/dlq']").await).await;
+    browser
+        .follow(&browser.find("header a[href='/dlq']").await)
+        .await;
     let boxes = browser.all("input[type=checkbox][name=id]").await;
     assert_eq!(boxes.len(), 1, "{}", browser.source().await);
     let selected = browser
         .find(&format!("input[type=checkbox][value='{dead_key}']"))
         .await;
     browser.click(&selected).await;
-    browser.follow(&browser.find("#replay-selected").await).await;
+    browser
+        .follow(&browser.find("#replay-selected").await)
+        .await;
     assert!(browser.url().await.contains("/dlq/confirm"));
     assert_eq!(browser.text_of("ul.ids").await, dead_key);
     hook.fixed.store(true, Ordering::SeqCst);
@@ -195,10 +217,14 @@ async fn an_operator_finds_a_dead_payment_reads_its_story_and_replays_it_in_the_
 
     // Its story, reloaded until the worker took it: dispatched to the hook, out of the DLQ.
     browser.goto(&story_url).await;
-    until("the story shows dispatched", Duration::from_secs(30), || async {
-        browser.goto(&story_url).await;
-        browser.text_of("#status").await == "dispatched"
-    })
+    until(
+        "the story shows dispatched",
+        Duration::from_secs(30),
+        || async {
+            browser.goto(&story_url).await;
+            browser.text_of("#status").await == "dispatched"
+        },
+    )
     .await;
     assert_eq!(browser.text_of("#delivered").await, "hook");
     assert_eq!(
@@ -232,8 +258,9 @@ async fn hostile_store() -> Hostile {
     std::fs::write(&config, text).expect("config");
     let cfg = inlet::config::load_file(&config, &|_: &str| None).expect("config");
     let clock = Arc::new(SystemClock);
-    let stack = inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
-        .expect("stack");
+    let stack =
+        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
+            .expect("stack");
     let now = clock.now_ms();
     let ledger = stack.store.ledger();
     ledger
@@ -319,9 +346,15 @@ async fn every_outside_value_is_escaped_and_no_script_is_inline() {
     let pages = [
         String::new(),
         format!("?{}", query(&[("id", EVIL_ID)])),
-        format!("?{}", query(&[("entity", "<b>p_42</b>"), ("type", EVIL_TYPE)])),
+        format!(
+            "?{}",
+            query(&[("entity", "<b>p_42</b>"), ("type", EVIL_TYPE)])
+        ),
         format!("event?{}", query(&[("id", EVIL_KEY)])),
-        format!("event?{}", query(&[("id", "<script>alert('missing')</script>")])),
+        format!(
+            "event?{}",
+            query(&[("id", "<script>alert('missing')</script>")])
+        ),
         format!("dlq/confirm?{}", query(&[("id", EVIL_KEY)])),
     ];
     for page in &pages {
@@ -352,7 +385,10 @@ async fn every_outside_value_is_escaped_and_no_script_is_inline() {
         assert!(list.contains(shown), "{shown} not in:\n{list}");
     }
     let (_, _, story) = get(&format!("{base}event?{}", query(&[("id", EVIL_KEY)]))).await;
-    assert!(story.contains("refused (&lt;script&gt;alert('reason')&lt;/script&gt;)"), "{story}");
+    assert!(
+        story.contains("refused (&lt;script&gt;alert('reason')&lt;/script&gt;)"),
+        "{story}"
+    );
     drop(h.dir);
 }
 
@@ -399,8 +435,16 @@ async fn a_replay_needs_the_form_token_the_console_s_own_host_and_origin_and_a_w
         ("no token", query(&[("id", &h.dead_key)]), vec![]),
         ("a wrong token", form(&format!("{good}0")), vec![]),
         ("another console's token", form(&foreign), vec![]),
-        ("a foreign Host", form(&good), vec![("host", "rebound.example:80")]),
-        ("a foreign Origin", form(&good), vec![("origin", "http://rebound.example")]),
+        (
+            "a foreign Host",
+            form(&good),
+            vec![("host", "rebound.example:80")],
+        ),
+        (
+            "a foreign Origin",
+            form(&good),
+            vec![("origin", "http://rebound.example")],
+        ),
     ];
     for (what, body, headers) in &refused {
         let (status, text) = replay(&base, body, headers).await;
@@ -419,7 +463,10 @@ async fn a_replay_needs_the_form_token_the_console_s_own_host_and_origin_and_a_w
     // --read-only: no controls, no confirmation page, and the POST itself refused.
     let (_, _, page) = get(&format!("{}dlq", read_only.base)).await;
     assert!(page.contains(&h.dead_key), "{page}");
-    assert!(!page.contains("type=\"checkbox\"") && !page.contains("/dlq/confirm"), "{page}");
+    assert!(
+        !page.contains("type=\"checkbox\"") && !page.contains("/dlq/confirm"),
+        "{page}"
+    );
     let (status, _, _) = get(&format!("{}dlq/confirm?id=x", read_only.base)).await;
     assert_eq!(status, 403);
     let (status, text) = replay(&read_only.base, &form(&good), &[]).await;
@@ -434,17 +481,30 @@ async fn a_replay_needs_the_form_token_the_console_s_own_host_and_origin_and_a_w
     assert_eq!(depth().await, Some(0));
 }
 
-#[test]
-fn a_listen_address_off_loopback_is_refused() {
+#[tokio::test]
+async fn a_listen_address_off_loopback_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("inlet.toml");
     std::fs::write(&config, dev_config_text(dir.path())).expect("config");
     for far in ["0.0.0.0:0", "[::]:0"] {
-        let out = Command::new(INLET)
+        let mut child = Command::new(INLET)
             .args(["console", "--listen", far, "--config"])
             .arg(&config)
-            .output()
-            .expect("run inlet");
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn inlet console");
+        // A console that serves instead of refusing never exits: a bounded wait, then kill.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().expect("try_wait").is_none() {
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("inlet console --listen {far} is serving instead of refusing");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = child.wait_with_output().expect("output");
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("not a loopback address"), "{err}");

@@ -80,7 +80,9 @@ impl Browser {
             http,
             _profile: profile,
         };
-        let created = browser.call(reqwest::Method::POST, "/session", Some(caps)).await;
+        let created = browser
+            .call(reqwest::Method::POST, "/session", Some(caps))
+            .await;
         browser.session = created["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no session id in {created}"))
@@ -109,12 +111,18 @@ impl Browser {
     }
 
     pub async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, &self.at("/url"), Some(json!({"url": url})))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &self.at("/url"),
+            Some(json!({"url": url})),
+        )
+        .await;
     }
 
     pub async fn url(&self) -> String {
-        let v = self.call(reqwest::Method::GET, &self.at("/url"), None).await;
+        let v = self
+            .call(reqwest::Method::GET, &self.at("/url"), None)
+            .await;
         v.as_str().unwrap_or_default().to_owned()
     }
 
@@ -180,7 +188,8 @@ impl Browser {
 
     pub async fn click(&self, e: &Element) {
         let path = self.at(&format!("/element/{}/click", e.0));
-        self.call(reqwest::Method::POST, &path, Some(json!({}))).await;
+        self.call(reqwest::Method::POST, &path, Some(json!({})))
+            .await;
     }
 
     pub async fn type_into(&self, e: &Element, text: &str) {

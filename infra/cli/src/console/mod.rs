@@ -106,6 +106,12 @@ fn random_token() -> String {
 
 pub async fn run(args: Args) -> Result<(), String> {
     let addr = loopback(&args.listen)?;
+    use std::io::IsTerminal;
+    inlet::telemetry::init_cli_logs(if std::io::stderr().is_terminal() {
+        inlet::telemetry::LogFormat::Text
+    } else {
+        inlet::telemetry::LogFormat::Json
+    });
     let stack = Stack::open(args.at).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -160,20 +166,31 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
         )
     } else if request.method() != Method::GET
         && request.method() != Method::HEAD
-        && headers
-            .get(header::ORIGIN)
-            .is_some_and(|o| !app.hosts.iter().any(|h| o.as_bytes() == format!("http://{h}").as_bytes()))
+        && headers.get(header::ORIGIN).is_some_and(|o| {
+            !app.hosts
+                .iter()
+                .any(|h| o.as_bytes() == format!("http://{h}").as_bytes())
+        })
     {
         refuse(StatusCode::FORBIDDEN, "cross-origin request refused")
     } else {
         next.run(request).await
     };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Not `no-referrer`: under it a browser sends `Origin: null` with the console's own forms.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -406,7 +423,11 @@ async fn confirm_page(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> R
     )
 }
 
-async fn replay(State(app): State<Arc<App>>, headers: HeaderMap, RawForm(body): RawForm) -> Response {
+async fn replay(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawForm(body): RawForm,
+) -> Response {
     if app.read_only {
         return read_only_refusal();
     }
@@ -443,12 +464,19 @@ async fn replay(State(app): State<Arc<App>>, headers: HeaderMap, RawForm(body): 
         force: false,
         now_ms: SystemClock.now_ms(),
     };
-    tracing::info!(ids = ids.len(), "console replay");
     match inlet::dlq::replay(dlq, main, &filter, options, &mut |_| {}).await {
-        Ok(done) => html(
-            StatusCode::OK,
-            pages::replayed_page(&app.view(), &ids, &done),
-        ),
+        Ok(done) => {
+            tracing::info!(
+                asked = ids.len(),
+                scanned = done.scanned,
+                moved = done.moved,
+                "console replay"
+            );
+            html(
+                StatusCode::OK,
+                pages::replayed_page(&app.view(), &ids, &done),
+            )
+        }
         Err(e) => app.failed(&format!(
             "{e} (safe to retry: a message sent twice is deduplicated)"
         )),
@@ -490,7 +518,10 @@ async fn polls_page(State(app): State<Arc<App>>) -> Response {
             runs,
         });
     }
-    html(StatusCode::OK, pages::polls_page(&app.view(), &polls, now_ms))
+    html(
+        StatusCode::OK,
+        pages::polls_page(&app.view(), &polls, now_ms),
+    )
 }
 
 #[cfg(test)]

@@ -164,7 +164,11 @@ impl Window {
                 .and_then(|t| inlet::dlq::parse_since(t, now_ms).ok())
         };
         let to_ms = parse(&form.until).unwrap_or(now_ms);
-        let oldest = lines.iter().map(|l| l.at_ms).min().unwrap_or(to_ms - 3_600_000);
+        let oldest = lines
+            .iter()
+            .map(|l| l.at_ms)
+            .min()
+            .unwrap_or(to_ms - 3_600_000);
         let from_ms = parse(&form.since).unwrap_or(oldest).min(to_ms - 1_000);
         let span = (to_ms - from_ms).max(1);
         let mut counts = vec![[0u32; SERIES.len()]; BUCKETS];
@@ -281,12 +285,7 @@ fn rows_table(lines: &[Line]) -> Markup {
     }
 }
 
-pub(crate) fn events_page(
-    view: &View<'_>,
-    form: &Form,
-    lines: &[Line],
-    window: &Window,
-) -> Markup {
+pub(crate) fn events_page(view: &View<'_>, form: &Form, lines: &[Line], window: &Window) -> Markup {
     let shown = &lines[..lines.len().min(form.limit)];
     let limit = form.limit.to_string();
     let given: Vec<(&str, &str)> = [
