@@ -358,7 +358,7 @@ async fn events_page(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Re
     }
     let now_ms = SystemClock.now_ms();
     let query = match Query::new(form.filters(), now_ms) {
-        Ok(q) => q,
+        Ok(q) => q.for_stack(&app.stack),
         Err(e) => return app.bad_request(&e),
     };
     let (_, _, ledger) = app.stack.parts();
@@ -495,18 +495,7 @@ async fn polls_page(State(app): State<Arc<App>>) -> Response {
             Ok(s) => s,
             Err(e) => return app.failed(&e.to_string()),
         };
-        let runs = Filters {
-            source: Some(id.clone()),
-            status: Some("poll_run".into()),
-            limit: 5,
-            ..Filters::default()
-        };
-        let query = match Query::new(runs, now_ms) {
-            Ok(q) => q,
-            Err(e) => return app.failed(&e),
-        };
-        let (_, _, ledger) = app.stack.parts();
-        let runs = match events::rows(ledger, &query, now_ms).await {
+        let runs = match crate::cursor::last_runs(&app.stack, id, now_ms).await {
             Ok(r) => r,
             Err(e) => return app.failed(&e),
         };

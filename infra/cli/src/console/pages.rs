@@ -3,28 +3,15 @@
 //! (no `style` attributes, no inline script: the Content-Security-Policy forbids both).
 
 use inlet::dlq::{DeadLetter, Progress};
-use inlet::ports::PollState;
+use inlet::ports::{PollState, TrailStatus};
 use inlet::time::format_rfc3339_ms;
 use maud::{html, Markup, DOCTYPE};
 
 use super::{Form, View, MAX_DEAD_LETTERS, MAX_ROWS};
 use crate::events::{what, Line, Story};
 
-/// The statuses the filter offers (those of `inlet events --status`).
-const STATUSES: [&str; 12] = [
-    "dispatched",
-    "in_progress",
-    "failed",
-    "dead",
-    "refused",
-    "duplicate",
-    "conflict",
-    "poll_run",
-    "check",
-    "missed_webhook",
-    "stale",
-    "forced_replay",
-];
+/// An event's statuses; the filter offers them and then the trail's.
+const EVENT_STATUSES: [&str; 4] = ["dispatched", "in_progress", "failed", "dead"];
 
 /// The chart's bars.
 const BUCKETS: usize = 30;
@@ -126,7 +113,7 @@ fn filter_form(view: &View<'_>, form: &Form) -> Markup {
                 "status"
                 select name="status" {
                     option value="" { "any" }
-                    @for s in STATUSES {
+                    @for s in EVENT_STATUSES.into_iter().chain(TrailStatus::ALL.iter().map(|t| t.as_str())) {
                         option value=(s) selected[form.status.as_deref() == Some(s)] { (s) }
                     }
                 }
@@ -352,6 +339,10 @@ pub(crate) fn story_page(view: &View<'_>, story: &Story) -> Markup {
                         li { time { (format_rfc3339_ms(l.at_ms)) } " " (l.status_text()) }
                     }
                 }
+                @if !story.others.is_empty() {
+                    h2 { "Other events of the same payment" }
+                    ul.others { @for k in &story.others { li { (story_link(k, k)) } } }
+                }
                 @match &story.dead_letter {
                     Some(message_id) => {
                         p #dead-letter.error {
@@ -490,7 +481,7 @@ pub(crate) fn polls_page(view: &View<'_>, polls: &[Poll], now_ms: i64) -> Markup
                         @match &poll.state {
                             None => p { "Never polled: no cursor yet." }
                             Some(s) => dl.facts {
-                                dt { "cursor" } dd.cursor { (s.cursor.as_deref().unwrap_or("none yet")) }
+                                dt { "cursor" } dd.cursor { (s.cursor.as_deref().map(crate::cursor::shown).unwrap_or_else(|| "none yet".into())) }
                                 dt { "version" } dd { (s.version) }
                                 dt { "lease" } dd {
                                     @match &s.lease_holder {
