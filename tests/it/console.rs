@@ -482,6 +482,51 @@ async fn a_replay_needs_the_form_token_the_console_s_own_host_and_origin_and_a_w
 }
 
 #[tokio::test]
+async fn the_polls_page_shows_each_poll_source_s_cursor_lease_and_last_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("inlet.toml");
+    std::fs::write(&config, crate::cursor::CONFIG).expect("config");
+    let store =
+        EmbeddedStore::open(&dir.path().join(DB_FILE), Arc::new(SystemClock)).expect("store");
+    let ledger = store.ledger();
+    // A run that stored its cursor and still holds the lease.
+    let version = crate::cursor::polled(&ledger, "poller-7", false).await;
+    let now = SystemClock.now_ms();
+    ledger
+        .append(&TrailEntry {
+            id: "run-1".to_owned(),
+            at_ms: now,
+            source: "tg".to_owned(),
+            status: TrailStatus::PollRun,
+            dedupe_key: None,
+            provider_event_id: None,
+            event_type: None,
+            reason: Some("caught_up: 1 pages, 3 items, 3 new".to_owned()),
+            source_ip: None,
+            expires_at_ms: now + 86_400_000,
+        })
+        .await
+        .expect("append");
+    let data_dir = dir.path().to_str().expect("utf8");
+    let console = console(&config, &["--data-dir", data_dir]);
+    let (status, _, page) = get(&format!("{}polls", console.base)).await;
+    assert_eq!(status, 200, "{page}");
+    for shown in [
+        "tg · telegram_updates every 1m".to_owned(),
+        // The cursor is the poll kind's JSON, shown as text.
+        "{&quot;offset&quot;:4242}".to_owned(),
+        format!("<dt>version</dt><dd>{version}</dd>"),
+        "held by poller-7 until".to_owned(),
+        "caught_up: 1 pages, 3 items, 3 new".to_owned(),
+    ] {
+        assert!(page.contains(&shown), "{shown} not in:\n{page}");
+    }
+    // The webhook-only source has no poll to show.
+    assert!(!page.contains("stripe ·"), "{page}");
+    assert_eq!(crate::cursor::CURSOR, r#"{"offset":4242}"#);
+}
+
+#[tokio::test]
 async fn a_listen_address_off_loopback_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("inlet.toml");

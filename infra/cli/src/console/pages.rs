@@ -510,3 +510,53 @@ pub(crate) fn polls_page(view: &View<'_>, polls: &[Poll], now_ms: i64) -> Markup
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(at_ms: i64, status: &str) -> Line {
+        Line {
+            at_ms,
+            source: "stripe".into(),
+            key: String::new(),
+            event_id: String::new(),
+            event_type: String::new(),
+            status: status.into(),
+            reason: String::new(),
+            attempts: None,
+            delivered: Vec::new(),
+            summary: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_chart_counts_each_row_in_its_bucket_by_status() {
+        let now = 10_000_000;
+        let lines = [
+            line(now - 1, "refused"),
+            line(now - 15_000, "duplicate"),
+            line(now - 30_000, "dead"),
+            line(now - 30_000, "dispatched"),
+        ];
+        // No since: from the oldest row to now, 30 buckets of a second.
+        let w = Window::of(&Form::default(), &lines, now);
+        assert_eq!((w.from_ms, w.to_ms), (now - 30_000, now));
+        assert_eq!(w.counts[0], [1, 1, 0, 0]);
+        assert_eq!(w.counts[15], [0, 0, 0, 1]);
+        assert_eq!(w.counts[29], [0, 0, 1, 0]);
+        let total: u32 = w.counts.iter().flatten().sum();
+        assert_eq!(total, 4);
+        let svg = chart(&w).into_string();
+        // One bar segment per non-empty count, plus the legend's four swatches.
+        assert_eq!(svg.matches("<rect").count(), 4 + 4, "{svg}");
+        assert!(svg.contains("<title>1 failed or dead from "), "{svg}");
+        // A row outside since..until is not counted.
+        let form = Form {
+            since: Some("20s".into()),
+            ..Form::default()
+        };
+        let w = Window::of(&form, &lines, now);
+        assert_eq!(w.counts.iter().flatten().sum::<u32>(), 2);
+    }
+}
