@@ -176,7 +176,21 @@ async fn an_operator_finds_a_dead_payment_reads_its_story_and_replays_it_in_the_
     for link in &links {
         assert_eq!(browser.text(link).await, dead_key);
     }
-    browser.follow(&links[0]).await;
+    // The list is live: a later event of the same payment shows up without a reload (the
+    // console's script refreshes it, under its Content-Security-Policy).
+    let later_event = format!("evt_console_{run}_later");
+    let body = payment(&later_event, dead_payment);
+    let (status, answer) = crate::cli::post(&dev.base, &cfg, "stripe", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let later_key = format!("stripe#{later_event}");
+    until(
+        "the open list shows the later event",
+        Duration::from_secs(20),
+        || async { browser.source().await.contains(&later_key) },
+    )
+    .await;
+    let dead_link = format!("#live a.story[href='/event?id=stripe%23{dead_event}']");
+    browser.follow(&browser.find(&dead_link).await).await;
     assert_eq!(browser.text_of("#status").await, "dead");
     assert!(
         browser.text_of("#reason").await.contains("HTTP 400"),
@@ -232,8 +246,8 @@ async fn an_operator_finds_a_dead_payment_reads_its_story_and_replays_it_in_the_
         "Not in the dead-letter queue."
     );
     assert_eq!(dlq.depth().await.expect("depth"), Some(0));
-    // Three first deliveries (one refused) and the replayed one.
-    assert_eq!(hook.hits.load(Ordering::SeqCst), 4);
+    // Four first deliveries (one refused) and the replayed one.
+    assert_eq!(hook.hits.load(Ordering::SeqCst), 5);
     drop(browser);
 }
 
