@@ -540,6 +540,56 @@ async fn the_polls_page_shows_each_poll_source_s_cursor_lease_and_last_runs() {
     assert_eq!(crate::cursor::CURSOR, r#"{"offset":4242}"#);
 }
 
+/// `--aws`: the same pages over a deployed stack's table and queues (moto).
+#[tokio::test]
+async fn the_console_reads_a_deployed_stack() {
+    let ledger = crate::support::aws::ledger().await;
+    let t0 = SystemClock.now_ms() - 60_000;
+    crate::events::write_trail(&ledger, t0).await;
+    let queues = crate::support::aws::queues_with_dlq(5).await;
+    let urls = (
+        queues.main.queue_url(),
+        queues.dlq.queue_url(),
+        ledger.table(),
+    );
+    let mut command = crate::dlq_aws::inlet_aws_command(
+        &crate::support::aws::endpoint(),
+        urls,
+        &["console", "--listen", "127.0.0.1:0"],
+    );
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn inlet console --aws");
+    let console = Dev::from_child(child);
+    let base = &console.base;
+
+    let (status, _, list) = get(&format!("{base}?source=stripe")).await;
+    assert_eq!(status, 200, "{list}");
+    assert!(list.contains("deployed stack"), "{list}");
+    for key in ["stripe#evt_1", "stripe#evt_2", "stripe#evt_3"] {
+        assert!(
+            list.contains(&format!(">{key}</a>")),
+            "{key} not in:\n{list}"
+        );
+    }
+    assert!(!list.contains("backoffice#evt_9"), "{list}");
+    let (status, _, story) = get(&format!("{base}event?id=stripe%23evt_3")).await;
+    assert_eq!(status, 200, "{story}");
+    assert!(
+        story.contains(r#"<dd id="status" class="s-1">dead</dd>"#)
+            && story.contains("target bus answered 400"),
+        "{story}"
+    );
+    let (status, _, dlq) = get(&format!("{base}dlq")).await;
+    assert_eq!(status, 200, "{dlq}");
+    assert!(dlq.contains("0 dead letter(s)"), "{dlq}");
+    // Without --config there are no poll sources to list, and the page says so.
+    let (_, _, polls) = get(&format!("{base}polls")).await;
+    assert!(polls.contains("to list the config"), "{polls}");
+}
+
 #[tokio::test]
 async fn a_listen_address_off_loopback_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
