@@ -460,6 +460,11 @@ async fn a_replay_needs_the_form_token_the_console_s_own_host_and_origin_and_a_w
             form(&good),
             Some(("origin", "http://rebound.example")),
         ),
+        (
+            "a cross-site request without Origin",
+            form(&good),
+            Some(("sec-fetch-site", "cross-site")),
+        ),
     ];
     for (what, body, header) in &refused {
         let headers: Vec<(&str, &str)> = header.iter().copied().collect();

@@ -7,6 +7,7 @@
 
 mod pages;
 
+use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -106,7 +107,6 @@ fn random_token() -> String {
 
 pub async fn run(args: Args) -> Result<(), String> {
     let addr = loopback(&args.listen)?;
-    use std::io::IsTerminal;
     inlet::telemetry::init_cli_logs(if std::io::stderr().is_terminal() {
         inlet::telemetry::LogFormat::Text
     } else {
@@ -126,7 +126,6 @@ pub async fn run(args: Args) -> Result<(), String> {
     let mode = if args.read_only { " (read-only)" } else { "" };
     // The first line names the URL: scripts and tests read it to find a port-0 console.
     println!("inlet console: http://{bound}/{mode}");
-    use std::io::Write;
     let _ = std::io::stdout().flush();
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async {
@@ -152,26 +151,34 @@ fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// Whether a state-changing request comes from another site, by what the browser says of
+/// it: its `Origin` (when sent) is not this console's, or its `Sec-Fetch-Site` is neither
+/// `same-origin` nor `none` (typed into the address bar).
+fn cross_site(app: &App, headers: &HeaderMap) -> bool {
+    let foreign_origin = headers.get(header::ORIGIN).is_some_and(|o| {
+        !app.hosts
+            .iter()
+            .any(|h| o.as_bytes() == format!("http://{h}").as_bytes())
+    });
+    let foreign_fetch = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v != "same-origin" && v != "none");
+    foreign_origin || foreign_fetch
+}
+
 /// Every request: its `Host` must be this console's own address (a page of another site
 /// whose name was rebound to 127.0.0.1 sends its own name), and anything but GET must come
-/// from this console's own pages (`Origin`, when the browser sends one). Every answer carries
-/// the security headers.
+/// from this console's own pages. Every answer carries the security headers.
 async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let changes = request.method() != Method::GET && request.method() != Method::HEAD;
     let mut response = if !host.is_some_and(|h| app.hosts.iter().any(|ok| ok == h)) {
         refuse(
             StatusCode::FORBIDDEN,
             "this console answers only to its own loopback address (Host header)",
         )
-    } else if request.method() != Method::GET
-        && request.method() != Method::HEAD
-        && headers.get(header::ORIGIN).is_some_and(|o| {
-            !app.hosts
-                .iter()
-                .any(|h| o.as_bytes() == format!("http://{h}").as_bytes())
-        })
-    {
+    } else if changes && cross_site(&app, headers) {
         refuse(StatusCode::FORBIDDEN, "cross-origin request refused")
     } else {
         next.run(request).await
