@@ -350,7 +350,7 @@ impl Form {
             since: self.since.clone(),
             until: self.until.clone(),
             limit: CHART_ROWS,
-            json: false,
+            ..Filters::default()
         }
     }
 }
