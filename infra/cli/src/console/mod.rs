@@ -430,6 +430,30 @@ async fn confirm_page(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> R
     )
 }
 
+/// The ids a replay form names, once it is a form carrying this console's token.
+fn replay_ids(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Vec<String>, Response> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let Some(text) = std::str::from_utf8(body).ok().filter(|_| is_form) else {
+        return Err(app.bad_request("a replay is a form (application/x-www-form-urlencoded)"));
+    };
+    let pairs = fields(Some(text)).map_err(|e| app.bad_request(&e))?;
+    if field(&pairs, "csrf").as_deref() != Some(app.csrf.as_str()) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "missing or wrong form token: replay from the console's own confirmation page",
+        ));
+    }
+    match all(&pairs, "id") {
+        Ok(ids) if !ids.is_empty() => Ok(ids),
+        Ok(_) => Err(app.bad_request("select at least one dead letter to replay")),
+        Err(e) => Err(app.bad_request(&e)),
+    }
+}
+
+/// Move the selected dead letters back to the main queue (as `inlet replay --ids`).
 async fn replay(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -438,28 +462,9 @@ async fn replay(
     if app.read_only {
         return read_only_refusal();
     }
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let text = std::str::from_utf8(&body).ok().filter(|_| is_form);
-    let Some(pairs) = text.map(|t| fields(Some(t))) else {
-        return app.bad_request("a replay is a form (application/x-www-form-urlencoded)");
-    };
-    let pairs = match pairs {
-        Ok(p) => p,
-        Err(e) => return app.bad_request(&e),
-    };
-    if field(&pairs, "csrf").as_deref() != Some(app.csrf.as_str()) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "missing or wrong form token: replay from the console's own confirmation page",
-        );
-    }
-    let ids = match all(&pairs, "id") {
-        Ok(ids) if !ids.is_empty() => ids,
-        Ok(_) => return app.bad_request("select at least one dead letter to replay"),
-        Err(e) => return app.bad_request(&e),
+    let ids = match replay_ids(&app, &headers, &body) {
+        Ok(ids) => ids,
+        Err(refused) => return refused,
     };
     let (main, dlq, _) = app.stack.parts();
     let filter = inlet::dlq::Filter {
