@@ -229,7 +229,15 @@ impl Drop for Browser {
                     "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     self.session, self.port
                 );
-                let _ = s.read_to_end(&mut Vec::new());
+                // chromedriver answers once Chromium has quit, and keeps the connection open
+                // after: read up to the end of the answer's head, not to a close.
+                let (mut got, mut chunk) = (Vec::new(), [0u8; 1024]);
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
             }
         }
         let _ = self.driver.kill();
