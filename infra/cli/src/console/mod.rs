@@ -430,26 +430,34 @@ async fn confirm_page(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> R
     )
 }
 
-/// The ids a replay form names, once it is a form carrying this console's token.
-fn replay_ids(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Vec<String>, Response> {
+/// The ids a replay form names, once it is a form carrying this console's token; else the
+/// status and the reason to answer with.
+fn replay_ids(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<String>, (StatusCode, String)> {
+    let bad = |why: &str| (StatusCode::BAD_REQUEST, why.to_owned());
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let Some(text) = std::str::from_utf8(body).ok().filter(|_| is_form) else {
-        return Err(app.bad_request("a replay is a form (application/x-www-form-urlencoded)"));
+        return Err(bad(
+            "a replay is a form (application/x-www-form-urlencoded)",
+        ));
     };
-    let pairs = fields(Some(text)).map_err(|e| app.bad_request(&e))?;
+    let pairs = fields(Some(text)).map_err(|e| bad(&e))?;
     if field(&pairs, "csrf").as_deref() != Some(app.csrf.as_str()) {
-        return Err(refuse(
+        return Err((
             StatusCode::FORBIDDEN,
-            "missing or wrong form token: replay from the console's own confirmation page",
+            "missing or wrong form token: replay from the console's own confirmation page".into(),
         ));
     }
     match all(&pairs, "id") {
         Ok(ids) if !ids.is_empty() => Ok(ids),
-        Ok(_) => Err(app.bad_request("select at least one dead letter to replay")),
-        Err(e) => Err(app.bad_request(&e)),
+        Ok(_) => Err(bad("select at least one dead letter to replay")),
+        Err(e) => Err(bad(&e)),
     }
 }
 
@@ -464,7 +472,8 @@ async fn replay(
     }
     let ids = match replay_ids(&app, &headers, &body) {
         Ok(ids) => ids,
-        Err(refused) => return refused,
+        Err((StatusCode::BAD_REQUEST, why)) => return app.bad_request(&why),
+        Err((status, why)) => return (status, why).into_response(),
     };
     let (main, dlq, _) = app.stack.parts();
     let filter = inlet::dlq::Filter {
