@@ -28,6 +28,9 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8788";
 pub(crate) const MAX_ROWS: usize = 500;
 /// Rows the chart counts at most (the newest of the filtered trail).
 pub(crate) const CHART_ROWS: usize = 2_000;
+/// The events page's window when `since` is not given: a live page that refreshes every few
+/// seconds must not list a source's whole history each time.
+const DEFAULT_SINCE: &str = "24h";
 /// Dead letters one DLQ page lists, and ids one replay takes, at most.
 pub(crate) const MAX_DEAD_LETTERS: usize = 200;
 /// A query string or form longer than this is refused: every field is an id or a time.
@@ -333,7 +336,7 @@ impl Form {
             event_type: field(pairs, "type"),
             entity: field(pairs, "entity"),
             id: field(pairs, "id"),
-            since: field(pairs, "since"),
+            since: field(pairs, "since").or_else(|| Some(DEFAULT_SINCE.to_owned())),
             until: field(pairs, "until"),
             limit,
         })
@@ -562,5 +565,9 @@ mod tests {
         assert!(all(&pairs, "id").is_err());
         let form = Form::read(&fields(Some("limit=100000")).expect("pairs")).expect("form");
         assert_eq!(form.limit, MAX_ROWS);
+        // No since: the last day, not the whole history.
+        assert_eq!(form.since.as_deref(), Some(DEFAULT_SINCE));
+        let form = Form::read(&fields(Some("since=2h")).expect("pairs")).expect("form");
+        assert_eq!(form.since.as_deref(), Some("2h"));
     }
 }

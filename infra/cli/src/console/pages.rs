@@ -310,11 +310,14 @@ pub(crate) fn events_page(view: &View<'_>, form: &Form, lines: &[Line], window: 
 pub(crate) fn story_page(view: &View<'_>, story: &Story) -> Markup {
     let e = &story.event;
     let key_id = e.summary.key_id.as_deref().unwrap_or("?");
+    // Refreshed only while it can change by itself (a dead event reads the whole DLQ each
+    // time, and changes only when replayed).
+    let settling = matches!(e.status.as_str(), "in_progress" | "failed");
     layout(
         view,
         &format!("Event {}", e.key),
         html! {
-            section #live data-live {
+            section #live data-live[settling] {
                 dl.facts {
                     dt { "source" } dd #source { (e.source) }
                     dt { "provider event id" } dd #event-id { (e.event_id) }
@@ -527,6 +530,39 @@ mod tests {
             attempts: None,
             delivered: Vec::new(),
             summary: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_story_refreshes_only_while_it_can_change_by_itself() {
+        let view = View {
+            read_only: false,
+            aws: false,
+            sources: Vec::new(),
+        };
+        let page = |status: &str| {
+            let story = Story {
+                event: line(0, status),
+                via: "webhook".into(),
+                updated_at_ms: 0,
+                later: Vec::new(),
+                dead_letter: None,
+                others: Vec::new(),
+            };
+            story_page(&view, &story).into_string()
+        };
+        for (status, live) in [
+            ("in_progress", true),
+            ("failed", true),
+            ("dead", false),
+            ("dispatched", false),
+        ] {
+            let html = page(status);
+            assert_eq!(
+                html.contains(r#"<section id="live" data-live>"#),
+                live,
+                "{status}: {html}"
+            );
         }
     }
 
