@@ -7,16 +7,21 @@ DEV_CONFIG ?= infra/dev/inlet.toml
 # Every log line the Rust tests and the processes they start write, searched for secrets.
 TEST_LOGS ?= $(CURDIR)/target/test-logs
 
-.PHONY: test dev load bench venv fmt lint unit features cycles template build fuzz clean package sam-build footprint capacity
+.PHONY: test browser dev load bench venv fmt lint unit features cycles template build fuzz clean package sam-build footprint capacity
 
 ## Run everything CI runs: format, lints, feature guard, module cycles, Rust tests (AWS adapters against
 ## a moto server this target starts on a free loopback port), the search of their logs for
-## secrets, template guardrails.
-test: venv fmt lint features cycles
+## secrets, template guardrails. The console's browser test needs Chromium (`make browser`).
+test: venv browser fmt lint features cycles
 	rm -rf $(TEST_LOGS)
 	INLET_LOG_DIR=$(TEST_LOGS) infra/scripts/with-moto $(CARGO) test --workspace --locked
 	$(VENV)/bin/python infra/scripts/no-secrets-in-logs $(TEST_LOGS)
 	$(VENV)/bin/python -m pytest -q tests/template tests/tooling
+
+## Debian's Chromium and ChromeDriver for the console's browser test (tests/it/console.rs), pinned;
+## does nothing once /usr/bin/chromedriver exists. Needs root or sudo.
+browser:
+	infra/scripts/browser
 
 ## The whole pipeline locally on SQLite: POST http://127.0.0.1:8787/webhooks/{source}
 ## (LISTEN=127.0.0.1:PORT for another address).

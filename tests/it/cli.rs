@@ -78,7 +78,12 @@ impl Drop for Dev {
     }
 }
 
-async fn post(base: &str, cfg: &inlet::config::Config, source: &str, body: &[u8]) -> (u16, String) {
+pub(crate) async fn post(
+    base: &str,
+    cfg: &inlet::config::Config,
+    source: &str,
+    body: &[u8],
+) -> (u16, String) {
     let headers = signed_headers(
         cfg,
         source,

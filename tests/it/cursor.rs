@@ -14,10 +14,10 @@ use crate::dlq_aws::inlet_aws;
 use crate::support::aws;
 
 const INLET: &str = env!("CARGO_BIN_EXE_inlet");
-const LEASE_MS: i64 = 60_000;
-const CURSOR: &str = r#"{"offset":4242}"#;
+pub(crate) const LEASE_MS: i64 = 60_000;
+pub(crate) const CURSOR: &str = r#"{"offset":4242}"#;
 
-const CONFIG: &str = r#"[settings]
+pub(crate) const CONFIG: &str = r#"[settings]
 environment = "local"
 
 [[sources]]
@@ -45,7 +45,7 @@ targets = ["out"]
 "#;
 
 /// A run of `holder` that stored CURSOR and (with `release`) gave its lease back.
-async fn polled(store: &dyn PollStore, holder: &str, release: bool) -> u64 {
+pub(crate) async fn polled(store: &dyn PollStore, holder: &str, release: bool) -> u64 {
     let now = SystemClock.now_ms();
     let Acquire::Acquired(s) = store
         .acquire("tg", holder, now, now + LEASE_MS)

@@ -33,7 +33,20 @@ fn envelope(source: &str, n: u32) -> String {
 
 /// The binary with an AWS environment that can only reach `endpoint`.
 pub(crate) fn inlet_aws(endpoint: &str, urls: (&str, &str, &str), args: &[&str]) -> Output {
-    Command::new(INLET)
+    inlet_aws_command(endpoint, urls, args)
+        .output()
+        .expect("run inlet")
+}
+
+/// `inlet ARGS --aws` with the stack's names and moto's endpoint in its environment, not yet
+/// started (`inlet console` is spawned, not waited for).
+pub(crate) fn inlet_aws_command(
+    endpoint: &str,
+    urls: (&str, &str, &str),
+    args: &[&str],
+) -> Command {
+    let mut command = Command::new(INLET);
+    command
         .args(args)
         .arg("--aws")
         .env_clear()
@@ -44,9 +57,8 @@ pub(crate) fn inlet_aws(endpoint: &str, urls: (&str, &str, &str), args: &[&str])
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("INLET_QUEUE_URL", urls.0)
         .env("INLET_DLQ_URL", urls.1)
-        .env("INLET_TABLE", urls.2)
-        .output()
-        .expect("run inlet")
+        .env("INLET_TABLE", urls.2);
+    command
 }
 
 fn stdout(out: &Output) -> String {

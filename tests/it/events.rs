@@ -94,7 +94,7 @@ fn entry(id: &str, source: &str, status: TrailStatus, reason: &str, at_ms: i64) 
 }
 
 /// The same trail in any ledger: dispatched, failed and dead records, a refusal, a poll run.
-async fn write_trail(ledger: &dyn Ledger, t0: i64) {
+pub(crate) async fn write_trail(ledger: &dyn Ledger, t0: i64) {
     let delivered = BTreeSet::from(["bus".to_string()]);
     for (n, (key, source, id, kind, entity)) in [
         (

@@ -5,6 +5,7 @@ mod catalogue;
 mod checks;
 mod cli;
 mod conformance;
+mod console;
 mod cursor;
 mod dlq_aws;
 mod docs;

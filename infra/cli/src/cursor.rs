@@ -34,7 +34,7 @@ pub struct CursorArgs {
     pub at: Where,
 }
 
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     match text.char_indices().nth(CURSOR_SHOWN) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
@@ -170,7 +170,11 @@ fn confirm(source: &str, version: u64) -> Result<(), String> {
 }
 
 /// The source's last five poll runs, newest first.
-async fn last_runs(stack: &Stack, source: &str, now_ms: i64) -> Result<Vec<events::Line>, String> {
+pub(crate) async fn last_runs(
+    stack: &Stack,
+    source: &str,
+    now_ms: i64,
+) -> Result<Vec<events::Line>, String> {
     let query = Query::new(
         Filters {
             source: Some(source.to_owned()),

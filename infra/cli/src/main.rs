@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use inlet::telemetry::LogFormat;
 
+mod console;
 mod cursor;
 mod dev;
 mod dlq;
@@ -160,6 +161,12 @@ enum Command {
         #[command(flatten)]
         filters: Box<events::Filters>,
     },
+    /// A web console on loopback (default http://127.0.0.1:8788/): the trail with filters,
+    /// a search by any id, a chart, each event's story, the dead letters with replay, and
+    /// the poll cursors; over the local store or a deployed stack (`--aws`) with your own
+    /// credentials. It has no login: it only listens on a loopback address. `--read-only`
+    /// removes replay.
+    Console(console::Args),
 }
 
 #[derive(Subcommand)]
@@ -549,6 +556,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             ..
         } => events::show(at, &id, json).await,
         Command::Events { at, filters, .. } => events::run(at, *filters).await,
+        Command::Console(args) => console::run(args).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

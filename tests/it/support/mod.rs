@@ -7,6 +7,7 @@ pub mod cfn;
 pub mod proxy;
 pub mod receiver;
 pub mod recorder;
+pub mod webdriver;
 
 /// The embedded (SQLite) side: one in-memory store per test, on the test's clock.
 pub mod embedded {
