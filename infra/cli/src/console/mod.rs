@@ -451,7 +451,13 @@ fn replay_ids(
         ));
     };
     let pairs = fields(Some(text)).map_err(|e| bad(&e))?;
-    if field(&pairs, "csrf").as_deref() != Some(app.csrf.as_str()) {
+    // Compared in constant time, as every secret is: a local page that could time the
+    // comparison must learn nothing of the token from it.
+    let given = field(&pairs, "csrf").unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        app.csrf.as_bytes(),
+    )) {
         return Err((
             StatusCode::FORBIDDEN,
             "missing or wrong form token: replay from the console's own confirmation page".into(),
