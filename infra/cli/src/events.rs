@@ -103,7 +103,12 @@ pub(crate) fn what(s: &EventSummary) -> String {
     if let Some(o) = &s.object_id {
         parts.push(o.clone());
     }
-    if let Some(e) = &s.entity {
+    // Stripe names a customer-less payment its own entity: said once.
+    if let Some(e) = s
+        .entity
+        .as_ref()
+        .filter(|e| s.object_id.as_ref() != Some(*e))
+    {
         parts.push(format!("for {e}"));
     }
     match (s.amount, &s.currency) {

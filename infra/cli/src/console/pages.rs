@@ -250,21 +250,23 @@ fn rows_table(lines: &[Line]) -> Markup {
     html! {
         table.rows {
             thead { tr {
-                th { "received" } th { "source" } th { "dedupe key" } th { "event id" } th { "type" }
-                th { "attempts" } th { "status" } th { "delivered to" } th { "what" }
+                // What support reads first (when, what became of it, which payment) comes
+                // first; the long ids last, where they may wrap.
+                th { "received" } th { "status" } th { "what" } th { "type" } th { "source" }
+                th { "attempts" } th { "delivered to" } th { "dedupe key" } th { "event id" }
             } }
             tbody {
                 @for l in lines {
                     tr class=(format!("s-{}", series_of(&l.status))) {
-                        td { (format_rfc3339_ms(l.at_ms)) }
-                        td { (l.source) }
-                        td { @if l.key.is_empty() { "—" } @else { (story_link(&l.key, &l.key)) } }
-                        td { (l.event_id) }
-                        td { (l.event_type) }
-                        td.num { @if let Some(a) = l.attempts { (a) } }
+                        td.time { (format_rfc3339_ms(l.at_ms)) }
                         td.status { (l.status_text()) }
-                        td { (l.delivered.join(", ")) }
                         td { (what(&l.summary)) }
+                        td { (l.event_type) }
+                        td { (l.source) }
+                        td.num { @if let Some(a) = l.attempts { (a) } }
+                        td { (l.delivered.join(", ")) }
+                        td.id { @if l.key.is_empty() { "—" } @else { (story_link(&l.key, &l.key)) } }
+                        td.id { (l.event_id) }
                     }
                 }
             }
@@ -323,6 +325,12 @@ pub(crate) fn story_page(view: &View<'_>, story: &Story) -> Markup {
                     dt { "provider event id" } dd #event-id { (e.event_id) }
                     dt { "type" } dd #type { (e.event_type) }
                     dt { "what" } dd { (what(&e.summary)) }
+                    @if let Some(id) = &e.summary.object_id { dt { "payment / object" } dd #object-id { (id) } }
+                    @if let Some(who) = &e.summary.entity { dt { "entity" } dd #entity { (who) } }
+                    @if let (Some(a), Some(c)) = (e.summary.amount, &e.summary.currency) {
+                        dt { "amount" } dd #amount { (a) " " (c) " (minor units)" }
+                    }
+                    @if let Some(ip) = &e.summary.caller_ip { dt { "sent from" } dd #caller-ip { (ip) } }
                     dt { "status" } dd #status class=(format!("s-{}", series_of(&e.status))) { (e.status) }
                     @if !e.reason.is_empty() { dt { "reason" } dd #reason { (e.reason) } }
                     dt { "attempts" } dd #attempts { (e.attempts.unwrap_or_default()) }
@@ -333,7 +341,10 @@ pub(crate) fn story_page(view: &View<'_>, story: &Story) -> Markup {
                 h2 { "Timeline" }
                 ol.timeline {
                     li { time { (format_rfc3339_ms(e.at_ms)) } " received via " (story.via) }
-                    li { "verified with key " (key_id) ", via " (story.via) }
+                    li {
+                        "verified with key " (key_id) ", via " (story.via)
+                        @if let Some(ip) = &e.summary.caller_ip { ", from " (ip) }
+                    }
                     li {
                         time { (format_rfc3339_ms(story.updated_at_ms)) }
                         " last change: " (e.status_text()) " after " (e.attempts.unwrap_or_default()) " attempt(s)"
