@@ -157,6 +157,11 @@ fn line(row: TrailRow) -> Line {
     }
 }
 
+/// No filter, or one `have` meets.
+fn is(want: &Option<String>, have: &[Option<&str>]) -> bool {
+    want.as_deref().is_none_or(|w| have.contains(&Some(w)))
+}
+
 /// The filters, checked and with their times read.
 pub(crate) struct Query {
     filters: Filters,
@@ -203,24 +208,25 @@ impl Query {
     }
 
     fn matches(&self, l: &Line) -> bool {
+        let id = &[
+            Some(l.event_id.as_str()),
+            Some(l.key.as_str()),
+            l.summary.object_id.as_deref(),
+        ];
+        self.matches_besides_id(l) && is(&self.filters.id, id)
+    }
+
+    /// Every filter but `--id`: what the rows an id's lookup found must still pass (a later
+    /// trail entry names the event's key, not the payment id that found it).
+    fn matches_besides_id(&self, l: &Line) -> bool {
         let f = &self.filters;
-        let is = |want: &Option<String>, have: &[Option<&str>]| {
-            want.as_deref().is_none_or(|w| have.contains(&Some(w)))
-        };
-        is(&f.status, &[Some(&l.status)])
+        is(&f.source, &[Some(&l.source)])
+            && is(&f.status, &[Some(&l.status)])
             && is(
                 &f.event_type,
                 &[Some(&l.event_type), l.summary.canonical_type.as_deref()],
             )
             && is(&f.entity, &[l.summary.entity.as_deref()])
-            && is(
-                &f.id,
-                &[
-                    Some(&l.event_id),
-                    Some(&l.key),
-                    l.summary.object_id.as_deref(),
-                ],
-            )
             && self.since_ms.is_none_or(|t| l.at_ms >= t)
             && self.until_ms.is_none_or(|t| l.at_ms <= t)
     }
@@ -293,28 +299,18 @@ pub(crate) async fn rows(
     if let Some(id) = &query.filters.id {
         let records = records_named(ledger, id, &query.sources, now_ms).await?;
         if !records.is_empty() {
-            let mut lines = Vec::new();
-            for r in records {
-                lines.extend(entries_about(ledger, &r.key, now_ms).await?);
-                lines.push(line(TrailRow::Record(r)));
-            }
-            // The entries name the id's records, not the id itself: every other filter holds.
-            let rest = Query {
-                filters: Filters {
-                    id: None,
-                    source: query.filters.source.clone(),
-                    status: query.filters.status.clone(),
-                    event_type: query.filters.event_type.clone(),
-                    entity: query.filters.entity.clone(),
-                    ..Filters::default()
-                },
-                since_ms: query.since_ms,
-                until_ms: query.until_ms,
-                sources: Vec::new(),
-            };
-            lines.retain(|l| {
-                rest.matches(l) && rest.filters.source.as_ref().is_none_or(|s| *s == l.source)
-            });
+            let entries = futures_util::future::try_join_all(
+                records
+                    .iter()
+                    .map(|r| entries_about(ledger, &r.key, now_ms)),
+            )
+            .await?;
+            let mut lines: Vec<Line> = entries
+                .into_iter()
+                .flatten()
+                .chain(records.into_iter().map(|r| line(TrailRow::Record(r))))
+                .filter(|l| query.matches_besides_id(l))
+                .collect();
             lines.sort_by_key(|l| std::cmp::Reverse(l.at_ms));
             if limit > 0 {
                 lines.truncate(limit);
@@ -322,8 +318,14 @@ pub(crate) async fn rows(
             return Ok(lines);
         }
         // An id no key or index names (an unsigned delivery id, a refused request's id):
-        // the listing below, filtered here.
+        // the listing, filtered.
     }
+    listed_rows(ledger, query, now_ms).await
+}
+
+/// The rows of the source's listing (of its time window) that match, newest first.
+async fn listed_rows(ledger: &dyn Ledger, query: &Query, now_ms: i64) -> Result<Vec<Line>, String> {
+    let limit = query.filters.limit;
     let listed = ledger
         .list(&TrailQuery {
             source: query.filters.source.clone(),
@@ -517,7 +519,8 @@ pub(crate) async fn story(stack: &Stack, id: &str, now_ms: i64) -> Result<Story,
             },
             now_ms,
         )?;
-        let key = rows(ledger, &query, now_ms)
+        // Nothing the index names: the listing, as `rows` would fall back to.
+        let key = listed_rows(ledger, &query, now_ms)
             .await?
             .into_iter()
             .map(|l| l.key)
