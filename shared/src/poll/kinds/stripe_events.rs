@@ -368,7 +368,7 @@ impl StripeEvents {
         let why = format!(
             "{NAME}: Stripe does not know the cursor's event {} although it is only {}h old \
              (events are kept 30 days): is the key for another account or mode? Reset the \
-             source's cursor to start again",
+             source's cursor to start again (`inlet cursor <source> --reset`)",
             anchor.id,
             age / 3600
         );
