@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inlet::ports::{
-    check_key, Acquire, BeginOutcome, BeginRequest, BusEvent, CheckRecord, CheckStatus, CheckStore,
-    DedupeStatus, EventBus, EventSummary, Ledger, LedgerError, Lookup, ManualClock,
-    OutboundMessage, PollStore, PollStoreError, PublishResult, Queue, ReceivedMessage, Scheduled,
-    TrailEntry, TrailQuery, TrailRow, TrailStatus,
+    check_key, get_blob, put_blob, Acquire, BeginOutcome, BeginRequest, BlobError, BlobKind,
+    BlobRef, BlobStore, BusEvent, CheckRecord, CheckStatus, CheckStore, DedupeStatus, EventBus,
+    EventSummary, Ledger, LedgerError, Lookup, ManualClock, OutboundMessage, PollStore,
+    PollStoreError, PublishResult, Queue, ReceivedMessage, Scheduled, TrailEntry, TrailQuery,
+    TrailRow, TrailStatus,
 };
 
 use crate::support::{aws, embedded};
@@ -1773,4 +1774,114 @@ async fn embedded_a_pending_check_is_satisfied_or_fired_once() {
 #[tokio::test]
 async fn aws_a_pending_check_is_satisfied_or_fired_once() {
     a_pending_check_is_satisfied_or_fired_once(&*aws_check_store().await).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Blobs
+
+fn embedded_blobs() -> (tempfile::TempDir, inlet::adapters::embedded::FileBlobs) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = inlet::adapters::embedded::FileBlobs::new(dir.path().join("blobs"));
+    (dir, blobs)
+}
+
+/// Bytes of `len` that are not all alike (a truncation or a swapped chunk changes the digest).
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// A blob reads back byte-exact through its reference, whatever its size (empty, one byte,
+/// several megabytes); writing it again changes nothing; a missing one is `NotFound`.
+async fn a_blob_reads_back_byte_exact_through_its_reference(store: &dyn BlobStore) {
+    for len in [0, 1, 3 * 1024 * 1024 + 7] {
+        let bytes = pattern(len);
+        let r = put_blob(store, BlobKind::Body, &bytes).await.expect("put");
+        assert_eq!(r.len, len as u64);
+        assert!(
+            r.key.starts_with("bodies/") && r.key.ends_with(&r.sha256),
+            "{r:?}"
+        );
+        assert_eq!(
+            get_blob(store, &r).await.expect("get"),
+            bytes,
+            "{len} bytes"
+        );
+        let again = put_blob(store, BlobKind::Body, &bytes)
+            .await
+            .expect("put again");
+        assert_eq!(again, r);
+        assert_eq!(get_blob(store, &r).await.expect("get again"), bytes);
+    }
+    let archived = put_blob(store, BlobKind::Request, b"{\"id\":\"evt_1\"}")
+        .await
+        .expect("put");
+    assert!(archived.key.starts_with("requests/"), "{archived:?}");
+    let missing = BlobRef {
+        key: format!("bodies/{}", "0".repeat(64)),
+        sha256: "0".repeat(64),
+        len: 0,
+    };
+    assert!(matches!(
+        get_blob(store, &missing).await,
+        Err(BlobError::NotFound(_))
+    ));
+}
+
+/// What a reader gets that is not what the reference names (damaged, or another blob's
+/// bytes) is refused, never returned; keys outside the scheme never reach the store.
+async fn a_blob_that_does_not_match_its_reference_is_refused(store: &dyn BlobStore) {
+    let wanted = put_blob(store, BlobKind::Body, b"the real body")
+        .await
+        .expect("put");
+    // The stored object under that key replaced by other bytes, as damage would.
+    store
+        .put(&wanted.key, b"something else")
+        .await
+        .expect("overwrite");
+    match get_blob(store, &wanted).await {
+        Err(BlobError::Mismatch { expected, len, .. }) => {
+            assert_eq!((expected, len), (wanted.sha256.clone(), 14));
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    let short = BlobRef {
+        len: wanted.len + 1,
+        ..put_blob(store, BlobKind::Body, b"the real body")
+            .await
+            .expect("put")
+    };
+    assert!(matches!(
+        get_blob(store, &short).await,
+        Err(BlobError::Mismatch { .. })
+    ));
+    for key in ["../../etc/passwd", "bodies/../x", "requests/ABC", ""] {
+        assert!(
+            matches!(store.put(key, b"x").await, Err(BlobError::BadKey(_))),
+            "{key}"
+        );
+        assert!(
+            matches!(store.get(key).await, Err(BlobError::BadKey(_))),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn embedded_a_blob_reads_back_byte_exact_through_its_reference() {
+    let (_dir, blobs) = embedded_blobs();
+    a_blob_reads_back_byte_exact_through_its_reference(&blobs).await;
+}
+#[tokio::test]
+async fn aws_a_blob_reads_back_byte_exact_through_its_reference() {
+    a_blob_reads_back_byte_exact_through_its_reference(&aws::blobs().await).await;
+}
+
+#[tokio::test]
+async fn embedded_a_blob_that_does_not_match_its_reference_is_refused() {
+    let (_dir, blobs) = embedded_blobs();
+    a_blob_that_does_not_match_its_reference_is_refused(&blobs).await;
+}
+#[tokio::test]
+async fn aws_a_blob_that_does_not_match_its_reference_is_refused() {
+    a_blob_that_does_not_match_its_reference_is_refused(&aws::blobs().await).await;
 }

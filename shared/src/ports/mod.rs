@@ -2,6 +2,7 @@
 //! (`adapters::aws`) and an embedded SQLite adapter (`adapters::embedded`) with the same
 //! semantics; `tests/it/conformance.rs` runs one suite against both.
 
+pub mod blobs;
 pub mod bus;
 pub(crate) mod certs;
 pub mod checks;
@@ -12,6 +13,7 @@ pub mod poll;
 pub mod queue;
 pub mod secrets;
 
+pub use blobs::{get_blob, put_blob, BlobError, BlobKind, BlobRef, BlobStore};
 pub use bus::{BusError, BusEvent, EventBus, PublishResult};
 pub use certs::{CertFetchError, CertFetcher};
 pub use checks::{check_key, CheckRecord, CheckStatus, CheckStore, CheckStoreError, Scheduled};

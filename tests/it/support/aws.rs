@@ -8,7 +8,7 @@
 use aws_config::SdkConfig;
 use aws_sdk_sqs::types::QueueAttributeName;
 use inlet::adapters::aws::{
-    create_table, sdk_config_for_endpoint, DynamoLedger, EventBridgeBus, SqsQueue,
+    create_table, sdk_config_for_endpoint, DynamoLedger, EventBridgeBus, S3Blobs, SqsQueue,
 };
 
 pub const ENDPOINT_VAR: &str = "INLET_TEST_AWS_ENDPOINT";
@@ -86,6 +86,19 @@ pub async fn queues_with_dlq(max_receive_count: u32) -> AwsQueues {
         main: SqsQueue::new(client.clone(), main_url),
         dlq: SqsQueue::new(client, dlq_url),
     }
+}
+
+/// A fresh, empty bucket as a blob store.
+pub async fn blobs() -> S3Blobs {
+    let blobs = S3Blobs::from_conf(&sdk_config().await, unique_name("inlet-blobs"));
+    blobs
+        .client()
+        .create_bucket()
+        .bucket(blobs.bucket())
+        .send()
+        .await
+        .expect("create the bucket");
+    blobs
 }
 
 /// A fresh ledger table with the production schema.

@@ -1,5 +1,5 @@
 //! AWS adapters for the ports: SQS (`Queue`), DynamoDB (`Ledger`), EventBridge (`EventBus`),
-//! and the SDK configuration they share.
+//! S3 (`BlobStore`), and the SDK configuration they share.
 //!
 //! A Lambda builds one [`aws_config::SdkConfig`] at start-up with [`sdk_config_from_env`]
 //! (outside the handler, so warm invocations reuse the clients) and hands it to each
@@ -11,6 +11,8 @@
 pub mod dynamodb;
 #[cfg(feature = "aws-eventbridge")]
 pub mod eventbridge;
+#[cfg(feature = "aws-s3")]
+pub mod s3;
 #[cfg(feature = "aws-secrets")]
 pub mod secrets;
 #[cfg(feature = "aws-sqs")]
@@ -20,6 +22,8 @@ pub mod sqs;
 pub use dynamodb::{create_table, DynamoLedger};
 #[cfg(feature = "aws-eventbridge")]
 pub use eventbridge::EventBridgeBus;
+#[cfg(feature = "aws-s3")]
+pub use s3::S3Blobs;
 #[cfg(feature = "aws-secrets")]
 pub use secrets::AwsSecretStore;
 #[cfg(feature = "aws-sqs")]

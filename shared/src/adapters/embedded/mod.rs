@@ -25,6 +25,7 @@
 //! being killed (it may be lost only on an OS crash or power loss before the next checkpoint,
 //! <https://www.sqlite.org/pragma.html#pragma_synchronous>).
 
+mod blobs;
 mod bus;
 mod checks;
 mod ledger;
@@ -42,6 +43,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::ports::{BusError, CheckStoreError, Clock, LedgerError, PollStoreError, QueueError};
 
+pub use blobs::FileBlobs;
 pub use bus::SqliteBus;
 pub use ledger::SqliteLedger;
 pub use queue::{QueueCounts, SqliteQueue};
