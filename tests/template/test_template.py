@@ -687,9 +687,42 @@ def check_dashboard(t: dict) -> None:
     assert "DashboardUrl" in t.get("Outputs", {})
 
 
+def check_blob_bucket(t: dict) -> None:
+    p = props(t, "BlobBucket", "AWS::S3::Bucket")
+    rules = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rules and all(
+        r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms") for r in rules
+    ), rules
+    block = p["PublicAccessBlockConfiguration"]
+    for flag in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        assert block.get(flag) is True, f"{flag} must be true"
+    assert p["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    # Every prefix the code writes expires on its own parameter; bodies outlive the DLQ.
+    lifecycle = {r.get("Prefix"): r for r in p["LifecycleConfiguration"]["Rules"]}
+    for prefix, param in (("bodies/", "BlobRetentionDays"), ("requests/", "ArchiveRetentionDays")):
+        rule = lifecycle.get(prefix)
+        assert rule and rule["Status"] == "Enabled", f"no lifecycle rule for {prefix}"
+        assert rule["ExpirationInDays"] == {"Ref": param}, rule
+    dlq_days = props(t, "DeadLetterQueue", "AWS::SQS::Queue")["MessageRetentionPeriod"] / 86400
+    assert t["Parameters"]["BlobRetentionDays"]["MinValue"] > dlq_days, "a replayable body must outlive the DLQ"
+    assert t["Resources"]["BlobBucket"].get("DeletionPolicy") == "Retain"
+    # TLS only: a deny on the bucket and its objects whenever the request is not over TLS.
+    policy = props(t, "BlobBucketPolicy", "AWS::S3::BucketPolicy")
+    assert policy["Bucket"] == {"Ref": "BlobBucket"}
+    denies = [
+        s
+        for s in policy["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny"
+        and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+    ]
+    assert denies, "no TLS-only deny"
+    resources = denies[0]["Resource"]
+    assert {"Fn::GetAtt": ["BlobBucket", "Arn"]} in resources and {"Fn::Sub": "${BlobBucket.Arn}/*"} in resources
+
+
 def check_outputs(t: dict) -> None:
     outputs = t.get("Outputs", {})
-    for name in ("WebhookBaseUrl", "QueueUrl", "DeadLetterQueueUrl", "TableName", "EventBusName"):
+    for name in ("WebhookBaseUrl", "QueueUrl", "DeadLetterQueueUrl", "TableName", "EventBusName", "BlobBucketName"):
         assert name in outputs, f"output {name} missing"
     url = outputs["WebhookBaseUrl"]["Value"]["Fn::Sub"]
     assert re.fullmatch(r"https://\$\{HttpApi\}\.execute-api\.\$\{AWS::Region\}\.\$\{AWS::URLSuffix\}/webhooks/", url), url
@@ -1009,6 +1042,7 @@ CHECKS = [
     check_event_archive,
     check_environment,
     check_ledger_table,
+    check_blob_bucket,
     check_ttl_is_on_the_attribute_the_code_writes,
     check_log_groups,
     check_no_wildcard_iam,
@@ -1162,6 +1196,26 @@ MUTATIONS = {
     "wrong Binary": (
         check_functions_build_as_rust_arm64,
         lambda t: t["Resources"]["PollerFunction"]["Metadata"]["BuildProperties"].update(Binary="worker"),
+    ),
+    "public blob bucket": (
+        check_blob_bucket,
+        lambda t: t["Resources"]["BlobBucket"]["Properties"]["PublicAccessBlockConfiguration"].update(
+            RestrictPublicBuckets=False
+        ),
+    ),
+    "archive never expires": (
+        check_blob_bucket,
+        lambda t: t["Resources"]["BlobBucket"]["Properties"]["LifecycleConfiguration"]["Rules"].pop(1),
+    ),
+    "blob bucket over plain HTTP": (
+        check_blob_bucket,
+        lambda t: t["Resources"]["BlobBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Condition"][
+            "Bool"
+        ].update({"aws:SecureTransport": "true"}),
+    ),
+    "bodies expire before a dead letter": (
+        check_blob_bucket,
+        lambda t: t["Parameters"]["BlobRetentionDays"].update(MinValue=7),
     ),
     "no TTL": (
         check_ledger_table,
