@@ -33,7 +33,7 @@ dev:
 ## `inlet-load` (a separate process: signed webhooks, closed loop) at each connection count,
 ## then every acknowledged event checked dispatched exactly once. Figures: docs/performance.md.
 LOAD_CONNECTIONS ?= 1,16,64
-LOAD_DURATION ?= 10s
+LOAD_DURATION ?= 30s
 load:
 	DEV_CONFIG=$(DEV_CONFIG) infra/scripts/load $(LOAD_CONNECTIONS) $(LOAD_DURATION)
 

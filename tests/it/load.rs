@@ -55,6 +55,18 @@ fn load_generator_finds_every_acknowledged_event_dispatched_once() {
         stdout.contains("acknowledged 200, dispatched 200, lost 0, doubled 0"),
         "{stdout}"
     );
+    // The backlog as sampled while the load ran: ends at the last answer, with every
+    // acknowledged event counted and no more dispatched than acknowledged.
+    let samples = report["backlog"].as_array().expect("backlog samples");
+    let last = samples.last().expect("at least the last answer's sample");
+    assert_eq!(last["acknowledged"], 200, "{stdout}");
+    for s in samples {
+        let (a, d) = (s["acknowledged"].as_u64(), s["dispatched"].as_u64());
+        assert!(d <= a, "dispatched before acknowledged? {s}");
+    }
+    let (p99, p999) = (report["p99_ms"].as_f64(), report["p999_ms"].as_f64());
+    assert!(p999 >= p99 && p999.is_some(), "{stdout}");
+    assert!(stdout.contains("backlog each second:"), "{stdout}");
 }
 
 /// The check is real: events acknowledged but never written where the generator looks (a

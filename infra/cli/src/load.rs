@@ -246,6 +246,7 @@ async fn connection(
     stop: Stop,
     deadline: Instant,
     issued: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
 ) -> Result<Tally, LoadError> {
     let mut tally = Tally::default();
     loop {
@@ -278,6 +279,7 @@ async fn connection(
                     if keys.is_empty() {
                         tally.unkeyed += 1;
                     }
+                    acked.fetch_add(keys.len() as u64, Ordering::Relaxed);
                     tally.keys.extend(keys);
                 }
             }
@@ -317,8 +319,14 @@ pub struct Report {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
     pub max_ms: f64,
     pub statuses: BTreeMap<String, u64>,
+    /// Events the worker had dispatched by the last answer, per second of load: the pace it
+    /// kept while ingest ran (sustained only if the backlog stayed flat).
+    pub dispatched_per_second_under_load: Option<f64>,
+    /// Acknowledged and dispatched events, sampled every second of the load.
+    pub backlog: Vec<Sample>,
     #[serde(flatten)]
     pub accounting: Accounting,
     /// 200 answers that named no dedupe key, and keys acknowledged more than once (each
@@ -345,6 +353,67 @@ impl Report {
             && self.accounting.doubled == 0
             && self.unkeyed == 0
             && self.repeated_keys == 0
+    }
+}
+
+/// How often the load samples acknowledged against dispatched events.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Acknowledged and dispatched events at one moment of a run.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sample {
+    pub at_seconds: f64,
+    pub acknowledged: u64,
+    pub dispatched: u64,
+}
+
+impl Sample {
+    /// Acknowledged events the worker had not dispatched yet.
+    pub fn backlog(&self) -> u64 {
+        self.acknowledged.saturating_sub(self.dispatched)
+    }
+}
+
+/// Lines appended to the events file: the worker's progress while the load runs. It only
+/// counts newlines (the accounting reads the keys after the load), so sampling takes next
+/// to nothing from the generator's CPU.
+struct LineCounter {
+    path: PathBuf,
+    offset: u64,
+    lines: u64,
+}
+
+impl LineCounter {
+    fn at_end(path: &Path) -> Result<Self, LoadError> {
+        let log = DispatchLog::at_end(path)?;
+        Ok(Self {
+            path: log.path,
+            offset: log.offset,
+            lines: 0,
+        })
+    }
+
+    /// The lines appended since `at_end`.
+    fn poll(&mut self) -> Result<u64, LoadError> {
+        let io = |error| LoadError::EventsFile {
+            path: self.path.clone(),
+            error,
+        };
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.lines),
+            Err(e) => return Err(io(e)),
+        };
+        file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let n = file.read(&mut chunk).map_err(io)?;
+            if n == 0 {
+                return Ok(self.lines);
+            }
+            self.offset += n as u64;
+            self.lines += chunk[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        }
     }
 }
 
@@ -384,10 +453,33 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
     // Sign one request up front so a source that cannot be signed fails before any load.
     distinct_request(&source, plan.body_size, SystemClock.now_ms())?;
     let mut log = DispatchLog::at_end(events)?;
+    let mut lines = LineCounter::at_end(events)?;
     let cpu_before = (cpu_seconds(None), cpu_seconds(plan.server_pid));
     let started = Instant::now();
-    let tally = drive(plan, source, started).await?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut backlog = Vec::new();
+    let load = drive(plan, source, started, acked.clone());
+    tokio::pin!(load);
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let tally = loop {
+        tokio::select! {
+            done = &mut load => break done?,
+            _ = tick.tick() => backlog.push(Sample {
+                at_seconds: started.elapsed().as_secs_f64(),
+                acknowledged: acked.load(Ordering::Relaxed),
+                dispatched: lines.poll()?,
+            }),
+        }
+    };
     let elapsed = started.elapsed();
+    // The state at the last answer, so a run shorter than one sample still has one.
+    backlog.push(Sample {
+        at_seconds: elapsed.as_secs_f64(),
+        acknowledged: acked.load(Ordering::Relaxed),
+        dispatched: lines.poll()?,
+    });
     let cpu_after = (cpu_seconds(None), cpu_seconds(plan.server_pid));
     let cores =
         |before: Option<f64>, after: Option<f64>| Some((after? - before?) / elapsed.as_secs_f64());
@@ -411,7 +503,12 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
         p50_ms: percentile_ms(&latencies, 50.0),
         p90_ms: percentile_ms(&latencies, 90.0),
         p99_ms: percentile_ms(&latencies, 99.0),
+        p999_ms: percentile_ms(&latencies, 99.9),
         max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        dispatched_per_second_under_load: backlog
+            .last()
+            .map(|s| s.dispatched as f64 / seconds.max(f64::EPSILON)),
+        backlog,
         statuses: tally.statuses,
         accounting,
         unkeyed: tally.unkeyed,
@@ -426,7 +523,12 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
 }
 
 /// `plan.connections` closed loops from `started` until `plan.stop`, their tallies merged.
-async fn drive(plan: &Plan, source: Arc<Source>, started: Instant) -> Result<Tally, LoadError> {
+async fn drive(
+    plan: &Plan,
+    source: Arc<Source>,
+    started: Instant,
+    acked: Arc<AtomicU64>,
+) -> Result<Tally, LoadError> {
     let issued = Arc::new(AtomicU64::new(0));
     let deadline = match plan.stop {
         Stop::After(d) => started + d,
@@ -449,6 +551,7 @@ async fn drive(plan: &Plan, source: Arc<Source>, started: Instant) -> Result<Tal
             plan.stop,
             deadline,
             issued.clone(),
+            acked.clone(),
         )));
     }
     let mut tally = Tally::default();
@@ -504,9 +607,21 @@ pub fn describe(r: &Report) -> String {
         statuses_text(&r.statuses)
     );
     out += &format!(
-        "  latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2}\n",
-        r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+        "  latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}\n",
+        r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms
     );
+    if let Some(rate) = r.dispatched_per_second_under_load {
+        let peak = r.backlog.iter().map(Sample::backlog).max().unwrap_or(0);
+        let end = r.backlog.last().map_or(0, Sample::backlog);
+        out += &format!(
+            "  dispatched while loading: {rate:.0}/s; backlog (acknowledged, not yet dispatched) peak {peak}, {end} at the last answer\n  backlog each second: {}\n",
+            r.backlog
+                .iter()
+                .map(|s| s.backlog().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     out += &format!(
         "  acknowledged {}, dispatched {}, lost {}, doubled {}",
         a.acknowledged, a.dispatched, a.lost, a.doubled
@@ -541,22 +656,25 @@ pub fn describe(r: &Report) -> String {
 /// Several runs as a Markdown table (what `docs/performance.md` records).
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| connections | requests | req/s | p50 ms | p90 ms | p99 ms | max ms | statuses | lost | doubled | drain s | dispatched/s | CPU inlet-load | CPU inlet dev |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+        "| connections | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | statuses | lost | doubled | dispatched/s under load | peak backlog | drain s | dispatched/s | CPU inlet-load | CPU inlet dev |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
         out += &format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.connections,
             r.requests,
             r.requests_per_second,
             r.p50_ms,
             r.p90_ms,
             r.p99_ms,
+            r.p999_ms,
             r.max_ms,
             statuses_text(&r.statuses),
             r.accounting.lost,
             r.accounting.doubled,
+            opt(r.dispatched_per_second_under_load, 0),
+            r.backlog.iter().map(Sample::backlog).max().unwrap_or(0),
             opt(r.drain_seconds, 2),
             opt(r.dispatched_per_second, 0),
             opt(r.generator_cores, 2),
@@ -577,6 +695,35 @@ mod tests {
         std::fs::write(&path, lines).expect("write");
         log.read_new().expect("read");
         log
+    }
+
+    #[test]
+    fn the_line_counter_counts_whole_lines_appended_since_it_started() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "earlier run\n").expect("write");
+        let mut lines = LineCounter::at_end(&path).expect("counter");
+        assert_eq!(lines.poll().expect("poll"), 0);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        f.write_all(b"{\"a\":1}\n{\"b\":2}\n{\"c\"")
+            .expect("append");
+        assert_eq!(
+            lines.poll().expect("poll"),
+            2,
+            "a half-written line is not one"
+        );
+        f.write_all(b":3}\n").expect("append");
+        assert_eq!(lines.poll().expect("poll"), 3);
+        let sample = Sample {
+            at_seconds: 1.0,
+            acknowledged: 5,
+            dispatched: 3,
+        };
+        assert_eq!(sample.backlog(), 2);
     }
 
     #[test]
