@@ -245,14 +245,13 @@ async fn connection(
     body_size: usize,
     stop: Stop,
     deadline: Instant,
-    issued: Arc<AtomicU64>,
-    acked: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 ) -> Result<Tally, LoadError> {
     let mut tally = Tally::default();
     loop {
         let more = match stop {
             Stop::After(_) => Instant::now() < deadline,
-            Stop::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
+            Stop::Requests(n) => counts.issued.fetch_add(1, Ordering::Relaxed) < n,
         };
         if !more {
             return Ok(tally);
@@ -279,7 +278,9 @@ async fn connection(
                     if keys.is_empty() {
                         tally.unkeyed += 1;
                     }
-                    acked.fetch_add(keys.len() as u64, Ordering::Relaxed);
+                    counts
+                        .acknowledged
+                        .fetch_add(keys.len() as u64, Ordering::Relaxed);
                     tally.keys.extend(keys);
                 }
             }
@@ -354,6 +355,14 @@ impl Report {
             && self.unkeyed == 0
             && self.repeated_keys == 0
     }
+}
+
+/// What the connections count together: requests issued (for `--requests N`) and events
+/// acknowledged (for the backlog samples).
+#[derive(Debug, Default)]
+struct Counts {
+    issued: AtomicU64,
+    acknowledged: AtomicU64,
 }
 
 /// How often the load samples acknowledged against dispatched events.
@@ -456,9 +465,9 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
     let mut lines = LineCounter::at_end(events)?;
     let cpu_before = (cpu_seconds(None), cpu_seconds(plan.server_pid));
     let started = Instant::now();
-    let acked = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let mut backlog = Vec::new();
-    let load = drive(plan, source, started, acked.clone());
+    let load = drive(plan, source, started, counts.clone());
     tokio::pin!(load);
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -468,7 +477,7 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
             done = &mut load => break done?,
             _ = tick.tick() => backlog.push(Sample {
                 at_seconds: started.elapsed().as_secs_f64(),
-                acknowledged: acked.load(Ordering::Relaxed),
+                acknowledged: counts.acknowledged.load(Ordering::Relaxed),
                 dispatched: lines.poll()?,
             }),
         }
@@ -477,7 +486,7 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
     // The state at the last answer, so a run shorter than one sample still has one.
     backlog.push(Sample {
         at_seconds: elapsed.as_secs_f64(),
-        acknowledged: acked.load(Ordering::Relaxed),
+        acknowledged: counts.acknowledged.load(Ordering::Relaxed),
         dispatched: lines.poll()?,
     });
     let cpu_after = (cpu_seconds(None), cpu_seconds(plan.server_pid));
@@ -527,9 +536,8 @@ async fn drive(
     plan: &Plan,
     source: Arc<Source>,
     started: Instant,
-    acked: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 ) -> Result<Tally, LoadError> {
-    let issued = Arc::new(AtomicU64::new(0));
     let deadline = match plan.stop {
         Stop::After(d) => started + d,
         Stop::Requests(_) => started,
@@ -550,8 +558,7 @@ async fn drive(
             plan.body_size,
             plan.stop,
             deadline,
-            issued.clone(),
-            acked.clone(),
+            counts.clone(),
         )));
     }
     let mut tally = Tally::default();
