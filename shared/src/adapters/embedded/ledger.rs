@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use super::{count_u32, EmbeddedError, EmbeddedStore};
+use super::{count_u32, EmbeddedError, EmbeddedStore, OBJECT_ID_OF_SUMMARY};
 use crate::ports::{
     BeginOutcome, BeginRequest, DedupeRecord, DedupeStatus, EventSummary, Ledger, LedgerError,
     Lookup, TrailEntry, TrailQuery, TrailRow, TrailStatus, LOOKUP_LIMIT,
@@ -577,7 +577,7 @@ impl Ledger for SqliteLedger {
                 conn,
                 &format!(
                     "SELECT {RECORD_COLUMNS} FROM dedupe_records \
-                     WHERE json_extract(summary, '$.object_id') = ?1 \
+                     WHERE {OBJECT_ID_OF_SUMMARY} = ?1 \
                      ORDER BY received_at_ms DESC, key DESC LIMIT ?2"
                 ),
                 params![id, limit],

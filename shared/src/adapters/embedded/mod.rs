@@ -180,12 +180,26 @@ CREATE INDEX IF NOT EXISTS dedupe_records_by_expiry ON dedupe_records (expires_a
 ";
 
 /// Schema v6, lookups: a record by the object its event reports on (read out of the summary,
-/// so no column migration), and a key's trail entries. Idempotent like [`SCHEMA`].
-const LOOKUP_SCHEMA: &str = "
+/// so no column migration), and a key's trail entries. Idempotent like [`SCHEMA`]. The
+/// expression reads only a summary that is JSON: `json_extract` fails on anything else, and an
+/// index over it would then refuse to be built (the store would not open) or a row to be
+/// written; a summary that is not one reads as empty instead (`EventSummary::from_json`).
+/// (A query uses the index only with the very same expression: one text for both.)
+macro_rules! object_id_of_summary {
+    () => {
+        "CASE WHEN json_valid(summary) THEN json_extract(summary, '$.object_id') END"
+    };
+}
+pub(crate) const OBJECT_ID_OF_SUMMARY: &str = object_id_of_summary!();
+const LOOKUP_SCHEMA: &str = concat!(
+    "
 CREATE INDEX IF NOT EXISTS dedupe_records_by_object
-    ON dedupe_records (json_extract(summary, '$.object_id'), received_at_ms);
+    ON dedupe_records (",
+    object_id_of_summary!(),
+    ", received_at_ms);
 CREATE INDEX IF NOT EXISTS trail_entries_by_key ON trail_entries (dedupe_key, at_ms);
-";
+"
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -659,6 +673,65 @@ mod tests {
         assert_eq!(indexes, 2);
         drop(store);
         EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(at))).expect("reopening a v5 store");
+    }
+
+    /// A version 5 store gains the lookup indexes even with a summary that is not JSON in it
+    /// (the index reads only JSON), that row still reads, and a payment's lookup goes through
+    /// the index rather than a scan.
+    #[tokio::test]
+    async fn a_version_5_store_gains_the_lookup_indexes_whatever_its_summaries_hold() {
+        use crate::ports::{Ledger, Lookup, TrailRow};
+        let db = TempDb::new();
+        let at = 1_700_000_000_000_i64;
+        {
+            let conn = Connection::open(&db.0).expect("sqlite");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(ENTITY_ORDER_SCHEMA).expect("v4");
+            conn.execute_batch(RETENTION_SCHEMA).expect("v5");
+            for (key, summary) in [
+                ("s#bad", "not json {"),
+                ("s#good", r#"{"object_id":"pi_7","entity":"p_42"}"#),
+            ] {
+                conn.execute(
+                    "INSERT INTO dedupe_records (key, source, status, body_sha256, via, \
+                     received_at_ms, updated_at_ms, lease_until_ms, attempts, dead, summary) \
+                     VALUES (?1, 's', 'COMPLETED', 'h', 'webhook', ?2, ?2, ?2, 1, 0, ?3)",
+                    rusqlite::params![key, at, summary],
+                )
+                .expect("v5 row");
+            }
+            conn.pragma_update(None, "user_version", 5)
+                .expect("version");
+        }
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(at))).expect("migrates");
+        let ledger = store.ledger();
+        let bad = ledger
+            .get("s#bad")
+            .await
+            .expect("get")
+            .expect("still there");
+        assert!(bad.summary.is_empty(), "{:?}", bad.summary);
+        match ledger
+            .lookup(Lookup::Object("pi_7"), at)
+            .await
+            .expect("lookup")
+            .as_slice()
+        {
+            [TrailRow::Record(r)] => assert_eq!(r.key, "s#good"),
+            other => panic!("expected the one record, got {other:?}"),
+        }
+        let plan: String = store
+            .with_conn(|c| {
+                let sql = format!(
+                    "EXPLAIN QUERY PLAN SELECT key FROM dedupe_records WHERE {OBJECT_ID_OF_SUMMARY} = 'pi_7' \
+                     ORDER BY received_at_ms DESC"
+                );
+                let mut stmt = c.prepare(&sql)?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+            })
+            .expect("plan");
+        assert!(plan.contains("dedupe_records_by_object"), "{plan}");
     }
 
     #[test]
