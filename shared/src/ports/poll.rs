@@ -23,6 +23,30 @@ pub enum PollStoreError {
     NotReset { source_id: String, why: String },
 }
 
+/// Why `holder`'s advance from `expected_version` is refused, given the state as stored
+/// (`None`: never acquired): the lease is another's, it lapsed, or the cursor moved.
+pub fn advance_refusal(
+    state: Option<&PollState>,
+    holder: &str,
+    expected_version: u64,
+    now_ms: i64,
+) -> Option<String> {
+    let Some(s) = state else {
+        return Some("no poll state (never acquired)".to_owned());
+    };
+    if s.lease_holder.as_deref() != Some(holder) {
+        return Some(format!(
+            "held by {}",
+            s.lease_holder.as_deref().unwrap_or("nobody")
+        ));
+    }
+    if s.lease_until_ms < now_ms {
+        return Some(format!("lease lapsed at {}", s.lease_until_ms));
+    }
+    (s.version != expected_version)
+        .then(|| format!("cursor is at version {}, not {expected_version}", s.version))
+}
+
 /// Why a reset is refused, given the state as stored (`None`: never polled).
 pub fn reset_refusal(
     state: Option<&PollState>,

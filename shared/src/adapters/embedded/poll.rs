@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::ledger::SqliteLedger;
 use super::EmbeddedError;
-use crate::ports::poll::reset_refusal;
+use crate::ports::poll::{advance_refusal, reset_refusal};
 use crate::ports::{Acquire, PollState, PollStore, PollStoreError};
 
 fn read(tx: &Transaction<'_>, source: &str) -> Result<Option<PollState>, EmbeddedError> {
@@ -117,23 +117,10 @@ impl PollStore for SqliteLedger {
             .store()
             .write(move |tx, _| {
                 let (source, holder) = (owned_source.as_str(), holder.as_str());
-                let Some(s) = read(tx, source)? else {
-                    return Ok(Err("no poll state (never acquired)".to_owned()));
-                };
-                if s.lease_holder.as_deref() != Some(holder) {
-                    return Ok(Err(format!(
-                        "held by {}",
-                        s.lease_holder.as_deref().unwrap_or("nobody")
-                    )));
-                }
-                if s.lease_until_ms < now_ms {
-                    return Ok(Err(format!("lease lapsed at {}", s.lease_until_ms)));
-                }
-                if s.version != expected_version {
-                    return Ok(Err(format!(
-                        "cursor is at version {}, not {expected_version}",
-                        s.version
-                    )));
+                let state = read(tx, source)?;
+                if let Some(why) = advance_refusal(state.as_ref(), holder, expected_version, now_ms)
+                {
+                    return Ok(Err(why));
                 }
                 let next = expected_version + 1;
                 tx.prepare_cached(

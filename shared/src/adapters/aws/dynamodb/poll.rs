@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{n, s, DynamoLedger, Fields, Item, KEY_ATTRIBUTE};
-use crate::ports::poll::reset_refusal;
+use crate::ports::poll::{advance_refusal, reset_refusal};
 use crate::ports::{Acquire, LedgerError, PollState, PollStore, PollStoreError};
 
 const POLL_PREFIX: &str = "poll#";
@@ -135,22 +135,9 @@ impl PollStore for DynamoLedger {
             Ok(_) => Ok(next),
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    let why = match failed.item() {
-                        None => "no poll state (never acquired)".to_owned(),
-                        Some(old) => {
-                            let s = decode(&pk, old)?;
-                            if s.lease_holder.as_deref() != Some(holder) {
-                                format!("held by {}", s.lease_holder.as_deref().unwrap_or("nobody"))
-                            } else if s.lease_until_ms < now_ms {
-                                format!("lease lapsed at {}", s.lease_until_ms)
-                            } else {
-                                format!(
-                                    "cursor is at version {}, not {expected_version}",
-                                    s.version
-                                )
-                            }
-                        }
-                    };
+                    let stored = failed.item().map(|old| decode(&pk, old)).transpose()?;
+                    let why = advance_refusal(stored.as_ref(), holder, expected_version, now_ms)
+                        .unwrap_or_else(|| "the stored state changed while advancing".to_owned());
                     Err(PollStoreError::LeaseLost {
                         source_id: source.to_owned(),
                         why,
