@@ -271,7 +271,26 @@ pub async fn ingest_with(
         Arc::new(ledger),
         Arc::new(SystemClock),
     );
+    let ingest = match blobs(&sdk, &vars) {
+        Some(b) => ingest.with_blobs(b),
+        None => ingest,
+    };
     Ok((ingest, remote))
+}
+
+/// The blob bucket `INLET_BLOB_BUCKET` names (claim checks); without it, bodies travel
+/// inline only (a stack deployed before the bucket existed).
+#[cfg(feature = "aws-s3")]
+fn blobs(sdk: &aws_config::SdkConfig, vars: &Vars) -> Option<Arc<dyn crate::ports::BlobStore>> {
+    let bucket = vars("INLET_BLOB_BUCKET").filter(|b| !b.is_empty())?;
+    Some(Arc::new(crate::adapters::aws::S3Blobs::from_conf(
+        sdk, bucket,
+    )))
+}
+
+#[cfg(all(feature = "aws-secrets", not(feature = "aws-s3")))]
+fn blobs(_: &aws_config::SdkConfig, _: &Vars) -> Option<Arc<dyn crate::ports::BlobStore>> {
+    None
 }
 
 /// One SDK configuration per cold start, shared by every rebuild of the part.
@@ -363,6 +382,10 @@ pub async fn worker_with(
     };
     let worker = Worker::new(config, ledger, targets, Arc::new(SystemClock))
         .with_queues(Arc::new(main_queue), Arc::new(dlq));
+    let worker = match blobs(&sdk, &vars) {
+        Some(b) => worker.with_blobs(b),
+        None => worker,
+    };
     let worker = match checks {
         Some(c) => worker.with_checks(c),
         None => worker,

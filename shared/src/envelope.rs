@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+use crate::ports::blobs::{BlobKind, BlobRef};
+
 pub(crate) const ENVELOPE_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,10 +73,15 @@ pub struct Envelope {
     /// Allow-listed request headers only: never signatures or authorization.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// The raw body, byte-exact: UTF-8 text when it is valid UTF-8, else base64.
+    /// The raw body, byte-exact: UTF-8 text when it is valid UTF-8, else base64. Empty when
+    /// the body went to the blob store instead ([`Self::body_ref`]).
     pub body: String,
     pub body_encoding: BodyEncoding,
     pub body_sha256: String,
+    /// Where the body is when it was too large to travel inline (a claim check): `body` is
+    /// then empty until the worker reads the blob back, checks it and puts it in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_ref: Option<BlobRef>,
     /// Set when the request carried several events: `body` is then this event's slice and
     /// `request_sha256` ties it back to the whole request as received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +123,8 @@ pub enum EnvelopeError {
     Body,
     #[error("envelope body does not match body_sha256")]
     Digest,
+    #[error("envelope body_ref does not name the body's digest")]
+    BodyRef,
 }
 
 /// Headers every envelope keeps when present: content metadata and providers' delivery ids.
@@ -133,6 +142,12 @@ pub(crate) const BASE_HEADER_ALLOW_LIST: &[&str] = &[
 
 /// One queue message: SQS's limit, which the embedded queue enforces too.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The most an envelope weighs inline when a blob store is at hand; a larger one travels
+/// with its body in the store (a claim check). An EventBridge entry takes 256 KiB in all,
+/// its Source, DetailType and time included: this leaves them 1 KiB, so every inline
+/// envelope fits every target kind.
+pub const INLINE_ENVELOPE_BYTES: usize = 256 * 1024 - 1024;
 
 /// Ids, types and entities come from the sender's body. Longer than this, one is carried as
 /// its digest, so an envelope and a ledger key (DynamoDB: 2,048 bytes) stay bounded.
@@ -239,6 +254,15 @@ impl Envelope {
         if env.v != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(env.v));
         }
+        if let Some(r) = &env.body_ref {
+            if r.sha256 != env.body_sha256 || r.key != BlobRef::key_for(BlobKind::Body, &r.sha256) {
+                return Err(EnvelopeError::BodyRef);
+            }
+            if env.body.is_empty() {
+                // Claimed: the body is checked against the digest when it is read back.
+                return Ok(env);
+            }
+        }
         // A text body is hashed in place: copying a large body only to hash it cost as much
         // as the hash.
         let digest = match env.body_encoding {
@@ -258,6 +282,41 @@ impl Envelope {
                 .decode(&self.body)
                 .map_err(|_| EnvelopeError::Body),
         }
+    }
+
+    /// Whether the body is in the blob store and not (yet) in the envelope.
+    pub fn is_claimed(&self) -> bool {
+        self.body_ref.is_some() && self.body.is_empty()
+    }
+
+    /// Move the body out to the blob store when the envelope would weigh more than
+    /// `inline_max` bytes: the reference it will be found under (put the body there before
+    /// the envelope is queued), or `None` when it stays inline. `len` is the body's length
+    /// in bytes. Only near the bound is the envelope serialised to be weighed.
+    pub(crate) fn claim_if_over(&mut self, len: usize, inline_max: usize) -> Option<BlobRef> {
+        // JSON escaping takes a character to six bytes at worst.
+        if self.body.len() * 6 + max_envelope_bytes(0) <= inline_max
+            || self.to_json().len() <= inline_max
+        {
+            return None;
+        }
+        let r = BlobRef {
+            key: BlobRef::key_for(BlobKind::Body, &self.body_sha256),
+            sha256: self.body_sha256.clone(),
+            len: len as u64,
+        };
+        self.body = String::new();
+        self.body_encoding = BodyEncoding::Utf8;
+        self.body_ref = Some(r.clone());
+        Some(r)
+    }
+
+    /// Put a claimed body back in place, as read from the blob store (already checked
+    /// against the reference). The reference stays, so a handler can tell it came that way.
+    pub(crate) fn restore_body(&mut self, bytes: &[u8]) {
+        let (body, encoding) = encode_body(bytes, body_field_budget(bytes.len()));
+        self.body = body;
+        self.body_encoding = encoding;
     }
 
     pub fn received_at_ms(&self) -> i64 {
@@ -296,6 +355,7 @@ mod tests {
             body_encoding: enc,
             body_sha256: sha256_hex(body),
             part: None,
+            body_ref: None,
             replay: None,
         }
     }
@@ -319,35 +379,86 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn every_body_the_config_allows_fits_one_queue_message_with_every_field_at_its_longest() {
-        let max = crate::config::MAX_BODY_BYTES;
-        assert!(max_envelope_bytes(max) <= MAX_MESSAGE_BYTES);
-        for body in worst_bodies(max) {
-            let (b, enc) = encode_body(&body, body_field_budget(max));
-            let long = |c: char| c.to_string().repeat(MAX_FIELD_BYTES);
-            let mut env = sample(b"");
-            (env.body, env.body_encoding, env.body_sha256) = (b, enc, sha256_hex(&body));
-            env.dedupe_key = dedupe_key(&"s".repeat(64), Some(&long('\u{1}')), "");
-            env.provider_event_id = Some(long('\u{1}'));
-            env.event_type = Some(long('\u{1}'));
-            env.entity = Some(long('\u{1}'));
-            for n in 0..BASE_HEADER_ALLOW_LIST.len() + MAX_KEEP_HEADERS {
-                env.headers.insert(
-                    format!("{n:0>width$}", width = MAX_HEADER_NAME_BYTES),
-                    "\"".repeat(MAX_KEPT_HEADER_BYTES),
-                );
-            }
-            let json = env.to_json();
-            assert!(
-                json.len() <= max_envelope_bytes(max),
-                "{} bytes, bound {}",
-                json.len(),
-                max_envelope_bytes(max)
+    /// An envelope with every field at its longest, every byte escaped, around `body`.
+    fn longest_around(body: &[u8], text_budget: usize) -> Envelope {
+        let (b, enc) = encode_body(body, text_budget);
+        let long = |c: char| c.to_string().repeat(MAX_FIELD_BYTES);
+        let mut env = sample(b"");
+        (env.body, env.body_encoding, env.body_sha256) = (b, enc, sha256_hex(body));
+        env.dedupe_key = dedupe_key(&"s".repeat(64), Some(&long('\u{1}')), "");
+        env.provider_event_id = Some(long('\u{1}'));
+        env.event_type = Some(long('\u{1}'));
+        env.entity = Some(long('\u{1}'));
+        for n in 0..BASE_HEADER_ALLOW_LIST.len() + MAX_KEEP_HEADERS {
+            env.headers.insert(
+                format!("{n:0>width$}", width = MAX_HEADER_NAME_BYTES),
+                "\"".repeat(MAX_KEPT_HEADER_BYTES),
             );
-            let back = Envelope::from_json(&json).expect("decodes");
-            assert_eq!(back.body_bytes().expect("bytes"), body);
         }
+        env
+    }
+
+    #[test]
+    fn every_body_the_config_allows_travels_inline_within_the_bound_or_by_reference() {
+        let budget = body_field_budget(crate::config::MAX_BODY_BYTES);
+        // Around the bound and past a queue message, for the bodies that grow most (a
+        // claimed envelope weighs the same whatever the body's size).
+        for len in [10_000, 40_000, 200_000, 260_000, 1_100_000] {
+            for body in worst_bodies(len) {
+                let mut env = longest_around(&body, budget);
+                let claimed = env.claim_if_over(body.len(), INLINE_ENVELOPE_BYTES);
+                let json = env.to_json();
+                assert!(
+                    json.len() <= INLINE_ENVELOPE_BYTES,
+                    "{len}: {} bytes",
+                    json.len()
+                );
+                let back = Envelope::from_json(&json).expect("decodes");
+                match claimed {
+                    None => assert_eq!(back.body_bytes().expect("bytes"), body),
+                    Some(r) => {
+                        assert!(back.is_claimed());
+                        assert_eq!(back.body_ref.as_ref(), Some(&r));
+                        assert_eq!(
+                            (r.sha256.as_str(), r.len),
+                            (sha256_hex(&body).as_str(), len as u64)
+                        );
+                        let mut restored = back;
+                        restored.restore_body(&body);
+                        let again = Envelope::from_json(&restored.to_json()).expect("decodes");
+                        assert_eq!(again.body_bytes().expect("bytes"), body);
+                    }
+                }
+            }
+        }
+        // A claimed envelope weighs its fields alone, far below what it replaces.
+        assert!(max_envelope_bytes(0) < INLINE_ENVELOPE_BYTES / 2);
+    }
+
+    #[test]
+    fn a_reference_that_does_not_name_the_body_is_refused() {
+        let body = vec![b'x'; 300_000];
+        let mut env = longest_around(&body, body_field_budget(body.len()));
+        assert!(env
+            .claim_if_over(body.len(), INLINE_ENVELOPE_BYTES)
+            .is_some());
+        let mut other = env.clone();
+        other.body_sha256 = sha256_hex(b"other");
+        assert!(matches!(
+            Envelope::from_json(&other.to_json()),
+            Err(EnvelopeError::BodyRef)
+        ));
+        if let Some(r) = env.body_ref.as_mut() {
+            r.key = format!("requests/{}", r.sha256);
+        }
+        assert!(matches!(
+            Envelope::from_json(&env.to_json()),
+            Err(EnvelopeError::BodyRef)
+        ));
+        // A small body stays where it is.
+        let mut small = sample(b"{}");
+        assert!(small.claim_if_over(2, INLINE_ENVELOPE_BYTES).is_none());
+        assert!(!small.is_claimed());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The ingest path: route, check, verify, build the envelope, enqueue — and answer 2xx only
 //! once the envelope is durably on the queue.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use crate::envelope::{
     self, Envelope, PartOf, VerifiedBy, Via, BASE_HEADER_ALLOW_LIST, ENVELOPE_VERSION,
 };
 use crate::metrics;
-use crate::ports::{Clock, Ledger, Queue, TrailEntry, TrailStatus};
+use crate::ports::{BlobRef, BlobStore, Clock, Ledger, Queue, TrailEntry, TrailStatus};
 use crate::providers::{ExtractFailure, Extracted, HandshakeReply, Verified, VerifyError};
 use crate::request::{Headers, InboundRequest};
 use crate::trail::{self, TrailBudget};
@@ -215,6 +216,9 @@ pub struct Ingest {
     budget: TrailBudget,
     /// `Some` where sources' `rate_limit`s are enforced (`inlet dev`).
     limits: Option<RateLimits>,
+    /// Where bodies too large for a queue message or a bus entry go (claim checks). Without
+    /// one, an envelope travels inline up to the queue's limit and a larger one is refused.
+    blobs: Option<Arc<dyn BlobStore>>,
 }
 
 /// The `{source}` of `…/webhooks/{source}`. A stage prefix (`/prod/webhooks/x`) is allowed
@@ -252,7 +256,14 @@ impl Ingest {
             clock,
             budget: TrailBudget::default(),
             limits: None,
+            blobs: None,
         }
+    }
+
+    /// Claim-check large bodies into `blobs`.
+    pub fn with_blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// Enforce each source's `rate_limit` in this process (`inlet dev`).
@@ -345,8 +356,15 @@ impl Ingest {
         }
         source.provider.prepare(&inbound).await?;
         let verified = source.provider.verify(&inbound, now)?;
-        let envelopes = self.envelopes(source, req, &inbound, verified, now)?;
-        let pace = Pace::Within(self.config.ingest_deadline);
+        let (envelopes, claimed) = self.envelopes(source, req, &inbound, verified, now)?;
+        // Blob first, message second: a crash between them leaves only an orphan blob (the
+        // store's retention removes it) and no acknowledgement, so the provider sends again.
+        let started = tokio::time::Instant::now();
+        let deadline = self.config.ingest_deadline;
+        if let Err(error) = self.store_claimed(claimed, deadline).await {
+            return Ok(Accepted::QueueDown { error });
+        }
+        let pace = Pace::Within(deadline.saturating_sub(started.elapsed()));
         match enqueue_envelopes(&*self.queue, &self.config, &envelopes, pace).await {
             Ok(sent) => Ok(Accepted::Enqueued {
                 sent,
@@ -355,6 +373,37 @@ impl Ingest {
             Err(e) => Ok(Accepted::QueueDown {
                 error: e.to_string(),
             }),
+        }
+    }
+
+    /// Put the claimed bodies in the blob store, several at a time, within `deadline`.
+    async fn store_claimed(
+        &self,
+        claimed: Vec<(BlobRef, Cow<'_, [u8]>)>,
+        deadline: std::time::Duration,
+    ) -> Result<(), String> {
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let Some(blobs) = &self.blobs else {
+            return Err("no blob store for a claimed body".into());
+        };
+        let puts = async {
+            for chunk in claimed.chunks(CLAIM_PUT_CONCURRENCY) {
+                futures_util::future::try_join_all(
+                    chunk.iter().map(|(r, bytes)| blobs.put(&r.key, bytes)),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(deadline, puts).await {
+            Ok(done) => done,
+            Err(_) => Err(format!(
+                "the blob store did not take {} bodies within {deadline:?}",
+                claimed.len()
+            )),
         }
     }
 
@@ -384,17 +433,19 @@ impl Ingest {
         Ok(source)
     }
 
-    /// The verified request's events as envelopes. Counted before the envelopes are built,
+    /// The verified request's events as envelopes, and the bodies to put in the blob store
+    /// first (those too large to travel inline). Counted before the envelopes are built,
     /// and by batching providers before their per-event work: what one request may cost
     /// stays bounded.
-    fn envelopes(
+    #[allow(clippy::type_complexity)]
+    fn envelopes<'r>(
         &self,
-        source: &Source,
-        req: &WebhookRequest,
+        source: &'r Source,
+        req: &'r WebhookRequest,
         inbound: &InboundRequest<'_>,
         verified: Verified,
         now: i64,
-    ) -> Result<Vec<Envelope>, Refusal> {
+    ) -> Result<(Vec<Envelope>, Vec<(BlobRef, Cow<'r, [u8]>)>), Refusal> {
         let max_events = self.config.settings.max_events_per_request;
         let events = source
             .provider
@@ -415,11 +466,26 @@ impl Ingest {
             count: events.len(),
             headers: kept_headers(source, &req.headers),
         };
-        let envelopes: Vec<Envelope> = events
-            .into_iter()
-            .enumerate()
-            .map(|(index, event)| received.envelope(index, event))
-            .collect();
+        // With a blob store, anything larger than every target takes inline is claimed;
+        // without one, an envelope may fill a queue message and nothing more.
+        let inline_max = match self.blobs {
+            Some(_) => envelope::INLINE_ENVELOPE_BYTES,
+            None => envelope::MAX_MESSAGE_BYTES,
+        };
+        let mut envelopes = Vec::with_capacity(events.len());
+        let mut claimed = Vec::new();
+        for (index, event) in events.into_iter().enumerate() {
+            let (mut env, bytes) = received.envelope(index, event);
+            if let Some(r) = env.claim_if_over(bytes.len(), inline_max) {
+                if self.blobs.is_none() {
+                    return Err(Refusal::TooLarge {
+                        limit: self.config.settings.max_body_bytes,
+                    });
+                }
+                claimed.push((r, bytes));
+            }
+            envelopes.push(env);
+        }
         for env in &envelopes {
             info!(
                 source = %source.id,
@@ -428,10 +494,11 @@ impl Ingest {
                 canonical_type = env.canonical_type.as_deref().unwrap_or(""),
                 key_id = env.verified.key_id.as_deref().unwrap_or(""),
                 request_id = req.request_id.as_deref(),
+                claimed = env.body_ref.is_some(),
                 "verified"
             );
         }
-        Ok(envelopes)
+        Ok((envelopes, claimed))
     }
 
     async fn record_refusal(
@@ -495,6 +562,9 @@ enum Accepted {
     },
 }
 
+/// Bodies put in the blob store at once for one request.
+const CLAIM_PUT_CONCURRENCY: usize = 8;
+
 /// What every envelope split from one verified request shares.
 struct Received<'a> {
     source: &'a Source,
@@ -510,8 +580,9 @@ struct Received<'a> {
     headers: BTreeMap<String, String>,
 }
 
-impl Received<'_> {
-    fn envelope(&self, index: usize, extracted: Extracted) -> Envelope {
+impl<'a> Received<'a> {
+    /// The event's envelope, and its body's bytes (for the blob store, if it is claimed).
+    fn envelope(&self, index: usize, extracted: Extracted) -> (Envelope, Cow<'a, [u8]>) {
         let part = (self.count > 1 || extracted.part.is_some()).then(|| PartOf {
             index,
             count: self.count,
@@ -519,13 +590,16 @@ impl Received<'_> {
         });
         // A whole-body event reuses the request's digest: hashing is the costliest pass over a
         // large body after the signature itself.
-        let (bytes, body_sha256) = match extracted.part.as_deref() {
-            Some(part) => (part, envelope::sha256_hex(part)),
-            None => (self.req.body.as_slice(), self.sha256.clone()),
+        let (bytes, body_sha256): (Cow<'a, [u8]>, String) = match extracted.part {
+            Some(part) => {
+                let sha = envelope::sha256_hex(&part);
+                (Cow::Owned(part), sha)
+            }
+            None => (Cow::Borrowed(self.req.body.as_slice()), self.sha256.clone()),
         };
-        let (body, body_encoding) = envelope::encode_body(bytes, self.text_budget);
+        let (body, body_encoding) = envelope::encode_body(&bytes, self.text_budget);
         let source = &self.source.id;
-        Envelope {
+        let env = Envelope {
             v: ENVELOPE_VERSION,
             source: source.clone(),
             provider: self.source.provider.name().to_string(),
@@ -553,8 +627,10 @@ impl Received<'_> {
             body_encoding,
             body_sha256,
             part,
+            body_ref: None,
             replay: None,
-        }
+        };
+        (env, bytes)
     }
 }
 

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::adapters::embedded::{EmbeddedStore, Redrive, SqliteQueue};
+use crate::adapters::embedded::{EmbeddedStore, FileBlobs, Redrive, SqliteQueue};
 use crate::checks::{CheckOutcome, CheckRunner, CheckScheduler};
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::poller::Poller;
 use crate::ports::http::HttpClient;
-use crate::ports::{Clock, EventBus, Queue, WorkerRecord};
+use crate::ports::{BlobStore, Clock, EventBus, Queue, WorkerRecord};
 use crate::targets::{build_targets, TargetFactoryError};
 use crate::worker::{BatchResult, Worker};
 
@@ -27,6 +27,8 @@ pub(crate) const CHECKS_DEAD_LETTER_QUEUE: &str = "checks-dlq";
 const CHECK_RUN_BUDGET: Duration = Duration::from_secs(120);
 pub(crate) const BUS: &str = "default";
 pub const DB_FILE: &str = "inlet.db";
+/// The blob store's folder, beside the database.
+pub const BLOBS_DIR: &str = "blobs";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -45,6 +47,8 @@ pub struct LocalStack {
     pub ingest: Ingest,
     pub worker: Worker,
     pub clock: Arc<dyn Clock>,
+    /// Claimed bodies (and the archive): files under the data folder's `blobs/`.
+    pub blobs: Option<Arc<dyn BlobStore>>,
 }
 
 impl LocalStack {
@@ -57,13 +61,25 @@ impl LocalStack {
             .map_err(|e| LocalError::Store(format!("{}: {e}", data_dir.display())))?;
         let store = EmbeddedStore::open(&data_dir.join(DB_FILE), clock.clone())
             .map_err(|e| LocalError::Store(e.to_string()))?;
-        Self::with_store(config, store, clock)
+        let blobs = Arc::new(FileBlobs::new(data_dir.join(BLOBS_DIR)));
+        Self::build(config, store, clock, Some(blobs))
     }
 
+    /// A stack on `store` without a blob store: envelopes travel inline up to a queue
+    /// message, and a larger one is refused.
     pub fn with_store(
         config: Config,
         store: EmbeddedStore,
         clock: Arc<dyn Clock>,
+    ) -> Result<Self, LocalError> {
+        Self::build(config, store, clock, None)
+    }
+
+    fn build(
+        config: Config,
+        store: EmbeddedStore,
+        clock: Arc<dyn Clock>,
+        blobs: Option<Arc<dyn BlobStore>>,
     ) -> Result<Self, LocalError> {
         let config = Arc::new(config);
         let queue = store.queue(
@@ -116,6 +132,10 @@ impl LocalStack {
         let worker = Worker::new(config.clone(), ledger.clone(), targets, clock.clone())
             .with_checks(CheckScheduler::new(ledger, Arc::new(checks_queue.clone())))
             .with_queues(Arc::new(queue.clone()), Arc::new(dlq.clone()));
+        let (ingest, worker) = match &blobs {
+            Some(b) => (ingest.with_blobs(b.clone()), worker.with_blobs(b.clone())),
+            None => (ingest, worker),
+        };
         Ok(Self {
             config,
             store,
@@ -125,6 +145,7 @@ impl LocalStack {
             ingest,
             worker,
             clock,
+            blobs,
         })
     }
 

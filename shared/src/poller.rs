@@ -491,6 +491,7 @@ impl Poller {
                         count,
                         request_sha256: request_sha256.clone(),
                     }),
+                    body_ref: None,
                     replay: None,
                 });
             }

@@ -13,6 +13,7 @@
 //! to a missing target, its route's attempts used up — is sent to the DLQ by the worker
 //! itself and acknowledged, instead of burning the queue's receives.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,9 @@ use crate::envelope::{Envelope, Via};
 use crate::metrics;
 use crate::ordering::{self, Versioned};
 use crate::ports::{
-    BeginOutcome, BeginRequest, Clock, DedupeRecord, DedupeStatus, EventSummary, Ledger,
-    LedgerError, OutboundMessage, Queue, TrailEntry, TrailStatus, WorkerRecord,
+    get_blob, BeginOutcome, BeginRequest, BlobError, BlobStore, Clock, DedupeRecord, DedupeStatus,
+    EventSummary, Ledger, LedgerError, OutboundMessage, Queue, TrailEntry, TrailStatus,
+    WorkerRecord,
 };
 use crate::retry::{clamp_delay, Jitter, RetryPolicy, SplitMix};
 use crate::targets::{DispatchError, Outgoing, Target};
@@ -141,9 +143,25 @@ fn rounds(records: &[WorkerRecord]) -> Vec<Vec<usize>> {
 struct Taken<'r> {
     i: usize,
     env: Envelope,
-    /// The envelope's JSON as queued: what targets send.
-    json: &'r str,
+    /// The envelope's JSON with its body in place: what targets send. As queued, unless the
+    /// body was claimed (then rebuilt once it is read back).
+    json: Cow<'r, str>,
+    /// The envelope as queued with its body by reference, when it was claimed: for a target
+    /// whose entry limit the whole event passes.
+    claim: Option<&'r str>,
     delivered: BTreeSet<String>,
+}
+
+impl<'r> Taken<'r> {
+    fn new(i: usize, env: Envelope, rec: &'r WorkerRecord, delivered: BTreeSet<String>) -> Self {
+        Self {
+            i,
+            env,
+            json: Cow::Borrowed(&rec.body),
+            claim: None,
+            delivered,
+        }
+    }
 }
 
 /// What one dispatch did for one envelope.
@@ -291,6 +309,8 @@ pub struct Worker {
     jitter: Arc<dyn Jitter>,
     /// Bounds the duplicate and conflict entries a replayed request can make (`crate::trail`).
     trail_budget: TrailBudget,
+    /// Where claimed bodies are (`None`: a claimed envelope cannot be dispatched).
+    blobs: Option<Arc<dyn BlobStore>>,
 }
 
 /// The names a route's `types` can match: the provider's type and the canonical type.
@@ -339,7 +359,14 @@ impl Worker {
             queues: None,
             jitter: Arc::new(SplitMix::from_entropy()),
             trail_budget: TrailBudget::default(),
+            blobs: None,
         }
+    }
+
+    /// Where claimed bodies are read back from.
+    pub fn with_blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// Schedule and satisfy delayed checks for dispatched events.
@@ -401,7 +428,8 @@ impl Worker {
     /// Decode, take the keys of, guard and dispatch the records at `idx` together.
     async fn run(&self, batch: &mut Batch<'_>, idx: &[usize]) {
         let decoded = self.decode(batch, idx).await;
-        let takes = self.take_keys(batch, decoded).await;
+        let mut takes = self.take_keys(batch, decoded).await;
+        self.restore_bodies(batch, &mut takes).await;
         let (fresh, versions) = self.guard_all(batch, &takes.taken).await;
         let ready = self.schedule_all(batch, fresh).await;
         self.deliver(batch, &ready, &versions).await;
@@ -490,22 +518,12 @@ impl Worker {
                 } else {
                     delivered
                 };
-                takes.taken.push(Taken {
-                    i,
-                    env,
-                    json: &rec.body,
-                    delivered,
-                });
+                takes.taken.push(Taken::new(i, env, rec, delivered));
             }
             Ok(BeginOutcome::Held(held)) => {
                 let o = held_outcome(&env, &held);
                 if env.forced_replay() && matches!(o, Outcome::Duplicate { .. }) {
-                    takes.forced.push(Taken {
-                        i,
-                        env,
-                        json: &rec.body,
-                        delivered: BTreeSet::new(),
-                    });
+                    takes.forced.push(Taken::new(i, env, rec, BTreeSet::new()));
                     return;
                 }
                 let delay = matches!(o, Outcome::Busy { .. }).then(|| self.until_lapsed(&held));
@@ -520,6 +538,50 @@ impl Worker {
                     error: e.to_string(),
                 };
                 batch.settle(i, o, Some(delay));
+            }
+        }
+    }
+
+    /// Read back, check and put in place the bodies of the claimed envelopes whose keys we
+    /// hold (a duplicate's body is never read). One that cannot be read fails its attempt
+    /// like a delivery would: retried while the store may answer, to the DLQ when the blob
+    /// is gone or is not what the reference names.
+    async fn restore_bodies<'r>(&self, batch: &mut Batch<'r>, takes: &mut Takes<'r>) {
+        let held = takes.taken.iter_mut().map(|t| (t, true));
+        let forced = takes.forced.iter_mut().map(|t| (t, false));
+        let claimed = held.chain(forced).filter(|(t, _)| t.env.is_claimed());
+        let reads = claimed.map(|(t, held)| async move {
+            let r = t.env.body_ref.clone();
+            let read = match (&self.blobs, r) {
+                (Some(blobs), Some(r)) => get_blob(&**blobs, &r).await.map_err(|e| match e {
+                    BlobError::Backend(_) => DispatchError::Retryable(e.to_string()),
+                    _ => DispatchError::Permanent(e.to_string()),
+                }),
+                _ => Err(DispatchError::Permanent(
+                    "the body is in the blob store and this worker has none".into(),
+                )),
+            };
+            (t, held, read)
+        });
+        for (t, held, read) in join_all(reads).await {
+            match read {
+                Ok(bytes) => {
+                    t.env.restore_body(&bytes);
+                    if let Cow::Borrowed(queued) = t.json {
+                        t.claim = Some(queued);
+                    }
+                    t.json = Cow::Owned(t.env.to_json());
+                }
+                Err(e) => {
+                    let rec = batch.rec(t.i);
+                    // A forced replay's record is completed and not ours to fail.
+                    let (o, d) = if held {
+                        self.failed(&t.env, rec, e, self.clock.now_ms()).await
+                    } else {
+                        self.finish_forced(&t.env, rec, Err(e)).await
+                    };
+                    batch.settle(t.i, o, d);
+                }
             }
         }
     }
@@ -542,6 +604,9 @@ impl Worker {
         let mut versions: BTreeMap<usize, Versioned> = BTreeMap::new();
         let mut fresh: Vec<&Taken> = Vec::with_capacity(taken.len());
         for t in taken {
+            if batch.outcome(t.i).is_some() {
+                continue;
+            }
             match self.guard(&t.env, batch.rec(t.i)).await {
                 Guard::Fresh(v) => {
                     if let Some(v) = v {
@@ -601,9 +666,12 @@ impl Worker {
             return;
         }
         // The record is completed, not ours: nothing to mark in it.
-        let sends: Vec<&Taken> = forced.iter().collect();
+        let sends: Vec<&Taken> = forced
+            .iter()
+            .filter(|t| batch.outcome(t.i).is_none())
+            .collect();
         let dispatch = self.dispatch(&sends, false).await;
-        for (t, delivery) in forced.iter().zip(dispatch) {
+        for (t, delivery) in sends.iter().zip(dispatch) {
             let (o, d) = self
                 .finish_forced(&t.env, batch.rec(t.i), delivery.result)
                 .await;
@@ -1089,7 +1157,10 @@ impl Worker {
         };
         let outgoing: Vec<Outgoing> = idx
             .iter()
-            .map(|&n| Outgoing::new(&envelopes[n].env, envelopes[n].json))
+            .map(|&n| {
+                let t = envelopes[n];
+                Outgoing::new(&t.env, &t.json).with_claim(t.claim)
+            })
             .collect();
         let mut results = target.deliver(&outgoing).await;
         // A target owes one result per envelope; a short answer is no delivery.
@@ -1572,6 +1643,7 @@ mod tests {
             body,
             body_encoding: BodyEncoding::Utf8,
             part: None,
+            body_ref: None,
             replay: None,
         }
     }

@@ -28,7 +28,7 @@ const FAST: &str = "header_timeout = \"1s\"\nbody_timeout = \"1s\"\nidle_timeout
 /// added to its `[settings]` table.
 fn write_config(dir: &Path, settings: &str) -> PathBuf {
     let text = crate::pipeline::dev_config_text(dir)
-        .replace("max_body_bytes = 262144", "max_body_bytes = 1024")
+        .replace("max_body_bytes = 6291456", "max_body_bytes = 1024")
         .replace(
             "max_receive_count = 5",
             &format!("max_receive_count = 5\n{settings}"),

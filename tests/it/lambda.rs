@@ -331,7 +331,7 @@ fn worker_reports_only_the_failed_records() {
 
 /// An SQS queue that a rule on `bus` delivers `inlet.*` events to, to see what EventBridge
 /// really delivered.
-async fn observe_bus(bus_name: &str) -> SqsQueue {
+pub(crate) async fn observe_bus(bus_name: &str) -> SqsQueue {
     let conf = support::aws::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&conf);
     let url = sqs

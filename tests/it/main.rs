@@ -15,6 +15,7 @@ mod hostile;
 mod hostile_batches;
 mod hostile_server;
 mod lambda;
+mod large;
 mod load;
 mod ordering;
 mod pipeline;

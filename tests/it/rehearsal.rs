@@ -202,6 +202,21 @@ async fn physical_resources(
                     arn: format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"),
                 }
             }
+            "AWS::S3::Bucket" => {
+                // Bucket names are lower case.
+                let bucket = name.to_lowercase();
+                inlet::adapters::aws::S3Blobs::from_conf(&sdk, &bucket)
+                    .client()
+                    .create_bucket()
+                    .bucket(&bucket)
+                    .send()
+                    .await
+                    .expect("create bucket");
+                Physical {
+                    reference: bucket.clone(),
+                    arn: format!("arn:aws:s3:::{bucket}"),
+                }
+            }
             "AWS::Logs::LogGroup" => Physical {
                 reference: name.clone(),
                 arn: format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"),
@@ -228,6 +243,7 @@ fn action(operation: &str) -> String {
         "AWSEvents" => "events",
         "AmazonSSM" => "ssm",
         "secretsmanager" => "secretsmanager",
+        "AmazonS3" => "s3",
         other => panic!("service {other} not modelled"),
     };
     let op = match (prefix, op) {
@@ -256,9 +272,13 @@ fn needs(calls: &[Call], arns: &BTreeMap<String, String>) -> Vec<(String, String
         let action = action(&call.operation);
         assert!(!call.resources.is_empty(), "{call:?} names no resource");
         for r in &call.resources {
-            let arn = arns.get(r).unwrap_or_else(|| {
-                panic!("{r} ({}) is none of the stack's resources", call.operation)
-            });
+            // An object's ARN is recorded as it is (its key is the content's digest).
+            let arn = match r.strip_prefix("arn:aws:s3:::") {
+                Some(_) => r,
+                None => arns.get(r).unwrap_or_else(|| {
+                    panic!("{r} ({}) is none of the stack's resources", call.operation)
+                }),
+            };
             out.push((action.clone(), arn.clone()));
         }
     }
@@ -443,6 +463,8 @@ pub(crate) async fn rehearse() -> Rehearsed {
                 "AWS::DynamoDB::Table"
             } else if name == "INLET_BUS_NAME" {
                 "AWS::Events::EventBus"
+            } else if name == "INLET_BLOB_BUCKET" {
+                "AWS::S3::Bucket"
             } else {
                 continue;
             };
@@ -461,6 +483,8 @@ pub(crate) async fn rehearse() -> Rehearsed {
             "AWS::DynamoDB::Table"
         } else if name == "EventBusName" {
             "AWS::Events::EventBus"
+        } else if name == "BlobBucketName" {
+            "AWS::S3::Bucket"
         } else if name.ends_with("FunctionName") {
             "AWS::Serverless::Function"
         } else {
@@ -506,6 +530,8 @@ pub(crate) async fn rehearse() -> Rehearsed {
         ("ChecksQueueUrl", worker_env, "INLET_CHECKS_QUEUE_URL"),
         ("ChecksQueueUrl", poller_env, "INLET_CHECKS_QUEUE_URL"),
         ("TableName", poller_env, "INLET_TABLE"),
+        ("BlobBucketName", ingest_env, "INLET_BLOB_BUCKET"),
+        ("BlobBucketName", worker_env, "INLET_BLOB_BUCKET"),
     ] {
         assert_eq!(
             outputs.get(output),
@@ -563,8 +589,19 @@ pub(crate) async fn rehearse() -> Rehearsed {
             .status,
         200
     );
+    // Larger than a bus entry: its body goes to the blob bucket before it is queued.
+    let mut large = stripe_event("evt_r_big", "charge.refunded", "cus_5", now_s);
+    large["data"]["object"]["description"] = serde_json::json!("x".repeat(300 * 1024));
+    let large_body = large.to_string();
+    assert_eq!(ingest.handle(send(large, true)).await.status, 200);
     let mut ingest_more = startup;
     ingest_more.extend(ingest_calls.take());
+    assert!(
+        ingest_more
+            .iter()
+            .any(|c| c.operation == "AmazonS3.PutObject"),
+        "{ingest_more:?}"
+    );
 
     // Worker, from its environment only: the first event to the bus and the target queue,
     // then again as a duplicate.
@@ -576,7 +613,7 @@ pub(crate) async fn rehearse() -> Rehearsed {
     .await
     .expect("the worker starts from the template's environment");
     let mut worker_more = worker_calls.take();
-    let received = receive(&sqs, events_queue, 4).await;
+    let received = receive(&sqs, events_queue, 5).await;
     let message = |id: &str| -> Vec<aws_sdk_sqs::types::Message> {
         received
             .iter()
@@ -644,6 +681,36 @@ pub(crate) async fn rehearse() -> Rehearsed {
         ),
         "{guarded:?}"
     );
+    // The claim-checked event: read back from the bucket, checked, dispatched.
+    let claimed = worker.process(&records(&message("evt_r_big"), 1)).await;
+    assert!(
+        matches!(
+            claimed.outcomes.as_slice(),
+            [(_, Outcome::Dispatched { .. })]
+        ),
+        "{claimed:?}"
+    );
+    let claim_calls = worker_calls.take();
+    assert!(
+        claim_calls
+            .iter()
+            .any(|c| c.operation == "AmazonS3.GetObject"),
+        "{claim_calls:?}"
+    );
+    // The target queue takes up to 1 MiB: the whole event, its body in place (beside the
+    // three events forwarded before it).
+    let forwarded = receive(&sqs, &target_url, 4).await;
+    let back: Vec<serde_json::Value> = forwarded
+        .iter()
+        .filter_map(|m| serde_json::from_str(m.body.as_deref()?).ok())
+        .filter(|v: &serde_json::Value| v["dedupe_key"] == "stripe#evt_r_big")
+        .collect();
+    assert_eq!(back.len(), 1, "one forwarded copy of the large event");
+    assert!(
+        back[0]["body"].as_str() == Some(large_body.as_str()),
+        "the large event's body is not forwarded byte-exact"
+    );
+    worker_more.extend(claim_calls);
     worker_more.extend(worker_calls.take());
 
     // Poller: a scheduled run, and the check the first event scheduled (not due yet:

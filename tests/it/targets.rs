@@ -66,6 +66,7 @@ fn envelope(n: usize) -> Envelope {
         body,
         body_encoding: BodyEncoding::Utf8,
         part: None,
+        body_ref: None,
         replay: None,
     }
 }

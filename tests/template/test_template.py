@@ -69,6 +69,8 @@ ALLOWED_GRANTS = {
         "logs:PutLogEvents": {"IngestLogGroup"},
         "sqs:SendMessage": {"EventsQueue"},
         "dynamodb:PutItem": {"LedgerTable"},
+        # claim checks: only the bodies' prefix, never a read
+        "s3:PutObject": {"BlobBucket/bodies/*"},
         **SECRET_GRANTS,
     },
     "WorkerRole": {
@@ -84,6 +86,7 @@ ALLOWED_GRANTS = {
         "dynamodb:PutItem": {"LedgerTable"},
         "dynamodb:UpdateItem": {"LedgerTable"},
         "events:PutEvents": {"EventBus"},
+        "s3:GetObject": {"BlobBucket/bodies/*"},
         **SECRET_GRANTS,
     },
     "PollerRole": {
@@ -262,6 +265,15 @@ def getatt(value) -> tuple[str, str] | None:
             target = target.split(".", 1)
         return tuple(target)
     return None
+
+
+def bucket_prefix(value) -> str | None:
+    """`BlobBucket/bodies/*` for `!Sub "${BlobBucket.Arn}/bodies/*"`: objects under one
+    prefix of a stack bucket, the one form of object grant the roles may use."""
+    if not (isinstance(value, dict) and list(value) == ["Fn::Sub"] and isinstance(value["Fn::Sub"], str)):
+        return None
+    m = re.fullmatch(r"\$\{(\w+)\.Arn\}/([a-z]+)/\*", value["Fn::Sub"])
+    return f"{m.group(1)}/{m.group(2)}/*" if m else None
 
 
 def iam_statements(node, path="$"):
@@ -512,6 +524,8 @@ def check_least_privilege(t: dict) -> None:
             targets = set()
             for r in as_list(st["Resource"]):
                 target = getatt(r) or (ref(r),)
+                if not target[0] and bucket_prefix(r):
+                    target = (bucket_prefix(r),)
                 assert target[0], f"{role_name}: resource {r!r} is not a GetAtt/Ref of a stack resource"
                 targets.add(target[0])
             for a in as_list(st["Action"]):

@@ -80,12 +80,15 @@ pub struct Settings {
     pub trail_retention_days: u32,
 }
 
-/// The largest `max_body_bytes`: its envelope at worst (see
-/// [`crate::envelope::max_envelope_bytes`]) still fits one queue message.
-pub const MAX_BODY_BYTES: usize = 700 * 1024;
+/// The largest `max_body_bytes`, and its default: Lambda's 6 MB limit on a synchronous
+/// invocation's payload, which is what carries a webhook from API Gateway or a Function URL
+/// to ingest (the event around the body counts too, so the largest body that arrives is
+/// somewhat smaller). A body whose envelope would not fit a queue message or a bus entry
+/// travels by claim check (`crate::ports::blobs`).
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 fn default_max_body() -> usize {
-    256 * 1024
+    MAX_BODY_BYTES
 }
 fn default_lease() -> u64 {
     60

@@ -98,12 +98,8 @@ fn settings(s: &Settings, p: &mut Problems) -> Parsed {
         p.push(invalid(
             "settings.max_body_bytes",
             format!(
-                "must be between 1 and {MAX_BODY_BYTES}: every event must fit one {}-byte queue \
-                 message, and at that size a body can take {} bytes as base64 and its envelope \
-                 up to {}",
-                envelope::MAX_MESSAGE_BYTES,
-                envelope::body_field_budget(MAX_BODY_BYTES),
-                envelope::max_envelope_bytes(MAX_BODY_BYTES),
+                "must be between 1 and {MAX_BODY_BYTES}: Lambda takes at most 6 MB in one \
+                 synchronous invocation, so no larger body can reach ingest"
             ),
         ));
     }

@@ -36,6 +36,13 @@ pub struct BlobRef {
     pub len: u64,
 }
 
+impl BlobRef {
+    /// The key a blob of `kind` with this digest is stored under.
+    pub fn key_for(kind: BlobKind, sha256: &str) -> String {
+        format!("{}/{sha256}", kind.prefix())
+    }
+}
+
 /// The kinds of blob, each a key prefix (and so an S3 lifecycle filter of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobKind {
@@ -90,7 +97,7 @@ pub async fn put_blob(
     bytes: &[u8],
 ) -> Result<BlobRef, BlobError> {
     let sha256 = sha256_hex(bytes);
-    let key = format!("{}/{sha256}", kind.prefix());
+    let key = BlobRef::key_for(kind, &sha256);
     store.put(&key, bytes).await?;
     Ok(BlobRef {
         key,

@@ -20,15 +20,25 @@ impl EventBridgeTarget {
     }
 }
 
+/// EventBridge's limit on one entry: Source, DetailType, Detail and Resources in UTF-8,
+/// and 14 bytes for the Time field.
+pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
+
+/// The entry for one event. Detail is the whole envelope when the entry fits; otherwise its
+/// body goes by reference (`body_ref`, the blob bucket's key and SHA-256), with every other
+/// field of the envelope as it is.
 pub fn bus_event(o: &Outgoing<'_>) -> BusEvent {
     let e = o.envelope;
+    let source = format!("inlet.{}", e.source);
+    let detail_type = e
+        .event_type
+        .clone()
+        .unwrap_or_else(|| "webhook".to_string());
+    let room = MAX_ENTRY_BYTES.saturating_sub(source.len() + detail_type.len() + 14);
     BusEvent {
-        source: format!("inlet.{}", e.source),
-        detail_type: e
-            .event_type
-            .clone()
-            .unwrap_or_else(|| "webhook".to_string()),
-        detail: o.json.to_owned(),
+        source,
+        detail_type,
+        detail: o.fitting(room).to_owned(),
         time_ms: Some(e.received_at_ms()),
     }
 }

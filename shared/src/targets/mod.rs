@@ -103,13 +103,36 @@ impl DispatchError {
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     pub envelope: &'a Envelope,
-    /// `envelope` as JSON: what ingest or the poller queued (`Envelope::to_json`).
+    /// `envelope` as JSON with the body in place: what ingest or the poller queued
+    /// (`Envelope::to_json`), or, for a claimed body, the envelope rebuilt around it.
     pub json: &'a str,
+    /// For a claimed body, the envelope as queued: the body by reference (`body_ref`), for a
+    /// target whose entry limit `json` passes.
+    pub claim: Option<&'a str>,
 }
 
 impl<'a> Outgoing<'a> {
     pub fn new(envelope: &'a Envelope, json: &'a str) -> Self {
-        Self { envelope, json }
+        Self {
+            envelope,
+            json,
+            claim: None,
+        }
+    }
+
+    pub fn with_claim(mut self, claim: Option<&'a str>) -> Self {
+        self.claim = claim;
+        self
+    }
+
+    /// The JSON to send where an entry takes at most `limit` bytes of it: the whole event
+    /// when it fits, else its body by reference when it has one (else the whole event, for
+    /// the target to refuse).
+    pub fn fitting(&self, limit: usize) -> &'a str {
+        match self.claim {
+            Some(claim) if self.json.len() > limit => claim,
+            _ => self.json,
+        }
     }
 }
 

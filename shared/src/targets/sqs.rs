@@ -49,7 +49,8 @@ impl SqsTarget {
 
     fn message(&self, o: &Outgoing<'_>) -> OutboundMessage {
         let e = o.envelope;
-        let mut m = OutboundMessage::new(o.json.to_owned());
+        // SQS takes 1 MiB a message: a larger event goes with its body by reference.
+        let mut m = OutboundMessage::new(o.fitting(crate::envelope::MAX_MESSAGE_BYTES).to_owned());
         if self.fifo {
             // Per-entity order when the event names one, else per source. The
             // deduplication id makes a retry within SQS's 5-minute window a no-op.
@@ -173,6 +174,7 @@ mod tests {
                 body_encoding: BodyEncoding::Utf8,
                 body_sha256: sha256_hex(b"{}"),
                 part: None,
+                body_ref: None,
                 replay: None,
             })
             .collect();

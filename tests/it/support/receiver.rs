@@ -228,6 +228,8 @@ pub async fn start_receiver() -> (SocketAddr, Arc<Receiver>) {
     let app = Router::new()
         .route("/hook", post(receive))
         .route("/elsewhere", post(receive))
+        // Claim-checked events arrive whole: bodies up to the transport's 6 MB, as JSON.
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(rx.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

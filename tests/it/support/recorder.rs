@@ -1,6 +1,7 @@
 //! A loopback HTTP proxy in front of moto that records each AWS call it forwards: the
 //! operation (`X-Amz-Target`; SQS, DynamoDB, EventBridge, SSM and Secrets Manager all speak
-//! the AWS JSON protocol) and the resources the request names. A function built with this
+//! the AWS JSON protocol; S3's object calls by method and path) and the resources the
+//! request names. A function built with this
 //! endpoint is observed exactly as AWS would authorize it: one call, one IAM check.
 
 use std::sync::{Arc, Mutex};
@@ -95,6 +96,26 @@ impl Recorder {
     }
 }
 
+/// S3 speaks REST, not the JSON protocol: an object operation is its method on a
+/// path-style `/bucket/key` (the adapter uses path style with an explicit endpoint).
+fn s3_operation(method: &str, path: &str) -> Option<String> {
+    let object = path.trim_start_matches('/').split('?').next()?;
+    object.split_once('/').filter(|(_, key)| !key.is_empty())?;
+    let op = match method {
+        "PUT" => "PutObject",
+        "GET" | "HEAD" => "GetObject",
+        "DELETE" => "DeleteObject",
+        _ => return None,
+    };
+    Some(format!("AmazonS3.{op}"))
+}
+
+/// The ARN IAM checks an object operation against.
+fn s3_object_arn(path: &str) -> String {
+    let object = path.trim_start_matches('/').split('?').next().unwrap_or("");
+    format!("arn:aws:s3:::{object}")
+}
+
 /// One keep-alive connection: requests with a `content-length` body, as the SDK sends them.
 async fn serve(
     conn: TcpStream,
@@ -137,11 +158,16 @@ async fn serve(
             return;
         }
         let mut call = Call {
-            operation: header("x-amz-target").unwrap_or_else(|| format!("(no target) {path}")),
+            operation: header("x-amz-target")
+                .or_else(|| s3_operation(method, path))
+                .unwrap_or_else(|| format!("(no target) {path}")),
             resources: Vec::new(),
             body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         };
-        resources(&call.body, &mut call.resources);
+        match call.operation.strip_prefix("AmazonS3.") {
+            Some(_) => call.resources.push(s3_object_arn(path)),
+            None => resources(&call.body, &mut call.resources),
+        }
         let fault = {
             let mut faults = faults.lock().expect("faults");
             let at = faults.iter().position(|(op, _)| *op == call.operation);
