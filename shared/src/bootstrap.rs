@@ -280,7 +280,7 @@ pub async fn ingest_with(
 
 /// The blob bucket `INLET_BLOB_BUCKET` names (claim checks); without it, bodies travel
 /// inline only (a stack deployed before the bucket existed).
-#[cfg(feature = "aws-s3")]
+#[cfg(all(feature = "aws-s3", feature = "aws-secrets"))]
 fn blobs(sdk: &aws_config::SdkConfig, vars: &Vars) -> Option<Arc<dyn crate::ports::BlobStore>> {
     let bucket = vars("INLET_BLOB_BUCKET").filter(|b| !b.is_empty())?;
     Some(Arc::new(crate::adapters::aws::S3Blobs::from_conf(

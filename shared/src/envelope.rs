@@ -82,6 +82,10 @@ pub struct Envelope {
     /// then empty until the worker reads the blob back, checks it and puts it in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_ref: Option<BlobRef>,
+    /// The whole request as received, when its source archives (`crate::archive`): the same
+    /// for every event split from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ref: Option<BlobRef>,
     /// Set when the request carried several events: `body` is then this event's slice and
     /// `request_sha256` ties it back to the whole request as received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +127,9 @@ pub enum EnvelopeError {
     Body,
     #[error("envelope body does not match body_sha256")]
     Digest,
-    #[error("envelope body_ref does not name the body's digest")]
+    #[error(
+        "envelope body_ref does not name the body's digest (or request_ref is not a request's key)"
+    )]
     BodyRef,
 }
 
@@ -254,6 +260,11 @@ impl Envelope {
         if env.v != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(env.v));
         }
+        if let Some(r) = &env.request_ref {
+            if r.key != BlobRef::key_for(BlobKind::Request, &r.sha256) {
+                return Err(EnvelopeError::BodyRef);
+            }
+        }
         if let Some(r) = &env.body_ref {
             if r.sha256 != env.body_sha256 || r.key != BlobRef::key_for(BlobKind::Body, &r.sha256) {
                 return Err(EnvelopeError::BodyRef);
@@ -356,6 +367,7 @@ mod tests {
             body_sha256: sha256_hex(body),
             part: None,
             body_ref: None,
+            request_ref: None,
             replay: None,
         }
     }

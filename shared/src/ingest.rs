@@ -376,7 +376,8 @@ impl Ingest {
         }
     }
 
-    /// Put the claimed bodies in the blob store, several at a time, within `deadline`.
+    /// Put the claimed bodies (and the archived request) in the blob store, several at a
+    /// time, within `deadline`.
     async fn store_claimed(
         &self,
         claimed: Vec<(BlobRef, Cow<'_, [u8]>)>,
@@ -401,7 +402,7 @@ impl Ingest {
         match tokio::time::timeout(deadline, puts).await {
             Ok(done) => done,
             Err(_) => Err(format!(
-                "the blob store did not take {} bodies within {deadline:?}",
+                "the blob store did not take {} blobs within {deadline:?}",
                 claimed.len()
             )),
         }
@@ -433,8 +434,8 @@ impl Ingest {
         Ok(source)
     }
 
-    /// The verified request's events as envelopes, and the bodies to put in the blob store
-    /// first (those too large to travel inline). Counted before the envelopes are built,
+    /// The verified request's events as envelopes, and the blobs to put first: the bodies
+    /// too large to travel inline, and the request itself when its source archives. Counted before the envelopes are built,
     /// and by batching providers before their per-event work: what one request may cost
     /// stays bounded.
     #[allow(clippy::type_complexity)]
@@ -485,6 +486,37 @@ impl Ingest {
                 claimed.push((r, bytes));
             }
             envelopes.push(env);
+        }
+        if source.archive {
+            match &self.blobs {
+                Some(_) => {
+                    let doc = crate::archive::ArchivedRequest::new(&crate::archive::Request {
+                        source: &source.id,
+                        provider: source.provider.name(),
+                        received_at_ms: now,
+                        caller_ip: req.source_ip.map(|ip| ip.to_string()),
+                        method: &req.method,
+                        path: &req.path,
+                        query: &req.query,
+                        headers: &req.headers,
+                        verified: VerifiedBy {
+                            scheme: received.verified.scheme.to_string(),
+                            key_id: received.verified.key_id.clone(),
+                        },
+                        events: envelopes.len(),
+                        body: &req.body,
+                        body_sha256: &received.sha256,
+                    });
+                    let (r, bytes) = crate::archive::prepare(&doc);
+                    for env in &mut envelopes {
+                        env.request_ref = Some(r.clone());
+                    }
+                    claimed.push((r, Cow::Owned(bytes)));
+                }
+                None => {
+                    warn!(source = %source.id, "archive is on but there is no blob store; the request is not archived")
+                }
+            }
         }
         for env in &envelopes {
             info!(
@@ -628,6 +660,7 @@ impl<'a> Received<'a> {
             body_sha256,
             part,
             body_ref: None,
+            request_ref: None,
             replay: None,
         };
         (env, bytes)

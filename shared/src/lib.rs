@@ -4,7 +4,7 @@
 //! The modules form layers, and no two import each other (`make test` runs
 //! `infra/scripts/check-module-cycles`):
 //! - leaves: `time`, `secret`, `request`, `retry`, `metrics`, `telemetry`;
-//! - the domain: `ports` (the traits the world is reached through), `envelope`, `providers`
+//! - the domain: `ports` (the traits the world is reached through), `envelope`, `archive`, `providers`
 //!   (one file per provider), `ordering`, `poll` (the poll kinds), `targets`, `trail`,
 //!   `remote_secrets`;
 //! - `config`: the document, its validation, and the model everything below is built into;
@@ -17,6 +17,7 @@
 //! keeps true.
 
 pub mod adapters;
+pub mod archive;
 pub mod bootstrap;
 pub mod checks;
 pub mod config;

@@ -492,6 +492,7 @@ impl Poller {
                         request_sha256: request_sha256.clone(),
                     }),
                     body_ref: None,
+                    request_ref: None,
                     replay: None,
                 });
             }

@@ -964,6 +964,7 @@ impl Worker {
                     amount: env.amount,
                     currency: env.currency.clone(),
                     key_id: env.verified.key_id.clone(),
+                    request_key: env.request_ref.as_ref().map(|r| r.key.clone()),
                 },
             })
             .await
@@ -1644,6 +1645,7 @@ mod tests {
             body_encoding: BodyEncoding::Utf8,
             part: None,
             body_ref: None,
+            request_ref: None,
             replay: None,
         }
     }

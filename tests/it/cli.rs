@@ -15,7 +15,7 @@ const INLET: &str = env!("CARGO_BIN_EXE_inlet");
 
 /// The dev config with its files in `dir`; short visibility and lease so a killed worker's
 /// message comes back within seconds of real time.
-fn write_config(dir: &Path) -> PathBuf {
+pub(crate) fn write_config(dir: &Path) -> PathBuf {
     let text = crate::pipeline::dev_config_text(dir)
         .replace("lease_seconds = 60", "lease_seconds = 1")
         .replace(
@@ -27,7 +27,7 @@ fn write_config(dir: &Path) -> PathBuf {
     path
 }
 
-fn inlet(args: &[&str]) -> std::process::Output {
+pub(crate) fn inlet(args: &[&str]) -> std::process::Output {
     Command::new(INLET).args(args).output().expect("run inlet")
 }
 
@@ -102,7 +102,7 @@ pub(crate) async fn post(
     (status, resp.text().await.unwrap_or_default())
 }
 
-fn key_of(answer: &str) -> String {
+pub(crate) fn key_of(answer: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(answer).expect("json answer");
     v["dedupe_key"].as_str().expect("dedupe_key").to_string()
 }

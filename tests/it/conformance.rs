@@ -361,6 +361,7 @@ fn summary() -> EventSummary {
         amount: Some(2000),
         currency: Some("USD".to_owned()),
         key_id: Some("current".to_owned()),
+        request_key: Some(format!("requests/{}", "ab".repeat(32))),
     }
 }
 

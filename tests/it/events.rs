@@ -74,6 +74,7 @@ fn begin(
             amount: Some(2_000),
             currency: Some("USD".to_owned()),
             key_id: Some("0".to_owned()),
+            request_key: None,
         },
     }
 }

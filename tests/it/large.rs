@@ -35,7 +35,7 @@ const MIB: usize = 1024 * 1024;
 
 /// A Stripe invoice event of about `size` bytes: its lines carry the weight, as a large
 /// invoice's do.
-fn stripe_body(id: &str, size: usize) -> Vec<u8> {
+pub(crate) fn stripe_body(id: &str, size: usize) -> Vec<u8> {
     let line = |n: usize| {
         serde_json::json!({"id": format!("il_{n:07}"), "object": "line_item", "amount": 100,
             "description": "x".repeat(200)})
@@ -65,7 +65,7 @@ fn github_body(size: usize) -> Vec<u8> {
 }
 
 /// A WhatsApp notification with `n` messages, each larger than a bus entry.
-fn meta_body(n: usize) -> Vec<u8> {
+pub(crate) fn meta_body(n: usize) -> Vec<u8> {
     let messages: Vec<_> = (0..n)
         .map(|i| {
             serde_json::json!({"from": format!("31600000{i:03}"), "id": format!("wamid.BIG{i}"),
@@ -137,6 +137,7 @@ fn requests(cfg: &Config, now_ms: i64) -> Vec<Sent> {
 /// The targets of the acceptance, one of each kind, routed from every source.
 fn with_targets(doc: &mut ConfigDoc, hook: std::net::SocketAddr, queue_url: &str) {
     doc.settings.max_body_bytes = inlet::config::MAX_BODY_BYTES;
+    doc.settings.archive = true;
     doc.targets.push(TargetSpec {
         id: "hook".into(),
         kind: TargetKind::Http(HttpTargetSpec {
@@ -176,6 +177,28 @@ async fn body_of(json: &str, blobs: &dyn BlobStore) -> (String, Vec<u8>, bool) {
     let bytes = env.body_bytes().expect("body");
     assert_eq!(sha256_hex(&bytes), env.body_sha256);
     (env.dedupe_key, bytes, false)
+}
+
+/// Every event's record names its request in the archive, which reads back as sent.
+async fn assert_archived(sent: &[Sent], ledger: &dyn inlet::ports::Ledger, blobs: &dyn BlobStore) {
+    for s in sent {
+        let mut keys = Vec::new();
+        for key in s.events.keys() {
+            let record = ledger.get(key).await.expect("get").expect("record");
+            keys.push(record.summary.request_key.expect("archived"));
+        }
+        keys.dedup();
+        assert_eq!(keys.len(), 1, "{}: one archived request", s.source);
+        let doc = inlet::archive::read_key(blobs, &keys[0])
+            .await
+            .expect("the archive reads back");
+        assert!(
+            doc.body_bytes().expect("body") == s.body,
+            "{}: archived byte-exact",
+            s.source
+        );
+        assert_eq!(doc.events, s.events.len());
+    }
 }
 
 /// Each target's copies, by key: the bytes and whether they came by reference.
@@ -270,6 +293,7 @@ async fn large_events_reach_every_target_kind_byte_exact_on_the_embedded_store()
     let lines = std::fs::read_to_string(run.jsonl()).expect("jsonl");
     let file = copies(lines.lines().map(str::to_owned), blobs).await;
     assert_delivered(&sent, "jsonl", &file, None);
+    assert_archived(&sent, &run.stack.store.ledger(), blobs).await;
     // The bodies are under the data folder, by digest.
     let stored = std::fs::read_dir(run.dir.path().join("data/blobs/bodies"))
         .expect("blobs folder")
@@ -286,6 +310,7 @@ struct AwsSide {
     blobs: Arc<dyn BlobStore>,
     forwarded: SqsQueue,
     observed: SqsQueue,
+    ledger: Arc<inlet::adapters::aws::DynamoLedger>,
 }
 
 async fn aws_side(hook: std::net::SocketAddr) -> AwsSide {
@@ -315,7 +340,7 @@ async fn aws_side(hook: std::net::SocketAddr) -> AwsSide {
         clock.clone(),
     )
     .with_blobs(blobs.clone());
-    let worker = Worker::new(cfg.clone(), ledger, targets, clock)
+    let worker = Worker::new(cfg.clone(), ledger.clone(), targets, clock)
         .with_queues(Arc::new(queues.main.clone()), Arc::new(queues.dlq.clone()))
         .with_blobs(blobs.clone());
     AwsSide {
@@ -326,6 +351,7 @@ async fn aws_side(hook: std::net::SocketAddr) -> AwsSide {
         blobs,
         forwarded,
         observed,
+        ledger,
     }
 }
 
@@ -401,6 +427,7 @@ async fn large_events_reach_every_target_kind_byte_exact_through_the_aws_adapter
         })
         .collect();
     assert_delivered(&sent, "eventbridge", &copies(bus, blobs).await, Some(0));
+    assert_archived(&sent, &*side.ledger, blobs).await;
 }
 
 /// A blob store that writes, then fails the call: the process died after the blob and

@@ -1,5 +1,6 @@
 //! The one integration-test binary (each binary links the AWS SDK again, which costs minutes of build on two cores).
 
+mod archive;
 mod calls;
 mod catalogue;
 mod checks;

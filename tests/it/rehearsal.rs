@@ -35,6 +35,7 @@ fn config(ssm_param: &str, secret: &str, api: &str, target_queue: &str) -> Strin
 id = "stripe"
 provider = "stripe"
 secrets = ["ssm:{ssm_param}"]
+archive = true
 [sources.poll]
 kind = "stripe_events"
 every = "1m"

@@ -67,6 +67,7 @@ fn envelope(n: usize) -> Envelope {
         body_encoding: BodyEncoding::Utf8,
         part: None,
         body_ref: None,
+        request_ref: None,
         replay: None,
     }
 }

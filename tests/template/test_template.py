@@ -70,7 +70,7 @@ ALLOWED_GRANTS = {
         "sqs:SendMessage": {"EventsQueue"},
         "dynamodb:PutItem": {"LedgerTable"},
         # claim checks: only the bodies' prefix, never a read
-        "s3:PutObject": {"BlobBucket/bodies/*"},
+        "s3:PutObject": {"BlobBucket/bodies/*", "BlobBucket/requests/*"},
         **SECRET_GRANTS,
     },
     "WorkerRole": {

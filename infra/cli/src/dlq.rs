@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use inlet::adapters::aws::{sdk_config_from_env, DynamoLedger, SqsQueue};
+use inlet::adapters::aws::{sdk_config_from_env, DynamoLedger, S3Blobs, SqsQueue};
 use inlet::adapters::embedded::{QueueCounts, SqliteLedger};
 use inlet::config::Config;
 use inlet::dlq::{self, DeadLetter, Filter, Progress};
 use inlet::local::{LocalStack, DEAD_LETTER_QUEUE, MAIN_QUEUE};
-use inlet::ports::{Clock, Ledger, PollStore, Queue, SystemClock};
+use inlet::ports::{BlobStore, Clock, Ledger, PollStore, Queue, SystemClock};
 use inlet::time::format_rfc3339_ms;
 
 /// Which stack the DLQ commands work on: the local store of a config, or a deployed stack's
@@ -40,6 +40,25 @@ pub struct Where {
     /// With --aws: the stack's ledger table (its TableName output).
     #[arg(long, env = "INLET_TABLE", requires = "aws")]
     table: Option<String>,
+    /// With --aws: the stack's blob bucket (its BlobBucketName output), for claim-checked
+    /// bodies and archived requests.
+    #[arg(long, env = "INLET_BLOB_BUCKET", requires = "aws")]
+    blob_bucket: Option<String>,
+}
+
+impl Where {
+    /// The local store of `config` (the commands that take their own `--config`).
+    pub(crate) fn local(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Self {
+        Self {
+            config,
+            data_dir,
+            aws: false,
+            queue_url: None,
+            dlq_url: None,
+            table: None,
+            blob_bucket: None,
+        }
+    }
 }
 
 pub(crate) enum Stack {
@@ -49,6 +68,7 @@ pub(crate) enum Stack {
         dlq: SqsQueue,
         ledger: DynamoLedger,
         config: Option<Box<Config>>,
+        blobs: Option<S3Blobs>,
     },
 }
 
@@ -88,7 +108,25 @@ impl Stack {
             dlq: SqsQueue::from_conf(&sdk, dlq_url),
             ledger: DynamoLedger::from_conf(&sdk, table),
             config: config.map(Box::new),
+            blobs: w
+                .blob_bucket
+                .filter(|b| !b.is_empty())
+                .map(|b| S3Blobs::from_conf(&sdk, b)),
         })
+    }
+
+    /// Claim-checked bodies and archived requests, where the stack keeps them.
+    pub(crate) fn blobs(&self) -> Result<&dyn BlobStore, String> {
+        match self {
+            Stack::Local(s, _) => s
+                .blobs
+                .as_deref()
+                .ok_or_else(|| "the local stack has no blob store".to_owned()),
+            Stack::Aws { blobs, .. } => blobs
+                .as_ref()
+                .map(|b| b as &dyn BlobStore)
+                .ok_or_else(|| "--aws needs --blob-bucket (or INLET_BLOB_BUCKET): the stack's BlobBucketName output".to_owned()),
+        }
     }
 
     pub(crate) fn parts(&self) -> (&dyn Queue, &dyn Queue, &dyn Ledger) {

@@ -486,6 +486,8 @@ pub(crate) struct Story {
     pub(crate) dead_letter: Option<String>,
     /// The other events of the same payment, newest first (their dedupe keys).
     pub(crate) others: Vec<String>,
+    /// The request it came in, when its source archives (`requests/<sha256>`).
+    pub(crate) request_key: Option<String>,
 }
 
 impl Story {
@@ -497,6 +499,7 @@ impl Story {
             "trail": self.later.iter().map(Line::json).collect::<Vec<_>>(),
             "dead_letter": self.dead_letter,
             "same_payment": self.others,
+            "archived_request": self.request_key,
         })
     }
 }
@@ -554,6 +557,7 @@ pub(crate) async fn story(stack: &Stack, id: &str, now_ms: i64) -> Result<Story,
         None
     };
     let (via, updated_at_ms) = (record.via.clone(), record.updated_at_ms);
+    let request_key = record.summary.request_key.clone();
     Ok(Story {
         event: line(TrailRow::Record(record)),
         via,
@@ -561,13 +565,46 @@ pub(crate) async fn story(stack: &Stack, id: &str, now_ms: i64) -> Result<Story,
         later,
         dead_letter,
         others,
+        request_key,
     })
 }
 
+/// The archived request `story` names, read back and checked.
+pub(crate) async fn archived(
+    stack: &Stack,
+    story: &Story,
+) -> Result<inlet::archive::ArchivedRequest, String> {
+    let key = story.request_key.as_deref().ok_or_else(|| {
+        format!(
+            "{}: its request was not archived (the source's `archive` was off when it came)",
+            story.event.key
+        )
+    })?;
+    inlet::archive::read_key(stack.blobs()?, key)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// `inlet events show ID`: one event's whole story.
-pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
+pub async fn show(
+    at: Where,
+    id: &str,
+    json: bool,
+    request_out: Option<&std::path::Path>,
+) -> Result<(), String> {
     let stack = Stack::open(at).await?;
     let story = story(&stack, id, SystemClock.now_ms()).await?;
+    if let Some(path) = request_out {
+        let doc = archived(&stack, &story).await?;
+        let body = doc.body_bytes()?;
+        std::fs::write(path, &body).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!(
+            "wrote the {}-byte body of {} to {}",
+            body.len(),
+            story.request_key.as_deref().unwrap_or(""),
+            path.display()
+        );
+    }
     if json {
         println!("{}", story.json());
         return Ok(());
@@ -611,6 +648,19 @@ pub async fn show(at: Where, id: &str, json: bool) -> Result<(), String> {
         println!(
             "  in the DLQ as message {message_id}: replay it with `inlet replay --ids {key}` (and --config or --aws)"
         );
+    }
+    if let Some(request) = &story.request_key {
+        match archived(&stack, &story).await {
+            Ok(doc) => println!(
+                "  archived:  {request}  {} {} at {}, {} event(s), headers {}; `--request-out FILE` writes the body, `inlet verify --archived {key}` re-checks it",
+                doc.method,
+                doc.path,
+                doc.received_at,
+                doc.events,
+                doc.headers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            Err(e) => println!("  archived:  {request} (not readable: {e})"),
+        }
     }
     Ok(())
 }

@@ -181,6 +181,9 @@ enum EventsCommand {
         /// One JSON object.
         #[arg(long)]
         json: bool,
+        /// Write the archived request's body, byte-exact, to FILE (the source must archive).
+        #[arg(long, value_name = "FILE")]
+        request_out: Option<std::path::PathBuf>,
     },
 }
 
@@ -552,9 +555,15 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             Ok(())
         }
         Command::Events {
-            command: Some(EventsCommand::Show { at, id, json }),
+            command:
+                Some(EventsCommand::Show {
+                    at,
+                    id,
+                    json,
+                    request_out,
+                }),
             ..
-        } => events::show(at, &id, json).await,
+        } => events::show(at, &id, json, request_out.as_deref()).await,
         Command::Events { at, filters, .. } => events::run(at, *filters).await,
         Command::Console(args) => console::run(args).await,
     };

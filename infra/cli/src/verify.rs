@@ -20,7 +20,7 @@ const USAGE: u8 = 2;
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     /// Provider name (stripe, github, slack, …), with --secret/--public-key.
-    #[arg(long, conflicts_with_all = ["source", "config"], required_unless_present = "source")]
+    #[arg(long, conflicts_with_all = ["source", "config"], required_unless_present_any = ["source", "archived"])]
     provider: Option<String>,
     /// A secret to try; repeat for rotation (tried in order, reported by position).
     #[arg(long = "secret")]
@@ -50,8 +50,17 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "POST")]
     method: String,
     /// The exact body bytes as captured.
-    #[arg(long)]
-    body_file: PathBuf,
+    #[arg(long, required_unless_present = "archived")]
+    body_file: Option<PathBuf>,
+    /// Re-check an archived request instead of a captured one: an event's dedupe key,
+    /// provider event id or payment id (with --config; the store is the config's, or
+    /// --data-dir). Verified at the time it was received unless --now says otherwise.
+    #[arg(long, value_name = "ID", requires = "config",
+          conflicts_with_all = ["provider", "source", "body_file", "headers", "query"])]
+    archived: Option<String>,
+    /// With --archived: the local store's folder (default: the config's settings.data_dir).
+    #[arg(long, requires = "archived")]
+    data_dir: Option<PathBuf>,
     /// The clock to verify at, unix seconds (default: now), for a request captured earlier.
     #[arg(long)]
     now: Option<i64>,
@@ -150,30 +159,92 @@ struct Captured {
     now_ms: i64,
 }
 
-fn captured(args: &VerifyArgs) -> Result<Captured, (u8, String)> {
-    let body = std::fs::read(&args.body_file)
-        .map_err(|e| usage(format!("{}: {e}", args.body_file.display())))?;
-    let headers = parse_headers(&args.headers).map_err(usage)?;
-    let query = parse_query(&args.query).map_err(usage)?;
-    let now_ms = match args.now {
+/// `--now` in milliseconds, or `default`.
+fn now_ms(args: &VerifyArgs, default: i64) -> Result<i64, (u8, String)> {
+    match args.now {
         Some(s) => s
             .checked_mul(1000)
-            .ok_or_else(|| usage(format!("--now {s}: out of range")))?,
-        None => SystemClock.now_ms(),
-    };
+            .ok_or_else(|| usage(format!("--now {s}: out of range"))),
+        None => Ok(default),
+    }
+}
+
+fn captured(args: &VerifyArgs) -> Result<Captured, (u8, String)> {
+    let path = args
+        .body_file
+        .as_ref()
+        .ok_or_else(|| usage("give --body-file (or --archived ID)".into()))?;
+    let body = std::fs::read(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    let headers = parse_headers(&args.headers).map_err(usage)?;
+    let query = parse_query(&args.query).map_err(usage)?;
     Ok(Captured {
         body,
         headers,
         query,
-        now_ms,
+        now_ms: now_ms(args, SystemClock.now_ms())?,
     })
 }
 
+/// `--archived ID`: the request the event came in, from the archive, verified with its
+/// source's current keys at the time it was received.
+async fn archived_verdict(args: &VerifyArgs, id: &str) -> Result<u8, (u8, String)> {
+    let at = crate::dlq::Where::local(args.config.clone(), args.data_dir.clone());
+    let stack = crate::dlq::Stack::open(at).await.map_err(usage)?;
+    let story = crate::events::story(&stack, id, SystemClock.now_ms())
+        .await
+        .map_err(usage)?;
+    let doc = crate::events::archived(&stack, &story)
+        .await
+        .map_err(usage)?;
+    let source = stack
+        .config()
+        .and_then(|c| c.source(&doc.source))
+        .ok_or_else(|| {
+            usage(format!(
+                "the archived request's source {:?} is not in the config",
+                doc.source
+            ))
+        })?;
+    let body = doc.body_bytes().map_err(usage)?;
+    let headers = doc.request_headers();
+    println!(
+        "archived: {} ({} {} at {}, verified then by {} key {})",
+        story.request_key.as_deref().unwrap_or(""),
+        doc.method,
+        doc.path,
+        doc.received_at,
+        doc.verified.scheme,
+        doc.verified.key_id.as_deref().unwrap_or("-")
+    );
+    let c = Captured {
+        body,
+        headers,
+        query: doc.query.clone(),
+        now_ms: now_ms(args, doc.received_at_ms())?,
+    };
+    let code = check(source.provider.as_ref(), &doc.method, &c).await;
+    if code == INVALID {
+        println!(
+            "note: the archive keeps no credential headers (authorization, tokens, secrets): a \
+             scheme that sends its secret as a header cannot be re-checked from it"
+        );
+    }
+    Ok(code)
+}
+
 async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
+    if let Some(id) = &args.archived {
+        return archived_verdict(args, id).await;
+    }
     let provider = provider(args)?;
     let c = captured(args)?;
+    Ok(check(provider.as_ref(), &args.method, &c).await)
+}
+
+/// The verdict on one request, printed.
+async fn check(provider: &dyn Provider, method: &str, c: &Captured) -> u8 {
     let req = InboundRequest {
-        method: &args.method,
+        method,
         headers: &c.headers,
         query: &c.query,
         body: &c.body,
@@ -185,7 +256,7 @@ async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
         inlet::envelope::sha256_hex(&c.body)
     );
     if let Some(answer) = provider.handshake(&req, c.now_ms) {
-        return Ok(handshake_verdict(answer));
+        return handshake_verdict(answer);
     }
     let checked = match provider.prepare(&req).await {
         Ok(()) => provider.verify(&req, c.now_ms),
@@ -196,7 +267,7 @@ async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
         Err(e) => {
             println!("verdict: INVALID ({})", e.reason());
             println!("reason: {e}");
-            return Ok(INVALID);
+            return INVALID;
         }
     };
     println!("verdict: VALID");
@@ -205,8 +276,8 @@ async fn verdict(args: &VerifyArgs) -> Result<u8, (u8, String)> {
         verified.scheme,
         verified.key_id.as_deref().unwrap_or("-")
     );
-    print_events(provider.as_ref(), &req);
-    Ok(VALID)
+    print_events(provider, &req);
+    VALID
 }
 
 fn handshake_verdict(answer: Result<HandshakeReply, VerifyError>) -> u8 {

@@ -49,6 +49,8 @@ pub struct Source {
     pub checks: Vec<Check>,
     /// Per-entity order (and the stale-version guard), when the source asks for it.
     pub ordering: Option<Ordering>,
+    /// Verified requests are kept byte-exact in the archive.
+    pub archive: bool,
 }
 
 impl Source {

@@ -78,6 +78,10 @@ pub struct Settings {
     /// dedupe window.
     #[serde(default = "default_trail_retention_days")]
     pub trail_retention_days: u32,
+    /// Keep every verified request byte-exact in the blob store (`requests/`), for sources
+    /// that do not say otherwise.
+    #[serde(default)]
+    pub archive: bool,
 }
 
 /// The largest `max_body_bytes`, and its default: Lambda's 6 MB limit on a synchronous
@@ -173,6 +177,7 @@ impl Default for Settings {
             max_events_per_request: default_max_events_per_request(),
             ingest_deadline: default_ingest_deadline(),
             trail_retention_days: default_trail_retention_days(),
+            archive: false,
         }
     }
 }
@@ -247,6 +252,9 @@ pub struct SourceSpec {
     /// than, or as old as, the last one applied to its entity is dropped. Needs `order_by`.
     #[serde(default)]
     pub version: Option<String>,
+    /// Keep this source's verified requests byte-exact (default: `settings.archive`).
+    #[serde(default)]
+    pub archive: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

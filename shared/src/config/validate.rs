@@ -394,6 +394,7 @@ fn source(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        archive: src.archive.unwrap_or(s.archive),
     })
 }
 

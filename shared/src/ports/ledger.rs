@@ -67,6 +67,10 @@ pub struct EventSummary {
     /// Id of the secret that verified the request (never the secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// Where the request the event came in is archived (`requests/<sha256>`), if its source
+    /// archives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
 }
 
 impl EventSummary {

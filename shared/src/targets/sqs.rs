@@ -175,6 +175,7 @@ mod tests {
                 body_sha256: sha256_hex(b"{}"),
                 part: None,
                 body_ref: None,
+                request_ref: None,
                 replay: None,
             })
             .collect();

@@ -559,6 +559,7 @@ mod tests {
                 later: Vec::new(),
                 dead_letter: None,
                 others: Vec::new(),
+                request_key: None,
             };
             story_page(&view, &story).into_string()
         };
