@@ -163,10 +163,13 @@ pub async fn read(store: &dyn BlobStore, r: &BlobRef) -> Result<ArchivedRequest,
     })
 }
 
-/// The reference of the request archived under `key` when only the key is known (a ledger
-/// record keeps the key): the digest is the key's, the length is whatever was stored, and
-/// the digest check still applies.
-pub async fn read_key(store: &dyn BlobStore, key: &str) -> Result<ArchivedRequest, ArchiveError> {
+/// The request archived under `key` when only the key is known (a ledger record keeps the
+/// key), with its full reference: the digest is the key's and is checked; the length is
+/// what was stored.
+pub async fn read_key(
+    store: &dyn BlobStore,
+    key: &str,
+) -> Result<(BlobRef, ArchivedRequest), ArchiveError> {
     let sha256 = key
         .strip_prefix("requests/")
         .ok_or_else(|| BlobError::BadKey(key.to_owned()))?;
@@ -181,10 +184,16 @@ pub async fn read_key(store: &dyn BlobStore, key: &str) -> Result<ArchivedReques
         }
         .into());
     }
-    serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Format {
+    let doc = serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Format {
         key: key.to_owned(),
         error: e.to_string(),
-    })
+    })?;
+    let r = BlobRef {
+        key: key.to_owned(),
+        sha256: found,
+        len: bytes.len() as u64,
+    };
+    Ok((r, doc))
 }
 
 #[cfg(test)]

@@ -438,7 +438,7 @@ pub async fn poller_with(
     let http = ReqwestHttp::new(crate::poll::MAX_RESPONSE_BYTES)
         .map_err(|e| BootError::Http(e.to_string()))?;
     let clock = Arc::new(SystemClock);
-    let poller = Arc::new(Poller::new(
+    let poller = Poller::new(
         config.clone(),
         Arc::new(queue),
         ledger.clone(),
@@ -447,7 +447,11 @@ pub async fn poller_with(
         clock.clone(),
         // One invocation at a time per instance: the instance is the lease holder.
         format!("poller-{}", uuid::Uuid::new_v4().simple()),
-    ));
+    );
+    let poller = Arc::new(match blobs(&sdk, &vars) {
+        Some(b) => poller.with_blobs(b),
+        None => poller,
+    });
     let checks = if has_checks(&config) {
         let checks_queue = SqsQueue::from_conf(&sdk, require(&vars, "INLET_CHECKS_QUEUE_URL")?);
         Some(CheckRunner::new(

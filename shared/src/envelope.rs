@@ -322,6 +322,17 @@ impl Envelope {
         Some(r)
     }
 
+    /// [`Self::claim_if_over`] for an envelope built with its body in place: the reference
+    /// and the body's bytes to put in the blob store, when it is claimed.
+    pub(crate) fn claim_body_if_over(&mut self, inline_max: usize) -> Option<(BlobRef, Vec<u8>)> {
+        if self.body.len() * 6 + max_envelope_bytes(0) <= inline_max {
+            return None;
+        }
+        let bytes = self.body_bytes().ok()?;
+        let r = self.claim_if_over(bytes.len(), inline_max)?;
+        Some((r, bytes))
+    }
+
     /// Put a claimed body back in place, as read from the blob store (already checked
     /// against the reference). The reference stays, so a handler can tell it came that way.
     pub(crate) fn restore_body(&mut self, bytes: &[u8]) {

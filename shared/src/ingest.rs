@@ -594,6 +594,59 @@ enum Accepted {
     },
 }
 
+/// The events of an archived request as ingest built them when it came (`inlet
+/// redeliver`): each envelope with its body in place and `request_ref` set, in body order.
+pub fn envelopes_from_archive(
+    source: &Source,
+    doc: &crate::archive::ArchivedRequest,
+    request_ref: BlobRef,
+) -> Result<Vec<Envelope>, String> {
+    let req = WebhookRequest {
+        method: doc.method.clone(),
+        path: doc.path.clone(),
+        query: doc.query.clone(),
+        headers: doc.request_headers(),
+        body: doc.body_bytes()?,
+        body_over_limit: false,
+        source_ip: doc.caller_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        request_id: None,
+    };
+    let inbound = InboundRequest {
+        method: &req.method,
+        headers: &req.headers,
+        query: &req.query,
+        body: &req.body,
+    };
+    let events = source
+        .provider
+        .extract(&inbound)
+        .map_err(|e| format!("the archived request no longer extracts: {e}"))?;
+    let received = Received {
+        source,
+        req: &req,
+        sha256: doc.body_sha256.clone(),
+        now: doc.received_at_ms(),
+        // Replaced below by what the archive recorded (the scheme's name is not static there).
+        verified: Verified {
+            scheme: "",
+            key_id: None,
+        },
+        text_budget: envelope::body_field_budget(req.body.len()),
+        count: events.len(),
+        headers: kept_headers(source, &req.headers),
+    };
+    Ok(events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let (mut env, _) = received.envelope(index, event);
+            env.verified = doc.verified.clone();
+            env.request_ref = Some(request_ref.clone());
+            env
+        })
+        .collect())
+}
+
 /// Bodies put in the blob store at once for one request.
 const CLAIM_PUT_CONCURRENCY: usize = 8;
 

@@ -14,7 +14,7 @@ use crate::ingest::Ingest;
 use crate::poller::Poller;
 use crate::ports::http::HttpClient;
 use crate::ports::{BlobStore, Clock, EventBus, Queue, WorkerRecord};
-use crate::targets::{build_targets, TargetFactoryError};
+use crate::targets::{build_targets, Target, TargetFactoryError};
 use crate::worker::{BatchResult, Worker};
 
 pub const MAIN_QUEUE: &str = "events";
@@ -49,6 +49,31 @@ pub struct LocalStack {
     pub clock: Arc<dyn Clock>,
     /// Claimed bodies (and the archive): files under the data folder's `blobs/`.
     pub blobs: Option<Arc<dyn BlobStore>>,
+}
+
+/// Targets on the embedded store: the bus and an SQS target's queue live in the same SQLite
+/// file (a queue named by its URL's last segment).
+fn local_targets(
+    store: &EmbeddedStore,
+    config: &Config,
+    specs: &[crate::targets::TargetSpec],
+) -> Result<std::collections::BTreeMap<String, Arc<dyn Target>>, LocalError> {
+    let bus_for = |name: Option<&str>| -> Result<Arc<dyn EventBus>, TargetFactoryError> {
+        Ok(Arc::new(store.bus(name.unwrap_or(BUS))))
+    };
+    let queue_for = |url: &str| -> Result<Arc<dyn Queue>, TargetFactoryError> {
+        let name = crate::targets::sqs::local_queue_name(url);
+        if name == MAIN_QUEUE || name == DEAD_LETTER_QUEUE {
+            return Err(TargetFactoryError::OwnQueue(name.to_owned()));
+        }
+        Ok(Arc::new(store.queue(name, None)))
+    };
+    Ok(build_targets(
+        specs,
+        &config.base_dir,
+        &bus_for,
+        &queue_for,
+    )?)
 }
 
 impl LocalStack {
@@ -106,20 +131,7 @@ impl LocalStack {
             }),
         );
         let ledger = Arc::new(store.ledger());
-        let bus_store = store.clone();
-        let bus_for = move |name: Option<&str>| -> Result<Arc<dyn EventBus>, TargetFactoryError> {
-            Ok(Arc::new(bus_store.bus(name.unwrap_or(BUS))))
-        };
-        // An SQS target's queue lives in the same SQLite file, named by its URL.
-        let queue_store = store.clone();
-        let queue_for = move |url: &str| -> Result<Arc<dyn Queue>, TargetFactoryError> {
-            let name = crate::targets::sqs::local_queue_name(url);
-            if name == MAIN_QUEUE || name == DEAD_LETTER_QUEUE {
-                return Err(TargetFactoryError::OwnQueue(name.to_owned()));
-            }
-            Ok(Arc::new(queue_store.queue(name, None)))
-        };
-        let targets = build_targets(&config.targets, &config.base_dir, &bus_for, &queue_for)?;
+        let targets = local_targets(&store, &config, &config.targets)?;
         let ingest = Ingest::new(
             config.clone(),
             Arc::new(queue.clone()),
@@ -149,11 +161,20 @@ impl LocalStack {
         })
     }
 
+    /// The configured target `id`, built on this stack's store (`inlet redeliver`).
+    pub fn target(&self, id: &str) -> Result<Arc<dyn Target>, LocalError> {
+        let spec = self.config.targets.iter().filter(|t| t.id == id);
+        let specs: Vec<_> = spec.cloned().collect();
+        local_targets(&self.store, &self.config, &specs)?
+            .remove(id)
+            .ok_or_else(|| LocalError::Store(format!("no target {id:?} in the config")))
+    }
+
     /// A poller over this stack's queue, ledger and poll state (`inlet poll`, the schedules
     /// of `inlet dev`). `holder` names the run in leases.
     pub fn poller(&self, http: Arc<dyn HttpClient>, holder: &str) -> Poller {
         let ledger = Arc::new(self.store.ledger());
-        Poller::new(
+        let poller = Poller::new(
             self.config.clone(),
             Arc::new(self.queue.clone()),
             ledger.clone(),
@@ -161,7 +182,11 @@ impl LocalStack {
             http,
             self.clock.clone(),
             holder,
-        )
+        );
+        match &self.blobs {
+            Some(b) => poller.with_blobs(b.clone()),
+            None => poller,
+        }
     }
 
     /// What fires due checks on this stack: the poller Lambda's job on AWS.

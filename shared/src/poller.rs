@@ -17,8 +17,8 @@ use crate::metrics;
 use crate::poll::{FetchContext, FetchError, Page, PollSource};
 use crate::ports::http::HttpClient;
 use crate::ports::{
-    Acquire, Clock, Ledger, PollState, PollStore, PollStoreError, Queue, QueueError, TrailEntry,
-    TrailStatus,
+    Acquire, BlobStore, Clock, Ledger, PollState, PollStore, PollStoreError, Queue, QueueError,
+    TrailEntry, TrailStatus,
 };
 use crate::request::{Headers, InboundRequest};
 
@@ -58,6 +58,8 @@ enum RunError {
     },
     #[error("enqueue failed; the page is fetched again next run: {0}")]
     Enqueue(QueueError),
+    #[error("the blob store failed; the page is fetched again next run: {0}")]
+    Blob(String),
     #[error(transparent)]
     Cursor(#[from] PollStoreError),
 }
@@ -142,6 +144,8 @@ pub struct Poller {
     clock: Arc<dyn Clock>,
     /// Names this process in leases (a Lambda request id, `inlet-<hostname>-<pid>`).
     holder: String,
+    /// Where an item too large for a queue message or a bus entry goes (claim checks).
+    blobs: Option<Arc<dyn BlobStore>>,
 }
 
 impl Poller {
@@ -162,7 +166,14 @@ impl Poller {
             http,
             clock,
             holder: holder.into(),
+            blobs: None,
         }
+    }
+
+    /// Claim-check large items into `blobs`, as ingest does.
+    pub fn with_blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// What one scheduled invocation does: one run when the source's `every` is a minute or
@@ -306,7 +317,8 @@ impl Poller {
     ) -> Result<(), RunError> {
         report.pages += 1;
         report.items += page.items.len();
-        let envelopes = self.envelopes(source, poll, &page.items)?;
+        let mut envelopes = self.envelopes(source, poll, &page.items)?;
+        self.claim_large(&mut envelopes).await?;
         let newest = envelopes
             .iter()
             .filter_map(|e| {
@@ -324,6 +336,23 @@ impl Poller {
             .map_err(RunError::Enqueue)?;
         report.enqueued.extend(sent);
         report.events.extend(envelopes.iter().map(PolledEvent::of));
+        Ok(())
+    }
+
+    /// Put the bodies of envelopes too large to travel inline in the blob store, before the
+    /// page is queued (without a store they travel inline, up to a queue message).
+    async fn claim_large(&self, envelopes: &mut [Envelope]) -> Result<(), RunError> {
+        let Some(blobs) = &self.blobs else {
+            return Ok(());
+        };
+        for env in envelopes {
+            if let Some((r, bytes)) = env.claim_body_if_over(envelope::INLINE_ENVELOPE_BYTES) {
+                blobs
+                    .put(&r.key, &bytes)
+                    .await
+                    .map_err(|e| RunError::Blob(e.to_string()))?;
+            }
+        }
         Ok(())
     }
 

@@ -92,7 +92,7 @@ async fn an_archiving_source_keeps_each_verified_request_and_the_cli_reads_and_r
     .into_iter()
     .enumerate()
     {
-        let doc = inlet::archive::read_key(&*blobs, &request_key(key).await)
+        let (_, doc) = inlet::archive::read_key(&*blobs, &request_key(key).await)
             .await
             .expect("reads back");
         let (source, body, headers, _) = &sent[i];
@@ -162,4 +162,180 @@ async fn an_archiving_source_keeps_each_verified_request_and_the_cli_reads_and_r
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The TOML of an HTTP target at `addr` that no route names: where redeliveries go.
+fn fixed_target(addr: std::net::SocketAddr) -> String {
+    format!(
+        "\n[[targets]]\nid = \"fixed\"\nkind = \"http\"\nurl = \"http://{addr}/hook\"\n\
+         secret = \"literal:{}\"\nallow_private = [\"127.0.0.1/32\"]\ntimeout_seconds = 0.9\n",
+        crate::support::receiver::SECRET
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_sends_each_archived_event_of_the_window_once_per_run_and_the_trail_shows_it() {
+    use crate::support::receiver::{reply, start_receiver};
+
+    let (addr, rx) = start_receiver().await;
+    // The second event's first redelivery fails: the run reports it, the rerun sends it.
+    rx.rule(|id, earlier| {
+        if id == "stripe#evt_rd_2" && earlier == 0 {
+            reply(500)
+        } else {
+            reply(200)
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let text = std::fs::read_to_string(&config_path)
+        .expect("read config")
+        .replacen("[settings]\n", "[settings]\narchive = true\n", 1)
+        + &fixed_target(addr);
+    std::fs::write(&config_path, text).expect("write config");
+    let config = config_path.to_str().expect("utf8");
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let clock = Arc::new(SystemClock);
+    let stack =
+        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
+            .expect("stack");
+
+    // Three Stripe events (one of them claim-checked) and one refund; a GitHub event beside.
+    let body = |id: &str, kind: &str, pad: usize| {
+        serde_json::json!({"id": id, "object": "event", "type": kind, "created": 1_767_225_600,
+            "data": {"object": {"id": format!("pi_{id}"), "object": "payment_intent",
+                "amount": 100, "currency": "usd", "description": "x".repeat(pad)}}})
+        .to_string()
+        .into_bytes()
+    };
+    let sent = [
+        ("stripe", body("evt_rd_1", "payment_intent.succeeded", 10)),
+        (
+            "stripe",
+            body("evt_rd_2", "payment_intent.succeeded", 300 * 1024),
+        ),
+        ("stripe", body("evt_rd_3", "payment_intent.succeeded", 10)),
+        ("stripe", body("evt_rd_4", "charge.refunded", 10)),
+        ("github", sample_body("github", 4343)),
+    ];
+    for (source, body) in &sent {
+        let headers = signed_headers(
+            &cfg,
+            source,
+            body,
+            clock.now_ms(),
+            &uuid::Uuid::new_v4().to_string(),
+        );
+        let resp = stack
+            .ingest
+            .handle(WebhookRequest {
+                method: "POST".into(),
+                path: format!("/webhooks/{source}"),
+                headers,
+                body: body.clone(),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    crate::pipeline::drain(&stack).await;
+    assert!(rx.seen().is_empty(), "the fixed target is in no route");
+    drop(stack);
+
+    let redeliver = |extra: &[&str]| {
+        let mut args = vec![
+            "redeliver",
+            "--config",
+            config,
+            "--source",
+            "stripe",
+            "--since",
+            "1h",
+            "--type",
+            "payment.succeeded",
+            "--to",
+            "fixed",
+        ];
+        args.extend_from_slice(extra);
+        inlet(&args)
+    };
+    let dry = redeliver(&["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(stdout.contains("would redeliver 3 of 3"), "{stdout}");
+    assert!(rx.seen().is_empty(), "a dry run sends nothing");
+
+    // The first run: two go, one fails (exit 1, named).
+    let first = redeliver(&[]);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(first.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("redelivered 2 of 3"), "{stdout}");
+    assert!(stdout.contains("1 failed"), "{stdout}");
+    // The same command again: only the one that failed.
+    let second = redeliver(&[]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(stdout.contains("redelivered 1 of 3"), "{stdout}");
+    assert!(stdout.contains("2 already sent by this run"), "{stdout}");
+    // Once more: nothing left for this run.
+    let third = redeliver(&[]);
+    assert!(String::from_utf8_lossy(&third.stdout).contains("redelivered 0 of 3"));
+
+    let accepted: Vec<_> = rx.seen().into_iter().filter(|s| s.accepted()).collect();
+    let mut keys: Vec<_> = accepted.iter().map(|s| s.webhook_id.clone()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["stripe#evt_rd_1", "stripe#evt_rd_2", "stripe#evt_rd_3"]
+    );
+    for s in &accepted {
+        assert!(s.verified, "signed as the target signs");
+        let env = inlet::envelope::Envelope::from_json(std::str::from_utf8(&s.body).expect("utf8"))
+            .expect("an envelope");
+        let original = &sent[match env.dedupe_key.as_str() {
+            "stripe#evt_rd_1" => 0,
+            "stripe#evt_rd_2" => 1,
+            _ => 2,
+        }]
+        .1;
+        assert!(env.body_bytes().expect("body") == *original, "byte-exact");
+        assert!(env.replay.is_some(), "marked as a redelivery");
+        assert!(env.request_ref.is_some());
+    }
+
+    // The trail: one `redelivered` entry per event and run.
+    let out = inlet(&[
+        "events",
+        "--config",
+        config,
+        "--status",
+        "redelivered",
+        "--json",
+        "--limit",
+        "0",
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.to_string().contains("inlet redeliver to fixed")),
+        "{lines:?}"
+    );
+
+    // A new run sends the window again, once.
+    let other = redeliver(&["--run", "after-the-fix"]);
+    assert!(String::from_utf8_lossy(&other.stdout).contains("redelivered 3 of 3"));
+    assert_eq!(rx.seen().iter().filter(|s| s.accepted()).count(), 6);
 }

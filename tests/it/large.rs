@@ -189,7 +189,7 @@ async fn assert_archived(sent: &[Sent], ledger: &dyn inlet::ports::Ledger, blobs
         }
         keys.dedup();
         assert_eq!(keys.len(), 1, "{}: one archived request", s.source);
-        let doc = inlet::archive::read_key(blobs, &keys[0])
+        let (_, doc) = inlet::archive::read_key(blobs, &keys[0])
             .await
             .expect("the archive reads back");
         assert!(

@@ -100,11 +100,14 @@ fn stripe_headers(body: &[u8], now_s: i64) -> inlet::request::Headers {
 /// Stripe's `GET /v1/events` for the poll: two events created now, newest first, one page.
 async fn serve_stripe_events(created: i64) -> String {
     use axum::routing::get;
+    // The newer event is larger than a bus entry: the poller claim-checks it.
+    let mut large = stripe_event("evt_polled_2", "payment_intent.succeeded", "cus_9", created);
+    large["data"]["object"]["description"] = serde_json::json!("p".repeat(300 * 1024));
     let events = serde_json::json!({
         "object": "list",
         "has_more": false,
         "data": [
-            stripe_event("evt_polled_2", "payment_intent.succeeded", "cus_9", created),
+            large,
             stripe_event("evt_polled_1", "payment_intent.created", "cus_9", created - 1),
         ]
     });
@@ -533,6 +536,7 @@ pub(crate) async fn rehearse() -> Rehearsed {
         ("TableName", poller_env, "INLET_TABLE"),
         ("BlobBucketName", ingest_env, "INLET_BLOB_BUCKET"),
         ("BlobBucketName", worker_env, "INLET_BLOB_BUCKET"),
+        ("BlobBucketName", poller_env, "INLET_BLOB_BUCKET"),
     ] {
         assert_eq!(
             outputs.get(output),

@@ -93,6 +93,7 @@ ALLOWED_GRANTS = {
         "logs:CreateLogStream": {"PollerLogGroup"},
         "logs:PutLogEvents": {"PollerLogGroup"},
         "sqs:SendMessage": {"EventsQueue", "ChecksQueue", "PollDeadLetterQueue"},
+        "s3:PutObject": {"BlobBucket/bodies/*"},
         "dynamodb:GetItem": {"LedgerTable"},
         "dynamodb:PutItem": {"LedgerTable"},
         "dynamodb:UpdateItem": {"LedgerTable"},

@@ -18,7 +18,7 @@ pub struct Filters {
     pub source: Option<String>,
     /// Only rows whose status is this: an event's (dispatched, in_progress, failed, dead) or
     /// a trail entry's (refused, duplicate, conflict, poll_run, check, missed_webhook, stale,
-    /// forced_replay, cursor_reset; a wrong one is answered with the list).
+    /// forced_replay, cursor_reset, redelivered; a wrong one is answered with the list).
     #[arg(long)]
     pub status: Option<String>,
     /// Only this event type: the provider's (payment_intent.succeeded) or the canonical one
@@ -582,6 +582,7 @@ pub(crate) async fn archived(
     })?;
     inlet::archive::read_key(stack.blobs()?, key)
         .await
+        .map(|(_, doc)| doc)
         .map_err(|e| e.to_string())
 }
 

@@ -13,6 +13,7 @@ mod dev;
 mod dlq;
 mod events;
 mod poll;
+mod redeliver;
 mod table;
 mod verify;
 
@@ -127,6 +128,15 @@ enum Command {
         at: dlq::Where,
         #[command(flatten)]
         args: dlq::ReplayArgs,
+    },
+    /// Send a past window's events again, rebuilt from the raw archive, to one target; each
+    /// is recorded in the trail as `redelivered`. Safe to interrupt and rerun: the same
+    /// command skips what its run already sent.
+    Redeliver {
+        #[command(flatten)]
+        at: dlq::Where,
+        #[command(flatten)]
+        args: redeliver::RedeliverArgs,
     },
     /// Print (or send) a correctly signed request for a configured source.
     Sign {
@@ -532,6 +542,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             command: DlqCommand::Show { at, id },
         } => dlq::run_show(at, &id).await,
         Command::Replay { at, args } => dlq::run_replay(at, args).await,
+        Command::Redeliver { at, args } => redeliver::run(at, args).await,
         Command::Sign {
             config,
             source,

@@ -171,6 +171,9 @@ pub enum TrailStatus {
     /// An operator reset a poll source's cursor (`inlet cursor --reset`): who, and the
     /// cursor it had, are in `reason`.
     CursorReset,
+    /// An archived event sent again to one target (`inlet redeliver`): the target, the run
+    /// and who are in `reason`.
+    Redelivered,
 }
 
 impl TrailStatus {
@@ -186,10 +189,11 @@ impl TrailStatus {
             TrailStatus::ForcedReplay => "forced_replay",
             TrailStatus::Stale => "stale",
             TrailStatus::CursorReset => "cursor_reset",
+            TrailStatus::Redelivered => "redelivered",
         }
     }
 
-    pub const ALL: [TrailStatus; 10] = [
+    pub const ALL: [TrailStatus; 11] = [
         TrailStatus::Refused,
         TrailStatus::Duplicate,
         TrailStatus::Conflict,
@@ -200,6 +204,7 @@ impl TrailStatus {
         TrailStatus::ForcedReplay,
         TrailStatus::Stale,
         TrailStatus::CursorReset,
+        TrailStatus::Redelivered,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
