@@ -626,3 +626,61 @@ async fn a_listen_address_off_loopback_is_refused() {
         assert!(err.contains("not a loopback address"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn an_archived_request_is_shown_on_its_story_and_downloads_byte_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text =
+        dev_config_text(dir.path()).replacen("[settings]\n", "[settings]\narchive = true\n", 1);
+    let config = dir.path().join("inlet.toml");
+    std::fs::write(&config, text).expect("config");
+    let cfg = inlet::config::load_file(&config, &|_: &str| None).expect("config");
+    let clock = Arc::new(SystemClock);
+    let stack =
+        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
+            .expect("stack");
+    // A body with markup a page must never render.
+    let body = br#"{"id":"evt_arch_1","object":"event","type":"payment_intent.succeeded","created":1767225600,"data":{"object":{"id":"pi_arch","description":"<script>alert(1)</script>"}}}"#.to_vec();
+    let resp = stack
+        .ingest
+        .handle(inlet::ingest::WebhookRequest {
+            method: "POST".into(),
+            path: "/webhooks/stripe".into(),
+            headers: signed_headers(&cfg, "stripe", &body, clock.now_ms(), "d"),
+            body: body.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    crate::pipeline::drain(&stack).await;
+    drop(stack);
+
+    let console = console(&config, &["--read-only"]);
+    let base = &console.base;
+    let (status, _, story) = get(&format!("{base}event?{}", query(&[("id", "pi_arch")]))).await;
+    assert_eq!(status, 200, "{story}");
+    assert!(story.contains("Archived request"), "{story}");
+    assert!(story.contains("POST /webhooks/stripe"), "{story}");
+    assert!(story.contains("stripe-signature"), "{story}");
+    assert!(!story.contains("<script>alert(1)"), "{story}");
+    let link = format!(
+        "{base}event/request?{}",
+        query(&[("id", "stripe#evt_arch_1")])
+    );
+    assert!(
+        story.contains("/event/request?id=stripe%23evt_arch_1"),
+        "{story}"
+    );
+    let r = reqwest::get(&link).await.expect("download");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().expect("type"),
+        "application/octet-stream"
+    );
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .expect("disposition")
+        .starts_with("attachment;"));
+    assert!(r.bytes().await.expect("bytes").as_ref() == body.as_slice());
+    drop(dir);
+}

@@ -142,6 +142,7 @@ fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(events_page))
         .route("/event", get(story_page))
+        .route("/event/request", get(archived_body))
         .route("/dlq", get(dlq_page))
         .route("/dlq/confirm", get(confirm_page))
         .route("/dlq/replay", post(replay))
@@ -392,10 +393,55 @@ async fn story_page(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Res
         return app.bad_request("which event? (?id=…: a dedupe key or provider event id)");
     };
     match events::story(&app.stack, &id, SystemClock.now_ms()).await {
-        Ok(story) => html(StatusCode::OK, pages::story_page(&app.view(), &story)),
+        Ok(story) => {
+            let archived = match &story.request_key {
+                Some(_) => Some(events::archived(&app.stack, &story).await),
+                None => None,
+            };
+            html(
+                StatusCode::OK,
+                pages::story_page(&app.view(), &story, archived.as_ref()),
+            )
+        }
         Err(e) => html(
             StatusCode::NOT_FOUND,
             pages::error_page(&app.view(), "No such event", &e),
+        ),
+    }
+}
+
+/// The archived request's body, byte-exact, as a download (never rendered: it is the
+/// sender's bytes).
+async fn archived_body(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+    let id = match fields(raw.as_deref()) {
+        Ok(p) => field(&p, "id"),
+        Err(e) => return app.bad_request(&e),
+    };
+    let Some(id) = id else {
+        return app.bad_request("which event? (?id=…)");
+    };
+    let found = match events::story(&app.stack, &id, SystemClock.now_ms()).await {
+        Ok(story) => events::archived(&app.stack, &story)
+            .await
+            .and_then(|doc| Ok((doc.body_bytes()?, doc.body_sha256))),
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok((body, sha256)) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"request-{}.bin\"", &sha256[..16]),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => html(
+            StatusCode::NOT_FOUND,
+            pages::error_page(&app.view(), "No archived request", &e),
         ),
     }
 }

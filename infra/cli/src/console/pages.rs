@@ -2,6 +2,7 @@
 //! so they are maud templates: each value inserted is HTML-escaped, and nothing is inlined
 //! (no `style` attributes, no inline script: the Content-Security-Policy forbids both).
 
+use inlet::archive::ArchivedRequest;
 use inlet::dlq::{DeadLetter, Progress};
 use inlet::ports::{PollState, TrailStatus};
 use inlet::time::format_rfc3339_ms;
@@ -309,7 +310,11 @@ pub(crate) fn events_page(view: &View<'_>, form: &Form, lines: &[Line], window: 
     )
 }
 
-pub(crate) fn story_page(view: &View<'_>, story: &Story) -> Markup {
+pub(crate) fn story_page(
+    view: &View<'_>,
+    story: &Story,
+    archived: Option<&Result<ArchivedRequest, String>>,
+) -> Markup {
     let e = &story.event;
     let key_id = e.summary.key_id.as_deref().unwrap_or("?");
     // Refreshed only while it can change by itself (a dead event reads the whole DLQ each
@@ -356,6 +361,26 @@ pub(crate) fn story_page(view: &View<'_>, story: &Story) -> Markup {
                 @if !story.others.is_empty() {
                     h2 { "Other events of the same payment" }
                     ul.others { @for k in &story.others { li { (story_link(k, k)) } } }
+                }
+                @if let Some(key) = &story.request_key {
+                    h2 { "Archived request" }
+                    @match archived {
+                        Some(Ok(doc)) => {
+                            dl.facts #archived {
+                                dt { "stored as" } dd #archive-key { (key) }
+                                dt { "request" } dd { (doc.method) " " (doc.path) }
+                                dt { "received" } dd { (doc.received_at) }
+                                dt { "verified" } dd { (doc.verified.scheme) " key " (doc.verified.key_id.as_deref().unwrap_or("-")) }
+                                dt { "headers" } dd { (doc.headers.keys().cloned().collect::<Vec<_>>().join(", ")) }
+                                dt { "body" } dd {
+                                    "SHA-256 " code { (doc.body_sha256) } " "
+                                    a #archive-download href=(format!("/event/request?{}", query(&[("id", &e.key)]))) { "download" }
+                                }
+                            }
+                        }
+                        Some(Err(why)) => p #archived.error { "The archived request " code { (key) } " cannot be read: " (why) }
+                        None => p #archived { code { (key) } }
+                    }
                 }
                 @match &story.dead_letter {
                     Some(message_id) => {
@@ -561,7 +586,7 @@ mod tests {
                 others: Vec::new(),
                 request_key: None,
             };
-            story_page(&view, &story).into_string()
+            story_page(&view, &story, None).into_string()
         };
         for (status, live) in [
             ("in_progress", true),
