@@ -56,8 +56,18 @@ const SCHEMA_VERSION: i64 = 6;
 /// writers, few enough that the first caller of a group is not kept waiting long.
 const MAX_GROUP: usize = 256;
 
-/// WAL pages between automatic checkpoints (SQLite's default is 1,000).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+/// The writer's own automatic checkpoint, in WAL pages (SQLite's default is 1,000): a safety
+/// net only. Checkpoints run on a thread of their own ([`run_checkpointer`]), so a commit does
+/// not copy the WAL back while every other writer waits for it; the writer checkpoints itself
+/// only if the WAL grows this far all the same.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 40_000;
+
+/// How often the checkpointer looks, and how many commits it lets pass before it copies the
+/// WAL back (a page rewritten by many commits is copied once per checkpoint, so checkpoints
+/// are spaced rather than run after every commit); after a quiet spell it catches up anyway.
+const CHECKPOINT_TICK: Duration = Duration::from_millis(100);
+const CHECKPOINT_EVERY_COMMITS: u64 = 200;
+const CHECKPOINT_QUIET: Duration = Duration::from_secs(1);
 
 /// How long a statement waits for another connection (another `inlet` process on the same
 /// file) to release its lock before failing with `SQLITE_BUSY`.
@@ -317,7 +327,14 @@ impl EmbeddedStore {
         let conn = migrate(conn, &path.display().to_string())?;
         let read = Connection::open(path)?;
         read.busy_timeout(BUSY_TIMEOUT)?;
-        Self::start(conn, Some(read), clock)
+        let checkpoints = Connection::open(path)?;
+        let store = Self::start(conn, Some(read), clock)?;
+        let commits = Arc::downgrade(&store.commits);
+        std::thread::Builder::new()
+            .name("inlet-sqlite-checkpoint".into())
+            .spawn(move || run_checkpointer(&checkpoints, &commits))
+            .map_err(EmbeddedError::Spawn)?;
+        Ok(store)
     }
 
     /// A store that lives as long as this value and its clones (tests, throwaway runs).
@@ -551,6 +568,36 @@ fn run_writer(
     }
 }
 
+/// Copy the WAL back into the database off the commit path: a `PASSIVE` checkpoint (it
+/// never blocks the writer, which goes on appending) once enough commits have passed, or
+/// after a quiet spell. Ends when the store's last handle is gone (`commits` no longer
+/// upgrades); closing this connection last then checkpoints what remains.
+fn run_checkpointer(conn: &Connection, commits: &std::sync::Weak<AtomicU64>) {
+    let mut done = 0;
+    let mut last = std::time::Instant::now();
+    loop {
+        std::thread::sleep(CHECKPOINT_TICK);
+        let Some(counter) = commits.upgrade() else {
+            return;
+        };
+        let now = counter.load(Ordering::Relaxed);
+        drop(counter);
+        let due = now >= done + CHECKPOINT_EVERY_COMMITS
+            || (now > done && last.elapsed() >= CHECKPOINT_QUIET);
+        if !due {
+            continue;
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {
+                done = now;
+                last = std::time::Instant::now();
+            }
+            // Not fatal: the writer's own automatic checkpoint is the safety net.
+            Err(e) => tracing::warn!(error = %e, "background WAL checkpoint failed"),
+        }
+    }
+}
+
 /// Run `group` in one transaction, each operation in its own savepoint, and commit.
 fn commit_group(
     conn: &mut Connection,
@@ -750,6 +797,33 @@ mod tests {
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .expect("autocheckpoint");
         assert_eq!(pages, WAL_AUTOCHECKPOINT_PAGES);
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_copied_back_off_the_commit_path() {
+        use crate::ports::{OutboundMessage, Queue};
+        let db = TempDb::new();
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("open");
+        let size = || std::fs::metadata(&db.0).expect("db file").len();
+        let before = size();
+        let queue = store.queue("q", None);
+        // Far fewer pages than the writer's own automatic checkpoint: only the background
+        // checkpointer copies them into the database file, which in WAL mode nothing else
+        // writes.
+        for n in 0..CHECKPOINT_EVERY_COMMITS + 10 {
+            queue
+                .send(&OutboundMessage::new(format!("{n:0>2000}")))
+                .await
+                .expect("send");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while size() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file did not grow: no checkpoint ran"
+            );
+            tokio::time::sleep(CHECKPOINT_TICK).await;
+        }
     }
 
     #[test]
