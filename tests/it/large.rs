@@ -455,7 +455,8 @@ impl BlobStore for DiesAfterPut {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_between_blob_and_message_or_dispatch_and_delete_loses_and_doubles_nothing() {
+async fn a_crash_between_blob_and_message_or_dispatch_and_delete_loses_and_doubles_nothing_on_aws()
+{
     let (hook, rx) = start_receiver().await;
     let side = aws_side(hook).await;
     let dying = Arc::new(DiesAfterPut {
@@ -510,6 +511,66 @@ async fn a_crash_between_blob_and_message_or_dispatch_and_delete_loses_and_doubl
     let (key, bytes) = stripe.events.iter().next().expect("one event");
     assert!(http[key].0 == *bytes, "byte-exact");
     assert_eq!(queue_copies(&side.forwarded, 1).await.len(), 1, "SQS once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_blob_and_message_or_dispatch_and_delete_loses_and_doubles_nothing_locally()
+{
+    let (hook, rx) = start_receiver().await;
+    let run = Running::start(|doc| with_targets(doc, hook, "forwarded")).await;
+    let stack = &run.stack;
+    let files = stack.blobs.clone().expect("blob store");
+    let dying = Arc::new(DiesAfterPut {
+        inner: files.clone(),
+        armed: true.into(),
+    });
+    let ingest = Ingest::new(
+        stack.config.clone(),
+        Arc::new(stack.queue.clone()),
+        Arc::new(stack.store.ledger()),
+        run.clock.clone(),
+    )
+    .with_blobs(dying);
+    let sent = requests(&stack.config, run.clock.now_ms());
+    let github = &sent[1];
+    let request = || inlet::ingest::WebhookRequest {
+        method: "POST".into(),
+        path: "/webhooks/github".into(),
+        headers: github.headers.clone(),
+        body: github.body.clone(),
+        ..Default::default()
+    };
+    // After the blob, before the message: not acknowledged, nothing queued; the retry is.
+    let first = ingest.handle(request()).await;
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert_eq!(stack.queue.depth().await.expect("depth"), Some(0));
+    assert_eq!(ingest.handle(request()).await.status, 200);
+
+    // After the dispatch, before the delete: the message shows again after its visibility
+    // timeout and is a duplicate.
+    let msgs = stack
+        .queue
+        .receive(10, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .expect("receive");
+    let records: Vec<WorkerRecord> = msgs.iter().map(WorkerRecord::from).collect();
+    let done = stack.worker.process(&records).await;
+    assert!(
+        matches!(done.outcomes.as_slice(), [(_, Outcome::Dispatched { .. })]),
+        "{done:?}"
+    );
+    run.clock.advance_ms(61_000);
+    let again = run.drain().await;
+    assert!(
+        matches!(again.as_slice(), [Outcome::Duplicate { .. }]),
+        "{again:?}"
+    );
+    let http = copies(http_copies(&rx), &*files).await;
+    assert_eq!(http.len(), 1, "the HTTP target took the event once");
+    let (key, bytes) = github.events.iter().next().expect("one event");
+    assert!(http[key].0 == *bytes, "byte-exact");
+    let fwd = stack.store.queue("forwarded", None);
+    assert_eq!(queue_copies(&fwd, 1).await.len(), 1, "SQS once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
