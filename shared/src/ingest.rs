@@ -380,7 +380,7 @@ impl Ingest {
     /// time, within `deadline`.
     async fn store_claimed(
         &self,
-        claimed: Vec<(BlobRef, Cow<'_, [u8]>)>,
+        claimed: FirstBlobs<'_>,
         deadline: std::time::Duration,
     ) -> Result<(), String> {
         if claimed.is_empty() {
@@ -438,7 +438,6 @@ impl Ingest {
     /// too large to travel inline, and the request itself when its source archives. Counted before the envelopes are built,
     /// and by batching providers before their per-event work: what one request may cost
     /// stays bounded.
-    #[allow(clippy::type_complexity)]
     fn envelopes<'r>(
         &self,
         source: &'r Source,
@@ -446,7 +445,7 @@ impl Ingest {
         inbound: &InboundRequest<'_>,
         verified: Verified,
         now: i64,
-    ) -> Result<(Vec<Envelope>, Vec<(BlobRef, Cow<'r, [u8]>)>), Refusal> {
+    ) -> Result<(Vec<Envelope>, FirstBlobs<'r>), Refusal> {
         let max_events = self.config.settings.max_events_per_request;
         let events = source
             .provider
@@ -646,6 +645,10 @@ pub fn envelopes_from_archive(
         })
         .collect())
 }
+
+/// What goes to the blob store before a request's envelopes are queued: each blob's
+/// reference and bytes (claimed bodies, and the archived request).
+type FirstBlobs<'r> = Vec<(BlobRef, Cow<'r, [u8]>)>;
 
 /// Bodies put in the blob store at once for one request.
 const CLAIM_PUT_CONCURRENCY: usize = 8;
