@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::poller::Poller;
 use crate::ports::http::HttpClient;
-use crate::ports::{BlobStore, Clock, EventBus, Queue, WorkerRecord};
+use crate::ports::{BlobKind, BlobStore, Clock, EventBus, Queue, WorkerRecord};
 use crate::targets::{build_targets, Target, TargetFactoryError};
 use crate::worker::{BatchResult, Worker};
 
@@ -49,6 +49,8 @@ pub struct LocalStack {
     pub clock: Arc<dyn Clock>,
     /// Claimed bodies (and the archive): files under the data folder's `blobs/`.
     pub blobs: Option<Arc<dyn BlobStore>>,
+    /// The same files, for their retention sweep.
+    files: Option<FileBlobs>,
 }
 
 /// Targets on the embedded store: the bus and an SQS target's queue live in the same SQLite
@@ -86,8 +88,10 @@ impl LocalStack {
             .map_err(|e| LocalError::Store(format!("{}: {e}", data_dir.display())))?;
         let store = EmbeddedStore::open(&data_dir.join(DB_FILE), clock.clone())
             .map_err(|e| LocalError::Store(e.to_string()))?;
-        let blobs = Arc::new(FileBlobs::new(data_dir.join(BLOBS_DIR)));
-        Self::build(config, store, clock, Some(blobs))
+        let files = FileBlobs::new(data_dir.join(BLOBS_DIR));
+        let mut stack = Self::build(config, store, clock, Some(Arc::new(files.clone())))?;
+        stack.files = Some(files);
+        Ok(stack)
     }
 
     /// A stack on `store` without a blob store: envelopes travel inline up to a queue
@@ -158,7 +162,32 @@ impl LocalStack {
             worker,
             clock,
             blobs,
+            files: None,
         })
+    }
+
+    /// Remove the blobs past their retention (`settings.blob_retention_days` for bodies,
+    /// `archive_retention_days` for archived requests): what S3's lifecycle does on AWS.
+    /// `inlet dev` runs it at start and every hour. The bodies and requests removed.
+    pub fn sweep_blobs(&self) -> Result<(usize, usize), LocalError> {
+        let Some(files) = &self.files else {
+            return Ok((0, 0));
+        };
+        let before = |days: u32| {
+            std::time::SystemTime::now()
+                .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
+                .unwrap_or(std::time::UNIX_EPOCH)
+        };
+        let s = &self.config.settings;
+        let sweep = |kind, days| {
+            files
+                .sweep(kind, before(days))
+                .map_err(|e| LocalError::Store(e.to_string()))
+        };
+        Ok((
+            sweep(BlobKind::Body, s.blob_retention_days)?,
+            sweep(BlobKind::Request, s.archive_retention_days)?,
+        ))
     }
 
     /// The configured target `id`, built on this stack's store (`inlet redeliver`).

@@ -339,3 +339,58 @@ async fn redelivery_sends_each_archived_event_of_the_window_once_per_run_and_the
     assert!(String::from_utf8_lossy(&other.stdout).contains("redelivered 3 of 3"));
     assert_eq!(rx.seen().iter().filter(|s| s.accepted()).count(), 6);
 }
+
+#[tokio::test]
+async fn the_local_blob_folder_keeps_each_kind_for_its_configured_days() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let text = std::fs::read_to_string(&config_path)
+        .expect("read config")
+        .replacen(
+            "[settings]\n",
+            "[settings]\narchive = true\nblob_retention_days = 2\narchive_retention_days = 5\n",
+            1,
+        );
+    std::fs::write(&config_path, text).expect("write config");
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let clock = Arc::new(SystemClock);
+    let stack =
+        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
+            .expect("stack");
+    let body = crate::large::stripe_body("evt_swept", 300 * 1024);
+    let resp = stack
+        .ingest
+        .handle(WebhookRequest {
+            method: "POST".into(),
+            path: "/webhooks/stripe".into(),
+            headers: signed_headers(&cfg, "stripe", &body, clock.now_ms(), "d"),
+            body,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let blobs = dir.path().join("data/blobs");
+    let files = |kind: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(blobs.join(kind))
+            .map(|d| d.map(|f| f.expect("entry").path()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!((files("bodies").len(), files("requests").len()), (1, 1));
+    let age = |path: &std::path::Path, days: u64| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_modified(
+                std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400),
+            )
+            .expect("mtime");
+    };
+    // Three days old: past the bodies' two days, inside the requests' five.
+    age(&files("bodies")[0], 3);
+    age(&files("requests")[0], 3);
+    assert_eq!(stack.sweep_blobs().expect("sweep"), (1, 0));
+    age(&files("requests")[0], 6);
+    assert_eq!(stack.sweep_blobs().expect("sweep"), (0, 1));
+    assert_eq!((files("bodies").len(), files("requests").len()), (0, 0));
+}

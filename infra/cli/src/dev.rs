@@ -88,12 +88,14 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
     let worker = tokio::spawn(server::worker_loop(stack.clone(), rx.clone()));
     let polls = tokio::spawn(crate::poll::schedules(stack.clone(), rx.clone()));
     let checks = tokio::spawn(crate::poll::checks(stack.clone(), rx.clone()));
+    let sweeps = tokio::spawn(sweep_blobs(stack.clone(), rx.clone()));
     let http = tokio::spawn(server::serve(stack.clone(), listener, rx));
     let _ = tokio::signal::ctrl_c().await;
     let _ = tx.send(true);
     let _ = worker.await;
     let _ = polls.await;
     let _ = checks.await;
+    let _ = sweeps.await;
     // How well writes were grouped: what the load test and a profile read.
     tracing::info!(
         writes = stack.store.writes(),
@@ -104,5 +106,22 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("http server: {e}")),
         Err(e) => Err(format!("http server task: {e}")),
+    }
+}
+
+/// The blob folder's retention: swept at start, then every hour, until `stop`.
+async fn sweep_blobs(stack: Arc<LocalStack>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match stack.sweep_blobs() {
+            Ok((0, 0)) => {}
+            Ok((bodies, requests)) => {
+                tracing::info!(bodies, requests, "blobs past their retention removed")
+            }
+            Err(e) => tracing::warn!(error = %e, "blob retention sweep failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }

@@ -82,6 +82,13 @@ pub struct Settings {
     /// that do not say otherwise.
     #[serde(default)]
     pub archive: bool,
+    /// `inlet dev`: days a claim-checked body is kept in the data folder (on AWS the
+    /// template's `BlobRetentionDays` sets the bucket's lifecycle).
+    #[serde(default = "default_blob_retention_days")]
+    pub blob_retention_days: u32,
+    /// `inlet dev`: days an archived request is kept (on AWS: `ArchiveRetentionDays`).
+    #[serde(default = "default_archive_retention_days")]
+    pub archive_retention_days: u32,
 }
 
 /// The largest `max_body_bytes`, and its default: Lambda's 6 MB limit on a synchronous
@@ -156,6 +163,15 @@ fn default_trail_retention_days() -> u32 {
     30
 }
 
+/// As the template's `BlobRetentionDays`: longer than a dead letter waits on AWS (14 days),
+/// so a replay still finds its body.
+fn default_blob_retention_days() -> u32 {
+    15
+}
+fn default_archive_retention_days() -> u32 {
+    90
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -178,6 +194,8 @@ impl Default for Settings {
             ingest_deadline: default_ingest_deadline(),
             trail_retention_days: default_trail_retention_days(),
             archive: false,
+            blob_retention_days: default_blob_retention_days(),
+            archive_retention_days: default_archive_retention_days(),
         }
     }
 }

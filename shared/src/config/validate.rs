@@ -122,6 +122,17 @@ fn settings(s: &Settings, p: &mut Problems) -> Parsed {
             format!("must be 1–{MAX_TRAIL_RETENTION_DAYS} days"),
         ));
     }
+    for (field, days) in [
+        ("settings.blob_retention_days", s.blob_retention_days),
+        ("settings.archive_retention_days", s.archive_retention_days),
+    ] {
+        if !(1..=MAX_TRAIL_RETENTION_DAYS).contains(&days) {
+            p.push(invalid(
+                field,
+                format!("must be 1–{MAX_TRAIL_RETENTION_DAYS} days"),
+            ));
+        }
+    }
     if s.lease_seconds == 0 || s.lease_seconds > s.visibility_timeout_seconds {
         p.push(invalid(
             "settings.lease_seconds",

@@ -4,7 +4,8 @@
 //! writer that crashed mid-way is redone by its retry, and a reader checks what it read
 //! against the digest its reference carries before anything is dispatched. Writes are whole
 //! (a reader never sees half a blob); what no message came to reference is removed by the
-//! store's retention (S3 lifecycle; the embedded store's sweep), never by the event path.
+//! store's retention (S3 lifecycle; `FileBlobs::sweep`, which `inlet dev` runs hourly),
+//! never by the event path.
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
