@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, BodyEncoding, VerifiedBy};
-use crate::ports::blobs::{get_blob, BlobError, BlobKind, BlobRef, BlobStore};
+use crate::ports::blobs::{get_by_key, BlobError, BlobKind, BlobRef, BlobStore};
 use crate::request::Headers;
 
 pub const ARCHIVE_VERSION: u32 = 1;
@@ -154,45 +154,20 @@ pub fn prepare(doc: &ArchivedRequest) -> (BlobRef, Vec<u8>) {
     (r, bytes)
 }
 
-/// Read an archived request back, checked against its reference.
-pub async fn read(store: &dyn BlobStore, r: &BlobRef) -> Result<ArchivedRequest, ArchiveError> {
-    let bytes = get_blob(store, r).await?;
-    serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Format {
-        key: r.key.clone(),
-        error: e.to_string(),
-    })
-}
-
 /// The request archived under `key` when only the key is known (a ledger record keeps the
-/// key), with its full reference: the digest is the key's and is checked; the length is
-/// what was stored.
+/// key), with its full reference; checked against the digest the key is.
 pub async fn read_key(
     store: &dyn BlobStore,
     key: &str,
 ) -> Result<(BlobRef, ArchivedRequest), ArchiveError> {
-    let sha256 = key
-        .strip_prefix("requests/")
-        .ok_or_else(|| BlobError::BadKey(key.to_owned()))?;
-    let bytes = store.get(key).await?;
-    let found = envelope::sha256_hex(&bytes);
-    if found != sha256 {
-        return Err(BlobError::Mismatch {
-            key: key.to_owned(),
-            expected: sha256.to_owned(),
-            found,
-            len: bytes.len(),
-        }
-        .into());
+    if !key.starts_with(BlobKind::Request.prefix()) {
+        return Err(BlobError::BadKey(key.to_owned()).into());
     }
+    let (r, bytes) = get_by_key(store, key).await?;
     let doc = serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Format {
         key: key.to_owned(),
         error: e.to_string(),
     })?;
-    let r = BlobRef {
-        key: key.to_owned(),
-        sha256: found,
-        len: bytes.len() as u64,
-    };
     Ok((r, doc))
 }
 

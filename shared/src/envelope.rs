@@ -295,6 +295,21 @@ impl Envelope {
         }
     }
 
+    /// Whether the envelope weighs at most `inline_max` bytes as JSON. The body's escaped
+    /// length (a byte scan) plus the most every other field can weigh decides without
+    /// serialising; only an envelope near the bound is serialised to be weighed (it is
+    /// serialised again when queued).
+    fn fits_inline(&self, inline_max: usize) -> bool {
+        let body = match self.body_encoding {
+            BodyEncoding::Utf8 => {
+                escaped_len_if_queueable(self.body.as_bytes()).unwrap_or(usize::MAX)
+            }
+            BodyEncoding::Base64 => self.body.len(),
+        };
+        body.saturating_add(max_envelope_bytes(0)) <= inline_max
+            || self.to_json().len() <= inline_max
+    }
+
     /// Whether the body is in the blob store and not (yet) in the envelope.
     pub fn is_claimed(&self) -> bool {
         self.body_ref.is_some() && self.body.is_empty()
@@ -303,12 +318,9 @@ impl Envelope {
     /// Move the body out to the blob store when the envelope would weigh more than
     /// `inline_max` bytes: the reference it will be found under (put the body there before
     /// the envelope is queued), or `None` when it stays inline. `len` is the body's length
-    /// in bytes. Only near the bound is the envelope serialised to be weighed.
+    /// in bytes.
     pub(crate) fn claim_if_over(&mut self, len: usize, inline_max: usize) -> Option<BlobRef> {
-        // JSON escaping takes a character to six bytes at worst.
-        if self.body.len() * 6 + max_envelope_bytes(0) <= inline_max
-            || self.to_json().len() <= inline_max
-        {
+        if self.fits_inline(inline_max) {
             return None;
         }
         let r = BlobRef {
@@ -325,7 +337,7 @@ impl Envelope {
     /// [`Self::claim_if_over`] for an envelope built with its body in place: the reference
     /// and the body's bytes to put in the blob store, when it is claimed.
     pub(crate) fn claim_body_if_over(&mut self, inline_max: usize) -> Option<(BlobRef, Vec<u8>)> {
-        if self.body.len() * 6 + max_envelope_bytes(0) <= inline_max {
+        if self.fits_inline(inline_max) {
             return None;
         }
         let bytes = self.body_bytes().ok()?;

@@ -5,26 +5,62 @@
 
 use std::sync::Arc;
 
+use inlet::config::Config;
 use inlet::ingest::WebhookRequest;
+use inlet::local::LocalStack;
 use inlet::ports::{Clock, Ledger, SystemClock};
+use inlet::request::Headers;
 
 use crate::cli::{inlet, key_of, write_config};
 use crate::pipeline::{sample_body, signed_headers};
 
+/// A dev stack in `dir` whose `[settings]` gain `settings` (after `archive = true`) and whose
+/// config ends with `tail`: the config's path, the config and the stack on it.
+fn archiving(
+    dir: &std::path::Path,
+    settings: &str,
+    tail: &str,
+) -> (std::path::PathBuf, Config, LocalStack) {
+    let config_path = write_config(dir);
+    let text = std::fs::read_to_string(&config_path)
+        .expect("read config")
+        .replacen(
+            "[settings]\n",
+            &format!("[settings]\narchive = true\n{settings}"),
+            1,
+        )
+        + tail;
+    std::fs::write(&config_path, text).expect("write config");
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let stack =
+        LocalStack::open(cfg.clone(), &dir.join("data"), Arc::new(SystemClock)).expect("stack");
+    (config_path, cfg, stack)
+}
+
+/// `body` signed for `source` with `headers`, from 198.51.100.7, through the stack's
+/// ingest: its answer's body once it is 200.
+async fn accept(stack: &LocalStack, source: &str, headers: Headers, body: &[u8]) -> String {
+    let resp = stack
+        .ingest
+        .handle(WebhookRequest {
+            method: "POST".into(),
+            path: format!("/webhooks/{source}"),
+            headers,
+            body: body.to_vec(),
+            source_ip: Some([198, 51, 100, 7].into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    resp.body
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archiving_source_keeps_each_verified_request_and_the_cli_reads_and_rechecks_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config_path = write_config(dir.path());
-    let text = std::fs::read_to_string(&config_path)
-        .expect("read config")
-        .replacen("[settings]\n", "[settings]\narchive = true\n", 1);
-    std::fs::write(&config_path, text).expect("write config");
+    let (config_path, cfg, stack) = archiving(dir.path(), "", "");
     let config = config_path.to_str().expect("utf8");
-    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
-    let clock = Arc::new(SystemClock);
-    let stack =
-        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
-            .expect("stack");
+    let clock = SystemClock;
     let blobs = stack.blobs.clone().expect("blob store");
 
     // A claim-checked Stripe event, a Meta batch of three, and Telegram (whose scheme sends
@@ -39,19 +75,8 @@ async fn an_archiving_source_keeps_each_verified_request_and_the_cli_reads_and_r
         ("telegram", sample_body("telegram", 4242)),
     ] {
         let headers = signed_headers(&cfg, source, &body, clock.now_ms(), "delivery-1");
-        let resp = stack
-            .ingest
-            .handle(WebhookRequest {
-                method: "POST".into(),
-                path: format!("/webhooks/{source}"),
-                headers: headers.clone(),
-                body: body.clone(),
-                source_ip: Some([198, 51, 100, 7].into()),
-                ..Default::default()
-            })
-            .await;
-        assert_eq!(resp.status, 200, "{}", resp.body);
-        sent.push((source, body, headers, resp.body));
+        let answer = accept(&stack, source, headers.clone(), &body).await;
+        sent.push((source, body, headers, answer));
     }
     crate::pipeline::drain(&stack).await;
 
@@ -187,18 +212,9 @@ async fn redelivery_sends_each_archived_event_of_the_window_once_per_run_and_the
         }
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let config_path = write_config(dir.path());
-    let text = std::fs::read_to_string(&config_path)
-        .expect("read config")
-        .replacen("[settings]\n", "[settings]\narchive = true\n", 1)
-        + &fixed_target(addr);
-    std::fs::write(&config_path, text).expect("write config");
+    let (config_path, cfg, stack) = archiving(dir.path(), "", &fixed_target(addr));
     let config = config_path.to_str().expect("utf8");
-    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
-    let clock = Arc::new(SystemClock);
-    let stack =
-        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
-            .expect("stack");
+    let clock = SystemClock;
 
     // Three Stripe events (one of them claim-checked) and one refund; a GitHub event beside.
     let body = |id: &str, kind: &str, pad: usize| {
@@ -226,17 +242,7 @@ async fn redelivery_sends_each_archived_event_of_the_window_once_per_run_and_the
             clock.now_ms(),
             &uuid::Uuid::new_v4().to_string(),
         );
-        let resp = stack
-            .ingest
-            .handle(WebhookRequest {
-                method: "POST".into(),
-                path: format!("/webhooks/{source}"),
-                headers,
-                body: body.clone(),
-                ..Default::default()
-            })
-            .await;
-        assert_eq!(resp.status, 200, "{}", resp.body);
+        accept(&stack, source, headers, body).await;
     }
     crate::pipeline::drain(&stack).await;
     assert!(rx.seen().is_empty(), "the fixed target is in no route");
@@ -343,32 +349,11 @@ async fn redelivery_sends_each_archived_event_of_the_window_once_per_run_and_the
 #[tokio::test]
 async fn the_local_blob_folder_keeps_each_kind_for_its_configured_days() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config_path = write_config(dir.path());
-    let text = std::fs::read_to_string(&config_path)
-        .expect("read config")
-        .replacen(
-            "[settings]\n",
-            "[settings]\narchive = true\nblob_retention_days = 2\narchive_retention_days = 5\n",
-            1,
-        );
-    std::fs::write(&config_path, text).expect("write config");
-    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
-    let clock = Arc::new(SystemClock);
-    let stack =
-        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
-            .expect("stack");
+    let settings = "blob_retention_days = 2\narchive_retention_days = 5\n";
+    let (_, cfg, stack) = archiving(dir.path(), settings, "");
     let body = crate::large::stripe_body("evt_swept", 300 * 1024);
-    let resp = stack
-        .ingest
-        .handle(WebhookRequest {
-            method: "POST".into(),
-            path: "/webhooks/stripe".into(),
-            headers: signed_headers(&cfg, "stripe", &body, clock.now_ms(), "d"),
-            body,
-            ..Default::default()
-        })
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.body);
+    let headers = signed_headers(&cfg, "stripe", &body, SystemClock.now_ms(), "d");
+    accept(&stack, "stripe", headers, &body).await;
     let blobs = dir.path().join("data/blobs");
     let files = |kind: &str| -> Vec<std::path::PathBuf> {
         std::fs::read_dir(blobs.join(kind))

@@ -109,20 +109,42 @@ pub async fn put_blob(
 
 /// The bytes `r` names, checked against its digest and length.
 pub async fn get_blob(store: &dyn BlobStore, r: &BlobRef) -> Result<Vec<u8>, BlobError> {
-    if !valid_key(&r.key) {
-        return Err(BlobError::BadKey(r.key.clone()));
-    }
-    let bytes = store.get(&r.key).await?;
-    let found = sha256_hex(&bytes);
-    if found != r.sha256 || bytes.len() as u64 != r.len {
+    let (found, bytes) = get_by_key(store, &r.key).await?;
+    if found.sha256 != r.sha256 || found.len != r.len {
         return Err(BlobError::Mismatch {
             key: r.key.clone(),
             expected: r.sha256.clone(),
-            found,
+            found: found.sha256,
             len: bytes.len(),
         });
     }
     Ok(bytes)
+}
+
+/// The bytes under `key` and their reference, when only the key is known (a ledger record
+/// keeps the key): a key is its bytes' digest, so they are checked against it all the same.
+pub async fn get_by_key(store: &dyn BlobStore, key: &str) -> Result<(BlobRef, Vec<u8>), BlobError> {
+    let digest = key
+        .split_once('/')
+        .map(|(_, digest)| digest)
+        .filter(|_| valid_key(key))
+        .ok_or_else(|| BlobError::BadKey(key.to_owned()))?;
+    let bytes = store.get(key).await?;
+    let found = sha256_hex(&bytes);
+    if found != digest {
+        return Err(BlobError::Mismatch {
+            key: key.to_owned(),
+            expected: digest.to_owned(),
+            found,
+            len: bytes.len(),
+        });
+    }
+    let r = BlobRef {
+        key: key.to_owned(),
+        sha256: found,
+        len: bytes.len() as u64,
+    };
+    Ok((r, bytes))
 }
 
 #[cfg(test)]
