@@ -1,7 +1,9 @@
 //! The raw archive: every verified request of an archiving source, byte-exact, with its
-//! headers (credentials left out), the time and the verification result, stored once in
-//! the blob store under `requests/<sha256 of the document>` and linked from every event split
-//! from it (`Envelope::request_ref`). An auditor's "show us exactly what the provider sent"
+//! headers (credentials left out) and the verification result, stored once in the blob store
+//! under `requests/<sha256 of the document>` and linked from every event split from it
+//! (`Envelope::request_ref`). The document holds only what the request is, not when or from
+//! where it came (those are on each event's record): a captured request replayed a thousand
+//! times is the same document, stored once, so a sender cannot turn replays into storage. An auditor's "show us exactly what the provider sent"
 //! is answered from here, `inlet verify --archived` re-checks a signature offline, and
 //! `inlet redeliver` rebuilds events from it.
 
@@ -38,10 +40,6 @@ pub struct ArchivedRequest {
     pub v: u32,
     pub source: String,
     pub provider: String,
-    /// RFC 3339, UTC, milliseconds.
-    pub received_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller_ip: Option<String>,
     pub method: String,
     pub path: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -61,8 +59,6 @@ pub struct ArchivedRequest {
 pub struct Request<'a> {
     pub source: &'a str,
     pub provider: &'a str,
-    pub received_at_ms: i64,
-    pub caller_ip: Option<String>,
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a [(String, String)],
@@ -95,8 +91,6 @@ impl ArchivedRequest {
             v: ARCHIVE_VERSION,
             source: r.source.to_owned(),
             provider: r.provider.to_owned(),
-            received_at: crate::time::format_rfc3339_ms(r.received_at_ms),
-            caller_ip: r.caller_ip.clone(),
             method: r.method.to_owned(),
             path: r.path.to_owned(),
             query: r.query.to_vec(),
@@ -129,10 +123,6 @@ impl ArchivedRequest {
             return Err("the archived body does not match its digest".into());
         }
         Ok(bytes)
-    }
-
-    pub fn received_at_ms(&self) -> i64 {
-        crate::time::rfc3339_ms_utc_if_unzoned(&self.received_at).unwrap_or(0)
     }
 
     /// The headers as a request carries them.
@@ -209,8 +199,6 @@ mod tests {
         let doc = ArchivedRequest::new(&Request {
             source: "s",
             provider: "stripe",
-            received_at_ms: 1_767_225_600_123,
-            caller_ip: Some("203.0.113.9".into()),
             method: "POST",
             path: "/webhooks/s",
             query: &[],
@@ -227,7 +215,6 @@ mod tests {
         assert_eq!(r.key, format!("requests/{}", envelope::sha256_hex(&bytes)));
         let back: ArchivedRequest = serde_json::from_slice(&bytes).expect("json");
         assert_eq!(back.body_bytes().expect("body"), body);
-        assert_eq!(back.received_at_ms(), 1_767_225_600_123);
         assert_eq!(
             back.headers.keys().collect::<Vec<_>>(),
             vec!["stripe-signature"]

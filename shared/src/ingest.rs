@@ -492,8 +492,6 @@ impl Ingest {
                     let doc = crate::archive::ArchivedRequest::new(&crate::archive::Request {
                         source: &source.id,
                         provider: source.provider.name(),
-                        received_at_ms: now,
-                        caller_ip: req.source_ip.map(|ip| ip.to_string()),
                         method: &req.method,
                         path: &req.path,
                         query: &req.query,
@@ -594,11 +592,14 @@ enum Accepted {
 }
 
 /// The events of an archived request as ingest built them when it came (`inlet
-/// redeliver`): each envelope with its body in place and `request_ref` set, in body order.
+/// redeliver`), received at `received_at_ms` from `caller_ip` (the event's record keeps
+/// both): each envelope with its body in place and `request_ref` set, in body order.
 pub fn envelopes_from_archive(
     source: &Source,
     doc: &crate::archive::ArchivedRequest,
     request_ref: BlobRef,
+    received_at_ms: i64,
+    caller_ip: Option<&str>,
 ) -> Result<Vec<Envelope>, String> {
     let req = WebhookRequest {
         method: doc.method.clone(),
@@ -607,7 +608,7 @@ pub fn envelopes_from_archive(
         headers: doc.request_headers(),
         body: doc.body_bytes()?,
         body_over_limit: false,
-        source_ip: doc.caller_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        source_ip: caller_ip.and_then(|ip| ip.parse().ok()),
         request_id: None,
     };
     let inbound = InboundRequest {
@@ -624,7 +625,7 @@ pub fn envelopes_from_archive(
         source,
         req: &req,
         sha256: doc.body_sha256.clone(),
-        now: doc.received_at_ms(),
+        now: received_at_ms,
         // Replaced below by what the archive recorded (the scheme's name is not static there).
         verified: Verified {
             scheme: "",

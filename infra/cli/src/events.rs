@@ -653,10 +653,9 @@ pub async fn show(
     if let Some(request) = &story.request_key {
         match archived(&stack, &story).await {
             Ok(doc) => println!(
-                "  archived:  {request}  {} {} at {}, {} event(s), headers {}; `--request-out FILE` writes the body, `inlet verify --archived {key}` re-checks it",
+                "  archived:  {request}  {} {}, {} event(s), headers {}; `--request-out FILE` writes the body, `inlet verify --archived {key}` re-checks it",
                 doc.method,
                 doc.path,
-                doc.received_at,
                 doc.events,
                 doc.headers.keys().cloned().collect::<Vec<_>>().join(", ")
             ),

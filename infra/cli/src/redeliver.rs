@@ -12,8 +12,8 @@ use inlet::archive::ArchivedRequest;
 use inlet::config::Config;
 use inlet::envelope::{sha256_hex, Envelope, Replay, INLINE_ENVELOPE_BYTES};
 use inlet::ports::{
-    put_blob, BlobKind, BlobRef, BlobStore, Clock, Ledger, Lookup, SystemClock, TrailEntry,
-    TrailQuery, TrailRow, TrailStatus,
+    put_blob, BlobKind, BlobRef, BlobStore, Clock, DedupeRecord, Ledger, Lookup, SystemClock,
+    TrailEntry, TrailQuery, TrailRow, TrailStatus,
 };
 use inlet::targets::{Outgoing, Target};
 use inlet::time::format_rfc3339_ms;
@@ -114,7 +114,7 @@ async fn records(
     since_ms: i64,
     until_ms: i64,
     now_ms: i64,
-) -> Result<Vec<inlet::ports::DedupeRecord>, String> {
+) -> Result<Vec<DedupeRecord>, String> {
     let rows = ledger
         .list(&TrailQuery {
             source: Some(args.source.clone()),
@@ -162,20 +162,27 @@ async fn already_sent(
     }))
 }
 
-/// The event `key` rebuilt from its archived request.
+/// The event of `record` rebuilt from its archived request.
 fn rebuild(
     config: &Config,
     doc: &ArchivedRequest,
     request: &BlobRef,
-    key: &str,
+    record: &DedupeRecord,
 ) -> Result<Envelope, String> {
     let source = config
         .source(&doc.source)
         .ok_or_else(|| format!("source {:?} is not in the config", doc.source))?;
-    inlet::ingest::envelopes_from_archive(source, doc, request.clone())?
-        .into_iter()
-        .find(|e| e.dedupe_key == key)
-        .ok_or_else(|| format!("{key}: the archived request no longer yields this event"))
+    let key = &record.key;
+    inlet::ingest::envelopes_from_archive(
+        source,
+        doc,
+        request.clone(),
+        record.received_at_ms,
+        record.summary.caller_ip.as_deref(),
+    )?
+    .into_iter()
+    .find(|e| &e.dedupe_key == key)
+    .ok_or_else(|| format!("{key}: the archived request no longer yields this event"))
 }
 
 /// Send `env` to `target`: whole, and with its body by reference for a target whose entry
@@ -280,7 +287,7 @@ pub async fn run(at: Where, args: RedeliverArgs) -> Result<(), String> {
             }
         }
         let (reference, doc) = &docs[&request_key];
-        let sent = match rebuild(config, doc, reference, &record.key) {
+        let sent = match rebuild(config, doc, reference, record) {
             Ok(mut env) => {
                 env.replay = Some(Replay {
                     at: format_rfc3339_ms(now_ms),

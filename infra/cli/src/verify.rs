@@ -207,12 +207,13 @@ async fn archived_verdict(args: &VerifyArgs, id: &str) -> Result<u8, (u8, String
         })?;
     let body = doc.body_bytes().map_err(usage)?;
     let headers = doc.request_headers();
+    let received_at_ms = story.event.at_ms;
     println!(
-        "archived: {} ({} {} at {}, verified then by {} key {})",
+        "archived: {} ({} {} received at {}, verified then by {} key {})",
         story.request_key.as_deref().unwrap_or(""),
         doc.method,
         doc.path,
-        doc.received_at,
+        inlet::time::format_rfc3339_ms(received_at_ms),
         doc.verified.scheme,
         doc.verified.key_id.as_deref().unwrap_or("-")
     );
@@ -220,7 +221,7 @@ async fn archived_verdict(args: &VerifyArgs, id: &str) -> Result<u8, (u8, String
         body,
         headers,
         query: doc.query.clone(),
-        now_ms: now_ms(args, doc.received_at_ms())?,
+        now_ms: now_ms(args, received_at_ms)?,
     };
     let code = check(source.provider.as_ref(), &doc.method, &c).await;
     if code == INVALID {

@@ -369,7 +369,6 @@ pub(crate) fn story_page(
                             dl.facts #archived {
                                 dt { "stored as" } dd #archive-key { (key) }
                                 dt { "request" } dd { (doc.method) " " (doc.path) }
-                                dt { "received" } dd { (doc.received_at) }
                                 dt { "verified" } dd { (doc.verified.scheme) " key " (doc.verified.key_id.as_deref().unwrap_or("-")) }
                                 dt { "headers" } dd { (doc.headers.keys().cloned().collect::<Vec<_>>().join(", ")) }
                                 dt { "body" } dd {
