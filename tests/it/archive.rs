@@ -16,7 +16,7 @@ use crate::pipeline::{sample_body, signed_headers};
 
 /// A dev stack in `dir` whose `[settings]` gain `settings` (after `archive = true`) and whose
 /// config ends with `tail`: the config's path, the config and the stack on it.
-fn archiving(
+pub(crate) fn archiving(
     dir: &std::path::Path,
     settings: &str,
     tail: &str,
@@ -39,7 +39,12 @@ fn archiving(
 
 /// `body` signed for `source` with `headers`, from 198.51.100.7, through the stack's
 /// ingest: its answer's body once it is 200.
-async fn accept(stack: &LocalStack, source: &str, headers: Headers, body: &[u8]) -> String {
+pub(crate) async fn accept(
+    stack: &LocalStack,
+    source: &str,
+    headers: Headers,
+    body: &[u8],
+) -> String {
     let resp = stack
         .ingest
         .handle(WebhookRequest {

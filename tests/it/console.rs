@@ -630,28 +630,11 @@ async fn a_listen_address_off_loopback_is_refused() {
 #[tokio::test]
 async fn an_archived_request_is_shown_on_its_story_and_downloads_byte_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text =
-        dev_config_text(dir.path()).replacen("[settings]\n", "[settings]\narchive = true\n", 1);
-    let config = dir.path().join("inlet.toml");
-    std::fs::write(&config, text).expect("config");
-    let cfg = inlet::config::load_file(&config, &|_: &str| None).expect("config");
-    let clock = Arc::new(SystemClock);
-    let stack =
-        inlet::local::LocalStack::open(cfg.clone(), &dir.path().join("data"), clock.clone())
-            .expect("stack");
+    let (config, cfg, stack) = crate::archive::archiving(dir.path(), "", "");
     // A body with markup a page must never render.
     let body = br#"{"id":"evt_arch_1","object":"event","type":"payment_intent.succeeded","created":1767225600,"data":{"object":{"id":"pi_arch","description":"<script>alert(1)</script>"}}}"#.to_vec();
-    let resp = stack
-        .ingest
-        .handle(inlet::ingest::WebhookRequest {
-            method: "POST".into(),
-            path: "/webhooks/stripe".into(),
-            headers: signed_headers(&cfg, "stripe", &body, clock.now_ms(), "d"),
-            body: body.clone(),
-            ..Default::default()
-        })
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.body);
+    let headers = signed_headers(&cfg, "stripe", &body, SystemClock.now_ms(), "d");
+    crate::archive::accept(&stack, "stripe", headers, &body).await;
     crate::pipeline::drain(&stack).await;
     drop(stack);
 
