@@ -14,7 +14,7 @@ use crate::ingest::Ingest;
 use crate::poller::Poller;
 use crate::ports::http::HttpClient;
 use crate::ports::{BlobKind, BlobStore, Clock, EventBus, Queue, WorkerRecord};
-use crate::targets::{build_targets, Target, TargetFactoryError};
+use crate::targets::{build_targets, Target, TargetFactoryError, TargetKind};
 use crate::worker::{BatchResult, Worker};
 
 pub const MAIN_QUEUE: &str = "events";
@@ -260,6 +260,31 @@ impl LocalStack {
         Ok(outcomes)
     }
 
+    /// The most messages one batch of the worker takes: `settings.worker_batch_size`, or ten on
+    /// a FIFO queue (Lambda's limit for one, which this mirrors). Never more than every HTTP
+    /// target can answer, at its concurrency and timeout, within the lease the batch's keys
+    /// are taken for: a hanging target then holds the batch no longer than the lease.
+    fn batch_size(&self) -> usize {
+        if self.queue.is_fifo() {
+            return 10;
+        }
+        let lease = self.config.settings.lease_seconds as f64;
+        let http_cap = self
+            .config
+            .targets
+            .iter()
+            .filter_map(|t| match &t.kind {
+                TargetKind::Http(h) => {
+                    let rounds = (lease / h.timeout_seconds).floor().max(1.0) as usize;
+                    Some(rounds.saturating_mul(h.max_concurrency))
+                }
+                _ => None,
+            })
+            .min()
+            .unwrap_or(usize::MAX);
+        self.config.settings.worker_batch_size.min(http_cap).max(1)
+    }
+
     fn visibility(&self) -> Duration {
         Duration::from_secs(self.config.settings.visibility_timeout_seconds)
     }
@@ -269,13 +294,34 @@ impl LocalStack {
     /// backoff (the worker stretches their visibility); the worker moves what can never
     /// succeed to the DLQ itself, and the queue redrives after `max_receive_count`.
     pub async fn work_once(&self, wait: Duration) -> Result<BatchResult, LocalError> {
-        let msgs = self
+        let batch_size = self.batch_size();
+        let mut msgs = self
             .queue
-            .receive(10, self.visibility(), wait)
+            .receive(batch_size.min(10) as u32, self.visibility(), wait)
             .await
             .map_err(|e| LocalError::Store(e.to_string()))?;
         if msgs.is_empty() {
             return Ok(BatchResult::default());
+        }
+        // Like Lambda's event source mapping with a batch size above ten: more receives of
+        // ten, together (one commit of the store's writer), only of what is visible now, so a
+        // quiet queue's batch is not held back waiting for company.
+        if msgs.len() == 10 && batch_size > 10 {
+            let sizes = (10..batch_size)
+                .step_by(10)
+                .map(|n| (batch_size - n).min(10));
+            let receives = sizes.map(|n| {
+                self.queue
+                    .receive(n as u32, self.visibility(), Duration::ZERO)
+            });
+            for received in futures_util::future::join_all(receives).await {
+                match received {
+                    Ok(m) => msgs.extend(m),
+                    // The batch in hand goes on; what this receive would have taken stays
+                    // visible for the next one.
+                    Err(e) => warn!(error = %e, "a receive of the batch failed"),
+                }
+            }
         }
         let records: Vec<WorkerRecord> = msgs.iter().map(WorkerRecord::from).collect();
         let result = self.worker.process(&records).await;

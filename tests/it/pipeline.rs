@@ -17,7 +17,8 @@ use inlet::ports::{
 };
 use inlet::providers::SignInput;
 use inlet::request::Headers;
-use inlet::targets::{DispatchError, Outgoing, Target};
+use inlet::targets::http::HttpTargetSpec;
+use inlet::targets::{DispatchError, Outgoing, Target, TargetSpec};
 use inlet::worker::{Outcome, Worker};
 use tokio::sync::watch;
 
@@ -677,4 +678,72 @@ where
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn the_local_worker_takes_batches_of_its_configured_size_without_waiting_to_fill_one() {
+    let run = Running::start(|doc| doc.settings.worker_batch_size = 25).await;
+    let mut keys = Vec::new();
+    for n in 0..37 {
+        let (status, answer) = run
+            .post_signed("stripe", &sample_body("stripe", 900 + n))
+            .await;
+        assert_eq!(status, 200);
+        keys.push(answer["dedupe_key"].as_str().expect("key").to_string());
+    }
+    let first = run.stack.work_once(Duration::ZERO).await.expect("work");
+    assert_eq!(
+        first.outcomes.len(),
+        25,
+        "one batch, more receives than one"
+    );
+    // 12 left: the first receive's 10 come at once, and the rest of the batch takes only what
+    // is visible; with a long wait on every receive this batch would sit out the minute.
+    let second = tokio::time::timeout(
+        Duration::from_secs(20),
+        run.stack.work_once(Duration::from_secs(60)),
+    )
+    .await
+    .expect("a part batch is not held back")
+    .expect("work");
+    assert_eq!(second.outcomes.len(), 12);
+    let all = first.outcomes.iter().chain(&second.outcomes);
+    assert!(all
+        .clone()
+        .all(|(_, o)| matches!(o, Outcome::Dispatched { .. })));
+    let mut written = jsonl_keys(&run.jsonl());
+    written.sort();
+    keys.sort();
+    assert_eq!(written, keys, "each event once");
+}
+
+#[tokio::test]
+async fn a_batch_is_no_larger_than_an_http_target_can_answer_within_the_lease() {
+    // 60 s of lease, 30 s of timeout and two requests at once: four events at worst.
+    let run = Running::start(|doc| {
+        doc.settings.worker_batch_size = 25;
+        doc.targets.push(TargetSpec {
+            id: "slow".into(),
+            kind: TargetKind::Http(HttpTargetSpec {
+                url: "https://hooks.example.com/in".into(),
+                secret: "literal:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                timeout_seconds: 30.0,
+                max_concurrency: 2,
+                allow_private: Vec::new(),
+                headers: Default::default(),
+                signing_key: None,
+            }),
+        });
+    })
+    .await;
+    assert_eq!(run.stack.config.settings.lease_seconds, 60);
+    for n in 0..6 {
+        let (status, _) = run
+            .post_signed("stripe", &sample_body("stripe", 960 + n))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let first = run.stack.work_once(Duration::ZERO).await.expect("work");
+    assert_eq!(first.outcomes.len(), 4);
+    assert_eq!(run.drain().await.len(), 2);
 }

@@ -89,6 +89,11 @@ pub struct Settings {
     /// `inlet dev`: days an archived request is kept (on AWS: `ArchiveRetentionDays`).
     #[serde(default = "default_archive_retention_days")]
     pub archive_retention_days: u32,
+    /// `inlet dev`: the most messages its worker takes in one batch, as a Lambda event source
+    /// mapping's `BatchSize` (a FIFO queue's batches stay at ten). A batch takes only what is
+    /// visible, so a quiet queue's events do not wait for a full one.
+    #[serde(default = "default_worker_batch_size")]
+    pub worker_batch_size: usize,
 }
 
 /// The largest `max_body_bytes`, and its default: Lambda's 6 MB limit on a synchronous
@@ -172,6 +177,15 @@ fn default_archive_retention_days() -> u32 {
     90
 }
 
+/// Large enough that the worker's few store rounds per batch are shared by hundreds of
+/// events, which lets it keep pace with ingest on the one writer (docs/performance.md).
+fn default_worker_batch_size() -> usize {
+    250
+}
+
+/// Lambda's largest `BatchSize` for a standard SQS queue.
+pub const MAX_WORKER_BATCH_SIZE: usize = 10_000;
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -196,6 +210,7 @@ impl Default for Settings {
             archive: false,
             blob_retention_days: default_blob_retention_days(),
             archive_retention_days: default_archive_retention_days(),
+            worker_batch_size: default_worker_batch_size(),
         }
     }
 }
