@@ -294,34 +294,16 @@ impl LocalStack {
     /// backoff (the worker stretches their visibility); the worker moves what can never
     /// succeed to the DLQ itself, and the queue redrives after `max_receive_count`.
     pub async fn work_once(&self, wait: Duration) -> Result<BatchResult, LocalError> {
-        let batch_size = self.batch_size();
-        let mut msgs = self
+        // Like Lambda's event source mapping with a batch size above ten: one batch takes what
+        // is visible, up to the batch size, in one write of the store (so a quiet queue's events
+        // are not held back waiting for company).
+        let msgs = self
             .queue
-            .receive(batch_size.min(10) as u32, self.visibility(), wait)
+            .receive_up_to(self.batch_size(), self.visibility(), wait)
             .await
             .map_err(|e| LocalError::Store(e.to_string()))?;
         if msgs.is_empty() {
             return Ok(BatchResult::default());
-        }
-        // Like Lambda's event source mapping with a batch size above ten: more receives of
-        // ten, together (one commit of the store's writer), only of what is visible now, so a
-        // quiet queue's batch is not held back waiting for company.
-        if msgs.len() == 10 && batch_size > 10 {
-            let sizes = (10..batch_size)
-                .step_by(10)
-                .map(|n| (batch_size - n).min(10));
-            let receives = sizes.map(|n| {
-                self.queue
-                    .receive(n as u32, self.visibility(), Duration::ZERO)
-            });
-            for received in futures_util::future::join_all(receives).await {
-                match received {
-                    Ok(m) => msgs.extend(m),
-                    // The batch in hand goes on; what this receive would have taken stays
-                    // visible for the next one.
-                    Err(e) => warn!(error = %e, "a receive of the batch failed"),
-                }
-            }
         }
         let records: Vec<WorkerRecord> = msgs.iter().map(WorkerRecord::from).collect();
         let result = self.worker.process(&records).await;

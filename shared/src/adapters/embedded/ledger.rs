@@ -12,7 +12,8 @@
 //!   `trail#id`, both descending), and `limit: 0` means no limit, as there.
 //! - What DynamoDB's TTL deletes (expired trail entries, completed dedupe records past their
 //!   window) is deleted here by the writes that add to the tables: each trail write and each
-//!   completion also deletes up to [`PRUNE_BATCH`] expired rows of each table. Work per write
+//!   completion also deletes up to [`PRUNE_BATCH`] expired rows of each table, all of a
+//!   group's at once after its operations (`EmbeddedStore::write_pruning`). Work per write
 //!   stays bounded (an index range, a few rows), so the single writer is never held up by a
 //!   backlog, and since rows only come in through writes, every table drains faster than it
 //!   fills. A store that receives nothing keeps its expired rows, which no read returns.
@@ -237,20 +238,20 @@ fn raw_entry(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
     })
 }
 
-/// Delete up to [`PRUNE_BATCH`] expired trail entries and as many completed dedupe records
+/// Delete up to `limit` expired trail entries and as many completed dedupe records
 /// past their window (`expires_at_ms < now`: the port's own test of expiry, and the rows
 /// DynamoDB's TTL deletes). A record deleted here is one `begin` would take afresh anyway.
-fn prune(tx: &Transaction<'_>, now_ms: i64) -> Result<(), EmbeddedError> {
+pub(super) fn prune(tx: &Transaction<'_>, now_ms: i64, limit: i64) -> Result<(), EmbeddedError> {
     tx.prepare_cached(
         "DELETE FROM trail_entries WHERE id IN \
          (SELECT id FROM trail_entries WHERE expires_at_ms < ?1 ORDER BY expires_at_ms LIMIT ?2)",
     )?
-    .execute(params![now_ms, PRUNE_BATCH])?;
+    .execute(params![now_ms, limit])?;
     tx.prepare_cached(
         "DELETE FROM dedupe_records WHERE key IN \
          (SELECT key FROM dedupe_records WHERE expires_at_ms < ?1 ORDER BY expires_at_ms LIMIT ?2)",
     )?
-    .execute(params![now_ms, PRUNE_BATCH])?;
+    .execute(params![now_ms, limit])?;
     Ok(())
 }
 
@@ -345,9 +346,8 @@ impl Ledger for SqliteLedger {
         let (owned_key, delivered) = (key.to_owned(), delivered.clone());
         let updated = self
             .store
-            .write(move |tx, now| {
+            .write_pruning(move |tx, _| {
                 let key = owned_key.as_str();
-                prune(tx, now)?;
                 let Some(mut record) = read_record(tx, key)? else {
                     return Ok(0);
                 };
@@ -492,10 +492,7 @@ impl Ledger for SqliteLedger {
     async fn append(&self, entry: &TrailEntry) -> Result<(), LedgerError> {
         let entry = entry.clone();
         self.store
-            .write(move |tx, now| {
-                prune(tx, now)?;
-                insert_entry(tx, &entry, true)
-            })
+            .write_pruning(move |tx, _| insert_entry(tx, &entry, true))
             .await?;
         Ok(())
     }
@@ -506,10 +503,7 @@ impl Ledger for SqliteLedger {
         let entry = entry.clone();
         Ok(self
             .store
-            .write(move |tx, now| {
-                prune(tx, now)?;
-                insert_entry(tx, &entry, false)
-            })
+            .write_pruning(move |tx, _| insert_entry(tx, &entry, false))
             .await?)
     }
 

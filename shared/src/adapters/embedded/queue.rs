@@ -151,6 +151,44 @@ impl SqliteQueue {
         Ok((received, next_visible_at))
     }
 
+    /// [`Queue::receive`] without SQS's ten-message cap: what a Lambda event source mapping
+    /// with a larger `BatchSize` assembles from several receives, taken here in one walk of the
+    /// queue and one write. Waits (real time, up to 20 s like SQS) only while nothing is
+    /// receivable; it wakes on any write to the store that may make a message visible, and
+    /// when the next hidden message of this queue is due by the store's clock.
+    pub async fn receive_up_to(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let max = max.max(1);
+        let visibility_ms = ceil_secs_ms(visibility, MAX_VISIBILITY_SECS);
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        loop {
+            // Registered before looking, so a send between the look and the wait still wakes us.
+            let changed = self.store.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+
+            let (received, next_visible_at) = self.receive_now(max, visibility_ms).await?;
+            if !received.is_empty() {
+                return Ok(received);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(received);
+            }
+            let mut nap = deadline - now;
+            if let Some(at) = next_visible_at {
+                let due = u64::try_from(at.saturating_sub(self.store.now_ms())).unwrap_or(0);
+                nap = nap.min(Duration::from_millis(due.max(1)));
+            }
+            // Either way, look again: a timeout only means the wait (or the nap) is over.
+            let _ = tokio::time::timeout(nap, changed).await;
+        }
+    }
+
     /// What SQS refuses on a FIFO queue: a message without a group, or with its own delay.
     fn check_fifo(&self, message: &OutboundMessage) -> Result<(), QueueError> {
         if !self.fifo {
@@ -461,9 +499,6 @@ impl Queue for SqliteQueue {
         Ok(results)
     }
 
-    /// Waits (real time, up to 20 s like SQS) only while nothing is receivable; it wakes on
-    /// any write to the store that may make a message visible, and when the next hidden
-    /// message of this queue is due by the store's clock.
     async fn receive(
         &self,
         max: u32,
@@ -471,30 +506,7 @@ impl Queue for SqliteQueue {
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
         let max = max.clamp(1, MAX_BATCH as u32) as usize;
-        let visibility_ms = ceil_secs_ms(visibility, MAX_VISIBILITY_SECS);
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        loop {
-            // Registered before looking, so a send between the look and the wait still wakes us.
-            let changed = self.store.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-
-            let (received, next_visible_at) = self.receive_now(max, visibility_ms).await?;
-            if !received.is_empty() {
-                return Ok(received);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(received);
-            }
-            let mut nap = deadline - now;
-            if let Some(at) = next_visible_at {
-                let due = u64::try_from(at.saturating_sub(self.store.now_ms())).unwrap_or(0);
-                nap = nap.min(Duration::from_millis(due.max(1)));
-            }
-            // Either way, look again: a timeout only means the wait (or the nap) is over.
-            let _ = tokio::time::timeout(nap, changed).await;
-        }
+        self.receive_up_to(max, visibility, wait).await
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
@@ -817,6 +829,33 @@ mod tests {
             bodies(q.receive(10, HIDDEN, NOW).await.expect("receive")),
             ["3"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_receive_takes_ten_and_a_batch_receive_takes_more_in_one_write() {
+        let (store, clock) = store();
+        let q = store.queue("q", None);
+        let batch: Vec<OutboundMessage> = (0..10)
+            .map(|n| OutboundMessage::new(n.to_string()))
+            .collect();
+        for _ in 0..4 {
+            q.send_batch(&batch).await.expect("send");
+            clock.advance_ms(1);
+        }
+        assert_eq!(q.receive(25, HIDDEN, NOW).await.expect("receive").len(), 10);
+        let writes = store.writes();
+        let taken = q.receive_up_to(25, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(taken.len(), 25);
+        assert_eq!(store.writes(), writes + 1, "one write for the whole batch");
+        // What is left, and nothing twice.
+        let rest = q.receive_up_to(25, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(rest.len(), 5);
+        let ids: std::collections::HashSet<_> = taken
+            .iter()
+            .chain(&rest)
+            .map(|m| m.message_id.clone())
+            .collect();
+        assert_eq!(ids.len(), 30);
     }
 
     #[tokio::test]
