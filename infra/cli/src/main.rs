@@ -581,6 +581,9 @@ async fn run(command: Command) -> Result<ExitCode, String> {
     done.map(|()| ExitCode::SUCCESS)
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Cli::parse().command).await {

@@ -745,7 +745,9 @@ pub async fn worker_loop(stack: Arc<LocalStack>, shutdown: watch::Receiver<bool>
         match stack.work_once(Duration::from_secs(1)).await {
             Ok(result) => {
                 for (id, outcome) in &result.outcomes {
-                    info!(message_id = %id, outcome = ?outcome, "processed");
+                    // The worker has logged what matters of each at info ("dispatched",
+                    // "duplicate acknowledged", failures): this is the same again, per message.
+                    debug!(message_id = %id, outcome = ?outcome, "processed");
                 }
             }
             Err(e) => {
