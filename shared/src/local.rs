@@ -27,6 +27,8 @@ pub(crate) const CHECKS_DEAD_LETTER_QUEUE: &str = "checks-dlq";
 const CHECK_RUN_BUDGET: Duration = Duration::from_secs(120);
 pub(crate) const BUS: &str = "default";
 pub const DB_FILE: &str = "inlet.db";
+/// How often `inlet dev` counts its backlog for back-pressure.
+const BACKLOG_SAMPLE: Duration = Duration::from_millis(100);
 /// The blob store's folder, beside the database.
 pub const BLOBS_DIR: &str = "blobs";
 
@@ -51,6 +53,8 @@ pub struct LocalStack {
     pub blobs: Option<Arc<dyn BlobStore>>,
     /// The same files, for their retention sweep.
     files: Option<FileBlobs>,
+    /// The main queue's visible messages, as last sampled ([`Self::watch_backlog`]).
+    backlog: tokio::sync::watch::Sender<u64>,
 }
 
 /// Targets on the embedded store: the bus and an SQS target's queue live in the same SQLite
@@ -163,7 +167,50 @@ impl LocalStack {
             clock,
             blobs,
             files: None,
+            backlog: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Sample the main queue's backlog (its visible messages) every [`BACKLOG_SAMPLE`] until
+    /// `shutdown` turns true: what [`Self::room_for_webhook`] waits on. `inlet dev`'s server
+    /// runs it when `settings.max_backlog` bounds the backlog.
+    pub async fn watch_backlog(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.config.settings.max_backlog == 0 {
+            return;
+        }
+        while !*shutdown.borrow() {
+            let stack = self.clone();
+            match tokio::task::spawn_blocking(move || stack.store.queue_counts(MAIN_QUEUE)).await {
+                Ok(Ok(c)) => {
+                    self.backlog.send_replace(c.visible);
+                }
+                Ok(Err(e)) => warn!(error = %e, "the backlog could not be counted"),
+                Err(e) => warn!(error = %e, "the backlog count did not finish"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(BACKLOG_SAMPLE) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// The backlog as last sampled.
+    pub fn backlog(&self) -> u64 {
+        *self.backlog.borrow()
+    }
+
+    /// Back-pressure: whether a webhook may go to ingest now, waiting up to `within` while the
+    /// backlog is over `settings.max_backlog` for the worker to bring it back under. A webhook
+    /// that may not is answered 503 and retried by its provider: nothing is lost, and what the
+    /// worker owes stays bounded.
+    pub async fn room_for_webhook(&self, within: Duration) -> bool {
+        let max = self.config.settings.max_backlog;
+        if max == 0 || self.backlog() <= max {
+            return true;
+        }
+        let mut rx = self.backlog.subscribe();
+        let seen = tokio::time::timeout(within, rx.wait_for(|&b| b <= max)).await;
+        seen.is_ok_and(|under| under.is_ok())
     }
 
     /// Remove the blobs past their retention (`settings.blob_retention_days` for bodies,

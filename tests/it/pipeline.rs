@@ -747,3 +747,41 @@ async fn a_batch_is_no_larger_than_an_http_target_can_answer_within_the_lease() 
     assert_eq!(first.outcomes.len(), 4);
     assert_eq!(run.drain().await.len(), 2);
 }
+
+#[tokio::test]
+async fn past_max_backlog_a_webhook_waits_for_the_worker_then_is_answered_503_and_nothing_is_lost()
+{
+    let run = Running::start(|doc| {
+        doc.settings.max_backlog = 3;
+        doc.settings.ingest_deadline = "2s".into();
+    })
+    .await;
+    let mut keys = Vec::new();
+    for n in 0..4 {
+        let (status, answer) = run
+            .post_signed("stripe", &sample_body("stripe", 980 + n))
+            .await;
+        assert_eq!(status, 200, "under the bound: {answer}");
+        keys.push(answer["dedupe_key"].as_str().expect("key").to_string());
+    }
+    // No worker runs: the backlog is 4, over the bound, once sampled.
+    wait_until(|| async { run.stack.backlog() == 4 }).await;
+    let (status, answer) = run.post_signed("stripe", &sample_body("stripe", 990)).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "backlog");
+    assert_eq!(
+        run.stack.queue.counts().expect("counts").visible,
+        4,
+        "not queued"
+    );
+
+    // A webhook that arrives while the worker catches up waits for it instead.
+    let late = sample_body("stripe", 991);
+    let ((status, answer), drained) = tokio::join!(run.post_signed("stripe", &late), run.drain());
+    assert_eq!(drained.len(), 4);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(run.drain().await.len(), 1);
+    let written = jsonl_keys(&run.jsonl());
+    assert_eq!(written.len(), 5, "every acknowledged event once");
+    assert!(keys.iter().all(|k| written.contains(k)));
+}

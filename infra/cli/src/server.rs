@@ -67,6 +67,20 @@ async fn handle(
                 );
             }
         };
+    if !stack.room_for_webhook(stack.config.ingest_deadline).await {
+        warn!(client = %peer.ip(), backlog = stack.backlog(), max_backlog = stack.config.settings.max_backlog, "the worker is behind: webhook answered 503");
+        let body = serde_json::json!({
+            "error": "backlog",
+            "message": "the worker is behind; retry shortly",
+        })
+        .to_string();
+        let mut out = Response::new(Body::from(body));
+        *out.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let headers = out.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("retry-after", HeaderValue::from_static("1"));
+        return out;
+    }
     let mut headers = Headers::new();
     for (k, v) in &parts.headers {
         headers.insert(
@@ -142,6 +156,7 @@ pub async fn serve(
             "settings.max_connections lowered to what the open-file limit (ulimit -n) leaves for clients"
         );
     }
+    tokio::spawn(stack.clone().watch_backlog(shutdown.clone()));
     let mut admissions = Admissions::new(limits);
     let mut failed = Throttled::default();
     let mut connections = JoinSet::new();

@@ -94,6 +94,11 @@ pub struct Settings {
     /// visible, so a quiet queue's events do not wait for a full one.
     #[serde(default = "default_worker_batch_size")]
     pub worker_batch_size: usize,
+    /// `inlet dev`: the most events its queue may hold waiting for the worker. Past it a
+    /// webhook waits (up to `ingest_deadline`) for the worker to catch up, then is answered
+    /// 503 with `Retry-After`, so the backlog stays bounded. 0: no bound.
+    #[serde(default = "default_max_backlog")]
+    pub max_backlog: u64,
 }
 
 /// The largest `max_body_bytes`, and its default: Lambda's 6 MB limit on a synchronous
@@ -183,6 +188,11 @@ fn default_worker_batch_size() -> usize {
     250
 }
 
+/// About two seconds of the worker's work on the machine `docs/performance.md` measures.
+fn default_max_backlog() -> u64 {
+    10_000
+}
+
 /// Lambda's largest `BatchSize` for a standard SQS queue.
 pub const MAX_WORKER_BATCH_SIZE: usize = 10_000;
 
@@ -211,6 +221,7 @@ impl Default for Settings {
             blob_retention_days: default_blob_retention_days(),
             archive_retention_days: default_archive_retention_days(),
             worker_batch_size: default_worker_batch_size(),
+            max_backlog: default_max_backlog(),
         }
     }
 }
