@@ -175,14 +175,16 @@ impl LocalStack {
     /// `shutdown` turns true: what [`Self::room_for_webhook`] waits on. `inlet dev`'s server
     /// runs it when `settings.max_backlog` bounds the backlog.
     pub async fn watch_backlog(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        if self.config.settings.max_backlog == 0 {
+        let max = self.config.settings.max_backlog;
+        if max == 0 {
             return;
         }
         while !*shutdown.borrow() {
             let stack = self.clone();
-            match tokio::task::spawn_blocking(move || stack.store.queue_counts(MAIN_QUEUE)).await {
-                Ok(Ok(c)) => {
-                    self.backlog.send_replace(c.visible);
+            let count = move || stack.store.visible_up_to(MAIN_QUEUE, max.saturating_add(1));
+            match tokio::task::spawn_blocking(count).await {
+                Ok(Ok(visible)) => {
+                    self.backlog.send_replace(visible);
                 }
                 Ok(Err(e)) => warn!(error = %e, "the backlog could not be counted"),
                 Err(e) => warn!(error = %e, "the backlog count did not finish"),
@@ -194,7 +196,7 @@ impl LocalStack {
         }
     }
 
-    /// The backlog as last sampled.
+    /// The backlog as last sampled: counted up to one more than `settings.max_backlog`.
     pub fn backlog(&self) -> u64 {
         *self.backlog.borrow()
     }

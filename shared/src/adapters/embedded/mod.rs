@@ -396,6 +396,12 @@ impl EmbeddedStore {
         queue::counts(self, name)
     }
 
+    /// How many messages of the queue `name` are visible at the clock's now, counting no
+    /// further than `cap` (back-pressure only needs to know whether there are more).
+    pub fn visible_up_to(&self, name: &str, cap: u64) -> Result<u64, EmbeddedError> {
+        queue::visible_up_to(self, name, cap)
+    }
+
     /// How many transactions this store's writer has committed: a group of concurrent
     /// writes counts once (what tests and the load profile read to see the grouping).
     pub fn commits(&self) -> u64 {

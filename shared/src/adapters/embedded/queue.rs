@@ -384,6 +384,26 @@ pub(super) fn counts(store: &EmbeddedStore, queue: &str) -> Result<QueueCounts, 
     })
 }
 
+/// The visible messages of `queue`, counted up to `cap` only: an index range that stops there,
+/// so the count costs no more than the cap however large the backlog.
+pub(super) fn visible_up_to(
+    store: &EmbeddedStore,
+    queue: &str,
+    cap: u64,
+) -> Result<u64, EmbeddedError> {
+    let now = store.now_ms();
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let n: i64 = store.with_conn(|conn| {
+        Ok(conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages INDEXED BY messages_by_visibility \
+                 WHERE queue = ?1 AND visible_at_ms <= ?2 LIMIT ?3)",
+            )?
+            .query_row(params![queue, now, cap], |row| row.get(0))?)
+    })?;
+    u64::try_from(n).map_err(|_| EmbeddedError::Corrupt(format!("negative message count {n}")))
+}
+
 /// Whether SQS would accept this body: 1 character to 1 MiB, of the characters SQS allows
 /// (`#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`; a Rust string holds
 /// no surrogates, so only the other control characters and U+FFFE/U+FFFF can be wrong).
@@ -856,6 +876,21 @@ mod tests {
             .map(|m| m.message_id.clone())
             .collect();
         assert_eq!(ids.len(), 30);
+    }
+
+    #[tokio::test]
+    async fn the_visible_count_stops_at_its_cap_and_leaves_out_messages_in_flight() {
+        let (store, _) = store();
+        let q = store.queue("q", None);
+        for n in 0..5 {
+            q.send(&OutboundMessage::new(n.to_string()))
+                .await
+                .expect("send");
+        }
+        q.receive(1, HIDDEN, NOW).await.expect("receive");
+        assert_eq!(store.visible_up_to("q", 10).expect("count"), 4);
+        assert_eq!(store.visible_up_to("q", 3).expect("count"), 3);
+        assert_eq!(store.visible_up_to("other", 3).expect("count"), 0);
     }
 
     #[tokio::test]
