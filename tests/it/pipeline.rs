@@ -778,9 +778,10 @@ async fn past_max_backlog_a_webhook_waits_for_the_worker_then_is_answered_503_an
     // A webhook that arrives while the worker catches up waits for it instead.
     let late = sample_body("stripe", 991);
     let ((status, answer), drained) = tokio::join!(run.post_signed("stripe", &late), run.drain());
-    assert_eq!(drained.len(), 4);
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(run.drain().await.len(), 1);
+    // The late event is queued once the worker has brought the backlog under the bound: the
+    // same drain may reach it, or the next one does.
+    assert_eq!(drained.len() + run.drain().await.len(), 5);
     let written = jsonl_keys(&run.jsonl());
     assert_eq!(written.len(), 5, "every acknowledged event once");
     assert!(keys.iter().all(|k| written.contains(k)));
