@@ -312,12 +312,14 @@ impl LocalStack {
     /// The most messages one batch of the worker takes: `settings.worker_batch_size`, or ten on
     /// a FIFO queue (Lambda's limit for one, which this mirrors). Never more than every HTTP
     /// target can answer, at its concurrency and timeout, within the lease the batch's keys
-    /// are taken for: a hanging target then holds the batch no longer than the lease.
+    /// are taken for (the shortest, as a source may shorten its own): a hanging target then
+    /// holds the batch no longer than the lease.
     fn batch_size(&self) -> usize {
         if self.queue.is_fifo() {
             return 10;
         }
-        let lease = self.config.settings.lease_seconds as f64;
+        let sources = self.config.sources.values().map(|s| s.lease_ms);
+        let lease = sources.fold(self.config.lease_ms(), i64::min) as f64 / 1000.0;
         let http_cap = self
             .config
             .targets

@@ -717,9 +717,9 @@ async fn the_local_worker_takes_batches_of_its_configured_size_without_waiting_t
     assert_eq!(written, keys, "each event once");
 }
 
-#[tokio::test]
-async fn a_batch_is_no_larger_than_an_http_target_can_answer_within_the_lease() {
-    // 60 s of lease, 30 s of timeout and two requests at once: four events at worst.
+/// The first batch of six queued Stripe events, with an HTTP target of 30 s timeout and two
+/// requests at once, and `lease` for Stripe's own (the settings keep 60 s).
+async fn first_batch_beside_a_slow_http_target(stripe_lease: Option<u64>) -> usize {
     let run = Running::start(|doc| {
         doc.settings.worker_batch_size = 25;
         doc.targets.push(TargetSpec {
@@ -734,6 +734,8 @@ async fn a_batch_is_no_larger_than_an_http_target_can_answer_within_the_lease() 
                 signing_key: None,
             }),
         });
+        let stripe = doc.sources.iter_mut().find(|s| s.id == "stripe");
+        stripe.expect("stripe").lease_seconds = stripe_lease;
     })
     .await;
     assert_eq!(run.stack.config.settings.lease_seconds, 60);
@@ -744,8 +746,16 @@ async fn a_batch_is_no_larger_than_an_http_target_can_answer_within_the_lease() 
         assert_eq!(status, 200);
     }
     let first = run.stack.work_once(Duration::ZERO).await.expect("work");
-    assert_eq!(first.outcomes.len(), 4);
-    assert_eq!(run.drain().await.len(), 2);
+    assert_eq!(first.outcomes.len() + run.drain().await.len(), 6);
+    first.outcomes.len()
+}
+
+#[tokio::test]
+async fn a_batch_is_no_larger_than_an_http_target_can_answer_within_the_lease() {
+    // 60 s of lease, 30 s of timeout and two requests at once: four events at worst.
+    assert_eq!(first_batch_beside_a_slow_http_target(None).await, 4);
+    // A source's own shorter lease binds: 30 s, one round of two.
+    assert_eq!(first_batch_beside_a_slow_http_target(Some(30)).await, 2);
 }
 
 #[tokio::test]

@@ -69,16 +69,14 @@ async fn handle(
         };
     if !stack.room_for_webhook(stack.config.ingest_deadline).await {
         warn!(client = %peer.ip(), backlog = stack.backlog(), max_backlog = stack.config.settings.max_backlog, "the worker is behind: webhook answered 503");
-        let body = serde_json::json!({
-            "error": "backlog",
-            "message": "the worker is behind; retry shortly",
-        })
-        .to_string();
-        let mut out = Response::new(Body::from(body));
-        *out.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        let headers = out.headers_mut();
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
-        headers.insert("retry-after", HeaderValue::from_static("1"));
+        // The body has been read: the connection can carry the provider's retry.
+        let mut out = error_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog",
+            "the worker is behind; retry shortly".into(),
+        );
+        out.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
         return out;
     }
     let mut headers = Headers::new();
@@ -131,12 +129,19 @@ fn over_limit(e: &axum::Error) -> bool {
 /// A refusal made before ingest sees the request. The connection is closed after it: the
 /// rest of the body is unread or unreadable.
 fn refusal(status: StatusCode, code: &str, message: String) -> Response<Body> {
+    let mut out = error_answer(status, code, message);
+    out.headers_mut()
+        .insert("connection", HeaderValue::from_static("close"));
+    out
+}
+
+/// `{"error": code, "message": message}` with `status`.
+fn error_answer(status: StatusCode, code: &str, message: String) -> Response<Body> {
     let body = serde_json::json!({"error": code, "message": message}).to_string();
     let mut out = Response::new(Body::from(body));
     *out.status_mut() = status;
-    let headers = out.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert("connection", HeaderValue::from_static("close"));
+    out.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     out
 }
 
