@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::adapters::embedded::{EmbeddedStore, FileBlobs, Redrive, SqliteQueue};
+use crate::adapters::embedded::{move_messages, EmbeddedStore, FileBlobs, Redrive, SqliteQueue};
 use crate::checks::{CheckOutcome, CheckRunner, CheckScheduler};
 use crate::config::Config;
 use crate::ingest::Ingest;
@@ -26,7 +26,12 @@ pub(crate) const CHECKS_DEAD_LETTER_QUEUE: &str = "checks-dlq";
 /// How long a check's poll may run locally before it stops at a page boundary.
 const CHECK_RUN_BUDGET: Duration = Duration::from_secs(120);
 pub(crate) const BUS: &str = "default";
+/// The ledger, the trail, poll state, checks and the bus.
 pub const DB_FILE: &str = "inlet.db";
+/// The queues, in a file of their own: SQLite lets one writer at a time into a file, and as
+/// SQS and DynamoDB are separate services, ingest's sends need not wait for the worker's
+/// ledger writes (docs/performance.md, "The queues in a file of their own").
+pub const QUEUES_FILE: &str = "queues.db";
 /// How often `inlet dev` counts its backlog for back-pressure.
 const BACKLOG_SAMPLE: Duration = Duration::from_millis(100);
 /// The blob store's folder, beside the database.
@@ -42,7 +47,10 @@ pub enum LocalError {
 
 pub struct LocalStack {
     pub config: Arc<Config>,
+    /// The ledger, the trail, poll state, checks and the bus.
     pub store: EmbeddedStore,
+    /// The queues: the same store as `store` in memory, [`QUEUES_FILE`] on disk.
+    pub queues: EmbeddedStore,
     pub queue: SqliteQueue,
     pub dlq: SqliteQueue,
     pub checks_queue: SqliteQueue,
@@ -57,10 +65,11 @@ pub struct LocalStack {
     backlog: tokio::sync::watch::Sender<u64>,
 }
 
-/// Targets on the embedded store: the bus and an SQS target's queue live in the same SQLite
-/// file (a queue named by its URL's last segment).
+/// Targets on the embedded stores: the bus beside the ledger, an SQS target's queue beside
+/// the others (a queue named by its URL's last segment).
 fn local_targets(
     store: &EmbeddedStore,
+    queues: &EmbeddedStore,
     config: &Config,
     specs: &[crate::targets::TargetSpec],
 ) -> Result<std::collections::BTreeMap<String, Arc<dyn Target>>, LocalError> {
@@ -72,7 +81,7 @@ fn local_targets(
         if name == MAIN_QUEUE || name == DEAD_LETTER_QUEUE {
             return Err(TargetFactoryError::OwnQueue(name.to_owned()));
         }
-        Ok(Arc::new(store.queue(name, None)))
+        Ok(Arc::new(queues.queue(name, None)))
     };
     Ok(build_targets(
         specs,
@@ -90,10 +99,25 @@ impl LocalStack {
     ) -> Result<Self, LocalError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| LocalError::Store(format!("{}: {e}", data_dir.display())))?;
-        let store = EmbeddedStore::open(&data_dir.join(DB_FILE), clock.clone())
-            .map_err(|e| LocalError::Store(e.to_string()))?;
+        let (db, queues_db) = (data_dir.join(DB_FILE), data_dir.join(QUEUES_FILE));
+        let open = |path: &Path| {
+            EmbeddedStore::open(path, clock.clone())
+                .map_err(|e| LocalError::Store(format!("{}: {e}", path.display())))
+        };
+        let (store, queues) = (open(&db)?, open(&queues_db)?);
+        // A store from before the queues had their own file may hold queued events.
+        let moved = move_messages(&db, &queues_db).map_err(|e| {
+            LocalError::Store(format!(
+                "moving queued messages to {}: {e}",
+                queues_db.display()
+            ))
+        })?;
+        if moved > 0 {
+            tracing::info!(moved, file = %queues_db.display(), "queued messages moved to the queues' own file");
+        }
         let files = FileBlobs::new(data_dir.join(BLOBS_DIR));
-        let mut stack = Self::build(config, store, clock, Some(Arc::new(files.clone())))?;
+        let blobs: Arc<dyn BlobStore> = Arc::new(files.clone());
+        let mut stack = Self::build(config, store, queues, clock, Some(blobs))?;
         stack.files = Some(files);
         Ok(stack)
     }
@@ -105,24 +129,25 @@ impl LocalStack {
         store: EmbeddedStore,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, LocalError> {
-        Self::build(config, store, clock, None)
+        Self::build(config, store.clone(), store, clock, None)
     }
 
     fn build(
         config: Config,
         store: EmbeddedStore,
+        queues: EmbeddedStore,
         clock: Arc<dyn Clock>,
         blobs: Option<Arc<dyn BlobStore>>,
     ) -> Result<Self, LocalError> {
         let config = Arc::new(config);
-        let queue = store.queue(
+        let queue = queues.queue(
             MAIN_QUEUE,
             Some(Redrive {
                 dead_letter_queue: DEAD_LETTER_QUEUE.to_string(),
                 max_receive_count: config.settings.max_receive_count,
             }),
         );
-        let mut dlq = store.queue(DEAD_LETTER_QUEUE, None);
+        let mut dlq = queues.queue(DEAD_LETTER_QUEUE, None);
         // Per-entity order needs a FIFO queue, and (as on SQS) a FIFO queue's DLQ is FIFO too,
         // so a replay keeps each message's group.
         let queue = if config.needs_fifo() {
@@ -131,7 +156,7 @@ impl LocalStack {
         } else {
             queue
         };
-        let checks_queue = store.queue(
+        let checks_queue = queues.queue(
             CHECKS_QUEUE,
             Some(Redrive {
                 dead_letter_queue: CHECKS_DEAD_LETTER_QUEUE.to_string(),
@@ -139,7 +164,7 @@ impl LocalStack {
             }),
         );
         let ledger = Arc::new(store.ledger());
-        let targets = local_targets(&store, &config, &config.targets)?;
+        let targets = local_targets(&store, &queues, &config, &config.targets)?;
         let ingest = Ingest::new(
             config.clone(),
             Arc::new(queue.clone()),
@@ -159,6 +184,7 @@ impl LocalStack {
         Ok(Self {
             config,
             store,
+            queues,
             queue,
             dlq,
             checks_queue,
@@ -181,7 +207,11 @@ impl LocalStack {
         }
         while !*shutdown.borrow() {
             let stack = self.clone();
-            let count = move || stack.store.visible_up_to(MAIN_QUEUE, max.saturating_add(1));
+            let count = move || {
+                stack
+                    .queues
+                    .visible_up_to(MAIN_QUEUE, max.saturating_add(1))
+            };
             match tokio::task::spawn_blocking(count).await {
                 Ok(Ok(visible)) => {
                     self.backlog.send_replace(visible);
@@ -243,7 +273,7 @@ impl LocalStack {
     pub fn target(&self, id: &str) -> Result<Arc<dyn Target>, LocalError> {
         let spec = self.config.targets.iter().filter(|t| t.id == id);
         let specs: Vec<_> = spec.cloned().collect();
-        local_targets(&self.store, &self.config, &specs)?
+        local_targets(&self.store, &self.queues, &self.config, &specs)?
             .remove(id)
             .ok_or_else(|| LocalError::Store(format!("no target {id:?} in the config")))
     }

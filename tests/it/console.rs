@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inlet::adapters::embedded::EmbeddedStore;
-use inlet::local::{DB_FILE, DEAD_LETTER_QUEUE};
+use inlet::local::{DB_FILE, DEAD_LETTER_QUEUE, QUEUES_FILE};
 use inlet::ports::{
     BeginRequest, Clock, DedupeStatus, EventSummary, Ledger, Queue, SystemClock, TrailEntry,
     TrailStatus,
@@ -139,12 +139,11 @@ async fn an_operator_finds_a_dead_payment_reads_its_story_and_replays_it_in_the_
         assert_eq!(status, 200, "{answer}");
     }
     // Two dispatched, one dead-lettered at its first 400.
-    let store = EmbeddedStore::open(
-        &dir.path().join("data").join(DB_FILE),
-        Arc::new(SystemClock),
-    )
-    .expect("store");
-    let (ledger, dlq) = (store.ledger(), store.queue(DEAD_LETTER_QUEUE, None));
+    let open =
+        |file| EmbeddedStore::open(&dir.path().join("data").join(file), Arc::new(SystemClock));
+    let store = open(DB_FILE).expect("store");
+    let queues = open(QUEUES_FILE).expect("queues");
+    let (ledger, dlq) = (store.ledger(), queues.queue(DEAD_LETTER_QUEUE, None));
     until(
         "two dispatched, one dead letter",
         Duration::from_secs(30),
@@ -330,7 +329,7 @@ async fn hostile_store() -> Hostile {
     let answer: serde_json::Value = serde_json::from_str(&resp.body).expect("json");
     let dead_key = answer["dedupe_key"].as_str().expect("key").to_owned();
     assert_eq!(stack.queue.move_to(&stack.dlq, 10).await.expect("move"), 1);
-    let dlq = Box::new(stack.store.queue(DEAD_LETTER_QUEUE, None));
+    let dlq = Box::new(stack.queues.queue(DEAD_LETTER_QUEUE, None));
     Hostile {
         dir,
         config,

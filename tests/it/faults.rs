@@ -108,7 +108,7 @@ fn write_dev_config(dir: &Path, hook: SocketAddr) -> PathBuf {
     path
 }
 
-/// The test's own view of `inlet dev`'s store (the same SQLite file, another connection):
+/// The test's own view of `inlet dev`'s store (the same SQLite files, other connections):
 /// the receiver's probe, the abandonment snapshots, the queue depth and the DLQ.
 struct StoreView {
     ledger: Arc<dyn Ledger>,
@@ -119,12 +119,13 @@ struct StoreView {
 impl StoreView {
     fn open(data: &Path) -> Self {
         std::fs::create_dir_all(data).expect("data dir");
-        let store = EmbeddedStore::open(&data.join(inlet::local::DB_FILE), Arc::new(SystemClock))
-            .expect("open the store");
+        let open = |file| EmbeddedStore::open(&data.join(file), Arc::new(SystemClock));
+        let store = open(inlet::local::DB_FILE).expect("open the store");
+        let queues = open(inlet::local::QUEUES_FILE).expect("open the queues");
         Self {
             ledger: Arc::new(store.ledger()),
-            main: store.queue(inlet::local::MAIN_QUEUE, None),
-            dlq: store.queue(inlet::local::DEAD_LETTER_QUEUE, None),
+            main: queues.queue(inlet::local::MAIN_QUEUE, None),
+            dlq: queues.queue(inlet::local::DEAD_LETTER_QUEUE, None),
         }
     }
 }

@@ -283,7 +283,7 @@ async fn large_events_reach_every_target_kind_byte_exact_on_the_embedded_store()
     );
     let blobs = &*blobs;
     assert_delivered(&sent, "http", &copies(http_copies(&rx), blobs).await, None);
-    let fwd = run.stack.store.queue("forwarded", None);
+    let fwd = run.stack.queues.queue("forwarded", None);
     let sqs = copies(queue_copies(&fwd, 5).await, blobs).await;
     assert_delivered(&sent, "sqs", &sqs, Some(900 * 1024));
     let bus = run.stack.store.bus("default").events().expect("bus events");
@@ -569,7 +569,7 @@ async fn a_crash_between_blob_and_message_or_dispatch_and_delete_loses_and_doubl
     assert_eq!(http.len(), 1, "the HTTP target took the event once");
     let (key, bytes) = github.events.iter().next().expect("one event");
     assert!(http[key].0 == *bytes, "byte-exact");
-    let fwd = stack.store.queue("forwarded", None);
+    let fwd = stack.queues.queue("forwarded", None);
     assert_eq!(queue_copies(&fwd, 1).await.len(), 1, "SQS once");
 }
 

@@ -664,6 +664,45 @@ async fn acknowledged_events_survive_a_restart_of_the_local_stack() {
     assert_eq!(jsonl_keys(&run.jsonl()), keys);
 }
 
+#[tokio::test]
+async fn events_a_store_queued_before_the_queues_had_their_own_file_are_delivered_once() {
+    let run = Running::start(|_| {}).await;
+    let mut keys = Vec::new();
+    for n in 0..3 {
+        let (status, answer) = run
+            .post_signed("stripe", &sample_body("stripe", 600 + n))
+            .await;
+        assert_eq!(status, 200);
+        keys.push(answer["dedupe_key"].as_str().expect("key").to_string());
+    }
+    // The layout of a store from before: the queued events in the one file with the ledger.
+    let cfg = dev_config(run.dir.path(), |_| {});
+    let data = cfg.resolve_path(&cfg.settings.data_dir);
+    let (db, queues) = (
+        data.join(inlet::local::DB_FILE),
+        data.join(inlet::local::QUEUES_FILE),
+    );
+    assert_eq!(
+        inlet::adapters::embedded::move_messages(&queues, &db).expect("back"),
+        3
+    );
+
+    let reopened = LocalStack::open(cfg, &data, run.clock.clone()).expect("reopen");
+    assert_eq!(
+        inlet::adapters::embedded::move_messages(&db, &queues).expect("nothing left"),
+        0,
+        "opening moved them"
+    );
+    assert_eq!(
+        reopened.queue.counts().expect("counts").visible,
+        3,
+        "in the queues' file"
+    );
+    let r = reopened.work_once(Duration::ZERO).await.expect("work");
+    assert_eq!(r.outcomes.len(), 3);
+    assert_eq!(jsonl_keys(&run.jsonl()), keys, "each once");
+}
+
 pub async fn wait_until<F, Fut>(mut cond: F)
 where
     F: FnMut() -> Fut,

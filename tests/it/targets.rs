@@ -390,7 +390,7 @@ async fn one_event_fans_out_to_an_http_and_an_sqs_target_through_the_local_pipel
         Envelope::from_json(std::str::from_utf8(&seen[1].body).expect("utf8")).expect("envelope");
     assert_eq!(delivered.body.as_bytes(), body.as_slice());
 
-    let forwarded = run.stack.store.queue("forwarded", None);
+    let forwarded = run.stack.queues.queue("forwarded", None);
     let keys = forwarded_keys(&forwarded, Duration::ZERO, 1).await;
     // The retry went only to the HTTP target: the queue has the event once.
     assert_eq!(keys, vec![key.clone()]);

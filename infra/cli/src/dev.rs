@@ -98,8 +98,10 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
     let _ = sweeps.await;
     // How well writes were grouped: what the load test and a profile read.
     tracing::info!(
-        writes = stack.store.writes(),
-        commits = stack.store.commits(),
+        ledger_writes = stack.store.writes(),
+        ledger_commits = stack.store.commits(),
+        queue_writes = stack.queues.writes(),
+        queue_commits = stack.queues.commits(),
         "store writes and their group commits"
     );
     match http.await {

@@ -158,7 +158,7 @@ impl Stack {
         let Stack::Local(s, _) = self else {
             return Ok(None);
         };
-        let count = |name| s.store.queue_counts(name).map_err(|e| e.to_string());
+        let count = |name| s.queues.queue_counts(name).map_err(|e| e.to_string());
         Ok(Some((count(MAIN_QUEUE)?, count(DEAD_LETTER_QUEUE)?)))
     }
 }

@@ -1,8 +1,10 @@
-//! Embedded adapters for the ports, on one SQLite database: the queue (SQS semantics), the
-//! ledger (DynamoDB conditional writes) and the event bus (EventBridge `PutEvents`). `inlet
-//! dev` and the tests run the pipeline on these; they are not mocks — state is durable and
-//! the semantics are the AWS services' (see each module), so the conformance suite in
-//! `tests/it/conformance.rs` runs unchanged against both backends.
+//! Embedded adapters for the ports, on SQLite: the queue (SQS semantics), the ledger
+//! (DynamoDB conditional writes) and the event bus (EventBridge `PutEvents`). One store holds
+//! all of them; `inlet dev` opens two, one for its queues and one for the rest, so that each
+//! file has a writer of its own (`crate::local`). `inlet dev` and the tests run the pipeline
+//! on these; they are not mocks — state is durable and the semantics are the AWS services'
+//! (see each module), so the conformance suite in `tests/it/conformance.rs` runs unchanged
+//! against both backends.
 //!
 //! Writes go through **group commit**: one writer thread owns the write connection; each
 //! write is an operation sent to it, and it runs every operation queued at that moment (up to
@@ -46,7 +48,7 @@ use crate::ports::{BusError, CheckStoreError, Clock, LedgerError, PollStoreError
 pub use blobs::FileBlobs;
 pub use bus::SqliteBus;
 pub use ledger::SqliteLedger;
-pub use queue::{QueueCounts, SqliteQueue};
+pub use queue::{move_messages, QueueCounts, SqliteQueue};
 
 /// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
 /// version is refused rather than misread.

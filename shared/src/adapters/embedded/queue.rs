@@ -362,6 +362,61 @@ fn insert(
     Ok(id)
 }
 
+/// How many messages [`move_messages`] carries per step (one transaction in each file).
+const MOVE_CHUNK: usize = 500;
+
+/// Move every message of the store file at `from` into the store file at `to` (both opened
+/// by [`EmbeddedStore::open`] first, so their schemas are current), keeping ids, bodies,
+/// receive counts, visibility and receipt handles: a store written before the queues had a
+/// file of their own hands its queued and dead-lettered events over. Each step commits the
+/// copy in `to` before it deletes the originals in `from`, and a copy that is already there
+/// is skipped (the key is queue and id), so a move cut short by a crash loses nothing and
+/// doubles nothing when it runs again. Returns how many messages it moved.
+pub fn move_messages(from: &std::path::Path, to: &std::path::Path) -> Result<u64, EmbeddedError> {
+    let mut src = rusqlite::Connection::open(from)?;
+    src.busy_timeout(super::BUSY_TIMEOUT)?;
+    let mut dst = rusqlite::Connection::open(to)?;
+    dst.busy_timeout(super::BUSY_TIMEOUT)?;
+    let mut moved = 0u64;
+    loop {
+        type Row = (
+            i64,
+            (String, String, String, i64, i64, i64),
+            (Option<String>, Option<String>, Option<String>),
+        );
+        let rows: Vec<Row> = src
+            .prepare(
+                "SELECT rowid, queue, id, body, sent_at_ms, visible_at_ms, receive_count,                  receipt_handle, group_id, deduplication_id FROM messages ORDER BY rowid LIMIT ?1",
+            )?
+            .query_map([MOVE_CHUNK as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?),
+                    (r.get(7)?, r.get(8)?, r.get(9)?),
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            return Ok(moved);
+        }
+        let tx = dst.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (_, (queue, id, body, sent, visible, count), (receipt, group, dedup)) in &rows {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO messages (queue, id, body, sent_at_ms, visible_at_ms,                  receive_count, receipt_handle, group_id, deduplication_id)                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![queue, id, body, sent, visible, count, receipt, group, dedup])?;
+        }
+        tx.commit()?;
+        let tx = src.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (rowid, ..) in &rows {
+            tx.prepare_cached("DELETE FROM messages WHERE rowid = ?1")?
+                .execute([rowid])?;
+        }
+        tx.commit()?;
+        moved += rows.len() as u64;
+    }
+}
+
 pub(super) fn counts(store: &EmbeddedStore, queue: &str) -> Result<QueueCounts, EmbeddedError> {
     let now = store.now_ms();
     let (visible, in_flight, delayed): (i64, i64, i64) = store.with_conn(|conn| {
@@ -1087,6 +1142,65 @@ mod tests {
         assert_eq!(receive_one(&q, HIDDEN).await, None);
         clock.advance_ms(1);
         assert!(receive_one(&q, HIDDEN).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn moving_messages_keeps_their_state_and_a_move_cut_short_neither_loses_nor_doubles() {
+        let (old, new) = (TempDb::new(), TempDb::new());
+        let clock = Arc::new(ManualClock::new(T0));
+        let from = EmbeddedStore::open(&old.0, clock.clone()).expect("open");
+        let to = EmbeddedStore::open(&new.0, clock.clone()).expect("open");
+        let (main, dlq) = with_dlq(&from, 5);
+        for body in ["first", "second", "third"] {
+            main.send(&OutboundMessage::new(body)).await.expect("send");
+        }
+        dlq.send(&OutboundMessage::new("dead")).await.expect("send");
+        let in_flight = receive_one(&main, HIDDEN).await.expect("received");
+
+        assert_eq!(move_messages(&old.0, &new.0).expect("move"), 4);
+        assert_eq!(
+            counts(&from, "main").expect("counts"),
+            QueueCounts::default()
+        );
+        let (main, dlq) = with_dlq(&to, 5);
+        let got = |visible, in_flight| QueueCounts {
+            visible,
+            in_flight,
+            delayed: 0,
+        };
+        assert_eq!(main.counts().expect("counts"), got(2, 1));
+        assert_eq!(dlq.counts().expect("counts"), got(1, 0));
+        // The receipt handle given out before the move still names the latest receive.
+        clock.advance_ms(30_000);
+        main.delete(&in_flight.receipt_handle)
+            .await
+            .expect("delete");
+        assert_eq!(main.counts().expect("counts"), got(2, 0));
+
+        // A crash after a step's copy, before its delete: the original is still in the old
+        // file. The next move skips the copy it already made and deletes the original.
+        let second = receive_one(&main, NOW).await.expect("second");
+        let conn = rusqlite::Connection::open(&old.0).expect("open");
+        conn.execute(
+            "INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms) VALUES ('main', ?1, ?2, ?3, ?3)",
+            params![second.message_id, second.body, T0],
+        )
+        .expect("the original left behind");
+        assert_eq!(move_messages(&old.0, &new.0).expect("move again"), 1);
+        assert_eq!(
+            counts(&from, "main").expect("counts"),
+            QueueCounts::default()
+        );
+        assert_eq!(main.counts().expect("counts"), got(2, 0));
+        let mut bodies: Vec<String> = main
+            .receive(10, HIDDEN, NOW)
+            .await
+            .expect("receive")
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies, ["second", "third"]);
     }
 
     #[tokio::test]
