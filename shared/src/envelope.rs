@@ -231,17 +231,17 @@ pub(crate) fn encode_body(body: &[u8], text_budget: usize) -> (String, BodyEncod
 /// `None` if it holds a character SQS refuses that escaping leaves as it is.
 fn escaped_len_if_queueable(text: &[u8]) -> Option<usize> {
     let mut extra = 0;
-    for (i, &b) in text.iter().enumerate() {
-        extra += match b {
+    for i in crate::bytescan::special_bytes(text, [b'"', b'\\', 0xEF]) {
+        extra += match text[i] {
             b'"' | b'\\' | b'\x08' | b'\x0c' | b'\n' | b'\r' | b'\t' => 1,
-            0..=0x1f => 5,
             // U+FFFE and U+FFFF are EF BF BE / EF BF BF.
             0xEF if text.get(i + 1) == Some(&0xBF)
                 && matches!(text.get(i + 2), Some(0xBE | 0xBF)) =>
             {
                 return None;
             }
-            _ => 0,
+            0xEF => 0,
+            _ => 5,
         };
     }
     Some(text.len() + extra)

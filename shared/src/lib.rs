@@ -19,6 +19,7 @@
 pub mod adapters;
 pub mod archive;
 pub mod bootstrap;
+mod bytescan;
 pub mod checks;
 pub mod config;
 pub mod dlq;

@@ -487,19 +487,14 @@ fn check_body(body: &str) -> Result<(), QueueError> {
 /// profile of `inlet dev` under load showed the per-character walk at 2 % of its CPU): every
 /// candidate starts with a control byte or 0xEF, the lead byte of U+F000..U+FFFF.
 fn illegal_char(body: &str) -> Option<char> {
-    let bytes = body.as_bytes();
-    let mut from = 0;
-    while let Some(off) = bytes
-        .get(from..)?
-        .iter()
-        .position(|&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF)
-    {
-        let at = from + off;
+    // Control bytes are ASCII and 0xEF leads a three-byte character: each is a char boundary.
+    for at in crate::bytescan::special_bytes(body.as_bytes(), [0xEF]) {
         let c = body.get(at..)?.chars().next()?;
-        if c < '\u{20}' || matches!(c, '\u{FFFE}' | '\u{FFFF}') {
+        if (c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r'))
+            || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+        {
             return Some(c);
         }
-        from = at + 1;
     }
     None
 }
