@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::poller::Poller;
 use crate::ports::http::HttpClient;
-use crate::ports::{BlobKind, BlobStore, Clock, EventBus, Queue, WorkerRecord};
+use crate::ports::{BlobKind, BlobStore, Clock, EventBus, Queue, ReceivedMessage, WorkerRecord};
 use crate::targets::{build_targets, Target, TargetFactoryError, TargetKind};
 use crate::worker::{BatchResult, Worker};
 
@@ -389,17 +389,22 @@ impl LocalStack {
         let records: Vec<WorkerRecord> = msgs.iter().map(WorkerRecord::from).collect();
         let result = self.worker.process(&records).await;
         let failed = result.failed_message_ids();
-        // Concurrent, so the batch's deletes share one commit of the store's writer rather
-        // than taking one transaction each.
-        let deletes = msgs
+        // One write for the batch's deletes, as the event source mapping acknowledges a batch.
+        let done: Vec<&ReceivedMessage> = msgs
             .iter()
             .filter(|m| !failed.contains(&m.message_id))
-            .map(|m| async move {
-                if let Err(e) = self.queue.delete(&m.receipt_handle).await {
-                    warn!(message_id = %m.message_id, error = %e, "delete failed; the message will be redelivered and deduplicated");
+            .collect();
+        let handles = done.iter().map(|m| m.receipt_handle.clone()).collect();
+        match self.queue.delete_all(handles).await {
+            Ok(deleted) => {
+                for (m, _) in done.iter().zip(deleted).filter(|(_, ok)| !ok) {
+                    warn!(message_id = %m.message_id, "delete refused (the receipt is no longer the latest); the message will be redelivered and deduplicated");
                 }
-            });
-        futures_util::future::join_all(deletes).await;
+            }
+            Err(e) => {
+                warn!(messages = done.len(), error = %e, "delete failed; the messages will be redelivered and deduplicated");
+            }
+        }
         Ok(result)
     }
 }
