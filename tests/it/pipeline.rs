@@ -757,10 +757,11 @@ async fn the_local_worker_takes_batches_of_its_configured_size_without_waiting_t
 }
 
 /// The first batch of six queued Stripe events, with an HTTP target of 30 s timeout and two
-/// requests at once, and `lease` for Stripe's own (the settings keep 60 s).
-async fn first_batch_beside_a_slow_http_target(stripe_lease: Option<u64>) -> usize {
+/// requests at once, `lease` for Stripe's own (the settings keep 60 s) and `batches` at once.
+async fn first_batch_beside_a_slow_http_target(stripe_lease: Option<u64>, batches: usize) -> usize {
     let run = Running::start(|doc| {
         doc.settings.worker_batch_size = 25;
+        doc.settings.worker_concurrency = batches;
         doc.targets.push(TargetSpec {
             id: "slow".into(),
             kind: TargetKind::Http(HttpTargetSpec {
@@ -792,9 +793,11 @@ async fn first_batch_beside_a_slow_http_target(stripe_lease: Option<u64>) -> usi
 #[tokio::test]
 async fn a_batch_is_no_larger_than_an_http_target_can_answer_within_the_lease() {
     // 60 s of lease, 30 s of timeout and two requests at once: four events at worst.
-    assert_eq!(first_batch_beside_a_slow_http_target(None).await, 4);
+    assert_eq!(first_batch_beside_a_slow_http_target(None, 1).await, 4);
     // A source's own shorter lease binds: 30 s, one round of two.
-    assert_eq!(first_batch_beside_a_slow_http_target(Some(30)).await, 2);
+    assert_eq!(first_batch_beside_a_slow_http_target(Some(30), 1).await, 2);
+    // Two batches at once share the target's two requests: two events each.
+    assert_eq!(first_batch_beside_a_slow_http_target(None, 2).await, 2);
 }
 
 #[tokio::test]

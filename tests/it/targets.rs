@@ -504,3 +504,45 @@ fn an_sqs_target_on_the_stacks_own_queue_is_refused_locally() {
         Ok(_) => panic!("a target feeding the main queue back to itself was accepted"),
     }
 }
+
+/// The most requests the receiver had at once while `inlet dev`'s worker loops delivered four
+/// events in batches of one, each answered after 300 ms.
+async fn most_requests_at_once(worker_concurrency: usize) -> usize {
+    let (addr, rx) = start_receiver().await;
+    rx.script((0..4).map(|_| Reply {
+        delay: Duration::from_millis(300),
+        ..reply(200)
+    }));
+    let run = Running::start(|doc| {
+        doc.settings.worker_batch_size = 1;
+        doc.settings.worker_concurrency = worker_concurrency;
+        doc.targets.push(TargetSpec {
+            id: "hook".into(),
+            kind: TargetKind::Http(HttpTargetSpec {
+                secret: format!("literal:{SECRET}"),
+                ..spec(format!("http://{addr}/hook"))
+            }),
+        });
+        doc.routes[0].targets = vec!["hook".into()];
+    })
+    .await;
+    for n in 0..4 {
+        let (status, answer) = run
+            .post_signed("stripe", &sample_body("stripe", 40 + n))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loops = tokio::spawn(inlet_cli::server::worker_loops(run.stack.clone(), stopped));
+    crate::pipeline::wait_until(|| async { rx.seen().len() == 4 }).await;
+    let _ = stop.send(true);
+    loops.await.expect("worker loops");
+    assert!(rx.seen().iter().all(|s| s.verified));
+    rx.max_in_flight.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn the_local_worker_runs_as_many_batches_at_once_as_configured() {
+    assert_eq!(most_requests_at_once(1).await, 1);
+    assert_eq!(most_requests_at_once(3).await, 3);
+}

@@ -94,6 +94,10 @@ pub struct Settings {
     /// visible, so a quiet queue's events do not wait for a full one.
     #[serde(default = "default_worker_batch_size")]
     pub worker_batch_size: usize,
+    /// `inlet dev`: how many batches its worker processes at once, as Lambda runs several
+    /// invocations of the worker function side by side.
+    #[serde(default = "default_worker_concurrency")]
+    pub worker_concurrency: usize,
     /// `inlet dev`: the most events its queue may hold waiting for the worker. Past it a
     /// webhook waits (up to `ingest_deadline`) for the worker to catch up, then is answered
     /// 503 with `Retry-After`, so the backlog stays bounded. 0: no bound.
@@ -188,6 +192,16 @@ fn default_worker_batch_size() -> usize {
     250
 }
 
+/// Two: while one batch waits for the store or a target, the other works (docs/performance.md,
+/// "Two batches at once").
+fn default_worker_concurrency() -> usize {
+    2
+}
+
+/// The most batches `inlet dev`'s worker processes at once: more only share the same two
+/// SQLite writers and the same CPUs.
+pub const MAX_WORKER_CONCURRENCY: usize = 64;
+
 /// About two seconds of the worker's work on the machine `docs/performance.md` measures.
 fn default_max_backlog() -> u64 {
     10_000
@@ -221,6 +235,7 @@ impl Default for Settings {
             blob_retention_days: default_blob_retention_days(),
             archive_retention_days: default_archive_retention_days(),
             worker_batch_size: default_worker_batch_size(),
+            worker_concurrency: default_worker_concurrency(),
             max_backlog: default_max_backlog(),
         }
     }

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use super::model::{Check, Config, Route, ServerLimits, Source, MAX_AFTER, MIN_AFTER};
 use super::schema::{
     CheckSpec, ConfigDoc, Environment, PollSpec, RetrySpec, RouteSpec, Settings, SourceSpec,
-    MAX_BODY_BYTES, MAX_WORKER_BATCH_SIZE,
+    MAX_BODY_BYTES, MAX_WORKER_BATCH_SIZE, MAX_WORKER_CONCURRENCY,
 };
 use super::secrets::{resolve_secret, resolve_secrets, SecretEnv};
 use super::{invalid, ConfigError, FieldError};
@@ -137,6 +137,12 @@ fn settings(s: &Settings, p: &mut Problems) -> Parsed {
         p.push(invalid(
             "settings.worker_batch_size",
             format!("must be 1–{MAX_WORKER_BATCH_SIZE} (Lambda's limit for an SQS batch)"),
+        ));
+    }
+    if !(1..=MAX_WORKER_CONCURRENCY).contains(&s.worker_concurrency) {
+        p.push(invalid(
+            "settings.worker_concurrency",
+            format!("must be 1–{MAX_WORKER_CONCURRENCY}"),
         ));
     }
     if s.lease_seconds == 0 || s.lease_seconds > s.visibility_timeout_seconds {
