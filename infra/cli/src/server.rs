@@ -757,9 +757,6 @@ impl Throttled {
     }
 }
 
-/// Process batches until `shutdown` turns true, finishing the batch in hand first. A batch
-/// in flight when the process dies is redelivered after the visibility timeout and
-/// finished exactly once by dedupe.
 /// `settings.worker_concurrency` worker loops, each a task of its own so that they run on
 /// both tokio threads, as Lambda runs several worker invocations at once; returns when every
 /// loop has finished its batch in hand after `shutdown`.
@@ -772,6 +769,9 @@ pub async fn worker_loops(stack: Arc<LocalStack>, shutdown: watch::Receiver<bool
     }
 }
 
+/// Process batches until `shutdown` turns true, finishing the batch in hand first. A batch
+/// in flight when the process dies is redelivered after the visibility timeout and
+/// finished exactly once by dedupe.
 async fn worker_loop(stack: Arc<LocalStack>, shutdown: watch::Receiver<bool>) {
     while !*shutdown.borrow() {
         match stack.work_once(Duration::from_secs(1)).await {

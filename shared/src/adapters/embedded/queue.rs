@@ -406,12 +406,20 @@ pub fn move_messages(from: &std::path::Path, to: &std::path::Path) -> Result<u64
         );
         let rows: Vec<Row> = src
             .prepare(
-                "SELECT rowid, queue, id, body, sent_at_ms, visible_at_ms, receive_count,                  receipt_handle, group_id, deduplication_id FROM messages ORDER BY rowid LIMIT ?1",
+                "SELECT rowid, queue, id, body, sent_at_ms, visible_at_ms, receive_count, \
+                 receipt_handle, group_id, deduplication_id FROM messages ORDER BY rowid LIMIT ?1",
             )?
             .query_map([MOVE_CHUNK as i64], |r| {
                 Ok((
                     r.get(0)?,
-                    (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?),
+                    (
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ),
                     (r.get(7)?, r.get(8)?, r.get(9)?),
                 ))
             })?
@@ -422,9 +430,13 @@ pub fn move_messages(from: &std::path::Path, to: &std::path::Path) -> Result<u64
         let tx = dst.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (_, (queue, id, body, sent, visible, count), (receipt, group, dedup)) in &rows {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (queue, id, body, sent_at_ms, visible_at_ms,                  receive_count, receipt_handle, group_id, deduplication_id)                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO messages (queue, id, body, sent_at_ms, visible_at_ms, \
+                 receive_count, receipt_handle, group_id, deduplication_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![queue, id, body, sent, visible, count, receipt, group, dedup])?;
+            .execute(params![
+                queue, id, body, sent, visible, count, receipt, group, dedup
+            ])?;
         }
         tx.commit()?;
         let tx = src.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
