@@ -169,6 +169,18 @@ impl Running {
         drain(&self.stack).await
     }
 
+    /// Post a signed Stripe sample event for each of `ids`, each answered 200: their dedupe
+    /// keys, in order.
+    pub async fn post_stripe_events(&self, ids: std::ops::Range<u64>) -> Vec<String> {
+        let mut keys = Vec::new();
+        for n in ids {
+            let (status, answer) = self.post_signed("stripe", &sample_body("stripe", n)).await;
+            assert_eq!(status, 200, "{answer}");
+            keys.push(answer["dedupe_key"].as_str().expect("key").to_string());
+        }
+        keys
+    }
+
     /// The reasons of the refusals the trail recorded, oldest first.
     pub async fn refusal_reasons(&self) -> Vec<String> {
         self.trail()
@@ -639,14 +651,7 @@ async fn worker_killed_mid_dispatch_is_finished_exactly_once_after_the_lease_exp
 #[tokio::test]
 async fn acknowledged_events_survive_a_restart_of_the_local_stack() {
     let run = Running::start(|_| {}).await;
-    let mut keys = Vec::new();
-    for n in 0..5 {
-        let (status, answer) = run
-            .post_signed("stripe", &sample_body("stripe", 500 + n))
-            .await;
-        assert_eq!(status, 200);
-        keys.push(answer["dedupe_key"].as_str().expect("key").to_string());
-    }
+    let keys = run.post_stripe_events(500..505).await;
     // "Crash": reopen the same files in a new stack without ever running the worker.
     let cfg = dev_config(run.dir.path(), |_| {});
     let data = cfg.resolve_path(&cfg.settings.data_dir);
@@ -667,14 +672,7 @@ async fn acknowledged_events_survive_a_restart_of_the_local_stack() {
 #[tokio::test]
 async fn events_a_store_queued_before_the_queues_had_their_own_file_are_delivered_once() {
     let run = Running::start(|_| {}).await;
-    let mut keys = Vec::new();
-    for n in 0..3 {
-        let (status, answer) = run
-            .post_signed("stripe", &sample_body("stripe", 600 + n))
-            .await;
-        assert_eq!(status, 200);
-        keys.push(answer["dedupe_key"].as_str().expect("key").to_string());
-    }
+    let keys = run.post_stripe_events(600..603).await;
     // The layout of a store from before: the queued events in the one file with the ledger.
     let cfg = dev_config(run.dir.path(), |_| {});
     let data = cfg.resolve_path(&cfg.settings.data_dir);
@@ -722,14 +720,7 @@ where
 #[tokio::test]
 async fn the_local_worker_takes_batches_of_its_configured_size_without_waiting_to_fill_one() {
     let run = Running::start(|doc| doc.settings.worker_batch_size = 25).await;
-    let mut keys = Vec::new();
-    for n in 0..37 {
-        let (status, answer) = run
-            .post_signed("stripe", &sample_body("stripe", 900 + n))
-            .await;
-        assert_eq!(status, 200);
-        keys.push(answer["dedupe_key"].as_str().expect("key").to_string());
-    }
+    let mut keys = run.post_stripe_events(900..937).await;
     let first = run.stack.work_once(Duration::ZERO).await.expect("work");
     assert_eq!(
         first.outcomes.len(),
@@ -779,12 +770,7 @@ async fn first_batch_beside_a_slow_http_target(stripe_lease: Option<u64>, batche
     })
     .await;
     assert_eq!(run.stack.config.settings.lease_seconds, 60);
-    for n in 0..6 {
-        let (status, _) = run
-            .post_signed("stripe", &sample_body("stripe", 960 + n))
-            .await;
-        assert_eq!(status, 200);
-    }
+    run.post_stripe_events(960..966).await;
     let first = run.stack.work_once(Duration::ZERO).await.expect("work");
     assert_eq!(first.outcomes.len() + run.drain().await.len(), 6);
     first.outcomes.len()
@@ -808,14 +794,7 @@ async fn past_max_backlog_a_webhook_waits_for_the_worker_then_is_answered_503_an
         doc.settings.ingest_deadline = "2s".into();
     })
     .await;
-    let mut keys = Vec::new();
-    for n in 0..4 {
-        let (status, answer) = run
-            .post_signed("stripe", &sample_body("stripe", 980 + n))
-            .await;
-        assert_eq!(status, 200, "under the bound: {answer}");
-        keys.push(answer["dedupe_key"].as_str().expect("key").to_string());
-    }
+    let keys = run.post_stripe_events(980..984).await;
     // No worker runs: the backlog is 4, over the bound, once sampled.
     wait_until(|| async { run.stack.backlog() == 4 }).await;
     let (status, answer) = run.post_signed("stripe", &sample_body("stripe", 990)).await;

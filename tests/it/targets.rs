@@ -526,12 +526,7 @@ async fn most_requests_at_once(worker_concurrency: usize) -> usize {
         doc.routes[0].targets = vec!["hook".into()];
     })
     .await;
-    for n in 0..4 {
-        let (status, answer) = run
-            .post_signed("stripe", &sample_body("stripe", 40 + n))
-            .await;
-        assert_eq!(status, 200, "{answer}");
-    }
+    run.post_stripe_events(40..44).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let loops = tokio::spawn(inlet_cli::server::worker_loops(run.stack.clone(), stopped));
     crate::pipeline::wait_until(|| async { rx.seen().len() == 4 }).await;
