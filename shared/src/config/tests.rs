@@ -938,3 +938,27 @@ fn every_unknown_field_is_named_at_once_by_its_path_with_the_closest_name() {
         .to_string();
     assert!(err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn worker_batch_size_and_concurrency_outside_their_bounds_name_their_fields() {
+    let env = env_of(&[("GH_SECRET", "x")]);
+    let with = |settings: &str| check(&format!("[settings]\n{settings}\n{BASE}"), &env);
+    let cfg = with("worker_batch_size = 10000\nworker_concurrency = 64").expect("valid");
+    assert_eq!(
+        (
+            cfg.settings.worker_batch_size,
+            cfg.settings.worker_concurrency
+        ),
+        (10_000, 64)
+    );
+    let defaults = check(BASE, &env).expect("valid");
+    assert_eq!(defaults.settings.worker_concurrency, 2);
+    for (settings, field) in [
+        ("worker_batch_size = 0", "settings.worker_batch_size"),
+        ("worker_batch_size = 10001", "settings.worker_batch_size"),
+        ("worker_concurrency = 0", "settings.worker_concurrency"),
+        ("worker_concurrency = 65", "settings.worker_concurrency"),
+    ] {
+        assert_eq!(field_of(with(settings)), field, "{settings}");
+    }
+}
