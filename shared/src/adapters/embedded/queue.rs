@@ -612,18 +612,8 @@ impl Queue for SqliteQueue {
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        let (name, receipt) = (self.name.clone(), receipt_handle.to_owned());
-        let deleted = self
-            .store
-            .write(move |tx, _| {
-                Ok(tx
-                    .prepare_cached(
-                        "DELETE FROM messages WHERE queue = ?1 AND receipt_handle = ?2",
-                    )?
-                    .execute(params![&*name, receipt])?)
-            })
-            .await?;
-        if deleted == 0 {
+        let deleted = self.delete_all(vec![receipt_handle.to_owned()]).await?;
+        if deleted.first() != Some(&true) {
             return Err(invalid_receipt(&self.name, receipt_handle));
         }
         Ok(())
