@@ -169,6 +169,18 @@ impl Running {
         drain(&self.stack).await
     }
 
+    /// The stack's data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        let cfg = dev_config(self.dir.path(), |_| {});
+        cfg.resolve_path(&cfg.settings.data_dir)
+    }
+
+    /// A new stack on the same files, as after a restart of the process.
+    pub fn reopen(&self) -> LocalStack {
+        let cfg = dev_config(self.dir.path(), |_| {});
+        LocalStack::open(cfg, &self.data_dir(), self.clock.clone()).expect("reopen")
+    }
+
     /// Post a signed Stripe sample event for each of `ids`, each answered 200: their dedupe
     /// keys, in order.
     pub async fn post_stripe_events(&self, ids: std::ops::Range<u64>) -> Vec<String> {
@@ -617,9 +629,7 @@ async fn worker_killed_mid_dispatch_is_finished_exactly_once_after_the_lease_exp
     );
 
     // The process restarts (the JSONL target re-reads what it wrote before dying).
-    let cfg = dev_config(run.dir.path(), |_| {});
-    let data = cfg.resolve_path(&cfg.settings.data_dir);
-    let restarted = LocalStack::open(cfg, &data, run.clock.clone()).expect("restart");
+    let restarted = run.reopen();
 
     // While the message is invisible and the lease live, nothing is dispatched again.
     run.clock.advance_ms(30_000);
@@ -653,9 +663,7 @@ async fn acknowledged_events_survive_a_restart_of_the_local_stack() {
     let run = Running::start(|_| {}).await;
     let keys = run.post_stripe_events(500..505).await;
     // "Crash": reopen the same files in a new stack without ever running the worker.
-    let cfg = dev_config(run.dir.path(), |_| {});
-    let data = cfg.resolve_path(&cfg.settings.data_dir);
-    let reopened = LocalStack::open(cfg, &data, run.clock.clone()).expect("reopen");
+    let reopened = run.reopen();
     let r = reopened.work_once(Duration::ZERO).await.expect("work");
     let dispatched: Vec<String> = r
         .outcomes
@@ -674,8 +682,7 @@ async fn events_a_store_queued_before_the_queues_had_their_own_file_are_delivere
     let run = Running::start(|_| {}).await;
     let keys = run.post_stripe_events(600..603).await;
     // The layout of a store from before: the queued events in the one file with the ledger.
-    let cfg = dev_config(run.dir.path(), |_| {});
-    let data = cfg.resolve_path(&cfg.settings.data_dir);
+    let data = run.data_dir();
     let (db, queues) = (
         data.join(inlet::local::DB_FILE),
         data.join(inlet::local::QUEUES_FILE),
@@ -685,7 +692,7 @@ async fn events_a_store_queued_before_the_queues_had_their_own_file_are_delivere
         3
     );
 
-    let reopened = LocalStack::open(cfg, &data, run.clock.clone()).expect("reopen");
+    let reopened = run.reopen();
     assert_eq!(
         inlet::adapters::embedded::move_messages(&db, &queues).expect("nothing left"),
         0,
