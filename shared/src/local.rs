@@ -198,20 +198,18 @@ impl LocalStack {
     }
 
     /// Sample the main queue's backlog (its visible messages) every [`BACKLOG_SAMPLE`] until
-    /// `shutdown` turns true: what [`Self::room_for_webhook`] waits on. `inlet dev`'s server
-    /// runs it when `settings.max_backlog` bounds the backlog.
+    /// `shutdown` turns true: what [`Self::room_for_webhook`] waits on, and what tells
+    /// `inlet dev` its worker is falling behind ([`Self::overflow_backlog`]).
     pub async fn watch_backlog(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let max = self.config.settings.max_backlog;
-        if max == 0 {
-            return;
-        }
+        let cap = self
+            .config
+            .settings
+            .max_backlog
+            .max(self.overflow_backlog())
+            .saturating_add(1);
         while !*shutdown.borrow() {
             let stack = self.clone();
-            let count = move || {
-                stack
-                    .queues
-                    .visible_up_to(MAIN_QUEUE, max.saturating_add(1))
-            };
+            let count = move || stack.queues.visible_up_to(MAIN_QUEUE, cap);
             match tokio::task::spawn_blocking(count).await {
                 Ok(Ok(visible)) => {
                     self.backlog.send_replace(visible);
@@ -226,9 +224,23 @@ impl LocalStack {
         }
     }
 
-    /// The backlog as last sampled: counted up to one more than `settings.max_backlog`.
+    /// The backlog as last sampled: counted up to one more than `settings.max_backlog` (or
+    /// than [`Self::overflow_backlog`], if that is more).
     pub fn backlog(&self) -> u64 {
         *self.backlog.borrow()
+    }
+
+    /// Each new sample of the backlog ([`Self::watch_backlog`]).
+    pub fn backlog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.backlog.subscribe()
+    }
+
+    /// The backlog past which the worker's loops are falling behind: more than two rounds of
+    /// their batches (`worker_batch_size` × `worker_concurrency` × 2) wait. `inlet dev` then
+    /// runs one more loop, at the webhooks' own CPU priority, until it is back under.
+    pub fn overflow_backlog(&self) -> u64 {
+        let loops = self.config.settings.worker_concurrency.max(1);
+        (self.batch_size().saturating_mul(loops).saturating_mul(2)) as u64
     }
 
     /// Back-pressure: whether a webhook may go to ingest now, waiting up to `within` while the

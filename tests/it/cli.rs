@@ -157,6 +157,42 @@ async fn killing_inlet_dev_after_acknowledgement_loses_and_doubles_nothing() {
     drop(dev);
 }
 
+/// The nice value of each of `pid`'s threads named `comm`.
+fn thread_nices(pid: u32, comm: &str) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (name.trim() == comm).then_some(())?;
+            inlet_cli::server::own_nice(&std::fs::read_to_string(dir.join("stat")).ok()?)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn inlet_devs_worker_thread_runs_below_the_priority_of_the_threads_answering_webhooks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let dev = Dev::start(&config_path);
+    let pid = dev.child.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let main = inlet_cli::server::own_nice(&stat).expect("the process's nice value");
+    let want = (main + 5).min(19);
+    crate::pipeline::wait_until(|| async { thread_nices(pid, "inlet-worker") == [want] }).await;
+    let webhooks = thread_nices(pid, "tokio-rt-worker");
+    assert!(
+        !webhooks.is_empty() && webhooks.iter().all(|&n| n == main),
+        "{webhooks:?}"
+    );
+
+    // And it works: an event posted is dispatched.
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let (status, answer) = post(&dev.base, &cfg, "stripe", &sample_body("stripe", 7)).await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for_keys(&dir.path().join("events.jsonl"), 1).await;
+}
+
 #[tokio::test]
 async fn events_shows_dispatched_duplicate_and_refused() {
     let dir = tempfile::tempdir().expect("tempdir");

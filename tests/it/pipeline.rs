@@ -824,3 +824,47 @@ async fn past_max_backlog_a_webhook_waits_for_the_worker_then_is_answered_503_an
     assert_eq!(written.len(), 5, "every acknowledged event once");
     assert!(keys.iter().all(|k| written.contains(k)));
 }
+
+#[tokio::test]
+async fn past_two_rounds_of_batches_the_overflow_loop_helps_the_worker_and_at_the_mark_it_waits() {
+    let run = Running::start(|doc| {
+        doc.settings.worker_batch_size = 1;
+        doc.settings.worker_concurrency = 1;
+    })
+    .await;
+    assert_eq!(
+        run.stack.overflow_backlog(),
+        2,
+        "two rounds of one batch of one"
+    );
+    let (stop, rx) = watch::channel(false);
+    let overflow = tokio::spawn(inlet_cli::server::overflow_loop(run.stack.clone(), rx));
+
+    // No worker loop runs here. At the mark the overflow loop leaves the events to them: it
+    // sees two samples of 2 after the one that first said 2, and dispatches nothing.
+    let mut keys = run.post_stripe_events(1000..1002).await;
+    let mut samples = run.stack.backlog_changes();
+    samples.wait_for(|&b| b == 2).await.expect("sampled");
+    for _ in 0..2 {
+        samples.changed().await.expect("sampled again");
+    }
+    assert!(
+        jsonl_keys(&run.jsonl()).is_empty(),
+        "nothing dispatched at the mark"
+    );
+
+    // Past it, the overflow loop dispatches until the backlog is back at the mark or under.
+    keys.extend(run.post_stripe_events(1002..1010).await);
+    wait_until(|| async { run.stack.backlog() <= 2 && jsonl_keys(&run.jsonl()).len() >= 8 }).await;
+    stop.send(true).expect("stop");
+    overflow.await.expect("the overflow loop ends on shutdown");
+    let mut written = jsonl_keys(&run.jsonl());
+    written.sort();
+    written.dedup();
+    assert_eq!(
+        written.len(),
+        jsonl_keys(&run.jsonl()).len(),
+        "each event once"
+    );
+    assert!(written.iter().all(|k| keys.contains(k)));
+}

@@ -85,7 +85,8 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
         let _ = out.flush();
     }
     let (tx, rx) = watch::channel(false);
-    let worker = tokio::spawn(server::worker_loops(stack.clone(), rx.clone()));
+    let worker = server::spawn_worker_thread(stack.clone(), rx.clone())
+        .map_err(|e| format!("cannot start the worker thread: {e}"))?;
     let polls = tokio::spawn(crate::poll::schedules(stack.clone(), rx.clone()));
     let checks = tokio::spawn(crate::poll::checks(stack.clone(), rx.clone()));
     let sweeps = tokio::spawn(sweep_blobs(stack.clone(), rx.clone()));
