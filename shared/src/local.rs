@@ -355,8 +355,8 @@ impl LocalStack {
     /// a FIFO queue (Lambda's limit for one, which this mirrors). Never more than every HTTP
     /// target can answer, at its concurrency and timeout, within the lease the batch's keys
     /// are taken for (the shortest, as a source may shorten its own), while the other batches
-    /// in progress (`settings.worker_concurrency`) share the target's requests: a hanging
-    /// target then holds a batch no longer than the lease.
+    /// in progress (`settings.worker_concurrency`, and the overflow loop's) share the target's
+    /// requests: a hanging target then holds a batch no longer than the lease.
     fn batch_size(&self) -> usize {
         if self.queue.is_fifo() {
             return 10;
@@ -370,7 +370,8 @@ impl LocalStack {
             .filter_map(|t| match &t.kind {
                 TargetKind::Http(h) => {
                     let rounds = (lease / h.timeout_seconds).floor().max(1.0) as usize;
-                    let batches = self.config.settings.worker_concurrency.max(1);
+                    // The loops, and `inlet dev`'s overflow loop beside them.
+                    let batches = self.config.settings.worker_concurrency.max(1) + 1;
                     Some(rounds.saturating_mul(h.max_concurrency) / batches)
                 }
                 _ => None,

@@ -770,7 +770,7 @@ const WORKER_NICE: i32 = 5;
 /// under light load, each batch's receive, takes, completions and deletes a commit of their
 /// own, and their bursts of work queued in front of requests. At a lower priority the worker
 /// takes the CPU the webhooks leave: its batches fill while a request runs, so an event costs
-/// fewer commits, and a request waits less (one connection: +12–35 % webhooks/s, ≈ 80 µs
+/// fewer commits, and a request waits less (one connection: +12–23 % webhooks/s, ≈ 60 µs
 /// less CPU per event; docs/performance.md, "The worker yields to the webhooks"). When that
 /// is not enough to keep pace, the overflow loop takes the rest at full priority.
 pub fn spawn_worker_thread(
