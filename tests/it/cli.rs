@@ -186,11 +186,17 @@ async fn inlet_devs_worker_thread_runs_below_the_priority_of_the_threads_answeri
         "{webhooks:?}"
     );
 
-    // And it works: an event posted is dispatched.
+    // And it works: an event posted is dispatched, the JSONL write on the worker's own
+    // blocking thread, which has the worker's priority.
     let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
     let (status, answer) = post(&dev.base, &cfg, "stripe", &sample_body("stripe", 7)).await;
     assert_eq!(status, 200, "{answer}");
     wait_for_keys(&dir.path().join("events.jsonl"), 1).await;
+    let io = thread_nices(pid, "inlet-worker-io");
+    assert!(!io.is_empty() && io.iter().all(|&n| n == want), "{io:?}");
+    assert!(thread_nices(pid, "tokio-rt-worker")
+        .iter()
+        .all(|&n| n == main));
 }
 
 #[tokio::test]

@@ -777,7 +777,10 @@ pub fn spawn_worker_thread(
     stack: Arc<LocalStack>,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
+    // Its blocking threads (the JSONL target's writes) are created by the worker thread and
+    // take its priority with them; named apart from the webhooks' runtime's.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .thread_name("inlet-worker-io")
         .enable_all()
         .build()?;
     let overflow = tokio::spawn(overflow_loop(stack.clone(), shutdown.clone()));
