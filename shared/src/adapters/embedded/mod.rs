@@ -313,8 +313,7 @@ impl EmbeddedStore {
     /// Open (creating if needed) the store at `path`. Reopening a path sees everything a
     /// previous store committed there.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, EmbeddedError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let conn = connect(path)?;
         // WAL: readers never block the writer, and a commit is one append. journal_mode
         // answers with the mode in force, hence the query rather than an update.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -327,9 +326,8 @@ impl EmbeddedStore {
         // WAL between checkpoints (40 MB rather than SQLite's 4 MB) copies far fewer pages.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         let conn = migrate(conn, &path.display().to_string())?;
-        let read = Connection::open(path)?;
-        read.busy_timeout(BUSY_TIMEOUT)?;
-        let checkpoints = Connection::open(path)?;
+        let read = connect(path)?;
+        let checkpoints = connect(path)?;
         let store = Self::start(conn, Some(read), clock)?;
         let commits = Arc::downgrade(&store.commits);
         std::thread::Builder::new()
@@ -341,7 +339,9 @@ impl EmbeddedStore {
 
     /// A store that lives as long as this value and its clones (tests, throwaway runs).
     pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self, EmbeddedError> {
-        let conn = migrate(Connection::open_in_memory()?, ":memory:")?;
+        let conn = Connection::open_in_memory()?;
+        keep_plans(&conn)?;
+        let conn = migrate(conn, ":memory:")?;
         Self::start(conn, None, clock)
     }
 
@@ -481,6 +481,28 @@ impl EmbeddedStore {
 }
 
 /// Create or upgrade the schema on `conn` (one transaction).
+/// A connection to the file at `path`, configured as every connection of a store is.
+fn connect(path: &Path) -> Result<Connection, EmbeddedError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    keep_plans(&conn)?;
+    Ok(conn)
+}
+
+/// Plan each statement once, when it is first prepared. By default SQLite prepares a statement
+/// again whenever a value bound to its `LIMIT` changes (and for a few other bindings that may
+/// change the best plan): a receive's page size and a group's prune count change from one call
+/// to the next, so the writer parsed and planned them anew almost every time (6 % of its
+/// samples in the store bench). The query planner stability guarantee turns that off; the
+/// plans our statements need do not depend on the values (tests check them).
+fn keep_plans(conn: &Connection) -> Result<(), EmbeddedError> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 fn migrate(mut conn: Connection, path: &str) -> Result<Connection, EmbeddedError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;

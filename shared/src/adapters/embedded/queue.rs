@@ -707,6 +707,27 @@ mod tests {
         );
     }
 
+    /// A receive's page size is a bound `LIMIT`, different from one call to the next; SQLite
+    /// would parse and plan the statement again for each new value unless told to keep plans.
+    #[tokio::test]
+    async fn receives_of_any_size_reuse_one_plan() {
+        let db = TempDb::new();
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(T0))).expect("open");
+        let q = store.queue("main", None);
+        for n in 0..6 {
+            q.send(&OutboundMessage::new(format!("m{n}")))
+                .await
+                .expect("send");
+        }
+        for (limit, expected) in [(1, 1), (2, 2), (3, 3)] {
+            let got = q.receive(limit, HIDDEN, NOW).await.expect("receive");
+            assert_eq!(got.len(), expected);
+        }
+        let conn = store.write_conn.lock().expect("writer connection");
+        let stmt = conn.prepare_cached(VISIBLE_PAGE).expect("cached");
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
     fn grouped(body: &str, group: &str) -> OutboundMessage {
         OutboundMessage {
             group_id: Some(group.into()),
