@@ -351,7 +351,7 @@ impl Ledger for SqliteLedger {
                 let Some(mut record) = read_record(tx, key)? else {
                     return Ok(0);
                 };
-                record.delivered.extend(delivered);
+                record.delivered.extend(delivered.iter().cloned());
                 Ok(tx
                     .prepare_cached(
                         "UPDATE dedupe_records SET status = ?2, updated_at_ms = ?3, expires_at_ms = ?4, \
@@ -387,7 +387,7 @@ impl Ledger for SqliteLedger {
                     return Ok(None);
                 };
                 if record.status == DedupeStatus::InProgress {
-                    record.delivered.insert(target_id);
+                    record.delivered.insert(target_id.clone());
                     tx.prepare_cached(
                         "UPDATE dedupe_records SET delivered = ?2, updated_at_ms = ?3 WHERE key = ?1",
                     )?
