@@ -8,8 +8,8 @@
 //!
 //! Writes go through **group commit**: one writer thread owns the write connection; each
 //! write is an operation sent to it, and it runs every operation queued at that moment (up to
-//! [`MAX_GROUP`]) in one transaction, each inside its own `SAVEPOINT` (an operation that fails
-//! rolls back only itself and gets its own error), commits once, and only then answers each
+//! [`MAX_GROUP`]) in one transaction (an operation that fails rolls back only itself and gets
+//! its own error: see [`commit_group`]), commits once, and only then answers each
 //! caller. A caller awaits its answer, so no tokio thread blocks on the store, and many
 //! concurrent writers share one commit (one WAL append and one round of file locks instead of
 //! one per write). Reads run on a second connection (a WAL reader, never blocked by the
@@ -431,8 +431,8 @@ impl EmbeddedStore {
     }
 
     /// Run `f` in the writer's next group commit and answer once that commit is on disk.
-    /// `f` gets the transaction (inside a savepoint of its own: its error rolls back only
-    /// what it wrote) and the clock's now when it runs. The write lock is held from the
+    /// `f` gets the transaction (its error rolls back only what it wrote; it may run twice,
+    /// see [`commit_group`]) and the clock's now when it runs. The write lock is held from the
     /// group's `BEGIN IMMEDIATE`, so a read-then-write inside `f` cannot be raced by another
     /// connection on the same file.
     async fn write<T, F>(&self, f: F) -> Result<T, EmbeddedError>
