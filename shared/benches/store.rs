@@ -16,8 +16,8 @@
 //!
 //! Each is timed twice: `store/lifecycle` by the wall clock (what a caller waits), and
 //! `store/cpu` by the CPU time of the whole process (the writer threads, the checkpointers,
-//! the runtime), which is what bounds `inlet dev` once its two cores are busy, and which moves
-//! far less than the wall clock when other work shares the machine.
+//! the runtime), which is what bounds `inlet dev` once its two cores are busy. (On a shared
+//! 2-core VM it moved between rounds as much as the wall clock did: alternate the builds.)
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
