@@ -480,7 +480,6 @@ impl EmbeddedStore {
     }
 }
 
-/// Create or upgrade the schema on `conn` (one transaction).
 /// A connection to the file at `path`, configured as every connection of a store is.
 fn connect(path: &Path) -> Result<Connection, EmbeddedError> {
     let conn = Connection::open(path)?;
@@ -503,6 +502,7 @@ fn keep_plans(conn: &Connection) -> Result<(), EmbeddedError> {
     Ok(())
 }
 
+/// Create or upgrade the schema on `conn` (one transaction).
 fn migrate(mut conn: Connection, path: &str) -> Result<Connection, EmbeddedError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
@@ -661,8 +661,8 @@ fn run_checkpointer(conn: &Connection, commits: &std::sync::Weak<AtomicU64>) {
 /// only its own writes.
 ///
 /// Operations almost never fail, so the group first runs without a savepoint per operation: a
-/// savepoint copies every page an operation touches into SQLite's sub-journal, ≈ 10 % of the
-/// writer's time at sixteen concurrent events (store bench). If one does fail, that
+/// savepoint copies every page an operation touches into SQLite's sub-journal, ≈ 7 % of the
+/// store bench's samples at sixteen concurrent events. If one does fail, that
 /// transaction is rolled back and the whole group runs again, each operation inside a
 /// savepoint of its own.
 fn commit_group(
