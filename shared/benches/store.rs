@@ -1,6 +1,7 @@
 //! What `inlet dev`'s embedded store costs an event, without HTTP, the generator or the
 //! scheduler's noise: `make load` moves by ±10 % from run to run on a shared 2-core machine,
-//! this by a few per cent, so a change to the store is judged here first.
+//! this usually by a few per cent (up to 10 % on a busy day: alternate the builds), so a change
+//! to the store is judged here first.
 //!
 //! Two file stores, as `inlet dev` opens them (queues and ledger apart, WAL, group commit, a
 //! checkpointer each), on the real clock. Each iteration is one event's whole life in the
@@ -188,11 +189,13 @@ fn stores_with_history(rt: &tokio::runtime::Runtime, tag: usize) -> Stores {
     stores
 }
 
-fn lifecycle(c: &mut Criterion) {
+/// Each event count on stores of its own (`tag` keeps the groups' folders apart), timed by `c`'s
+/// measurement.
+fn each_count<M: Measurement>(c: &mut Criterion<M>, name: &str, tag: usize) {
     let rt = runtime();
-    let mut group = c.benchmark_group("store/lifecycle");
+    let mut group = c.benchmark_group(name);
     for n in [1usize, 16] {
-        let stores = stores_with_history(&rt, n);
+        let stores = stores_with_history(&rt, tag + n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.to_async(&rt).iter(|| stores.lifecycle(n))
@@ -201,17 +204,12 @@ fn lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
+fn lifecycle(c: &mut Criterion) {
+    each_count(c, "store/lifecycle", 0);
+}
+
 fn cpu(c: &mut Criterion<ProcessCpu>) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("store/cpu");
-    for n in [1usize, 16] {
-        let stores = stores_with_history(&rt, 100 + n);
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(BenchmarkId::from_parameter(n), |b| {
-            b.to_async(&rt).iter(|| stores.lifecycle(n))
-        });
-    }
-    group.finish();
+    each_count(c, "store/cpu", 100);
 }
 
 fn config<M: Measurement>(measurement: M) -> Criterion<M> {
