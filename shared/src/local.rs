@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::adapters::embedded::{move_messages, EmbeddedStore, FileBlobs, Redrive, SqliteQueue};
+use crate::adapters::embedded::{
+    move_messages, EmbeddedStore, FileBlobs, Redrive, SqliteQueue, ThreadStart,
+};
 use crate::checks::{CheckOutcome, CheckRunner, CheckScheduler};
 use crate::config::Config;
 use crate::ingest::Ingest;
@@ -36,6 +38,15 @@ pub const QUEUES_FILE: &str = "queues.db";
 const BACKLOG_SAMPLE: Duration = Duration::from_millis(100);
 /// The blob store's folder, beside the database.
 pub const BLOBS_DIR: &str = "blobs";
+
+/// A hook for the threads of each store file ([`LocalStack::open_placed`]).
+#[derive(Clone, Default)]
+pub struct StoreThreads {
+    /// The threads of [`DB_FILE`]: the ledger's writes (the worker's), the trail, the rest.
+    pub ledger: Option<ThreadStart>,
+    /// The threads of [`QUEUES_FILE`]: ingest's sends and the worker's receives and deletes.
+    pub queues: Option<ThreadStart>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -97,14 +108,27 @@ impl LocalStack {
         data_dir: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, LocalError> {
+        Self::open_placed(config, data_dir, clock, StoreThreads::default())
+    }
+
+    /// [`Self::open`], with a hook for the threads of each of the two store files.
+    pub fn open_placed(
+        config: Config,
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        threads: StoreThreads,
+    ) -> Result<Self, LocalError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| LocalError::Store(format!("{}: {e}", data_dir.display())))?;
         let (db, queues_db) = (data_dir.join(DB_FILE), data_dir.join(QUEUES_FILE));
-        let open = |path: &Path| {
-            EmbeddedStore::open(path, clock.clone())
+        let open = |path: &Path, on_start: Option<ThreadStart>| {
+            EmbeddedStore::open_placed(path, clock.clone(), on_start)
                 .map_err(|e| LocalError::Store(format!("{}: {e}", path.display())))
         };
-        let (store, queues) = (open(&db)?, open(&queues_db)?);
+        let (store, queues) = (
+            open(&db, threads.ledger)?,
+            open(&queues_db, threads.queues)?,
+        );
         // A store from before the queues had their own file may hold queued events.
         let moved = move_messages(&db, &queues_db).map_err(|e| {
             LocalError::Store(format!(

@@ -199,6 +199,100 @@ async fn inlet_devs_worker_thread_runs_below_the_priority_of_the_threads_answeri
         .all(|&n| n == main));
 }
 
+/// The CPUs each of `pid`'s threads may run on, by thread name (as the kernel keeps it).
+fn thread_cpus(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    let mut threads: Vec<_> = tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            let list = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+            Some((
+                name.trim().to_string(),
+                inlet_cli::placement::parse_cpu_list(list)?,
+            ))
+        })
+        .collect();
+    threads.sort();
+    threads
+}
+
+#[tokio::test]
+async fn inlet_dev_keeps_a_webhooks_path_on_one_half_of_the_cpus_and_the_worker_on_the_other() {
+    let allowed = inlet_cli::placement::allowed_cpus().expect("this process's CPUs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path());
+    let dev = Dev::start(&config_path);
+    let pid = dev.child.id();
+    // The worker's blocking thread starts with the first JSONL write.
+    let cfg = inlet::config::load_file(&config_path, &|_: &str| None).expect("config");
+    let (status, answer) = post(&dev.base, &cfg, "stripe", &sample_body("stripe", 8)).await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for_keys(&dir.path().join("events.jsonl"), 1).await;
+
+    let threads = thread_cpus(pid);
+    let cpus_of = |prefix: &str| -> Vec<&Vec<usize>> {
+        let found: Vec<_> = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, cpus)| cpus)
+            .collect();
+        assert!(!found.is_empty(), "no thread {prefix}* in {threads:?}");
+        found
+    };
+    let Some(plan) = inlet_cli::placement::CpuPlan::split(&allowed) else {
+        // One CPU: nothing to place, every thread keeps it.
+        assert!(
+            threads.iter().all(|(_, cpus)| *cpus == allowed),
+            "{threads:?}"
+        );
+        return;
+    };
+    for ingest in ["tokio-rt-worker", "queues.db-writ"] {
+        assert!(
+            cpus_of(ingest).iter().all(|c| **c == plan.ingest),
+            "{ingest}: {threads:?}"
+        );
+    }
+    for delivery in [
+        "inlet-worker",
+        "inlet.db-writer",
+        "inlet.db-checkp",
+        "queues.db-check",
+    ] {
+        assert!(
+            cpus_of(delivery).iter().all(|c| **c == plan.delivery),
+            "{delivery}: {threads:?}"
+        );
+    }
+    drop(dev);
+
+    // `off`: every thread keeps every CPU the process may use.
+    let child = Command::new(INLET)
+        .args(["dev", "--cpu-placement", "off", "--config"])
+        .arg(&config_path)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn inlet dev");
+    let dev = Dev::from_child(child);
+    let threads = thread_cpus(dev.child.id());
+    assert!(
+        threads
+            .iter()
+            .any(|(name, _)| name.starts_with("queues.db-writ")),
+        "{threads:?}"
+    );
+    assert!(
+        threads.iter().all(|(_, cpus)| *cpus == allowed),
+        "{threads:?}"
+    );
+}
+
 #[tokio::test]
 async fn events_shows_dispatched_duplicate_and_refused() {
     let dir = tempfile::tempdir().expect("tempdir");

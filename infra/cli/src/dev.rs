@@ -1,9 +1,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use inlet::adapters::embedded::{StoreThread, ThreadStart};
 use inlet::config::Config;
-use inlet::local::LocalStack;
+use inlet::local::{LocalStack, StoreThreads};
 use inlet::ports::SystemClock;
+use inlet_cli::placement::{self, CpuPlan};
 use inlet_cli::server;
 use tokio::sync::watch;
 
@@ -44,11 +46,32 @@ fn lock_store(data_dir: &Path) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
-/// The stack, until Ctrl-C. The caller has set up the logs.
-pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), String> {
+/// The stack, until Ctrl-C. The caller has set up the logs, and placed the calling thread
+/// (and so the runtime's) for `placement` ([`inlet_cli::placement::prepare`]'s result).
+pub async fn run(
+    cfg: Config,
+    listen: &str,
+    data_dir: &Path,
+    placement: std::io::Result<Option<CpuPlan>>,
+) -> Result<(), String> {
     let _lock = lock_store(data_dir)?;
+    let plan = match placement {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::warn!(error = %e, "threads not placed on CPUs; every thread may run on every CPU");
+            None
+        }
+    };
+    if let Some(plan) = &plan {
+        tracing::info!(
+            ingest_cpus = ?plan.ingest,
+            delivery_cpus = ?plan.delivery,
+            "threads placed: webhooks and queue writes on the ingest CPUs, the worker and the ledger on the delivery CPUs"
+        );
+    }
     let stack = Arc::new(
-        LocalStack::open(cfg, data_dir, Arc::new(SystemClock)).map_err(|e| e.to_string())?,
+        LocalStack::open_placed(cfg, data_dir, Arc::new(SystemClock), store_threads(&plan))
+            .map_err(|e| e.to_string())?,
     );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -85,7 +108,8 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
         let _ = out.flush();
     }
     let (tx, rx) = watch::channel(false);
-    let worker = server::spawn_worker_thread(stack.clone(), rx.clone())
+    let delivery = plan.map(|p| p.delivery);
+    let worker = server::spawn_worker_thread(stack.clone(), rx.clone(), delivery)
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
     let polls = tokio::spawn(crate::poll::schedules(stack.clone(), rx.clone()));
     let checks = tokio::spawn(crate::poll::checks(stack.clone(), rx.clone()));
@@ -109,6 +133,29 @@ pub async fn run(cfg: Config, listen: &str, data_dir: &Path) -> Result<(), Strin
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("http server: {e}")),
         Err(e) => Err(format!("http server task: {e}")),
+    }
+}
+
+/// Where the store's threads go under `plan`: the queues' writer beside the webhooks (a
+/// webhook's answer waits for its commit), the rest beside the worker.
+fn store_threads(plan: &Option<CpuPlan>) -> StoreThreads {
+    let Some(plan) = plan else {
+        return StoreThreads::default();
+    };
+    let place = |writer: Vec<usize>, checkpointer: Vec<usize>| -> Option<ThreadStart> {
+        Some(Arc::new(move |thread: StoreThread| {
+            let cpus = match thread {
+                StoreThread::Writer => &writer,
+                StoreThread::Checkpointer => &checkpointer,
+            };
+            if let Err(e) = placement::pin_current_thread(cpus) {
+                tracing::warn!(error = %e, ?thread, ?cpus, "a store thread runs on every CPU");
+            }
+        }))
+    };
+    StoreThreads {
+        ledger: place(plan.delivery.clone(), plan.delivery.clone()),
+        queues: place(plan.ingest.clone(), plan.delivery.clone()),
     }
 }
 

@@ -17,6 +17,7 @@ mod redeliver;
 mod table;
 mod verify;
 
+use inlet_cli::placement::{self, CpuPlacement, CpuPlan};
 use inlet_cli::sign;
 
 #[derive(Parser)]
@@ -90,6 +91,11 @@ enum Command {
         /// or always one of them.
         #[arg(long, value_enum, env = "INLET_LOG_FORMAT", default_value_t = LogFormatArg::Auto)]
         log_format: LogFormatArg,
+        /// Where its threads run: split puts the webhooks and the queues' writes on one half
+        /// of the CPUs and the worker and the ledger on the other, so a webhook's hand-offs
+        /// stay on one CPU (docs/performance.md); off lets every thread run anywhere.
+        #[arg(long, value_enum, env = "INLET_CPU_PLACEMENT", default_value_t = CpuPlacement::Split)]
+        cpu_placement: CpuPlacement,
     },
     /// Run one poll of a source now (its `poll` table) on the local store.
     Poll {
@@ -471,11 +477,12 @@ async fn dev(
     listen: &str,
     dir: Option<PathBuf>,
     logs: LogFormatArg,
+    placement: std::io::Result<Option<CpuPlan>>,
 ) -> Result<(), String> {
     let cfg = load(config)?;
     let dir = data_dir(&cfg, dir);
     logs.init();
-    dev::run(cfg, listen, &dir).await
+    dev::run(cfg, listen, &dir, placement).await
 }
 
 async fn poll_once(
@@ -492,7 +499,12 @@ async fn poll_once(
 }
 
 /// Runs a command; `inlet verify` picks its own exit code (0 valid, 1 invalid, 2 usage).
-async fn run(command: Command) -> Result<ExitCode, String> {
+///
+/// `placement`: what [`placement::prepare`] did before the runtime started (`inlet dev` only).
+async fn run(
+    command: Command,
+    placement: std::io::Result<Option<CpuPlan>>,
+) -> Result<ExitCode, String> {
     let done = match command {
         Command::Verify(args) => return Ok(verify::run(args).await),
         Command::Check {
@@ -527,7 +539,17 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             listen,
             data_dir,
             log_format,
-        } => dev(&config_path(config)?, &listen, data_dir, log_format).await,
+            cpu_placement: _,
+        } => {
+            dev(
+                &config_path(config)?,
+                &listen,
+                data_dir,
+                log_format,
+                placement,
+            )
+            .await
+        }
         Command::Poll {
             config,
             source,
@@ -584,9 +606,24 @@ async fn run(command: Command) -> Result<ExitCode, String> {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Cli::parse().command).await {
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    // Before the runtime starts: its threads take the main thread's CPUs with them.
+    let placement = match &command {
+        Command::Dev { cpu_placement, .. } => placement::prepare(*cpu_placement),
+        _ => Ok(None),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("inlet: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command, placement)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("inlet: {e}");

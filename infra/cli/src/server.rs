@@ -773,9 +773,13 @@ const WORKER_NICE: i32 = 5;
 /// fewer commits, and a request waits less (one connection: +12–23 % webhooks/s, ≈ 60 µs
 /// less CPU per event; docs/performance.md, "The worker yields to the webhooks"). When that
 /// is not enough to keep pace, the overflow loop takes the rest at full priority.
+///
+/// `cpus`: the CPUs the worker thread (and so its blocking threads) may run on, when
+/// `inlet dev` places its threads (see [`crate::placement`]).
 pub fn spawn_worker_thread(
     stack: Arc<LocalStack>,
     shutdown: watch::Receiver<bool>,
+    cpus: Option<Vec<usize>>,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
     // Its blocking threads (the JSONL target's writes) are created by the worker thread and
     // take its priority with them; named apart from the webhooks' runtime's.
@@ -787,6 +791,11 @@ pub fn spawn_worker_thread(
     let thread = std::thread::Builder::new()
         .name("inlet-worker".into())
         .spawn(move || {
+            if let Some(cpus) = cpus {
+                if let Err(e) = crate::placement::pin_current_thread(&cpus) {
+                    warn!(error = %e, ?cpus, "the worker thread runs on every CPU");
+                }
+            }
             if let Err(e) = lower_own_priority(WORKER_NICE) {
                 warn!(error = %e, "the worker thread keeps the webhooks' CPU priority");
             }

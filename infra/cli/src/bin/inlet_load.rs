@@ -95,6 +95,12 @@ async fn run(args: Args) -> Result<bool, String> {
         },
         events.display()
     );
+    if let Some(line) = tokio::task::spawn_blocking(handoffs)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        println!("{line}");
+    }
     let mut reports = Vec::new();
     let mut holds = true;
     for connections in args.connections {
@@ -126,4 +132,21 @@ async fn run(args: Args) -> Result<bool, String> {
         eprintln!("inlet-load: an acknowledged event was lost or doubled, or could not be checked");
     }
     Ok(holds)
+}
+
+/// What a thread hand-off and its answer cost on this machine, across two CPUs and on one:
+/// the cost `inlet dev --cpu-placement split` avoids on a webhook's path. `None` with fewer
+/// than two CPUs, or where threads cannot be placed.
+fn handoffs() -> Option<String> {
+    use inlet_cli::placement::{allowed_cpus, handoff_round_trip};
+    const ROUNDS: u32 = 5_000;
+    let cpus = allowed_cpus().ok()?;
+    let (&a, &b) = (cpus.first()?, cpus.get(1)?);
+    let across = handoff_round_trip(a, b, ROUNDS).ok()?;
+    let one = handoff_round_trip(a, a, ROUNDS).ok()?;
+    Some(format!(
+        "inlet-load: a thread hand-off and its answer: {:.1} µs across CPUs {a} and {b}, {:.1} µs both on CPU {a} (mean of {ROUNDS})",
+        across.as_secs_f64() * 1e6,
+        one.as_secs_f64() * 1e6,
+    ))
 }

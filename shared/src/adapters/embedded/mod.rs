@@ -283,6 +283,19 @@ pub struct Redrive {
     pub max_receive_count: u32,
 }
 
+/// A thread a file store starts, as [`ThreadStart`] is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreThread {
+    /// Runs every write of the store, a group commit at a time: the callers wait for it.
+    Writer,
+    /// Copies the WAL back into the database file in the background.
+    Checkpointer,
+}
+
+/// Called first on each thread a file store starts ([`EmbeddedStore::open_placed`]), before
+/// it does any work: `inlet dev` places the threads on CPUs with it.
+pub type ThreadStart = Arc<dyn Fn(StoreThread) + Send + Sync>;
+
 /// One SQLite database holding every queue, the ledger and every bus.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -313,6 +326,16 @@ impl EmbeddedStore {
     /// Open (creating if needed) the store at `path`. Reopening a path sees everything a
     /// previous store committed there.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, EmbeddedError> {
+        Self::open_placed(path, clock, None)
+    }
+
+    /// [`Self::open`], with `on_start` called first on each thread the store starts (see
+    /// [`ThreadStart`]).
+    pub fn open_placed(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        on_start: Option<ThreadStart>,
+    ) -> Result<Self, EmbeddedError> {
         let conn = connect(path)?;
         // WAL: readers never block the writer, and a commit is one append. journal_mode
         // answers with the mode in force, hence the query rather than an update.
@@ -328,11 +351,21 @@ impl EmbeddedStore {
         let conn = migrate(conn, &path.display().to_string())?;
         let read = connect(path)?;
         let checkpoints = connect(path)?;
-        let store = Self::start(conn, Some(read), clock)?;
+        // Named after the file, so `top -H` and /proc tell the two files' threads apart
+        // (the kernel keeps the first 15 bytes).
+        let file = path
+            .file_name()
+            .map_or_else(|| "sqlite".to_owned(), |f| f.to_string_lossy().into_owned());
+        let store = Self::start(conn, Some(read), clock, &file, on_start.clone())?;
         let commits = Arc::downgrade(&store.commits);
         std::thread::Builder::new()
-            .name("inlet-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(&checkpoints, &commits))
+            .name(format!("{file}-checkpoint"))
+            .spawn(move || {
+                if let Some(on_start) = on_start {
+                    on_start(StoreThread::Checkpointer);
+                }
+                run_checkpointer(&checkpoints, &commits);
+            })
             .map_err(EmbeddedError::Spawn)?;
         Ok(store)
     }
@@ -342,7 +375,7 @@ impl EmbeddedStore {
         let conn = Connection::open_in_memory()?;
         keep_plans(&conn)?;
         let conn = migrate(conn, ":memory:")?;
-        Self::start(conn, None, clock)
+        Self::start(conn, None, clock, "sqlite", None)
     }
 
     /// Start the writer thread on `conn`; reads go to `read`, or to `conn` when there is
@@ -351,6 +384,8 @@ impl EmbeddedStore {
         conn: Connection,
         read: Option<Connection>,
         clock: Arc<dyn Clock>,
+        file: &str,
+        on_start: Option<ThreadStart>,
     ) -> Result<Self, EmbeddedError> {
         let write_conn = Arc::new(Mutex::new(conn));
         let read = match read {
@@ -363,8 +398,13 @@ impl EmbeddedStore {
         let counters = (commits.clone(), writes.clone());
         let thread_clock = clock.clone();
         std::thread::Builder::new()
-            .name("inlet-sqlite-writer".into())
-            .spawn(move || run_writer(&thread_conn, &jobs, &counters, &*thread_clock))
+            .name(format!("{file}-writer"))
+            .spawn(move || {
+                if let Some(on_start) = on_start {
+                    on_start(StoreThread::Writer);
+                }
+                run_writer(&thread_conn, &jobs, &counters, &*thread_clock);
+            })
             .map_err(EmbeddedError::Spawn)?;
         Ok(Self {
             writer,
