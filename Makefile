@@ -29,8 +29,8 @@ LISTEN ?= 127.0.0.1:8787
 dev:
 	$(CARGO) run --locked -p inlet-cli --bin inlet -- dev --config $(DEV_CONFIG) --listen $(LISTEN)
 
-## Load test: a release `inlet dev` on a free loopback port with a temporary store, driven by
-## `inlet-load` (a separate process: signed webhooks, closed loop) at each connection count,
+## Load test: for each connection count a fresh release `inlet dev` on a free loopback port with
+## an empty temporary store, driven by `inlet-load` (a separate process: signed webhooks, closed loop),
 ## then every acknowledged event checked dispatched exactly once. Figures: docs/performance.md.
 LOAD_CONNECTIONS ?= 1,16,64
 LOAD_DURATION ?= 30s
