@@ -38,7 +38,13 @@ pub(crate) struct Dev {
 
 impl Dev {
     pub(crate) fn start(config: &Path) -> Self {
-        let child = Command::new(INLET)
+        Self::spawn(Command::new(INLET), config)
+    }
+
+    /// `inlet dev` on `config` and a free port, run by `cmd`: the binary with an environment of
+    /// its own, or a wrapper that execs it with the arguments after its own.
+    pub(crate) fn spawn(mut cmd: Command, config: &Path) -> Self {
+        let child = cmd
             .args(["dev", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0"])
@@ -270,16 +276,11 @@ async fn inlet_dev_keeps_a_webhooks_path_on_one_half_of_the_cpus_and_the_worker_
     }
     drop(dev);
 
-    // `off`: every thread keeps every CPU the process may use.
-    let child = Command::new(INLET)
-        .args(["dev", "--cpu-placement", "off", "--config"])
-        .arg(&config_path)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn inlet dev");
-    let dev = Dev::from_child(child);
+    // `off` (here from the environment, as a service file would set it): every thread keeps
+    // every CPU the process may use.
+    let mut off = Command::new(INLET);
+    off.env("INLET_CPU_PLACEMENT", "off");
+    let dev = Dev::spawn(off, &config_path);
     let threads = thread_cpus(dev.child.id());
     assert!(
         threads

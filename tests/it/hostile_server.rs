@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use inlet::ports::{Clock, SystemClock};
@@ -51,7 +51,7 @@ fn start(settings: &str, fd_limit: Option<u32>) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), settings);
     let cfg = inlet::config::load_file(&config, &|_: &str| None).expect("config");
-    let mut cmd = match fd_limit {
+    let cmd = match fd_limit {
         Some(n) => {
             let mut c = Command::new("sh");
             c.arg("-c")
@@ -61,15 +61,7 @@ fn start(settings: &str, fd_limit: Option<u32>) -> Server {
         }
         None => Command::new(INLET),
     };
-    let child = cmd
-        .args(["dev", "--config"])
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn inlet dev");
-    let dev = Dev::from_child(child);
+    let dev = Dev::spawn(cmd, &config);
     let addr = dev
         .base
         .trim_start_matches("http://")
