@@ -778,6 +778,13 @@ mod tests {
     use super::*;
     use crate::ports::ManualClock;
 
+    /// A pragma's value, read on the store's read connection.
+    fn pragma<T: rusqlite::types::FromSql>(store: &EmbeddedStore, name: &str) -> T {
+        store
+            .with_conn(|c| Ok(c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?))
+            .unwrap_or_else(|e| panic!("PRAGMA {name}: {e}"))
+    }
+
     /// A file path no other test uses, removed (with its WAL files) on drop.
     pub(super) struct TempDb(pub std::path::PathBuf);
 
@@ -840,9 +847,7 @@ mod tests {
                 .expect("version");
         }
         let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(at))).expect("migrates");
-        let version: i64 = store
-            .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
-            .expect("version");
+        let version: i64 = pragma(&store, "user_version");
         assert_eq!(version, SCHEMA_VERSION);
         let rows = store
             .ledger()
@@ -936,9 +941,7 @@ mod tests {
         let db = TempDb::new();
         let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("open");
         assert!(db.0.exists());
-        let mode: String = store
-            .with_conn(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
-            .expect("journal mode");
+        let mode: String = pragma(&store, "journal_mode");
         assert_eq!(mode, "wal");
         let pages: i64 = store
             .write_conn
@@ -947,9 +950,7 @@ mod tests {
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .expect("autocheckpoint");
         assert_eq!(pages, WAL_AUTOCHECKPOINT_PAGES);
-        let page_size: i64 = store
-            .with_conn(|c| Ok(c.query_row("PRAGMA page_size", [], |r| r.get(0))?))
-            .expect("page size");
+        let page_size: i64 = pragma(&store, "page_size");
         assert_eq!(page_size, PAGE_SIZE);
     }
 
@@ -965,9 +966,7 @@ mod tests {
             .expect("a 4 KB store");
         }
         let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("open");
-        let page_size: i64 = store
-            .with_conn(|c| Ok(c.query_row("PRAGMA page_size", [], |r| r.get(0))?))
-            .expect("page size");
+        let page_size: i64 = pragma(&store, "page_size");
         assert_eq!(page_size, 4096);
         let q = store.queue("q", None);
         q.send(&OutboundMessage::new("m")).await.expect("send");
@@ -1090,9 +1089,7 @@ mod tests {
                 .expect("checks table"),
             None
         );
-        let version: i64 = store
-            .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
-            .expect("version");
+        let version: i64 = pragma(&store, "user_version");
         assert_eq!(version, SCHEMA_VERSION);
     }
 
@@ -1116,9 +1113,7 @@ mod tests {
                 .expect("version");
         }
         let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(1))).expect("migrates");
-        let version: i64 = store
-            .with_conn(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
-            .expect("version");
+        let version: i64 = pragma(&store, "user_version");
         assert_eq!(version, SCHEMA_VERSION);
         let ledger = store.ledger();
         let old = ledger.get("old").await.expect("get").expect("kept");
