@@ -52,7 +52,7 @@ pub use queue::{move_messages, QueueCounts, SqliteQueue};
 
 /// The schema version this code writes (`PRAGMA user_version`). A store written by a newer
 /// version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// The most operations one group commit holds: enough to absorb a burst of concurrent
 /// writers, few enough that the first caller of a group is not kept waiting long.
@@ -88,9 +88,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
+    seq              INTEGER PRIMARY KEY,
     queue            TEXT    NOT NULL,
     id               TEXT    NOT NULL,
-    body             TEXT    NOT NULL,
     sent_at_ms       INTEGER NOT NULL,
     visible_at_ms    INTEGER NOT NULL,
     receive_count    INTEGER NOT NULL DEFAULT 0,
@@ -98,11 +98,25 @@ CREATE TABLE IF NOT EXISTS messages (
     receipt_handle   TEXT,
     group_id         TEXT,
     deduplication_id TEXT,
-    PRIMARY KEY (queue, id)
+    UNIQUE (queue, id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at_ms);
 CREATE INDEX IF NOT EXISTS messages_by_age ON messages (queue, sent_at_ms);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt_handle);
+-- Partial (schema v7): a message not yet received has no entry, so a send leaves the index
+-- alone; a lookup by handle implies IS NOT NULL and still uses it.
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt_handle)
+    WHERE receipt_handle IS NOT NULL;
+-- Schema v7: a message's body in a row of its own, written once. A receive rewrites the
+-- message's row (count, visibility, receipt); with the body in it, that was a page per
+-- message, copied to the WAL at every commit.
+CREATE TABLE IF NOT EXISTS message_bodies (
+    seq  INTEGER PRIMARY KEY,   -- messages.seq
+    body TEXT    NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS message_bodies_go_with_their_message AFTER DELETE ON messages
+BEGIN
+    DELETE FROM message_bodies WHERE seq = old.seq;
+END;
 
 CREATE TABLE IF NOT EXISTS dedupe_records (
     key               TEXT    PRIMARY KEY NOT NULL,
@@ -191,7 +205,10 @@ CREATE TABLE IF NOT EXISTS entity_versions (
     updated_at_ms INTEGER NOT NULL,
     PRIMARY KEY (source, entity)
 );
-CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visible_at_ms);
+-- Partial (schema v7): only FIFO messages have a group, so a standard queue's writes leave
+-- the index alone.
+CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visible_at_ms)
+    WHERE group_id IS NOT NULL;
 ";
 
 /// Schema v5, retention: the indexes that find expired trail entries and dedupe records.
@@ -565,7 +582,34 @@ fn migrate(mut conn: Connection, path: &str) -> Result<Connection, EmbeddedError
             found,
         });
     }
+    // Versions 1 to 6 keep a message's body in its row: the table is rebuilt below, its
+    // indexes with it (their names are taken until the old table is gone).
+    let bodies_in_rows = found >= 1
+        && tx.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = 'body'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )? > 0;
+    if bodies_in_rows {
+        tx.execute_batch(
+            "ALTER TABLE messages RENAME TO messages_v6;
+             DROP INDEX IF EXISTS messages_by_visibility;
+             DROP INDEX IF EXISTS messages_by_age;
+             DROP INDEX IF EXISTS messages_by_receipt;
+             DROP INDEX IF EXISTS messages_by_group;",
+        )?;
+    }
     tx.execute_batch(SCHEMA)?;
+    if bodies_in_rows {
+        tx.execute_batch(
+            "INSERT INTO messages (seq, queue, id, sent_at_ms, visible_at_ms, receive_count, \
+                                   receipt_handle, group_id, deduplication_id) \
+             SELECT rowid, queue, id, sent_at_ms, visible_at_ms, receive_count, \
+                    receipt_handle, group_id, deduplication_id FROM messages_v6;
+             INSERT INTO message_bodies (seq, body) SELECT rowid, body FROM messages_v6;
+             DROP TABLE messages_v6;",
+        )?;
+    }
     tx.execute_batch(ENTITY_ORDER_SCHEMA)?;
     // Version 1 stores (from before the trail summary) gain the column; new ones have it.
     // Version 2 stores gain the `checks` table from SCHEMA's CREATE IF NOT EXISTS.
@@ -807,14 +851,50 @@ mod tests {
         }
     }
 
+    /// The schema as versions 1 to 6 wrote the queues' table: each message's body in its row.
+    const MESSAGES_V6: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    queue            TEXT    NOT NULL,
+    id               TEXT    NOT NULL,
+    body             TEXT    NOT NULL,
+    sent_at_ms       INTEGER NOT NULL,
+    visible_at_ms    INTEGER NOT NULL,
+    receive_count    INTEGER NOT NULL DEFAULT 0,
+    receipt_handle   TEXT,
+    group_id         TEXT,
+    deduplication_id TEXT,
+    PRIMARY KEY (queue, id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at_ms);
+CREATE INDEX IF NOT EXISTS messages_by_age ON messages (queue, sent_at_ms);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt_handle);
+CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visible_at_ms);
+";
+
+    /// The schema as version 6 wrote it (with [`ENTITY_ORDER_SCHEMA`], [`RETENTION_SCHEMA`] and
+    /// [`LOOKUP_SCHEMA`] after it): bodies in the messages' rows.
+    fn schema_v6() -> String {
+        let start = SCHEMA
+            .find("CREATE TABLE IF NOT EXISTS messages")
+            .expect("messages");
+        let end = SCHEMA.find("END;\n").expect("the v7 trigger") + "END;\n".len();
+        let v6 = format!("{}{MESSAGES_V6}{}", &SCHEMA[..start], &SCHEMA[end..]);
+        assert!(!v6.contains("message_bodies"), "{v6}");
+        v6
+    }
+
     /// The schema as version 4 wrote it: without the trail's expiry.
     fn schema_v4() -> String {
-        let v4 = SCHEMA.replace(
+        let v4 = schema_v6().replace(
             ",\n    -- Schema v5: when the entry expires (the trail's retention); pruned after.\n    \
              expires_at_ms     INTEGER NOT NULL DEFAULT 0",
             "",
         );
-        assert_ne!(v4, SCHEMA, "the v5 column is where the test expects it");
+        assert_ne!(
+            v4,
+            schema_v6(),
+            "the v5 column is where the test expects it"
+        );
         v4
     }
 
@@ -877,6 +957,60 @@ mod tests {
         EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(at))).expect("reopening a v5 store");
     }
 
+    /// A version 6 store's messages keep their ids, bodies, counts, visibility and receipts
+    /// when their bodies move to a table of their own; a delete takes the body with it.
+    #[tokio::test]
+    async fn a_version_6_store_moves_its_bodies_out_of_the_messages_and_keeps_them() {
+        use crate::ports::Queue;
+        let db = TempDb::new();
+        let at = 1_700_000_000_000_i64;
+        {
+            let conn = Connection::open(&db.0).expect("sqlite");
+            conn.execute_batch(&schema_v6()).expect("v6 schema");
+            conn.execute_batch(ENTITY_ORDER_SCHEMA).expect("v4");
+            conn.execute_batch(RETENTION_SCHEMA).expect("v5");
+            conn.execute_batch(LOOKUP_SCHEMA).expect("v6");
+            conn.execute_batch(&format!(
+                "INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms) \
+                     VALUES ('q', 'waiting', 'hello', {at}, {at});
+                 INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms, receive_count, receipt_handle) \
+                     VALUES ('q', 'in-flight', 'world', {at}, {}, 1, 'r-old');",
+                at + 60_000
+            ))
+            .expect("v6 rows");
+            conn.pragma_update(None, "user_version", 6)
+                .expect("version");
+        }
+        let store = EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(at))).expect("migrates");
+        assert_eq!(pragma::<i64>(&store, "user_version"), SCHEMA_VERSION);
+        let q = store.queue("q", None);
+        let got = q
+            .receive(10, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .expect("receive");
+        let got: Vec<_> = got
+            .iter()
+            .map(|m| (m.message_id.as_str(), m.body.as_str(), m.receive_count))
+            .collect();
+        assert_eq!(got, [("waiting", "hello", 1)]);
+        // The receipt issued before the upgrade is still the message's latest.
+        q.delete("r-old").await.expect("delete by the old receipt");
+        let (messages, bodies, indexes) = store
+            .with_conn(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM message_bodies), \
+                            (SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+                             AND tbl_name = 'messages' AND name LIKE 'messages_by_%')",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+                )?)
+            })
+            .expect("counts");
+        assert_eq!((messages, bodies, indexes), (1, 1, 4));
+        drop(store);
+        EmbeddedStore::open(&db.0, Arc::new(ManualClock::new(at))).expect("reopening a v7 store");
+    }
+
     /// A version 5 store gains the lookup indexes even with a summary that is not JSON in it
     /// (the index reads only JSON), that row still reads, and a payment's lookup goes through
     /// the index rather than a scan.
@@ -887,7 +1021,7 @@ mod tests {
         let at = 1_700_000_000_000_i64;
         {
             let conn = Connection::open(&db.0).expect("sqlite");
-            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute_batch(&schema_v6()).expect("schema");
             conn.execute_batch(ENTITY_ORDER_SCHEMA).expect("v4");
             conn.execute_batch(RETENTION_SCHEMA).expect("v5");
             for (key, summary) in [
@@ -1429,8 +1563,7 @@ mod tests {
 
     fn insert_message(tx: &Transaction<'_>, queue: &str, now: i64) -> Result<(), EmbeddedError> {
         tx.execute(
-            "INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms) \
-             VALUES (?1, 'x', 'b', ?2, ?2)",
+            "INSERT INTO messages (queue, id, sent_at_ms, visible_at_ms) VALUES (?1, 'x', ?2, ?2)",
             rusqlite::params![queue, now],
         )?;
         Ok(())

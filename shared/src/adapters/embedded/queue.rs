@@ -116,13 +116,13 @@ impl SqliteQueue {
                 let want = max - received.len();
                 let page = visible_page(tx, &q.name, q.fifo, now, after, want)?;
                 for c in &page {
-                    after = (c.sent_at_ms, c.rowid);
+                    after = (c.sent_at_ms, c.seq);
                     if let Some(dlq) = q.redrive_of(c.receive_count) {
-                        redrive(tx, &q.name, &c.id, dlq, now)?;
+                        redrive(tx, &q.name, c, dlq, now)?;
                         redriven = true;
                         continue;
                     }
-                    let mut m = take(tx, &q.name, c, now, visibility_ms)?;
+                    let mut m = take(tx, c, now, visibility_ms)?;
                     if q.fifo {
                         m.group_id = c.group_id.clone();
                     }
@@ -198,9 +198,7 @@ impl SqliteQueue {
         Ok(self
             .store
             .write(move |tx, _| {
-                let mut stmt = tx.prepare_cached(
-                    "DELETE FROM messages WHERE queue = ?1 AND receipt_handle = ?2",
-                )?;
+                let mut stmt = tx.prepare_cached(DELETE_BY_RECEIPT)?;
                 receipt_handles
                     .iter()
                     .map(|r| Ok(stmt.execute(params![&*name, r])? > 0))
@@ -240,8 +238,10 @@ impl SqliteQueue {
     }
 }
 
+const DELETE_BY_RECEIPT: &str = "DELETE FROM messages WHERE queue = ?1 AND receipt_handle = ?2";
+
 struct Candidate {
-    rowid: i64,
+    seq: i64,
     id: String,
     body: String,
     sent_at_ms: i64,
@@ -252,19 +252,22 @@ struct Candidate {
 /// The visible messages after a position, oldest first. It walks `messages_by_age` in order and
 /// stops at the limit: sorting every visible message instead made each receive cost the whole
 /// backlog (a 10,000-message backlog took a minute to drain in a debug build).
-const VISIBLE_PAGE: &str =
-    "SELECT rowid, id, body, sent_at_ms, receive_count, group_id FROM messages \
-     WHERE queue = ?1 AND visible_at_ms <= ?2 AND (sent_at_ms, rowid) > (?3, ?4) \
-     ORDER BY sent_at_ms, rowid LIMIT ?5";
+/// (`CROSS JOIN` keeps `messages` the outer loop: a body is looked up by its key for each
+/// message the walk takes.)
+const VISIBLE_PAGE: &str = "SELECT m.seq, m.id, b.body, m.sent_at_ms, m.receive_count, m.group_id \
+     FROM messages AS m CROSS JOIN message_bodies AS b ON b.seq = m.seq \
+     WHERE m.queue = ?1 AND m.visible_at_ms <= ?2 AND (m.sent_at_ms, m.seq) > (?3, ?4) \
+     ORDER BY m.sent_at_ms, m.seq LIMIT ?5";
 
 /// [`VISIBLE_PAGE`] on a FIFO queue: a group with a hidden message is skipped whole, so its
 /// later messages wait until the hidden one is deleted (or shows again, first in line).
 const VISIBLE_FIFO_PAGE: &str =
-    "SELECT rowid, id, body, sent_at_ms, receive_count, group_id FROM messages AS m \
-     WHERE queue = ?1 AND visible_at_ms <= ?2 AND (sent_at_ms, rowid) > (?3, ?4) \
+    "SELECT m.seq, m.id, b.body, m.sent_at_ms, m.receive_count, m.group_id \
+     FROM messages AS m CROSS JOIN message_bodies AS b ON b.seq = m.seq \
+     WHERE m.queue = ?1 AND m.visible_at_ms <= ?2 AND (m.sent_at_ms, m.seq) > (?3, ?4) \
      AND NOT EXISTS (SELECT 1 FROM messages AS h WHERE h.queue = m.queue \
                      AND h.group_id = m.group_id AND h.visible_at_ms > ?2) \
-     ORDER BY sent_at_ms, rowid LIMIT ?5";
+     ORDER BY m.sent_at_ms, m.seq LIMIT ?5";
 
 fn visible_page(
     tx: &Transaction<'_>,
@@ -290,9 +293,9 @@ fn visible_page(
         ))
     })?;
     rows.map(|row| {
-        let (rowid, id, body, sent_at_ms, receive_count, group_id) = row?;
+        let (seq, id, body, sent_at_ms, receive_count, group_id) = row?;
         Ok(Candidate {
-            rowid,
+            seq,
             id,
             body,
             sent_at_ms,
@@ -307,20 +310,18 @@ fn visible_page(
 /// earlier one stale).
 fn take(
     tx: &Transaction<'_>,
-    queue: &str,
     c: &Candidate,
     now: i64,
     visibility_ms: i64,
 ) -> Result<ReceivedMessage, EmbeddedError> {
-    let receipt_handle = uuid::Uuid::new_v4().to_string();
+    let receipt_handle = new_id();
     let receive_count = c.receive_count.saturating_add(1);
     tx.prepare_cached(
-        "UPDATE messages SET receive_count = ?3, visible_at_ms = ?4, receipt_handle = ?5 \
-         WHERE queue = ?1 AND id = ?2",
+        "UPDATE messages SET receive_count = ?2, visible_at_ms = ?3, receipt_handle = ?4 \
+         WHERE seq = ?1",
     )?
     .execute(params![
-        queue,
-        c.id,
+        c.seq,
         i64::from(receive_count),
         now.saturating_add(visibility_ms),
         receipt_handle
@@ -340,21 +341,21 @@ fn take(
 fn redrive(
     tx: &Transaction<'_>,
     queue: &str,
-    id: &str,
+    c: &Candidate,
     dead_letter_queue: &str,
     now: i64,
 ) -> Result<(), EmbeddedError> {
     tracing::debug!(
         queue,
         dead_letter_queue,
-        message_id = id,
+        message_id = c.id,
         "redriving a message past its max receive count"
     );
     tx.prepare_cached(
-        "UPDATE messages SET queue = ?3, receive_count = 0, visible_at_ms = ?4, receipt_handle = NULL \
-         WHERE queue = ?1 AND id = ?2",
+        "UPDATE messages SET queue = ?2, receive_count = 0, visible_at_ms = ?3, receipt_handle = NULL \
+         WHERE seq = ?1",
     )?
-    .execute(params![queue, id, dead_letter_queue, now])?;
+    .execute(params![c.seq, dead_letter_queue, now])?;
     Ok(())
 }
 
@@ -364,22 +365,37 @@ fn insert(
     message: &OutboundMessage,
     now: i64,
 ) -> Result<String, EmbeddedError> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = new_id();
     let delay_ms = i64::from(message.delay_seconds.min(MAX_DELAY_SECS)) * 1000;
     tx.prepare_cached(
-        "INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms, receive_count, group_id, deduplication_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+        "INSERT INTO messages (queue, id, sent_at_ms, visible_at_ms, receive_count, group_id, deduplication_id) \
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
     )?
     .execute(params![
         queue,
         id,
-        message.body,
         now,
         now.saturating_add(delay_ms),
         message.group_id,
         message.deduplication_id
     ])?;
+    insert_body(tx, &message.body)?;
     Ok(id)
+}
+
+/// The body of the message `tx` inserted last.
+fn insert_body(tx: &Transaction<'_>, body: &str) -> Result<(), EmbeddedError> {
+    tx.prepare_cached("INSERT INTO message_bodies (seq, body) VALUES (?1, ?2)")?
+        .execute(params![tx.last_insert_rowid(), body])?;
+    Ok(())
+}
+
+/// A message id or receipt handle: a UUID whose leading bits are the time (version 7), so new
+/// ones sort after the ones before. The two unique indexes on them then take each new entry on
+/// their last page; random (version 4) ones landed on a page of their own each, which a group
+/// commit of sixteen sends copied to the WAL sixteen times over.
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// How many messages [`move_messages`] carries per step (one transaction in each file).
@@ -406,8 +422,10 @@ pub fn move_messages(from: &std::path::Path, to: &std::path::Path) -> Result<u64
         );
         let rows: Vec<Row> = src
             .prepare(
-                "SELECT rowid, queue, id, body, sent_at_ms, visible_at_ms, receive_count, \
-                 receipt_handle, group_id, deduplication_id FROM messages ORDER BY rowid LIMIT ?1",
+                "SELECT m.seq, m.queue, m.id, b.body, m.sent_at_ms, m.visible_at_ms, m.receive_count, \
+                 m.receipt_handle, m.group_id, m.deduplication_id \
+                 FROM messages AS m CROSS JOIN message_bodies AS b ON b.seq = m.seq \
+                 ORDER BY m.seq LIMIT ?1",
             )?
             .query_map([MOVE_CHUNK as i64], |r| {
                 Ok((
@@ -429,19 +447,23 @@ pub fn move_messages(from: &std::path::Path, to: &std::path::Path) -> Result<u64
         }
         let tx = dst.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (_, (queue, id, body, sent, visible, count), (receipt, group, dedup)) in &rows {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (queue, id, body, sent_at_ms, visible_at_ms, \
-                 receive_count, receipt_handle, group_id, deduplication_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                queue, id, body, sent, visible, count, receipt, group, dedup
-            ])?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO messages (queue, id, sent_at_ms, visible_at_ms, \
+                     receive_count, receipt_handle, group_id, deduplication_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    queue, id, sent, visible, count, receipt, group, dedup
+                ])?;
+            if inserted > 0 {
+                insert_body(&tx, body)?;
+            }
         }
         tx.commit()?;
         let tx = src.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (rowid, ..) in &rows {
-            tx.prepare_cached("DELETE FROM messages WHERE rowid = ?1")?
+            tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
                 .execute([rowid])?;
         }
         tx.commit()?;
@@ -707,6 +729,27 @@ mod tests {
         );
     }
 
+    /// Ids and receipt handles grow in the order they are issued, so each of their unique
+    /// indexes takes a new entry on its last page (see [`new_id`]).
+    #[tokio::test]
+    async fn message_ids_and_receipt_handles_sort_in_the_order_they_were_issued() {
+        let (store, _clock) = store();
+        let q = store.queue("main", None);
+        let mut ids = Vec::new();
+        for n in 0..100 {
+            ids.push(
+                q.send(&OutboundMessage::new(format!("m{n}")))
+                    .await
+                    .expect("send"),
+            );
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let got = q.receive_up_to(100, HIDDEN, NOW).await.expect("receive");
+        let handles: Vec<&str> = got.iter().map(|m| m.receipt_handle.as_str()).collect();
+        assert_eq!(handles.len(), 100);
+        assert!(handles.windows(2).all(|w| w[0] < w[1]), "{handles:?}");
+    }
+
     /// A receive's page size is a bound `LIMIT`, different from one call to the next; SQLite
     /// would parse and plan the statement again for each new value unless told to keep plans.
     #[tokio::test]
@@ -855,6 +898,24 @@ mod tests {
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .expect("plan")
+    }
+
+    /// The receipt index holds received messages only; a delete by handle still finds its
+    /// message through it.
+    #[tokio::test]
+    async fn a_delete_finds_its_message_by_the_partial_receipt_index() {
+        let (store, _clock) = store();
+        let plan: Vec<String> = store
+            .with_conn(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {DELETE_BY_RECEIPT}"))?;
+                let rows = stmt.query_map(params!["main", "r"], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .expect("plan");
+        assert!(
+            plan.iter().any(|step| step.contains("messages_by_receipt")),
+            "{plan:?}"
+        );
     }
 
     #[tokio::test]
@@ -1251,10 +1312,15 @@ mod tests {
         let second = receive_one(&main, NOW).await.expect("second");
         let conn = rusqlite::Connection::open(&old.0).expect("open");
         conn.execute(
-            "INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms) VALUES ('main', ?1, ?2, ?3, ?3)",
-            params![second.message_id, second.body, T0],
+            "INSERT INTO messages (queue, id, sent_at_ms, visible_at_ms) VALUES ('main', ?1, ?2, ?2)",
+            params![second.message_id, T0],
         )
         .expect("the original left behind");
+        conn.execute(
+            "INSERT INTO message_bodies (seq, body) VALUES (last_insert_rowid(), ?1)",
+            [&second.body],
+        )
+        .expect("its body");
         assert_eq!(move_messages(&old.0, &new.0).expect("move again"), 1);
         assert_eq!(
             counts(&from, "main").expect("counts"),
