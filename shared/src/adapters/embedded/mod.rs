@@ -82,9 +82,9 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 40_000;
 /// background pass had not and syncing both files: 60–75 ms with every caller waiting, every
 /// 1–2 s under load. Now the checkpointer copies nearly everything back first and the writer,
 /// between two groups, only the rest: its syncs took 1–5 ms instead of 6–14 and the copy 10–20
-/// ms instead of ≈ 50. In five 64-connection `make load` pairs the p99.9 fell from 23–34 to
-/// 20–26 ms; at one connection it rose by ≈ 0.5 ms (more restarts, each shorter; see
-/// docs/performance.md). 32,768 was worse at 64 connections than 16,384.
+/// ms instead of ≈ 50. In five pairs of 16 s runs at 64 connections the p99.9 fell from 23–34
+/// to 20–26 ms; at one connection it rose by ≈ 0.5 ms (more restarts, each shorter); 32,768 was
+/// worse at 64 connections than 16,384 (docs/performance.md).
 const RESTART_FRAMES: i64 = 16_384;
 
 /// How often the checkpointer looks, and how many commits it lets pass before it copies the
@@ -777,8 +777,8 @@ fn copy_back_the_rest(conn: &Mutex<Connection>) {
 /// Copy the WAL back into the database off the commit path: a `PASSIVE` checkpoint (it
 /// never blocks the writer, which goes on appending) once enough commits have passed, or
 /// after a quiet spell; past `restart_frames` in the WAL, a second pass and then the writer's
-/// turn to copy the rest ([`RESTART_FRAMES`]). Ends when the store's last handle is gone (`commits` no longer
-/// upgrades); closing this connection last then checkpoints what remains.
+/// turn to copy the rest ([`RESTART_FRAMES`]). Ends when the store's last handle is gone
+/// (`commits` no longer upgrades); closing this connection last then checkpoints what remains.
 fn run_checkpointer(
     conn: &Connection,
     commits: &std::sync::Weak<AtomicU64>,
@@ -950,6 +950,15 @@ CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visib
         v6
     }
 
+    /// A new file at `path` with the tables and indexes of a version 5 store.
+    fn schema_v5_file(path: &Path) -> Connection {
+        let conn = Connection::open(path).expect("sqlite");
+        conn.execute_batch(&schema_v6()).expect("schema");
+        conn.execute_batch(ENTITY_ORDER_SCHEMA).expect("v4");
+        conn.execute_batch(RETENTION_SCHEMA).expect("v5");
+        conn
+    }
+
     /// The schema as version 4 wrote it: without the trail's expiry.
     fn schema_v4() -> String {
         let v4 = schema_v6().replace(
@@ -1032,10 +1041,7 @@ CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visib
         let db = TempDb::new();
         let at = 1_700_000_000_000_i64;
         {
-            let conn = Connection::open(&db.0).expect("sqlite");
-            conn.execute_batch(&schema_v6()).expect("v6 schema");
-            conn.execute_batch(ENTITY_ORDER_SCHEMA).expect("v4");
-            conn.execute_batch(RETENTION_SCHEMA).expect("v5");
+            let conn = schema_v5_file(&db.0);
             conn.execute_batch(LOOKUP_SCHEMA).expect("v6");
             conn.execute_batch(&format!(
                 "INSERT INTO messages (queue, id, body, sent_at_ms, visible_at_ms) \
@@ -1087,10 +1093,7 @@ CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, group_id, visib
         let db = TempDb::new();
         let at = 1_700_000_000_000_i64;
         {
-            let conn = Connection::open(&db.0).expect("sqlite");
-            conn.execute_batch(&schema_v6()).expect("schema");
-            conn.execute_batch(ENTITY_ORDER_SCHEMA).expect("v4");
-            conn.execute_batch(RETENTION_SCHEMA).expect("v5");
+            let conn = schema_v5_file(&db.0);
             for (key, summary) in [
                 ("s#bad", "not json {"),
                 ("s#good", r#"{"object_id":"pi_7","entity":"p_42"}"#),
