@@ -67,6 +67,27 @@ fn load_generator_finds_every_acknowledged_event_dispatched_once() {
     let (p99, p999) = (report["p99_ms"].as_f64(), report["p999_ms"].as_f64());
     assert!(p999 >= p99 && p999.is_some(), "{stdout}");
     assert!(stdout.contains("backlog each second:"), "{stdout}");
+    // Where inlet dev's CPU went, by its threads' names: the runs' own profile. The
+    // webhooks' runtime threads answered every request, so they cannot be missing.
+    let threads = report["server_threads"].as_array().expect("server_threads");
+    assert!(
+        threads.iter().any(
+            |t| t["name"] == "tokio-rt-worker" && t["micros_per_request"].as_f64() >= Some(1.0)
+        ),
+        "{stdout}"
+    );
+    let busy = report["cpu_busy"].as_array().expect("cpu_busy");
+    assert!(
+        !busy.is_empty()
+            && busy
+                .iter()
+                .all(|f| (0.0..=1.0).contains(&f.as_f64().unwrap_or(-1.0))),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("inlet dev CPU per request by thread (µs): "),
+        "{stdout}"
+    );
 }
 
 /// The check is real: events acknowledged but never written where the generator looks (a

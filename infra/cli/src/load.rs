@@ -343,6 +343,12 @@ pub struct Report {
     /// CPU seconds per wall second while requests ran (1.0 = one core busy).
     pub generator_cores: Option<f64>,
     pub server_cores: Option<f64>,
+    /// The server's CPU per request by thread name, largest first: which thread a change
+    /// must relieve (a figure that moves far less with the machine than the latencies).
+    pub server_threads: Vec<ThreadCpu>,
+    /// Each CPU's busy fraction while requests ran, the generator and the kernel included:
+    /// whether one CPU saturates while another idles.
+    pub cpu_busy: Vec<f64>,
     pub first_error: Option<String>,
 }
 
@@ -443,7 +449,11 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
         Some(p) => format!("/proc/{p}/stat"),
         None => "/proc/self/stat".to_string(),
     };
-    let stat = std::fs::read_to_string(path).ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string(path).ok()?)
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     // The command name (field 2) may hold spaces and parentheses: count fields after the
     // last ')'. utime and stime are fields 14 and 15, so the 12th and 13th after it.
     let after = stat.rsplit_once(')')?.1;
@@ -452,6 +462,113 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let stime: u64 = fields.next()?.parse().ok()?;
     // In clock ticks of USER_HZ, which the procfs ABI fixes at 100 on Linux.
     Some((utime + stime) as f64 / 100.0)
+}
+
+/// The command name of a `/proc/.../stat` line: for a thread, its name (at most 15 bytes).
+fn stat_name(stat: &str) -> Option<&str> {
+    let (_, rest) = stat.split_once('(')?;
+    Some(rest.rsplit_once(')')?.0)
+}
+
+/// CPU time so far of each thread of process `pid`, summed by thread name (threads of one
+/// pool share a name): where a run's CPU went, read from `/proc/PID/task/*/stat`.
+pub fn thread_cpu_seconds(pid: u32) -> Option<BTreeMap<String, f64>> {
+    let mut by_name = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread may end between the listing and the read: it is left out.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let (Some(name), Some(cpu)) = (stat_name(&stat), stat_cpu_seconds(&stat)) {
+            *by_name.entry(name.to_string()).or_insert(0.0) += cpu;
+        }
+    }
+    Some(by_name)
+}
+
+/// Busy and total time of each CPU so far, from `/proc/stat` (in USER_HZ ticks).
+pub fn cpu_ticks() -> Option<Vec<(u64, u64)>> {
+    parse_cpu_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<Vec<(u64, u64)>> {
+    let mut cpus = Vec::new();
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        // `cpu` is the sum of all; `cpu0`, `cpu1`, … one each.
+        match fields.next() {
+            Some(name) if name.starts_with("cpu") && name.len() > 3 => {}
+            _ => continue,
+        }
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let t: Vec<u64> = fields
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let total: u64 = t.iter().sum();
+        let idle = t.get(3)? + t.get(4)?;
+        // Time the hypervisor gave to others is not this machine's work.
+        let steal = *t.get(7)?;
+        cpus.push((total - idle - steal, total));
+    }
+    (!cpus.is_empty()).then_some(cpus)
+}
+
+/// One thread name's share of the server's CPU during a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThreadCpu {
+    pub name: String,
+    /// CPU microseconds per answered request.
+    pub micros_per_request: f64,
+}
+
+/// Where the server's CPU went per request, largest first, threads under 1 µs left out.
+fn thread_shares(
+    before: Option<BTreeMap<String, f64>>,
+    after: Option<BTreeMap<String, f64>>,
+    requests: u64,
+) -> Vec<ThreadCpu> {
+    let (Some(before), Some(after)) = (before, after) else {
+        return Vec::new();
+    };
+    if requests == 0 {
+        return Vec::new();
+    }
+    let mut shares: Vec<ThreadCpu> = after
+        .into_iter()
+        .map(|(name, cpu)| {
+            let spent = cpu - before.get(&name).copied().unwrap_or(0.0);
+            ThreadCpu {
+                name,
+                micros_per_request: spent * 1e6 / requests as f64,
+            }
+        })
+        .filter(|t| t.micros_per_request >= 1.0)
+        .collect();
+    shares.sort_by(|a, b| b.micros_per_request.total_cmp(&a.micros_per_request));
+    shares
+}
+
+/// Each CPU's busy fraction between two [`cpu_ticks`] readings.
+fn busy_fractions(before: Option<Vec<(u64, u64)>>, after: Option<Vec<(u64, u64)>>) -> Vec<f64> {
+    let (Some(before), Some(after)) = (before, after) else {
+        return Vec::new();
+    };
+    before
+        .iter()
+        .zip(&after)
+        .map(|((b0, t0), (b1, t1))| {
+            let total = t1.saturating_sub(*t0);
+            if total == 0 {
+                0.0
+            } else {
+                b1.saturating_sub(*b0) as f64 / total as f64
+            }
+        })
+        .collect()
 }
 
 /// One run of `plan` for `source`, then the wait for the worker and the accounting check.
@@ -464,6 +581,8 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
     let mut log = DispatchLog::at_end(events)?;
     let mut lines = LineCounter::at_end(events)?;
     let cpu_before = (cpu_seconds(None), cpu_seconds(plan.server_pid));
+    let threads_before = plan.server_pid.and_then(thread_cpu_seconds);
+    let ticks_before = cpu_ticks();
     let started = Instant::now();
     let counts = Arc::new(Counts::default());
     let mut backlog = Vec::new();
@@ -490,6 +609,8 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
         dispatched: lines.poll()?,
     });
     let cpu_after = (cpu_seconds(None), cpu_seconds(plan.server_pid));
+    let threads_after = plan.server_pid.and_then(thread_cpu_seconds);
+    let cpu_busy = busy_fractions(ticks_before, cpu_ticks());
     let cores =
         |before: Option<f64>, after: Option<f64>| Some((after? - before?) / elapsed.as_secs_f64());
 
@@ -527,6 +648,8 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
             .map(|d| accounting.acknowledged as f64 / (seconds + d.as_secs_f64())),
         generator_cores: cores(cpu_before.0, cpu_after.0),
         server_cores: cores(cpu_before.1, cpu_after.1),
+        server_threads: thread_shares(threads_before, threads_after, requests),
+        cpu_busy,
         first_error: tally.first_error,
     })
 }
@@ -654,6 +777,26 @@ pub fn describe(r: &Report) -> String {
             opt(r.server_cores, 2)
         );
     }
+    if !r.server_threads.is_empty() {
+        let threads: Vec<String> = r
+            .server_threads
+            .iter()
+            .map(|t| format!("{} {:.1}", t.name, t.micros_per_request))
+            .collect();
+        out += &format!(
+            "  inlet dev CPU per request by thread (µs): {}\n",
+            threads.join(", ")
+        );
+    }
+    if !r.cpu_busy.is_empty() {
+        let busy: Vec<String> = r
+            .cpu_busy
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("CPU {i} {:.0} %", f * 100.0))
+            .collect();
+        out += &format!("  busy while sending: {}\n", busy.join(", "));
+    }
     if let Some(e) = &r.first_error {
         out += &format!("  first transport error: {e}\n");
     }
@@ -694,6 +837,84 @@ pub fn table(reports: &[Report]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stat_line_gives_its_thread_name_and_cpu_even_with_parentheses_in_the_name() {
+        // Field layout of proc_pid_stat(5): utime 1234 and stime 56 ticks.
+        let line = "4242 (q) (writer)) S 1 4242 4242 0 -1 4194368 100 0 0 0 1234 56 0 0 20 0 9 0 \
+                    5000 0 0";
+        assert_eq!(stat_name(line), Some("q) (writer)"));
+        assert_eq!(stat_cpu_seconds(line), Some(12.90));
+        assert_eq!(stat_cpu_seconds("4242 (x) S 1"), None, "too few fields");
+    }
+
+    #[test]
+    fn proc_stat_gives_each_cpu_busy_and_total_without_idle_or_stolen_time() {
+        let stat = "cpu  300 0 100 500 20 0 10 70 0 0\n\
+                    cpu0 200 0 50 200 10 0 5 35 0 0\n\
+                    cpu1 100 0 50 300 10 0 5 35 0 0\n\
+                    intr 12345\nctxt 999\n";
+        // busy = user + nice + system + irq + softirq; total adds idle, iowait and steal.
+        assert_eq!(parse_cpu_ticks(stat), Some(vec![(255, 500), (155, 500)]));
+        assert_eq!(parse_cpu_ticks("intr 1\n"), None);
+        let later = vec![(255 + 90, 500 + 100), (155 + 25, 500 + 100)];
+        assert_eq!(
+            busy_fractions(parse_cpu_ticks(stat), Some(later)),
+            vec![0.9, 0.25]
+        );
+    }
+
+    #[test]
+    fn thread_shares_are_per_request_largest_first_and_leave_out_idle_threads() {
+        let before = BTreeMap::from([("writer".to_string(), 1.0), ("idle".to_string(), 2.0)]);
+        let after = BTreeMap::from([
+            ("writer".to_string(), 1.5),
+            ("idle".to_string(), 2.0),
+            // Born during the run: all of its time is the run's.
+            ("runtime".to_string(), 0.8),
+        ]);
+        let shares = thread_shares(Some(before), Some(after), 10_000);
+        let got: Vec<(&str, f64)> = shares
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    (t.micros_per_request * 10.0).round() / 10.0,
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![("runtime", 80.0), ("writer", 50.0)]);
+        assert!(thread_shares(None, Some(BTreeMap::new()), 10).is_empty());
+    }
+
+    /// Against the real procfs: a named thread that burns CPU shows under its name.
+    #[test]
+    fn a_busy_thread_of_this_process_shows_under_its_name() {
+        let pid = std::process::id();
+        let burner = std::thread::Builder::new()
+            .name("load-cpu-probe".into())
+            .spawn(move || {
+                // Spin until procfs itself shows 30 ms (3 ticks) of this thread's CPU.
+                let own = |m: &BTreeMap<String, f64>| m.get("load-cpu-probe").copied();
+                let mut x = 0u64;
+                loop {
+                    for i in 0..100_000u64 {
+                        x = x.wrapping_mul(31).wrapping_add(i);
+                    }
+                    std::hint::black_box(x);
+                    let seen = thread_cpu_seconds(pid).and_then(|m| own(&m));
+                    if seen.is_some_and(|s| s >= 0.03) {
+                        return seen;
+                    }
+                }
+            })
+            .expect("spawn");
+        let seen = burner.join().expect("join");
+        assert!(seen.is_some_and(|s| s >= 0.03), "{seen:?}");
+        let cpus = cpu_ticks().expect("/proc/stat");
+        assert!(!cpus.is_empty());
+        assert!(cpus.iter().all(|(busy, total)| busy <= total));
+    }
 
     fn log_with(lines: &str) -> DispatchLog {
         let dir = tempfile::tempdir().expect("tempdir");
