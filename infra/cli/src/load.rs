@@ -894,17 +894,21 @@ mod tests {
         let burner = std::thread::Builder::new()
             .name("load-cpu-probe".into())
             .spawn(move || {
-                // Spin until procfs itself shows 30 ms (3 ticks) of this thread's CPU.
-                let own = |m: &BTreeMap<String, f64>| m.get("load-cpu-probe").copied();
+                // Spin until this thread's own stat file shows 30 ms (3 ticks) of CPU, then
+                // ask the lookup by process and name what it sees: a lookup that cannot
+                // find the thread fails the test rather than spinning for ever.
                 let mut x = 0u64;
                 loop {
                     for i in 0..100_000u64 {
                         x = x.wrapping_mul(31).wrapping_add(i);
                     }
                     std::hint::black_box(x);
-                    let seen = thread_cpu_seconds(pid).and_then(|m| own(&m));
-                    if seen.is_some_and(|s| s >= 0.03) {
-                        return seen;
+                    let own = std::fs::read_to_string("/proc/thread-self/stat")
+                        .ok()
+                        .and_then(|s| stat_cpu_seconds(&s));
+                    if own.is_some_and(|s| s >= 0.03) {
+                        return thread_cpu_seconds(pid)
+                            .and_then(|m| m.get("load-cpu-probe").copied());
                     }
                 }
             })
