@@ -33,6 +33,7 @@ mod checks;
 mod ledger;
 mod poll;
 mod queue;
+mod vfs;
 
 use std::fmt;
 use std::path::Path;
@@ -40,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{oneshot, Notify};
 
 use crate::ports::{BusError, CheckStoreError, Clock, LedgerError, PollStoreError, QueueError};
@@ -584,9 +585,13 @@ impl EmbeddedStore {
     }
 }
 
-/// A connection to the file at `path`, configured as every connection of a store is.
+/// A connection to the file at `path`, configured as every connection of a store is: through
+/// the layer that writes a commit's WAL frames in one call (see `vfs.rs`).
 fn connect(path: &Path) -> Result<Connection, EmbeddedError> {
-    let conn = Connection::open(path)?;
+    let conn = match vfs::name() {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)?,
+        None => Connection::open(path)?,
+    };
     conn.busy_timeout(BUSY_TIMEOUT)?;
     keep_plans(&conn)?;
     Ok(conn)
