@@ -141,8 +141,9 @@ unsafe fn parts<'a>(
 /// Hand the buffer to the kernel: one write (one per [`MAX_WRITE`] bytes), at the offset its
 /// first byte was written for.
 unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
+    // `commit_next` stays: a flush between a commit frame's header and its page (the bound
+    // reached at the header) must not keep the page from being written when it comes.
     let (wal, inner, methods) = parts(file);
-    wal.commit_next = false;
     let Some(write) = methods.xWrite else {
         return ffi::SQLITE_IOERR_WRITE;
     };
@@ -211,7 +212,7 @@ unsafe extern "C" fn write(
     count_taken();
     let ends_commit = wal.commit_next;
     wal.commit_next = len == FRAME_HEADER && bytes[4..8] != [0; 4];
-    if ends_commit || wal.pending.len() >= FLUSH_AT {
+    if ends_commit || wal.pending.len() >= flush_at() {
         return flush(file);
     }
     ffi::SQLITE_OK
@@ -302,8 +303,19 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xUnfetch: Some(unfetch),
 };
 
+fn flush_at() -> usize {
+    #[cfg(test)]
+    if let Some(n) = FLUSH_AT_IN_TEST.with(std::cell::Cell::get) {
+        return n;
+    }
+    FLUSH_AT
+}
+
 #[cfg(test)]
 thread_local! {
+    /// A smaller bound for this thread's writes, so a test can put it anywhere in a commit.
+    static FLUSH_AT_IN_TEST: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+
     /// Per thread, for the tests: the writes the layer took in (headers and pages) and the
     /// writes it made to the file.
     static COUNTS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
@@ -451,6 +463,29 @@ mod tests {
             wal_frames < 4000,
             "the WAL started over along the way: {wal_frames} frames"
         );
+    }
+
+    #[test]
+    fn a_commit_is_on_disk_wherever_the_buffers_bound_falls_in_it() {
+        // 2,072 + 24 bytes is one 2 KB frame and the next frame's header: with that bound a
+        // two-frame commit reaches it at its commit frame's header, and the page that ends
+        // the commit must still be written when it comes (a first version kept it waiting).
+        for bound in [1, 24, 2072 + 24, 3 * 2072] {
+            FLUSH_AT_IN_TEST.with(|b| b.set(Some(bound)));
+            let db = TempDb::new();
+            let conn = layered(&db, 0);
+            for n in 1..=5_i64 {
+                let tx = conn.unchecked_transaction().expect("begin");
+                for _ in 0..n {
+                    tx.execute("INSERT INTO t (b) VALUES (zeroblob(700))", [])
+                        .expect("insert");
+                }
+                tx.commit().expect("commit");
+                let expected = (n * (n + 1) / 2, n * (n + 1) / 2 * 700);
+                assert_eq!(recovered(&db), expected, "bound {bound}, commit {n}");
+            }
+        }
+        FLUSH_AT_IN_TEST.with(|b| b.set(None));
     }
 
     #[test]
