@@ -11,12 +11,14 @@
 //!
 //! How: appends to a WAL file collect in a buffer while they follow one another. The buffer
 //! goes to the kernel, in one call, when the page of a frame whose header carries the commit
-//! mark has been appended — the last frame SQLite writes for a commit, before it publishes the
+//! mark has been appended — the last frame SQLite appends for a commit, before it publishes the
 //! commit in the WAL index where other connections look. It also goes before anything else
-//! touches the file (a read, a write elsewhere, a sync, a truncate, a size, a lock, a file
-//! control, a close) and once it holds [`FLUSH_AT`] bytes. So every byte reaches the kernel in
-//! the order SQLite wrote it, and before any connection can read it or a commit returns: a
-//! process killed at any moment leaves exactly what plain `unix` would have left.
+//! touches the file (a read, an overwrite of an earlier frame — which then goes straight to
+//! the file —, a sync, a truncate, a size, a lock, a file control, a close) and once it holds
+//! [`FLUSH_AT`] bytes. So every byte reaches the kernel in the order SQLite wrote it, and
+//! before any connection can read it or a commit returns: a process killed at any moment
+//! leaves what plain `unix` would have left. The buffer keeps the capacity of the largest
+//! commit it held, at most [`FLUSH_AT`] and a frame, per WAL file a connection has open.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
