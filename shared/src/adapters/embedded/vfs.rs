@@ -54,11 +54,14 @@ pub(super) fn name() -> Option<&'static CStr> {
                 if inner.is_null() || CStr::from_ptr((*inner).zName) != c"unix" {
                     return false;
                 }
-                let mut vfs = *inner;
-                vfs.szOsFile = c_int::try_from(INNER_AT)
+                let Some(size) = c_int::try_from(INNER_AT)
                     .ok()
                     .and_then(|at| at.checked_add((*inner).szOsFile))
-                    .unwrap_or(c_int::MAX);
+                else {
+                    return false;
+                };
+                let mut vfs = *inner;
+                vfs.szOsFile = size;
                 vfs.zName = NAME.as_ptr();
                 vfs.pAppData = inner.cast();
                 vfs.pNext = ptr::null_mut();
