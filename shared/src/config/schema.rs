@@ -186,10 +186,13 @@ fn default_archive_retention_days() -> u32 {
     90
 }
 
-/// Large enough that the worker's few store rounds per batch are shared by hundreds of
-/// events, which lets it keep pace with ingest on the one writer (docs/performance.md).
+/// Large enough that the worker's few store rounds per batch are shared by many events, which
+/// lets it keep pace with ingest on the one writer; small enough that a webhook's send, queued
+/// on that writer behind a batch's receive or delete, does not wait long: at 250 those two
+/// were most of the one-connection p99.9, at 64 the worker fell behind at 64 connections
+/// (docs/performance.md, "Batches a webhook can wait behind").
 fn default_worker_batch_size() -> usize {
-    250
+    128
 }
 
 /// Two: while one batch waits for the store or a target, the other works (docs/performance.md,
