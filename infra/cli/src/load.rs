@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use inlet::config::{Config, Source, TargetKind};
@@ -437,9 +437,11 @@ impl LineCounter {
 /// A [`LineCounter`] polled on a thread of its own, every [`WATCH_EVERY`]. Reading what the
 /// worker appended in a second (≈ 10 MB at one connection) takes the reading thread a few
 /// milliseconds; done on the runtime, it held up the answer of whichever connection's task
-/// waited behind it, once a second, and showed up in the generator's own p99.9.
+/// waited behind it, once a second, and showed up in the generator's own p99.9. Each poll
+/// publishes the lines with the acknowledged count read just before it, so a sample's backlog
+/// compares the two at one instant however stale the pair is when the sample takes it.
 struct LineWatcher {
-    counted: Arc<AtomicU64>,
+    latest: Arc<Mutex<(u64, u64)>>,
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<Result<LineCounter, LoadError>>,
 }
@@ -447,19 +449,21 @@ struct LineWatcher {
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 impl LineCounter {
-    fn watch(mut self) -> LineWatcher {
-        let counted = Arc::new(AtomicU64::new(self.lines));
+    fn watch(mut self, acknowledged: impl Fn() -> u64 + Send + 'static) -> LineWatcher {
+        let latest = Arc::new(Mutex::new((acknowledged(), self.lines)));
         let (stop, stopped) = std::sync::mpsc::channel();
-        let published = counted.clone();
+        let published = latest.clone();
         let thread = std::thread::spawn(move || loop {
-            published.store(self.poll()?, Ordering::Relaxed);
+            let acked = acknowledged();
+            let lines = self.poll()?;
+            *published.lock().unwrap_or_else(|p| p.into_inner()) = (acked, lines);
             match stopped.recv_timeout(WATCH_EVERY) {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 _ => return Ok(self),
             }
         });
         LineWatcher {
-            counted,
+            latest,
             stop,
             thread,
         }
@@ -467,9 +471,9 @@ impl LineCounter {
 }
 
 impl LineWatcher {
-    /// The lines counted by the last poll.
-    fn counted(&self) -> u64 {
-        self.counted.load(Ordering::Relaxed)
+    /// The acknowledged count and the lines, as of the last poll.
+    fn latest(&self) -> (u64, u64) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops the thread and counts the lines appended up to now.
@@ -628,12 +632,14 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
     // Sign one request up front so a source that cannot be signed fails before any load.
     distinct_request(&source, plan.body_size, SystemClock.now_ms())?;
     let mut log = DispatchLog::at_end(events)?;
-    let lines = LineCounter::at_end(events)?.watch();
+    let counts = Arc::new(Counts::default());
+    let acked = counts.clone();
+    let lines =
+        LineCounter::at_end(events)?.watch(move || acked.acknowledged.load(Ordering::Relaxed));
     let cpu_before = (cpu_seconds(None), cpu_seconds(plan.server_pid));
     let threads_before = plan.server_pid.and_then(thread_cpu_seconds);
     let ticks_before = cpu_ticks();
     let started = Instant::now();
-    let counts = Arc::new(Counts::default());
     let mut backlog = Vec::new();
     let load = drive(plan, source, started, counts.clone());
     tokio::pin!(load);
@@ -643,11 +649,14 @@ pub async fn run(plan: &Plan, source: Arc<Source>, events: &Path) -> Result<Repo
     let tally = loop {
         tokio::select! {
             done = &mut load => break done?,
-            _ = tick.tick() => backlog.push(Sample {
-                at_seconds: started.elapsed().as_secs_f64(),
-                acknowledged: counts.acknowledged.load(Ordering::Relaxed),
-                dispatched: lines.counted(),
-            }),
+            _ = tick.tick() => {
+                let (acknowledged, dispatched) = lines.latest();
+                backlog.push(Sample {
+                    at_seconds: started.elapsed().as_secs_f64(),
+                    acknowledged,
+                    dispatched,
+                });
+            }
         }
     };
     let elapsed = started.elapsed();
@@ -1012,18 +1021,26 @@ mod tests {
         use std::io::Write;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("events.jsonl");
-        let watcher = LineCounter::at_end(&path).expect("counter").watch();
+        let acked = Arc::new(AtomicU64::new(7));
+        let read = acked.clone();
+        let watcher = LineCounter::at_end(&path)
+            .expect("counter")
+            .watch(move || read.load(Ordering::Relaxed));
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .expect("open");
+        assert_eq!(watcher.latest(), (7, 0));
+        acked.store(9, Ordering::Relaxed);
         f.write_all(b"1\n2\n").expect("append");
         let waited = Instant::now();
-        while watcher.counted() < 2 {
+        // Both halves of the pair move, on the watcher's thread alone.
+        while watcher.latest() != (9, 2) {
             assert!(
                 waited.elapsed() < Duration::from_secs(10),
-                "the thread never counted the two lines"
+                "the thread never published the two lines with the new count: {:?}",
+                watcher.latest()
             );
             std::thread::yield_now();
         }
